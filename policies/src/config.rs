@@ -1,0 +1,751 @@
+//! The configuration model: TOML text in, a validated [`Config`] or every [`Problem`] out.
+//!
+//! Parsing happens in three passes so that `mcp-edge check` can list every problem at once:
+//! 1. TOML syntax (stops at the first syntax error, with its place);
+//! 2. unknown keys, anywhere in the file (see `schema`);
+//! 3. typed values, then the meaning of each value (sizes, durations, URLs, duplicates …).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::problem::{Problem, SourceMap, unplaced};
+use crate::schema;
+use crate::units::{parse_duration, parse_size};
+use crate::upstream::UpstreamUrl;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub cache: CacheConfig,
+    pub compression: CompressionConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub max_body: u64,
+    /// Origins allowed to call; a request with any other `Origin` header gets 403.
+    pub allowed_origins: Vec<String>,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub memory: u64,
+    pub disk_path: Option<PathBuf>,
+    pub disk_size: u64,
+    pub max_entry_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionConfig {
+    pub gzip: bool,
+    pub min_size: u64,
+    /// Compress `text/event-stream` responses too (flushed per event).
+    pub sse: bool,
+}
+
+/// How a route picks an upstream for requests not pinned to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    /// Consistent hashing on the client's identity (authorization context, else address).
+    Consistent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Path prefix this route serves (longest prefix wins).
+    pub path: String,
+    pub upstreams: Vec<UpstreamUrl>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// Longest silence allowed while reading an upstream answer to a POST. Server-to-client
+    /// streams (GET, `subscriptions/listen`) have no read timeout.
+    pub read_timeout: Duration,
+    pub policy: CachePolicy,
+    pub prefetch: PrefetchConfig,
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachePolicy {
+    pub resource_ttl: Duration,
+    pub list_ttl: Duration,
+    pub tool_ttl: Duration,
+    pub max_ttl: Duration,
+    pub honor_server_hints: bool,
+    pub shared: bool,
+    /// Lower-case name of the header that identifies the caller's authorization context.
+    pub identity_header: String,
+    pub cache_tools: Vec<String>,
+    pub readonly_tools: bool,
+    pub stale_if_error: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefetchConfig {
+    pub enabled: bool,
+    pub min_confidence: f64,
+    pub max_inflight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw, as written in the file. Every value that needs more checking keeps its span.
+
+type Text = Option<Spanned<String>>;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawConfig {
+    server: RawServer,
+    admin: RawAdmin,
+    cache: RawCache,
+    compression: RawCompression,
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawServer {
+    listen: Option<Vec<Spanned<String>>>,
+    threads: Option<Spanned<i64>>,
+    max_body: Text,
+    allowed_origins: Vec<Spanned<String>>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawTls {
+    listen: Vec<Spanned<String>>,
+    cert: Text,
+    key: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawAdmin {
+    listen: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawCache {
+    memory: Text,
+    disk_path: Option<String>,
+    disk_size: Text,
+    max_entry_size: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawCompression {
+    gzip: Option<bool>,
+    min_size: Option<Spanned<i64>>,
+    sse: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRoute {
+    name: Text,
+    path: Text,
+    upstreams: Option<Spanned<Vec<Spanned<String>>>>,
+    balance: Text,
+    connect_timeout: Text,
+    read_timeout: Text,
+    policy: RawPolicy,
+    prefetch: RawPrefetch,
+    health: RawHealth,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawPolicy {
+    resource_ttl: Text,
+    list_ttl: Text,
+    tool_ttl: Text,
+    max_ttl: Text,
+    honor_server_hints: Option<bool>,
+    shared: Option<bool>,
+    identity_header: Text,
+    cache_tools: Vec<String>,
+    readonly_tools: Option<bool>,
+    stale_if_error: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawPrefetch {
+    enabled: Option<bool>,
+    min_confidence: Option<Spanned<f64>>,
+    max_inflight: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawHealth {
+    interval: Text,
+    timeout: Text,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl Config {
+    /// Parses and validates a configuration; on failure returns every problem found.
+    pub fn from_toml(source: &str) -> Result<Config, Vec<Problem>> {
+        let map = SourceMap::new(source);
+        let syntax_problem = |e: toml::de::Error| match e.span() {
+            Some(span) => map.problem(span, e.message().to_string()),
+            None => unplaced(e.message().to_string()),
+        };
+        let document = toml::de::DeTable::parse(source).map_err(|e| vec![syntax_problem(e)])?;
+        let mut problems = Vec::new();
+        schema::unknown_keys(document.get_ref(), schema::ROOT, "", &map, &mut problems);
+        match toml::from_str::<RawConfig>(source) {
+            Ok(raw) => {
+                let mut checker = Checker {
+                    map: &map,
+                    problems,
+                };
+                let config = checker.config(raw);
+                if checker.problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(checker.problems)
+                }
+            }
+            Err(e) => {
+                problems.push(syntax_problem(e));
+                Err(problems)
+            }
+        }
+    }
+
+    /// The route serving `path`: the one with the longest matching prefix.
+    pub fn route_for(&self, path: &str) -> Option<&RouteConfig> {
+        crate::routing::longest_prefix(&self.routes, path, |r| &r.path)
+    }
+}
+
+/// Collects problems while turning raw values into validated ones.
+struct Checker<'a> {
+    map: &'a SourceMap,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: std::ops::Range<usize>, message: String) {
+        self.problems.push(self.map.problem(span, message));
+    }
+
+    fn size(&mut self, value: &Text, default: u64, key: &str) -> u64 {
+        let Some(text) = value else { return default };
+        parse_size(text.get_ref()).unwrap_or_else(|e| {
+            self.report(text.span(), format!("{key}: {e}"));
+            default
+        })
+    }
+
+    fn duration(&mut self, value: &Text, default: Duration, key: &str) -> Duration {
+        let Some(text) = value else { return default };
+        parse_duration(text.get_ref()).unwrap_or_else(|e| {
+            self.report(text.span(), format!("{key}: {e}"));
+            default
+        })
+    }
+
+    fn socket_addr(&mut self, text: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match text.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let message = format!(
+                    "{key}: {:?} is not an IP address with a port, e.g. \"127.0.0.1:8080\" or \"[::]:8080\"",
+                    text.get_ref()
+                );
+                self.report(text.span(), message);
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, value: &Option<Spanned<i64>>, default: usize, key: &str) -> usize {
+        let Some(number) = value else { return default };
+        match usize::try_from(*number.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                self.report(
+                    number.span(),
+                    format!("{key} must be a positive whole number"),
+                );
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let config = Config {
+            server: self.server(&raw.server),
+            admin: self.admin(&raw.admin),
+            cache: self.cache(&raw.cache),
+            compression: self.compression(&raw.compression),
+            routes: raw.route.iter().map(|r| self.route(r)).collect(),
+        };
+        if raw.route.is_empty() {
+            self.problems.push(unplaced(
+                "no [[route]] is configured: add at least one route with a path and upstreams",
+            ));
+        }
+        self.check_unique_routes(&raw.route, &config.routes);
+        config
+    }
+
+    fn server(&mut self, raw: &RawServer) -> ServerConfig {
+        let listen = match &raw.listen {
+            Some(addrs) => addrs
+                .iter()
+                .filter_map(|a| self.socket_addr(a, "server.listen"))
+                .collect(),
+            None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        };
+        let tls = raw.tls.as_ref().map(|tls| self.tls(tls));
+        let has_tls_listener = tls
+            .as_ref()
+            .is_some_and(|t: &TlsConfig| !t.listen.is_empty());
+        let listed_nothing = raw.listen.as_ref().is_some_and(|l| l.is_empty());
+        if listed_nothing && !has_tls_listener {
+            self.problems.push(unplaced(
+                "server.listen is empty and no [server.tls] listener is set: nothing would serve",
+            ));
+        }
+        let max_body = self.size(&raw.max_body, 4 << 20, "server.max_body");
+        if let Some(text) = &raw.max_body
+            && max_body < 1024
+        {
+            self.report(text.span(), "server.max_body must be at least 1KiB".into());
+        }
+        ServerConfig {
+            listen,
+            threads: self.positive(&raw.threads, 2, "server.threads"),
+            max_body,
+            allowed_origins: raw
+                .allowed_origins
+                .iter()
+                .map(|o| o.get_ref().trim_end_matches('/').to_string())
+                .collect(),
+            tls,
+        }
+    }
+
+    fn tls(&mut self, raw: &Spanned<RawTls>) -> TlsConfig {
+        let tls = raw.get_ref();
+        let mut path = |value: &Text, key: &str| match value {
+            Some(p) if !p.get_ref().is_empty() => PathBuf::from(p.get_ref()),
+            _ => {
+                self.report(
+                    raw.span(),
+                    format!("[server.tls] needs {key} = \"/path/to/{key}.pem\""),
+                );
+                PathBuf::new()
+            }
+        };
+        let cert = path(&tls.cert, "cert");
+        let key = path(&tls.key, "key");
+        let listen = tls
+            .listen
+            .iter()
+            .filter_map(|a| self.socket_addr(a, "server.tls.listen"))
+            .collect();
+        TlsConfig { listen, cert, key }
+    }
+
+    fn admin(&mut self, raw: &RawAdmin) -> AdminConfig {
+        let listen = match &raw.listen {
+            Some(text) if text.get_ref().is_empty() => None,
+            Some(text) => self.socket_addr(text, "admin.listen"),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        };
+        AdminConfig { listen }
+    }
+
+    fn cache(&mut self, raw: &RawCache) -> CacheConfig {
+        CacheConfig {
+            memory: self.size(&raw.memory, 256 << 20, "cache.memory"),
+            disk_path: raw
+                .disk_path
+                .as_ref()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            disk_size: self.size(&raw.disk_size, 4 << 30, "cache.disk_size"),
+            max_entry_size: self.size(&raw.max_entry_size, 8 << 20, "cache.max_entry_size"),
+        }
+    }
+
+    fn compression(&mut self, raw: &RawCompression) -> CompressionConfig {
+        let min_size = match &raw.min_size {
+            Some(n) if *n.get_ref() < 0 => {
+                self.report(n.span(), "compression.min_size must not be negative".into());
+                1024
+            }
+            Some(n) => *n.get_ref() as u64,
+            None => 1024,
+        };
+        CompressionConfig {
+            gzip: raw.gzip.unwrap_or(true),
+            min_size,
+            sse: raw.sse.unwrap_or(false),
+        }
+    }
+
+    fn route(&mut self, raw: &Spanned<RawRoute>) -> RouteConfig {
+        let route = raw.get_ref();
+        let path = match &route.path {
+            Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+            Some(p) => {
+                self.report(
+                    p.span(),
+                    format!("route path {:?} must start with \"/\"", p.get_ref()),
+                );
+                p.get_ref().clone()
+            }
+            None => {
+                self.report(
+                    raw.span(),
+                    "[[route]] needs path = \"/mcp\" (the path prefix it serves)".into(),
+                );
+                String::new()
+            }
+        };
+        let name = route
+            .name
+            .as_ref()
+            .map(|n| n.get_ref().clone())
+            .unwrap_or_else(|| path.clone());
+        let upstreams = self.upstreams(raw, &name);
+        let balance = match &route.balance {
+            None => Balance::RoundRobin,
+            Some(b) => match b.get_ref().as_str() {
+                "round_robin" => Balance::RoundRobin,
+                "least_conn" => Balance::LeastConn,
+                "consistent" => Balance::Consistent,
+                other => {
+                    self.report(b.span(), format!("balance {other:?} is unknown (use round_robin, least_conn or consistent)"));
+                    Balance::RoundRobin
+                }
+            },
+        };
+        RouteConfig {
+            connect_timeout: self.duration(
+                &route.connect_timeout,
+                Duration::from_secs(3),
+                "connect_timeout",
+            ),
+            read_timeout: self.duration(
+                &route.read_timeout,
+                Duration::from_secs(60),
+                "read_timeout",
+            ),
+            policy: self.policy(&route.policy),
+            prefetch: self.prefetch(&route.prefetch),
+            health: self.health(&route.health),
+            name,
+            path,
+            upstreams,
+            balance,
+        }
+    }
+
+    fn upstreams(&mut self, raw: &Spanned<RawRoute>, name: &str) -> Vec<UpstreamUrl> {
+        let Some(list) = &raw.get_ref().upstreams else {
+            self.report(
+                raw.span(),
+                format!("route {name:?} needs upstreams = [\"http://host:port/mcp\", …]"),
+            );
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() {
+            self.report(
+                list.span(),
+                format!("route {name:?} has an empty upstream list"),
+            );
+        }
+        let mut seen = HashSet::new();
+        let mut parsed = Vec::new();
+        for url in list.get_ref() {
+            match UpstreamUrl::parse(url.get_ref()) {
+                Ok(u) if !seen.insert(u.url.clone()) => {
+                    self.report(
+                        url.span(),
+                        format!("upstream {:?} is listed twice in route {name:?}", u.url),
+                    );
+                }
+                Ok(u) => parsed.push(u),
+                Err(e) => self.report(url.span(), e),
+            }
+        }
+        parsed
+    }
+
+    fn policy(&mut self, raw: &RawPolicy) -> CachePolicy {
+        let identity_header = match &raw.identity_header {
+            Some(h) if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() => {
+                self.report(
+                    h.span(),
+                    format!(
+                        "identity_header {:?} is not a valid header name",
+                        h.get_ref()
+                    ),
+                );
+                "authorization".to_string()
+            }
+            Some(h) => h.get_ref().to_ascii_lowercase(),
+            None => "authorization".to_string(),
+        };
+        CachePolicy {
+            resource_ttl: self.duration(
+                &raw.resource_ttl,
+                Duration::from_secs(3600),
+                "resource_ttl",
+            ),
+            list_ttl: self.duration(&raw.list_ttl, Duration::from_secs(300), "list_ttl"),
+            tool_ttl: self.duration(&raw.tool_ttl, Duration::from_secs(300), "tool_ttl"),
+            max_ttl: self.duration(&raw.max_ttl, Duration::from_secs(86_400), "max_ttl"),
+            honor_server_hints: raw.honor_server_hints.unwrap_or(true),
+            shared: raw.shared.unwrap_or(false),
+            identity_header,
+            cache_tools: raw.cache_tools.clone(),
+            readonly_tools: raw.readonly_tools.unwrap_or(false),
+            stale_if_error: self.duration(
+                &raw.stale_if_error,
+                Duration::from_secs(600),
+                "stale_if_error",
+            ),
+        }
+    }
+
+    fn prefetch(&mut self, raw: &RawPrefetch) -> PrefetchConfig {
+        let min_confidence = match &raw.min_confidence {
+            Some(c) if !(0.0..=1.0).contains(c.get_ref()) => {
+                self.report(
+                    c.span(),
+                    "prefetch.min_confidence must be between 0 and 1".into(),
+                );
+                0.4
+            }
+            Some(c) => *c.get_ref(),
+            None => 0.4,
+        };
+        PrefetchConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            min_confidence,
+            max_inflight: self.positive(&raw.max_inflight, 4, "prefetch.max_inflight"),
+        }
+    }
+
+    fn health(&mut self, raw: &RawHealth) -> HealthConfig {
+        let mut nonzero = |value: &Text, default: Duration, key: &str| {
+            let d = self.duration(value, default, key);
+            if d.is_zero() {
+                let span = value.as_ref().map(|v| v.span()).unwrap_or(0..0);
+                self.report(span, format!("{key} must be longer than 0"));
+                return default;
+            }
+            d
+        };
+        HealthConfig {
+            interval: nonzero(&raw.interval, Duration::from_secs(5), "health.interval"),
+            timeout: nonzero(&raw.timeout, Duration::from_secs(1), "health.timeout"),
+        }
+    }
+
+    fn check_unique_routes(&mut self, raw: &[Spanned<RawRoute>], routes: &[RouteConfig]) {
+        let mut paths = HashSet::new();
+        let mut names = HashSet::new();
+        for (raw, route) in raw.iter().zip(routes) {
+            if !route.path.is_empty() && !paths.insert(route.path.as_str()) {
+                let span = raw.get_ref().path.as_ref().map_or(raw.span(), |p| p.span());
+                self.report(
+                    span,
+                    format!("route path {:?} is used by more than one route", route.path),
+                );
+            }
+            // A name derived from a duplicate path is already reported as that path.
+            if let Some(name) = &raw.get_ref().name
+                && !names.insert(route.name.as_str())
+            {
+                self.report(
+                    name.span(),
+                    format!("route name {:?} is used by more than one route", route.name),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
+
+    fn problems(source: &str) -> Vec<Problem> {
+        Config::from_toml(source).expect_err("should be refused")
+    }
+
+    #[test]
+    fn the_shipped_default_config_is_valid() {
+        let config = Config::from_toml(include_str!("../../conf/mcp-edge.toml")).unwrap();
+        assert_eq!(config.server.max_body, 4 << 20);
+        assert_eq!(config.routes[0].name, "default");
+        assert_eq!(
+            config.routes[0].policy.resource_ttl,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(config.routes[0].health.interval, Duration::from_secs(5));
+        assert_eq!(config.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_config() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(
+            config.server.listen,
+            vec!["127.0.0.1:8080".parse().unwrap()]
+        );
+        assert_eq!(config.server.threads, 2);
+        assert_eq!(config.routes[0].name, "/mcp");
+        assert_eq!(config.routes[0].balance, Balance::RoundRobin);
+        assert_eq!(config.routes[0].upstreams[0].port, 3001);
+        assert_eq!(config.cache.disk_path, None);
+        assert!(config.compression.gzip);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let source = r#"
+[server]
+max_body = "4 parsecs"
+listen = ["localhost"]
+
+[[route]]
+path = "/mcp"
+upstreams = ["127.0.0.1:3001/mcp"]
+balance = "random"
+
+[route.policy]
+resouce_ttl = "1h"
+
+[[route]]
+path = "/mcp"
+upstreams = []
+"#;
+        let found = problems(source);
+        let text: Vec<String> = found.iter().map(|p| p.to_string()).collect();
+        let has = |line: usize, needle: &str| {
+            assert!(
+                text.iter()
+                    .any(|t| t.starts_with(&format!("line {line},")) && t.contains(needle)),
+                "no line {line} {needle:?} in {text:#?}"
+            );
+        };
+        has(3, "max_body");
+        has(4, "not an IP address with a port");
+        has(8, "needs a scheme");
+        has(9, "balance \"random\" is unknown");
+        has(12, "unknown key \"resouce_ttl\" in [route.policy]");
+        has(15, "used by more than one route");
+        has(16, "empty upstream list");
+        assert_eq!(found.len(), 7, "{text:#?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_place() {
+        let found = problems("[server\nlisten = 1");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].location.map(|l| l.0), Some(1));
+    }
+
+    #[test]
+    fn type_errors_have_a_place() {
+        let found = problems(&format!("[server]\nthreads = \"two\"\n{MINIMAL}"));
+        assert_eq!(found[0].location.map(|l| l.0), Some(2), "{found:?}");
+        let zero = problems(&format!("[server]\nthreads = 0\n{MINIMAL}"));
+        assert!(zero[0].message.contains("positive"));
+    }
+
+    #[test]
+    fn a_config_needs_routes_and_upstreams() {
+        assert!(
+            problems("")
+                .iter()
+                .any(|p| p.message.contains("no [[route]]"))
+        );
+        assert!(
+            problems("[[route]]\npath = \"/mcp\"\n")
+                .iter()
+                .any(|p| p.message.contains("needs upstreams"))
+        );
+        assert!(
+            problems("[[route]]\nupstreams = [\"http://h/mcp\"]\n")
+                .iter()
+                .any(|p| p.message.contains("needs path"))
+        );
+        let twice = "[[route]]\npath=\"/a\"\nupstreams=[\"http://h/mcp\",\"http://h/mcp\"]\n";
+        assert!(
+            problems(twice)
+                .iter()
+                .any(|p| p.message.contains("listed twice"))
+        );
+    }
+
+    #[test]
+    fn tls_needs_cert_and_key() {
+        let found = problems(&format!(
+            "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n{MINIMAL}"
+        ));
+        assert!(found.iter().any(|p| p.message.contains("needs cert")));
+        assert!(found.iter().any(|p| p.message.contains("needs key")));
+    }
+
+    #[test]
+    fn routes_resolve_by_longest_prefix() {
+        let config = Config::from_toml(&format!(
+            "{MINIMAL}[[route]]\npath = \"/mcp/docs\"\nname = \"docs\"\nupstreams = [\"http://127.0.0.1:3002/mcp\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.route_for("/mcp/docs").unwrap().name, "docs");
+        assert_eq!(config.route_for("/mcp").unwrap().name, "/mcp");
+        assert!(config.route_for("/other").is_none());
+    }
+}

@@ -1,0 +1,315 @@
+//! Just enough JSON-RPC parsing for a proxy: what kind of message, which method, which id,
+//! and the few params that decide routing and caching. Values the proxy only carries
+//! (the id, tool arguments) stay raw JSON text, never re-serialised.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// JSON-RPC error codes the proxy itself emits.
+pub mod codes {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Implementation-defined server error: upstream unreachable, timed out, session unknown.
+    pub const SERVER_ERROR: i64 = -32000;
+    pub const HEADER_MISMATCH: i64 = -32020;
+}
+
+/// The `_meta` key that carries the protocol version in the stateless era.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Notification,
+    Response,
+    /// A JSON array of messages (2025-03-26 batching): carried as is, never cached.
+    Batch,
+}
+
+/// What the proxy knows about one POST body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub kind: Kind,
+    pub method: Option<String>,
+    /// The request id exactly as the client wrote it (`1`, `"abc"`, …).
+    pub id: Option<String>,
+    pub params: Params,
+}
+
+/// The params that matter to routing and caching.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    pub uri: Option<String>,
+    pub name: Option<String>,
+    pub cursor: Option<String>,
+    /// Raw JSON of `params.arguments` (tools/call, prompts/get).
+    pub arguments: Option<String>,
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]`.
+    pub protocol_version: Option<String>,
+    /// The request carries `inputResponses` or `requestState` (MRTR retry): never cacheable.
+    pub has_input_responses: bool,
+}
+
+/// Why a body is not an acceptable JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: i64,
+    pub message: String,
+    /// The id, when it could be read, so the error answers the right request.
+    pub id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    jsonrpc: Option<&'a str>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    method: Option<String>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawParams<'a> {
+    uri: Option<String>,
+    name: Option<String>,
+    cursor: Option<String>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(rename = "_meta", borrow)]
+    meta: Option<RawMeta<'a>>,
+    #[serde(rename = "inputResponses", borrow)]
+    input_responses: Option<&'a RawValue>,
+    #[serde(rename = "requestState", borrow)]
+    request_state: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMeta<'a> {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
+    protocol_version: Option<&'a str>,
+}
+
+/// Parses one POST body.
+pub fn parse(body: &[u8]) -> Result<Message, Invalid> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return parse_batch(body);
+    }
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| parse_failure(body, &e))?;
+    let id = envelope.id.map(|raw| raw.get().to_string());
+    let invalid = |message: &str| Invalid {
+        code: codes::INVALID_REQUEST,
+        message: message.into(),
+        id: id.clone(),
+    };
+    if envelope.jsonrpc != Some("2.0") {
+        return Err(invalid("Invalid Request: \"jsonrpc\" must be \"2.0\""));
+    }
+    if let Some(raw) = envelope.id
+        && !(raw.get().starts_with('"')
+            || raw
+                .get()
+                .starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+    {
+        return Err(invalid(
+            "Invalid Request: \"id\" must be a string or a number",
+        ));
+    }
+    let kind = match (
+        &envelope.method,
+        &envelope.id,
+        envelope.result.is_some() || envelope.error.is_some(),
+    ) {
+        (Some(_), Some(_), _) => Kind::Request,
+        (Some(_), None, _) => Kind::Notification,
+        (None, Some(_), true) => Kind::Response,
+        _ => {
+            return Err(invalid(
+                "Invalid Request: a message needs a \"method\", or an \"id\" with a \"result\" or \"error\"",
+            ));
+        }
+    };
+    Ok(Message {
+        kind,
+        method: envelope.method,
+        id,
+        params: parse_params(envelope.params),
+    })
+}
+
+fn parse_batch(body: &[u8]) -> Result<Message, Invalid> {
+    let items: Vec<&RawValue> =
+        serde_json::from_slice(body).map_err(|e| parse_failure(body, &e))?;
+    if items.is_empty() {
+        return Err(Invalid {
+            code: codes::INVALID_REQUEST,
+            message: "Invalid Request: empty batch".into(),
+            id: None,
+        });
+    }
+    Ok(Message {
+        kind: Kind::Batch,
+        method: None,
+        id: None,
+        params: Params::default(),
+    })
+}
+
+/// Syntax errors are -32700; well-formed JSON of the wrong shape is -32600.
+fn parse_failure(body: &[u8], error: &serde_json::Error) -> Invalid {
+    let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    if well_formed {
+        Invalid {
+            code: codes::INVALID_REQUEST,
+            message: format!("Invalid Request: {error}"),
+            id: None,
+        }
+    } else {
+        Invalid {
+            code: codes::PARSE_ERROR,
+            message: format!("Parse error: {error}"),
+            id: None,
+        }
+    }
+}
+
+/// Params are read leniently: a shape the proxy does not understand is carried, not refused
+/// (the upstream is the judge of its own methods).
+fn parse_params(raw: Option<&RawValue>) -> Params {
+    let Some(raw) = raw else {
+        return Params::default();
+    };
+    let parsed: RawParams = serde_json::from_str(raw.get()).unwrap_or_default();
+    Params {
+        uri: parsed.uri,
+        name: parsed.name,
+        cursor: parsed.cursor,
+        arguments: parsed.arguments.map(|a| a.get().to_string()),
+        protocol_version: parsed
+            .meta
+            .and_then(|m| m.protocol_version.map(str::to_string)),
+        has_input_responses: parsed.input_responses.is_some() || parsed.request_state.is_some(),
+    }
+}
+
+/// A JSON-RPC error response body. `id` is the raw id text; `None` writes `null`
+/// (allowed only when the request id is unknown).
+pub fn error_body(id: Option<&str>, code: i64, message: &str) -> String {
+    let message = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".into());
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":{code},"message":{message}}}}}"#,
+        id.unwrap_or("null")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_resources_read_request() {
+        let m = parse(br#"{"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":"docs://a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#).unwrap();
+        assert_eq!(m.kind, Kind::Request);
+        assert_eq!(m.method.as_deref(), Some("resources/read"));
+        assert_eq!(m.id.as_deref(), Some("7"));
+        assert_eq!(m.params.uri.as_deref(), Some("docs://a"));
+        assert_eq!(m.params.protocol_version.as_deref(), Some("2026-07-28"));
+    }
+
+    #[test]
+    fn keeps_raw_ids_and_arguments() {
+        let m = parse(br#"{"jsonrpc":"2.0","id":"a\u00e9","method":"tools/call","params":{"name":"add","arguments":{"b":2, "a":1}}}"#).unwrap();
+        assert_eq!(m.id.as_deref(), Some(r#""a\u00e9""#));
+        assert_eq!(m.params.name.as_deref(), Some("add"));
+        assert_eq!(m.params.arguments.as_deref(), Some(r#"{"b":2, "a":1}"#));
+        let big =
+            parse(br#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#)
+                .unwrap();
+        assert_eq!(big.id.as_deref(), Some("123456789012345678901234567890"));
+    }
+
+    #[test]
+    fn classifies_notifications_responses_and_batches() {
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+                .unwrap()
+                .kind,
+            Kind::Notification
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
+                .unwrap()
+                .kind,
+            Kind::Response
+        );
+        assert_eq!(
+            parse(br#" [{"jsonrpc":"2.0","id":1,"method":"ping"}]"#)
+                .unwrap()
+                .kind,
+            Kind::Batch
+        );
+        assert!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"inputResponses":{}}}"#)
+                .unwrap()
+                .params
+                .has_input_responses
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_a_parse_error() {
+        for body in [&b"{not json"[..], b"", b"{\"jsonrpc\":\"2.0\",", b"[1,"] {
+            assert_eq!(
+                parse(body).unwrap_err().code,
+                codes::PARSE_ERROR,
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_are_invalid_requests() {
+        for body in [
+            &br#"42"#[..],
+            br#"{"id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+            br#"[]"#,
+        ] {
+            assert_eq!(
+                parse(body).unwrap_err().code,
+                codes::INVALID_REQUEST,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            parse(br#"{"jsonrpc":"1.0","id":"x","method":"ping"}"#)
+                .unwrap_err()
+                .id
+                .as_deref(),
+            Some("\"x\"")
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_valid_json() {
+        let body = error_body(
+            Some("\"q\""),
+            codes::HEADER_MISMATCH,
+            "Header \"x\" mismatch",
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["id"], "q");
+        assert_eq!(v["error"]["code"], -32020);
+        assert_eq!(v["error"]["message"], "Header \"x\" mismatch");
+        let v: serde_json::Value = serde_json::from_str(&error_body(None, -32700, "x")).unwrap();
+        assert!(v["id"].is_null());
+    }
+}

@@ -1,0 +1,22 @@
+//! Pure decision logic of mcp-edge: no I/O, so every rule is unit-testable and benchmarkable.
+//!
+//! - [`config`]: the TOML configuration model and its validation (`mcp-edge check`);
+//! - [`jsonrpc`]: what a POST body is (method, id, params), JSON-RPC error bodies;
+//! - [`headers`]: protocol eras and the stateless era's mirrored headers;
+//! - [`affinity`]: session ids that name the upstream owning the session;
+//! - [`routing`]: longest-prefix routes and upstream paths;
+//! - [`balance`]: least-connections and consistent-hash key choice.
+
+pub mod affinity;
+pub mod balance;
+pub mod config;
+pub mod headers;
+pub mod jsonrpc;
+pub mod problem;
+pub mod routing;
+pub mod schema;
+pub mod units;
+pub mod upstream;
+
+pub use config::Config;
+pub use problem::Problem;

@@ -1,0 +1,142 @@
+//! Upstream URLs (`http://host:port/path`, `https://…`) and their stable short ids.
+
+use sha2::{Digest, Sha256};
+
+/// A parsed upstream URL of a route's pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// The URL as written in the configuration.
+    pub url: String,
+    pub tls: bool,
+    /// Host name or IP literal, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// `host:port` as sent in the `Host` header (brackets kept for IPv6).
+    pub authority: String,
+    /// Path and query the route's requests are sent to (e.g. `/mcp`).
+    pub path: String,
+    /// Stable id derived from the URL, used in edge session ids (see `affinity`).
+    pub id: String,
+}
+
+impl UpstreamUrl {
+    /// Parses `http(s)://host[:port][/path]`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if !url.contains("://") {
+            return Err(format!(
+                "upstream {url:?} needs a scheme, e.g. \"http://{url}\""
+            ));
+        }
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("upstream {url:?} is not a valid URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(other) => {
+                return Err(format!(
+                    "upstream {url:?} has scheme {other:?}; use http or https"
+                ));
+            }
+            None => return Err(format!("upstream {url:?} is not a valid URL")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("upstream {url:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "upstream {url:?} must not carry credentials in the URL"
+            ));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err(format!("upstream {url:?} has no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path = match uri.path_and_query() {
+            Some(pq) if !pq.as_str().is_empty() => pq.as_str().to_string(),
+            _ => "/".to_string(),
+        };
+        let bracketed = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        Ok(UpstreamUrl {
+            url: url.to_string(),
+            tls,
+            authority: format!("{bracketed}:{port}"),
+            host,
+            port,
+            path,
+            id: upstream_id(url),
+        })
+    }
+}
+
+/// The first 8 hex digits of SHA-256 of the URL: the same on every node and across restarts,
+/// so an edge session id minted by one mcp-edge can be routed by another.
+pub fn upstream_id(url: &str) -> String {
+    let digest = Sha256::digest(url.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_tls_urls() {
+        let u = UpstreamUrl::parse("http://127.0.0.1:3001/mcp").unwrap();
+        assert!(!u.tls);
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 3001, "/mcp")
+        );
+        assert_eq!(u.authority, "127.0.0.1:3001");
+        let t = UpstreamUrl::parse("https://mcp.example.com/v1/mcp?x=1").unwrap();
+        assert!(t.tls);
+        assert_eq!((t.port, t.path.as_str()), (443, "/v1/mcp?x=1"));
+        let v6 = UpstreamUrl::parse("http://[::1]:8000").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.authority.as_str(), v6.path.as_str()),
+            ("::1", "[::1]:8000", "/")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_reasons() {
+        assert!(
+            UpstreamUrl::parse("127.0.0.1:3001/mcp")
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(
+            UpstreamUrl::parse("ftp://h/mcp")
+                .unwrap_err()
+                .contains("use http or https")
+        );
+        assert!(
+            UpstreamUrl::parse("http://user:pw@h/mcp")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            UpstreamUrl::parse("http:// bad")
+                .unwrap_err()
+                .contains("not a valid URL")
+        );
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = upstream_id("http://127.0.0.1:3001/mcp");
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, upstream_id("http://127.0.0.1:3001/mcp"));
+        assert_ne!(a, upstream_id("http://127.0.0.1:3002/mcp"));
+    }
+}
