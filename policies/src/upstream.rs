@@ -11,7 +11,8 @@ pub struct UpstreamUrl {
     /// Host name or IP literal, without brackets.
     pub host: String,
     pub port: u16,
-    /// `host:port` as sent in the `Host` header (brackets kept for IPv6).
+    /// The URL's authority as written (`host[:port]`), sent as the `Host` header: MCP servers
+    /// bound to localhost check it against DNS rebinding.
     pub authority: String,
     /// Path and query the route's requests are sent to (e.g. `/mcp`).
     pub path: String,
@@ -61,15 +62,10 @@ impl UpstreamUrl {
             Some(pq) if !pq.as_str().is_empty() => pq.as_str().to_string(),
             _ => "/".to_string(),
         };
-        let bracketed = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.clone()
-        };
         Ok(UpstreamUrl {
             url: url.to_string(),
             tls,
-            authority: format!("{bracketed}:{port}"),
+            authority: authority.as_str().to_string(),
             host,
             port,
             path,
@@ -98,6 +94,12 @@ mod tests {
             ("127.0.0.1", 3001, "/mcp")
         );
         assert_eq!(u.authority, "127.0.0.1:3001");
+        assert_eq!(
+            UpstreamUrl::parse("https://example.com/mcp")
+                .unwrap()
+                .authority,
+            "example.com"
+        );
         let t = UpstreamUrl::parse("https://mcp.example.com/v1/mcp?x=1").unwrap();
         assert!(t.tls);
         assert_eq!((t.port, t.path.as_str()), (443, "/v1/mcp?x=1"));

@@ -1,1 +1,213 @@
-fn main() {}
+//! mcp-edge: an MCP-aware edge caching reverse proxy.
+
+mod demo_upstream;
+mod pool;
+mod runtime;
+mod service;
+mod supervisor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use mcp_edge_policies::Config;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+
+use crate::demo_upstream::DemoOptions;
+use crate::runtime::{Runtime, load_config};
+
+const DEFAULT_CONFIG: &str = "/etc/mcp-edge/mcp-edge.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-edge",
+    version,
+    about = "MCP-aware edge caching reverse proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the given configuration (SIGHUP reloads it, SIGTERM stops gracefully).
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: print every problem with its line, exit 1 on error.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Serve a built-in demo MCP server and mcp-edge in front of it, on localhost.
+    Demo {
+        /// Port of the proxy.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Port of the demo MCP upstream.
+        #[arg(long, default_value_t = 3001)]
+        upstream_port: u16,
+    },
+    /// Serve only the demo MCP server (a test and benchmark upstream).
+    Upstream {
+        #[arg(long, default_value = "127.0.0.1:3001")]
+        listen: SocketAddr,
+        /// Reported by its `whoami` tool.
+        #[arg(long, default_value = "demo")]
+        name: String,
+        /// Answer handshake-era POSTs with JSON instead of SSE.
+        #[arg(long)]
+        json: bool,
+        /// `ttlMs` on cacheable stateless-era results.
+        #[arg(long, default_value_t = 60_000)]
+        ttl_ms: u64,
+        /// `cacheScope` on cacheable stateless-era results.
+        #[arg(long, default_value = "public")]
+        scope: String,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match Cli::parse().command {
+        Command::Run { config } => match load_config(&config) {
+            Ok(parsed) => serve(parsed, Some(config)),
+            Err(problems) => {
+                eprintln!("{problems}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check { config } => check(&config),
+        Command::Demo {
+            port,
+            upstream_port,
+        } => demo(port, upstream_port),
+        Command::Upstream {
+            listen,
+            name,
+            json,
+            ttl_ms,
+            scope,
+        } => {
+            let options = DemoOptions {
+                name,
+                json,
+                ttl_ms,
+                scope,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .unwrap_or_else(|e| {
+                        eprintln!("cannot listen on {listen}: {e}");
+                        std::process::exit(1)
+                    });
+                eprintln!(
+                    "demo MCP upstream listening on http://{}/mcp",
+                    listener.local_addr().unwrap()
+                );
+                demo_upstream::serve(listener, options).await;
+            });
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let outcome = load_config(path).and_then(|config| {
+        // Resolving upstream hosts is part of what a reload would do: check it too.
+        Runtime::build(config).map(|_| ())
+    });
+    match outcome {
+        Ok(()) => {
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{problems}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(port: u16, upstream_port: u16) -> ExitCode {
+    let upstream = match demo_upstream::spawn_in_thread(
+        ([127, 0, 0, 1], upstream_port).into(),
+        DemoOptions::default(),
+    ) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("cannot start the demo upstream on 127.0.0.1:{upstream_port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let source = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"\"\n\n[[route]]\nname = \"demo\"\npath = \"/mcp\"\nupstreams = [\"http://{upstream}/mcp\"]\n"
+    );
+    let config = Config::from_toml(&source).expect("the demo configuration is valid");
+    println!("demo MCP upstream: http://{upstream}/mcp");
+    println!("mcp-edge:          http://127.0.0.1:{port}/mcp");
+    println!("try:");
+    println!(
+        "  curl -s http://127.0.0.1:{port}/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\\n    -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: resources/read' -H 'mcp-name: demo://docs/1' \\\n    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{{\"uri\":\"demo://docs/1\",\"_meta\":{{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}}}}'"
+    );
+    serve(config, None)
+}
+
+/// Runs the proxy until SIGTERM/SIGINT.
+fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
+    let listeners = config.server.listen.clone();
+    let threads = config.server.threads;
+    let runtime = match Runtime::build(config) {
+        Ok(runtime) => runtime,
+        Err(problem) => {
+            eprintln!("{problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let live = Arc::new(ArcSwap::from_pointee(runtime));
+
+    let conf = ServerConf {
+        threads,
+        // No other instance takes over our listeners: stop accepting at once, and give
+        // in-flight requests a few seconds to finish.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = http_proxy_service(
+        &server.configuration,
+        service::McpProxy { live: live.clone() },
+    );
+    for addr in &listeners {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "supervisor",
+        supervisor::Supervisor { live, config_path },
+    ));
+    for addr in &listeners {
+        tracing::info!("mcp-edge listening on http://{addr}");
+    }
+    server.run_forever()
+}

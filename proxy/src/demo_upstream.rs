@@ -1,0 +1,519 @@
+//! A small, fast MCP server speaking both protocol eras: the upstream of `mcp-edge demo`, and
+//! the in-process mock upstream of the end-to-end tests and benchmarks.
+//!
+//! - Handshake era: `initialize` mints an `Mcp-Session-Id`; later requests must carry it
+//!   (unknown → 404, missing → 400); POSTs are answered with SSE (or JSON with `--json`);
+//!   GET opens a server-to-client SSE stream; DELETE ends the session.
+//! - Stateless era (`MCP-Protocol-Version` ≥ 2026-07-28): no sessions; mirrored headers are
+//!   checked; results carry `resultType`, and cacheable ones `ttlMs`/`cacheScope`.
+//!
+//! Test tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
+//! `resources/read` it served), `sleep {ms}`, `slow_events {delay_ms}` (an SSE progress
+//! event, a pause, then the result).
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use mcp_edge_policies::headers::{Mirrored, check_mirrored, is_stateless_era};
+use mcp_edge_policies::jsonrpc;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// How a demo upstream behaves.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Reported by `whoami` and in `serverInfo`.
+    pub name: String,
+    /// Answer handshake-era POSTs with `application/json` instead of SSE.
+    pub json: bool,
+    /// `ttlMs` stamped on cacheable stateless-era results.
+    pub ttl_ms: u64,
+    /// `cacheScope` stamped on cacheable stateless-era results.
+    pub scope: String,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            name: "demo".into(),
+            json: false,
+            ttl_ms: 60_000,
+            scope: "public".into(),
+        }
+    }
+}
+
+struct State {
+    options: DemoOptions,
+    sessions: Mutex<HashSet<String>>,
+    reads: AtomicU64,
+    random: std::collections::hash_map::RandomState,
+    counter: AtomicU64,
+}
+
+impl State {
+    fn new_session_id(&self) -> String {
+        let mut hasher = self.random.build_hasher();
+        hasher.write_u64(self.counter.fetch_add(1, Ordering::Relaxed));
+        let mut second = self.random.build_hasher();
+        second.write_u64(hasher.finish());
+        format!("{:016x}{:016x}", hasher.finish(), second.finish())
+    }
+}
+
+type DemoBody = Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>>;
+
+/// Serves the demo MCP endpoint (`/mcp`) on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, options: DemoOptions) {
+    let state = Arc::new(State {
+        options,
+        sessions: Mutex::new(HashSet::new()),
+        reads: AtomicU64::new(0),
+        random: std::collections::hash_map::RandomState::new(),
+        counter: AtomicU64::new(0),
+    });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, req).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds `addr` and serves on a runtime of its own in a background thread.
+pub fn spawn_in_thread(addr: SocketAddr, options: DemoOptions) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("demo-upstream".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("demo upstream runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("demo upstream listener");
+                serve(listener, options).await
+            });
+        })?;
+    Ok(bound)
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<DemoBody> {
+    if req.uri().path() != "/mcp" {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    }
+    let version = header(&req, "mcp-protocol-version").unwrap_or_default();
+    let stateless = is_stateless_era(&version);
+    match *req.method() {
+        hyper::Method::POST => post(state, req, stateless).await,
+        hyper::Method::GET if !stateless => get_stream(state, &req),
+        hyper::Method::DELETE if !stateless => delete(state, &req),
+        _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+    }
+}
+
+async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Response<DemoBody> {
+    let session = header(&req, "mcp-session-id");
+    let mirrored = (
+        header(&req, "mcp-protocol-version"),
+        header(&req, "mcp-method"),
+        header(&req, "mcp-name"),
+    );
+    let body = match Limited::new(req.into_body(), 16 << 20).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    let message = match jsonrpc::parse(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                e.id.as_deref(),
+                e.code,
+                &e.message,
+                None,
+            );
+        }
+    };
+    if message.kind != jsonrpc::Kind::Request {
+        return empty(StatusCode::ACCEPTED, session.as_deref());
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let id = message.id.clone();
+    let method = message.method.clone().unwrap_or_default();
+    if stateless {
+        let headers = Mirrored {
+            protocol_version: mirrored.0.as_deref(),
+            method: mirrored.1.as_deref(),
+            name: mirrored.2.as_deref(),
+        };
+        if let Err(reason) = check_mirrored(headers, &message) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                id.as_deref(),
+                jsonrpc::codes::HEADER_MISMATCH,
+                &reason,
+                None,
+            );
+        }
+        return answer(state, &method, &request["params"], id, None, true).await;
+    }
+    let session = if method == "initialize" {
+        let new_id = state.new_session_id();
+        state.sessions.lock().unwrap().insert(new_id.clone());
+        new_id
+    } else {
+        match session {
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    id.as_deref(),
+                    -32000,
+                    "Bad Request: missing session",
+                    None,
+                );
+            }
+            Some(s) if !state.sessions.lock().unwrap().contains(&s) => {
+                return json_error(
+                    StatusCode::NOT_FOUND,
+                    id.as_deref(),
+                    -32001,
+                    "Session not found",
+                    None,
+                );
+            }
+            Some(s) => s,
+        }
+    };
+    answer(state, &method, &request["params"], id, Some(session), false).await
+}
+
+/// Answers one request, as JSON or SSE per the era and options.
+async fn answer(
+    state: Arc<State>,
+    method: &str,
+    params: &Value,
+    id: Option<String>,
+    session: Option<String>,
+    stateless: bool,
+) -> Response<DemoBody> {
+    let id = id.unwrap_or_else(|| "null".into());
+    if method == "tools/call" && params["name"] == "slow_events" {
+        let delay = Duration::from_millis(params["arguments"]["delay_ms"].as_u64().unwrap_or(1000));
+        return slow_events(id, delay, session);
+    }
+    if method == "tools/call" && params["name"] == "sleep" {
+        let ms = params["arguments"]["ms"].as_u64().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let outcome = dispatch(&state, method, params);
+    let (status, text) = match outcome {
+        Ok(mut result) => {
+            if stateless {
+                stamp_cache_hints(&state.options, method, &mut result);
+            }
+            (
+                StatusCode::OK,
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+            )
+        }
+        Err((code, message)) => {
+            let status = if stateless && code == -32601 {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            };
+            (status, jsonrpc::error_body(Some(&id), code, &message))
+        }
+    };
+    if stateless || state.options.json || status != StatusCode::OK {
+        return json_response(status, text, session.as_deref());
+    }
+    sse_headers(
+        full(format!("event: message\ndata: {text}\n\n")),
+        session.as_deref(),
+    )
+}
+
+fn stamp_cache_hints(options: &DemoOptions, method: &str, result: &mut Value) {
+    let cacheable = matches!(
+        method,
+        "resources/read"
+            | "resources/list"
+            | "resources/templates/list"
+            | "tools/list"
+            | "prompts/list"
+    );
+    if let Value::Object(map) = result {
+        map.insert("resultType".into(), json!("complete"));
+        if cacheable {
+            map.insert("ttlMs".into(), json!(options.ttl_ms));
+            map.insert("cacheScope".into(), json!(options.scope));
+        }
+    }
+}
+
+fn dispatch(state: &State, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+    let name = &state.options.name;
+    match method {
+        "initialize" => Ok(json!({
+            "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
+            "capabilities": {"resources": {"subscribe": false, "listChanged": true}, "tools": {"listChanged": true}, "prompts": {}},
+            "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
+        })),
+        "ping" => Ok(json!({})),
+        "resources/list" => Ok(json!({"resources": (1..=5).map(|n| json!({
+            "uri": format!("demo://docs/{n}"), "name": format!("doc-{n}"), "mimeType": "text/plain"
+        })).chain([json!({"uri": "demo://clock", "name": "clock", "mimeType": "text/plain"})]).collect::<Vec<_>>()})),
+        "resources/templates/list" => Ok(json!({"resourceTemplates": [
+            {"uriTemplate": "demo://docs/{n}", "name": "doc", "mimeType": "text/plain"}
+        ]})),
+        "resources/read" => read_resource(state, params["uri"].as_str().unwrap_or_default()),
+        "tools/list" => Ok(json!({"tools": tool_list()})),
+        "tools/call" => call_tool(state, params),
+        "prompts/list" => Ok(
+            json!({"prompts": [{"name": "greet", "arguments": [{"name": "who", "required": false}]}]}),
+        ),
+        "prompts/get" => Ok(
+            json!({"messages": [{"role": "user", "content": {"type": "text",
+            "text": format!("Hello, {}!", params["arguments"]["who"].as_str().unwrap_or("world"))}}]}),
+        ),
+        _ => Err((-32601, format!("Method not found: {method}"))),
+    }
+}
+
+fn read_resource(state: &State, uri: &str) -> Result<Value, (i64, String)> {
+    let text = if uri == "demo://clock" {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{} ms since the epoch", now.as_millis())
+    } else if let Some(n) = uri
+        .strip_prefix("demo://docs/")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        format!("Document {n}, served by {}.", state.options.name)
+    } else {
+        return Err((-32602, format!("Resource {uri} not found")));
+    };
+    state.reads.fetch_add(1, Ordering::Relaxed);
+    Ok(json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}))
+}
+
+fn tool_list() -> Value {
+    let read_only = json!({"readOnlyHint": true, "idempotentHint": true, "destructiveHint": false, "openWorldHint": false});
+    let object = |props: Value| json!({"type": "object", "properties": props});
+    json!([
+        {"name": "echo", "description": "Echoes the message", "inputSchema": object(json!({"message": {"type": "string"}}))},
+        {"name": "add", "description": "Adds a and b", "annotations": read_only,
+         "inputSchema": object(json!({"a": {"type": "integer"}, "b": {"type": "integer"}}))},
+        {"name": "whoami", "description": "Names the server that answers", "inputSchema": object(json!({}))},
+        {"name": "reads", "description": "How many resources/read this server answered", "inputSchema": object(json!({}))},
+        {"name": "sleep", "description": "Waits ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}}))},
+        {"name": "slow_events", "description": "Sends a progress event, waits delay_ms, answers",
+         "inputSchema": object(json!({"delay_ms": {"type": "integer"}}))},
+    ])
+}
+
+fn call_tool(state: &State, params: &Value) -> Result<Value, (i64, String)> {
+    let args = &params["arguments"];
+    let text = match params["name"].as_str().unwrap_or_default() {
+        "echo" => args["message"].as_str().unwrap_or_default().to_string(),
+        "add" => {
+            let sum = args["a"].as_i64().unwrap_or(0) + args["b"].as_i64().unwrap_or(0);
+            return Ok(
+                json!({"content": [{"type": "text", "text": sum.to_string()}], "structuredContent": {"result": sum}}),
+            );
+        }
+        "whoami" => state.options.name.clone(),
+        "reads" => state.reads.load(Ordering::Relaxed).to_string(),
+        "sleep" => "slept".to_string(),
+        other => {
+            return Ok(
+                json!({"content": [{"type": "text", "text": format!("Unknown tool: {other}")}], "isError": true}),
+            );
+        }
+    };
+    Ok(json!({"content": [{"type": "text", "text": text}]}))
+}
+
+/// An SSE answer whose events are sent apart in time: the proxy must flush each at once.
+fn slow_events(id: String, delay: Duration, session: Option<String>) -> Response<DemoBody> {
+    let (sender, body) = channel_body();
+    tokio::spawn(async move {
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"slow","progress":1,"total":2}}"#;
+        let _ = sender
+            .send(Bytes::from(format!("event: message\ndata: {progress}\n\n")))
+            .await;
+        tokio::time::sleep(delay).await;
+        let result = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"done"}}]}}}}"#
+        );
+        let _ = sender
+            .send(Bytes::from(format!("event: message\ndata: {result}\n\n")))
+            .await;
+    });
+    sse_headers(body, session.as_deref())
+}
+
+/// The handshake era's server-to-client stream. Its first event echoes the `Last-Event-ID`
+/// the client sent (so tests can see it crossed the proxy); then comments every second.
+fn get_stream(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> {
+    let Some(session) = header(req, "mcp-session-id") else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            -32000,
+            "Bad Request: missing session",
+            None,
+        );
+    };
+    if !state.sessions.lock().unwrap().contains(&session) {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            None,
+            -32001,
+            "Session not found",
+            None,
+        );
+    }
+    let last_event_id = header(req, "last-event-id").unwrap_or_default();
+    let (sender, body) = channel_body();
+    tokio::spawn(async move {
+        let hello = json!({"jsonrpc": "2.0", "method": "notifications/message",
+            "params": {"level": "info", "data": {"last_event_id": last_event_id}}});
+        let mut event = format!("id: 1\nevent: message\ndata: {hello}\n\n");
+        loop {
+            if sender.send(Bytes::from(event)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            event = ": keep-alive\n\n".to_string();
+        }
+    });
+    sse_headers(body, Some(&session))
+}
+
+fn delete(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> {
+    match header(req, "mcp-session-id") {
+        Some(s) if state.sessions.lock().unwrap().remove(&s) => empty(StatusCode::OK, None),
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            None,
+            -32001,
+            "Session not found",
+            None,
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response helpers
+
+fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn full(bytes: impl Into<Bytes>) -> DemoBody {
+    Box::pin(Full::new(bytes.into()))
+}
+
+fn with_session(mut response: Response<DemoBody>, session: Option<&str>) -> Response<DemoBody> {
+    if let Some(value) = session.and_then(|s| s.parse().ok()) {
+        response.headers_mut().insert("mcp-session-id", value);
+    }
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<DemoBody> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response
+}
+
+fn empty(status: StatusCode, session: Option<&str>) -> Response<DemoBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    with_session(response, session)
+}
+
+fn json_response(status: StatusCode, text: String, session: Option<&str>) -> Response<DemoBody> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    with_session(response, session)
+}
+
+fn json_error(
+    status: StatusCode,
+    id: Option<&str>,
+    code: i64,
+    message: &str,
+    session: Option<&str>,
+) -> Response<DemoBody> {
+    json_response(status, jsonrpc::error_body(id, code, message), session)
+}
+
+fn sse_headers(body: DemoBody, session: Option<&str>) -> Response<DemoBody> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert("content-type", "text/event-stream".parse().unwrap());
+    headers.insert("cache-control", "no-cache, no-transform".parse().unwrap());
+    headers.insert("x-accel-buffering", "no".parse().unwrap());
+    with_session(response, session)
+}
+
+/// A streaming body fed through a channel; it ends when the sender is dropped.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+fn channel_body() -> (mpsc::Sender<Bytes>, DemoBody) {
+    let (sender, receiver) = mpsc::channel(8);
+    (sender, Box::pin(ChannelBody(receiver)))
+}

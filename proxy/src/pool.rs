@@ -1,0 +1,230 @@
+//! A route's pool of upstream replicas: pingora-lb selection (round robin or Ketama),
+//! active HTTP health checks, passive ejection on connect failures, and in-flight counts
+//! for `least_conn`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mcp_edge_policies::balance::least_loaded;
+use mcp_edge_policies::config::{Balance, RouteConfig};
+use mcp_edge_policies::upstream::UpstreamUrl;
+use pingora::http::RequestHeader;
+use pingora::lb::health_check::HttpHealthCheck;
+use pingora::lb::selection::{Consistent, RoundRobin};
+use pingora::lb::{Backend, Backends, LoadBalancer, discovery};
+
+/// One upstream replica.
+pub struct Upstream {
+    pub url: UpstreamUrl,
+    pub addr: SocketAddr,
+    pub backend: Backend,
+    /// Requests currently proxied to it (for `least_conn` and metrics).
+    pub inflight: AtomicUsize,
+}
+
+enum Selector {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Consistent(LoadBalancer<Consistent>),
+}
+
+pub struct Pool {
+    pub upstreams: Vec<Arc<Upstream>>,
+    by_addr: HashMap<SocketAddr, usize>,
+    selector: Selector,
+    balance: Balance,
+    rotation: AtomicUsize,
+    /// How long a replica that refused a connection stays out of rotation.
+    eject_for: Duration,
+}
+
+impl Pool {
+    /// Resolves the route's upstream URLs and builds its balancer and health check.
+    pub fn build(route: &RouteConfig) -> Result<Pool, String> {
+        let mut upstreams = Vec::new();
+        let mut by_addr = HashMap::new();
+        for url in &route.upstreams {
+            let addr = resolve(url)?;
+            if let Some(&other) = by_addr.get(&addr) {
+                let other: &Arc<Upstream> = &upstreams[other];
+                return Err(format!(
+                    "route {:?}: upstreams {:?} and {:?} both resolve to {addr}",
+                    route.name, other.url.url, url.url
+                ));
+            }
+            by_addr.insert(addr, upstreams.len());
+            let backend = Backend {
+                addr: addr.into(),
+                weight: 1,
+                ext: Default::default(),
+            };
+            upstreams.push(Arc::new(Upstream {
+                url: url.clone(),
+                addr,
+                backend,
+                inflight: AtomicUsize::new(0),
+            }));
+        }
+        let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
+        let backends = || {
+            let mut backends = Backends::new(discovery::Static::new(set.clone()));
+            backends.set_health_check(health_check(route));
+            backends
+        };
+        let selector = match route.balance {
+            Balance::Consistent => Selector::Consistent(LoadBalancer::from_backends(backends())),
+            Balance::RoundRobin | Balance::LeastConn => {
+                Selector::RoundRobin(LoadBalancer::from_backends(backends()))
+            }
+        };
+        let pool = Pool {
+            upstreams,
+            by_addr,
+            selector,
+            balance: route.balance,
+            rotation: AtomicUsize::new(0),
+            eject_for: route.health.interval.max(Duration::from_secs(1)),
+        };
+        pool.load_backends();
+        Ok(pool)
+    }
+
+    /// Static discovery never waits, so the first update completes at once.
+    fn load_backends(&self) {
+        use futures_lite_now::now_or_never;
+        let done = match &self.selector {
+            Selector::RoundRobin(lb) => now_or_never(lb.update()),
+            Selector::Consistent(lb) => now_or_never(lb.update()),
+        };
+        debug_assert!(
+            matches!(done, Some(Ok(()))),
+            "static discovery completes synchronously"
+        );
+    }
+
+    fn backends(&self) -> &Backends {
+        match &self.selector {
+            Selector::RoundRobin(lb) => lb.backends(),
+            Selector::Consistent(lb) => lb.backends(),
+        }
+    }
+
+    fn index_of(&self, backend: &Backend) -> Option<usize> {
+        backend
+            .addr
+            .as_inet()
+            .and_then(|addr| self.by_addr.get(addr).copied())
+    }
+
+    /// Whether the replica is healthy and not ejected.
+    pub fn is_ready(&self, index: usize) -> bool {
+        self.backends().ready(&self.upstreams[index].backend)
+    }
+
+    /// The replica whose id is `id` (see `affinity`).
+    pub fn find_by_id(&self, id: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.url.id == id)
+    }
+
+    /// Picks a ready replica not in `exclude`. `key` feeds consistent hashing.
+    pub fn select(&self, key: &[u8], exclude: &[usize]) -> Option<usize> {
+        let accept = |index: usize, ready: bool| ready && !exclude.contains(&index);
+        match (&self.selector, self.balance) {
+            (Selector::RoundRobin(_), Balance::LeastConn) => {
+                let candidates: Vec<(usize, usize)> = (0..self.upstreams.len())
+                    .filter(|&i| accept(i, self.is_ready(i)))
+                    .map(|i| (i, self.upstreams[i].inflight.load(Ordering::Relaxed)))
+                    .collect();
+                least_loaded(&candidates, self.rotation.fetch_add(1, Ordering::Relaxed))
+            }
+            (Selector::RoundRobin(lb), _) => {
+                self.pick(|f| lb.select_with(key, self.upstreams.len(), f), accept)
+            }
+            (Selector::Consistent(lb), _) => {
+                self.pick(|f| lb.select_with(key, self.upstreams.len() * 4, f), accept)
+            }
+        }
+    }
+
+    fn pick(
+        &self,
+        select_with: impl FnOnce(&dyn Fn(&Backend, bool) -> bool) -> Option<Backend>,
+        accept: impl Fn(usize, bool) -> bool,
+    ) -> Option<usize> {
+        let filter = |backend: &Backend, ready: bool| {
+            self.index_of(backend).is_some_and(|i| accept(i, ready))
+        };
+        select_with(&filter).and_then(|b| self.index_of(&b))
+    }
+
+    /// Takes a replica out of rotation after a failed connection; it comes back after
+    /// `eject_for`, and stays out longer only if the active health check also fails.
+    pub fn eject(self: &Arc<Self>, index: usize) {
+        let backend = self.upstreams[index].backend.clone();
+        self.backends().set_enable(&backend, false);
+        let pool = Arc::downgrade(self);
+        let delay = self.eject_for;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(pool) = pool.upgrade() {
+                pool.backends().set_enable(&backend, true);
+            }
+        });
+    }
+
+    /// One round of active health checks over every replica.
+    pub async fn run_health_check(&self) {
+        self.backends().run_health_check(true).await;
+    }
+}
+
+/// Probes each replica with a plain GET of the MCP endpoint (no `Accept: text/event-stream`,
+/// so no stream is opened). Any answer below 500 proves the server is up: MCP servers answer
+/// such a GET with 400, 405 or 406.
+fn health_check(route: &RouteConfig) -> Box<HttpHealthCheck> {
+    let first = &route.upstreams[0];
+    let mut check = HttpHealthCheck::new(&first.authority, first.tls);
+    let mut req = RequestHeader::build("GET", first.path.as_bytes(), None).expect("static request");
+    req.insert_header("Host", &first.authority)
+        .expect("valid host");
+    req.insert_header("User-Agent", "mcp-edge-health")
+        .expect("static header");
+    check.req = req;
+    check.peer_template.options.connection_timeout = Some(route.health.timeout);
+    check.peer_template.options.read_timeout = Some(route.health.timeout);
+    check.validator = Some(Box::new(|response| {
+        if response.status.is_server_error() {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::CustomCode("unhealthy upstream", response.status.as_u16()),
+                "health check answered 5xx",
+            );
+        }
+        Ok(())
+    }));
+    Box::new(check)
+}
+
+fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {
+    (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("upstream {:?}: cannot resolve {}: {e}", url.url, url.host))?
+        .next()
+        .ok_or_else(|| format!("upstream {:?}: {} has no address", url.url, url.host))
+}
+
+/// Polls a future once; static discovery resolves immediately.
+mod futures_lite_now {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    pub fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
+        let mut context = Context::from_waker(Waker::noop());
+        match pin!(future).poll(&mut context) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! The Pingora proxy service: guards a request, understands its JSON-RPC body, pins MCP
+//! sessions to the upstream that created them, and streams the answer back untouched.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use mcp_edge_policies::affinity;
+use mcp_edge_policies::balance::consistent_key;
+use mcp_edge_policies::headers::{Mirrored, check_mirrored, is_stateless_era};
+use mcp_edge_policies::jsonrpc::{self, codes};
+use mcp_edge_policies::routing::upstream_path;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::runtime::{Live, Route, Runtime};
+
+/// Bodies up to this size are read and parsed before forwarding. Larger ones (never cacheable
+/// reads) stream straight through: Pingora's retry buffer, which replays a body read in
+/// `request_filter`, holds at most 64 KiB.
+const INSPECT_LIMIT: u64 = 64 * 1024;
+/// How long an idle pooled upstream connection is kept.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
+const SESSION_UPSTREAM_GONE: &str = "session upstream gone";
+
+pub struct McpProxy {
+    pub live: Live,
+}
+
+/// What one request has learned on its way through the filters.
+pub struct Ctx {
+    started: Instant,
+    snapshot: Option<Arc<Runtime>>,
+    route: usize,
+    /// JSON-RPC method and raw id, when the body was inspected.
+    rpc_method: Option<String>,
+    rpc_id: Option<String>,
+    stateless: bool,
+    /// The upstream owning the request's MCP session, and that upstream's own session id.
+    pinned: Option<usize>,
+    upstream_session: Option<String>,
+    /// Upstreams tried so far (the last one is the current attempt).
+    tried: Vec<usize>,
+    /// Bytes of a streamed (not inspected) request body seen so far.
+    streamed_body: u64,
+}
+
+impl Ctx {
+    fn route(&self) -> Option<&Route> {
+        self.snapshot.as_ref().map(|s| &s.routes[self.route])
+    }
+
+    fn current_upstream(&self) -> Option<usize> {
+        self.tried.last().copied()
+    }
+
+    /// Server-to-client streams may stay silent for long: no read timeout for them.
+    fn is_long_lived_stream(&self, http_method: &http::Method) -> bool {
+        http_method == http::Method::GET
+            || self.rpc_method.as_deref() == Some("subscriptions/listen")
+    }
+
+    /// Whether the request may be sent again after a failure on a reused connection:
+    /// only reads that change nothing, and never a request bound to a session's upstream.
+    fn safe_to_resend(&self, http_method: &http::Method) -> bool {
+        let read_only = matches!(
+            self.rpc_method.as_deref(),
+            Some(
+                "resources/read"
+                    | "resources/list"
+                    | "resources/templates/list"
+                    | "tools/list"
+                    | "prompts/list"
+                    | "ping"
+            )
+        );
+        self.pinned.is_none() && (read_only || http_method == http::Method::GET)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for McpProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            snapshot: None,
+            route: 0,
+            rpc_method: None,
+            rpc_id: None,
+            stateless: false,
+            pinned: None,
+            upstream_session: None,
+            tried: Vec::new(),
+            streamed_body: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snapshot = self.live.load_full();
+        let path = session.req_header().uri.path().to_string();
+        let Some(route_index) = snapshot.route_for(&path) else {
+            return reject(
+                session,
+                404,
+                None,
+                codes::SERVER_ERROR,
+                &format!("no route serves path {path}"),
+            )
+            .await;
+        };
+        ctx.snapshot = Some(snapshot.clone());
+        ctx.route = route_index;
+        let route = &snapshot.routes[route_index];
+
+        let method = session.req_header().method.clone();
+        if ![
+            http::Method::POST,
+            http::Method::GET,
+            http::Method::DELETE,
+            http::Method::OPTIONS,
+        ]
+        .contains(&method)
+        {
+            return reject(
+                session,
+                405,
+                None,
+                codes::SERVER_ERROR,
+                &format!("method {method} is not allowed on an MCP endpoint"),
+            )
+            .await;
+        }
+        if let Some(origin) = header_str(session, "origin")
+            && !origin_allowed(&snapshot.config.server.allowed_origins, origin)
+        {
+            let message = format!("Forbidden: origin {origin} is not allowed");
+            return reject(session, 403, None, codes::SERVER_ERROR, &message).await;
+        }
+        ctx.stateless = header_str(session, "mcp-protocol-version").is_some_and(is_stateless_era);
+        // Stateless-era requests ignore session ids (as the spec tells servers to).
+        if !ctx.stateless
+            && let Some(edge_session) = header_str(session, "mcp-session-id").map(str::to_string)
+        {
+            match pin_session(route, &edge_session) {
+                Some((upstream, upstream_session)) => {
+                    ctx.pinned = Some(upstream);
+                    ctx.upstream_session = Some(upstream_session);
+                }
+                None => return reject_unknown_session(session, None).await,
+            }
+        }
+        if method == http::Method::POST {
+            return self
+                .inspect_post(session, ctx, snapshot.config.server.max_body)
+                .await;
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(chunk) = body else { return Ok(()) };
+        ctx.streamed_body += chunk.len() as u64;
+        let max_body = ctx
+            .snapshot
+            .as_ref()
+            .map_or(u64::MAX, |s| s.config.server.max_body);
+        if ctx.streamed_body > max_body {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                format!("request body exceeds {max_body} bytes"),
+            );
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let snapshot = ctx.snapshot.clone().expect("request_filter ran");
+        let route = &snapshot.routes[ctx.route];
+        let index = match ctx.pinned {
+            Some(pinned) if ctx.tried.contains(&pinned) => {
+                return Error::e_explain(
+                    ErrorType::Custom(SESSION_UPSTREAM_GONE),
+                    "session upstream failed",
+                );
+            }
+            Some(pinned) => pinned,
+            None => {
+                let identity = session
+                    .req_header()
+                    .headers
+                    .get(route.config.policy.identity_header.as_str());
+                let client = client_ip(session);
+                let key = consistent_key(identity.map(|v| v.as_bytes()), client.as_bytes());
+                let Some(index) = route.pool.select(key, &ctx.tried) else {
+                    return Error::e_explain(
+                        ErrorType::Custom(NO_HEALTHY_UPSTREAM),
+                        format!("route {}", route.config.name),
+                    );
+                };
+                index
+            }
+        };
+        if let Some(previous) = ctx.current_upstream() {
+            route.pool.upstreams[previous]
+                .inflight
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        ctx.tried.push(index);
+        let upstream = &route.pool.upstreams[index];
+        upstream.inflight.fetch_add(1, Ordering::Relaxed);
+
+        let mut peer = HttpPeer::new(upstream.addr, upstream.url.tls, upstream.url.host.clone());
+        peer.options.connection_timeout = Some(route.config.connect_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        if !ctx.is_long_lived_stream(&session.req_header().method) {
+            peer.options.read_timeout = Some(route.config.read_timeout);
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let route = ctx.route().expect("request_filter ran");
+        let upstream = &route.pool.upstreams[ctx.current_upstream().expect("upstream_peer ran")];
+        let original_path = request
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let path = upstream_path(&route.config.path, &upstream.url.path, &original_path);
+        request.set_uri(
+            path.parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?,
+        );
+
+        let client_host = header_str(session, "host")
+            .map(str::to_string)
+            .or_else(|| request.uri.authority().map(|a| a.to_string()));
+        request.insert_header("host", upstream.url.authority.as_str())?;
+        if let Some(host) = client_host {
+            request.insert_header("x-forwarded-host", host)?;
+        }
+        let client = client_ip(session);
+        let forwarded_for = match header_str(session, "x-forwarded-for") {
+            Some(earlier) if !client.is_empty() => format!("{earlier}, {client}"),
+            Some(earlier) => earlier.to_string(),
+            None => client,
+        };
+        if !forwarded_for.is_empty() {
+            request.insert_header("x-forwarded-for", forwarded_for)?;
+        }
+        let scheme = if is_tls(session) { "https" } else { "http" };
+        request.insert_header("x-forwarded-proto", scheme)?;
+        if let Some(upstream_session) = &ctx.upstream_session {
+            request.insert_header("mcp-session-id", upstream_session.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
+            return Ok(());
+        };
+        // Name the owning upstream in the session id the client sees (see `affinity`).
+        let minted = response
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(upstream_session) = minted {
+            let edge_session =
+                affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
+            response.insert_header("mcp-session-id", edge_session)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
+            tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
+            route.pool.eject(index);
+        }
+        // The upstream never saw the request, so another replica may take it, unless the
+        // request belongs to a session only this upstream knows.
+        if ctx.pinned.is_none() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.safe_to_resend(&session.req_header().method)
+            && !session.as_ref().retry_buffer_truncated()
+        {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let route_name = ctx
+            .route()
+            .map_or("?", |r| r.config.name.as_str())
+            .to_string();
+        let (status, code, message) = classify_failure(e, ctx, &route_name);
+        if status > 0 && session.response_written().is_none() {
+            let body = jsonrpc::error_body(ctx.rpc_id.as_deref(), code, &message);
+            if let Err(write_error) = write_json(session, status, body, &[]).await {
+                tracing::debug!(error = %write_error, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
+        let route = ctx.route();
+        if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
+            route.pool.upstreams[index]
+                .inflight
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let upstream = match (route, ctx.current_upstream()) {
+            (Some(route), Some(index)) => route.pool.upstreams[index].url.url.as_str(),
+            _ => "-",
+        };
+        tracing::info!(
+            target: "mcp_edge::access",
+            route = route.map_or("-", |r| r.config.name.as_str()),
+            method = %session.req_header().method,
+            mcp_method = ctx.rpc_method.as_deref().unwrap_or("-"),
+            status,
+            upstream,
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = error.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+}
+
+impl McpProxy {
+    /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
+    /// Returns `Ok(true)` when it already answered (an error).
+    async fn inspect_post(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        max_body: u64,
+    ) -> Result<bool> {
+        let content_type = header_str(session, "content-type").unwrap_or_default();
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            let message = format!(
+                "Unsupported Media Type: Content-Type must be application/json, not {content_type:?}"
+            );
+            return reject(session, 415, None, codes::INVALID_REQUEST, &message).await;
+        }
+        let length = match header_str(session, "content-length").map(|v| v.trim().parse::<u64>()) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return reject(
+                    session,
+                    400,
+                    None,
+                    codes::INVALID_REQUEST,
+                    "invalid Content-Length",
+                )
+                .await;
+            }
+            None => None,
+        };
+        if length.is_some_and(|n| n > max_body) {
+            let message = format!(
+                "request body of {} bytes exceeds the limit of {max_body} bytes",
+                length.unwrap_or(0)
+            );
+            return reject(session, 413, None, codes::INVALID_REQUEST, &message).await;
+        }
+        let Some(length) = length.filter(|&n| n <= INSPECT_LIMIT) else {
+            // Large or chunked: streamed through, size-checked in request_body_filter.
+            return Ok(false);
+        };
+        session.enable_retry_buffering();
+        let mut body = BytesMut::with_capacity(length as usize);
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+        }
+        let message = match jsonrpc::parse(&body) {
+            Ok(message) => message,
+            Err(invalid) => {
+                return reject(
+                    session,
+                    400,
+                    invalid.id.as_deref(),
+                    invalid.code,
+                    &invalid.message,
+                )
+                .await;
+            }
+        };
+        ctx.rpc_method = message.method.clone();
+        ctx.rpc_id = message.id.clone();
+        if ctx.stateless {
+            let headers = Mirrored {
+                protocol_version: header_str(session, "mcp-protocol-version"),
+                method: header_str(session, "mcp-method"),
+                name: header_str(session, "mcp-name"),
+            };
+            if let Err(reason) = check_mirrored(headers, &message) {
+                return reject(
+                    session,
+                    400,
+                    message.id.as_deref(),
+                    codes::HEADER_MISMATCH,
+                    &reason,
+                )
+                .await;
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Maps a proxying failure to (HTTP status, JSON-RPC code, message). Status 0: the client is
+/// gone, nothing to answer.
+fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
+    use ErrorType::*;
+    let connect_failure = matches!(
+        e.etype(),
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectNoRoute
+            | ConnectError
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+            | InvalidCert
+            | HandshakeError
+    );
+    match e.etype() {
+        Custom(SESSION_UPSTREAM_GONE) => session_gone(),
+        _ if connect_failure && ctx.pinned.is_some() => session_gone(),
+        Custom(NO_HEALTHY_UPSTREAM) => (
+            503,
+            codes::SERVER_ERROR,
+            format!("route {route}: no healthy upstream is available"),
+        ),
+        HTTPStatus(413) => (
+            413,
+            codes::INVALID_REQUEST,
+            format!("request body too large: {}", e.context_text()),
+        ),
+        HTTPStatus(code) => (
+            *code,
+            codes::SERVER_ERROR,
+            format!("route {route}: HTTP {code}"),
+        ),
+        ConnectTimedout => (
+            504,
+            codes::SERVER_ERROR,
+            format!("route {route}: timed out connecting to the upstream"),
+        ),
+        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => (
+            504,
+            codes::SERVER_ERROR,
+            format!("route {route}: the upstream did not answer in time"),
+        ),
+        _ if connect_failure => (
+            502,
+            codes::SERVER_ERROR,
+            format!(
+                "route {route}: cannot connect to any upstream ({})",
+                e.etype().as_str()
+            ),
+        ),
+        _ => match e.esource() {
+            ErrorSource::Upstream => (
+                502,
+                codes::SERVER_ERROR,
+                format!("route {route}: upstream failed ({})", e.etype().as_str()),
+            ),
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => (0, 0, String::new()),
+                _ => (
+                    400,
+                    codes::INVALID_REQUEST,
+                    format!("bad request: {}", e.etype().as_str()),
+                ),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => {
+                (500, codes::SERVER_ERROR, "internal error".to_string())
+            }
+        },
+    }
+}
+
+fn session_gone() -> (u16, i64, String) {
+    (
+        404,
+        -32001,
+        "Session not found: its upstream is unavailable; initialize a new session".to_string(),
+    )
+}
+
+trait ContextText {
+    fn context_text(&self) -> String;
+}
+
+impl ContextText for Error {
+    fn context_text(&self) -> String {
+        self.context
+            .as_ref()
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// The pool index and upstream session id behind an edge session id, if it still has a
+/// live upstream.
+fn pin_session(route: &Route, edge_session: &str) -> Option<(usize, String)> {
+    let (upstream_id, upstream_session) = affinity::decode(edge_session)?;
+    let index = route.pool.find_by_id(upstream_id)?;
+    route
+        .pool
+        .is_ready(index)
+        .then(|| (index, upstream_session.to_string()))
+}
+
+async fn reject_unknown_session(session: &mut Session, id: Option<&str>) -> Result<bool> {
+    // 404 tells an MCP client to initialize a new session (spec, handshake era).
+    reject(session, 404, id, -32001, "Session not found").await
+}
+
+fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn client_ip(session: &Session) -> String {
+    match session.client_addr() {
+        Some(SocketAddr::Inet(addr)) => addr.ip().to_string(),
+        _ => String::new(),
+    }
+}
+
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// Answers the request with a JSON-RPC error; `Ok(true)` tells Pingora the response is sent.
+async fn reject(
+    session: &mut Session,
+    status: u16,
+    id: Option<&str>,
+    code: i64,
+    message: &str,
+) -> Result<bool> {
+    let extra: &[(&'static str, &'static str)] = if status == 405 {
+        &[("allow", "GET, POST, DELETE, OPTIONS")]
+    } else {
+        &[]
+    };
+    write_json(
+        session,
+        status,
+        jsonrpc::error_body(id, code, message),
+        extra,
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn write_json(
+    session: &mut Session,
+    status: u16,
+    body: String,
+    extra: &[(&'static str, &'static str)],
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    for (name, value) in extra {
+        header.insert_header(*name, *value)?;
+    }
+    // The request body may be unread (rejected before reading): don't reuse the connection.
+    session.set_keepalive(None);
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Work beside the request path: active health checks of every pool, and SIGHUP reloads.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::pool::Pool;
+use crate::runtime::{Live, Runtime, load_config};
+
+pub struct Supervisor {
+    pub live: Live,
+    /// The file to re-read on SIGHUP (`None` for `mcp-edge demo`, whose config is built in).
+    pub config_path: Option<PathBuf>,
+}
+
+#[async_trait]
+impl BackgroundService for Supervisor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        spawn_health_checks(&self.live.load());
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reloads are off");
+                let _ = shutdown.changed().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => self.reload(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Re-reads the configuration; swaps it in only when it is valid and buildable.
+    fn reload(&self) {
+        let Some(path) = &self.config_path else {
+            tracing::info!("SIGHUP: the demo configuration is built in; nothing to reload");
+            return;
+        };
+        let outcome = load_config(path).and_then(Runtime::build);
+        match outcome {
+            Ok(runtime) => {
+                warn_about_restart_only_changes(&self.live.load().config, &runtime.config);
+                let runtime = Arc::new(runtime);
+                spawn_health_checks(&runtime);
+                self.live.store(runtime);
+                tracing::info!(config = %path.display(), "configuration reloaded");
+            }
+            Err(problems) => {
+                tracing::error!(config = %path.display(), "configuration refused; the previous one keeps serving:\n{problems}");
+            }
+        }
+    }
+}
+
+fn warn_about_restart_only_changes(
+    old: &mcp_edge_policies::Config,
+    new: &mcp_edge_policies::Config,
+) {
+    if old.server.listen != new.server.listen
+        || old.server.tls.as_ref().map(|t| &t.listen) != new.server.tls.as_ref().map(|t| &t.listen)
+    {
+        tracing::warn!("listener addresses changed: they take effect only after a restart");
+    }
+    if old.server.threads != new.server.threads {
+        tracing::warn!("server.threads changed: it takes effect only after a restart");
+    }
+    if old.cache != new.cache {
+        tracing::warn!("[cache] changed: it takes effect only after a restart");
+    }
+    if old.admin != new.admin {
+        tracing::warn!("admin.listen changed: it takes effect only after a restart");
+    }
+}
+
+/// One health-check loop per pool, ending when the pool is dropped (after a reload has
+/// replaced it and its last request has finished).
+fn spawn_health_checks(runtime: &Runtime) {
+    for route in &runtime.routes {
+        let pool: Weak<Pool> = Arc::downgrade(&route.pool);
+        let interval = route.config.health.interval;
+        tokio::spawn(async move {
+            loop {
+                let Some(pool) = pool.upgrade() else { return };
+                pool.run_health_check().await;
+                drop(pool);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+}
