@@ -142,6 +142,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<DemoBody>
 
 async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Response<DemoBody> {
     let session = header(&req, "mcp-session-id");
+    let seen_headers = describe_headers(&req);
     let mirrored = (
         header(&req, "mcp-protocol-version"),
         header(&req, "mcp-method"),
@@ -169,6 +170,11 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = message.id.clone();
     let method = message.method.clone().unwrap_or_default();
+    let call = Call {
+        method: &method,
+        params: &request["params"],
+        seen_headers: &seen_headers,
+    };
     if stateless {
         let headers = Mirrored {
             protocol_version: mirrored.0.as_deref(),
@@ -184,7 +190,7 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
                 None,
             );
         }
-        return answer(state, &method, &request["params"], id, None, true).await;
+        return answer(state, call, id, None, true).await;
     }
     let session = if method == "initialize" {
         let new_id = state.new_session_id();
@@ -213,18 +219,27 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
             Some(s) => s,
         }
     };
-    answer(state, &method, &request["params"], id, Some(session), false).await
+    answer(state, call, id, Some(session), false).await
+}
+
+/// One request as the demo server sees it.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    method: &'a str,
+    params: &'a Value,
+    /// The request's headers, reported by the `request_headers` tool.
+    seen_headers: &'a str,
 }
 
 /// Answers one request, as JSON or SSE per the era and options.
 async fn answer(
     state: Arc<State>,
-    method: &str,
-    params: &Value,
+    call: Call<'_>,
     id: Option<String>,
     session: Option<String>,
     stateless: bool,
 ) -> Response<DemoBody> {
+    let (method, params) = (call.method, call.params);
     let id = id.unwrap_or_else(|| "null".into());
     if method == "tools/call" && params["name"] == "slow_events" {
         let delay = Duration::from_millis(params["arguments"]["delay_ms"].as_u64().unwrap_or(1000));
@@ -234,7 +249,7 @@ async fn answer(
         let ms = params["arguments"]["ms"].as_u64().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let outcome = dispatch(&state, method, params);
+    let outcome = dispatch(&state, call);
     let (status, text) = match outcome {
         Ok(mut result) => {
             if stateless {
@@ -281,7 +296,8 @@ fn stamp_cache_hints(options: &DemoOptions, method: &str, result: &mut Value) {
     }
 }
 
-fn dispatch(state: &State, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
+    let (method, params) = (call.method, call.params);
     let name = &state.options.name;
     match method {
         "initialize" => Ok(json!({
@@ -298,7 +314,7 @@ fn dispatch(state: &State, method: &str, params: &Value) -> Result<Value, (i64, 
         ]})),
         "resources/read" => read_resource(state, params["uri"].as_str().unwrap_or_default()),
         "tools/list" => Ok(json!({"tools": tool_list()})),
-        "tools/call" => call_tool(state, params),
+        "tools/call" => call_tool(state, call),
         "prompts/list" => Ok(
             json!({"prompts": [{"name": "greet", "arguments": [{"name": "who", "required": false}]}]}),
         ),
@@ -337,14 +353,16 @@ fn tool_list() -> Value {
          "inputSchema": object(json!({"a": {"type": "integer"}, "b": {"type": "integer"}}))},
         {"name": "whoami", "description": "Names the server that answers", "inputSchema": object(json!({}))},
         {"name": "reads", "description": "How many resources/read this server answered", "inputSchema": object(json!({}))},
+        {"name": "request_headers", "description": "The request's headers as received, one per line",
+         "inputSchema": object(json!({}))},
         {"name": "sleep", "description": "Waits ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}}))},
         {"name": "slow_events", "description": "Sends a progress event, waits delay_ms, answers",
          "inputSchema": object(json!({"delay_ms": {"type": "integer"}}))},
     ])
 }
 
-fn call_tool(state: &State, params: &Value) -> Result<Value, (i64, String)> {
-    let args = &params["arguments"];
+fn call_tool(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
+    let (params, args) = (call.params, &call.params["arguments"]);
     let text = match params["name"].as_str().unwrap_or_default() {
         "echo" => args["message"].as_str().unwrap_or_default().to_string(),
         "add" => {
@@ -356,6 +374,7 @@ fn call_tool(state: &State, params: &Value) -> Result<Value, (i64, String)> {
         "whoami" => state.options.name.clone(),
         "reads" => state.reads.load(Ordering::Relaxed).to_string(),
         "sleep" => "slept".to_string(),
+        "request_headers" => call.seen_headers.to_string(),
         other => {
             return Ok(
                 json!({"content": [{"type": "text", "text": format!("Unknown tool: {other}")}], "isError": true}),
@@ -443,6 +462,14 @@ fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// `name: value` lines, names in lower case, in arrival order.
+fn describe_headers(req: &Request<Incoming>) -> String {
+    req.headers()
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
+        .collect()
 }
 
 fn full(bytes: impl Into<Bytes>) -> DemoBody {

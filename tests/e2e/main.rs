@@ -1,1 +1,8 @@
-fn main() {}
+//! End-to-end tests: the real mcp-edge binary, real sockets, real MCP servers.
+
+mod balancing;
+mod cli;
+mod errors;
+mod harness;
+mod passthrough;
+mod peers;

@@ -1,0 +1,111 @@
+//! The command line: `check` finds every problem, `run` refuses a bad config, SIGHUP reloads.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let output = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(workspace().join("conf/mcp-edge.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("OK"));
+}
+
+#[test]
+fn check_lists_every_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nmax_body = \"lots\"\n\n[[route]]\npath = \"/mcp\"\nupstreams = []\ncolour = \"blue\"\n\n[[route]]\npath = \"/mcp\"\nupstreams = [\"ftp://x/mcp\"]\n",
+    )
+    .unwrap();
+    let output = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "bad.toml: line 2, column 12: server.max_body",
+        "bad.toml: line 6, column 13: route \"/mcp\" has an empty upstream list",
+        "bad.toml: line 7, column 1: unknown key \"colour\" in [route]",
+        "bad.toml: line 10, column 8: route path \"/mcp\" is used by more than one route",
+        "bad.toml: line 11, column 14: upstream \"ftp://x/mcp\" has scheme \"ftp\"",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let missing = Command::new(bin())
+        .args(["check", "--config", "/nonexistent/mcp-edge.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[route]]\npath = \"mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n",
+    )
+    .unwrap();
+    let mut process = Process::spawn(
+        "mcp-edge",
+        Command::new(bin()).args(["run", "--config"]).arg(&path),
+    );
+    assert_eq!(process.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        process.log().contains("must start with \"/\""),
+        "{}",
+        process.log()
+    );
+}
+
+#[tokio::test]
+async fn sighup_swaps_upstreams_and_refuses_a_bad_file() {
+    let (a, b) = (demo_upstream("a", &[]).await, demo_upstream("b", &[]).await);
+    let proxy = proxy(&route(&[&a], "")).await;
+    let mcp = proxy.mcp();
+    assert_eq!(whoami(&mcp).await, "a");
+    let session = mcp.initialize().await;
+
+    proxy.reload_with(&route(&[&b], ""));
+    wait_for(|| proxy.process.log().contains("configuration reloaded")).await;
+    assert_eq!(whoami(&mcp).await, "b", "new requests go to the new pool");
+    // a is not in the pool any more: its session must re-initialize.
+    let old = mcp
+        .in_session(&session, 1, "ping", serde_json::json!({}))
+        .await;
+    assert_eq!(old.status, 404);
+
+    proxy.reload_with("[[route]]\npath = \"/mcp\"\nupstreams = []\n");
+    wait_for(|| proxy.process.log().contains("configuration refused")).await;
+    assert!(proxy.process.log().contains("empty upstream list"));
+    assert_eq!(whoami(&mcp).await, "b", "the old config keeps serving");
+}
+
+async fn wait_for(condition: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not met in 5 s");
+}

@@ -1,0 +1,290 @@
+//! mcp-edge carries both MCP eras intact: bodies, SSE streams (flushed per event), sessions,
+//! GET streams, DELETE, and the headers a proxy must add, keep or drop.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn stateless_era_answers_equal_direct_ones() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let (direct, edge) = (Mcp::new(&upstream.url()), proxy.mcp());
+    for (method, params) in [
+        ("resources/list", json!({})),
+        ("resources/templates/list", json!({})),
+        ("resources/read", json!({"uri": "demo://docs/3"})),
+        ("tools/list", json!({})),
+        (
+            "tools/call",
+            json!({"name": "add", "arguments": {"a": 2, "b": 40}}),
+        ),
+        ("prompts/list", json!({})),
+        (
+            "prompts/get",
+            json!({"name": "greet", "arguments": {"who": "edge"}}),
+        ),
+    ] {
+        let expected = direct.stateless(method, params.clone(), &[]).await;
+        let got = edge.stateless(method, params, &[]).await;
+        assert_eq!(
+            (got.status, got.json()),
+            (expected.status, expected.json()),
+            "{method}"
+        );
+        assert_eq!(got.header("content-type"), Some("application/json"));
+    }
+}
+
+#[tokio::test]
+async fn handshake_era_session_flow_works_through_the_proxy() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    let (upstream_id, upstream_session) = session
+        .split_once('.')
+        .expect("edge session id names its upstream");
+    assert_eq!(upstream_id.len(), 8);
+    assert_eq!(
+        upstream_session.len(),
+        32,
+        "the upstream's own id follows: {session}"
+    );
+
+    let read = mcp
+        .in_session(
+            &session,
+            1,
+            "resources/read",
+            json!({"uri": "demo://docs/2"}),
+        )
+        .await;
+    assert_eq!(read.status, 200);
+    assert_eq!(
+        read.header("content-type"),
+        Some("text/event-stream"),
+        "SSE passes through"
+    );
+    assert_eq!(
+        read.header("mcp-session-id"),
+        Some(session.as_str()),
+        "responses carry the edge id"
+    );
+    assert_eq!(
+        read.json()["result"]["contents"][0]["text"],
+        "Document 2, served by a."
+    );
+
+    // The upstream sees its own session id, never the edge one.
+    let seen = mcp
+        .in_session(
+            &session,
+            2,
+            "tools/call",
+            json!({"name": "request_headers", "arguments": {}}),
+        )
+        .await
+        .tool_text();
+    assert!(
+        seen.contains(&format!("mcp-session-id: {upstream_session}\n")),
+        "{seen}"
+    );
+
+    let delete = mcp
+        .client
+        .delete(&mcp.url)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    let after = mcp.in_session(&session, 3, "ping", json!({})).await;
+    assert_eq!(
+        after.status, 404,
+        "a deleted session is unknown upstream: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn get_stream_carries_last_event_id_and_stays_open() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "read_timeout = \"500ms\"")).await;
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    let response = mcp
+        .client
+        .get(&mcp.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("last-event-id", "evt-41")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("first event")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains(r#""last_event_id":"evt-41""#), "{text}");
+    // Longer than the route's read_timeout: a server-to-client stream is not timed out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("stream still open");
+    assert!(
+        later.is_some_and(|chunk| chunk.is_ok()),
+        "the GET stream must stay open past read_timeout"
+    );
+}
+
+#[tokio::test]
+async fn sse_events_are_flushed_as_they_come() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "slow_events", "arguments": {"delay_ms": 1000}}});
+    let started = Instant::now();
+    let response = mcp
+        .client
+        .post(&mcp.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let mut received = String::new();
+    while !received.contains("notifications/progress") {
+        let chunk = stream.next().await.expect("progress event").unwrap();
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let first_at = started.elapsed();
+    assert!(
+        first_at < Duration::from_millis(700),
+        "first event took {first_at:?}: it was held back"
+    );
+    assert!(
+        !received.contains(r#""id":9"#),
+        "the result must not have arrived with the first event"
+    );
+    while !received.contains(r#""id":9"#) {
+        let chunk = stream.next().await.expect("result event").unwrap();
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+}
+
+#[tokio::test]
+async fn a_one_mebibyte_argument_crosses_intact() {
+    let upstream = demo_upstream("a", &["--json"]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let message: String = (0..(1 << 20))
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    for mcp in [proxy.mcp()] {
+        let reply = mcp
+            .stateless(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"message": message}}),
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.tool_text(), message);
+    }
+    // The same, sent chunked (no Content-Length).
+    let (body, _) = stateless_body(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"message": message}}),
+        json!(2),
+    );
+    let chunks = futures_util::stream::iter(
+        body.into_bytes()
+            .chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let mcp = proxy.mcp();
+    let reply = mcp
+        .post(
+            reqwest::Body::wrap_stream(chunks),
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{:?}",
+        &reply.body[..reply.body.len().min(300)]
+    );
+    assert_eq!(reply.tool_text(), message);
+}
+
+#[tokio::test]
+async fn proxy_headers_are_added_kept_and_dropped() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let reply = proxy
+        .mcp()
+        .stateless(
+            "tools/call",
+            json!({"name": "request_headers", "arguments": {}}),
+            &[
+                ("authorization", "Bearer token-1"),
+                ("mcp-param-region", "eu"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "must-not-pass"),
+            ],
+        )
+        .await;
+    let seen = reply.tool_text();
+    let has = |line: &str| {
+        assert!(
+            seen.contains(&format!("{line}\n")),
+            "upstream did not see {line:?} in:\n{seen}"
+        )
+    };
+    has(&format!("host: 127.0.0.1:{}", upstream.port));
+    has(&format!("x-forwarded-host: 127.0.0.1:{}", proxy.port));
+    has("x-forwarded-for: 203.0.113.9, 127.0.0.1");
+    has("x-forwarded-proto: http");
+    has("authorization: Bearer token-1");
+    has("mcp-protocol-version: 2026-07-28");
+    has("mcp-method: tools/call");
+    has("mcp-name: request_headers");
+    has("mcp-param-region: eu");
+    assert!(
+        !seen.contains("x-hop"),
+        "a Connection-nominated header crossed:\n{seen}"
+    );
+}
+
+#[tokio::test]
+async fn routes_are_chosen_by_longest_prefix() {
+    let (a, b) = (demo_upstream("a", &[]).await, demo_upstream("b", &[]).await);
+    let routes = format!(
+        "{}[[route]]\nname = \"team-b\"\npath = \"/mcp/b\"\nupstreams = [{:?}]\n",
+        route(&[&a], ""),
+        b.url()
+    );
+    let proxy = proxy(&routes).await;
+    assert_eq!(whoami(&proxy.mcp()).await, "a");
+    assert_eq!(whoami(&Mcp::new(&proxy.url("/mcp/b"))).await, "b");
+}

@@ -1,0 +1,49 @@
+"""An MCP server on the official Python SDK, for end-to-end tests.
+
+usage: python peer_server.py PORT [--json] [--stateless] [--hints public|private|none]
+"""
+import sys
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+
+port = int(sys.argv[1])
+hints = sys.argv[sys.argv.index("--hints") + 1] if "--hints" in sys.argv else "none"
+options = {}
+if hints != "none":
+    from mcp.server.caching import CacheHint
+
+    options["cache_hints"] = {
+        method: CacheHint(ttl_ms=60000, scope=hints)
+        for method in ("resources/read", "resources/list", "tools/list")
+    }
+mcp = MCPServer("peer", **options)
+READS = {"n": 0}
+
+
+@mcp.resource("docs://readme", name="readme", mime_type="text/plain")
+def readme() -> str:
+    READS["n"] += 1
+    return "hello from the static readme"
+
+
+@mcp.resource("docs://page/{n}", name="page", mime_type="text/plain")
+def page(n: str) -> str:
+    READS["n"] += 1
+    return f"page {n}"
+
+
+@mcp.tool(annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=True,
+                                      destructiveHint=False, openWorldHint=False))
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@mcp.tool()
+def reads() -> int:
+    """How many resource reads reached this server."""
+    return READS["n"]
+
+
+mcp.run("streamable-http", host="127.0.0.1", port=port,
+        json_response="--json" in sys.argv, stateless_http="--stateless" in sys.argv)
