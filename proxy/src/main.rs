@@ -21,6 +21,11 @@ use pingora::services::background::background_service;
 use crate::demo_upstream::DemoOptions;
 use crate::runtime::{Runtime, load_config};
 
+/// glibc's allocator serialises Pingora's worker threads on its arena locks (seen in
+/// profiles of the load benchmark); mimalloc keeps per-thread heaps.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_CONFIG: &str = "/etc/mcp-edge/mcp-edge.toml";
 
 #[derive(Parser)]
