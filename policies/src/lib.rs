@@ -9,12 +9,15 @@
 
 pub mod affinity;
 pub mod balance;
+pub mod cache;
 pub mod config;
 pub mod headers;
 pub mod jsonrpc;
+pub mod observe;
 pub mod problem;
 pub mod routing;
 pub mod schema;
+pub mod sse;
 pub mod units;
 pub mod upstream;
 

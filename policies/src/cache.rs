@@ -1,0 +1,763 @@
+//! Cache decisions: what is cacheable, under which key and scope, for how long, and how a hit
+//! is written. Pure functions; the proxy does the storing.
+//!
+//! Keys are SHA-256 digests of (route, method, canonical params without `_meta`, protocol
+//! version) plus a scope: one entry for everybody (`public`), one per authorization context
+//! (`private`, keyed by a hash of the identity header), or one per handshake-era session.
+//! Invalidation cannot enumerate hashed keys, so it works by time: an invalidation records a
+//! marker per target (a resource URI, a list kind, the whole route) and an entry whose fetch
+//! started before a marker of one of its targets is dead.
+
+use std::time::Duration;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::config::CachePolicy;
+use crate::jsonrpc::{Kind, Message};
+
+/// Methods whose results are cacheable without opting in.
+pub fn is_cacheable_method(method: &str) -> bool {
+    matches!(
+        method,
+        "resources/read"
+            | "resources/list"
+            | "resources/templates/list"
+            | "tools/list"
+            | "prompts/list"
+    )
+}
+
+fn is_list(method: &str) -> bool {
+    method.ends_with("/list")
+}
+
+/// Who may be served an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Public,
+    /// Hash of the caller's identity (authorization context).
+    Private(String),
+    /// A handshake-era session id (as the client sees it).
+    Session(String),
+}
+
+impl Scope {
+    fn key_part(&self) -> String {
+        match self {
+            Scope::Public => "public".into(),
+            Scope::Private(identity) => format!("private:{identity}"),
+            Scope::Session(session) => format!("session:{session}"),
+        }
+    }
+}
+
+/// The caller-side facts a cache decision needs.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// Hash of the identity header's value, when the request carries one.
+    pub identity: Option<String>,
+    /// The session id the client presented (handshake era).
+    pub session: Option<String>,
+    pub stateless: bool,
+    /// `MCP-Protocol-Version` header (results differ between revisions).
+    pub protocol_version: Option<String>,
+}
+
+/// A hash of an identity header value: keys never contain the raw credential.
+pub fn identity_hash(value: &[u8]) -> String {
+    hex(&Sha256::digest(value)[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cacheable request: its base key and the scopes to look it up in, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub method: String,
+    base: String,
+    /// What invalidates entries of this request (see [`Target`]).
+    pub targets: Vec<Target>,
+    pub scopes: Vec<Scope>,
+}
+
+impl Lookup {
+    /// The storage key of this request's entry in `scope`.
+    pub fn key(&self, scope: &Scope) -> Vec<u8> {
+        Sha256::digest(format!("{}\u{0}{}", self.base, scope.key_part()).as_bytes()).to_vec()
+    }
+
+    /// The key concurrent misses coalesce on: same request, same caller.
+    pub fn coalescing_key(&self, caller: &Caller) -> Vec<u8> {
+        let who = caller
+            .identity
+            .as_deref()
+            .or(caller.session.as_deref())
+            .unwrap_or("-");
+        Sha256::digest(format!("{}\u{0}coalesce:{who}", self.base).as_bytes()).to_vec()
+    }
+}
+
+/// What an invalidation names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// Every entry of the route (purge all).
+    Route,
+    /// `resources/read` of one URI.
+    Resource(String),
+    /// The results of `resources/list` and `resources/templates/list`, `tools/list` (and
+    /// cached `tools/call`), or `prompts/list`.
+    List(ListKind),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ListKind {
+    Resources,
+    Tools,
+    Prompts,
+}
+
+impl Target {
+    /// A stable text form, used in marker keys.
+    pub fn key_part(&self) -> String {
+        match self {
+            Target::Route => "route".into(),
+            Target::Resource(uri) => format!("uri:{uri}"),
+            Target::List(ListKind::Resources) => "list:resources".into(),
+            Target::List(ListKind::Tools) => "list:tools".into(),
+            Target::List(ListKind::Prompts) => "list:prompts".into(),
+        }
+    }
+
+    /// What a server notification invalidates, if anything.
+    pub fn from_notification(method: &str, uri: Option<&str>) -> Option<Target> {
+        match method {
+            "notifications/resources/updated" => uri.map(|u| Target::Resource(u.to_string())),
+            "notifications/resources/list_changed" => Some(Target::List(ListKind::Resources)),
+            "notifications/tools/list_changed" => Some(Target::List(ListKind::Tools)),
+            "notifications/prompts/list_changed" => Some(Target::List(ListKind::Prompts)),
+            _ => None,
+        }
+    }
+}
+
+/// Decides whether a request may be answered from (and stored in) the cache, and how to look
+/// it up. `readonly_tool` says whether the upstream declared the named tool read-only,
+/// idempotent and closed-world.
+pub fn lookup_for(
+    route: &str,
+    message: &Message,
+    caller: &Caller,
+    policy: &CachePolicy,
+    readonly_tool: impl Fn(&str) -> bool,
+) -> Option<Lookup> {
+    if message.kind != Kind::Request || message.params.has_input_responses {
+        return None;
+    }
+    let method = message.method.as_deref()?;
+    let tool_allowed = |name: &str| {
+        policy.cache_tools.iter().any(|t| t == name)
+            || (policy.readonly_tools && readonly_tool(name))
+    };
+    let (params, targets) = match method {
+        "resources/read" => {
+            let uri = message.params.uri.clone()?;
+            (
+                format!("uri={uri}"),
+                vec![Target::Route, Target::Resource(uri)],
+            )
+        }
+        "resources/list" | "resources/templates/list" => (
+            cursor_part(message),
+            vec![Target::Route, Target::List(ListKind::Resources)],
+        ),
+        "tools/list" => (
+            cursor_part(message),
+            vec![Target::Route, Target::List(ListKind::Tools)],
+        ),
+        "prompts/list" => (
+            cursor_part(message),
+            vec![Target::Route, Target::List(ListKind::Prompts)],
+        ),
+        "tools/call" => {
+            let name = message.params.name.as_deref()?;
+            if !tool_allowed(name) {
+                return None;
+            }
+            let arguments = canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
+            (
+                format!("name={name}\u{0}args={arguments}"),
+                vec![Target::Route, Target::List(ListKind::Tools)],
+            )
+        }
+        _ => return None,
+    };
+    let version = caller.protocol_version.as_deref().unwrap_or("-");
+    let base = format!("{route}\u{0}{method}\u{0}{params}\u{0}{version}");
+    let mut scopes = vec![Scope::Public];
+    if let Some(identity) = &caller.identity {
+        scopes.push(Scope::Private(identity.clone()));
+    }
+    if let (false, Some(session)) = (caller.stateless, &caller.session) {
+        scopes.push(Scope::Session(session.clone()));
+    }
+    Some(Lookup {
+        method: method.to_string(),
+        base,
+        targets,
+        scopes,
+    })
+}
+
+fn cursor_part(message: &Message) -> String {
+    format!("cursor={}", message.params.cursor.as_deref().unwrap_or(""))
+}
+
+/// JSON with object keys sorted at every level, so `{"a":1,"b":2}` and `{"b":2,"a":1}` key alike.
+pub fn canonical_json(raw: &str) -> Option<String> {
+    // serde_json's map is a BTreeMap (no `preserve_order`): re-serialising sorts the keys.
+    serde_json::from_str::<serde_json::Value>(raw)
+        .ok()
+        .map(|v| v.to_string())
+}
+
+/// What a result says about its own caching (SEP-2549 hints and result flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultFacts {
+    pub ttl_ms: Option<u64>,
+    pub scope: Option<String>,
+    pub input_required: bool,
+    pub is_error: bool,
+    /// The result's members except `ttlMs`, as raw JSON text: `{...}`.
+    pub stored_result: String,
+}
+
+/// Reads a `result` object without re-serialising its values. `None` if it is not an object.
+pub fn result_facts(result: &RawValue) -> Option<ResultFacts> {
+    let members = object_members(result.get())?;
+    let mut facts = ResultFacts::default();
+    let mut kept = Vec::with_capacity(members.len());
+    for (name, value) in members {
+        match name.as_str() {
+            "ttlMs" => {
+                // Absent or negative means 0 (spec); fractions are truncated.
+                facts.ttl_ms = Some(
+                    serde_json::from_str::<f64>(value.get())
+                        .map(|v| v.max(0.0) as u64)
+                        .unwrap_or(0),
+                );
+                continue;
+            }
+            "cacheScope" => facts.scope = serde_json::from_str::<String>(value.get()).ok(),
+            "resultType" => facts.input_required = value.get() == r#""input_required""#,
+            "isError" => facts.is_error = value.get() == "true",
+            _ => {}
+        }
+        kept.push(format!(
+            "{}:{}",
+            serde_json::to_string(&name).ok()?,
+            value.get()
+        ));
+    }
+    facts.stored_result = format!("{{{}}}", kept.join(","));
+    Some(facts)
+}
+
+/// The members of a JSON object in order, values kept raw.
+fn object_members(raw: &str) -> Option<Vec<(String, Box<RawValue>)>> {
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Vec<(String, Box<RawValue>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(raw);
+    deserializer.deserialize_map(Members).ok()
+}
+
+/// How an answer is to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub scope: Scope,
+    pub ttl: Duration,
+    /// The result carried `ttlMs`: hits restate the remaining freshness.
+    pub restate_ttl: bool,
+}
+
+/// Decides whether (and how) a result may be stored. `None`: pass it through, never cache.
+pub fn store_decision(
+    lookup: &Lookup,
+    caller: &Caller,
+    facts: &ResultFacts,
+    policy: &CachePolicy,
+) -> Option<Store> {
+    if facts.input_required || facts.is_error {
+        return None;
+    }
+    let hinted = policy.honor_server_hints && facts.ttl_ms.is_some();
+    let ttl = if hinted {
+        Duration::from_millis(facts.ttl_ms.unwrap_or(0)).min(policy.max_ttl)
+    } else {
+        match lookup.method.as_str() {
+            "resources/read" => policy.resource_ttl,
+            "tools/call" => policy.tool_ttl,
+            _ => policy.list_ttl,
+        }
+        .min(policy.max_ttl)
+    };
+    if ttl.is_zero() {
+        return None;
+    }
+    let hinted_scope = if policy.honor_server_hints {
+        facts.scope.as_deref()
+    } else {
+        None
+    };
+    let scope = match hinted_scope {
+        Some("public") => Scope::Public,
+        // No hint: the operator may vouch that this route's answers are the same for all.
+        None if policy.shared => Scope::Public,
+        // Handshake-era lists vary per session (client capabilities): never shared across sessions.
+        None if !caller.stateless && is_list(&lookup.method) => {
+            Scope::Session(caller.session.clone()?)
+        }
+        _ => match (&caller.identity, caller.stateless, &caller.session) {
+            (Some(identity), _, _) => Scope::Private(identity.clone()),
+            (None, false, Some(session)) => Scope::Session(session.clone()),
+            _ => return None,
+        },
+    };
+    Some(Store {
+        scope,
+        ttl,
+        restate_ttl: facts.ttl_ms.is_some(),
+    })
+}
+
+/// A stored answer: a fixed header then the result's raw JSON (without `ttlMs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// Wall-clock milliseconds when the upstream fetch began (invalidations after it win).
+    pub fetched_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub restate_ttl: bool,
+    pub result: &'a [u8],
+}
+
+const ENTRY_MAGIC: u8 = 0xE1;
+const ENTRY_HEADER: usize = 1 + 8 + 8 + 1;
+
+impl<'a> Entry<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ENTRY_HEADER + self.result.len());
+        out.push(ENTRY_MAGIC);
+        out.extend_from_slice(&self.fetched_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        out.push(self.restate_ttl as u8);
+        out.extend_from_slice(self.result);
+        out
+    }
+
+    /// `None` for bytes that are not an entry of this format (e.g. a corrupt disk record).
+    pub fn decode(bytes: &'a [u8]) -> Option<Entry<'a>> {
+        if bytes.len() < ENTRY_HEADER || bytes[0] != ENTRY_MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        Some(Entry {
+            fetched_at_ms: u64_at(1),
+            expires_at_ms: u64_at(9),
+            restate_ttl: bytes[17] == 1,
+            result: &bytes[ENTRY_HEADER..],
+        })
+    }
+
+    /// The answer to a request with raw id `id`, at wall-clock `now_ms`.
+    pub fn answer(&self, id: &str, now_ms: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.result.len() + id.len() + 48);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(br#","result":"#);
+        if self.restate_ttl {
+            // Remaining freshness, so clients do not extend a TTL that already ran here.
+            let remaining = self.expires_at_ms.saturating_sub(now_ms);
+            out.extend_from_slice(format!(r#"{{"ttlMs":{remaining}"#).as_bytes());
+            let rest = &self.result[1..];
+            if rest.first() != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+        } else {
+            out.extend_from_slice(self.result);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// The storage key of an invalidation marker for `target` of `route`.
+pub fn marker_key(route: &str, target: &Target) -> Vec<u8> {
+    Sha256::digest(format!("marker\u{0}{route}\u{0}{}", target.key_part()).as_bytes()).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::jsonrpc::parse;
+
+    fn policy() -> CachePolicy {
+        let config =
+            Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n")
+                .unwrap();
+        config.routes[0].policy.clone()
+    }
+
+    fn read(uri: &str) -> Message {
+        parse(format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}","_meta":{{"x":1}}}}}}"#).as_bytes()).unwrap()
+    }
+
+    fn stateless(identity: Option<&str>) -> Caller {
+        Caller {
+            identity: identity.map(|i| identity_hash(i.as_bytes())),
+            session: None,
+            stateless: true,
+            protocol_version: Some("2026-07-28".into()),
+        }
+    }
+
+    fn legacy(session: &str) -> Caller {
+        Caller {
+            identity: None,
+            session: Some(session.into()),
+            stateless: false,
+            protocol_version: Some("2025-11-25".into()),
+        }
+    }
+
+    fn facts(result: &str) -> ResultFacts {
+        result_facts(&serde_json::from_str::<Box<RawValue>>(result).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn only_reads_and_lists_are_cacheable_by_default() {
+        let p = policy();
+        assert!(lookup_for("r", &read("a://1"), &stateless(None), &p, |_| false).is_some());
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","inputResponses":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}"#,
+        ] {
+            assert!(
+                lookup_for(
+                    "r",
+                    &parse(body.as_bytes()).unwrap(),
+                    &stateless(None),
+                    &p,
+                    |_| true
+                )
+                .is_none(),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn tools_are_cached_only_when_opted_in() {
+        let call = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"b":2,"a":1}}}"#).unwrap();
+        let same = parse(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#).unwrap();
+        let mut p = policy();
+        p.cache_tools = vec!["add".into()];
+        let a = lookup_for("r", &call, &stateless(None), &p, |_| false).unwrap();
+        let b = lookup_for("r", &same, &stateless(None), &p, |_| false).unwrap();
+        assert_eq!(
+            a.key(&Scope::Public),
+            b.key(&Scope::Public),
+            "argument order does not matter"
+        );
+        let mut p = policy();
+        p.readonly_tools = true;
+        assert!(lookup_for("r", &call, &stateless(None), &p, |name| name == "add").is_some());
+        assert!(lookup_for("r", &call, &stateless(None), &p, |_| false).is_none());
+    }
+
+    #[test]
+    fn keys_ignore_meta_and_id_but_not_params_scope_or_version() {
+        let p = policy();
+        let caller = stateless(None);
+        let a = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+        let other_id = parse(
+            br#"{"jsonrpc":"2.0","id":"zz","method":"resources/read","params":{"uri":"a://1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            a.key(&Scope::Public),
+            lookup_for("r", &other_id, &caller, &p, |_| false)
+                .unwrap()
+                .key(&Scope::Public)
+        );
+        assert_ne!(
+            a.key(&Scope::Public),
+            lookup_for("r", &read("a://2"), &caller, &p, |_| false)
+                .unwrap()
+                .key(&Scope::Public)
+        );
+        assert_ne!(
+            a.key(&Scope::Public),
+            lookup_for("other", &read("a://1"), &caller, &p, |_| false)
+                .unwrap()
+                .key(&Scope::Public)
+        );
+        assert_ne!(a.key(&Scope::Public), a.key(&Scope::Private("x".into())));
+        let old = Caller {
+            protocol_version: Some("2025-06-18".into()),
+            ..caller
+        };
+        assert_ne!(
+            a.key(&Scope::Public),
+            lookup_for("r", &read("a://1"), &old, &p, |_| false)
+                .unwrap()
+                .key(&Scope::Public)
+        );
+    }
+
+    #[test]
+    fn lookups_probe_public_then_the_callers_own_scopes() {
+        let p = policy();
+        let l = lookup_for(
+            "r",
+            &read("a://1"),
+            &stateless(Some("Bearer t")),
+            &p,
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(
+            l.scopes,
+            vec![Scope::Public, Scope::Private(identity_hash(b"Bearer t"))]
+        );
+        let l = lookup_for("r", &read("a://1"), &legacy("s1"), &p, |_| false).unwrap();
+        assert_eq!(l.scopes, vec![Scope::Public, Scope::Session("s1".into())]);
+        assert!(!identity_hash(b"Bearer secret").contains("secret"));
+    }
+
+    #[test]
+    fn hints_decide_ttl_and_scope() {
+        let p = policy();
+        let caller = stateless(Some("Bearer t"));
+        let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+        let public = store_decision(
+            &l,
+            &caller,
+            &facts(r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(
+            (public.scope, public.ttl, public.restate_ttl),
+            (Scope::Public, Duration::from_secs(60), true)
+        );
+        let private = store_decision(
+            &l,
+            &caller,
+            &facts(r#"{"contents":[],"ttlMs":5000,"cacheScope":"private"}"#),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(private.scope, Scope::Private(identity_hash(b"Bearer t")));
+        assert!(
+            store_decision(
+                &l,
+                &caller,
+                &facts(r#"{"contents":[],"ttlMs":0,"cacheScope":"public"}"#),
+                &p
+            )
+            .is_none()
+        );
+        let capped = store_decision(
+            &l,
+            &caller,
+            &facts(r#"{"ttlMs":999999999999,"cacheScope":"public"}"#),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(capped.ttl, p.max_ttl);
+        // No hint: the policy's TTL, private.
+        let unhinted = store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p).unwrap();
+        assert_eq!(
+            (unhinted.ttl, unhinted.restate_ttl),
+            (p.resource_ttl, false)
+        );
+        assert!(matches!(unhinted.scope, Scope::Private(_)));
+    }
+
+    #[test]
+    fn private_answers_without_a_credential_are_not_shared() {
+        let p = policy();
+        let anonymous = stateless(None);
+        let l = lookup_for("r", &read("a://1"), &anonymous, &p, |_| false).unwrap();
+        assert!(
+            store_decision(
+                &l,
+                &anonymous,
+                &facts(r#"{"ttlMs":5000,"cacheScope":"private"}"#),
+                &p
+            )
+            .is_none()
+        );
+        assert!(store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &p).is_none());
+        let mut shared = policy();
+        shared.shared = true;
+        assert_eq!(
+            store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &shared)
+                .unwrap()
+                .scope,
+            Scope::Public
+        );
+        // Handshake era: per session.
+        let caller = legacy("s1");
+        let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+        assert_eq!(
+            store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p)
+                .unwrap()
+                .scope,
+            Scope::Session("s1".into())
+        );
+    }
+
+    #[test]
+    fn handshake_era_lists_are_per_session_unless_shared() {
+        let p = policy();
+        let caller = Caller {
+            identity: Some("u".into()),
+            ..legacy("s1")
+        };
+        let list = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        let l = lookup_for("r", &list, &caller, &p, |_| false).unwrap();
+        assert_eq!(
+            store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &p)
+                .unwrap()
+                .scope,
+            Scope::Session("s1".into())
+        );
+        let mut shared = policy();
+        shared.shared = true;
+        assert_eq!(
+            store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &shared)
+                .unwrap()
+                .scope,
+            Scope::Public
+        );
+    }
+
+    #[test]
+    fn errors_and_input_required_are_never_stored() {
+        let p = policy();
+        let caller = stateless(Some("u"));
+        let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+        assert!(
+            store_decision(
+                &l,
+                &caller,
+                &facts(r#"{"resultType":"input_required","ttlMs":5000,"cacheScope":"public"}"#),
+                &p
+            )
+            .is_none()
+        );
+        assert!(
+            store_decision(&l, &caller, &facts(r#"{"content":[],"isError":true}"#), &p).is_none()
+        );
+    }
+
+    #[test]
+    fn hits_splice_the_id_and_restate_the_ttl() {
+        let f = facts(
+            r#"{"contents":[{"text":"é \"q\""}],"ttlMs":60000,"cacheScope":"public","resultType":"complete"}"#,
+        );
+        assert!(!f.stored_result.contains("ttlMs"));
+        let entry = Entry {
+            fetched_at_ms: 1_000,
+            expires_at_ms: 61_000,
+            restate_ttl: true,
+            result: f.stored_result.as_bytes(),
+        };
+        let encoded = entry.encode();
+        let decoded = Entry::decode(&encoded).unwrap();
+        assert_eq!(decoded, entry);
+        for id in [
+            "7",
+            r#""abc""#,
+            "123456789012345678901234567890",
+            r#""\u00e9ü""#,
+            "0",
+            "-5",
+        ] {
+            let answer = decoded.answer(id, 21_000);
+            let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            assert_eq!(
+                v["id"],
+                serde_json::from_str::<serde_json::Value>(id).unwrap(),
+                "{id}"
+            );
+            assert_eq!(v["result"]["ttlMs"], 40_000);
+            assert_eq!(v["result"]["contents"][0]["text"], "é \"q\"");
+            assert_eq!(v["result"]["cacheScope"], "public");
+        }
+        let expired = decoded.answer("1", 99_000);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&expired).unwrap()["result"]["ttlMs"],
+            0
+        );
+        let empty = Entry {
+            restate_ttl: true,
+            result: b"{}",
+            ..entry.clone()
+        }
+        .answer("1", 0);
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&empty).is_ok(),
+            "{}",
+            String::from_utf8_lossy(&empty)
+        );
+        let plain = Entry {
+            restate_ttl: false,
+            ..entry
+        }
+        .answer("1", 0);
+        assert!(!String::from_utf8_lossy(&plain).contains("ttlMs"));
+        assert!(Entry::decode(b"garbage").is_none());
+    }
+
+    #[test]
+    fn notifications_name_targets() {
+        assert_eq!(
+            Target::from_notification("notifications/resources/updated", Some("a://1")),
+            Some(Target::Resource("a://1".into()))
+        );
+        assert_eq!(
+            Target::from_notification("notifications/tools/list_changed", None),
+            Some(Target::List(ListKind::Tools))
+        );
+        assert_eq!(
+            Target::from_notification("notifications/progress", None),
+            None
+        );
+        assert_ne!(
+            marker_key("r", &Target::Route),
+            marker_key("r2", &Target::Route)
+        );
+    }
+}

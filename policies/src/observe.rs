@@ -1,0 +1,179 @@
+//! What an upstream answer tells the cache, read as it streams past: the final JSON-RPC
+//! response to the request (from `application/json`, or from the SSE event carrying the
+//! request's id), whether a server-to-client request appeared (then the result depends on the
+//! client: not cacheable), and every change notification (to invalidate).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::cache::Target;
+use crate::sse::SseParser;
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    method: Option<String>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct UriParam {
+    uri: Option<String>,
+}
+
+/// Observes one response body.
+#[derive(Debug)]
+pub struct Observer {
+    /// Raw id of the request whose result is wanted (`None`: only watch notifications).
+    want_id: Option<String>,
+    sse: Option<SseParser>,
+    json: Vec<u8>,
+    limit: usize,
+    /// The raw `result` of the wanted response, once seen.
+    pub result: Option<String>,
+    pub server_request_seen: bool,
+    pub too_large: bool,
+    /// Invalidation targets named by notifications seen so far, drained by the caller.
+    pub invalidations: Vec<Target>,
+}
+
+impl Observer {
+    /// `sse`: the body is `text/event-stream` (else one JSON document). `limit`: the largest
+    /// answer that may be captured.
+    pub fn new(want_id: Option<String>, sse: bool, limit: usize) -> Self {
+        Observer {
+            want_id,
+            sse: sse.then(|| SseParser::new(limit)),
+            json: Vec::new(),
+            limit,
+            result: None,
+            server_request_seen: false,
+            too_large: false,
+            invalidations: Vec::new(),
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.sse {
+            Some(parser) => {
+                for data in parser.feed(chunk) {
+                    self.message(data.as_bytes());
+                }
+            }
+            None if self.want_id.is_some() && !self.too_large => {
+                if self.json.len() + chunk.len() > self.limit {
+                    self.too_large = true;
+                    self.json = Vec::new();
+                } else {
+                    self.json.extend_from_slice(chunk);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Call at the end of the body.
+    pub fn finish(&mut self) {
+        if self.sse.is_none() && !self.json.is_empty() {
+            let body = std::mem::take(&mut self.json);
+            self.message(&body);
+        }
+    }
+
+    fn message(&mut self, data: &[u8]) {
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
+            return;
+        };
+        match (&envelope.method, envelope.id) {
+            (Some(_), Some(_)) => self.server_request_seen = true,
+            (Some(method), None) => {
+                let uri = envelope
+                    .params
+                    .and_then(|p| serde_json::from_str::<UriParam>(p.get()).ok())
+                    .and_then(|p| p.uri);
+                if let Some(target) = Target::from_notification(method, uri.as_deref()) {
+                    self.invalidations.push(target);
+                }
+            }
+            (None, Some(id)) => {
+                if self.want_id.as_deref() == Some(id.get())
+                    && let Some(result) = envelope.result
+                {
+                    self.result = Some(result.get().to_string());
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The result, if it may be cached: found, complete, and no server-to-client request
+    /// was interleaved.
+    pub fn cacheable_result(&self) -> Option<&str> {
+        if self.server_request_seen || self.too_large {
+            return None;
+        }
+        self.result.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::ListKind;
+
+    #[test]
+    fn json_answers_are_captured_whole() {
+        let mut o = Observer::new(Some("7".into()), false, 1 << 20);
+        o.feed(br#"{"jsonrpc":"2.0","id":7,"#);
+        o.feed(br#""result":{"contents":[]}}"#);
+        o.finish();
+        assert_eq!(o.cacheable_result(), Some(r#"{"contents":[]}"#));
+    }
+
+    #[test]
+    fn sse_answers_yield_the_event_with_our_id() {
+        let mut o = Observer::new(Some(r#""q""#.into()), true, 1 << 20);
+        o.feed(b"id: p\r\ndata:\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\r\n\r\n");
+        o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":\"q\",\"result\":{\"tools\":[]}}\r\n\r\n");
+        o.finish();
+        assert_eq!(o.cacheable_result(), Some(r#"{"tools":[]}"#));
+    }
+
+    #[test]
+    fn server_requests_errors_and_oversize_are_not_cacheable() {
+        let mut o = Observer::new(Some("1".into()), true, 1 << 20);
+        o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"sampling/createMessage\",\"params\":{}}\n\n");
+        o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n");
+        assert_eq!(o.cacheable_result(), None);
+        let mut e = Observer::new(Some("1".into()), false, 1 << 20);
+        e.feed(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#);
+        e.finish();
+        assert_eq!(e.cacheable_result(), None);
+        let mut big = Observer::new(Some("1".into()), false, 10);
+        big.feed(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        big.finish();
+        assert_eq!(big.cacheable_result(), None);
+        let mut other = Observer::new(Some("1".into()), false, 1 << 20);
+        other.feed(br#"{"jsonrpc":"2.0","id":2,"result":{}}"#);
+        other.finish();
+        assert_eq!(other.cacheable_result(), None, "a result for another id");
+    }
+
+    #[test]
+    fn notifications_become_invalidations() {
+        let mut o = Observer::new(None, true, 1 << 20);
+        o.feed(b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/updated\",\"params\":{\"uri\":\"a://1\"}}\n\n");
+        o.feed(b": keep-alive\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n");
+        assert_eq!(
+            o.invalidations,
+            vec![
+                Target::Resource("a://1".into()),
+                Target::List(ListKind::Tools)
+            ]
+        );
+    }
+}
