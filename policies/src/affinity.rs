@@ -11,10 +11,7 @@ pub fn encode(upstream_id: &str, session: &str) -> String {
 /// `None` when it was not minted by mcp-edge (the client gets 404 and re-initializes).
 pub fn decode(edge_session: &str) -> Option<(&str, &str)> {
     let (id, session) = edge_session.split_once('.')?;
-    let id_ok = id.len() == 8
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let id_ok = id.len() == 8 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let session_ok = !session.is_empty() && session.bytes().all(|b| (0x21..=0x7e).contains(&b));
     (id_ok && session_ok).then_some((id, session))
 }
@@ -28,26 +25,16 @@ mod tests {
     fn round_trips() {
         let id = upstream_id("http://127.0.0.1:3001/mcp");
         let edge = encode(&id, "9b729788-35ac-4864-a2e3-9d8f0fdefc34");
-        assert_eq!(
-            decode(&edge),
-            Some((id.as_str(), "9b729788-35ac-4864-a2e3-9d8f0fdefc34"))
-        );
+        assert_eq!(decode(&edge), Some((id.as_str(), "9b729788-35ac-4864-a2e3-9d8f0fdefc34")));
         // Upstream session ids may contain dots themselves.
         assert_eq!(decode("0123abcd.a.b.c"), Some(("0123abcd", "a.b.c")));
     }
 
     #[test]
     fn rejects_foreign_ids() {
-        for bad in [
-            "",
-            "abc",
-            "9b729788-35ac-4864",
-            "0123abcd.",
-            "0123ABCD.s",
-            "0123abcx.s",
-            "0123abc.s",
-            "0123abcd.s p",
-        ] {
+        for bad in
+            ["", "abc", "9b729788-35ac-4864", "0123abcd.", "0123ABCD.s", "0123abcx.s", "0123abc.s", "0123abcd.s p"]
+        {
             assert_eq!(decode(bad), None, "{bad:?}");
         }
     }

@@ -19,14 +19,7 @@ use crate::jsonrpc::{Kind, Message};
 
 /// Methods whose results are cacheable without opting in.
 pub fn is_cacheable_method(method: &str) -> bool {
-    matches!(
-        method,
-        "resources/read"
-            | "resources/list"
-            | "resources/templates/list"
-            | "tools/list"
-            | "prompts/list"
-    )
+    matches!(method, "resources/read" | "resources/list" | "resources/templates/list" | "tools/list" | "prompts/list")
 }
 
 fn is_list(method: &str) -> bool {
@@ -92,11 +85,7 @@ impl Lookup {
 
     /// The key concurrent misses coalesce on: same request, same caller.
     pub fn coalescing_key(&self, caller: &Caller) -> Vec<u8> {
-        let who = caller
-            .identity
-            .as_deref()
-            .or(caller.session.as_deref())
-            .unwrap_or("-");
+        let who = caller.identity.as_deref().or(caller.session.as_deref()).unwrap_or("-");
         Sha256::digest(format!("{}\u{0}coalesce:{who}", self.base).as_bytes()).to_vec()
     }
 }
@@ -158,40 +147,25 @@ pub fn lookup_for(
         return None;
     }
     let method = message.method.as_deref()?;
-    let tool_allowed = |name: &str| {
-        policy.cache_tools.iter().any(|t| t == name)
-            || (policy.readonly_tools && readonly_tool(name))
-    };
+    let tool_allowed =
+        |name: &str| policy.cache_tools.iter().any(|t| t == name) || (policy.readonly_tools && readonly_tool(name));
     let (params, targets) = match method {
         "resources/read" => {
             let uri = message.params.uri.clone()?;
-            (
-                format!("uri={uri}"),
-                vec![Target::Route, Target::Resource(uri)],
-            )
+            (format!("uri={uri}"), vec![Target::Route, Target::Resource(uri)])
         }
-        "resources/list" | "resources/templates/list" => (
-            cursor_part(message),
-            vec![Target::Route, Target::List(ListKind::Resources)],
-        ),
-        "tools/list" => (
-            cursor_part(message),
-            vec![Target::Route, Target::List(ListKind::Tools)],
-        ),
-        "prompts/list" => (
-            cursor_part(message),
-            vec![Target::Route, Target::List(ListKind::Prompts)],
-        ),
+        "resources/list" | "resources/templates/list" => {
+            (cursor_part(message), vec![Target::Route, Target::List(ListKind::Resources)])
+        }
+        "tools/list" => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Tools)]),
+        "prompts/list" => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Prompts)]),
         "tools/call" => {
             let name = message.params.name.as_deref()?;
             if !tool_allowed(name) {
                 return None;
             }
             let arguments = canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
-            (
-                format!("name={name}\u{0}args={arguments}"),
-                vec![Target::Route, Target::List(ListKind::Tools)],
-            )
+            (format!("name={name}\u{0}args={arguments}"), vec![Target::Route, Target::List(ListKind::Tools)])
         }
         _ => return None,
     };
@@ -204,12 +178,7 @@ pub fn lookup_for(
     if let (false, Some(session)) = (caller.stateless, &caller.session) {
         scopes.push(Scope::Session(session.clone()));
     }
-    Some(Lookup {
-        method: method.to_string(),
-        base,
-        targets,
-        scopes,
-    })
+    Some(Lookup { method: method.to_string(), base, targets, scopes })
 }
 
 fn cursor_part(message: &Message) -> String {
@@ -219,9 +188,7 @@ fn cursor_part(message: &Message) -> String {
 /// JSON with object keys sorted at every level, so `{"a":1,"b":2}` and `{"b":2,"a":1}` key alike.
 pub fn canonical_json(raw: &str) -> Option<String> {
     // serde_json's map is a BTreeMap (no `preserve_order`): re-serialising sorts the keys.
-    serde_json::from_str::<serde_json::Value>(raw)
-        .ok()
-        .map(|v| v.to_string())
+    serde_json::from_str::<serde_json::Value>(raw).ok().map(|v| v.to_string())
 }
 
 /// What a result says about its own caching (SEP-2549 hints and result flags).
@@ -244,11 +211,7 @@ pub fn result_facts(result: &RawValue) -> Option<ResultFacts> {
         match name.as_str() {
             "ttlMs" => {
                 // Absent or negative means 0 (spec); fractions are truncated.
-                facts.ttl_ms = Some(
-                    serde_json::from_str::<f64>(value.get())
-                        .map(|v| v.max(0.0) as u64)
-                        .unwrap_or(0),
-                );
+                facts.ttl_ms = Some(serde_json::from_str::<f64>(value.get()).map(|v| v.max(0.0) as u64).unwrap_or(0));
                 continue;
             }
             "cacheScope" => facts.scope = serde_json::from_str::<String>(value.get()).ok(),
@@ -256,11 +219,7 @@ pub fn result_facts(result: &RawValue) -> Option<ResultFacts> {
             "isError" => facts.is_error = value.get() == "true",
             _ => {}
         }
-        kept.push(format!(
-            "{}:{}",
-            serde_json::to_string(&name).ok()?,
-            value.get()
-        ));
+        kept.push(format!("{}:{}", serde_json::to_string(&name).ok()?, value.get()));
     }
     facts.stored_result = format!("{{{}}}", kept.join(","));
     Some(facts)
@@ -296,12 +255,7 @@ pub struct Store {
 }
 
 /// Decides whether (and how) a result may be stored. `None`: pass it through, never cache.
-pub fn store_decision(
-    lookup: &Lookup,
-    caller: &Caller,
-    facts: &ResultFacts,
-    policy: &CachePolicy,
-) -> Option<Store> {
+pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, policy: &CachePolicy) -> Option<Store> {
     if facts.input_required || facts.is_error {
         return None;
     }
@@ -319,30 +273,20 @@ pub fn store_decision(
     if ttl.is_zero() {
         return None;
     }
-    let hinted_scope = if policy.honor_server_hints {
-        facts.scope.as_deref()
-    } else {
-        None
-    };
+    let hinted_scope = if policy.honor_server_hints { facts.scope.as_deref() } else { None };
     let scope = match hinted_scope {
         Some("public") => Scope::Public,
         // No hint: the operator may vouch that this route's answers are the same for all.
         None if policy.shared => Scope::Public,
         // Handshake-era lists vary per session (client capabilities): never shared across sessions.
-        None if !caller.stateless && is_list(&lookup.method) => {
-            Scope::Session(caller.session.clone()?)
-        }
+        None if !caller.stateless && is_list(&lookup.method) => Scope::Session(caller.session.clone()?),
         _ => match (&caller.identity, caller.stateless, &caller.session) {
             (Some(identity), _, _) => Scope::Private(identity.clone()),
             (None, false, Some(session)) => Scope::Session(session.clone()),
             _ => return None,
         },
     };
-    Some(Store {
-        scope,
-        ttl,
-        restate_ttl: facts.ttl_ms.is_some(),
-    })
+    Some(Store { scope, ttl, restate_ttl: facts.ttl_ms.is_some() })
 }
 
 /// A stored answer: a fixed header then the result's raw JSON (without `ttlMs`).
@@ -418,14 +362,18 @@ mod tests {
     use crate::jsonrpc::parse;
 
     fn policy() -> CachePolicy {
-        let config =
-            Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n")
-                .unwrap();
+        let config = Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n").unwrap();
         config.routes[0].policy.clone()
     }
 
     fn read(uri: &str) -> Message {
-        parse(format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}","_meta":{{"x":1}}}}}}"#).as_bytes()).unwrap()
+        parse(
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}","_meta":{{"x":1}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
     }
 
     fn stateless(identity: Option<&str>) -> Caller {
@@ -462,14 +410,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}"#,
         ] {
             assert!(
-                lookup_for(
-                    "r",
-                    &parse(body.as_bytes()).unwrap(),
-                    &stateless(None),
-                    &p,
-                    |_| true
-                )
-                .is_none(),
+                lookup_for("r", &parse(body.as_bytes()).unwrap(), &stateless(None), &p, |_| true).is_none(),
                 "{body}"
             );
         }
@@ -477,17 +418,19 @@ mod tests {
 
     #[test]
     fn tools_are_cached_only_when_opted_in() {
-        let call = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"b":2,"a":1}}}"#).unwrap();
-        let same = parse(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#).unwrap();
+        let call = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"b":2,"a":1}}}"#,
+        )
+        .unwrap();
+        let same = parse(
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#,
+        )
+        .unwrap();
         let mut p = policy();
         p.cache_tools = vec!["add".into()];
         let a = lookup_for("r", &call, &stateless(None), &p, |_| false).unwrap();
         let b = lookup_for("r", &same, &stateless(None), &p, |_| false).unwrap();
-        assert_eq!(
-            a.key(&Scope::Public),
-            b.key(&Scope::Public),
-            "argument order does not matter"
-        );
+        assert_eq!(a.key(&Scope::Public), b.key(&Scope::Public), "argument order does not matter");
         let mut p = policy();
         p.readonly_tools = true;
         assert!(lookup_for("r", &call, &stateless(None), &p, |name| name == "add").is_some());
@@ -499,56 +442,33 @@ mod tests {
         let p = policy();
         let caller = stateless(None);
         let a = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
-        let other_id = parse(
-            br#"{"jsonrpc":"2.0","id":"zz","method":"resources/read","params":{"uri":"a://1"}}"#,
-        )
-        .unwrap();
+        let other_id =
+            parse(br#"{"jsonrpc":"2.0","id":"zz","method":"resources/read","params":{"uri":"a://1"}}"#).unwrap();
         assert_eq!(
             a.key(&Scope::Public),
-            lookup_for("r", &other_id, &caller, &p, |_| false)
-                .unwrap()
-                .key(&Scope::Public)
+            lookup_for("r", &other_id, &caller, &p, |_| false).unwrap().key(&Scope::Public)
         );
         assert_ne!(
             a.key(&Scope::Public),
-            lookup_for("r", &read("a://2"), &caller, &p, |_| false)
-                .unwrap()
-                .key(&Scope::Public)
+            lookup_for("r", &read("a://2"), &caller, &p, |_| false).unwrap().key(&Scope::Public)
         );
         assert_ne!(
             a.key(&Scope::Public),
-            lookup_for("other", &read("a://1"), &caller, &p, |_| false)
-                .unwrap()
-                .key(&Scope::Public)
+            lookup_for("other", &read("a://1"), &caller, &p, |_| false).unwrap().key(&Scope::Public)
         );
         assert_ne!(a.key(&Scope::Public), a.key(&Scope::Private("x".into())));
-        let old = Caller {
-            protocol_version: Some("2025-06-18".into()),
-            ..caller
-        };
+        let old = Caller { protocol_version: Some("2025-06-18".into()), ..caller };
         assert_ne!(
             a.key(&Scope::Public),
-            lookup_for("r", &read("a://1"), &old, &p, |_| false)
-                .unwrap()
-                .key(&Scope::Public)
+            lookup_for("r", &read("a://1"), &old, &p, |_| false).unwrap().key(&Scope::Public)
         );
     }
 
     #[test]
     fn lookups_probe_public_then_the_callers_own_scopes() {
         let p = policy();
-        let l = lookup_for(
-            "r",
-            &read("a://1"),
-            &stateless(Some("Bearer t")),
-            &p,
-            |_| false,
-        )
-        .unwrap();
-        assert_eq!(
-            l.scopes,
-            vec![Scope::Public, Scope::Private(identity_hash(b"Bearer t"))]
-        );
+        let l = lookup_for("r", &read("a://1"), &stateless(Some("Bearer t")), &p, |_| false).unwrap();
+        assert_eq!(l.scopes, vec![Scope::Public, Scope::Private(identity_hash(b"Bearer t"))]);
         let l = lookup_for("r", &read("a://1"), &legacy("s1"), &p, |_| false).unwrap();
         assert_eq!(l.scopes, vec![Scope::Public, Scope::Session("s1".into())]);
         assert!(!identity_hash(b"Bearer secret").contains("secret"));
@@ -559,48 +479,21 @@ mod tests {
         let p = policy();
         let caller = stateless(Some("Bearer t"));
         let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
-        let public = store_decision(
-            &l,
-            &caller,
-            &facts(r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#),
-            &p,
-        )
-        .unwrap();
-        assert_eq!(
-            (public.scope, public.ttl, public.restate_ttl),
-            (Scope::Public, Duration::from_secs(60), true)
-        );
-        let private = store_decision(
-            &l,
-            &caller,
-            &facts(r#"{"contents":[],"ttlMs":5000,"cacheScope":"private"}"#),
-            &p,
-        )
-        .unwrap();
+        let public =
+            store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#), &p).unwrap();
+        assert_eq!((public.scope, public.ttl, public.restate_ttl), (Scope::Public, Duration::from_secs(60), true));
+        let private =
+            store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":5000,"cacheScope":"private"}"#), &p).unwrap();
         assert_eq!(private.scope, Scope::Private(identity_hash(b"Bearer t")));
         assert!(
-            store_decision(
-                &l,
-                &caller,
-                &facts(r#"{"contents":[],"ttlMs":0,"cacheScope":"public"}"#),
-                &p
-            )
-            .is_none()
+            store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":0,"cacheScope":"public"}"#), &p).is_none()
         );
-        let capped = store_decision(
-            &l,
-            &caller,
-            &facts(r#"{"ttlMs":999999999999,"cacheScope":"public"}"#),
-            &p,
-        )
-        .unwrap();
+        let capped =
+            store_decision(&l, &caller, &facts(r#"{"ttlMs":999999999999,"cacheScope":"public"}"#), &p).unwrap();
         assert_eq!(capped.ttl, p.max_ttl);
         // No hint: the policy's TTL, private.
         let unhinted = store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p).unwrap();
-        assert_eq!(
-            (unhinted.ttl, unhinted.restate_ttl),
-            (p.resource_ttl, false)
-        );
+        assert_eq!((unhinted.ttl, unhinted.restate_ttl), (p.resource_ttl, false));
         assert!(matches!(unhinted.scope, Scope::Private(_)));
     }
 
@@ -609,31 +502,16 @@ mod tests {
         let p = policy();
         let anonymous = stateless(None);
         let l = lookup_for("r", &read("a://1"), &anonymous, &p, |_| false).unwrap();
-        assert!(
-            store_decision(
-                &l,
-                &anonymous,
-                &facts(r#"{"ttlMs":5000,"cacheScope":"private"}"#),
-                &p
-            )
-            .is_none()
-        );
+        assert!(store_decision(&l, &anonymous, &facts(r#"{"ttlMs":5000,"cacheScope":"private"}"#), &p).is_none());
         assert!(store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &p).is_none());
         let mut shared = policy();
         shared.shared = true;
-        assert_eq!(
-            store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &shared)
-                .unwrap()
-                .scope,
-            Scope::Public
-        );
+        assert_eq!(store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &shared).unwrap().scope, Scope::Public);
         // Handshake era: per session.
         let caller = legacy("s1");
         let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
         assert_eq!(
-            store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p)
-                .unwrap()
-                .scope,
+            store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p).unwrap().scope,
             Scope::Session("s1".into())
         );
     }
@@ -641,26 +519,16 @@ mod tests {
     #[test]
     fn handshake_era_lists_are_per_session_unless_shared() {
         let p = policy();
-        let caller = Caller {
-            identity: Some("u".into()),
-            ..legacy("s1")
-        };
+        let caller = Caller { identity: Some("u".into()), ..legacy("s1") };
         let list = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
         let l = lookup_for("r", &list, &caller, &p, |_| false).unwrap();
         assert_eq!(
-            store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &p)
-                .unwrap()
-                .scope,
+            store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &p).unwrap().scope,
             Scope::Session("s1".into())
         );
         let mut shared = policy();
         shared.shared = true;
-        assert_eq!(
-            store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &shared)
-                .unwrap()
-                .scope,
-            Scope::Public
-        );
+        assert_eq!(store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &shared).unwrap().scope, Scope::Public);
     }
 
     #[test]
@@ -677,16 +545,13 @@ mod tests {
             )
             .is_none()
         );
-        assert!(
-            store_decision(&l, &caller, &facts(r#"{"content":[],"isError":true}"#), &p).is_none()
-        );
+        assert!(store_decision(&l, &caller, &facts(r#"{"content":[],"isError":true}"#), &p).is_none());
     }
 
     #[test]
     fn hits_splice_the_id_and_restate_the_ttl() {
-        let f = facts(
-            r#"{"contents":[{"text":"é \"q\""}],"ttlMs":60000,"cacheScope":"public","resultType":"complete"}"#,
-        );
+        let f =
+            facts(r#"{"contents":[{"text":"é \"q\""}],"ttlMs":60000,"cacheScope":"public","resultType":"complete"}"#);
         assert!(!f.stored_result.contains("ttlMs"));
         let entry = Entry {
             fetched_at_ms: 1_000,
@@ -697,46 +562,19 @@ mod tests {
         let encoded = entry.encode();
         let decoded = Entry::decode(&encoded).unwrap();
         assert_eq!(decoded, entry);
-        for id in [
-            "7",
-            r#""abc""#,
-            "123456789012345678901234567890",
-            r#""\u00e9ü""#,
-            "0",
-            "-5",
-        ] {
+        for id in ["7", r#""abc""#, "123456789012345678901234567890", r#""\u00e9ü""#, "0", "-5"] {
             let answer = decoded.answer(id, 21_000);
             let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-            assert_eq!(
-                v["id"],
-                serde_json::from_str::<serde_json::Value>(id).unwrap(),
-                "{id}"
-            );
+            assert_eq!(v["id"], serde_json::from_str::<serde_json::Value>(id).unwrap(), "{id}");
             assert_eq!(v["result"]["ttlMs"], 40_000);
             assert_eq!(v["result"]["contents"][0]["text"], "é \"q\"");
             assert_eq!(v["result"]["cacheScope"], "public");
         }
         let expired = decoded.answer("1", 99_000);
-        assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(&expired).unwrap()["result"]["ttlMs"],
-            0
-        );
-        let empty = Entry {
-            restate_ttl: true,
-            result: b"{}",
-            ..entry.clone()
-        }
-        .answer("1", 0);
-        assert!(
-            serde_json::from_slice::<serde_json::Value>(&empty).is_ok(),
-            "{}",
-            String::from_utf8_lossy(&empty)
-        );
-        let plain = Entry {
-            restate_ttl: false,
-            ..entry
-        }
-        .answer("1", 0);
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&expired).unwrap()["result"]["ttlMs"], 0);
+        let empty = Entry { restate_ttl: true, result: b"{}", ..entry.clone() }.answer("1", 0);
+        assert!(serde_json::from_slice::<serde_json::Value>(&empty).is_ok(), "{}", String::from_utf8_lossy(&empty));
+        let plain = Entry { restate_ttl: false, ..entry }.answer("1", 0);
         assert!(!String::from_utf8_lossy(&plain).contains("ttlMs"));
         assert!(Entry::decode(b"garbage").is_none());
     }
@@ -751,13 +589,7 @@ mod tests {
             Target::from_notification("notifications/tools/list_changed", None),
             Some(Target::List(ListKind::Tools))
         );
-        assert_eq!(
-            Target::from_notification("notifications/progress", None),
-            None
-        );
-        assert_ne!(
-            marker_key("r", &Target::Route),
-            marker_key("r2", &Target::Route)
-        );
+        assert_eq!(Target::from_notification("notifications/progress", None), None);
+        assert_ne!(marker_key("r", &Target::Route), marker_key("r2", &Target::Route));
     }
 }

@@ -234,16 +234,9 @@ impl Config {
         schema::unknown_keys(document.get_ref(), schema::ROOT, "", &map, &mut problems);
         match toml::from_str::<RawConfig>(source) {
             Ok(raw) => {
-                let mut checker = Checker {
-                    map: &map,
-                    problems,
-                };
+                let mut checker = Checker { map: &map, problems };
                 let config = checker.config(raw);
-                if checker.problems.is_empty() {
-                    Ok(config)
-                } else {
-                    Err(checker.problems)
-                }
+                if checker.problems.is_empty() { Ok(config) } else { Err(checker.problems) }
             }
             Err(e) => {
                 problems.push(syntax_problem(e));
@@ -304,10 +297,7 @@ impl Checker<'_> {
         match usize::try_from(*number.get_ref()) {
             Ok(n) if n > 0 => n,
             _ => {
-                self.report(
-                    number.span(),
-                    format!("{key} must be a positive whole number"),
-                );
+                self.report(number.span(), format!("{key} must be a positive whole number"));
                 default
             }
         }
@@ -322,9 +312,8 @@ impl Checker<'_> {
             routes: raw.route.iter().map(|r| self.route(r)).collect(),
         };
         if raw.route.is_empty() {
-            self.problems.push(unplaced(
-                "no [[route]] is configured: add at least one route with a path and upstreams",
-            ));
+            self.problems
+                .push(unplaced("no [[route]] is configured: add at least one route with a path and upstreams"));
         }
         self.check_unique_routes(&raw.route, &config.routes);
         config
@@ -332,21 +321,15 @@ impl Checker<'_> {
 
     fn server(&mut self, raw: &RawServer) -> ServerConfig {
         let listen = match &raw.listen {
-            Some(addrs) => addrs
-                .iter()
-                .filter_map(|a| self.socket_addr(a, "server.listen"))
-                .collect(),
+            Some(addrs) => addrs.iter().filter_map(|a| self.socket_addr(a, "server.listen")).collect(),
             None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         };
         let tls = raw.tls.as_ref().map(|tls| self.tls(tls));
-        let has_tls_listener = tls
-            .as_ref()
-            .is_some_and(|t: &TlsConfig| !t.listen.is_empty());
+        let has_tls_listener = tls.as_ref().is_some_and(|t: &TlsConfig| !t.listen.is_empty());
         let listed_nothing = raw.listen.as_ref().is_some_and(|l| l.is_empty());
         if listed_nothing && !has_tls_listener {
-            self.problems.push(unplaced(
-                "server.listen is empty and no [server.tls] listener is set: nothing would serve",
-            ));
+            self.problems
+                .push(unplaced("server.listen is empty and no [server.tls] listener is set: nothing would serve"));
         }
         let max_body = self.size(&raw.max_body, 4 << 20, "server.max_body");
         if let Some(text) = &raw.max_body
@@ -372,20 +355,13 @@ impl Checker<'_> {
         let mut path = |value: &Text, key: &str| match value {
             Some(p) if !p.get_ref().is_empty() => PathBuf::from(p.get_ref()),
             _ => {
-                self.report(
-                    raw.span(),
-                    format!("[server.tls] needs {key} = \"/path/to/{key}.pem\""),
-                );
+                self.report(raw.span(), format!("[server.tls] needs {key} = \"/path/to/{key}.pem\""));
                 PathBuf::new()
             }
         };
         let cert = path(&tls.cert, "cert");
         let key = path(&tls.key, "key");
-        let listen = tls
-            .listen
-            .iter()
-            .filter_map(|a| self.socket_addr(a, "server.tls.listen"))
-            .collect();
+        let listen = tls.listen.iter().filter_map(|a| self.socket_addr(a, "server.tls.listen")).collect();
         TlsConfig { listen, cert, key }
     }
 
@@ -401,11 +377,7 @@ impl Checker<'_> {
     fn cache(&mut self, raw: &RawCache) -> CacheConfig {
         CacheConfig {
             memory: self.size(&raw.memory, 256 << 20, "cache.memory"),
-            disk_path: raw
-                .disk_path
-                .as_ref()
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
+            disk_path: raw.disk_path.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
             disk_size: self.size(&raw.disk_size, 4 << 30, "cache.disk_size"),
             max_entry_size: self.size(&raw.max_entry_size, 8 << 20, "cache.max_entry_size"),
         }
@@ -420,11 +392,7 @@ impl Checker<'_> {
             Some(n) => *n.get_ref() as u64,
             None => 1024,
         };
-        CompressionConfig {
-            gzip: raw.gzip.unwrap_or(true),
-            min_size,
-            sse: raw.sse.unwrap_or(false),
-        }
+        CompressionConfig { gzip: raw.gzip.unwrap_or(true), min_size, sse: raw.sse.unwrap_or(false) }
     }
 
     fn route(&mut self, raw: &Spanned<RawRoute>) -> RouteConfig {
@@ -432,25 +400,15 @@ impl Checker<'_> {
         let path = match &route.path {
             Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
             Some(p) => {
-                self.report(
-                    p.span(),
-                    format!("route path {:?} must start with \"/\"", p.get_ref()),
-                );
+                self.report(p.span(), format!("route path {:?} must start with \"/\"", p.get_ref()));
                 p.get_ref().clone()
             }
             None => {
-                self.report(
-                    raw.span(),
-                    "[[route]] needs path = \"/mcp\" (the path prefix it serves)".into(),
-                );
+                self.report(raw.span(), "[[route]] needs path = \"/mcp\" (the path prefix it serves)".into());
                 String::new()
             }
         };
-        let name = route
-            .name
-            .as_ref()
-            .map(|n| n.get_ref().clone())
-            .unwrap_or_else(|| path.clone());
+        let name = route.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| path.clone());
         let upstreams = self.upstreams(raw, &name);
         let balance = match &route.balance {
             None => Balance::RoundRobin,
@@ -459,22 +417,17 @@ impl Checker<'_> {
                 "least_conn" => Balance::LeastConn,
                 "consistent" => Balance::Consistent,
                 other => {
-                    self.report(b.span(), format!("balance {other:?} is unknown (use round_robin, least_conn or consistent)"));
+                    self.report(
+                        b.span(),
+                        format!("balance {other:?} is unknown (use round_robin, least_conn or consistent)"),
+                    );
                     Balance::RoundRobin
                 }
             },
         };
         RouteConfig {
-            connect_timeout: self.duration(
-                &route.connect_timeout,
-                Duration::from_secs(3),
-                "connect_timeout",
-            ),
-            read_timeout: self.duration(
-                &route.read_timeout,
-                Duration::from_secs(60),
-                "read_timeout",
-            ),
+            connect_timeout: self.duration(&route.connect_timeout, Duration::from_secs(3), "connect_timeout"),
+            read_timeout: self.duration(&route.read_timeout, Duration::from_secs(60), "read_timeout"),
             policy: self.policy(&route.policy),
             prefetch: self.prefetch(&route.prefetch),
             health: self.health(&route.health),
@@ -487,27 +440,18 @@ impl Checker<'_> {
 
     fn upstreams(&mut self, raw: &Spanned<RawRoute>, name: &str) -> Vec<UpstreamUrl> {
         let Some(list) = &raw.get_ref().upstreams else {
-            self.report(
-                raw.span(),
-                format!("route {name:?} needs upstreams = [\"http://host:port/mcp\", …]"),
-            );
+            self.report(raw.span(), format!("route {name:?} needs upstreams = [\"http://host:port/mcp\", …]"));
             return Vec::new();
         };
         if list.get_ref().is_empty() {
-            self.report(
-                list.span(),
-                format!("route {name:?} has an empty upstream list"),
-            );
+            self.report(list.span(), format!("route {name:?} has an empty upstream list"));
         }
         let mut seen = HashSet::new();
         let mut parsed = Vec::new();
         for url in list.get_ref() {
             match UpstreamUrl::parse(url.get_ref()) {
                 Ok(u) if !seen.insert(u.url.clone()) => {
-                    self.report(
-                        url.span(),
-                        format!("upstream {:?} is listed twice in route {name:?}", u.url),
-                    );
+                    self.report(url.span(), format!("upstream {:?} is listed twice in route {name:?}", u.url));
                 }
                 Ok(u) => parsed.push(u),
                 Err(e) => self.report(url.span(), e),
@@ -519,24 +463,14 @@ impl Checker<'_> {
     fn policy(&mut self, raw: &RawPolicy) -> CachePolicy {
         let identity_header = match &raw.identity_header {
             Some(h) if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() => {
-                self.report(
-                    h.span(),
-                    format!(
-                        "identity_header {:?} is not a valid header name",
-                        h.get_ref()
-                    ),
-                );
+                self.report(h.span(), format!("identity_header {:?} is not a valid header name", h.get_ref()));
                 "authorization".to_string()
             }
             Some(h) => h.get_ref().to_ascii_lowercase(),
             None => "authorization".to_string(),
         };
         CachePolicy {
-            resource_ttl: self.duration(
-                &raw.resource_ttl,
-                Duration::from_secs(3600),
-                "resource_ttl",
-            ),
+            resource_ttl: self.duration(&raw.resource_ttl, Duration::from_secs(3600), "resource_ttl"),
             list_ttl: self.duration(&raw.list_ttl, Duration::from_secs(300), "list_ttl"),
             tool_ttl: self.duration(&raw.tool_ttl, Duration::from_secs(300), "tool_ttl"),
             max_ttl: self.duration(&raw.max_ttl, Duration::from_secs(86_400), "max_ttl"),
@@ -545,21 +479,14 @@ impl Checker<'_> {
             identity_header,
             cache_tools: raw.cache_tools.clone(),
             readonly_tools: raw.readonly_tools.unwrap_or(false),
-            stale_if_error: self.duration(
-                &raw.stale_if_error,
-                Duration::from_secs(600),
-                "stale_if_error",
-            ),
+            stale_if_error: self.duration(&raw.stale_if_error, Duration::from_secs(600), "stale_if_error"),
         }
     }
 
     fn prefetch(&mut self, raw: &RawPrefetch) -> PrefetchConfig {
         let min_confidence = match &raw.min_confidence {
             Some(c) if !(0.0..=1.0).contains(c.get_ref()) => {
-                self.report(
-                    c.span(),
-                    "prefetch.min_confidence must be between 0 and 1".into(),
-                );
+                self.report(c.span(), "prefetch.min_confidence must be between 0 and 1".into());
                 0.4
             }
             Some(c) => *c.get_ref(),
@@ -594,19 +521,13 @@ impl Checker<'_> {
         for (raw, route) in raw.iter().zip(routes) {
             if !route.path.is_empty() && !paths.insert(route.path.as_str()) {
                 let span = raw.get_ref().path.as_ref().map_or(raw.span(), |p| p.span());
-                self.report(
-                    span,
-                    format!("route path {:?} is used by more than one route", route.path),
-                );
+                self.report(span, format!("route path {:?} is used by more than one route", route.path));
             }
             // A name derived from a duplicate path is already reported as that path.
             if let Some(name) = &raw.get_ref().name
                 && !names.insert(route.name.as_str())
             {
-                self.report(
-                    name.span(),
-                    format!("route name {:?} is used by more than one route", route.name),
-                );
+                self.report(name.span(), format!("route name {:?} is used by more than one route", route.name));
             }
         }
     }
@@ -616,8 +537,7 @@ impl Checker<'_> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str =
-        "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
+    const MINIMAL: &str = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
 
     fn problems(source: &str) -> Vec<Problem> {
         Config::from_toml(source).expect_err("should be refused")
@@ -628,10 +548,7 @@ mod tests {
         let config = Config::from_toml(include_str!("../../conf/mcp-edge.toml")).unwrap();
         assert_eq!(config.server.max_body, 4 << 20);
         assert_eq!(config.routes[0].name, "default");
-        assert_eq!(
-            config.routes[0].policy.resource_ttl,
-            Duration::from_secs(3600)
-        );
+        assert_eq!(config.routes[0].policy.resource_ttl, Duration::from_secs(3600));
         assert_eq!(config.routes[0].health.interval, Duration::from_secs(5));
         assert_eq!(config.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
     }
@@ -639,10 +556,7 @@ mod tests {
     #[test]
     fn defaults_fill_a_minimal_config() {
         let config = Config::from_toml(MINIMAL).unwrap();
-        assert_eq!(
-            config.server.listen,
-            vec!["127.0.0.1:8080".parse().unwrap()]
-        );
+        assert_eq!(config.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(config.server.threads, 2);
         assert_eq!(config.routes[0].name, "/mcp");
         assert_eq!(config.routes[0].balance, Balance::RoundRobin);
@@ -674,8 +588,7 @@ upstreams = []
         let text: Vec<String> = found.iter().map(|p| p.to_string()).collect();
         let has = |line: usize, needle: &str| {
             assert!(
-                text.iter()
-                    .any(|t| t.starts_with(&format!("line {line},")) && t.contains(needle)),
+                text.iter().any(|t| t.starts_with(&format!("line {line},")) && t.contains(needle)),
                 "no line {line} {needle:?} in {text:#?}"
             );
         };
@@ -706,34 +619,18 @@ upstreams = []
 
     #[test]
     fn a_config_needs_routes_and_upstreams() {
+        assert!(problems("").iter().any(|p| p.message.contains("no [[route]]")));
+        assert!(problems("[[route]]\npath = \"/mcp\"\n").iter().any(|p| p.message.contains("needs upstreams")));
         assert!(
-            problems("")
-                .iter()
-                .any(|p| p.message.contains("no [[route]]"))
-        );
-        assert!(
-            problems("[[route]]\npath = \"/mcp\"\n")
-                .iter()
-                .any(|p| p.message.contains("needs upstreams"))
-        );
-        assert!(
-            problems("[[route]]\nupstreams = [\"http://h/mcp\"]\n")
-                .iter()
-                .any(|p| p.message.contains("needs path"))
+            problems("[[route]]\nupstreams = [\"http://h/mcp\"]\n").iter().any(|p| p.message.contains("needs path"))
         );
         let twice = "[[route]]\npath=\"/a\"\nupstreams=[\"http://h/mcp\",\"http://h/mcp\"]\n";
-        assert!(
-            problems(twice)
-                .iter()
-                .any(|p| p.message.contains("listed twice"))
-        );
+        assert!(problems(twice).iter().any(|p| p.message.contains("listed twice")));
     }
 
     #[test]
     fn tls_needs_cert_and_key() {
-        let found = problems(&format!(
-            "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n{MINIMAL}"
-        ));
+        let found = problems(&format!("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n{MINIMAL}"));
         assert!(found.iter().any(|p| p.message.contains("needs cert")));
         assert!(found.iter().any(|p| p.message.contains("needs key")));
     }

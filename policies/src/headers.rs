@@ -18,9 +18,7 @@ fn looks_like_version(v: &str) -> bool {
     b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
 /// Methods whose `Mcp-Name` header mirrors `params.name` or `params.uri`.
@@ -34,10 +32,7 @@ fn named_param(method: &str) -> Option<&'static str> {
 
 /// Decodes a header value that may use the `=?base64?…?=` sentinel form.
 pub fn decode_header_value(value: &str) -> Result<String, String> {
-    match value
-        .strip_prefix("=?base64?")
-        .and_then(|rest| rest.strip_suffix("?="))
-    {
+    match value.strip_prefix("=?base64?").and_then(|rest| rest.strip_suffix("?=")) {
         Some(encoded) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
@@ -85,11 +80,7 @@ pub fn check_mirrored(headers: Mirrored<'_>, message: &Message) -> Result<(), St
     let Some(field) = named_param(method) else {
         return Ok(());
     };
-    let body_value = if field == "uri" {
-        &message.params.uri
-    } else {
-        &message.params.name
-    };
+    let body_value = if field == "uri" { &message.params.uri } else { &message.params.name };
     let Some(body_value) = body_value else {
         // The body lacks the field: the upstream answers with its own invalid-params error.
         return Ok(());
@@ -116,11 +107,7 @@ mod tests {
     }
 
     fn headers<'a>(method: Option<&'a str>, name: Option<&'a str>) -> Mirrored<'a> {
-        Mirrored {
-            protocol_version: Some("2026-07-28"),
-            method,
-            name,
-        }
+        Mirrored { protocol_version: Some("2026-07-28"), method, name }
     }
 
     #[test]
@@ -135,13 +122,7 @@ mod tests {
 
     #[test]
     fn matching_headers_pass() {
-        assert_eq!(
-            check_mirrored(
-                headers(Some("resources/read"), Some("docs://a")),
-                &read("docs://a")
-            ),
-            Ok(())
-        );
+        assert_eq!(check_mirrored(headers(Some("resources/read"), Some("docs://a")), &read("docs://a")), Ok(()));
     }
 
     #[test]
@@ -152,46 +133,20 @@ mod tests {
                 .unwrap_err()
                 .contains("Mcp-Name header value 'docs://b'")
         );
-        assert!(
-            check_mirrored(headers(Some("tools/call"), Some("docs://a")), &m)
-                .unwrap_err()
-                .contains("Mcp-Method")
-        );
-        assert!(
-            check_mirrored(headers(None, Some("docs://a")), &m)
-                .unwrap_err()
-                .contains("Mcp-Method is missing")
-        );
-        assert!(
-            check_mirrored(headers(Some("resources/read"), None), &m)
-                .unwrap_err()
-                .contains("Mcp-Name is missing")
-        );
-        let wrong_version = Mirrored {
-            protocol_version: Some("2027-01-01"),
-            ..headers(Some("resources/read"), Some("docs://a"))
-        };
-        assert!(
-            check_mirrored(wrong_version, &m)
-                .unwrap_err()
-                .contains("MCP-Protocol-Version")
-        );
+        assert!(check_mirrored(headers(Some("tools/call"), Some("docs://a")), &m).unwrap_err().contains("Mcp-Method"));
+        assert!(check_mirrored(headers(None, Some("docs://a")), &m).unwrap_err().contains("Mcp-Method is missing"));
+        assert!(check_mirrored(headers(Some("resources/read"), None), &m).unwrap_err().contains("Mcp-Name is missing"));
+        let wrong_version =
+            Mirrored { protocol_version: Some("2027-01-01"), ..headers(Some("resources/read"), Some("docs://a")) };
+        assert!(check_mirrored(wrong_version, &m).unwrap_err().contains("MCP-Protocol-Version"));
     }
 
     #[test]
     fn base64_sentinel_values_are_decoded() {
         let m = read("file:///Hello, 世界");
-        let encoded = format!(
-            "=?base64?{}?=",
-            base64::engine::general_purpose::STANDARD.encode("file:///Hello, 世界")
-        );
-        assert_eq!(
-            check_mirrored(headers(Some("resources/read"), Some(&encoded)), &m),
-            Ok(())
-        );
-        assert!(
-            check_mirrored(headers(Some("resources/read"), Some("=?base64?!!!?=")), &m).is_err()
-        );
+        let encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode("file:///Hello, 世界"));
+        assert_eq!(check_mirrored(headers(Some("resources/read"), Some(&encoded)), &m), Ok(()));
+        assert!(check_mirrored(headers(Some("resources/read"), Some("=?base64?!!!?=")), &m).is_err());
         assert_eq!(decode_header_value("plain"), Ok("plain".into()));
     }
 
@@ -200,9 +155,6 @@ mod tests {
         let n = parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#).unwrap();
         assert_eq!(check_mirrored(Mirrored::default(), &n), Ok(()));
         let list = parse(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#).unwrap();
-        assert_eq!(
-            check_mirrored(headers(Some("tools/list"), None), &list),
-            Ok(())
-        );
+        assert_eq!(check_mirrored(headers(Some("tools/list"), None), &list), Ok(()));
     }
 }

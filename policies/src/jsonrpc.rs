@@ -102,29 +102,16 @@ pub fn parse(body: &[u8]) -> Result<Message, Invalid> {
     }
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| parse_failure(body, &e))?;
     let id = envelope.id.map(|raw| raw.get().to_string());
-    let invalid = |message: &str| Invalid {
-        code: codes::INVALID_REQUEST,
-        message: message.into(),
-        id: id.clone(),
-    };
+    let invalid = |message: &str| Invalid { code: codes::INVALID_REQUEST, message: message.into(), id: id.clone() };
     if envelope.jsonrpc != Some("2.0") {
         return Err(invalid("Invalid Request: \"jsonrpc\" must be \"2.0\""));
     }
     if let Some(raw) = envelope.id
-        && !(raw.get().starts_with('"')
-            || raw
-                .get()
-                .starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+        && !(raw.get().starts_with('"') || raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()))
     {
-        return Err(invalid(
-            "Invalid Request: \"id\" must be a string or a number",
-        ));
+        return Err(invalid("Invalid Request: \"id\" must be a string or a number"));
     }
-    let kind = match (
-        &envelope.method,
-        &envelope.id,
-        envelope.result.is_some() || envelope.error.is_some(),
-    ) {
+    let kind = match (&envelope.method, &envelope.id, envelope.result.is_some() || envelope.error.is_some()) {
         (Some(_), Some(_), _) => Kind::Request,
         (Some(_), None, _) => Kind::Notification,
         (None, Some(_), true) => Kind::Response,
@@ -134,47 +121,24 @@ pub fn parse(body: &[u8]) -> Result<Message, Invalid> {
             ));
         }
     };
-    Ok(Message {
-        kind,
-        method: envelope.method,
-        id,
-        params: parse_params(envelope.params),
-    })
+    Ok(Message { kind, method: envelope.method, id, params: parse_params(envelope.params) })
 }
 
 fn parse_batch(body: &[u8]) -> Result<Message, Invalid> {
-    let items: Vec<&RawValue> =
-        serde_json::from_slice(body).map_err(|e| parse_failure(body, &e))?;
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| parse_failure(body, &e))?;
     if items.is_empty() {
-        return Err(Invalid {
-            code: codes::INVALID_REQUEST,
-            message: "Invalid Request: empty batch".into(),
-            id: None,
-        });
+        return Err(Invalid { code: codes::INVALID_REQUEST, message: "Invalid Request: empty batch".into(), id: None });
     }
-    Ok(Message {
-        kind: Kind::Batch,
-        method: None,
-        id: None,
-        params: Params::default(),
-    })
+    Ok(Message { kind: Kind::Batch, method: None, id: None, params: Params::default() })
 }
 
 /// Syntax errors are -32700; well-formed JSON of the wrong shape is -32600.
 fn parse_failure(body: &[u8], error: &serde_json::Error) -> Invalid {
     let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
     if well_formed {
-        Invalid {
-            code: codes::INVALID_REQUEST,
-            message: format!("Invalid Request: {error}"),
-            id: None,
-        }
+        Invalid { code: codes::INVALID_REQUEST, message: format!("Invalid Request: {error}"), id: None }
     } else {
-        Invalid {
-            code: codes::PARSE_ERROR,
-            message: format!("Parse error: {error}"),
-            id: None,
-        }
+        Invalid { code: codes::PARSE_ERROR, message: format!("Parse error: {error}"), id: None }
     }
 }
 
@@ -190,9 +154,7 @@ fn parse_params(raw: Option<&RawValue>) -> Params {
         name: parsed.name,
         cursor: parsed.cursor,
         arguments: parsed.arguments.map(|a| a.get().to_string()),
-        protocol_version: parsed
-            .meta
-            .and_then(|m| m.protocol_version.map(str::to_string)),
+        protocol_version: parsed.meta.and_then(|m| m.protocol_version.map(str::to_string)),
         has_input_responses: parsed.input_responses.is_some() || parsed.request_state.is_some(),
     }
 }
@@ -201,10 +163,7 @@ fn parse_params(raw: Option<&RawValue>) -> Params {
 /// (allowed only when the request id is unknown).
 pub fn error_body(id: Option<&str>, code: i64, message: &str) -> String {
     let message = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".into());
-    format!(
-        r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":{code},"message":{message}}}}}"#,
-        id.unwrap_or("null")
-    )
+    format!(r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":{code},"message":{message}}}}}"#, id.unwrap_or("null"))
 }
 
 #[cfg(test)]
@@ -227,32 +186,18 @@ mod tests {
         assert_eq!(m.id.as_deref(), Some(r#""a\u00e9""#));
         assert_eq!(m.params.name.as_deref(), Some("add"));
         assert_eq!(m.params.arguments.as_deref(), Some(r#"{"b":2, "a":1}"#));
-        let big =
-            parse(br#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#)
-                .unwrap();
+        let big = parse(br#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#).unwrap();
         assert_eq!(big.id.as_deref(), Some("123456789012345678901234567890"));
     }
 
     #[test]
     fn classifies_notifications_responses_and_batches() {
         assert_eq!(
-            parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-                .unwrap()
-                .kind,
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap().kind,
             Kind::Notification
         );
-        assert_eq!(
-            parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
-                .unwrap()
-                .kind,
-            Kind::Response
-        );
-        assert_eq!(
-            parse(br#" [{"jsonrpc":"2.0","id":1,"method":"ping"}]"#)
-                .unwrap()
-                .kind,
-            Kind::Batch
-        );
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).unwrap().kind, Kind::Response);
+        assert_eq!(parse(br#" [{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap().kind, Kind::Batch);
         assert!(
             parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"inputResponses":{}}}"#)
                 .unwrap()
@@ -264,11 +209,7 @@ mod tests {
     #[test]
     fn malformed_json_is_a_parse_error() {
         for body in [&b"{not json"[..], b"", b"{\"jsonrpc\":\"2.0\",", b"[1,"] {
-            assert_eq!(
-                parse(body).unwrap_err().code,
-                codes::PARSE_ERROR,
-                "{body:?}"
-            );
+            assert_eq!(parse(body).unwrap_err().code, codes::PARSE_ERROR, "{body:?}");
         }
     }
 
@@ -282,29 +223,14 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
             br#"[]"#,
         ] {
-            assert_eq!(
-                parse(body).unwrap_err().code,
-                codes::INVALID_REQUEST,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(parse(body).unwrap_err().code, codes::INVALID_REQUEST, "{}", String::from_utf8_lossy(body));
         }
-        assert_eq!(
-            parse(br#"{"jsonrpc":"1.0","id":"x","method":"ping"}"#)
-                .unwrap_err()
-                .id
-                .as_deref(),
-            Some("\"x\"")
-        );
+        assert_eq!(parse(br#"{"jsonrpc":"1.0","id":"x","method":"ping"}"#).unwrap_err().id.as_deref(), Some("\"x\""));
     }
 
     #[test]
     fn error_bodies_are_valid_json() {
-        let body = error_body(
-            Some("\"q\""),
-            codes::HEADER_MISMATCH,
-            "Header \"x\" mismatch",
-        );
+        let body = error_body(Some("\"q\""), codes::HEADER_MISMATCH, "Header \"x\" mismatch");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["id"], "q");
         assert_eq!(v["error"]["code"], -32020);

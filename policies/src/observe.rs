@@ -91,10 +91,8 @@ impl Observer {
         match (&envelope.method, envelope.id) {
             (Some(_), Some(_)) => self.server_request_seen = true,
             (Some(method), None) => {
-                let uri = envelope
-                    .params
-                    .and_then(|p| serde_json::from_str::<UriParam>(p.get()).ok())
-                    .and_then(|p| p.uri);
+                let uri =
+                    envelope.params.and_then(|p| serde_json::from_str::<UriParam>(p.get()).ok()).and_then(|p| p.uri);
                 if let Some(target) = Target::from_notification(method, uri.as_deref()) {
                     self.invalidations.push(target);
                 }
@@ -168,12 +166,6 @@ mod tests {
         let mut o = Observer::new(None, true, 1 << 20);
         o.feed(b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/updated\",\"params\":{\"uri\":\"a://1\"}}\n\n");
         o.feed(b": keep-alive\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n");
-        assert_eq!(
-            o.invalidations,
-            vec![
-                Target::Resource("a://1".into()),
-                Target::List(ListKind::Tools)
-            ]
-        );
+        assert_eq!(o.invalidations, vec![Target::Resource("a://1".into()), Target::List(ListKind::Tools)]);
     }
 }

@@ -39,19 +39,13 @@ impl SourceMap {
     }
 
     pub fn problem(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
-        Problem {
-            location: Some(self.location(span.start)),
-            message: message.into(),
-        }
+        Problem { location: Some(self.location(span.start)), message: message.into() }
     }
 }
 
 /// A problem without a place in the file (e.g. a missing section).
 pub fn unplaced(message: impl Into<String>) -> Problem {
-    Problem {
-        location: None,
-        message: message.into(),
-    }
+    Problem { location: None, message: message.into() }
 }
 
 #[cfg(test)]

@@ -11,11 +11,7 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// The item whose prefix matches `path` and is longest.
-pub fn longest_prefix<'a, T>(
-    items: &'a [T],
-    path: &str,
-    prefix_of: impl Fn(&T) -> &str,
-) -> Option<&'a T> {
+pub fn longest_prefix<'a, T>(items: &'a [T], path: &str, prefix_of: impl Fn(&T) -> &str) -> Option<&'a T> {
     items
         .iter()
         .filter(|item| prefix_matches(prefix_of(item), path))
@@ -24,14 +20,9 @@ pub fn longest_prefix<'a, T>(
 
 /// The path and query sent upstream: the upstream URL's path, then whatever of the request
 /// path follows the route prefix (as `proxy_pass http://host/path` does in nginx).
-pub fn upstream_path(
-    route_prefix: &str,
-    upstream_path: &str,
-    request_path_and_query: &str,
-) -> String {
-    let rest = request_path_and_query
-        .strip_prefix(route_prefix.trim_end_matches('/'))
-        .unwrap_or(request_path_and_query);
+pub fn upstream_path(route_prefix: &str, upstream_path: &str, request_path_and_query: &str) -> String {
+    let rest =
+        request_path_and_query.strip_prefix(route_prefix.trim_end_matches('/')).unwrap_or(request_path_and_query);
     if rest.is_empty() {
         return upstream_path.to_string();
     }

@@ -15,11 +15,7 @@ pub enum Schema {
     TableArray(&'static [(&'static str, Schema)]),
 }
 
-const TLS: &[(&str, Schema)] = &[
-    ("listen", Schema::Leaf),
-    ("cert", Schema::Leaf),
-    ("key", Schema::Leaf),
-];
+const TLS: &[(&str, Schema)] = &[("listen", Schema::Leaf), ("cert", Schema::Leaf), ("key", Schema::Leaf)];
 const SERVER: &[(&str, Schema)] = &[
     ("listen", Schema::Leaf),
     ("threads", Schema::Leaf),
@@ -34,11 +30,7 @@ const CACHE: &[(&str, Schema)] = &[
     ("disk_size", Schema::Leaf),
     ("max_entry_size", Schema::Leaf),
 ];
-const COMPRESSION: &[(&str, Schema)] = &[
-    ("gzip", Schema::Leaf),
-    ("min_size", Schema::Leaf),
-    ("sse", Schema::Leaf),
-];
+const COMPRESSION: &[(&str, Schema)] = &[("gzip", Schema::Leaf), ("min_size", Schema::Leaf), ("sse", Schema::Leaf)];
 const POLICY: &[(&str, Schema)] = &[
     ("resource_ttl", Schema::Leaf),
     ("list_ttl", Schema::Leaf),
@@ -51,11 +43,8 @@ const POLICY: &[(&str, Schema)] = &[
     ("readonly_tools", Schema::Leaf),
     ("stale_if_error", Schema::Leaf),
 ];
-const PREFETCH: &[(&str, Schema)] = &[
-    ("enabled", Schema::Leaf),
-    ("min_confidence", Schema::Leaf),
-    ("max_inflight", Schema::Leaf),
-];
+const PREFETCH: &[(&str, Schema)] =
+    &[("enabled", Schema::Leaf), ("min_confidence", Schema::Leaf), ("max_inflight", Schema::Leaf)];
 const HEALTH: &[(&str, Schema)] = &[("interval", Schema::Leaf), ("timeout", Schema::Leaf)];
 const ROUTE: &[(&str, Schema)] = &[
     ("name", Schema::Leaf),
@@ -88,30 +77,16 @@ pub fn unknown_keys(
     for (key, value) in table {
         let name: &str = key.get_ref();
         let Some((_, child)) = schema.iter().find(|(known, _)| *known == name) else {
-            let place = if section.is_empty() {
-                "at the top level".to_string()
-            } else {
-                format!("in [{section}]")
-            };
+            let place = if section.is_empty() { "at the top level".to_string() } else { format!("in [{section}]") };
             let known: Vec<&str> = schema.iter().map(|(k, _)| *k).collect();
-            problems.push(map.problem(
-                key.span(),
-                format!(
-                    "unknown key {name:?} {place} (known keys: {})",
-                    known.join(", ")
-                ),
-            ));
+            problems.push(
+                map.problem(key.span(), format!("unknown key {name:?} {place} (known keys: {})", known.join(", "))),
+            );
             continue;
         };
-        let path = if section.is_empty() {
-            name.to_string()
-        } else {
-            format!("{section}.{name}")
-        };
+        let path = if section.is_empty() { name.to_string() } else { format!("{section}.{name}") };
         match (child, value.get_ref()) {
-            (Schema::Table(keys), DeValue::Table(inner)) => {
-                unknown_keys(inner, keys, &path, map, problems)
-            }
+            (Schema::Table(keys), DeValue::Table(inner)) => unknown_keys(inner, keys, &path, map, problems),
             (Schema::TableArray(keys), DeValue::Array(items)) => {
                 for item in items.iter() {
                     if let DeValue::Table(inner) = item.get_ref() {

@@ -17,10 +17,7 @@ pub struct SseParser {
 impl SseParser {
     /// A parser that drops any single event larger than `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        SseParser {
-            limit,
-            ..Default::default()
-        }
+        SseParser { limit, ..Default::default() }
     }
 
     /// Feeds a chunk; returns the data of every event it completed.
@@ -84,23 +81,14 @@ mod tests {
 
     #[test]
     fn lf_crlf_and_cr_endings() {
-        for text in [
-            "data: a\n\ndata: b\n\n",
-            "data: a\r\n\r\ndata: b\r\n\r\n",
-            "data: a\r\rdata: b\r\r",
-        ] {
-            assert_eq!(
-                SseParser::new(1 << 20).feed(text.as_bytes()),
-                vec!["a", "b"],
-                "{text:?}"
-            );
+        for text in ["data: a\n\ndata: b\n\n", "data: a\r\n\r\ndata: b\r\n\r\n", "data: a\r\rdata: b\r\r"] {
+            assert_eq!(SseParser::new(1 << 20).feed(text.as_bytes()), vec!["a", "b"], "{text:?}");
         }
     }
 
     #[test]
     fn events_split_anywhere_across_chunks() {
-        let text =
-            "event: message\r\nid: 1\r\ndata: {\"x\":\r\ndata: 1}\r\n\r\n: comment\n\ndata:y\n\n";
+        let text = "event: message\r\nid: 1\r\ndata: {\"x\":\r\ndata: 1}\r\n\r\n: comment\n\ndata:y\n\n";
         for split in 0..text.len() {
             let mut parser = SseParser::new(1 << 20);
             let mut events = parser.feed(&text.as_bytes()[..split]);

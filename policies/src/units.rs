@@ -6,18 +6,12 @@ use std::time::Duration;
 /// (`B`, `KiB`, `MiB`, `GiB`, `TiB`, or the decimal `KB`, `MB`, `GB`, `TB`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     if digits.is_empty() {
-        return Err(format!(
-            "size {text:?} must start with a number, e.g. \"4MiB\""
-        ));
+        return Err(format!("size {text:?} must start with a number, e.g. \"4MiB\""));
     }
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("size {text:?} is too large"))?;
+    let number: u64 = digits.parse().map_err(|_| format!("size {text:?} is too large"))?;
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" => 1 << 10,
@@ -34,9 +28,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+    number.checked_mul(multiplier).ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// Parses a duration made of one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`, `d`.
@@ -48,21 +40,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = trimmed;
     while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits_end == 0 {
-            return Err(format!(
-                "duration {trimmed:?} must be like \"5s\", \"250ms\" or \"1h30m\""
-            ));
+            return Err(format!("duration {trimmed:?} must be like \"5s\", \"250ms\" or \"1h30m\""));
         }
-        let number: u64 = rest[..digits_end]
-            .parse()
-            .map_err(|_| format!("duration {trimmed:?} is too large"))?;
+        let number: u64 = rest[..digits_end].parse().map_err(|_| format!("duration {trimmed:?} is too large"))?;
         rest = &rest[digits_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_ms: u64 = match &rest[..unit_end] {
             "ms" => 1,
             "s" => 1_000,
@@ -70,19 +54,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => {
-                return Err(format!(
-                    "duration {trimmed:?} needs a unit (ms, s, m, h or d)"
-                ));
+                return Err(format!("duration {trimmed:?} needs a unit (ms, s, m, h or d)"));
             }
             other => {
-                return Err(format!(
-                    "unknown duration unit {other:?} in {trimmed:?} (use ms, s, m, h or d)"
-                ));
+                return Err(format!("unknown duration unit {other:?} in {trimmed:?} (use ms, s, m, h or d)"));
             }
         };
-        let part = number
-            .checked_mul(unit_ms)
-            .ok_or_else(|| format!("duration {trimmed:?} is too large"))?;
+        let part = number.checked_mul(unit_ms).ok_or_else(|| format!("duration {trimmed:?} is too large"))?;
         total += Duration::from_millis(part);
         rest = &rest[unit_end..];
     }
@@ -99,18 +77,10 @@ mod tests {
         assert_eq!(parse_size("1024"), Ok(1024));
         assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
         assert_eq!(parse_size("10KB"), Ok(10_000));
-        assert!(
-            parse_size("MiB")
-                .unwrap_err()
-                .contains("start with a number")
-        );
+        assert!(parse_size("MiB").unwrap_err().contains("start with a number"));
         assert!(parse_size("4XB").unwrap_err().contains("unknown size unit"));
         assert!(parse_size("99999999999999999999").is_err());
-        assert!(
-            parse_size("99999999999TiB")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
     }
 
     #[test]

@@ -24,36 +24,22 @@ impl UpstreamUrl {
     /// Parses `http(s)://host[:port][/path]`.
     pub fn parse(url: &str) -> Result<Self, String> {
         if !url.contains("://") {
-            return Err(format!(
-                "upstream {url:?} needs a scheme, e.g. \"http://{url}\""
-            ));
+            return Err(format!("upstream {url:?} needs a scheme, e.g. \"http://{url}\""));
         }
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("upstream {url:?} is not a valid URL: {e}"))?;
+        let uri: http::Uri = url.parse().map_err(|e| format!("upstream {url:?} is not a valid URL: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
             Some(other) => {
-                return Err(format!(
-                    "upstream {url:?} has scheme {other:?}; use http or https"
-                ));
+                return Err(format!("upstream {url:?} has scheme {other:?}; use http or https"));
             }
             None => return Err(format!("upstream {url:?} is not a valid URL")),
         };
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("upstream {url:?} has no host"))?;
+        let authority = uri.authority().ok_or_else(|| format!("upstream {url:?} has no host"))?;
         if authority.as_str().contains('@') {
-            return Err(format!(
-                "upstream {url:?} must not carry credentials in the URL"
-            ));
+            return Err(format!("upstream {url:?} must not carry credentials in the URL"));
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
         if host.is_empty() {
             return Err(format!("upstream {url:?} has no host"));
         }
@@ -89,49 +75,22 @@ mod tests {
     fn parses_plain_and_tls_urls() {
         let u = UpstreamUrl::parse("http://127.0.0.1:3001/mcp").unwrap();
         assert!(!u.tls);
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 3001, "/mcp")
-        );
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 3001, "/mcp"));
         assert_eq!(u.authority, "127.0.0.1:3001");
-        assert_eq!(
-            UpstreamUrl::parse("https://example.com/mcp")
-                .unwrap()
-                .authority,
-            "example.com"
-        );
+        assert_eq!(UpstreamUrl::parse("https://example.com/mcp").unwrap().authority, "example.com");
         let t = UpstreamUrl::parse("https://mcp.example.com/v1/mcp?x=1").unwrap();
         assert!(t.tls);
         assert_eq!((t.port, t.path.as_str()), (443, "/v1/mcp?x=1"));
         let v6 = UpstreamUrl::parse("http://[::1]:8000").unwrap();
-        assert_eq!(
-            (v6.host.as_str(), v6.authority.as_str(), v6.path.as_str()),
-            ("::1", "[::1]:8000", "/")
-        );
+        assert_eq!((v6.host.as_str(), v6.authority.as_str(), v6.path.as_str()), ("::1", "[::1]:8000", "/"));
     }
 
     #[test]
     fn rejects_bad_urls_with_reasons() {
-        assert!(
-            UpstreamUrl::parse("127.0.0.1:3001/mcp")
-                .unwrap_err()
-                .contains("scheme")
-        );
-        assert!(
-            UpstreamUrl::parse("ftp://h/mcp")
-                .unwrap_err()
-                .contains("use http or https")
-        );
-        assert!(
-            UpstreamUrl::parse("http://user:pw@h/mcp")
-                .unwrap_err()
-                .contains("credentials")
-        );
-        assert!(
-            UpstreamUrl::parse("http:// bad")
-                .unwrap_err()
-                .contains("not a valid URL")
-        );
+        assert!(UpstreamUrl::parse("127.0.0.1:3001/mcp").unwrap_err().contains("scheme"));
+        assert!(UpstreamUrl::parse("ftp://h/mcp").unwrap_err().contains("use http or https"));
+        assert!(UpstreamUrl::parse("http://user:pw@h/mcp").unwrap_err().contains("credentials"));
+        assert!(UpstreamUrl::parse("http:// bad").unwrap_err().contains("not a valid URL"));
     }
 
     #[test]

@@ -49,12 +49,7 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions {
-            name: "demo".into(),
-            json: false,
-            ttl_ms: 60_000,
-            scope: "public".into(),
-        }
+        DemoOptions { name: "demo".into(), json: false, ttl_ms: 60_000, scope: "public".into() }
     }
 }
 
@@ -98,9 +93,7 @@ pub async fn serve(listener: TcpListener, options: DemoOptions) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -110,19 +103,17 @@ pub fn spawn_in_thread(addr: SocketAddr, options: DemoOptions) -> std::io::Resul
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("demo-upstream".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("demo upstream runtime");
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).expect("demo upstream listener");
-                serve(listener, options).await
-            });
-        })?;
+    std::thread::Builder::new().name("demo-upstream".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("demo upstream runtime");
+        runtime.block_on(async move {
+            let listener = TcpListener::from_std(listener).expect("demo upstream listener");
+            serve(listener, options).await
+        });
+    })?;
     Ok(bound)
 }
 
@@ -143,11 +134,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<DemoBody>
 async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Response<DemoBody> {
     let session = header(&req, "mcp-session-id");
     let seen_headers = describe_headers(&req);
-    let mirrored = (
-        header(&req, "mcp-protocol-version"),
-        header(&req, "mcp-method"),
-        header(&req, "mcp-name"),
-    );
+    let mirrored = (header(&req, "mcp-protocol-version"), header(&req, "mcp-method"), header(&req, "mcp-name"));
     let body = match Limited::new(req.into_body(), 16 << 20).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
@@ -155,13 +142,7 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
     let message = match jsonrpc::parse(&body) {
         Ok(m) => m,
         Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                e.id.as_deref(),
-                e.code,
-                &e.message,
-                None,
-            );
+            return json_error(StatusCode::BAD_REQUEST, e.id.as_deref(), e.code, &e.message, None);
         }
     };
     if message.kind != jsonrpc::Kind::Request {
@@ -170,11 +151,7 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = message.id.clone();
     let method = message.method.clone().unwrap_or_default();
-    let call = Call {
-        method: &method,
-        params: &request["params"],
-        seen_headers: &seen_headers,
-    };
+    let call = Call { method: &method, params: &request["params"], seen_headers: &seen_headers };
     if stateless {
         let headers = Mirrored {
             protocol_version: mirrored.0.as_deref(),
@@ -182,13 +159,7 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
             name: mirrored.2.as_deref(),
         };
         if let Err(reason) = check_mirrored(headers, &message) {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                id.as_deref(),
-                jsonrpc::codes::HEADER_MISMATCH,
-                &reason,
-                None,
-            );
+            return json_error(StatusCode::BAD_REQUEST, id.as_deref(), jsonrpc::codes::HEADER_MISMATCH, &reason, None);
         }
         return answer(state, call, id, None, true).await;
     }
@@ -208,13 +179,7 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
                 );
             }
             Some(s) if !state.sessions.lock().unwrap().contains(&s) => {
-                return json_error(
-                    StatusCode::NOT_FOUND,
-                    id.as_deref(),
-                    -32001,
-                    "Session not found",
-                    None,
-                );
+                return json_error(StatusCode::NOT_FOUND, id.as_deref(), -32001, "Session not found", None);
             }
             Some(s) => s,
         }
@@ -255,37 +220,23 @@ async fn answer(
             if stateless {
                 stamp_cache_hints(&state.options, method, &mut result);
             }
-            (
-                StatusCode::OK,
-                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
-            )
+            (StatusCode::OK, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#))
         }
         Err((code, message)) => {
-            let status = if stateless && code == -32601 {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::OK
-            };
+            let status = if stateless && code == -32601 { StatusCode::NOT_FOUND } else { StatusCode::OK };
             (status, jsonrpc::error_body(Some(&id), code, &message))
         }
     };
     if stateless || state.options.json || status != StatusCode::OK {
         return json_response(status, text, session.as_deref());
     }
-    sse_headers(
-        full(format!("event: message\ndata: {text}\n\n")),
-        session.as_deref(),
-    )
+    sse_headers(full(format!("event: message\ndata: {text}\n\n")), session.as_deref())
 }
 
 fn stamp_cache_hints(options: &DemoOptions, method: &str, result: &mut Value) {
     let cacheable = matches!(
         method,
-        "resources/read"
-            | "resources/list"
-            | "resources/templates/list"
-            | "tools/list"
-            | "prompts/list"
+        "resources/read" | "resources/list" | "resources/templates/list" | "tools/list" | "prompts/list"
     );
     if let Value::Object(map) = result {
         map.insert("resultType".into(), json!("complete"));
@@ -315,27 +266,20 @@ fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
         "resources/read" => read_resource(state, params["uri"].as_str().unwrap_or_default()),
         "tools/list" => Ok(json!({"tools": tool_list()})),
         "tools/call" => call_tool(state, call),
-        "prompts/list" => Ok(
-            json!({"prompts": [{"name": "greet", "arguments": [{"name": "who", "required": false}]}]}),
-        ),
-        "prompts/get" => Ok(
-            json!({"messages": [{"role": "user", "content": {"type": "text",
-            "text": format!("Hello, {}!", params["arguments"]["who"].as_str().unwrap_or("world"))}}]}),
-        ),
+        "prompts/list" => {
+            Ok(json!({"prompts": [{"name": "greet", "arguments": [{"name": "who", "required": false}]}]}))
+        }
+        "prompts/get" => Ok(json!({"messages": [{"role": "user", "content": {"type": "text",
+            "text": format!("Hello, {}!", params["arguments"]["who"].as_str().unwrap_or("world"))}}]})),
         _ => Err((-32601, format!("Method not found: {method}"))),
     }
 }
 
 fn read_resource(state: &State, uri: &str) -> Result<Value, (i64, String)> {
     let text = if uri == "demo://clock" {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         format!("{} ms since the epoch", now.as_millis())
-    } else if let Some(n) = uri
-        .strip_prefix("demo://docs/")
-        .and_then(|n| n.parse::<u32>().ok())
-    {
+    } else if let Some(n) = uri.strip_prefix("demo://docs/").and_then(|n| n.parse::<u32>().ok()) {
         format!("Document {n}, served by {}.", state.options.name)
     } else {
         return Err((-32602, format!("Resource {uri} not found")));
@@ -345,7 +289,8 @@ fn read_resource(state: &State, uri: &str) -> Result<Value, (i64, String)> {
 }
 
 fn tool_list() -> Value {
-    let read_only = json!({"readOnlyHint": true, "idempotentHint": true, "destructiveHint": false, "openWorldHint": false});
+    let read_only =
+        json!({"readOnlyHint": true, "idempotentHint": true, "destructiveHint": false, "openWorldHint": false});
     let object = |props: Value| json!({"type": "object", "properties": props});
     json!([
         {"name": "echo", "description": "Echoes the message", "inputSchema": object(json!({"message": {"type": "string"}}))},
@@ -389,16 +334,11 @@ fn slow_events(id: String, delay: Duration, session: Option<String>) -> Response
     let (sender, body) = channel_body();
     tokio::spawn(async move {
         let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"slow","progress":1,"total":2}}"#;
-        let _ = sender
-            .send(Bytes::from(format!("event: message\ndata: {progress}\n\n")))
-            .await;
+        let _ = sender.send(Bytes::from(format!("event: message\ndata: {progress}\n\n"))).await;
         tokio::time::sleep(delay).await;
-        let result = format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"done"}}]}}}}"#
-        );
-        let _ = sender
-            .send(Bytes::from(format!("event: message\ndata: {result}\n\n")))
-            .await;
+        let result =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"done"}}]}}}}"#);
+        let _ = sender.send(Bytes::from(format!("event: message\ndata: {result}\n\n"))).await;
     });
     sse_headers(body, session.as_deref())
 }
@@ -407,22 +347,10 @@ fn slow_events(id: String, delay: Duration, session: Option<String>) -> Response
 /// the client sent (so tests can see it crossed the proxy); then comments every second.
 fn get_stream(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> {
     let Some(session) = header(req, "mcp-session-id") else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            -32000,
-            "Bad Request: missing session",
-            None,
-        );
+        return json_error(StatusCode::BAD_REQUEST, None, -32000, "Bad Request: missing session", None);
     };
     if !state.sessions.lock().unwrap().contains(&session) {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            None,
-            -32001,
-            "Session not found",
-            None,
-        );
+        return json_error(StatusCode::NOT_FOUND, None, -32001, "Session not found", None);
     }
     let last_event_id = header(req, "last-event-id").unwrap_or_default();
     let (sender, body) = channel_body();
@@ -444,13 +372,7 @@ fn get_stream(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> 
 fn delete(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> {
     match header(req, "mcp-session-id") {
         Some(s) if state.sessions.lock().unwrap().remove(&s) => empty(StatusCode::OK, None),
-        _ => json_error(
-            StatusCode::NOT_FOUND,
-            None,
-            -32001,
-            "Session not found",
-            None,
-        ),
+        _ => json_error(StatusCode::NOT_FOUND, None, -32001, "Session not found", None),
     }
 }
 
@@ -458,10 +380,7 @@ fn delete(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> {
 // Response helpers
 
 fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// `name: value` lines, names in lower case, in arrival order.
@@ -498,9 +417,7 @@ fn empty(status: StatusCode, session: Option<&str>) -> Response<DemoBody> {
 fn json_response(status: StatusCode, text: String, session: Option<&str>) -> Response<DemoBody> {
     let mut response = Response::new(full(text));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
     with_session(response, session)
 }
 
@@ -530,13 +447,8 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }
 

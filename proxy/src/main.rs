@@ -1,5 +1,7 @@
 //! mcp-edge: an MCP-aware edge caching reverse proxy.
 
+mod cache;
+mod cached;
 mod demo_upstream;
 mod pool;
 mod runtime;
@@ -29,11 +31,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_CONFIG: &str = "/etc/mcp-edge/mcp-edge.toml";
 
 #[derive(Parser)]
-#[command(
-    name = "mcp-edge",
-    version,
-    about = "MCP-aware edge caching reverse proxy"
-)]
+#[command(name = "mcp-edge", version, about = "MCP-aware edge caching reverse proxy")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,35 +88,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
-        Command::Demo {
-            port,
-            upstream_port,
-        } => demo(port, upstream_port),
-        Command::Upstream {
-            listen,
-            name,
-            json,
-            ttl_ms,
-            scope,
-        } => {
-            let options = DemoOptions {
-                name,
-                json,
-                ttl_ms,
-                scope,
-            };
+        Command::Demo { port, upstream_port } => demo(port, upstream_port),
+        Command::Upstream { listen, name, json, ttl_ms, scope } => {
+            let options = DemoOptions { name, json, ttl_ms, scope };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .unwrap_or_else(|e| {
-                        eprintln!("cannot listen on {listen}: {e}");
-                        std::process::exit(1)
-                    });
-                eprintln!(
-                    "demo MCP upstream listening on http://{}/mcp",
-                    listener.local_addr().unwrap()
-                );
+                let listener = tokio::net::TcpListener::bind(listen).await.unwrap_or_else(|e| {
+                    eprintln!("cannot listen on {listen}: {e}");
+                    std::process::exit(1)
+                });
+                eprintln!("demo MCP upstream listening on http://{}/mcp", listener.local_addr().unwrap());
                 demo_upstream::serve(listener, options).await;
             });
             ExitCode::SUCCESS
@@ -129,10 +108,7 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -153,10 +129,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn demo(port: u16, upstream_port: u16) -> ExitCode {
-    let upstream = match demo_upstream::spawn_in_thread(
-        ([127, 0, 0, 1], upstream_port).into(),
-        DemoOptions::default(),
-    ) {
+    let upstream = match demo_upstream::spawn_in_thread(([127, 0, 0, 1], upstream_port).into(), DemoOptions::default())
+    {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("cannot start the demo upstream on 127.0.0.1:{upstream_port}: {e}");
@@ -187,6 +161,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cache = Arc::new(cache::EdgeCache::open(&runtime.config.cache));
     let live = Arc::new(ArcSwap::from_pointee(runtime));
 
     let conf = ServerConf {
@@ -199,18 +174,12 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(
-        &server.configuration,
-        service::McpProxy { live: live.clone() },
-    );
+    let mut proxy = http_proxy_service(&server.configuration, service::McpProxy { live: live.clone(), cache });
     for addr in &listeners {
         proxy.add_tcp(&addr.to_string());
     }
     server.add_service(proxy);
-    server.add_service(background_service(
-        "supervisor",
-        supervisor::Supervisor { live, config_path },
-    ));
+    server.add_service(background_service("supervisor", supervisor::Supervisor { live, config_path }));
     for addr in &listeners {
         tracing::info!("mcp-edge listening on http://{addr}");
     }

@@ -55,17 +55,8 @@ impl Pool {
                 ));
             }
             by_addr.insert(addr, upstreams.len());
-            let backend = Backend {
-                addr: addr.into(),
-                weight: 1,
-                ext: Default::default(),
-            };
-            upstreams.push(Arc::new(Upstream {
-                url: url.clone(),
-                addr,
-                backend,
-                inflight: AtomicUsize::new(0),
-            }));
+            let backend = Backend { addr: addr.into(), weight: 1, ext: Default::default() };
+            upstreams.push(Arc::new(Upstream { url: url.clone(), addr, backend, inflight: AtomicUsize::new(0) }));
         }
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
         let backends = || {
@@ -75,9 +66,7 @@ impl Pool {
         };
         let selector = match route.balance {
             Balance::Consistent => Selector::Consistent(LoadBalancer::from_backends(backends())),
-            Balance::RoundRobin | Balance::LeastConn => {
-                Selector::RoundRobin(LoadBalancer::from_backends(backends()))
-            }
+            Balance::RoundRobin | Balance::LeastConn => Selector::RoundRobin(LoadBalancer::from_backends(backends())),
         };
         let pool = Pool {
             upstreams,
@@ -98,10 +87,7 @@ impl Pool {
             Selector::RoundRobin(lb) => now_or_never(lb.update()),
             Selector::Consistent(lb) => now_or_never(lb.update()),
         };
-        debug_assert!(
-            matches!(done, Some(Ok(()))),
-            "static discovery completes synchronously"
-        );
+        debug_assert!(matches!(done, Some(Ok(()))), "static discovery completes synchronously");
     }
 
     fn backends(&self) -> &Backends {
@@ -112,10 +98,7 @@ impl Pool {
     }
 
     fn index_of(&self, backend: &Backend) -> Option<usize> {
-        backend
-            .addr
-            .as_inet()
-            .and_then(|addr| self.by_addr.get(addr).copied())
+        backend.addr.as_inet().and_then(|addr| self.by_addr.get(addr).copied())
     }
 
     /// Whether the replica is healthy and not ejected.
@@ -139,12 +122,8 @@ impl Pool {
                     .collect();
                 least_loaded(&candidates, self.rotation.fetch_add(1, Ordering::Relaxed))
             }
-            (Selector::RoundRobin(lb), _) => {
-                self.pick(|f| lb.select_with(key, self.upstreams.len(), f), accept)
-            }
-            (Selector::Consistent(lb), _) => {
-                self.pick(|f| lb.select_with(key, self.upstreams.len() * 4, f), accept)
-            }
+            (Selector::RoundRobin(lb), _) => self.pick(|f| lb.select_with(key, self.upstreams.len(), f), accept),
+            (Selector::Consistent(lb), _) => self.pick(|f| lb.select_with(key, self.upstreams.len() * 4, f), accept),
         }
     }
 
@@ -153,9 +132,7 @@ impl Pool {
         select_with: impl FnOnce(&dyn Fn(&Backend, bool) -> bool) -> Option<Backend>,
         accept: impl Fn(usize, bool) -> bool,
     ) -> Option<usize> {
-        let filter = |backend: &Backend, ready: bool| {
-            self.index_of(backend).is_some_and(|i| accept(i, ready))
-        };
+        let filter = |backend: &Backend, ready: bool| self.index_of(backend).is_some_and(|i| accept(i, ready));
         select_with(&filter).and_then(|b| self.index_of(&b))
     }
 
@@ -187,10 +164,8 @@ fn health_check(route: &RouteConfig) -> Box<HttpHealthCheck> {
     let first = &route.upstreams[0];
     let mut check = HttpHealthCheck::new(&first.authority, first.tls);
     let mut req = RequestHeader::build("GET", first.path.as_bytes(), None).expect("static request");
-    req.insert_header("Host", &first.authority)
-        .expect("valid host");
-    req.insert_header("User-Agent", "mcp-edge-health")
-        .expect("static header");
+    req.insert_header("Host", &first.authority).expect("valid host");
+    req.insert_header("User-Agent", "mcp-edge-health").expect("static header");
     check.req = req;
     check.peer_template.options.connection_timeout = Some(route.health.timeout);
     check.peer_template.options.read_timeout = Some(route.health.timeout);

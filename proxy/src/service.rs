@@ -18,7 +18,11 @@ use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::cache::EdgeCache;
+use crate::cached::{self, CacheCtx, Outcome, Prepared};
 use crate::runtime::{Live, Route, Runtime};
+use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::observe::Observer;
 
 /// Bodies up to this size are read and parsed before forwarding. Larger ones (never cacheable
 /// reads) stream straight through: Pingora's retry buffer, which replays a body read in
@@ -32,6 +36,7 @@ const SESSION_UPSTREAM_GONE: &str = "session upstream gone";
 
 pub struct McpProxy {
     pub live: Live,
+    pub cache: Arc<EdgeCache>,
 }
 
 /// What one request has learned on its way through the filters.
@@ -50,6 +55,13 @@ pub struct Ctx {
     tried: Vec<usize>,
     /// Bytes of a streamed (not inspected) request body seen so far.
     streamed_body: u64,
+    /// The parsed body, between inspection and the cache lookup.
+    message: Option<Message>,
+    /// Cache state of a cacheable request.
+    cache: Option<Box<CacheCtx>>,
+    outcome: Outcome,
+    /// Watches the upstream answer (result capture, notifications).
+    observer: Option<Observer>,
 }
 
 impl Ctx {
@@ -63,8 +75,7 @@ impl Ctx {
 
     /// Server-to-client streams may stay silent for long: no read timeout for them.
     fn is_long_lived_stream(&self, http_method: &http::Method) -> bool {
-        http_method == http::Method::GET
-            || self.rpc_method.as_deref() == Some("subscriptions/listen")
+        http_method == http::Method::GET || self.rpc_method.as_deref() == Some("subscriptions/listen")
     }
 
     /// Whether the request may be sent again after a failure on a reused connection:
@@ -101,6 +112,10 @@ impl ProxyHttp for McpProxy {
             upstream_session: None,
             tried: Vec::new(),
             streamed_body: 0,
+            message: None,
+            cache: None,
+            outcome: Outcome::Bypass,
+            observer: None,
         }
     }
 
@@ -108,28 +123,14 @@ impl ProxyHttp for McpProxy {
         let snapshot = self.live.load_full();
         let path = session.req_header().uri.path().to_string();
         let Some(route_index) = snapshot.route_for(&path) else {
-            return reject(
-                session,
-                404,
-                None,
-                codes::SERVER_ERROR,
-                &format!("no route serves path {path}"),
-            )
-            .await;
+            return reject(session, 404, None, codes::SERVER_ERROR, &format!("no route serves path {path}")).await;
         };
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route_index;
         let route = &snapshot.routes[route_index];
 
         let method = session.req_header().method.clone();
-        if ![
-            http::Method::POST,
-            http::Method::GET,
-            http::Method::DELETE,
-            http::Method::OPTIONS,
-        ]
-        .contains(&method)
-        {
+        if ![http::Method::POST, http::Method::GET, http::Method::DELETE, http::Method::OPTIONS].contains(&method) {
             return reject(
                 session,
                 405,
@@ -159,9 +160,12 @@ impl ProxyHttp for McpProxy {
             }
         }
         if method == http::Method::POST {
-            return self
-                .inspect_post(session, ctx, snapshot.config.server.max_body)
-                .await;
+            if self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
+                return Ok(true);
+            }
+            if let Some(message) = ctx.message.take() {
+                return self.consult_cache(session, ctx, route, &message).await;
+            }
         }
         Ok(false)
     }
@@ -175,15 +179,9 @@ impl ProxyHttp for McpProxy {
     ) -> Result<()> {
         let Some(chunk) = body else { return Ok(()) };
         ctx.streamed_body += chunk.len() as u64;
-        let max_body = ctx
-            .snapshot
-            .as_ref()
-            .map_or(u64::MAX, |s| s.config.server.max_body);
+        let max_body = ctx.snapshot.as_ref().map_or(u64::MAX, |s| s.config.server.max_body);
         if ctx.streamed_body > max_body {
-            return Error::e_explain(
-                ErrorType::HTTPStatus(413),
-                format!("request body exceeds {max_body} bytes"),
-            );
+            return Error::e_explain(ErrorType::HTTPStatus(413), format!("request body exceeds {max_body} bytes"));
         }
         Ok(())
     }
@@ -193,17 +191,11 @@ impl ProxyHttp for McpProxy {
         let route = &snapshot.routes[ctx.route];
         let index = match ctx.pinned {
             Some(pinned) if ctx.tried.contains(&pinned) => {
-                return Error::e_explain(
-                    ErrorType::Custom(SESSION_UPSTREAM_GONE),
-                    "session upstream failed",
-                );
+                return Error::e_explain(ErrorType::Custom(SESSION_UPSTREAM_GONE), "session upstream failed");
             }
             Some(pinned) => pinned,
             None => {
-                let identity = session
-                    .req_header()
-                    .headers
-                    .get(route.config.policy.identity_header.as_str());
+                let identity = session.req_header().headers.get(route.config.policy.identity_header.as_str());
                 let client = client_ip(session);
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client.as_bytes());
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
@@ -216,9 +208,7 @@ impl ProxyHttp for McpProxy {
             }
         };
         if let Some(previous) = ctx.current_upstream() {
-            route.pool.upstreams[previous]
-                .inflight
-                .fetch_sub(1, Ordering::Relaxed);
+            route.pool.upstreams[previous].inflight.fetch_sub(1, Ordering::Relaxed);
         }
         ctx.tried.push(index);
         let upstream = &route.pool.upstreams[index];
@@ -241,20 +231,14 @@ impl ProxyHttp for McpProxy {
     ) -> Result<()> {
         let route = ctx.route().expect("request_filter ran");
         let upstream = &route.pool.upstreams[ctx.current_upstream().expect("upstream_peer ran")];
-        let original_path = request
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
+        let original_path = request.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
         let path = upstream_path(&route.config.path, &upstream.url.path, &original_path);
         request.set_uri(
-            path.parse::<http::Uri>()
-                .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?,
+            path.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?,
         );
 
-        let client_host = header_str(session, "host")
-            .map(str::to_string)
-            .or_else(|| request.uri.authority().map(|a| a.to_string()));
+        let client_host =
+            header_str(session, "host").map(str::to_string).or_else(|| request.uri.authority().map(|a| a.to_string()));
         request.insert_header("host", upstream.url.authority.as_str())?;
         if let Some(host) = client_host {
             request.insert_header("x-forwarded-host", host)?;
@@ -282,21 +266,59 @@ impl ProxyHttp for McpProxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if response.status.is_server_error() && ctx.cache.as_ref().is_some_and(|c| c.stale.is_some()) {
+            // fail_to_proxy answers with the stale entry instead.
+            return Error::e_explain(ErrorType::HTTPStatus(response.status.as_u16()), "upstream 5xx, serving stale");
+        }
+        let want_id = ctx.cache.as_ref().and(ctx.rpc_id.clone());
+        let max_entry = ctx.snapshot.as_ref().map_or(0, |s| s.config.cache.max_entry_size);
+        ctx.observer = cached::observer_for(response, want_id, max_entry);
         let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
             return Ok(());
         };
         // Name the owning upstream in the session id the client sees (see `affinity`).
-        let minted = response
-            .headers
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let minted = response.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         if let Some(upstream_session) = minted {
-            let edge_session =
-                affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
+            let edge_session = affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
             response.insert_header("mcp-session-id", edge_session)?;
         }
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        response.insert_header("x-cache", ctx.outcome.as_str())?;
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let Some(observer) = ctx.observer.as_mut() else { return Ok(None) };
+        if let Some(chunk) = body {
+            observer.feed(chunk);
+        }
+        if end_of_stream {
+            observer.finish();
+        }
+        let invalidations = std::mem::take(&mut observer.invalidations);
+        let route = ctx.route().expect("request_filter ran");
+        if !invalidations.is_empty() {
+            tracing::debug!(route = %route.config.name, ?invalidations, "invalidating on upstream notification");
+            self.cache.invalidate(&route.config.name, &invalidations);
+        }
+        if end_of_stream {
+            self.store_captured(ctx);
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -327,9 +349,7 @@ impl ProxyHttp for McpProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if ctx.safe_to_resend(&session.req_header().method)
-            && !session.as_ref().retry_buffer_truncated()
-        {
+        if ctx.safe_to_resend(&session.req_header().method) && !session.as_ref().retry_buffer_truncated() {
             e.retry.decide_reuse(client_reused);
         } else {
             e.set_retry(false);
@@ -338,29 +358,38 @@ impl ProxyHttp for McpProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let route_name = ctx
-            .route()
-            .map_or("?", |r| r.config.name.as_str())
-            .to_string();
+        let route_name = ctx.route().map_or("?", |r| r.config.name.as_str()).to_string();
+        if session.response_written().is_none()
+            && e.esource() != &ErrorSource::Downstream
+            && let Some(stale) = ctx.cache.as_mut().and_then(|c| c.stale.take())
+            && let Some(body) = cached::answer(&stale, ctx.rpc_id.as_deref().unwrap_or("null"))
+        {
+            tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
+            ctx.outcome = Outcome::Stale;
+            let headers = answer_headers(session, Outcome::Stale);
+            if respond(session, 200, body, &headers, true).await.is_ok() {
+                return FailToProxy { error_code: 200, can_reuse_downstream: true };
+            }
+        }
         let (status, code, message) = classify_failure(e, ctx, &route_name);
         if status > 0 && session.response_written().is_none() {
-            let body = jsonrpc::error_body(ctx.rpc_id.as_deref(), code, &message);
-            if let Err(write_error) = write_json(session, status, body, &[]).await {
+            let body = Bytes::from(jsonrpc::error_body(ctx.rpc_id.as_deref(), code, &message));
+            if let Err(write_error) =
+                respond(session, status, body, &[("x-cache", ctx.outcome.as_str().into())], false).await
+            {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }
         }
-        FailToProxy {
-            error_code: status,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(leader) = ctx.cache.as_mut().and_then(|c| c.leader.take()) {
+            self.cache.release(leader);
+        }
         let route = ctx.route();
         if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
-            route.pool.upstreams[index]
-                .inflight
-                .fetch_sub(1, Ordering::Relaxed);
+            route.pool.upstreams[index].inflight.fetch_sub(1, Ordering::Relaxed);
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let upstream = match (route, ctx.current_upstream()) {
@@ -374,6 +403,7 @@ impl ProxyHttp for McpProxy {
             mcp_method = ctx.rpc_method.as_deref().unwrap_or("-"),
             status,
             upstream,
+            cache = ctx.outcome.as_str(),
             duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = error.map(|e| e.to_string()).unwrap_or_default(),
         );
@@ -381,43 +411,79 @@ impl ProxyHttp for McpProxy {
 }
 
 impl McpProxy {
-    /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
-    /// Returns `Ok(true)` when it already answered (an error).
-    async fn inspect_post(
+    /// Answers from the cache when it can; otherwise prepares to capture the upstream answer.
+    async fn consult_cache(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        max_body: u64,
+        route: &Route,
+        message: &Message,
     ) -> Result<bool> {
+        let policy = &route.config.policy;
+        let caller = cached::caller(session, policy, ctx.stateless);
+        let prepared = cached::prepare(
+            &self.cache,
+            &route.config.name,
+            policy,
+            &route.readonly,
+            message,
+            caller,
+            route.config.read_timeout,
+        )
+        .await;
+        match prepared {
+            Prepared::Hit(entry) => {
+                let Some(body) = cached::answer(&entry, ctx.rpc_id.as_deref().unwrap_or("null")) else {
+                    return Ok(false);
+                };
+                ctx.outcome = Outcome::Hit;
+                let headers = answer_headers(session, Outcome::Hit);
+                respond(session, 200, body, &headers, true).await?;
+                Ok(true)
+            }
+            Prepared::Forward(cache) => {
+                ctx.cache = Some(cache);
+                ctx.outcome = Outcome::Miss;
+                Ok(false)
+            }
+            Prepared::Bypass => Ok(false),
+        }
+    }
+
+    /// At the end of an upstream answer: store its result if the cache may keep it.
+    fn store_captured(&self, ctx: &mut Ctx) {
+        let (Some(observer), Some(cache_ctx), Some(snapshot)) =
+            (ctx.observer.as_ref(), ctx.cache.as_ref(), ctx.snapshot.as_ref())
+        else {
+            return;
+        };
+        let route = &snapshot.routes[ctx.route];
+        let Some(result) = observer.cacheable_result() else { return };
+        if route.config.policy.readonly_tools && cache_ctx.lookup.method == "tools/list" {
+            route.readonly.learn(result);
+        }
+        cached::store(&self.cache, cache_ctx, &route.config.policy, result, snapshot.config.cache.max_entry_size);
+    }
+
+    /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
+    /// Returns `Ok(true)` when it already answered (an error).
+    async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<bool> {
         let content_type = header_str(session, "content-type").unwrap_or_default();
-        if !content_type
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            let message = format!(
-                "Unsupported Media Type: Content-Type must be application/json, not {content_type:?}"
-            );
+        if !content_type.to_ascii_lowercase().starts_with("application/json") {
+            let message =
+                format!("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}");
             return reject(session, 415, None, codes::INVALID_REQUEST, &message).await;
         }
         let length = match header_str(session, "content-length").map(|v| v.trim().parse::<u64>()) {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
-                return reject(
-                    session,
-                    400,
-                    None,
-                    codes::INVALID_REQUEST,
-                    "invalid Content-Length",
-                )
-                .await;
+                return reject(session, 400, None, codes::INVALID_REQUEST, "invalid Content-Length").await;
             }
             None => None,
         };
         if length.is_some_and(|n| n > max_body) {
-            let message = format!(
-                "request body of {} bytes exceeds the limit of {max_body} bytes",
-                length.unwrap_or(0)
-            );
+            let message =
+                format!("request body of {} bytes exceeds the limit of {max_body} bytes", length.unwrap_or(0));
             return reject(session, 413, None, codes::INVALID_REQUEST, &message).await;
         }
         let Some(length) = length.filter(|&n| n <= INSPECT_LIMIT) else {
@@ -432,33 +498,20 @@ impl McpProxy {
         let message = match jsonrpc::parse(&body) {
             Ok(message) => message,
             Err(invalid) => {
-                return reject(
-                    session,
-                    400,
-                    invalid.id.as_deref(),
-                    invalid.code,
-                    &invalid.message,
-                )
-                .await;
+                return reject(session, 400, invalid.id.as_deref(), invalid.code, &invalid.message).await;
             }
         };
         ctx.rpc_method = message.method.clone();
         ctx.rpc_id = message.id.clone();
+        ctx.message = Some(message);
         if ctx.stateless {
             let headers = Mirrored {
                 protocol_version: header_str(session, "mcp-protocol-version"),
                 method: header_str(session, "mcp-method"),
                 name: header_str(session, "mcp-name"),
             };
-            if let Err(reason) = check_mirrored(headers, &message) {
-                return reject(
-                    session,
-                    400,
-                    message.id.as_deref(),
-                    codes::HEADER_MISMATCH,
-                    &reason,
-                )
-                .await;
+            if let Err(reason) = check_mirrored(headers, ctx.message.as_ref().expect("just set")) {
+                return reject(session, 400, ctx.rpc_id.as_deref(), codes::HEADER_MISMATCH, &reason).await;
             }
         }
         Ok(false)
@@ -483,66 +536,35 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
     match e.etype() {
         Custom(SESSION_UPSTREAM_GONE) => session_gone(),
         _ if connect_failure && ctx.pinned.is_some() => session_gone(),
-        Custom(NO_HEALTHY_UPSTREAM) => (
-            503,
-            codes::SERVER_ERROR,
-            format!("route {route}: no healthy upstream is available"),
-        ),
-        HTTPStatus(413) => (
-            413,
-            codes::INVALID_REQUEST,
-            format!("request body too large: {}", e.context_text()),
-        ),
-        HTTPStatus(code) => (
-            *code,
-            codes::SERVER_ERROR,
-            format!("route {route}: HTTP {code}"),
-        ),
-        ConnectTimedout => (
-            504,
-            codes::SERVER_ERROR,
-            format!("route {route}: timed out connecting to the upstream"),
-        ),
-        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => (
-            504,
-            codes::SERVER_ERROR,
-            format!("route {route}: the upstream did not answer in time"),
-        ),
+        Custom(NO_HEALTHY_UPSTREAM) => {
+            (503, codes::SERVER_ERROR, format!("route {route}: no healthy upstream is available"))
+        }
+        HTTPStatus(413) => (413, codes::INVALID_REQUEST, format!("request body too large: {}", e.context_text())),
+        HTTPStatus(code) => (*code, codes::SERVER_ERROR, format!("route {route}: HTTP {code}")),
+        ConnectTimedout => (504, codes::SERVER_ERROR, format!("route {route}: timed out connecting to the upstream")),
+        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => {
+            (504, codes::SERVER_ERROR, format!("route {route}: the upstream did not answer in time"))
+        }
         _ if connect_failure => (
             502,
             codes::SERVER_ERROR,
-            format!(
-                "route {route}: cannot connect to any upstream ({})",
-                e.etype().as_str()
-            ),
+            format!("route {route}: cannot connect to any upstream ({})", e.etype().as_str()),
         ),
         _ => match e.esource() {
-            ErrorSource::Upstream => (
-                502,
-                codes::SERVER_ERROR,
-                format!("route {route}: upstream failed ({})", e.etype().as_str()),
-            ),
+            ErrorSource::Upstream => {
+                (502, codes::SERVER_ERROR, format!("route {route}: upstream failed ({})", e.etype().as_str()))
+            }
             ErrorSource::Downstream => match e.etype() {
                 WriteError | ReadError | ConnectionClosed => (0, 0, String::new()),
-                _ => (
-                    400,
-                    codes::INVALID_REQUEST,
-                    format!("bad request: {}", e.etype().as_str()),
-                ),
+                _ => (400, codes::INVALID_REQUEST, format!("bad request: {}", e.etype().as_str())),
             },
-            ErrorSource::Internal | ErrorSource::Unset => {
-                (500, codes::SERVER_ERROR, "internal error".to_string())
-            }
+            ErrorSource::Internal | ErrorSource::Unset => (500, codes::SERVER_ERROR, "internal error".to_string()),
         },
     }
 }
 
 fn session_gone() -> (u16, i64, String) {
-    (
-        404,
-        -32001,
-        "Session not found: its upstream is unavailable; initialize a new session".to_string(),
-    )
+    (404, -32001, "Session not found: its upstream is unavailable; initialize a new session".to_string())
 }
 
 trait ContextText {
@@ -551,10 +573,7 @@ trait ContextText {
 
 impl ContextText for Error {
     fn context_text(&self) -> String {
-        self.context
-            .as_ref()
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_default()
+        self.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default()
     }
 }
 
@@ -563,10 +582,7 @@ impl ContextText for Error {
 fn pin_session(route: &Route, edge_session: &str) -> Option<(usize, String)> {
     let (upstream_id, upstream_session) = affinity::decode(edge_session)?;
     let index = route.pool.find_by_id(upstream_id)?;
-    route
-        .pool
-        .is_ready(index)
-        .then(|| (index, upstream_session.to_string()))
+    route.pool.is_ready(index).then(|| (index, upstream_session.to_string()))
 }
 
 async fn reject_unknown_session(session: &mut Session, id: Option<&str>) -> Result<bool> {
@@ -576,17 +592,11 @@ async fn reject_unknown_session(session: &mut Session, id: Option<&str>) -> Resu
 
 fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     let origin = origin.trim_end_matches('/');
-    allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
 }
 
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session
-        .req_header()
-        .headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
+    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn client_ip(session: &Session) -> String {
@@ -601,47 +611,44 @@ fn is_tls(session: &Session) -> bool {
 }
 
 /// Answers the request with a JSON-RPC error; `Ok(true)` tells Pingora the response is sent.
-async fn reject(
-    session: &mut Session,
-    status: u16,
-    id: Option<&str>,
-    code: i64,
-    message: &str,
-) -> Result<bool> {
-    let extra: &[(&'static str, &'static str)] = if status == 405 {
-        &[("allow", "GET, POST, DELETE, OPTIONS")]
-    } else {
-        &[]
-    };
-    write_json(
-        session,
-        status,
-        jsonrpc::error_body(id, code, message),
-        extra,
-    )
-    .await?;
+async fn reject(session: &mut Session, status: u16, id: Option<&str>, code: i64, message: &str) -> Result<bool> {
+    let mut headers = vec![("x-cache", Outcome::Bypass.as_str().to_string())];
+    if status == 405 {
+        headers.push(("allow", "GET, POST, DELETE, OPTIONS".to_string()));
+    }
+    // The request body may be unread (rejected before reading): don't reuse the connection.
+    respond(session, status, Bytes::from(jsonrpc::error_body(id, code, message)), &headers, false).await?;
     Ok(true)
 }
 
-async fn write_json(
+/// Headers of an answer mcp-edge writes itself from the cache.
+fn answer_headers(session: &Session, outcome: Outcome) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("x-cache", outcome.as_str().to_string())];
+    // Handshake-era servers echo the session id on every response; so do cached answers.
+    if let Some(edge_session) = header_str(session, "mcp-session-id") {
+        headers.push(("mcp-session-id", edge_session.to_string()));
+    }
+    headers
+}
+
+/// Writes a whole `application/json` response.
+async fn respond(
     session: &mut Session,
     status: u16,
-    body: String,
-    extra: &[(&'static str, &'static str)],
+    body: Bytes,
+    headers: &[(&'static str, String)],
+    keep_alive: bool,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
-    for (name, value) in extra {
-        header.insert_header(*name, *value)?;
+    for (name, value) in headers {
+        header.insert_header(*name, value.as_str())?;
     }
-    // The request body may be unread (rejected before reading): don't reuse the connection.
-    session.set_keepalive(None);
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
+    if !keep_alive {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(body), true).await?;
     Ok(())
 }

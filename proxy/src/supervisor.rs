@@ -61,10 +61,7 @@ impl Supervisor {
     }
 }
 
-fn warn_about_restart_only_changes(
-    old: &mcp_edge_policies::Config,
-    new: &mcp_edge_policies::Config,
-) {
+fn warn_about_restart_only_changes(old: &mcp_edge_policies::Config, new: &mcp_edge_policies::Config) {
     if old.server.listen != new.server.listen
         || old.server.tls.as_ref().map(|t| &t.listen) != new.server.tls.as_ref().map(|t| &t.listen)
     {

@@ -8,21 +8,11 @@ use serde_json::json;
 use crate::harness::*;
 
 async fn three_upstreams() -> Vec<Upstream> {
-    vec![
-        demo_upstream("a", &[]).await,
-        demo_upstream("b", &[]).await,
-        demo_upstream("c", &[]).await,
-    ]
+    vec![demo_upstream("a", &[]).await, demo_upstream("b", &[]).await, demo_upstream("c", &[]).await]
 }
 
 async fn whoami_in_session(mcp: &Mcp, session: &str, id: u64) -> Reply {
-    mcp.in_session(
-        session,
-        id,
-        "tools/call",
-        json!({"name": "whoami", "arguments": {}}),
-    )
-    .await
+    mcp.in_session(session, id, "tools/call", json!({"name": "whoami", "arguments": {}})).await
 }
 
 #[tokio::test]
@@ -37,20 +27,12 @@ async fn sessions_stick_to_their_upstream_and_stateless_requests_spread() {
         owners.insert(session, owner);
     }
     let per_owner: HashSet<&String> = owners.values().collect();
-    assert_eq!(
-        per_owner.len(),
-        3,
-        "new sessions should spread over all upstreams"
-    );
+    assert_eq!(per_owner.len(), 3, "new sessions should spread over all upstreams");
     for round in 2..6 {
         for (session, owner) in &owners {
             let reply = whoami_in_session(&mcp, session, round).await;
             assert_eq!(reply.status, 200, "{reply:?}");
-            assert_eq!(
-                &reply.tool_text(),
-                owner,
-                "session {session} left its upstream"
-            );
+            assert_eq!(&reply.tool_text(), owner, "session {session} left its upstream");
         }
     }
     let mut seen = HashMap::<String, usize>::new();
@@ -58,29 +40,18 @@ async fn sessions_stick_to_their_upstream_and_stateless_requests_spread() {
         *seen.entry(whoami(&mcp).await).or_default() += 1;
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
-    assert!(
-        seen.values().all(|&n| n >= 5),
-        "round robin should spread evenly: {seen:?}"
-    );
+    assert!(seen.values().all(|&n| n >= 5), "round robin should spread evenly: {seen:?}");
 }
 
 #[tokio::test]
 async fn least_conn_avoids_the_busy_upstream() {
-    let (a, b) = (
-        demo_upstream("a", &["--json"]).await,
-        demo_upstream("b", &["--json"]).await,
-    );
+    let (a, b) = (demo_upstream("a", &["--json"]).await, demo_upstream("b", &["--json"]).await);
     let proxy = proxy(&route(&[&a, &b], "balance = \"least_conn\"")).await;
     let mcp = proxy.mcp();
     let busy = {
         let mcp = mcp.clone();
         tokio::spawn(async move {
-            mcp.stateless(
-                "tools/call",
-                json!({"name": "sleep", "arguments": {"ms": 1500}}),
-                &[],
-            )
-            .await
+            mcp.stateless("tools/call", json!({"name": "sleep", "arguments": {"ms": 1500}}), &[]).await
         })
     };
     // Let the slow call reach its upstream, then find out which one is idle.
@@ -91,22 +62,14 @@ async fn least_conn_avoids_the_busy_upstream() {
         names.push(whoami(&mcp).await);
     }
     let distinct: HashSet<&String> = names.iter().collect();
-    assert_eq!(
-        distinct.len(),
-        1,
-        "while one upstream is busy, least_conn sends everything to the other: {names:?}"
-    );
+    assert_eq!(distinct.len(), 1, "while one upstream is busy, least_conn sends everything to the other: {names:?}");
     assert_eq!(busy.await.unwrap().status, 200);
 }
 
 #[tokio::test]
 async fn consistent_hashing_keeps_a_user_on_one_upstream() {
     let upstreams = three_upstreams().await;
-    let proxy = proxy(&route(
-        &upstreams.iter().collect::<Vec<_>>(),
-        "balance = \"consistent\"",
-    ))
-    .await;
+    let proxy = proxy(&route(&upstreams.iter().collect::<Vec<_>>(), "balance = \"consistent\"")).await;
     let mcp = proxy.mcp();
     let mut placements = HashSet::new();
     for user in 0..20 {
@@ -114,34 +77,21 @@ async fn consistent_hashing_keeps_a_user_on_one_upstream() {
         let mut names = HashSet::new();
         for _ in 0..4 {
             let reply = mcp
-                .stateless(
-                    "tools/call",
-                    json!({"name": "whoami", "arguments": {}}),
-                    &[("authorization", &token)],
-                )
+                .stateless("tools/call", json!({"name": "whoami", "arguments": {}}), &[("authorization", &token)])
                 .await;
             names.insert(reply.tool_text());
         }
-        assert_eq!(
-            names.len(),
-            1,
-            "user {user} moved between upstreams: {names:?}"
-        );
+        assert_eq!(names.len(), 1, "user {user} moved between upstreams: {names:?}");
         placements.extend(names);
     }
-    assert!(
-        placements.len() >= 2,
-        "users should land on different upstreams: {placements:?}"
-    );
+    assert!(placements.len() >= 2, "users should land on different upstreams: {placements:?}");
 }
 
 #[tokio::test]
 async fn killing_an_upstream_loses_no_request_of_a_live_session() {
     let mut upstreams = three_upstreams().await;
-    let routes = route(
-        &upstreams.iter().collect::<Vec<_>>(),
-        "[route.health]\ninterval = \"300ms\"\ntimeout = \"200ms\"",
-    );
+    let routes =
+        route(&upstreams.iter().collect::<Vec<_>>(), "[route.health]\ninterval = \"300ms\"\ntimeout = \"200ms\"");
     let proxy = proxy(&routes).await;
     let mcp = proxy.mcp();
     let mut owners = Vec::new();
@@ -150,12 +100,8 @@ async fn killing_an_upstream_loses_no_request_of_a_live_session() {
         let owner = whoami_in_session(&mcp, &session, 1).await.tool_text();
         owners.push((session, owner));
     }
-    let survivors: Vec<(String, String)> =
-        owners.iter().filter(|(_, o)| o != "b").cloned().collect();
-    assert!(
-        survivors.len() < owners.len(),
-        "some sessions must live on b"
-    );
+    let survivors: Vec<(String, String)> = owners.iter().filter(|(_, o)| o != "b").cloned().collect();
+    assert!(survivors.len() < owners.len(), "some sessions must live on b");
 
     // Keep the survivors busy while b dies.
     let load = {
@@ -177,10 +123,7 @@ async fn killing_an_upstream_loses_no_request_of_a_live_session() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     upstreams[1].process.kill();
     let failures = load.await.unwrap();
-    assert!(
-        failures.is_empty(),
-        "requests of live sessions were lost: {failures:#?}"
-    );
+    assert!(failures.is_empty(), "requests of live sessions were lost: {failures:#?}");
 
     // Sessions of the dead upstream are told to re-initialize, and land on the survivors.
     for (session, owner) in owners.iter().filter(|(_, o)| o == "b") {
@@ -207,8 +150,5 @@ async fn a_refused_connection_is_retried_on_another_upstream() {
     for _ in 0..10 {
         assert_eq!(whoami(&mcp).await, "a");
     }
-    assert!(
-        proxy.process.log().contains("upstream connect failed"),
-        "b was never tried"
-    );
+    assert!(proxy.process.log().contains("upstream connect failed"), "b was never tried");
 }

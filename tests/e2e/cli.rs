@@ -7,16 +7,9 @@ use crate::harness::*;
 
 #[test]
 fn check_accepts_the_shipped_config() {
-    let output = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(workspace().join("conf/mcp-edge.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output =
+        Command::new(bin()).args(["check", "--config"]).arg(workspace().join("conf/mcp-edge.toml")).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("OK"));
 }
 
@@ -29,11 +22,7 @@ fn check_lists_every_problem_with_its_line() {
         "[server]\nmax_body = \"lots\"\n\n[[route]]\npath = \"/mcp\"\nupstreams = []\ncolour = \"blue\"\n\n[[route]]\npath = \"/mcp\"\nupstreams = [\"ftp://x/mcp\"]\n",
     )
     .unwrap();
-    let output = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = Command::new(bin()).args(["check", "--config"]).arg(&path).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in [
@@ -43,15 +32,9 @@ fn check_lists_every_problem_with_its_line() {
         "bad.toml: line 10, column 8: route path \"/mcp\" is used by more than one route",
         "bad.toml: line 11, column 14: upstream \"ftp://x/mcp\" has scheme \"ftp\"",
     ] {
-        assert!(
-            stderr.contains(expected),
-            "missing {expected:?} in:\n{stderr}"
-        );
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
-    let missing = Command::new(bin())
-        .args(["check", "--config", "/nonexistent/mcp-edge.toml"])
-        .output()
-        .unwrap();
+    let missing = Command::new(bin()).args(["check", "--config", "/nonexistent/mcp-edge.toml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
@@ -60,21 +43,10 @@ fn check_lists_every_problem_with_its_line() {
 fn run_refuses_an_invalid_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[route]]\npath = \"mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n",
-    )
-    .unwrap();
-    let mut process = Process::spawn(
-        "mcp-edge",
-        Command::new(bin()).args(["run", "--config"]).arg(&path),
-    );
+    std::fs::write(&path, "[[route]]\npath = \"mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n").unwrap();
+    let mut process = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&path));
     assert_eq!(process.wait_exit(Duration::from_secs(10)), Some(1));
-    assert!(
-        process.log().contains("must start with \"/\""),
-        "{}",
-        process.log()
-    );
+    assert!(process.log().contains("must start with \"/\""), "{}", process.log());
 }
 
 #[tokio::test]
@@ -89,9 +61,7 @@ async fn sighup_swaps_upstreams_and_refuses_a_bad_file() {
     wait_for(|| proxy.process.log().contains("configuration reloaded")).await;
     assert_eq!(whoami(&mcp).await, "b", "new requests go to the new pool");
     // a is not in the pool any more: its session must re-initialize.
-    let old = mcp
-        .in_session(&session, 1, "ping", serde_json::json!({}))
-        .await;
+    let old = mcp.in_session(&session, 1, "ping", serde_json::json!({})).await;
     assert_eq!(old.status, 404);
 
     proxy.reload_with("[[route]]\npath = \"/mcp\"\nupstreams = []\n");

@@ -5,14 +5,8 @@ use serde_json::json;
 use crate::harness::*;
 
 fn error_code(reply: &Reply) -> i64 {
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/json"),
-        "{reply:?}"
-    );
-    reply.json()["error"]["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no error code in {}", reply.body))
+    assert_eq!(reply.header("content-type"), Some("application/json"), "{reply:?}");
+    reply.json()["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error code in {}", reply.body))
 }
 
 #[tokio::test]
@@ -31,14 +25,8 @@ async fn malformed_and_invalid_bodies() {
         assert_eq!(reply.status, 400, "{body:?}: {reply:?}");
         assert_eq!(error_code(&reply), code, "{body:?}");
     }
-    let reply = mcp
-        .post(r#"{"jsonrpc":"1.0","id":"q-7","method":"ping"}"#, &[])
-        .await;
-    assert_eq!(
-        reply.json()["id"],
-        "q-7",
-        "the error answers the request's id"
-    );
+    let reply = mcp.post(r#"{"jsonrpc":"1.0","id":"q-7","method":"ping"}"#, &[]).await;
+    assert_eq!(reply.json()["id"], "q-7", "the error answers the request's id");
 }
 
 #[tokio::test]
@@ -48,10 +36,7 @@ async fn mirrored_header_mismatch_is_400_with_32020() {
     let mcp = proxy.mcp();
     let (body, _) = stateless_body("resources/read", json!({"uri": "demo://docs/1"}), json!(4));
     for headers in [
-        vec![
-            ("mcp-method", "resources/read"),
-            ("mcp-name", "demo://docs/2"),
-        ],
+        vec![("mcp-method", "resources/read"), ("mcp-name", "demo://docs/2")],
         vec![("mcp-method", "tools/call"), ("mcp-name", "demo://docs/1")],
         vec![("mcp-name", "demo://docs/1")],
         vec![("mcp-method", "resources/read")],
@@ -66,14 +51,7 @@ async fn mirrored_header_mismatch_is_400_with_32020() {
     // The base64 sentinel form is decoded before comparing.
     let encoded = "=?base64?ZGVtbzovL2RvY3MvMQ==?=";
     let reply = mcp
-        .post(
-            body,
-            &[
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "resources/read"),
-                ("mcp-name", encoded),
-            ],
-        )
+        .post(body, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "resources/read"), ("mcp-name", encoded)])
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
 }
@@ -84,34 +62,18 @@ async fn oversized_bodies_get_413() {
     let proxy = proxy_with(&route(&[&upstream], ""), "max_body = \"256KiB\"").await;
     let mcp = proxy.mcp();
     let big = "x".repeat(300 * 1024);
-    let (body, _) = stateless_body(
-        "tools/call",
-        json!({"name": "echo", "arguments": {"message": big}}),
-        json!(1),
-    );
+    let (body, _) = stateless_body("tools/call", json!({"name": "echo", "arguments": {"message": big}}), json!(1));
     let reply = mcp.post(body.clone(), &[]).await;
     assert_eq!(reply.status, 413, "{:?}", reply.status);
     assert_eq!(error_code(&reply), -32600);
     // Without Content-Length the limit is enforced while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
-        .into_bytes()
-        .chunks(32 * 1024)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
-    let reply = mcp
-        .post(
-            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
-            &[],
-        )
-        .await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.into_bytes().chunks(32 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let reply = mcp.post(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)), &[]).await;
     assert_eq!(reply.status, 413, "chunked: {reply:?}");
     // Under the limit is fine.
     let reply = mcp
-        .stateless(
-            "tools/call",
-            json!({"name": "echo", "arguments": {"message": "x".repeat(200 * 1024)}}),
-            &[],
-        )
+        .stateless("tools/call", json!({"name": "echo", "arguments": {"message": "x".repeat(200 * 1024)}}), &[])
         .await;
     assert_eq!(reply.status, 200);
 }
@@ -119,52 +81,24 @@ async fn oversized_bodies_get_413() {
 #[tokio::test]
 async fn guards_reject_what_an_mcp_endpoint_must_not_take() {
     let upstream = demo_upstream("a", &[]).await;
-    let proxy = proxy_with(
-        &route(&[&upstream], ""),
-        "allowed_origins = [\"https://app.example\"]",
-    )
-    .await;
+    let proxy = proxy_with(&route(&[&upstream], ""), "allowed_origins = [\"https://app.example\"]").await;
     let mcp = proxy.mcp();
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
 
-    let foreign = mcp
-        .post(ping.clone(), &[("origin", "https://evil.example")])
-        .await;
+    let foreign = mcp.post(ping.clone(), &[("origin", "https://evil.example")]).await;
     assert_eq!(foreign.status, 403);
     error_code(&foreign);
     let session = mcp.initialize().await;
-    let allowed = mcp
-        .post(
-            ping.clone(),
-            &[
-                ("origin", "https://app.example"),
-                ("mcp-session-id", &session),
-            ],
-        )
-        .await;
+    let allowed = mcp.post(ping.clone(), &[("origin", "https://app.example"), ("mcp-session-id", &session)]).await;
     assert_eq!(allowed.status, 200, "{allowed:?}");
 
-    let wrong_type = mcp
-        .client
-        .post(&mcp.url)
-        .header("content-type", "text/plain")
-        .body(ping.clone())
-        .send()
-        .await
-        .unwrap();
+    let wrong_type =
+        mcp.client.post(&mcp.url).header("content-type", "text/plain").body(ping.clone()).send().await.unwrap();
     assert_eq!(wrong_type.status(), 415);
-    let put = mcp
-        .client
-        .put(&mcp.url)
-        .body(ping.clone())
-        .send()
-        .await
-        .unwrap();
+    let put = mcp.client.put(&mcp.url).body(ping.clone()).send().await.unwrap();
     assert_eq!(put.status(), 405);
     assert!(put.headers().contains_key("allow"));
-    let nowhere = Mcp::new(&proxy.url("/elsewhere"))
-        .post(ping.clone(), &[])
-        .await;
+    let nowhere = Mcp::new(&proxy.url("/elsewhere")).post(ping.clone(), &[]).await;
     assert_eq!(nowhere.status, 404);
     assert!(error_code(&nowhere) != 0);
 }
@@ -182,30 +116,21 @@ async fn unknown_sessions_get_404() {
     // An id naming a real upstream but a session it never minted: the upstream says 404.
     let real = mcp.initialize().await;
     let (upstream_id, _) = real.split_once('.').unwrap();
-    let reply = mcp
-        .in_session(&format!("{upstream_id}.forged"), 1, "ping", json!({}))
-        .await;
+    let reply = mcp.in_session(&format!("{upstream_id}.forged"), 1, "ping", json!({})).await;
     assert_eq!(reply.status, 404);
 }
 
 #[tokio::test]
 async fn dead_upstreams_give_503_naming_the_route() {
     let dead_port = free_port();
-    let routes = format!(
-        "[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{dead_port}/mcp\"]\n"
-    );
+    let routes =
+        format!("[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{dead_port}/mcp\"]\n");
     let proxy = proxy(&routes).await;
     let reply = proxy.mcp().stateless("tools/list", json!({}), &[]).await;
     assert!(reply.status == 502 || reply.status == 503, "{reply:?}");
     let json = reply.json();
     assert_eq!(json["error"]["code"], -32000);
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("route docs"),
-        "{json}"
-    );
+    assert!(json["error"]["message"].as_str().unwrap().contains("route docs"), "{json}");
     assert_eq!(json["id"], 1);
 }
 
@@ -214,28 +139,10 @@ async fn slow_upstreams_give_504() {
     let upstream = demo_upstream("a", &["--json"]).await;
     let proxy = proxy(&route(&[&upstream], "read_timeout = \"300ms\"")).await;
     let started = std::time::Instant::now();
-    let reply = proxy
-        .mcp()
-        .stateless(
-            "tools/call",
-            json!({"name": "sleep", "arguments": {"ms": 3000}}),
-            &[],
-        )
-        .await;
+    let reply = proxy.mcp().stateless("tools/call", json!({"name": "sleep", "arguments": {"ms": 3000}}), &[]).await;
     assert_eq!(reply.status, 504, "{reply:?}");
     assert_eq!(error_code(&reply), -32000);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
-    let fast = proxy
-        .mcp()
-        .stateless(
-            "tools/call",
-            json!({"name": "sleep", "arguments": {"ms": 10}}),
-            &[],
-        )
-        .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    let fast = proxy.mcp().stateless("tools/call", json!({"name": "sleep", "arguments": {"ms": 10}}), &[]).await;
     assert_eq!(fast.status, 200);
 }

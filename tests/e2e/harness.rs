@@ -14,18 +14,11 @@ pub fn bin() -> &'static str {
 }
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A child process, killed on drop. Its stderr/stdout go to a log file shown on failure.
@@ -44,11 +37,7 @@ impl Process {
             .stderr(log.reopen().expect("log"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Process {
-            child: Some(child),
-            name: name.to_string(),
-            log,
-        }
+        Process { child: Some(child), name: name.to_string(), log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -60,11 +49,7 @@ impl Process {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().expect("kill");
         assert!(status.success(), "kill -{signal} {} failed", self.name);
     }
 
@@ -102,19 +87,12 @@ impl Drop for Process {
 pub async fn wait_listening(port: u16, process: &Process) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!(
-        "{} did not listen on {port}:\n{}",
-        process.name,
-        process.log()
-    );
+    panic!("{} did not listen on {port}:\n{}", process.name, process.log());
 }
 
 /// A demo MCP upstream (`mcp-edge upstream`).
@@ -133,15 +111,7 @@ pub async fn demo_upstream(name: &str, extra: &[&str]) -> Upstream {
     let port = free_port();
     let process = Process::spawn(
         &format!("upstream {name}"),
-        Command::new(bin())
-            .args([
-                "upstream",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--name",
-                name,
-            ])
-            .args(extra),
+        Command::new(bin()).args(["upstream", "--listen", &format!("127.0.0.1:{port}"), "--name", name]).args(extra),
     );
     wait_listening(port, &process).await;
     Upstream { process, port }
@@ -166,8 +136,7 @@ impl Proxy {
 
     /// Writes a new config (same listener) and sends SIGHUP.
     pub fn reload_with(&self, routes: &str) {
-        std::fs::write(&self.config_path, config_text(self.port, "", routes))
-            .expect("write config");
+        std::fs::write(&self.config_path, config_text(self.port, "", routes)).expect("write config");
         self.process.signal("HUP");
     }
 }
@@ -181,10 +150,7 @@ fn config_text(port: u16, server_extra: &str, routes: &str) -> String {
 /// A route on `/mcp` in front of `upstreams`, with extra route keys.
 pub fn route(upstreams: &[&Upstream], extra: &str) -> String {
     let urls: Vec<String> = upstreams.iter().map(|u| format!("{:?}", u.url())).collect();
-    format!(
-        "[[route]]\npath = \"/mcp\"\nupstreams = [{}]\n{extra}\n",
-        urls.join(", ")
-    )
+    format!("[[route]]\npath = \"/mcp\"\nupstreams = [{}]\n{extra}\n", urls.join(", "))
 }
 
 pub async fn proxy(routes: &str) -> Proxy {
@@ -199,18 +165,10 @@ pub async fn proxy_with(routes: &str, server_extra: &str) -> Proxy {
     std::fs::write(&config_path, config_text(port, server_extra, routes)).expect("write config");
     let process = Process::spawn(
         "mcp-edge",
-        Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info,pingora=warn"),
+        Command::new(bin()).args(["run", "--config"]).arg(&config_path).env("RUST_LOG", "info,pingora=warn"),
     );
     wait_listening(port, &process).await;
-    Proxy {
-        process,
-        port,
-        config_path,
-        _dir: dir,
-    }
+    Proxy { process, port, config_path, _dir: dir }
 }
 
 /// An HTTP answer, read whole.
@@ -228,26 +186,19 @@ impl Reply {
 
     /// The JSON-RPC response in the body, whether sent as JSON or as SSE events.
     pub fn json(&self) -> Value {
-        if self
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream"))
-        {
+        if self.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")) {
             return sse_messages(&self.body)
                 .into_iter()
                 .find(|m| m.get("result").is_some() || m.get("error").is_some())
                 .unwrap_or_else(|| panic!("no response event in SSE body {:?}", self.body));
         }
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     /// The text of the first content block of a tools/call result.
     pub fn tool_text(&self) -> String {
         let json = self.json();
-        json["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no tool text in {json}"))
-            .to_string()
+        json["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no tool text in {json}")).to_string()
     }
 }
 
@@ -256,14 +207,9 @@ pub fn sse_messages(body: &str) -> Vec<Value> {
     body.replace("\r\n", "\n")
         .split("\n\n")
         .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.trim_start())
-                .collect();
-            (!data.is_empty())
-                .then(|| serde_json::from_str(&data.join("\n")).ok())
-                .flatten()
+            let data: Vec<&str> =
+                event.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.trim_start()).collect();
+            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).ok()).flatten()
         })
         .collect()
 }
@@ -277,14 +223,8 @@ pub struct Mcp {
 
 impl Mcp {
     pub fn new(url: &str) -> Mcp {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        Mcp {
-            client,
-            url: url.to_string(),
-        }
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Mcp { client, url: url.to_string() }
     }
 
     pub async fn post(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Reply {
@@ -303,10 +243,7 @@ impl Mcp {
     /// A stateless-era (2026-07-28) request with correct mirrored headers.
     pub async fn stateless(&self, method: &str, params: Value, extra: &[(&str, &str)]) -> Reply {
         let (body, name) = stateless_body(method, params, json!(1));
-        let mut headers = vec![
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", method),
-        ];
+        let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", method)];
         if let Some(name) = name.as_deref() {
             headers.push(("mcp-name", name));
         }
@@ -325,37 +262,17 @@ impl Mcp {
             )
             .await;
         assert_eq!(reply.status, 200, "initialize failed: {reply:?}");
-        let session = reply
-            .header("mcp-session-id")
-            .expect("session id")
-            .to_string();
-        let initialized =
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
-        let ack = self
-            .post(
-                initialized,
-                &[
-                    ("mcp-session-id", &session),
-                    ("mcp-protocol-version", "2025-11-25"),
-                ],
-            )
-            .await;
+        let session = reply.header("mcp-session-id").expect("session id").to_string();
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+        let ack = self.post(initialized, &[("mcp-session-id", &session), ("mcp-protocol-version", "2025-11-25")]).await;
         assert_eq!(ack.status, 202, "notifications/initialized: {ack:?}");
         session
     }
 
     /// A handshake-era request within `session`.
     pub async fn in_session(&self, session: &str, id: u64, method: &str, params: Value) -> Reply {
-        let body =
-            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
-        self.post(
-            body,
-            &[
-                ("mcp-session-id", session),
-                ("mcp-protocol-version", "2025-11-25"),
-            ],
-        )
-        .await
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+        self.post(body, &[("mcp-session-id", session), ("mcp-protocol-version", "2025-11-25")]).await
     }
 }
 
@@ -363,11 +280,7 @@ pub async fn read_reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.text().await.expect("body");
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 /// The body of a 2026-07-28 request and its `Mcp-Name` value (when the method has one).
@@ -378,21 +291,12 @@ pub fn stateless_body(method: &str, mut params: Value, id: Value) -> (String, Op
         "tools/call" | "prompts/get" => params["name"].as_str().map(str::to_string),
         _ => None,
     };
-    (
-        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
-        name,
-    )
+    (json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(), name)
 }
 
 /// Calls the `whoami` tool (stateless era): the name of the upstream that answered.
 pub async fn whoami(mcp: &Mcp) -> String {
-    let reply = mcp
-        .stateless(
-            "tools/call",
-            json!({"name": "whoami", "arguments": {}}),
-            &[],
-        )
-        .await;
+    let reply = mcp.stateless("tools/call", json!({"name": "whoami", "arguments": {}}), &[]).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     reply.tool_text()
 }

@@ -18,23 +18,13 @@ async fn stateless_era_answers_equal_direct_ones() {
         ("resources/templates/list", json!({})),
         ("resources/read", json!({"uri": "demo://docs/3"})),
         ("tools/list", json!({})),
-        (
-            "tools/call",
-            json!({"name": "add", "arguments": {"a": 2, "b": 40}}),
-        ),
+        ("tools/call", json!({"name": "add", "arguments": {"a": 2, "b": 40}})),
         ("prompts/list", json!({})),
-        (
-            "prompts/get",
-            json!({"name": "greet", "arguments": {"who": "edge"}}),
-        ),
+        ("prompts/get", json!({"name": "greet", "arguments": {"who": "edge"}})),
     ] {
         let expected = direct.stateless(method, params.clone(), &[]).await;
         let got = edge.stateless(method, params, &[]).await;
-        assert_eq!(
-            (got.status, got.json()),
-            (expected.status, expected.json()),
-            "{method}"
-        );
+        assert_eq!((got.status, got.json()), (expected.status, expected.json()), "{method}");
         assert_eq!(got.header("content-type"), Some("application/json"));
     }
 }
@@ -45,68 +35,27 @@ async fn handshake_era_session_flow_works_through_the_proxy() {
     let proxy = proxy(&route(&[&upstream], "")).await;
     let mcp = proxy.mcp();
     let session = mcp.initialize().await;
-    let (upstream_id, upstream_session) = session
-        .split_once('.')
-        .expect("edge session id names its upstream");
+    let (upstream_id, upstream_session) = session.split_once('.').expect("edge session id names its upstream");
     assert_eq!(upstream_id.len(), 8);
-    assert_eq!(
-        upstream_session.len(),
-        32,
-        "the upstream's own id follows: {session}"
-    );
+    assert_eq!(upstream_session.len(), 32, "the upstream's own id follows: {session}");
 
-    let read = mcp
-        .in_session(
-            &session,
-            1,
-            "resources/read",
-            json!({"uri": "demo://docs/2"}),
-        )
-        .await;
+    let read = mcp.in_session(&session, 1, "resources/read", json!({"uri": "demo://docs/2"})).await;
     assert_eq!(read.status, 200);
-    assert_eq!(
-        read.header("content-type"),
-        Some("text/event-stream"),
-        "SSE passes through"
-    );
-    assert_eq!(
-        read.header("mcp-session-id"),
-        Some(session.as_str()),
-        "responses carry the edge id"
-    );
-    assert_eq!(
-        read.json()["result"]["contents"][0]["text"],
-        "Document 2, served by a."
-    );
+    assert_eq!(read.header("content-type"), Some("text/event-stream"), "SSE passes through");
+    assert_eq!(read.header("mcp-session-id"), Some(session.as_str()), "responses carry the edge id");
+    assert_eq!(read.json()["result"]["contents"][0]["text"], "Document 2, served by a.");
 
     // The upstream sees its own session id, never the edge one.
     let seen = mcp
-        .in_session(
-            &session,
-            2,
-            "tools/call",
-            json!({"name": "request_headers", "arguments": {}}),
-        )
+        .in_session(&session, 2, "tools/call", json!({"name": "request_headers", "arguments": {}}))
         .await
         .tool_text();
-    assert!(
-        seen.contains(&format!("mcp-session-id: {upstream_session}\n")),
-        "{seen}"
-    );
+    assert!(seen.contains(&format!("mcp-session-id: {upstream_session}\n")), "{seen}");
 
-    let delete = mcp
-        .client
-        .delete(&mcp.url)
-        .header("mcp-session-id", &session)
-        .send()
-        .await
-        .unwrap();
+    let delete = mcp.client.delete(&mcp.url).header("mcp-session-id", &session).send().await.unwrap();
     assert_eq!(delete.status(), 200);
     let after = mcp.in_session(&session, 3, "ping", json!({})).await;
-    assert_eq!(
-        after.status, 404,
-        "a deleted session is unknown upstream: {after:?}"
-    );
+    assert_eq!(after.status, 404, "a deleted session is unknown upstream: {after:?}");
 }
 
 #[tokio::test]
@@ -127,22 +76,14 @@ async fn get_stream_carries_last_event_id_and_stays_open() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut stream = response.bytes_stream();
-    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("first event")
-        .unwrap()
-        .unwrap();
+    let first =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("first event").unwrap().unwrap();
     let text = String::from_utf8_lossy(&first);
     assert!(text.contains(r#""last_event_id":"evt-41""#), "{text}");
     // Longer than the route's read_timeout: a server-to-client stream is not timed out.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let later = tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("stream still open");
-    assert!(
-        later.is_some_and(|chunk| chunk.is_ok()),
-        "the GET stream must stay open past read_timeout"
-    );
+    let later = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("stream still open");
+    assert!(later.is_some_and(|chunk| chunk.is_ok()), "the GET stream must stay open past read_timeout");
 }
 
 #[tokio::test]
@@ -171,14 +112,8 @@ async fn sse_events_are_flushed_as_they_come() {
         received.push_str(&String::from_utf8_lossy(&chunk));
     }
     let first_at = started.elapsed();
-    assert!(
-        first_at < Duration::from_millis(700),
-        "first event took {first_at:?}: it was held back"
-    );
-    assert!(
-        !received.contains(r#""id":9"#),
-        "the result must not have arrived with the first event"
-    );
+    assert!(first_at < Duration::from_millis(700), "first event took {first_at:?}: it was held back");
+    assert!(!received.contains(r#""id":9"#), "the result must not have arrived with the first event");
     while !received.contains(r#""id":9"#) {
         let chunk = stream.next().await.expect("result event").unwrap();
         received.push_str(&String::from_utf8_lossy(&chunk));
@@ -190,49 +125,25 @@ async fn sse_events_are_flushed_as_they_come() {
 async fn a_one_mebibyte_argument_crosses_intact() {
     let upstream = demo_upstream("a", &["--json"]).await;
     let proxy = proxy(&route(&[&upstream], "")).await;
-    let message: String = (0..(1 << 20))
-        .map(|i| (b'a' + (i % 26) as u8) as char)
-        .collect();
+    let message: String = (0..(1 << 20)).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     for mcp in [proxy.mcp()] {
-        let reply = mcp
-            .stateless(
-                "tools/call",
-                json!({"name": "echo", "arguments": {"message": message}}),
-                &[],
-            )
-            .await;
+        let reply = mcp.stateless("tools/call", json!({"name": "echo", "arguments": {"message": message}}), &[]).await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.tool_text(), message);
     }
     // The same, sent chunked (no Content-Length).
-    let (body, _) = stateless_body(
-        "tools/call",
-        json!({"name": "echo", "arguments": {"message": message}}),
-        json!(2),
-    );
+    let (body, _) = stateless_body("tools/call", json!({"name": "echo", "arguments": {"message": message}}), json!(2));
     let chunks = futures_util::stream::iter(
-        body.into_bytes()
-            .chunks(64 * 1024)
-            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
-            .collect::<Vec<_>>(),
+        body.into_bytes().chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
     );
     let mcp = proxy.mcp();
     let reply = mcp
         .post(
             reqwest::Body::wrap_stream(chunks),
-            &[
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "echo"),
-            ],
+            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "echo")],
         )
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{:?}",
-        &reply.body[..reply.body.len().min(300)]
-    );
+    assert_eq!(reply.status, 200, "{:?}", &reply.body[..reply.body.len().min(300)]);
     assert_eq!(reply.tool_text(), message);
 }
 
@@ -255,12 +166,7 @@ async fn proxy_headers_are_added_kept_and_dropped() {
         )
         .await;
     let seen = reply.tool_text();
-    let has = |line: &str| {
-        assert!(
-            seen.contains(&format!("{line}\n")),
-            "upstream did not see {line:?} in:\n{seen}"
-        )
-    };
+    let has = |line: &str| assert!(seen.contains(&format!("{line}\n")), "upstream did not see {line:?} in:\n{seen}");
     has(&format!("host: 127.0.0.1:{}", upstream.port));
     has(&format!("x-forwarded-host: 127.0.0.1:{}", proxy.port));
     has("x-forwarded-for: 203.0.113.9, 127.0.0.1");
@@ -270,20 +176,14 @@ async fn proxy_headers_are_added_kept_and_dropped() {
     has("mcp-method: tools/call");
     has("mcp-name: request_headers");
     has("mcp-param-region: eu");
-    assert!(
-        !seen.contains("x-hop"),
-        "a Connection-nominated header crossed:\n{seen}"
-    );
+    assert!(!seen.contains("x-hop"), "a Connection-nominated header crossed:\n{seen}");
 }
 
 #[tokio::test]
 async fn routes_are_chosen_by_longest_prefix() {
     let (a, b) = (demo_upstream("a", &[]).await, demo_upstream("b", &[]).await);
-    let routes = format!(
-        "{}[[route]]\nname = \"team-b\"\npath = \"/mcp/b\"\nupstreams = [{:?}]\n",
-        route(&[&a], ""),
-        b.url()
-    );
+    let routes =
+        format!("{}[[route]]\nname = \"team-b\"\npath = \"/mcp/b\"\nupstreams = [{:?}]\n", route(&[&a], ""), b.url());
     let proxy = proxy(&routes).await;
     assert_eq!(whoami(&proxy.mcp()).await, "a");
     assert_eq!(whoami(&Mcp::new(&proxy.url("/mcp/b"))).await, "b");

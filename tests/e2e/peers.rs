@@ -8,9 +8,8 @@ use std::process::Command;
 use crate::harness::*;
 
 fn python() -> PathBuf {
-    let path = std::env::var_os("MCP_EDGE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
+    let path =
+        std::env::var_os("MCP_EDGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace().join(".venv/bin/python"));
     assert!(
         path.exists(),
         "no Python with the MCP SDK at {} (run scripts/setup-peers.sh, or set MCP_EDGE_PYTHON)",
@@ -27,10 +26,7 @@ async fn python_server(extra: &[&str]) -> (Process, u16) {
     let port = free_port();
     let process = Process::spawn(
         "python MCP server",
-        Command::new(python())
-            .arg(peer_script("peer_server.py"))
-            .arg(port.to_string())
-            .args(extra),
+        Command::new(python()).arg(peer_script("peer_server.py")).arg(port.to_string()).args(extra),
     );
     wait_listening(port, &process).await;
     (process, port)
@@ -39,10 +35,7 @@ async fn python_server(extra: &[&str]) -> (Process, u16) {
 async fn everything_server() -> (Process, u16) {
     let dir = workspace().join("tests/peers/node");
     let entry = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        entry.exists(),
-        "server-everything is not installed (run scripts/setup-peers.sh)"
-    );
+    assert!(entry.exists(), "server-everything is not installed (run scripts/setup-peers.sh)");
     let port = free_port();
     let process = Process::spawn(
         "server-everything",
@@ -87,10 +80,7 @@ async fn python_sdk_in_both_eras_through_the_proxy() {
         let proxied = sdk_client(&proxy.url("/mcp"), mode, "add", r#"{"a": 2, "b": 40}"#).await;
         assert_eq!(proxied, direct, "mode {mode}");
         assert_eq!(proxied["call"]["text"], "42");
-        assert_eq!(
-            proxied["reads"]["docs://readme"]["text"],
-            "hello from the static readme"
-        );
+        assert_eq!(proxied["reads"]["docs://readme"]["text"], "hello from the static readme");
         assert_eq!(proxied["tools"]["add"]["read_only_hint"], true);
     }
 }
@@ -101,13 +91,7 @@ async fn python_sdk_json_and_stateless_server_modes() {
         let (_server, port) = python_server(flags).await;
         let proxy = proxy(&upstream_route(port)).await;
         for mode in ["legacy", "2026-07-28"] {
-            let direct = sdk_client(
-                &format!("http://127.0.0.1:{port}/mcp"),
-                mode,
-                "add",
-                r#"{"a": 1, "b": 2}"#,
-            )
-            .await;
+            let direct = sdk_client(&format!("http://127.0.0.1:{port}/mcp"), mode, "add", r#"{"a": 1, "b": 2}"#).await;
             let proxied = sdk_client(&proxy.url("/mcp"), mode, "add", r#"{"a": 1, "b": 2}"#).await;
             assert_eq!(proxied, direct, "server {flags:?}, client {mode}");
             assert_eq!(proxied["call"]["text"], "3");
@@ -119,38 +103,17 @@ async fn python_sdk_json_and_stateless_server_modes() {
 async fn server_everything_through_the_proxy() {
     let (_server, port) = everything_server().await;
     let proxy = proxy(&upstream_route(port)).await;
-    let direct = sdk_client(
-        &format!("http://127.0.0.1:{port}/mcp"),
-        "legacy",
-        "get-sum",
-        r#"{"a": 2, "b": 40}"#,
-    )
-    .await;
-    let proxied = sdk_client(
-        &proxy.url("/mcp"),
-        "legacy",
-        "get-sum",
-        r#"{"a": 2, "b": 40}"#,
-    )
-    .await;
+    let direct = sdk_client(&format!("http://127.0.0.1:{port}/mcp"), "legacy", "get-sum", r#"{"a": 2, "b": 40}"#).await;
+    let proxied = sdk_client(&proxy.url("/mcp"), "legacy", "get-sum", r#"{"a": 2, "b": 40}"#).await;
     assert_eq!(proxied, direct);
     assert_eq!(proxied["call"]["text"], "The sum of 2 and 40 is 42.");
-    assert!(
-        proxied["resources"].as_array().unwrap().len() >= 7,
-        "{}",
-        proxied["resources"]
-    );
+    assert!(proxied["resources"].as_array().unwrap().len() >= 7, "{}", proxied["resources"]);
 
     // Raw: its SSE answers stream through, with the session id rewritten both ways.
     let mcp = proxy.mcp();
     let session = mcp.initialize().await;
     let reply = mcp
-        .in_session(
-            &session,
-            2,
-            "tools/call",
-            serde_json::json!({"name": "echo", "arguments": {"message": "hi"}}),
-        )
+        .in_session(&session, 2, "tools/call", serde_json::json!({"name": "echo", "arguments": {"message": "hi"}}))
         .await;
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
     assert_eq!(reply.tool_text(), "Echo: hi");

@@ -1,0 +1,165 @@
+//! The cache's part in a request: look up before forwarding, answer hits, coalesce misses,
+//! and capture what the upstream answers (storing cacheable results, applying the
+//! invalidations that notifications carry).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use mcp_edge_policies::cache::{Caller, Entry, Lookup, Store, identity_hash, lookup_for, result_facts, store_decision};
+use mcp_edge_policies::config::CachePolicy;
+use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::observe::Observer;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::value::RawValue;
+
+use crate::cache::{Coalesce, EdgeCache, Found, Leader, now_ms};
+
+/// The cache state of one cacheable request.
+pub struct CacheCtx {
+    pub lookup: Lookup,
+    pub caller: Caller,
+    /// When the upstream fetch began: invalidations after it win over its answer.
+    pub fetched_at_ms: u64,
+    pub leader: Option<Leader>,
+    /// An expired entry to serve if every upstream fails.
+    pub stale: Option<Bytes>,
+}
+
+/// The `x-cache` value of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Bypass,
+    Stale,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+            Outcome::Stale => "STALE",
+        }
+    }
+}
+
+/// Tools an upstream declared read-only, idempotent and closed-world in its `tools/list`.
+#[derive(Default)]
+pub struct ReadonlyTools(Mutex<HashSet<String>>);
+
+impl ReadonlyTools {
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.lock().expect("readonly tools").contains(name)
+    }
+
+    /// Learns from a `tools/list` result.
+    pub fn learn(&self, result: &str) {
+        let Ok(list) = serde_json::from_str::<serde_json::Value>(result) else { return };
+        let Some(tools) = list["tools"].as_array() else { return };
+        let mut known = self.0.lock().expect("readonly tools");
+        for tool in tools {
+            let (Some(name), hints) = (tool["name"].as_str(), &tool["annotations"]) else { continue };
+            let safe =
+                hints["readOnlyHint"] == true && hints["idempotentHint"] == true && hints["openWorldHint"] == false;
+            if safe {
+                known.insert(name.to_string());
+            } else {
+                known.remove(name);
+            }
+        }
+    }
+}
+
+/// The caller facts of a request, read from its headers.
+pub fn caller(session: &Session, policy: &CachePolicy, stateless: bool) -> Caller {
+    let header = |name: &str| session.req_header().headers.get(name);
+    Caller {
+        identity: header(policy.identity_header.as_str()).map(|v| identity_hash(v.as_bytes())),
+        session: header("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+        stateless,
+        protocol_version: header("mcp-protocol-version").and_then(|v| v.to_str().ok()).map(str::to_string),
+    }
+}
+
+pub enum Prepared {
+    /// Answer with this entry.
+    Hit(Bytes),
+    /// Forward upstream, capturing the answer.
+    Forward(Box<CacheCtx>),
+    /// Not cacheable.
+    Bypass,
+}
+
+/// Looks a request up; on a miss, joins or leads the coalesced fetch.
+pub async fn prepare(
+    cache: &EdgeCache,
+    route: &str,
+    policy: &CachePolicy,
+    readonly: &ReadonlyTools,
+    message: &Message,
+    caller: Caller,
+    wait_limit: std::time::Duration,
+) -> Prepared {
+    let Some(lookup) = lookup_for(route, message, &caller, policy, |name| readonly.contains(name)) else {
+        return Prepared::Bypass;
+    };
+    let mut stale = match cache.lookup(route, &lookup, policy.stale_if_error).await {
+        Found::Fresh(bytes) => return Prepared::Hit(bytes),
+        Found::Stale(bytes) => Some(bytes),
+        Found::Nothing => None,
+    };
+    let leader = match cache.coalesce(lookup.coalescing_key(&caller)) {
+        Coalesce::Lead(leader) => Some(leader),
+        Coalesce::Wait(mut done) => {
+            // The leader's answer is stored before it releases us; a timeout or an
+            // uncacheable answer sends this request upstream on its own.
+            let _ = tokio::time::timeout(wait_limit, done.changed()).await;
+            match cache.lookup(route, &lookup, policy.stale_if_error).await {
+                Found::Fresh(bytes) => return Prepared::Hit(bytes),
+                Found::Stale(bytes) => stale = Some(bytes),
+                Found::Nothing => {}
+            }
+            None
+        }
+    };
+    Prepared::Forward(Box::new(CacheCtx { lookup, caller, fetched_at_ms: now_ms(), leader, stale }))
+}
+
+/// The answer body for a cached entry and a request id.
+pub fn answer(entry: &Bytes, id: &str) -> Option<Bytes> {
+    Entry::decode(entry).map(|e| Bytes::from(e.answer(id, now_ms())))
+}
+
+/// Stores a captured result if its facts allow. Returns whether it was stored.
+pub fn store(cache: &EdgeCache, ctx: &CacheCtx, policy: &CachePolicy, result: &str, max_entry: u64) -> bool {
+    let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return false };
+    let Some(facts) = result_facts(&raw) else { return false };
+    let Some(Store { scope, ttl, restate_ttl }) = store_decision(&ctx.lookup, &ctx.caller, &facts, policy) else {
+        return false;
+    };
+    if facts.stored_result.len() as u64 > max_entry {
+        return false;
+    }
+    let entry = Entry {
+        fetched_at_ms: ctx.fetched_at_ms,
+        expires_at_ms: ctx.fetched_at_ms + ttl.as_millis() as u64,
+        restate_ttl,
+        result: facts.stored_result.as_bytes(),
+    };
+    cache.insert(&ctx.lookup, &scope, &entry);
+    true
+}
+
+/// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
+/// answer of a cacheable request (for its result).
+pub fn observer_for(response: &ResponseHeader, want_id: Option<String>, max_entry: u64) -> Option<Observer> {
+    let content_type = response.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let sse = content_type.starts_with("text/event-stream");
+    let json = content_type.starts_with("application/json");
+    let capture = want_id.filter(|_| response.status.as_u16() == 200);
+    (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))
+}
