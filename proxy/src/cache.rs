@@ -95,7 +95,14 @@ impl EdgeCache {
         let mut stale = None;
         for scope in &lookup.scopes {
             let key = lookup.key(scope);
-            let Ok(Some(cached)) = self.store.get(&key).await else { continue };
+            let Ok(Some(cached)) = self.store.get(&key).await else {
+                count("lookup", "-", "miss");
+                continue;
+            };
+            let tier = match cached.source() {
+                foyer::Source::Disk => "disk",
+                _ => "memory",
+            };
             let bytes = cached.value().clone();
             let Some(entry) = Entry::decode(&bytes) else {
                 self.store.remove(&key);
@@ -106,8 +113,10 @@ impl EdgeCache {
                 continue;
             }
             if now < entry.expires_at_ms {
+                count("lookup", tier, "hit");
                 return Found::Fresh(bytes);
             }
+            count("lookup", tier, "expired");
             if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {
                 stale.get_or_insert(bytes);
             } else {
@@ -117,8 +126,14 @@ impl EdgeCache {
         stale.map_or(Found::Nothing, Found::Stale)
     }
 
+    /// Bytes held by the memory tier.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.memory().usage()
+    }
+
     pub fn insert(&self, lookup: &Lookup, scope: &Scope, entry: &Entry<'_>) {
         self.store.insert(lookup.key(scope), Bytes::from(entry.encode()));
+        count("insert", "memory", "ok");
     }
 
     /// Records that `targets` of `route` changed now: every entry fetched before is dead.
@@ -128,6 +143,7 @@ impl EdgeCache {
         for target in targets {
             let key = marker_key(route, target);
             markers.insert(key.clone(), now);
+            count("invalidate", "all", "ok");
             self.store.insert(key, Bytes::copy_from_slice(&now.to_le_bytes()));
         }
     }
@@ -172,6 +188,10 @@ impl EdgeCache {
     pub fn release(&self, leader: Leader) {
         self.inflight.lock().expect("inflight").remove(&leader.key);
     }
+}
+
+fn count(operation: &str, tier: &str, result: &str) {
+    crate::metrics::METRICS.cache_operations.with_label_values(&[operation, tier, result]).inc();
 }
 
 fn memory_builder(memory: usize) -> foyer::HybridCacheBuilderPhaseMemory<Vec<u8>, Bytes, foyer::DefaultHasher> {

@@ -1,8 +1,10 @@
 //! mcp-edge: an MCP-aware edge caching reverse proxy.
 
+mod admin;
 mod cache;
 mod cached;
 mod demo_upstream;
+mod metrics;
 mod pool;
 mod runtime;
 mod service;
@@ -162,7 +164,15 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     let cache = Arc::new(cache::EdgeCache::open(&runtime.config.cache));
+    let admin_listen = runtime.config.admin.listen;
     let live = Arc::new(ArcSwap::from_pointee(runtime));
+    if let Some(addr) = admin_listen {
+        if let Err(e) = admin::spawn(addr, live.clone(), cache.clone()) {
+            eprintln!("cannot listen on the admin address {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!("admin listening on http://{addr} (/metrics, /healthz, /readyz, POST /purge)");
+    }
 
     let conf = ServerConf {
         threads,

@@ -62,6 +62,7 @@ pub struct Ctx {
     outcome: Outcome,
     /// Watches the upstream answer (result capture, notifications).
     observer: Option<Observer>,
+    _active: crate::metrics::ActiveRequest,
 }
 
 impl Ctx {
@@ -116,6 +117,7 @@ impl ProxyHttp for McpProxy {
             cache: None,
             outcome: Outcome::Bypass,
             observer: None,
+            _active: crate::metrics::ActiveRequest::start(),
         }
     }
 
@@ -392,6 +394,7 @@ impl ProxyHttp for McpProxy {
             route.pool.upstreams[index].inflight.fetch_sub(1, Ordering::Relaxed);
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        record_metrics(route, ctx, status);
         let upstream = match (route, ctx.current_upstream()) {
             (Some(route), Some(index)) => route.pool.upstreams[index].url.url.as_str(),
             _ => "-",
@@ -560,6 +563,23 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
             },
             ErrorSource::Internal | ErrorSource::Unset => (500, codes::SERVER_ERROR, "internal error".to_string()),
         },
+    }
+}
+
+fn record_metrics(route: Option<&Route>, ctx: &Ctx, status: u16) {
+    use crate::metrics::{METRICS, method_label};
+    let route_name = route.map_or("-", |r| r.config.name.as_str());
+    let method = method_label(ctx.rpc_method.as_deref());
+    let cache = ctx.outcome.as_str();
+    let status_text = status.to_string();
+    METRICS.requests.with_label_values(&[route_name, method, status_text.as_str(), cache]).inc();
+    METRICS
+        .request_duration
+        .with_label_values(&[route_name, method, cache])
+        .observe(ctx.started.elapsed().as_secs_f64());
+    if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
+        let upstream = route.pool.upstreams[index].url.url.as_str();
+        METRICS.upstream_requests.with_label_values(&[route_name, upstream, status_text.as_str()]).inc();
     }
 }
 

@@ -52,9 +52,11 @@ impl Supervisor {
                 let runtime = Arc::new(runtime);
                 spawn_health_checks(&runtime);
                 self.live.store(runtime);
+                crate::metrics::METRICS.config_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(config = %path.display(), "configuration reloaded");
             }
             Err(problems) => {
+                crate::metrics::METRICS.config_reloads.with_label_values(&["error"]).inc();
                 tracing::error!(config = %path.display(), "configuration refused; the previous one keeps serving:\n{problems}");
             }
         }

@@ -1,0 +1,155 @@
+//! The admin listener, apart from the public ones: `GET /healthz` (process up), `GET /readyz`
+//! (every route has a healthy upstream), `GET /metrics` (Prometheus text), `POST /purge`
+//! (`{"route": "...", "uri": "..."}` or `{"route": "...", "all": true}`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use mcp_edge_policies::cache::Target;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cache::EdgeCache;
+use crate::metrics::METRICS;
+use crate::runtime::Live;
+
+struct Admin {
+    live: Live,
+    cache: Arc<EdgeCache>,
+}
+
+/// Binds the admin listener and serves it on a thread of its own.
+pub fn spawn(addr: SocketAddr, live: Live, cache: Arc<EdgeCache>) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let admin = Arc::new(Admin { live, cache });
+    std::thread::Builder::new().name("admin".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("admin runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("admin listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let admin = admin.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let admin = admin.clone();
+                        async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+    })?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Purge {
+    route: String,
+    uri: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => self.readiness(),
+            (&Method::GET, "/metrics") => {
+                self.refresh_gauges();
+                let mut response = text(StatusCode::OK, METRICS.render());
+                response.headers_mut().insert("content-type", "text/plain; version=0.0.4".parse().unwrap());
+                response
+            }
+            (&Method::POST, "/purge") => self.purge(req).await,
+            (_, "/healthz" | "/readyz" | "/metrics" | "/purge") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /metrics or POST /purge\n"),
+        }
+    }
+
+    fn readiness(&self) -> Response<Full<Bytes>> {
+        let runtime = self.live.load();
+        let unready: Vec<&str> = runtime
+            .routes
+            .iter()
+            .filter(|r| !(0..r.pool.upstreams.len()).any(|i| r.pool.is_ready(i)))
+            .map(|r| r.config.name.as_str())
+            .collect();
+        if unready.is_empty() {
+            return json_response(StatusCode::OK, json!({"ready": true}));
+        }
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false, "routes_without_healthy_upstream": unready}),
+        )
+    }
+
+    fn refresh_gauges(&self) {
+        let runtime = self.live.load();
+        for route in &runtime.routes {
+            for (i, upstream) in route.pool.upstreams.iter().enumerate() {
+                let up = route.pool.is_ready(i) as i64;
+                METRICS.upstream_up.with_label_values(&[route.config.name.as_str(), upstream.url.url.as_str()]).set(up);
+            }
+        }
+        METRICS.cache_bytes.with_label_values(&["memory"]).set(self.cache.memory_bytes() as i64);
+    }
+
+    async fn purge(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "purge body over 64 KiB"),
+        };
+        let purge: Purge = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "expected {{\"route\": \"...\", \"uri\": \"...\"}} or {{\"route\": \"...\", \"all\": true}}: {e}"
+                    ),
+                );
+            }
+        };
+        let known = self.live.load().routes.iter().any(|r| r.config.name == purge.route);
+        if !known {
+            return json_error(StatusCode::NOT_FOUND, &format!("no route named {:?}", purge.route));
+        }
+        let target = match (purge.uri, purge.all) {
+            (Some(uri), false) => Target::Resource(uri),
+            (None, true) => Target::Route,
+            _ => return json_error(StatusCode::BAD_REQUEST, "give either \"uri\" or \"all\": true"),
+        };
+        self.cache.invalidate(&purge.route, std::slice::from_ref(&target));
+        tracing::info!(route = %purge.route, target = %target.key_part(), "purged");
+        json_response(StatusCode::OK, json!({"purged": target.key_part(), "route": purge.route}))
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = text(status, value.to_string());
+    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({"error": message}))
+}

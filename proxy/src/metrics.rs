@@ -1,0 +1,126 @@
+//! Prometheus metrics, named as in DESIGN.md. Label values are bounded: MCP method names come
+//! from a fixed set, never URIs, session ids or tool names.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub cache_operations: IntCounterVec,
+    pub cache_bytes: IntGaugeVec,
+    pub upstream_up: IntGaugeVec,
+    pub upstream_requests: IntCounterVec,
+    pub active_connections: IntGauge,
+    pub config_reloads: IntCounterVec,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("mcp_request_duration_seconds", "Time to answer an MCP request")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["route", "method", "cache"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(request_duration.clone())).expect("registered once");
+        let active_connections =
+            IntGauge::new("mcp_active_connections", "Requests being served").expect("valid metric");
+        registry.register(Box::new(active_connections.clone())).expect("registered once");
+        Metrics {
+            requests: counter(
+                &registry,
+                "mcp_requests_total",
+                "MCP requests answered",
+                &["route", "method", "status", "cache"],
+            ),
+            request_duration,
+            cache_operations: counter(
+                &registry,
+                "mcp_cache_operations_total",
+                "Cache lookups, inserts and invalidations",
+                &["operation", "tier", "result"],
+            ),
+            cache_bytes: gauge(&registry, "mcp_cache_bytes", "Bytes held by each cache tier", &["tier"]),
+            upstream_up: gauge(&registry, "mcp_upstream_up", "1 when the upstream is healthy", &["route", "upstream"]),
+            upstream_requests: counter(
+                &registry,
+                "mcp_upstream_requests_total",
+                "Requests sent to each upstream",
+                &["route", "upstream", "status"],
+            ),
+            active_connections,
+            config_reloads: counter(&registry, "mcp_config_reloads_total", "Configuration reloads", &["result"]),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Counts a request in `mcp_active_connections` while it lives.
+pub struct ActiveRequest;
+
+impl ActiveRequest {
+    pub fn start() -> ActiveRequest {
+        METRICS.active_connections.inc();
+        ActiveRequest
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        METRICS.active_connections.dec();
+    }
+}
+
+/// A bounded label for a JSON-RPC method.
+pub fn method_label(method: Option<&str>) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "resources/read",
+        "resources/list",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "subscriptions/listen",
+        "server/discover",
+        "notifications/initialized",
+        "notifications/cancelled",
+    ];
+    match method {
+        None => "-",
+        Some(m) => KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other"),
+    }
+}
