@@ -126,6 +126,13 @@ impl EdgeCache {
         stale.map_or(Found::Nothing, Found::Stale)
     }
 
+    /// Flushes what the disk tier has buffered (at shutdown).
+    pub async fn close(&self) {
+        if let Err(e) = self.store.close().await {
+            tracing::warn!(error = %e, "closing the cache");
+        }
+    }
+
     /// Bytes held by the memory tier.
     pub fn memory_bytes(&self) -> usize {
         self.store.memory().usage()

@@ -59,6 +59,8 @@ struct State {
     reads: AtomicU64,
     random: std::collections::hash_map::RandomState,
     counter: AtomicU64,
+    /// Bumped by the `touch` tool: `demo://versioned/*` resources show it.
+    version: AtomicU64,
 }
 
 impl State {
@@ -81,6 +83,7 @@ pub async fn serve(listener: TcpListener, options: DemoOptions) {
         reads: AtomicU64::new(0),
         random: std::collections::hash_map::RandomState::new(),
         counter: AtomicU64::new(0),
+        version: AtomicU64::new(1),
     });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -210,6 +213,12 @@ async fn answer(
         let delay = Duration::from_millis(params["arguments"]["delay_ms"].as_u64().unwrap_or(1000));
         return slow_events(id, delay, session);
     }
+    if method == "tools/call" && params["name"] == "touch" {
+        return touch(&state, params["arguments"]["uri"].as_str().unwrap_or_default(), id, session);
+    }
+    if method == "resources/read" && params["uri"] == "demo://slow" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     if method == "tools/call" && params["name"] == "sleep" {
         let ms = params["arguments"]["ms"].as_u64().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -263,7 +272,7 @@ fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
         "resources/templates/list" => Ok(json!({"resourceTemplates": [
             {"uriTemplate": "demo://docs/{n}", "name": "doc", "mimeType": "text/plain"}
         ]})),
-        "resources/read" => read_resource(state, params["uri"].as_str().unwrap_or_default()),
+        "resources/read" => read_resource(state, call),
         "tools/list" => Ok(json!({"tools": tool_list()})),
         "tools/call" => call_tool(state, call),
         "prompts/list" => {
@@ -275,8 +284,16 @@ fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
     }
 }
 
-fn read_resource(state: &State, uri: &str) -> Result<Value, (i64, String)> {
-    let text = if uri == "demo://clock" {
+fn read_resource(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
+    let uri = call.params["uri"].as_str().unwrap_or_default();
+    let text = if uri == "demo://me" {
+        let who = call.seen_headers.lines().find_map(|l| l.strip_prefix("authorization: ")).unwrap_or("anonymous");
+        format!("you are {who}")
+    } else if uri == "demo://slow" {
+        "slow resource".to_string()
+    } else if let Some(name) = uri.strip_prefix("demo://versioned/") {
+        format!("{name} at version {}", state.version.load(Ordering::Relaxed))
+    } else if uri == "demo://clock" {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         format!("{} ms since the epoch", now.as_millis())
     } else if let Some(n) = uri.strip_prefix("demo://docs/").and_then(|n| n.parse::<u32>().ok()) {
@@ -300,6 +317,8 @@ fn tool_list() -> Value {
         {"name": "reads", "description": "How many resources/read this server answered", "inputSchema": object(json!({}))},
         {"name": "request_headers", "description": "The request's headers as received, one per line",
          "inputSchema": object(json!({}))},
+        {"name": "touch", "description": "Changes demo://versioned/* and notifies resources/updated for uri",
+         "inputSchema": object(json!({"uri": {"type": "string"}}))},
         {"name": "sleep", "description": "Waits ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}}))},
         {"name": "slow_events", "description": "Sends a progress event, waits delay_ms, answers",
          "inputSchema": object(json!({"delay_ms": {"type": "integer"}}))},
@@ -327,6 +346,18 @@ fn call_tool(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
         }
     };
     Ok(json!({"content": [{"type": "text", "text": text}]}))
+}
+
+/// Bumps the version of `demo://versioned/*` and answers with SSE: a
+/// `notifications/resources/updated` event for `uri`, then the result.
+fn touch(state: &State, uri: &str, id: String, session: Option<String>) -> Response<DemoBody> {
+    let version = state.version.fetch_add(1, Ordering::Relaxed) + 1;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}});
+    let result = json!({"content": [{"type": "text", "text": format!("version {version}")}]});
+    let body = format!(
+        "event: message\ndata: {note}\n\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{result}}}\n\n"
+    );
+    sse_headers(full(body), session.as_deref())
 }
 
 /// An SSE answer whose events are sent apart in time: the proxy must flush each at once.

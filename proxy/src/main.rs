@@ -165,6 +165,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     };
     let cache = Arc::new(cache::EdgeCache::open(&runtime.config.cache));
     let admin_listen = runtime.config.admin.listen;
+    let cache_for_shutdown = cache.clone();
     let live = Arc::new(ArcSwap::from_pointee(runtime));
     if let Some(addr) = admin_listen {
         if let Err(e) = admin::spawn(addr, live.clone(), cache.clone()) {
@@ -189,7 +190,10 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         proxy.add_tcp(&addr.to_string());
     }
     server.add_service(proxy);
-    server.add_service(background_service("supervisor", supervisor::Supervisor { live, config_path }));
+    server.add_service(background_service(
+        "supervisor",
+        supervisor::Supervisor { live, cache: cache_for_shutdown, config_path },
+    ));
     for addr in &listeners {
         tracing::info!("mcp-edge listening on http://{addr}");
     }

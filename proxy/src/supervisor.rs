@@ -8,11 +8,13 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::cache::EdgeCache;
 use crate::pool::Pool;
 use crate::runtime::{Live, Runtime, load_config};
 
 pub struct Supervisor {
     pub live: Live,
+    pub cache: Arc<EdgeCache>,
     /// The file to re-read on SIGHUP (`None` for `mcp-edge demo`, whose config is built in).
     pub config_path: Option<PathBuf>,
 }
@@ -32,9 +34,11 @@ impl BackgroundService for Supervisor {
         loop {
             tokio::select! {
                 _ = hangups.recv() => self.reload(),
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
             }
         }
+        // Entries still buffered for the disk tier are written before the process ends.
+        self.cache.close().await;
     }
 }
 

@@ -121,7 +121,9 @@ pub async fn demo_upstream(name: &str, extra: &[&str]) -> Upstream {
 pub struct Proxy {
     pub process: Process,
     pub port: u16,
+    pub admin_port: u16,
     pub config_path: PathBuf,
+    sections: String,
     _dir: tempfile::TempDir,
 }
 
@@ -134,17 +136,37 @@ impl Proxy {
         Mcp::new(&self.url("/mcp"))
     }
 
-    /// Writes a new config (same listener) and sends SIGHUP.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Writes a new config (same listeners and sections) and sends SIGHUP.
     pub fn reload_with(&self, routes: &str) {
-        std::fs::write(&self.config_path, config_text(self.port, "", routes)).expect("write config");
+        let text = config_text(self.port, self.admin_port, "", &self.sections, routes);
+        std::fs::write(&self.config_path, text).expect("write config");
         self.process.signal("HUP");
+    }
+
+    /// Stops this mcp-edge (SIGTERM) and starts another on the same port and config.
+    pub async fn restart(&mut self) {
+        self.process.signal("TERM");
+        assert!(self.process.wait_exit(Duration::from_secs(15)).is_some(), "mcp-edge did not stop on SIGTERM");
+        self.process = spawn_proxy(&self.config_path);
+        wait_listening(self.port, &self.process).await;
     }
 }
 
-fn config_text(port: u16, server_extra: &str, routes: &str) -> String {
+fn config_text(port: u16, admin_port: u16, server_extra: &str, sections: &str, routes: &str) -> String {
     format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n{server_extra}\n[admin]\nlisten = \"\"\n\n{routes}"
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n{server_extra}\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{sections}\n{routes}"
     )
+}
+
+fn spawn_proxy(config_path: &Path) -> Process {
+    let mut command = Command::new(bin());
+    command.args(["run", "--config"]).arg(config_path).env("RUST_LOG", "info,pingora=warn");
+    Process::spawn("mcp-edge", &mut command)
 }
 
 /// A route on `/mcp` in front of `upstreams`, with extra route keys.
@@ -159,16 +181,21 @@ pub async fn proxy(routes: &str) -> Proxy {
 
 /// Starts mcp-edge with `[server]` extras (e.g. `max_body`) and the given routes.
 pub async fn proxy_with(routes: &str, server_extra: &str) -> Proxy {
-    let port = free_port();
+    proxy_full(routes, server_extra, |_| String::new()).await
+}
+
+/// Starts mcp-edge with `[server]` extras, other sections (made from the config directory,
+/// e.g. a `[cache]` with a disk path inside it) and the given routes.
+pub async fn proxy_full(routes: &str, server_extra: &str, sections: impl FnOnce(&Path) -> String) -> Proxy {
+    let (port, admin_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("tempdir");
+    let sections = sections(dir.path());
     let config_path = dir.path().join("mcp-edge.toml");
-    std::fs::write(&config_path, config_text(port, server_extra, routes)).expect("write config");
-    let process = Process::spawn(
-        "mcp-edge",
-        Command::new(bin()).args(["run", "--config"]).arg(&config_path).env("RUST_LOG", "info,pingora=warn"),
-    );
+    std::fs::write(&config_path, config_text(port, admin_port, server_extra, &sections, routes)).expect("write config");
+    let process = spawn_proxy(&config_path);
     wait_listening(port, &process).await;
-    Proxy { process, port, config_path, _dir: dir }
+    wait_listening(admin_port, &process).await;
+    Proxy { process, port, admin_port, config_path, sections, _dir: dir }
 }
 
 /// An HTTP answer, read whole.
@@ -285,13 +312,30 @@ pub async fn read_reply(response: reqwest::Response) -> Reply {
 
 /// The body of a 2026-07-28 request and its `Mcp-Name` value (when the method has one).
 pub fn stateless_body(method: &str, mut params: Value, id: Value) -> (String, Option<String>) {
-    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
     let name = match method {
         "resources/read" => params["uri"].as_str().map(str::to_string),
         "tools/call" | "prompts/get" => params["name"].as_str().map(str::to_string),
         _ => None,
     };
     (json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(), name)
+}
+
+/// Reads a resource in the stateless era with an optional Authorization; returns the reply.
+pub async fn read(mcp: &Mcp, uri: &str, authorization: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = authorization.map(|a| ("authorization", a)).into_iter().collect();
+    mcp.stateless("resources/read", json!({"uri": uri}), &headers).await
+}
+
+/// How many `resources/read` the demo upstream answered (asked directly, not via the proxy).
+pub async fn upstream_reads(upstream: &Upstream) -> u64 {
+    let direct = Mcp::new(&upstream.url());
+    let reply = direct.stateless("tools/call", json!({"name": "reads", "arguments": {}}), &[]).await;
+    reply.tool_text().parse().expect("a count")
 }
 
 /// Calls the `whoami` tool (stateless era): the name of the upstream that answered.

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real mcp-edge binary, real sockets, real MCP servers.
 
 mod balancing;
+mod cache;
 mod cli;
 mod errors;
 mod harness;
