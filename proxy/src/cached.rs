@@ -25,6 +25,8 @@ pub struct CacheCtx {
     pub leader: Option<Leader>,
     /// An expired entry to serve if every upstream fails.
     pub stale: Option<Bytes>,
+    /// The answer was looked at for storing (it is, at most once).
+    pub stored: bool,
 }
 
 /// The `x-cache` value of a response.
@@ -126,7 +128,7 @@ pub async fn prepare(
             None
         }
     };
-    Prepared::Forward(Box::new(CacheCtx { lookup, caller, fetched_at_ms: now_ms(), leader, stale }))
+    Prepared::Forward(Box::new(CacheCtx { lookup, caller, fetched_at_ms: now_ms(), leader, stale, stored: false }))
 }
 
 /// The answer body for a cached entry and a request id.

@@ -111,9 +111,15 @@ impl Pool {
         self.upstreams.iter().position(|u| u.url.id == id)
     }
 
-    /// Picks a ready replica not in `exclude`. `key` feeds consistent hashing.
+    /// Picks a ready replica not in `exclude`. `key` feeds consistent hashing. When no replica
+    /// is ready, any replica not yet tried is picked (as Envoy's panic threshold does): a
+    /// health check that ran before the upstream came up must not refuse every request.
     pub fn select(&self, key: &[u8], exclude: &[usize]) -> Option<usize> {
-        let accept = |index: usize, ready: bool| ready && !exclude.contains(&index);
+        self.select_among(key, exclude, true).or_else(|| self.select_among(key, exclude, false))
+    }
+
+    fn select_among(&self, key: &[u8], exclude: &[usize], ready_only: bool) -> Option<usize> {
+        let accept = |index: usize, ready: bool| (ready || !ready_only) && !exclude.contains(&index);
         match (&self.selector, self.balance) {
             (Selector::RoundRobin(_), Balance::LeastConn) => {
                 let candidates: Vec<(usize, usize)> = (0..self.upstreams.len())

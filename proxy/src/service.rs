@@ -317,7 +317,10 @@ impl ProxyHttp for McpProxy {
             tracing::debug!(route = %route.config.name, ?invalidations, "invalidating on upstream notification");
             self.cache.invalidate(&route.config.name, &invalidations);
         }
-        if end_of_stream {
+        // Store as soon as the answer is known: an SSE client may close the stream right
+        // after the response event, before the upstream's end of stream arrives.
+        let answered = ctx.observer.as_ref().is_some_and(|o| o.result.is_some());
+        if answered || end_of_stream {
             self.store_captured(ctx);
         }
         Ok(None)
@@ -369,8 +372,9 @@ impl ProxyHttp for McpProxy {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
             ctx.outcome = Outcome::Stale;
             let headers = answer_headers(session, Outcome::Stale);
-            if respond(session, 200, body, &headers, true).await.is_ok() {
-                return FailToProxy { error_code: 200, can_reuse_downstream: true };
+            // After a failed upstream attempt the connection's state is uncertain: close it.
+            if respond(session, 200, body, &headers, false).await.is_ok() {
+                return FailToProxy { error_code: 200, can_reuse_downstream: false };
             }
         }
         let (status, code, message) = classify_failure(e, ctx, &route_name);
@@ -453,13 +457,16 @@ impl McpProxy {
         }
     }
 
-    /// At the end of an upstream answer: store its result if the cache may keep it.
+    /// Once the upstream has answered: store the result if the cache may keep it (once).
     fn store_captured(&self, ctx: &mut Ctx) {
         let (Some(observer), Some(cache_ctx), Some(snapshot)) =
-            (ctx.observer.as_ref(), ctx.cache.as_ref(), ctx.snapshot.as_ref())
+            (ctx.observer.as_ref(), ctx.cache.as_mut(), ctx.snapshot.as_ref())
         else {
             return;
         };
+        if std::mem::replace(&mut cache_ctx.stored, true) {
+            return;
+        }
         let route = &snapshot.routes[ctx.route];
         let Some(result) = observer.cacheable_result() else { return };
         if route.config.policy.readonly_tools && cache_ctx.lookup.method == "tools/list" {
@@ -597,12 +604,12 @@ impl ContextText for Error {
     }
 }
 
-/// The pool index and upstream session id behind an edge session id, if it still has a
-/// live upstream.
+/// The pool index and upstream session id behind an edge session id, if its upstream is still
+/// in the pool. (An unreachable upstream is found out on connecting: the client then gets 404.)
 fn pin_session(route: &Route, edge_session: &str) -> Option<(usize, String)> {
     let (upstream_id, upstream_session) = affinity::decode(edge_session)?;
     let index = route.pool.find_by_id(upstream_id)?;
-    route.pool.is_ready(index).then(|| (index, upstream_session.to_string()))
+    Some((index, upstream_session.to_string()))
 }
 
 async fn reject_unknown_session(session: &mut Session, id: Option<&str>) -> Result<bool> {

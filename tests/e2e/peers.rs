@@ -119,3 +119,103 @@ async fn server_everything_through_the_proxy() {
     assert_eq!(reply.tool_text(), "Echo: hi");
     assert_eq!(reply.header("x-accel-buffering"), Some("no"));
 }
+
+/// The `reads` count the SDK client's last call reported (the Python server counts reads).
+fn reads_reported(run: &serde_json::Value) -> &str {
+    run["call"]["text"].as_str().expect("reads tool text")
+}
+
+#[tokio::test]
+async fn python_sdk_public_hints_are_served_from_the_cache() {
+    let (_server, port) = python_server(&["--hints", "public"]).await;
+    let proxy = proxy(&upstream_route(port)).await;
+    let first = sdk_client(&proxy.url("/mcp"), "2026-07-28", "reads", "{}").await;
+    let second = sdk_client(&proxy.url("/mcp"), "2026-07-28", "reads", "{}").await;
+    assert_eq!(reads_reported(&first), "1");
+    assert_eq!(reads_reported(&second), "1", "the second pass must not reach the upstream");
+    assert_eq!(first["reads"], second["reads"]);
+    assert_eq!(first["tools"], second["tools"]);
+}
+
+#[tokio::test]
+async fn python_sdk_unhinted_and_private_answers_reach_the_upstream() {
+    for hints in ["none", "private"] {
+        let (_server, port) = python_server(&["--hints", hints]).await;
+        let proxy = proxy(&upstream_route(port)).await;
+        sdk_client(&proxy.url("/mcp"), "2026-07-28", "reads", "{}").await;
+        let second = sdk_client(&proxy.url("/mcp"), "2026-07-28", "reads", "{}").await;
+        assert_eq!(reads_reported(&second), "2", "hints {hints}: no credential, nothing may be shared");
+    }
+}
+
+#[tokio::test]
+async fn python_sdk_private_answers_stay_with_their_credential() {
+    let (_server, port) = python_server(&["--hints", "private"]).await;
+    let proxy = proxy(&upstream_route(port)).await;
+    let mcp = proxy.mcp();
+    let outcome = |reply: &Reply| reply.header("x-cache").unwrap_or_default().to_string();
+    assert_eq!(outcome(&read(&mcp, "docs://readme", Some("Bearer alice")).await), "MISS");
+    let again = read(&mcp, "docs://readme", Some("Bearer alice")).await;
+    assert_eq!(outcome(&again), "HIT");
+    assert_eq!(again.json()["result"]["cacheScope"], "private");
+    assert_eq!(outcome(&read(&mcp, "docs://readme", Some("Bearer bob")).await), "MISS", "bob never gets alice's entry");
+    assert_eq!(outcome(&read(&mcp, "docs://readme", None).await), "MISS");
+}
+
+#[tokio::test]
+async fn python_sdk_handshake_era_answers_are_per_session_unless_shared() {
+    let (_server, port) = python_server(&["--hints", "public"]).await;
+    let per_session = proxy(&upstream_route(port)).await;
+    sdk_client(&per_session.url("/mcp"), "legacy", "reads", "{}").await;
+    let second = sdk_client(&per_session.url("/mcp"), "legacy", "reads", "{}").await;
+    assert_eq!(reads_reported(&second), "2", "handshake-era results carry no hints: private to each session");
+
+    let (_server, port) = python_server(&[]).await;
+    let shared = proxy(&format!("{}[route.policy]\nshared = true\n", upstream_route(port))).await;
+    sdk_client(&shared.url("/mcp"), "legacy", "reads", "{}").await;
+    let second = sdk_client(&shared.url("/mcp"), "legacy", "reads", "{}").await;
+    assert_eq!(reads_reported(&second), "1", "shared = true: the operator vouches the answers are public");
+}
+
+#[tokio::test]
+async fn server_everything_resource_updates_invalidate_the_cache() {
+    let (_server, port) = everything_server().await;
+    let proxy = proxy(&upstream_route(port)).await;
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    let uri = "demo://resource/static/document/architecture.md";
+    let read_it = |id: u64| {
+        let (mcp, session) = (mcp.clone(), session.clone());
+        async move { mcp.in_session(&session, id, "resources/read", serde_json::json!({"uri": uri})).await }
+    };
+    assert_eq!(read_it(1).await.header("x-cache"), Some("MISS"));
+    assert_eq!(read_it(2).await.header("x-cache"), Some("HIT"));
+
+    // Subscribe, open the server-to-client stream, and have the server send updates.
+    let subscribed = mcp.in_session(&session, 3, "resources/subscribe", serde_json::json!({"uri": uri})).await;
+    assert_eq!(subscribed.status, 200);
+    let stream = mcp
+        .client
+        .get(&mcp.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let toggle = serde_json::json!({"name": "toggle-subscriber-updates", "arguments": {}});
+    assert_eq!(mcp.in_session(&session, 4, "tools/call", toggle).await.status, 200);
+    let mut events = stream.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !seen.contains("notifications/resources/updated") {
+        let chunk = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut events))
+            .await
+            .expect("server-everything sends an update within 15 s")
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(read_it(5).await.header("x-cache"), Some("MISS"), "the update notification invalidated the entry");
+}
