@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Load benchmark: resources/read POSTs sent direct to the demo upstream, through nginx (plain
 # reverse proxy, the baseline) and through mcp-edge, in one run on this machine.
-# usage: benches/load/run.sh [DURATION_SECONDS] [CONNECTIONS]
+# usage: benches/load/run.sh [pass|hits|all] [DURATION_SECONDS] [CONNECTIONS]
+#   pass: pass-through (direct vs nginx vs mcp-edge); hits: cache hits of 1 KiB resources vs
+#   nginx returning a fixed 1 KiB body, as the cache grows, and from the disk tier.
 # Needs: wrk and nginx (apt-get install -y wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${1:-10}
-CONNECTIONS=${2:-64}
+MODE=${1:-all}
+DURATION=${2:-10}
+CONNECTIONS=${3:-64}
 WORKERS=${WORKERS:-2}
 for tool in wrk nginx; do
   command -v $tool >/dev/null || { echo "needs $tool: apt-get install -y wrk nginx-light" >&2; exit 1; }
@@ -21,40 +24,86 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
-UP=$(port); EDGE=$(port); NGINX=$(port)
+UP=$(port); EDGE=$(port); NGINX=$(port); DISK_EDGE=$(port)
+UP_NOCACHE=$(port)
 $BIN upstream --listen 127.0.0.1:$UP --name bench --json 2>"$DIR/upstream.log" & PIDS+=($!)
+# The pass-through upstream says ttlMs 0: its answers are never cached.
+$BIN upstream --listen 127.0.0.1:$UP_NOCACHE --name bench --json --ttl-ms 0 2>>"$DIR/upstream.log" & PIDS+=($!)
 cat > "$DIR/edge.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$EDGE"]
 threads = $WORKERS
 [admin]
 listen = ""
+[cache]
+memory = "512MiB"
+[[route]]
+path = "/mcp"
+upstreams = ["http://127.0.0.1:$UP/mcp"]
+[[route]]
+path = "/nocache"
+upstreams = ["http://127.0.0.1:$UP_NOCACHE/mcp"]
+TOML
+cat > "$DIR/disk.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$DISK_EDGE"]
+threads = $WORKERS
+[admin]
+listen = ""
+[cache]
+memory = "8MiB"
+disk_path = "$DIR/cache"
+disk_size = "1GiB"
 [[route]]
 path = "/mcp"
 upstreams = ["http://127.0.0.1:$UP/mcp"]
 TOML
 RUST_LOG=warn $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & PIDS+=($!)
+RUST_LOG=warn $BIN run --config "$DIR/disk.toml" 2>"$DIR/disk.log" & DISK_PID=$!; PIDS+=($DISK_PID)
 FIXED='{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"demo://docs/1","text":"'$(printf 'x%.0s' $(seq 950))'"}]}}'
 mkdir -p "$DIR"/{body,proxy,fastcgi,uwsgi,scgi}
-sed -e "s|@WORKERS@|$WORKERS|; s|@DIR@|$DIR|g; s|@UPSTREAM_PORT@|$UP|; s|@PORT@|$NGINX|; s|@FIXED_BODY@|$FIXED|" \
+sed -e "s|@WORKERS@|$WORKERS|; s|@DIR@|$DIR|g; s|@UPSTREAM_PORT@|$UP_NOCACHE|; s|@PORT@|$NGINX|; s|@FIXED_BODY@|$FIXED|" \
   benches/load/nginx.conf.in > "$DIR/nginx.conf"
 nginx -c "$DIR/nginx.conf" -p "$DIR" 2>"$DIR/nginx.log" & PIDS+=($!)
-wait_port $UP; wait_port $EDGE; wait_port $NGINX
+wait_port $UP; wait_port $UP_NOCACHE; wait_port $EDGE; wait_port $NGINX; wait_port $DISK_EDGE
 
-measure() { # name url
-  wrk -t2 -c"$CONNECTIONS" -d1s -s benches/load/read.lua "$2" >/dev/null 2>&1 || true   # warm-up
+measure() { # name url VAR [script]
+  local script=${4:-benches/load/read.lua}
+  wrk -t2 -c"$CONNECTIONS" -d1s -s "$script" "$2" >/dev/null 2>&1 || true   # warm-up
   local line
-  line=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/load/read.lua "$2" | grep '^RESULT')
-  printf '%-28s %s\n' "$1" "${line#RESULT }"
+  line=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$2" | grep '^RESULT')
+  printf '%-40s %s\n' "$1" "${line#RESULT }"
   eval "$(echo "${line#RESULT }" | sed 's/ /;/g; s/\([a-z0-9]*\)=/\U\1_'"$3"'=/g')"
 }
-echo "resources/read, $CONNECTIONS connections, ${DURATION}s, $WORKERS proxy workers"
-measure "direct to upstream" "http://127.0.0.1:$UP/mcp" DIRECT
-measure "nginx reverse proxy" "http://127.0.0.1:$NGINX/mcp" NGINX
-measure "mcp-edge (pass-through)" "http://127.0.0.1:$EDGE/mcp" EDGE
-python3 - "$RPS_NGINX" "$RPS_EDGE" "$P99_DIRECT" "$P99_EDGE" "$P50_DIRECT" "$P50_EDGE" <<'PY'
-import sys
-nginx, edge, p99d, p99e, p50d, p50e = map(float, sys.argv[1:])
-print(f"mcp-edge / nginx req/s: {edge / nginx:.2f}")
-print(f"added latency vs direct: p50 {p50e - p50d:+.3f} ms, p99 {p99e - p99d:+.3f} ms")
-PY
+fill() { # url keys: one sequential pass over the keys, so each is cached
+  KEYS=$2 SEQUENTIAL=1 wrk -t1 -c8 -d"$(( $2 / 2000 + 2 ))s" -s benches/load/random-read.lua "$1" >/dev/null
+}
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+
+if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
+  echo "== pass-through: resources/read, $CONNECTIONS connections, ${DURATION}s, $WORKERS proxy workers"
+  # ttlMs 0 upstream: nothing is cached, every request goes through.
+  measure "direct to upstream" "http://127.0.0.1:$UP_NOCACHE/mcp" DIRECT
+  measure "nginx reverse proxy" "http://127.0.0.1:$NGINX/mcp_nocache" NGINX
+  measure "mcp-edge (pass-through)" "http://127.0.0.1:$EDGE/nocache" EDGE
+  echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX")"
+  python3 -c "import sys; d,e,f,g=map(float,sys.argv[1:]); print(f'added latency vs direct: p50 {e-d:+.3f} ms, p99 {g-f:+.3f} ms')" \
+    "$P50_DIRECT" "$P50_EDGE" "$P99_DIRECT" "$P99_EDGE"
+fi
+
+if [ "$MODE" = hits ] || [ "$MODE" = all ]; then
+  echo "== cache hits: 1 KiB resources/read, $CONNECTIONS connections, ${DURATION}s"
+  measure "nginx fixed 1 KiB body" "http://127.0.0.1:$NGINX/fixed" FIXED
+  for keys in 1 1000 100000; do
+    fill "http://127.0.0.1:$EDGE/mcp" $keys
+    KEYS=$keys measure "mcp-edge hits, $keys entries (memory)" "http://127.0.0.1:$EDGE/mcp" "HITS$keys" benches/load/random-read.lua
+    eval "echo \"  vs nginx fixed: \$(ratio \$RPS_HITS$keys \$RPS_FIXED)\""
+  done
+  fill "http://127.0.0.1:$DISK_EDGE/mcp" 100000
+  kill "$DISK_PID"; wait "$DISK_PID" 2>/dev/null || true
+  RUST_LOG=warn $BIN run --config "$DIR/disk.toml" 2>>"$DIR/disk.log" & PIDS+=($!)
+  wait_port $DISK_EDGE
+  KEYS=100000 measure "mcp-edge hits, 100000 entries, after restart (8 MiB memory, rest on disk)" \
+    "http://127.0.0.1:$DISK_EDGE/mcp" DISK benches/load/random-read.lua
+  echo "  vs nginx fixed: $(ratio "$RPS_DISK" "$RPS_FIXED")"
+fi

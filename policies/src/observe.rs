@@ -155,6 +155,10 @@ mod tests {
         big.feed(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
         big.finish();
         assert_eq!(big.cacheable_result(), None);
+        let mut broken = Observer::new(Some("1".into()), false, 1 << 20);
+        broken.feed(br#"{"jsonrpc":"2.0","id":1,"result":{"contents":[}"#);
+        broken.finish();
+        assert_eq!(broken.cacheable_result(), None, "not valid JSON: passed through, not cached");
         let mut other = Observer::new(Some("1".into()), false, 1 << 20);
         other.feed(br#"{"jsonrpc":"2.0","id":2,"result":{}}"#);
         other.finish();

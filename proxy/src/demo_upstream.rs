@@ -7,9 +7,13 @@
 //! - Stateless era (`MCP-Protocol-Version` ≥ 2026-07-28): no sessions; mirrored headers are
 //!   checked; results carry `resultType`, and cacheable ones `ttlMs`/`cacheScope`.
 //!
-//! Test tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
-//! `resources/read` it served), `sleep {ms}`, `slow_events {delay_ms}` (an SSE progress
-//! event, a pause, then the result).
+//! Resources: `demo://docs/{n}`, `demo://clock` (the time), `demo://me` (echoes the caller's
+//! `Authorization`), `demo://slow` (answers after 500 ms), `demo://versioned/{name}` (shows a
+//! version the `touch` tool bumps), `demo://kib/{n}` (1 KiB of text, for benchmarks).
+//! Tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
+//! `resources/read` it served), `request_headers` (what arrived), `sleep {ms}`,
+//! `slow_events {delay_ms}` (an SSE progress event, a pause, then the result), `touch {uri}`
+//! (bumps the version; its SSE answer carries `notifications/resources/updated` for `uri`).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -289,6 +293,9 @@ fn read_resource(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> 
     let text = if uri == "demo://me" {
         let who = call.seen_headers.lines().find_map(|l| l.strip_prefix("authorization: ")).unwrap_or("anonymous");
         format!("you are {who}")
+    } else if let Some(n) = uri.strip_prefix("demo://kib/") {
+        // 1 KiB of text (benchmarks).
+        format!("{n:<1024}")
     } else if uri == "demo://slow" {
         "slow resource".to_string()
     } else if let Some(name) = uri.strip_prefix("demo://versioned/") {

@@ -279,3 +279,47 @@ async fn metrics_count_what_happens() {
     let check = Command::new(bin()).args(["check", "--config"]).arg(&proxy.config_path).output().unwrap();
     assert!(check.status.success());
 }
+
+#[tokio::test]
+async fn tool_calls_are_cached_only_when_the_route_opts_in() {
+    let upstream = demo_upstream("a", &[]).await;
+    let call = |mcp: &Mcp, name: &'static str, args: Value| {
+        let mcp = mcp.clone();
+        async move {
+            mcp.stateless("tools/call", json!({"name": name, "arguments": args}), &[("authorization", "Bearer u")])
+                .await
+        }
+    };
+    // Named tools.
+    let named = proxy(&route(&[&upstream], "[route.policy]\ncache_tools = [\"echo\"]")).await;
+    let mcp = named.mcp();
+    assert_eq!(x_cache(&call(&mcp, "echo", json!({"message": "hi"})).await), "MISS");
+    let hit = call(&mcp, "echo", json!({"message": "hi"})).await;
+    assert_eq!((x_cache(&hit), hit.tool_text().as_str()), ("HIT", "hi"));
+    assert_eq!(x_cache(&call(&mcp, "echo", json!({"message": "other"})).await), "MISS", "other arguments");
+    assert_eq!(x_cache(&call(&mcp, "whoami", json!({})).await), "BYPASS");
+
+    // Tools the upstream declares read-only, idempotent and closed-world, once its tools/list was seen.
+    let learned = proxy(&route(&[&upstream], "[route.policy]\nreadonly_tools = true")).await;
+    let mcp = learned.mcp();
+    assert_eq!(x_cache(&call(&mcp, "add", json!({"a": 1, "b": 2})).await), "BYPASS", "not known read-only yet");
+    mcp.stateless("tools/list", json!({}), &[]).await;
+    assert_eq!(x_cache(&call(&mcp, "add", json!({"a": 1, "b": 2})).await), "MISS");
+    let hit = call(&mcp, "add", json!({"b": 2, "a": 1})).await;
+    assert_eq!((x_cache(&hit), hit.tool_text().as_str()), ("HIT", "3"));
+    assert_eq!(x_cache(&call(&mcp, "echo", json!({"message": "x"})).await), "BYPASS", "echo is not read-only");
+}
+
+#[tokio::test]
+async fn oversized_results_pass_through_uncached() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy_full(&route(&[&upstream], ""), "", |_| "[cache]\nmax_entry_size = \"1KiB\"\n".into()).await;
+    let mcp = proxy.mcp();
+    for _ in 0..2 {
+        let big = read(&mcp, "demo://kib/1", None).await;
+        assert_eq!(big.status, 200);
+        assert_eq!(x_cache(&big), "MISS", "a result over max_entry_size is not stored");
+    }
+    read(&mcp, "demo://docs/1", None).await;
+    assert_eq!(x_cache(&read(&mcp, "demo://docs/1", None).await), "HIT", "small results still are");
+}
