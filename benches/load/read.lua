@@ -9,11 +9,5 @@ wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
 wrk.headers["Mcp-Method"] = "resources/read"
 wrk.headers["Mcp-Name"] = uri
 
--- One machine-readable line: requests/s, p50, p99 (ms), errors.
-done = function(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write +
-    summary.errors.status + summary.errors.timeout
-  io.write(string.format("RESULT rps=%.0f p50=%.3f p99=%.3f errors=%d\n",
-    summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, errors))
-end
+-- run.sh starts wrk from the repository root.
+dofile("benches/load/report.lua")

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
@@ -17,8 +18,21 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
+/// A port no other test of this run will get. Ports come from a counter below Linux's
+/// ephemeral range (32768+), which the kernel never hands out on its own: a port freed here and
+/// bound a moment later by a slow-starting child (the Python server takes a second or two)
+/// cannot meanwhile go to another test.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ =
+        NEXT.compare_exchange(0, 20_000 + (std::process::id() % 600) as u16 * 20, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_768, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process, killed on drop. Its stderr/stdout go to a log file shown on failure.
@@ -294,6 +308,20 @@ impl Mcp {
         let ack = self.post(initialized, &[("mcp-session-id", &session), ("mcp-protocol-version", "2025-11-25")]).await;
         assert_eq!(ack.status, 202, "notifications/initialized: {ack:?}");
         session
+    }
+
+    /// Opens the handshake-era server-to-client stream (GET) of `session`.
+    pub async fn open_stream(&self, session: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25");
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("GET stream")
     }
 
     /// A handshake-era request within `session`.

@@ -64,15 +64,7 @@ async fn get_stream_carries_last_event_id_and_stays_open() {
     let proxy = proxy(&route(&[&upstream], "read_timeout = \"500ms\"")).await;
     let mcp = proxy.mcp();
     let session = mcp.initialize().await;
-    let response = mcp
-        .client
-        .get(&mcp.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("last-event-id", "evt-41")
-        .send()
-        .await
-        .unwrap();
+    let response = mcp.open_stream(&session, &[("last-event-id", "evt-41")]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut stream = response.bytes_stream();
@@ -187,4 +179,24 @@ async fn routes_are_chosen_by_longest_prefix() {
     let proxy = proxy(&routes).await;
     assert_eq!(whoami(&proxy.mcp()).await, "a");
     assert_eq!(whoami(&Mcp::new(&proxy.url("/mcp/b"))).await, "b");
+}
+
+#[tokio::test]
+async fn upstream_405_for_get_and_delete_passes_through() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    // The demo upstream, like any stateless-era server, refuses GET and DELETE with 405.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = mcp
+            .client
+            .request(method.clone(), &mcp.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(response.headers()["x-cache"], "BYPASS");
+    }
 }

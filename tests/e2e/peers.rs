@@ -194,15 +194,7 @@ async fn server_everything_resource_updates_invalidate_the_cache() {
     // Subscribe, open the server-to-client stream, and have the server send updates.
     let subscribed = mcp.in_session(&session, 3, "resources/subscribe", serde_json::json!({"uri": uri})).await;
     assert_eq!(subscribed.status, 200);
-    let stream = mcp
-        .client
-        .get(&mcp.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let stream = mcp.open_stream(&session, &[]).await;
     assert_eq!(stream.status(), 200);
     let toggle = serde_json::json!({"name": "toggle-subscriber-updates", "arguments": {}});
     assert_eq!(mcp.in_session(&session, 4, "tools/call", toggle).await.status, 200);
