@@ -9,6 +9,7 @@ mod pool;
 mod runtime;
 mod service;
 mod supervisor;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use mcp_edge_policies::Config;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -115,7 +117,11 @@ fn init_logging() {
 
 fn check(path: &std::path::Path) -> ExitCode {
     let outcome = load_config(path).and_then(|config| {
-        // Resolving upstream hosts is part of what a reload would do: check it too.
+        // Loading the certificate and resolving upstream hosts are part of what starting or
+        // reloading would do: check them too.
+        if let Some(tls_config) = &config.server.tls {
+            tls::load(tls_config)?;
+        }
         Runtime::build(config).map(|_| ())
     });
     match outcome {
@@ -156,6 +162,14 @@ fn demo(port: u16, upstream_port: u16) -> ExitCode {
 fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let listeners = config.server.listen.clone();
     let threads = config.server.threads;
+    let certificates = match config.server.tls.as_ref().map(tls::load).transpose() {
+        Ok(first) => first.map(tls::Certificates::new),
+        Err(problem) => {
+            eprintln!("{problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tls_listeners = config.server.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
     let runtime = match Runtime::build(config) {
         Ok(runtime) => runtime,
         Err(problem) => {
@@ -189,10 +203,25 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     for addr in &listeners {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(certificates) = &certificates {
+        for addr in &tls_listeners {
+            let mut settings = match TlsSettings::intermediate("", "") {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("TLS settings: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            settings.set_cert_resolver(certificates.clone());
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            tracing::info!("mcp-edge listening on https://{addr} (HTTP/1.1 and h2)");
+        }
+    }
     server.add_service(proxy);
     server.add_service(background_service(
         "supervisor",
-        supervisor::Supervisor { live, cache: cache_for_shutdown, config_path },
+        supervisor::Supervisor { live, cache: cache_for_shutdown, certificates, config_path },
     ));
     for addr in &listeners {
         tracing::info!("mcp-edge listening on http://{addr}");

@@ -11,10 +11,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cache::EdgeCache;
 use crate::pool::Pool;
 use crate::runtime::{Live, Runtime, load_config};
+use crate::tls::Certificates;
 
 pub struct Supervisor {
     pub live: Live,
     pub cache: Arc<EdgeCache>,
+    /// The TLS listeners' certificate, replaced on reload.
+    pub certificates: Option<Arc<Certificates>>,
     /// The file to re-read on SIGHUP (`None` for `mcp-edge demo`, whose config is built in).
     pub config_path: Option<PathBuf>,
 }
@@ -49,9 +52,19 @@ impl Supervisor {
             tracing::info!("SIGHUP: the demo configuration is built in; nothing to reload");
             return;
         };
-        let outcome = load_config(path).and_then(Runtime::build);
+        let outcome = load_config(path).and_then(|config| {
+            // The certificate is loaded before anything is swapped: a bad one refuses the reload.
+            let certificate = match (&config.server.tls, &self.certificates) {
+                (Some(tls), Some(_)) => Some(crate::tls::load(tls)?),
+                _ => None,
+            };
+            Ok((Runtime::build(config)?, certificate))
+        });
         match outcome {
-            Ok(runtime) => {
+            Ok((runtime, certificate)) => {
+                if let (Some(certificate), Some(certificates)) = (certificate, &self.certificates) {
+                    certificates.replace(certificate);
+                }
                 warn_about_restart_only_changes(&self.live.load().config, &runtime.config);
                 let runtime = Arc::new(runtime);
                 spawn_health_checks(&runtime);
@@ -78,6 +91,9 @@ fn warn_about_restart_only_changes(old: &mcp_edge_policies::Config, new: &mcp_ed
     }
     if old.cache != new.cache {
         tracing::warn!("[cache] changed: it takes effect only after a restart");
+    }
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        tracing::warn!("[server.tls] was added or removed: that takes effect only after a restart");
     }
     if old.admin != new.admin {
         tracing::warn!("admin.listen changed: it takes effect only after a restart");

@@ -7,3 +7,4 @@ mod errors;
 mod harness;
 mod passthrough;
 mod peers;
+mod tls;

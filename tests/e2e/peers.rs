@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::harness::*;
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let path =
         std::env::var_os("MCP_EDGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace().join(".venv/bin/python"));
     assert!(

@@ -1,0 +1,157 @@
+//! TLS termination: HTTP/1.1 and h2 with a certificate made here, the SDK client over https,
+//! certificates rotated by SIGHUP while a stream stays open, and clear `check` errors.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+use crate::harness::*;
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it (ECDSA P-256).
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki(name: &str) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, format!("mcp-edge test CA {name}"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    Pki { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+}
+
+fn install(pki: &Pki, dir: &Path) {
+    std::fs::write(dir.join("cert.pem"), &pki.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &pki.key_pem).unwrap();
+}
+
+fn client_trusting(pki: &Pki, h2: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let builder = reqwest::Client::builder().tls_built_in_root_certs(false).add_root_certificate(ca);
+    let builder = if h2 { builder } else { builder.http1_only() };
+    builder.timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+async fn tls_proxy(upstream: &Upstream, first: &Pki) -> (Proxy, u16) {
+    let tls_port = free_port();
+    let proxy = proxy_full(&route(&[upstream], ""), "", |dir| {
+        install(first, dir);
+        format!(
+            "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = {:?}\nkey = {:?}\n",
+            dir.join("cert.pem").display().to_string(),
+            dir.join("key.pem").display().to_string()
+        )
+    })
+    .await;
+    wait_listening(tls_port, &proxy.process).await;
+    (proxy, tls_port)
+}
+
+#[tokio::test]
+async fn https_with_http1_and_h2() {
+    let upstream = demo_upstream("a", &[]).await;
+    let first = pki("one");
+    let (_proxy, tls_port) = tls_proxy(&upstream, &first).await;
+    let url = format!("https://127.0.0.1:{tls_port}/mcp");
+    for (h2, version) in [(false, reqwest::Version::HTTP_11), (true, reqwest::Version::HTTP_2)] {
+        let mcp = Mcp { client: client_trusting(&first, h2), url: url.clone() };
+        let response =
+            mcp.client.post(&url).header("content-type", "application/json").body("{}").send().await.unwrap();
+        assert_eq!(response.version(), version);
+        let reply = read(&mcp, "demo://docs/1", None).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.json()["result"]["contents"][0]["text"], "Document 1, served by a.");
+        let seen =
+            mcp.stateless("tools/call", serde_json::json!({"name": "request_headers", "arguments": {}}), &[]).await;
+        assert!(seen.tool_text().contains("x-forwarded-proto: https\n"), "{}", seen.tool_text());
+    }
+}
+
+#[tokio::test]
+async fn the_sdk_client_works_over_https() {
+    let upstream = demo_upstream("a", &[]).await;
+    let first = pki("one");
+    let (proxy, tls_port) = tls_proxy(&upstream, &first).await;
+    let ca_file = proxy.config_path.with_file_name("ca.pem");
+    std::fs::write(&ca_file, &first.ca_pem).unwrap();
+    let output = tokio::process::Command::new(crate::peers::python())
+        .arg(workspace().join("tests/peers/python/peer_client.py"))
+        .args([&format!("https://127.0.0.1:{tls_port}/mcp"), "2026-07-28", "add", r#"{"a": 20, "b": 22}"#])
+        .env("SSL_CERT_FILE", &ca_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["call"]["text"], "42");
+}
+
+#[tokio::test]
+async fn sighup_rotates_the_certificate_without_dropping_an_open_stream() {
+    let upstream = demo_upstream("a", &[]).await;
+    let (first, second) = (pki("one"), pki("two"));
+    let (proxy, tls_port) = tls_proxy(&upstream, &first).await;
+    let url = format!("https://127.0.0.1:{tls_port}/mcp");
+    let old_client = Mcp { client: client_trusting(&first, false), url: url.clone() };
+    let session = old_client.initialize().await;
+    let stream = old_client.open_stream(&session, &[]).await;
+    assert_eq!(stream.status(), 200);
+    let mut events = stream.bytes_stream();
+    events.next().await.expect("first event").unwrap();
+
+    install(&second, proxy.config_path.parent().unwrap());
+    proxy.process.signal("HUP");
+    let new_client = Mcp { client: client_trusting(&second, false), url: url.clone() };
+    let mut rotated = false;
+    for _ in 0..100 {
+        if new_client.client.post(&url).body("{}").send().await.is_ok() {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "new handshakes must get the new certificate:\n{}", proxy.process.log());
+    let fresh = Mcp { client: client_trusting(&first, false), url };
+    assert!(fresh.client.post(&fresh.url).body("{}").send().await.is_err(), "the old certificate is no longer served");
+    // The stream opened before the rotation still delivers (keep-alive comments every second).
+    let later = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("stream still open");
+    assert!(later.is_some_and(|chunk| chunk.is_ok()));
+}
+
+#[test]
+fn check_reports_an_unreadable_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp-edge.toml");
+    std::fs::write(
+        &config,
+        "[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n\
+         [[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n",
+    )
+    .unwrap();
+    let output = Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot read /nonexistent/cert.pem"), "{stderr}");
+
+    let first = pki("one");
+    install(&first, dir.path());
+    std::fs::write(dir.path().join("key.pem"), pki("other").key_pem).unwrap();
+    let mismatched =
+        std::fs::read_to_string(&config).unwrap().replace("/nonexistent", &dir.path().display().to_string());
+    std::fs::write(&config, mismatched).unwrap();
+    let output = Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("do not belong together"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
