@@ -3,8 +3,10 @@
 mod admin;
 mod cache;
 mod cached;
+mod compress;
 mod demo_upstream;
 mod metrics;
+mod poll;
 mod pool;
 mod runtime;
 mod service;
@@ -112,7 +114,9 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

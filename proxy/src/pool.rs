@@ -82,7 +82,7 @@ impl Pool {
 
     /// Static discovery never waits, so the first update completes at once.
     fn load_backends(&self) {
-        use futures_lite_now::now_or_never;
+        use crate::poll::now_or_never;
         let done = match &self.selector {
             Selector::RoundRobin(lb) => now_or_never(lb.update()),
             Selector::Consistent(lb) => now_or_never(lb.update()),
@@ -193,19 +193,4 @@ fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {
         .map_err(|e| format!("upstream {:?}: cannot resolve {}: {e}", url.url, url.host))?
         .next()
         .ok_or_else(|| format!("upstream {:?}: {} has no address", url.url, url.host))
-}
-
-/// Polls a future once; static discovery resolves immediately.
-mod futures_lite_now {
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
-
-    pub fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
-        let mut context = Context::from_waker(Waker::noop());
-        match pin!(future).poll(&mut context) {
-            Poll::Ready(output) => Some(output),
-            Poll::Pending => None,
-        }
-    }
 }

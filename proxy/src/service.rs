@@ -63,6 +63,10 @@ pub struct Ctx {
     /// Watches the upstream answer (result capture, notifications).
     observer: Option<Observer>,
     _active: crate::metrics::ActiveRequest,
+    /// The client accepts gzip (and the configuration allows it).
+    accepts_gzip: bool,
+    /// Compresses the body of the answer being proxied.
+    gzip: Option<crate::compress::Gzip>,
 }
 
 impl Ctx {
@@ -118,6 +122,8 @@ impl ProxyHttp for McpProxy {
             outcome: Outcome::Bypass,
             observer: None,
             _active: crate::metrics::ActiveRequest::start(),
+            accepts_gzip: false,
+            gzip: None,
         }
     }
 
@@ -129,6 +135,8 @@ impl ProxyHttp for McpProxy {
         };
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route_index;
+        ctx.accepts_gzip =
+            snapshot.config.compression.gzip && crate::compress::accepts_gzip(header_str(session, "accept-encoding"));
         let route = &snapshot.routes[route_index];
 
         let method = session.req_header().method.clone();
@@ -294,7 +302,36 @@ impl ProxyHttp for McpProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         response.insert_header("x-cache", ctx.outcome.as_str())?;
+        let Some(snapshot) = ctx.snapshot.as_ref() else { return Ok(()) };
+        let config = &snapshot.config.compression;
+        if crate::compress::compressible(config, response) {
+            crate::compress::add_vary(response)?;
+        }
+        if ctx.accepts_gzip && crate::compress::worth_it(config, response) {
+            let sse =
+                response.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            crate::compress::mark_gzipped(response)?;
+            ctx.gzip = Some(crate::compress::Gzip::new(sse));
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let Some(gzip) = ctx.gzip.as_mut() else { return Ok(None) };
+        let mut out = body.as_ref().map(|chunk| gzip.chunk(chunk)).unwrap_or_default();
+        if end_of_stream {
+            let mut whole = out.to_vec();
+            whole.extend_from_slice(&gzip.finish());
+            out = Bytes::from(whole);
+        }
+        *body = Some(out);
+        Ok(None)
     }
 
     fn upstream_response_body_filter(
@@ -371,7 +408,8 @@ impl ProxyHttp for McpProxy {
         {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
             ctx.outcome = Outcome::Stale;
-            let headers = answer_headers(session, Outcome::Stale);
+            let mut headers = answer_headers(session, Outcome::Stale);
+            let body = compress_answer(ctx, body, &mut headers);
             // After a failed upstream attempt the connection's state is uncertain: close it.
             if respond(session, 200, body, &headers, false).await.is_ok() {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
@@ -444,7 +482,8 @@ impl McpProxy {
                     return Ok(false);
                 };
                 ctx.outcome = Outcome::Hit;
-                let headers = answer_headers(session, Outcome::Hit);
+                let mut headers = answer_headers(session, Outcome::Hit);
+                let body = compress_answer(ctx, body, &mut headers);
                 respond(session, 200, body, &headers, true).await?;
                 Ok(true)
             }
@@ -656,6 +695,20 @@ fn answer_headers(session: &Session, outcome: Outcome) -> Vec<(&'static str, Str
         headers.push(("mcp-session-id", edge_session.to_string()));
     }
     headers
+}
+
+/// gzips a cached answer when the client accepts it and it is large enough.
+fn compress_answer(ctx: &Ctx, body: Bytes, headers: &mut Vec<(&'static str, String)>) -> Bytes {
+    let Some(config) = ctx.snapshot.as_ref().map(|s| &s.config.compression) else { return body };
+    if !config.gzip {
+        return body;
+    }
+    headers.push(("vary", "Accept-Encoding".to_string()));
+    if !ctx.accepts_gzip || (body.len() as u64) < config.min_size {
+        return body;
+    }
+    headers.push(("content-encoding", "gzip".to_string()));
+    crate::compress::gzip(&body)
 }
 
 /// Writes a whole `application/json` response.

@@ -3,6 +3,7 @@
 mod balancing;
 mod cache;
 mod cli;
+mod compression;
 mod errors;
 mod harness;
 mod passthrough;

@@ -22,7 +22,7 @@ fn peer_script(name: &str) -> PathBuf {
     workspace().join("tests/peers/python").join(name)
 }
 
-async fn python_server(extra: &[&str]) -> (Process, u16) {
+pub async fn python_server(extra: &[&str]) -> (Process, u16) {
     let port = free_port();
     let process = Process::spawn(
         "python MCP server",
@@ -51,7 +51,7 @@ async fn everything_server() -> (Process, u16) {
 }
 
 /// Runs the SDK client against `url` and returns what it printed (JSON).
-async fn sdk_client(url: &str, mode: &str, tool: &str, args: &str) -> serde_json::Value {
+pub async fn sdk_client(url: &str, mode: &str, tool: &str, args: &str) -> serde_json::Value {
     let output = tokio::process::Command::new(python())
         .arg(peer_script("peer_client.py"))
         .args([url, mode, tool, args])

@@ -1,0 +1,141 @@
+//! gzip for responses (async-compression): whole bodies for JSON, and for SSE (when
+//! `compression.sse` is on) a sync flush after every chunk so each event reaches the client
+//! at once. The encoder writes into memory and never waits, so it is driven synchronously
+//! from Pingora's body filters.
+
+use async_compression::Level;
+use async_compression::tokio::write::GzipEncoder;
+use bytes::Bytes;
+use mcp_edge_policies::config::CompressionConfig;
+use pingora::http::ResponseHeader;
+use tokio::io::AsyncWriteExt;
+
+use crate::poll::now_or_never;
+
+/// gzip level 6: zlib's default, the usual size/CPU balance for text.
+const LEVEL: i32 = 6;
+
+/// A gzip stream over one response body.
+pub struct Gzip {
+    encoder: GzipEncoder<Vec<u8>>,
+    /// Flush after every chunk (SSE), so nothing waits in the encoder.
+    flush_each: bool,
+}
+
+impl Gzip {
+    pub fn new(flush_each: bool) -> Gzip {
+        Gzip { encoder: GzipEncoder::with_quality(Vec::new(), Level::Precise(LEVEL)), flush_each }
+    }
+
+    /// Compresses one chunk; returns the bytes ready to send.
+    pub fn chunk(&mut self, data: &[u8]) -> Bytes {
+        now_or_never(self.encoder.write_all(data)).expect("writing to memory never waits").expect("in-memory gzip");
+        if self.flush_each {
+            now_or_never(self.encoder.flush()).expect("in-memory").expect("in-memory gzip");
+        }
+        self.take()
+    }
+
+    /// Ends the stream (trailer included); returns the last bytes.
+    pub fn finish(&mut self) -> Bytes {
+        now_or_never(self.encoder.shutdown()).expect("in-memory").expect("in-memory gzip");
+        self.take()
+    }
+
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(self.encoder.get_mut()))
+    }
+}
+
+/// A whole body, gzipped.
+pub fn gzip(body: &[u8]) -> Bytes {
+    let mut stream = Gzip::new(false);
+    let mut out = stream.chunk(body).to_vec();
+    out.extend_from_slice(&stream.finish());
+    Bytes::from(out)
+}
+
+/// Whether `Accept-Encoding` allows gzip (`gzip` or `*`, with a q-value above 0).
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    let Some(value) = accept_encoding else { return false };
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let zero_q = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q == 0.0));
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero_q
+    })
+}
+
+/// Whether a response of this kind may be compressed at all (then it varies on Accept-Encoding).
+pub fn compressible(config: &CompressionConfig, response: &ResponseHeader) -> bool {
+    let header = |name: &str| response.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = header("content-type");
+    let sse = content_type.starts_with("text/event-stream");
+    // RFC 9110 §7.7: a proxy must not transform a no-transform response, unless the operator
+    // explicitly asked for compressed SSE (SDK servers mark every SSE answer no-transform).
+    let no_transform = header("cache-control").to_ascii_lowercase().contains("no-transform");
+    let kind_ok = content_type.starts_with("application/json") || (sse && config.sse);
+    let transform_allowed = sse || !no_transform;
+    config.gzip && kind_ok && transform_allowed && response.headers.get("content-encoding").is_none()
+}
+
+/// Whether this response should be gzipped for a client that accepts it.
+pub fn worth_it(config: &CompressionConfig, response: &ResponseHeader) -> bool {
+    let length =
+        response.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    response.status.as_u16() != 204 && length.is_none_or(|n| n >= config.min_size) && compressible(config, response)
+}
+
+/// Marks a response as gzipped: the length changes, and caches must key on Accept-Encoding.
+pub fn mark_gzipped(response: &mut ResponseHeader) -> pingora::Result<()> {
+    response.remove_header("content-length");
+    response.insert_header("content-encoding", "gzip")?;
+    add_vary(response)
+}
+
+pub fn add_vary(response: &mut ResponseHeader) -> pingora::Result<()> {
+    let existing = response.headers.get("vary").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    if existing.to_ascii_lowercase().split(',').any(|v| v.trim() == "accept-encoding" || v.trim() == "*") {
+        return Ok(());
+    }
+    let value =
+        if existing.is_empty() { "Accept-Encoding".to_string() } else { format!("{existing}, Accept-Encoding") };
+    response.insert_header("vary", value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_is_read_with_q_values() {
+        assert!(accepts_gzip(Some("gzip, deflate")));
+        assert!(accepts_gzip(Some("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(Some("*")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("deflate, br")));
+        assert!(!accepts_gzip(None));
+    }
+
+    #[test]
+    fn streamed_chunks_decode_to_the_input() {
+        let mut stream = Gzip::new(true);
+        let mut out = Vec::new();
+        for chunk in [&b"data: one\n\n"[..], b"data: two\n\n"] {
+            let bytes = stream.chunk(chunk);
+            assert!(!bytes.is_empty(), "a flushed chunk produces output at once");
+            out.extend_from_slice(&bytes);
+        }
+        out.extend_from_slice(&stream.finish());
+        let decoded = now_or_never(async {
+            use tokio::io::AsyncReadExt;
+            let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(&out[..]);
+            let mut text = String::new();
+            decoder.read_to_string(&mut text).await.map(|_| text)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(decoded, "data: one\n\ndata: two\n\n");
+        assert_eq!(gzip(b"x").len() > 10, true);
+    }
+}
