@@ -127,15 +127,18 @@ mod tests {
             out.extend_from_slice(&bytes);
         }
         out.extend_from_slice(&stream.finish());
-        let decoded = now_or_never(async {
+        assert_eq!(gunzip(&out), "data: one\n\ndata: two\n\n");
+        assert_eq!(gunzip(&gzip(b"a whole body")), "a whole body");
+    }
+
+    fn gunzip(bytes: &[u8]) -> String {
+        now_or_never(async {
             use tokio::io::AsyncReadExt;
-            let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(&out[..]);
+            let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(bytes);
             let mut text = String::new();
             decoder.read_to_string(&mut text).await.map(|_| text)
         })
-        .unwrap()
-        .unwrap();
-        assert_eq!(decoded, "data: one\n\ndata: two\n\n");
-        assert_eq!(gzip(b"x").len() > 10, true);
+        .expect("in memory")
+        .expect("valid gzip")
     }
 }
