@@ -86,6 +86,9 @@ pub struct RouteConfig {
     /// Longest silence allowed while reading an upstream answer to a POST. Server-to-client
     /// streams (GET, `subscriptions/listen`) have no read timeout.
     pub read_timeout: Duration,
+    /// PEM CA certificates that `https://` upstreams are verified against (instead of the
+    /// system roots).
+    pub ca_file: Option<PathBuf>,
     pub policy: CachePolicy,
     pub prefetch: PrefetchConfig,
     pub health: HealthConfig,
@@ -184,6 +187,7 @@ struct RawRoute {
     balance: Text,
     connect_timeout: Text,
     read_timeout: Text,
+    ca_file: Option<String>,
     policy: RawPolicy,
     prefetch: RawPrefetch,
     health: RawHealth,
@@ -428,6 +432,7 @@ impl Checker<'_> {
         RouteConfig {
             connect_timeout: self.duration(&route.connect_timeout, Duration::from_secs(3), "connect_timeout"),
             read_timeout: self.duration(&route.read_timeout, Duration::from_secs(60), "read_timeout"),
+            ca_file: route.ca_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
             policy: self.policy(&route.policy),
             prefetch: self.prefetch(&route.prefetch),
             health: self.health(&route.health),

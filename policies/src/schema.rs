@@ -53,6 +53,7 @@ const ROUTE: &[(&str, Schema)] = &[
     ("balance", Schema::Leaf),
     ("connect_timeout", Schema::Leaf),
     ("read_timeout", Schema::Leaf),
+    ("ca_file", Schema::Leaf),
     ("policy", Schema::Table(POLICY)),
     ("prefetch", Schema::Table(PREFETCH)),
     ("health", Schema::Table(HEALTH)),

@@ -15,6 +15,9 @@ use pingora::http::RequestHeader;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer, discovery};
+use pingora::protocols::tls::CaType;
+use pingora::utils::tls::{WrappedX509, parse_x509};
+use std::path::Path;
 
 /// One upstream replica.
 pub struct Upstream {
@@ -32,6 +35,8 @@ enum Selector {
 
 pub struct Pool {
     pub upstreams: Vec<Arc<Upstream>>,
+    /// The route's own CA for `https://` upstreams (`ca_file`); `None`: the system roots.
+    pub ca: Option<Arc<CaType>>,
     by_addr: HashMap<SocketAddr, usize>,
     selector: Selector,
     balance: Balance,
@@ -58,10 +63,11 @@ impl Pool {
             let backend = Backend { addr: addr.into(), weight: 1, ext: Default::default() };
             upstreams.push(Arc::new(Upstream { url: url.clone(), addr, backend, inflight: AtomicUsize::new(0) }));
         }
+        let ca = route.ca_file.as_deref().map(load_ca).transpose()?;
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
         let backends = || {
             let mut backends = Backends::new(discovery::Static::new(set.clone()));
-            backends.set_health_check(health_check(route));
+            backends.set_health_check(health_check(route, ca.clone()));
             backends
         };
         let selector = match route.balance {
@@ -70,6 +76,7 @@ impl Pool {
         };
         let pool = Pool {
             upstreams,
+            ca,
             by_addr,
             selector,
             balance: route.balance,
@@ -166,7 +173,7 @@ impl Pool {
 /// Probes each replica with a plain GET of the MCP endpoint (no `Accept: text/event-stream`,
 /// so no stream is opened). Any answer below 500 proves the server is up: MCP servers answer
 /// such a GET with 400, 405 or 406.
-fn health_check(route: &RouteConfig) -> Box<HttpHealthCheck> {
+fn health_check(route: &RouteConfig, ca: Option<Arc<CaType>>) -> Box<HttpHealthCheck> {
     let first = &route.upstreams[0];
     let mut check = HttpHealthCheck::new(&first.authority, first.tls);
     let mut req = RequestHeader::build("GET", first.path.as_bytes(), None).expect("static request");
@@ -175,6 +182,7 @@ fn health_check(route: &RouteConfig) -> Box<HttpHealthCheck> {
     check.req = req;
     check.peer_template.options.connection_timeout = Some(route.health.timeout);
     check.peer_template.options.read_timeout = Some(route.health.timeout);
+    check.peer_template.options.ca = ca;
     check.validator = Some(Box::new(|response| {
         if response.status.is_server_error() {
             return pingora::Error::e_explain(
@@ -185,6 +193,26 @@ fn health_check(route: &RouteConfig) -> Box<HttpHealthCheck> {
         Ok(())
     }));
     Box::new(check)
+}
+
+/// Reads the PEM certificates of a CA file.
+fn load_ca(path: &Path) -> Result<Arc<CaType>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certificates: Vec<WrappedX509> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("ca_file {}: {e}", path.display()))?
+        .map(|cert| {
+            let der = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            // Parse first: pingora's wrapper panics on a certificate it cannot parse.
+            x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| format!("ca_file {}: a certificate does not parse: {e}", path.display()))?;
+            Ok(WrappedX509::new(der.to_vec(), parse_x509))
+        })
+        .collect::<Result<_, String>>()?;
+    if certificates.is_empty() {
+        return Err(format!("ca_file {}: no certificate found", path.display()));
+    }
+    Ok(Arc::from(certificates.into_boxed_slice()))
 }
 
 fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {

@@ -33,6 +33,7 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 const SESSION_UPSTREAM_GONE: &str = "session upstream gone";
+const EVERY_UPSTREAM_FAILED: &str = "every upstream failed";
 
 pub struct McpProxy {
     pub live: Live,
@@ -55,6 +56,8 @@ pub struct Ctx {
     tried: Vec<usize>,
     /// Bytes of a streamed (not inspected) request body seen so far.
     streamed_body: u64,
+    /// Why the last connection attempt failed (named in the error if none succeeds).
+    last_connect_error: Option<String>,
     /// The parsed body, between inspection and the cache lookup.
     message: Option<Message>,
     /// Cache state of a cacheable request.
@@ -117,6 +120,7 @@ impl ProxyHttp for McpProxy {
             upstream_session: None,
             tried: Vec::new(),
             streamed_body: 0,
+            last_connect_error: None,
             message: None,
             cache: None,
             outcome: Outcome::Bypass,
@@ -209,10 +213,13 @@ impl ProxyHttp for McpProxy {
                 let client = client_ip(session);
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client.as_bytes());
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
-                    return Error::e_explain(
-                        ErrorType::Custom(NO_HEALTHY_UPSTREAM),
-                        format!("route {}", route.config.name),
-                    );
+                    return match &ctx.last_connect_error {
+                        Some(last) => Error::e_explain(ErrorType::Custom(EVERY_UPSTREAM_FAILED), last.clone()),
+                        None => Error::e_explain(
+                            ErrorType::Custom(NO_HEALTHY_UPSTREAM),
+                            format!("route {}", route.config.name),
+                        ),
+                    };
                 };
                 index
             }
@@ -227,6 +234,7 @@ impl ProxyHttp for McpProxy {
         let mut peer = HttpPeer::new(upstream.addr, upstream.url.tls, upstream.url.host.clone());
         peer.options.connection_timeout = Some(route.config.connect_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        peer.options.ca = route.pool.ca.clone();
         if !ctx.is_long_lived_stream(&session.req_header().method) {
             peer.options.read_timeout = Some(route.config.read_timeout);
         }
@@ -370,6 +378,7 @@ impl ProxyHttp for McpProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.last_connect_error = Some(e.etype().as_str().to_string());
         if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
             tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
             route.pool.eject(index);
@@ -588,6 +597,11 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
         Custom(NO_HEALTHY_UPSTREAM) => {
             (503, codes::SERVER_ERROR, format!("route {route}: no healthy upstream is available"))
         }
+        Custom(EVERY_UPSTREAM_FAILED) => (
+            502,
+            codes::SERVER_ERROR,
+            format!("route {route}: cannot connect to any upstream (last error: {})", e.context_text()),
+        ),
         HTTPStatus(413) => (413, codes::INVALID_REQUEST, format!("request body too large: {}", e.context_text())),
         HTTPStatus(code) => (*code, codes::SERVER_ERROR, format!("route {route}: HTTP {code}")),
         ConnectTimedout => (504, codes::SERVER_ERROR, format!("route {route}: timed out connecting to the upstream")),

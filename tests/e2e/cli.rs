@@ -79,3 +79,43 @@ async fn wait_for(condition: impl Fn() -> bool) {
     }
     panic!("condition not met in 5 s");
 }
+
+#[tokio::test]
+async fn twenty_reloads_during_load_lose_no_request() {
+    let (a, b) = (demo_upstream("a", &[]).await, demo_upstream("b", &[]).await);
+    let proxy = proxy(&route(&[&a], "")).await;
+    let mcp = proxy.mcp();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (mcp, stop) = (mcp.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut answered, mut failures) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reply =
+                        mcp.stateless("tools/call", serde_json::json!({"name": "whoami", "arguments": {}}), &[]).await;
+                    match (reply.status, reply.json()["result"]["content"][0]["text"].as_str()) {
+                        (200, Some("a" | "b")) => answered += 1,
+                        _ => failures.push(format!("{reply:?}")),
+                    }
+                }
+                (answered, failures)
+            })
+        })
+        .collect();
+    for reload in 0..20 {
+        let next = if reload % 2 == 0 { &b } else { &a };
+        proxy.reload_with(&route(&[next], ""));
+        // One reload at a time: signals sent faster than they are handled would coalesce.
+        wait_for(|| proxy.process.log().matches("configuration reloaded").count() == reload + 1).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for worker in workers {
+        let (answered, failures) = worker.await.unwrap();
+        assert!(failures.is_empty(), "requests lost during reloads: {failures:#?}");
+        total += answered;
+    }
+    assert!(total > 100, "the load ran: {total} requests");
+}

@@ -155,3 +155,37 @@ fn check_reports_an_unreadable_certificate() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_route_ca() {
+    let upstream = demo_upstream("inner", &[]).await;
+    let pki = pki("upstream");
+    let (inner, tls_port) = tls_proxy(&upstream, &pki).await;
+    let ca_file = inner.config_path.with_file_name("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let https_route = |extra: &str| {
+        format!(
+            "[[route]]\nname = \"secure\"\npath = \"/mcp\"\nupstreams = [\"https://127.0.0.1:{tls_port}/mcp\"]\n{extra}\n"
+        )
+    };
+    let trusting = proxy(&https_route(&format!("ca_file = {:?}", ca_file.display().to_string()))).await;
+    assert_eq!(whoami(&trusting.mcp()).await, "inner");
+    let seen = trusting
+        .mcp()
+        .stateless("tools/call", serde_json::json!({"name": "request_headers", "arguments": {}}), &[])
+        .await;
+    assert!(seen.tool_text().contains("x-forwarded-proto: https"), "the inner edge saw TLS: {}", seen.tool_text());
+
+    // The system roots do not know the test CA: the upstream is refused, clearly.
+    let untrusting = proxy(&https_route("")).await;
+    let reply = untrusting.mcp().stateless("tools/list", serde_json::json!({}), &[]).await;
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("route secure"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, https_route("ca_file = \"/nonexistent/ca.pem\"")).unwrap();
+    let output = Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ca_file /nonexistent/ca.pem"));
+}
