@@ -9,6 +9,8 @@ local headers = {
   ["MCP-Protocol-Version"] = "2026-07-28",
   ["Mcp-Method"] = "resources/read",
 }
+-- GZIP=1: the client accepts gzip (measures what compressing each hit costs).
+if os.getenv("GZIP") == "1" then headers["Accept-Encoding"] = "gzip" end
 -- SEQUENTIAL=1 walks the keys in order (to fill the cache quickly).
 local sequential = os.getenv("SEQUENTIAL") == "1"
 local next_key = 0

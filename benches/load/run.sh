@@ -99,6 +99,9 @@ if [ "$MODE" = hits ] || [ "$MODE" = all ]; then
     KEYS=$keys measure "mcp-edge hits, $keys entries (memory)" "http://127.0.0.1:$EDGE/mcp" "HITS$keys" benches/load/random-read.lua
     eval "echo \"  vs nginx fixed: \$(ratio \$RPS_HITS$keys \$RPS_FIXED)\""
   done
+  GZIP=1 KEYS=1 measure "mcp-edge gzip hits, 1 entry (pre-compressed)" "http://127.0.0.1:$EDGE/mcp" GZIP \
+    benches/load/random-read.lua
+  echo "  gzip hits vs plain hits: $(ratio "$RPS_GZIP" "$RPS_HITS1")"
   fill "http://127.0.0.1:$DISK_EDGE/mcp" 100000
   kill "$DISK_PID"; wait "$DISK_PID" 2>/dev/null || true
   RUST_LOG=warn $BIN run --config "$DIR/disk.toml" 2>>"$DIR/disk.log" & PIDS+=($!)

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use mcp_edge_policies::cache::{Caller, Entry, Lookup, Store, identity_hash, lookup_for, result_facts, store_decision};
+use mcp_edge_policies::cache::{
+    Caller, Deflated, Entry, Lookup, Store, identity_hash, lookup_for, result_facts, store_decision,
+};
 use mcp_edge_policies::config::CachePolicy;
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::observe::Observer;
@@ -131,13 +133,30 @@ pub async fn prepare(
     Prepared::Forward(Box::new(CacheCtx { lookup, caller, fetched_at_ms: now_ms(), leader, stale, stored: false }))
 }
 
-/// The answer body for a cached entry and a request id.
-pub fn answer(entry: &Bytes, id: &str) -> Option<Bytes> {
-    Entry::decode(entry).map(|e| Bytes::from(e.answer(id, now_ms())))
+/// The answer to request `id` from a cached entry: gzipped (from the entry's pre-compressed
+/// body) when `gzip_from` is the size from which to compress and the answer reaches it.
+/// Returns the body and whether it is gzipped.
+pub fn answer(entry: &Bytes, id: &str, gzip_from: Option<u64>) -> Option<(Bytes, bool)> {
+    let entry = Entry::decode(entry)?;
+    let answer = entry.answer(id, now_ms());
+    match (gzip_from, entry.deflated) {
+        (Some(min_size), Some(deflated)) if answer.len() as u64 >= min_size => {
+            Some((crate::compress::gzip_answer(&answer, deflated), true))
+        }
+        _ => Some((Bytes::from(answer.to_bytes()), false)),
+    }
 }
 
-/// Stores a captured result if its facts allow. Returns whether it was stored.
-pub fn store(cache: &EdgeCache, ctx: &CacheCtx, policy: &CachePolicy, result: &str, max_entry: u64) -> bool {
+/// Stores a captured result if its facts allow. `precompress`: also keep a deflated form, so
+/// gzip hits cost no compression. Returns whether it was stored.
+pub fn store(
+    cache: &EdgeCache,
+    ctx: &CacheCtx,
+    policy: &CachePolicy,
+    result: &str,
+    max_entry: u64,
+    precompress: bool,
+) -> bool {
     let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return false };
     let Some(facts) = result_facts(&raw) else { return false };
     let Some(Store { scope, ttl, restate_ttl }) = store_decision(&ctx.lookup, &ctx.caller, &facts, policy) else {
@@ -146,11 +165,14 @@ pub fn store(cache: &EdgeCache, ctx: &CacheCtx, policy: &CachePolicy, result: &s
     if facts.stored_result.len() as u64 > max_entry {
         return false;
     }
+    let result = facts.stored_result.as_bytes();
+    let deflated = precompress.then(|| crate::compress::deflate_segment(&result[1..]));
     let entry = Entry {
         fetched_at_ms: ctx.fetched_at_ms,
         expires_at_ms: ctx.fetched_at_ms + ttl.as_millis() as u64,
         restate_ttl,
-        result: facts.stored_result.as_bytes(),
+        result,
+        deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
     cache.insert(&ctx.lookup, &scope, &entry);
     true

@@ -4,8 +4,9 @@
 //! from Pingora's body filters.
 
 use async_compression::Level;
-use async_compression::tokio::write::GzipEncoder;
+use async_compression::tokio::write::{DeflateEncoder, GzipEncoder};
 use bytes::Bytes;
+use mcp_edge_policies::cache::{Answer, Deflated};
 use mcp_edge_policies::config::CompressionConfig;
 use pingora::http::ResponseHeader;
 use tokio::io::AsyncWriteExt;
@@ -47,12 +48,51 @@ impl Gzip {
     }
 }
 
-/// A whole body, gzipped.
-pub fn gzip(body: &[u8]) -> Bytes {
-    let mut stream = Gzip::new(false);
-    let mut out = stream.chunk(body).to_vec();
-    out.extend_from_slice(&stream.finish());
+/// Deflates `data` once (at store time) into a raw segment that ends on a byte boundary and is
+/// not final, so it can sit in the middle of a gzip stream (see [`gzip_answer`]).
+pub fn deflate_segment(data: &[u8]) -> (u32, Vec<u8>) {
+    let mut encoder = DeflateEncoder::with_quality(Vec::new(), Level::Precise(LEVEL));
+    now_or_never(encoder.write_all(data)).expect("in-memory").expect("in-memory deflate");
+    // A sync flush ends the segment byte-aligned, with no final block.
+    now_or_never(encoder.flush()).expect("in-memory").expect("in-memory deflate");
+    (crc32fast::hash(data), std::mem::take(encoder.get_mut()))
+}
+
+/// A gzip stream for an answer whose body was deflated at store time: the small per-request
+/// prefix and the closing brace go in stored (uncompressed) deflate blocks around the
+/// pre-compressed body, and the CRC-32 is combined from the parts. No compression per hit.
+pub fn gzip_answer(answer: &Answer<'_>, body: Deflated<'_>) -> Bytes {
+    const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut out = Vec::with_capacity(answer.prefix.len() + body.bytes.len() + 40);
+    out.extend_from_slice(&GZIP_HEADER);
+    stored_blocks(&mut out, &answer.prefix, false);
+    out.extend_from_slice(body.bytes);
+    stored_blocks(&mut out, answer.suffix, true);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&answer.prefix);
+    crc.combine(&crc32fast::Hasher::new_with_initial_len(body.crc32, answer.body.len() as u64));
+    let mut suffix = crc32fast::Hasher::new();
+    suffix.update(answer.suffix);
+    crc.combine(&suffix);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&(answer.len() as u32).to_le_bytes());
     Bytes::from(out)
+}
+
+/// Deflate stored blocks (RFC 1951 §3.2.4) carrying `data` as is, starting byte-aligned.
+fn stored_blocks(out: &mut Vec<u8>, data: &[u8], last: bool) {
+    let mut chunks = data.chunks(u16::MAX as usize).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[last as u8, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let is_final = last && chunks.peek().is_none();
+        let len = chunk.len() as u16;
+        out.push(is_final as u8);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
 }
 
 /// Whether `Accept-Encoding` allows gzip (`gzip` or `*`, with a q-value above 0).
@@ -128,7 +168,27 @@ mod tests {
         }
         out.extend_from_slice(&stream.finish());
         assert_eq!(gunzip(&out), "data: one\n\ndata: two\n\n");
-        assert_eq!(gunzip(&gzip(b"a whole body")), "a whole body");
+    }
+
+    #[test]
+    fn spliced_answers_are_valid_gzip() {
+        let result = br#"{"contents":[{"text":"the same stored result, compressed once"}]}"#;
+        let (crc32, bytes) = deflate_segment(&result[1..]);
+        let entry = mcp_edge_policies::cache::Entry {
+            fetched_at_ms: 0,
+            expires_at_ms: 60_000,
+            restate_ttl: true,
+            result,
+            deflated: Some(Deflated { crc32, bytes: &bytes }),
+        };
+        for id in ["1", r#""a much longer string id, to change the prefix length""#] {
+            let answer = entry.answer(id, 1_000);
+            let gzipped = gzip_answer(&answer, entry.deflated.unwrap());
+            assert_eq!(gunzip(&gzipped).as_bytes(), &answer.to_bytes()[..], "id {id}");
+        }
+        let big_prefix = Answer { prefix: vec![b'x'; 70_000], body: b"", suffix: b"}" };
+        let (crc32, bytes) = deflate_segment(b"");
+        assert_eq!(gunzip(&gzip_answer(&big_prefix, Deflated { crc32, bytes: &bytes })).len(), 70_001);
     }
 
     fn gunzip(bytes: &[u8]) -> String {

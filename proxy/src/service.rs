@@ -413,12 +413,11 @@ impl ProxyHttp for McpProxy {
         if session.response_written().is_none()
             && e.esource() != &ErrorSource::Downstream
             && let Some(stale) = ctx.cache.as_mut().and_then(|c| c.stale.take())
-            && let Some(body) = cached::answer(&stale, ctx.rpc_id.as_deref().unwrap_or("null"))
+            && let mut headers = answer_headers(session, Outcome::Stale)
+            && let Some(body) = render_cached(ctx, &stale, &mut headers)
         {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
             ctx.outcome = Outcome::Stale;
-            let mut headers = answer_headers(session, Outcome::Stale);
-            let body = compress_answer(ctx, body, &mut headers);
             // After a failed upstream attempt the connection's state is uncertain: close it.
             if respond(session, 200, body, &headers, false).await.is_ok() {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
@@ -487,12 +486,9 @@ impl McpProxy {
         .await;
         match prepared {
             Prepared::Hit(entry) => {
-                let Some(body) = cached::answer(&entry, ctx.rpc_id.as_deref().unwrap_or("null")) else {
-                    return Ok(false);
-                };
-                ctx.outcome = Outcome::Hit;
                 let mut headers = answer_headers(session, Outcome::Hit);
-                let body = compress_answer(ctx, body, &mut headers);
+                let Some(body) = render_cached(ctx, &entry, &mut headers) else { return Ok(false) };
+                ctx.outcome = Outcome::Hit;
                 respond(session, 200, body, &headers, true).await?;
                 Ok(true)
             }
@@ -520,7 +516,9 @@ impl McpProxy {
         if route.config.policy.readonly_tools && cache_ctx.lookup.method == "tools/list" {
             route.readonly.learn(result);
         }
-        cached::store(&self.cache, cache_ctx, &route.config.policy, result, snapshot.config.cache.max_entry_size);
+        let precompress = snapshot.config.compression.gzip;
+        let max_entry = snapshot.config.cache.max_entry_size;
+        cached::store(&self.cache, cache_ctx, &route.config.policy, result, max_entry, precompress);
     }
 
     /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
@@ -711,18 +709,19 @@ fn answer_headers(session: &Session, outcome: Outcome) -> Vec<(&'static str, Str
     headers
 }
 
-/// gzips a cached answer when the client accepts it and it is large enough.
-fn compress_answer(ctx: &Ctx, body: Bytes, headers: &mut Vec<(&'static str, String)>) -> Bytes {
-    let Some(config) = ctx.snapshot.as_ref().map(|s| &s.config.compression) else { return body };
-    if !config.gzip {
-        return body;
+/// The answer from a cached entry; gzipped from the entry's pre-compressed form when the
+/// client accepts gzip and the answer is at least `compression.min_size`.
+fn render_cached(ctx: &Ctx, entry: &Bytes, headers: &mut Vec<(&'static str, String)>) -> Option<Bytes> {
+    let config = ctx.snapshot.as_ref().map(|s| &s.config.compression).filter(|c| c.gzip);
+    let gzip_from = config.filter(|_| ctx.accepts_gzip).map(|c| c.min_size);
+    let (body, gzipped) = cached::answer(entry, ctx.rpc_id.as_deref().unwrap_or("null"), gzip_from)?;
+    if config.is_some() {
+        headers.push(("vary", "Accept-Encoding".to_string()));
     }
-    headers.push(("vary", "Accept-Encoding".to_string()));
-    if !ctx.accepts_gzip || (body.len() as u64) < config.min_size {
-        return body;
+    if gzipped {
+        headers.push(("content-encoding", "gzip".to_string()));
     }
-    headers.push(("content-encoding", "gzip".to_string()));
-    crate::compress::gzip(&body)
+    Some(body)
 }
 
 /// Writes a whole `application/json` response.
