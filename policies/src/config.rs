@@ -556,6 +556,9 @@ mod tests {
         assert_eq!(config.routes[0].policy.resource_ttl, Duration::from_secs(3600));
         assert_eq!(config.routes[0].health.interval, Duration::from_secs(5));
         assert_eq!(config.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        let packaged = Config::from_toml(include_str!("../../packaging/mcp-edge.toml")).unwrap();
+        assert_eq!(packaged.cache.disk_path, Some(PathBuf::from("/var/cache/mcp-edge")));
+        assert_eq!(Config { cache: config.cache.clone(), ..packaged }, config, "only the disk cache differs");
     }
 
     #[test]
