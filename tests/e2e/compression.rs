@@ -84,17 +84,8 @@ async fn slow_events(mcp: &Mcp, session: &str) -> (reqwest::Response, Instant) {
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
         "params": {"name": "slow_events", "arguments": {"delay_ms": 1000}}});
     let started = Instant::now();
-    let response = mcp
-        .client
-        .post(&mcp.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("accept-encoding", "gzip")
-        .header("mcp-session-id", session)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let response =
+        mcp.post_streaming(body.to_string(), &[("accept-encoding", "gzip"), ("mcp-session-id", session)]).await;
     (response, started)
 }
 

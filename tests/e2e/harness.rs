@@ -269,6 +269,11 @@ impl Mcp {
     }
 
     pub async fn post(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Reply {
+        read_reply(self.post_streaming(body, headers).await).await
+    }
+
+    /// A POST whose answer is read by the caller as it streams.
+    pub async fn post_streaming(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> reqwest::Response {
         let mut request = self
             .client
             .post(&self.url)
@@ -277,8 +282,7 @@ impl Mcp {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.body(body).send().await.expect("request sent");
-        read_reply(response).await
+        request.body(body).send().await.expect("request sent")
     }
 
     /// A stateless-era (2026-07-28) request with correct mirrored headers.

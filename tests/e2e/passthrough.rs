@@ -87,16 +87,7 @@ async fn sse_events_are_flushed_as_they_come() {
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
         "params": {"name": "slow_events", "arguments": {"delay_ms": 1000}}});
     let started = Instant::now();
-    let response = mcp
-        .client
-        .post(&mcp.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", &session)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let response = mcp.post_streaming(body.to_string(), &[("mcp-session-id", &session)]).await;
     let mut stream = response.bytes_stream();
     let mut received = String::new();
     while !received.contains("notifications/progress") {
