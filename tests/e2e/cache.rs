@@ -259,6 +259,7 @@ async fn metrics_count_what_happens() {
     }
     let client = reqwest::Client::new();
     let text = client.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_prometheus_text(&text);
     let value = |needle: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(needle))
@@ -322,4 +323,25 @@ async fn oversized_results_pass_through_uncached() {
     }
     read(&mcp, "demo://docs/1", None).await;
     assert_eq!(x_cache(&read(&mcp, "demo://docs/1", None).await), "HIT", "small results still are");
+}
+
+/// Every line is a comment (`# HELP`, `# TYPE`) or `name{labels} value` with a valid metric name
+/// and a number: the Prometheus text exposition format.
+fn assert_prometheus_text(text: &str) {
+    assert!(text.contains("# TYPE mcp_requests_total counter"), "{text}");
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
+        assert!(value.parse::<f64>().is_ok() || value == "+Inf", "bad value in {line:?}");
+        let name = series.split('{').next().unwrap();
+        let valid_name = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        assert!(valid_name, "bad metric name in {line:?}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "bad labels in {line:?}");
+        }
+    }
 }

@@ -189,3 +189,61 @@ async fn https_upstreams_are_verified_against_the_route_ca() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("ca_file /nonexistent/ca.pem"));
 }
+
+/// An RSA CA and server certificate made with the openssl command line; the server key in
+/// PKCS#8 or, with `pkcs1`, in the traditional PKCS#1 form.
+fn rsa_pki(dir: &Path, pkcs1: bool) -> Pki {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(status.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+    };
+    let days = ["-days", "2"];
+    run(&[
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem"][..],
+        &days,
+        &["-subj", "/CN=mcp-edge RSA test CA"],
+    ]
+    .concat());
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-extfile",
+            "ext.cnf",
+        ][..],
+        &days,
+    ]
+    .concat());
+    if pkcs1 {
+        run(&["rsa", "-in", "leaf.key", "-traditional", "-out", "leaf.key"]);
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    Pki { ca_pem: read("ca.pem"), cert_pem: read("leaf.pem"), key_pem: read("leaf.key") }
+}
+
+#[tokio::test]
+async fn rsa_certificates_work_with_pkcs8_and_pkcs1_keys() {
+    let upstream = demo_upstream("a", &[]).await;
+    for pkcs1 in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = rsa_pki(dir.path(), pkcs1);
+        assert_eq!(pki.key_pem.contains("BEGIN RSA PRIVATE KEY"), pkcs1);
+        let (_proxy, tls_port) = tls_proxy(&upstream, &pki).await;
+        for h2 in [false, true] {
+            let mcp = Mcp { client: client_trusting(&pki, h2), url: format!("https://127.0.0.1:{tls_port}/mcp") };
+            let reply = read(&mcp, "demo://docs/2", None).await;
+            assert_eq!(reply.status, 200, "pkcs1 {pkcs1}, h2 {h2}: {reply:?}");
+        }
+    }
+}
