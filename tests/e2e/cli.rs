@@ -68,6 +68,9 @@ async fn sighup_swaps_upstreams_and_refuses_a_bad_file() {
     wait_for(|| proxy.process.log().contains("configuration refused")).await;
     assert!(proxy.process.log().contains("empty upstream list"));
     assert_eq!(whoami(&mcp).await, "b", "the old config keeps serving");
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("mcp_config_reloads_total{result=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.contains("mcp_config_reloads_total{result=\"error\"} 1"), "{metrics}");
 }
 
 async fn wait_for(condition: impl Fn() -> bool) {

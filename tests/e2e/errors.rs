@@ -132,6 +132,18 @@ async fn dead_upstreams_give_503_naming_the_route() {
     assert_eq!(json["error"]["code"], -32000);
     assert!(json["error"]["message"].as_str().unwrap().contains("route docs"), "{json}");
     assert_eq!(json["id"], 1);
+    // The first health check finds it down: /readyz says so, naming the route.
+    let mut readiness = None;
+    for _ in 0..100 {
+        let response = reqwest::get(proxy.admin_url("/readyz")).await.unwrap();
+        if response.status() == 503 {
+            readiness = Some(response.text().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let readiness = readiness.expect("/readyz turns 503");
+    assert!(readiness.contains("\"docs\""), "{readiness}");
 }
 
 #[tokio::test]
