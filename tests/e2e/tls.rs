@@ -73,6 +73,16 @@ async fn https_with_http1_and_h2() {
             mcp.stateless("tools/call", serde_json::json!({"name": "request_headers", "arguments": {}}), &[]).await;
         assert!(seen.tool_text().contains("x-forwarded-proto: https\n"), "{}", seen.tool_text());
     }
+    // TLS 1.2 as well as 1.3.
+    let ca = reqwest::Certificate::from_pem(first.ca_pem.as_bytes()).unwrap();
+    let tls12 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    let reply = read(&Mcp { client: tls12, url: url.clone() }, "demo://docs/1", None).await;
+    assert_eq!(reply.status, 200, "TLS 1.2: {reply:?}");
 }
 
 #[tokio::test]
