@@ -71,6 +71,8 @@ async fn sighup_swaps_upstreams_and_refuses_a_bad_file() {
     let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("mcp_config_reloads_total{result=\"ok\"} 1"), "{metrics}");
     assert!(metrics.contains("mcp_config_reloads_total{result=\"error\"} 1"), "{metrics}");
+    // Logs to a file (or the journal) are plain text: no terminal colour codes.
+    assert!(!proxy.process.log().contains('\u{1b}'), "ANSI escapes in a non-terminal log");
 }
 
 async fn wait_for(condition: impl Fn() -> bool) {
