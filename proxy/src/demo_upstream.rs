@@ -49,11 +49,13 @@ pub struct DemoOptions {
     pub ttl_ms: u64,
     /// `cacheScope` stamped on cacheable stateless-era results.
     pub scope: String,
+    /// Answer every POST with this HTTP status (a broken replica, for failover tests).
+    pub fail_status: Option<u16>,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { name: "demo".into(), json: false, ttl_ms: 60_000, scope: "public".into() }
+        DemoOptions { name: "demo".into(), json: false, ttl_ms: 60_000, scope: "public".into(), fail_status: None }
     }
 }
 
@@ -139,6 +141,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<DemoBody>
 }
 
 async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Response<DemoBody> {
+    if let Some(status) = state.options.fail_status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        return json_error(status, None, -32603, "this replica is broken on purpose", None);
+    }
     let session = header(&req, "mcp-session-id");
     let seen_headers = describe_headers(&req);
     let mirrored = (header(&req, "mcp-protocol-version"), header(&req, "mcp-method"), header(&req, "mcp-name"));

@@ -80,6 +80,9 @@ enum Command {
         /// `cacheScope` on cacheable stateless-era results.
         #[arg(long, default_value = "public")]
         scope: String,
+        /// Answer every POST with this HTTP status (a broken replica).
+        #[arg(long)]
+        fail_status: Option<u16>,
     },
 }
 
@@ -95,8 +98,8 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Demo { port, upstream_port } => demo(port, upstream_port),
-        Command::Upstream { listen, name, json, ttl_ms, scope } => {
-            let options = DemoOptions { name, json, ttl_ms, scope };
+        Command::Upstream { listen, name, json, ttl_ms, scope, fail_status } => {
+            let options = DemoOptions { name, json, ttl_ms, scope, fail_status };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap_or_else(|e| {

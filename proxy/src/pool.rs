@@ -26,6 +26,8 @@ pub struct Upstream {
     pub backend: Backend,
     /// Requests currently proxied to it (for `least_conn` and metrics).
     pub inflight: AtomicUsize,
+    /// 5xx answers in a row (passive health).
+    consecutive_5xx: AtomicUsize,
 }
 
 enum Selector {
@@ -61,7 +63,13 @@ impl Pool {
             }
             by_addr.insert(addr, upstreams.len());
             let backend = Backend { addr: addr.into(), weight: 1, ext: Default::default() };
-            upstreams.push(Arc::new(Upstream { url: url.clone(), addr, backend, inflight: AtomicUsize::new(0) }));
+            upstreams.push(Arc::new(Upstream {
+                url: url.clone(),
+                addr,
+                backend,
+                inflight: AtomicUsize::new(0),
+                consecutive_5xx: AtomicUsize::new(0),
+            }));
         }
         let ca = route.ca_file.as_deref().map(load_ca).transpose()?;
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
@@ -162,6 +170,25 @@ impl Pool {
                 pool.backends().set_enable(&backend, true);
             }
         });
+    }
+
+    /// Passive health: a replica answering 5xx this many times in a row is ejected like one
+    /// that refuses connections (Envoy's outlier detection uses the same default).
+    pub const EJECT_AFTER_5XX: usize = 5;
+
+    /// Records an answer's status; returns whether the replica was just ejected.
+    pub fn record_status(self: &Arc<Self>, index: usize, status: u16) -> bool {
+        let upstream = &self.upstreams[index];
+        if !(500..600).contains(&status) {
+            upstream.consecutive_5xx.store(0, Ordering::Relaxed);
+            return false;
+        }
+        if upstream.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1 < Self::EJECT_AFTER_5XX {
+            return false;
+        }
+        upstream.consecutive_5xx.store(0, Ordering::Relaxed);
+        self.eject(index);
+        true
     }
 
     /// One round of active health checks over every replica.

@@ -284,6 +284,12 @@ impl ProxyHttp for McpProxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream())
+            && route.pool.record_status(index, response.status.as_u16())
+        {
+            let upstream = &route.pool.upstreams[index].url.url;
+            tracing::warn!(route = %route.config.name, %upstream, "upstream answered 5xx repeatedly; ejecting it for a while");
+        }
         if response.status.is_server_error() && ctx.cache.as_ref().is_some_and(|c| c.stale.is_some()) {
             // fail_to_proxy answers with the stale entry instead.
             return Error::e_explain(ErrorType::HTTPStatus(response.status.as_u16()), "upstream 5xx, serving stale");

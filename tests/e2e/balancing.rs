@@ -152,3 +152,24 @@ async fn a_refused_connection_is_retried_on_another_upstream() {
     }
     assert!(proxy.process.log().contains("upstream connect failed"), "b was never tried");
 }
+
+#[tokio::test]
+async fn a_replica_answering_5xx_is_ejected() {
+    let good = demo_upstream("good", &[]).await;
+    let broken = demo_upstream("broken", &["--fail-status", "503"]).await;
+    // Active checks pass for the broken one (its GET answers 4xx): only passive health can see it.
+    let proxy = proxy(&route(&[&good, &broken], "[route.health]\ninterval = \"1h\"")).await;
+    let mcp = proxy.mcp();
+    let mut failures = 0;
+    for _ in 0..40 {
+        let reply = mcp.stateless("tools/call", json!({"name": "whoami", "arguments": {}}), &[]).await;
+        match reply.status {
+            200 => assert_eq!(reply.tool_text(), "good"),
+            503 => failures += 1,
+            other => panic!("unexpected {other}: {reply:?}"),
+        }
+    }
+    // Round robin sends every second request to the broken replica until it is ejected.
+    assert_eq!(failures, 5, "the broken replica is ejected after 5 consecutive 5xx");
+    assert!(proxy.process.log().contains("answered 5xx repeatedly"));
+}
