@@ -200,6 +200,24 @@ async fn stale_answers_are_served_when_every_upstream_is_down() {
 }
 
 #[tokio::test]
+async fn stale_answers_are_served_when_the_upstream_answers_5xx() {
+    let mut healthy = demo_upstream("a", &["--ttl-ms", "300"]).await;
+    let port = healthy.port;
+    let proxy =
+        proxy(&route(&[&healthy], "[route.policy]\nstale_if_error = \"1m\"\n[route.health]\ninterval = \"1h\"")).await;
+    let mcp = proxy.mcp();
+    let fresh = read(&mcp, "demo://docs/1", None).await;
+    healthy.process.kill();
+    let _broken = demo_upstream_on(port, "a", &["--fail-status", "503"]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stale = read(&mcp, "demo://docs/1", None).await;
+    assert_eq!((stale.status, x_cache(&stale)), (200, "STALE"), "{stale:?}");
+    assert_eq!(stale.json()["result"]["contents"], fresh.json()["result"]["contents"]);
+    let uncached = read(&mcp, "demo://docs/9", None).await;
+    assert_eq!(uncached.status, 503, "with nothing stale, the upstream's 5xx passes through");
+}
+
+#[tokio::test]
 async fn entries_survive_a_restart_on_disk() {
     let upstream = demo_upstream("a", &[]).await;
     let mut proxy = proxy_full(&route(&[&upstream], ""), "", |dir| {

@@ -122,7 +122,11 @@ impl Upstream {
 }
 
 pub async fn demo_upstream(name: &str, extra: &[&str]) -> Upstream {
-    let port = free_port();
+    demo_upstream_on(free_port(), name, extra).await
+}
+
+/// A demo upstream on a given port (e.g. to replace one that was stopped).
+pub async fn demo_upstream_on(port: u16, name: &str, extra: &[&str]) -> Upstream {
     let process = Process::spawn(
         &format!("upstream {name}"),
         Command::new(bin()).args(["upstream", "--listen", &format!("127.0.0.1:{port}"), "--name", name]).args(extra),
