@@ -106,8 +106,14 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     })
 }
 
-/// Whether a response of this kind may be compressed at all (then it varies on Accept-Encoding).
-pub fn compressible(config: &CompressionConfig, response: &ResponseHeader) -> bool {
+/// Decides, once per proxied response, what compression does to it: a response that may be
+/// compressed at all varies on Accept-Encoding; it is gzipped when the client accepts gzip and
+/// it is not known to be smaller than `min_size`. Returns the encoder for its body, if any.
+pub fn prepare_response(
+    config: &CompressionConfig,
+    response: &mut ResponseHeader,
+    client_accepts_gzip: bool,
+) -> pingora::Result<Option<Gzip>> {
     let header = |name: &str| response.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let content_type = header("content-type");
     let sse = content_type.starts_with("text/event-stream");
@@ -116,24 +122,23 @@ pub fn compressible(config: &CompressionConfig, response: &ResponseHeader) -> bo
     let no_transform = header("cache-control").to_ascii_lowercase().contains("no-transform");
     let kind_ok = content_type.starts_with("application/json") || (sse && config.sse);
     let transform_allowed = sse || !no_transform;
-    config.gzip && kind_ok && transform_allowed && response.headers.get("content-encoding").is_none()
-}
-
-/// Whether this response should be gzipped for a client that accepts it.
-pub fn worth_it(config: &CompressionConfig, response: &ResponseHeader) -> bool {
-    let length =
-        response.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    response.status.as_u16() != 204 && length.is_none_or(|n| n >= config.min_size) && compressible(config, response)
-}
-
-/// Marks a response as gzipped: the length changes, and caches must key on Accept-Encoding.
-pub fn mark_gzipped(response: &mut ResponseHeader) -> pingora::Result<()> {
+    let compressible =
+        config.gzip && kind_ok && transform_allowed && response.headers.get("content-encoding").is_none();
+    let large_enough = header("content-length").parse::<u64>().ok().is_none_or(|n| n >= config.min_size);
+    if !compressible {
+        return Ok(None);
+    }
+    add_vary(response)?;
+    if !client_accepts_gzip || !large_enough || response.status.as_u16() == 204 {
+        return Ok(None);
+    }
+    // The length changes.
     response.remove_header("content-length");
     response.insert_header("content-encoding", "gzip")?;
-    add_vary(response)
+    Ok(Some(Gzip::new(sse)))
 }
 
-pub fn add_vary(response: &mut ResponseHeader) -> pingora::Result<()> {
+fn add_vary(response: &mut ResponseHeader) -> pingora::Result<()> {
     let existing = response.headers.get("vary").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     if existing.to_ascii_lowercase().split(',').any(|v| v.trim() == "accept-encoding" || v.trim() == "*") {
         return Ok(());

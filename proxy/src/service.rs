@@ -317,16 +317,7 @@ impl ProxyHttp for McpProxy {
     ) -> Result<()> {
         response.insert_header("x-cache", ctx.outcome.as_str())?;
         let Some(snapshot) = ctx.snapshot.as_ref() else { return Ok(()) };
-        let config = &snapshot.config.compression;
-        if crate::compress::compressible(config, response) {
-            crate::compress::add_vary(response)?;
-        }
-        if ctx.accepts_gzip && crate::compress::worth_it(config, response) {
-            let sse =
-                response.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-            crate::compress::mark_gzipped(response)?;
-            ctx.gzip = Some(crate::compress::Gzip::new(sse));
-        }
+        ctx.gzip = crate::compress::prepare_response(&snapshot.config.compression, response, ctx.accepts_gzip)?;
         Ok(())
     }
 
