@@ -58,8 +58,6 @@ pub struct Ctx {
     streamed_body: u64,
     /// Why the last connection attempt failed (named in the error if none succeeds).
     last_connect_error: Option<String>,
-    /// The parsed body, between inspection and the cache lookup.
-    message: Option<Message>,
     /// Cache state of a cacheable request.
     cache: Option<Box<CacheCtx>>,
     outcome: Outcome,
@@ -121,7 +119,6 @@ impl ProxyHttp for McpProxy {
             tried: Vec::new(),
             streamed_body: 0,
             last_connect_error: None,
-            message: None,
             cache: None,
             outcome: Outcome::Bypass,
             observer: None,
@@ -174,12 +171,11 @@ impl ProxyHttp for McpProxy {
             }
         }
         if method == http::Method::POST {
-            if self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
-                return Ok(true);
-            }
-            if let Some(message) = ctx.message.take() {
-                return self.consult_cache(session, ctx, route, &message).await;
-            }
+            return match self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
+                Inspected::Answered => Ok(true),
+                Inspected::Streamed => Ok(false),
+                Inspected::Message(message) => self.consult_cache(session, ctx, route, &message).await,
+            };
         }
         Ok(false)
     }
@@ -519,29 +515,28 @@ impl McpProxy {
     }
 
     /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
-    /// Returns `Ok(true)` when it already answered (an error).
-    async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<bool> {
+    async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<Inspected> {
         let content_type = header_str(session, "content-type").unwrap_or_default();
         if !content_type.to_ascii_lowercase().starts_with("application/json") {
             let message =
                 format!("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}");
-            return reject(session, 415, None, codes::INVALID_REQUEST, &message).await;
+            return answered(reject(session, 415, None, codes::INVALID_REQUEST, &message).await);
         }
         let length = match header_str(session, "content-length").map(|v| v.trim().parse::<u64>()) {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
-                return reject(session, 400, None, codes::INVALID_REQUEST, "invalid Content-Length").await;
+                return answered(reject(session, 400, None, codes::INVALID_REQUEST, "invalid Content-Length").await);
             }
             None => None,
         };
         if length.is_some_and(|n| n > max_body) {
             let message =
                 format!("request body of {} bytes exceeds the limit of {max_body} bytes", length.unwrap_or(0));
-            return reject(session, 413, None, codes::INVALID_REQUEST, &message).await;
+            return answered(reject(session, 413, None, codes::INVALID_REQUEST, &message).await);
         }
         let Some(length) = length.filter(|&n| n <= INSPECT_LIMIT) else {
             // Large or chunked: streamed through, size-checked in request_body_filter.
-            return Ok(false);
+            return Ok(Inspected::Streamed);
         };
         session.enable_retry_buffering();
         let mut body = BytesMut::with_capacity(length as usize);
@@ -551,24 +546,37 @@ impl McpProxy {
         let message = match jsonrpc::parse(&body) {
             Ok(message) => message,
             Err(invalid) => {
-                return reject(session, 400, invalid.id.as_deref(), invalid.code, &invalid.message).await;
+                return answered(reject(session, 400, invalid.id.as_deref(), invalid.code, &invalid.message).await);
             }
         };
         ctx.rpc_method = message.method.clone();
         ctx.rpc_id = message.id.clone();
-        ctx.message = Some(message);
         if ctx.stateless {
             let headers = Mirrored {
                 protocol_version: header_str(session, "mcp-protocol-version"),
                 method: header_str(session, "mcp-method"),
                 name: header_str(session, "mcp-name"),
             };
-            if let Err(reason) = check_mirrored(headers, ctx.message.as_ref().expect("just set")) {
-                return reject(session, 400, ctx.rpc_id.as_deref(), codes::HEADER_MISMATCH, &reason).await;
+            if let Err(reason) = check_mirrored(headers, &message) {
+                return answered(reject(session, 400, ctx.rpc_id.as_deref(), codes::HEADER_MISMATCH, &reason).await);
             }
         }
-        Ok(false)
+        Ok(Inspected::Message(message))
     }
+}
+
+/// What inspecting a POST led to.
+enum Inspected {
+    /// An error was already answered.
+    Answered,
+    /// Too large or chunked to inspect: it streams through.
+    Streamed,
+    Message(Message),
+}
+
+/// `reject`'s outcome as an inspection result.
+fn answered(rejected: Result<bool>) -> Result<Inspected> {
+    rejected.map(|_| Inspected::Answered)
 }
 
 /// Maps a proxying failure to (HTTP status, JSON-RPC code, message). Status 0: the client is
