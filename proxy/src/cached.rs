@@ -148,22 +148,15 @@ pub fn answer(entry: &Bytes, id: &str, gzip_from: Option<u64>) -> Option<(Bytes,
 }
 
 /// Stores a captured result if its facts allow. `precompress`: also keep a deflated form, so
-/// gzip hits cost no compression. Returns whether it was stored.
-pub fn store(
-    cache: &EdgeCache,
-    ctx: &CacheCtx,
-    policy: &CachePolicy,
-    result: &str,
-    max_entry: u64,
-    precompress: bool,
-) -> bool {
-    let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return false };
-    let Some(facts) = result_facts(&raw) else { return false };
+/// gzip hits cost no compression.
+pub fn store(cache: &EdgeCache, ctx: &CacheCtx, policy: &CachePolicy, result: &str, max_entry: u64, precompress: bool) {
+    let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return };
+    let Some(facts) = result_facts(&raw) else { return };
     let Some(Store { scope, ttl, restate_ttl }) = store_decision(&ctx.lookup, &ctx.caller, &facts, policy) else {
-        return false;
+        return;
     };
     if facts.stored_result.len() as u64 > max_entry {
-        return false;
+        return;
     }
     let result = facts.stored_result.as_bytes();
     let deflated = precompress.then(|| crate::compress::deflate_segment(&result[1..]));
@@ -175,7 +168,6 @@ pub fn store(
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
     cache.insert(&ctx.lookup, &scope, &entry);
-    true
 }
 
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE

@@ -157,8 +157,8 @@ impl Pool {
         select_with(&filter).and_then(|b| self.index_of(&b))
     }
 
-    /// Takes a replica out of rotation after a failed connection; it comes back after
-    /// `eject_for`, and stays out longer only if the active health check also fails.
+    /// Takes a replica out of rotation (a refused connection, or 5xx in a row); it comes back
+    /// after `eject_for`, and stays out longer only if the active health check also fails.
     pub fn eject(self: &Arc<Self>, index: usize) {
         let backend = self.upstreams[index].backend.clone();
         self.backends().set_enable(&backend, false);

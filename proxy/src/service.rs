@@ -494,7 +494,8 @@ impl McpProxy {
         }
     }
 
-    /// Once the upstream has answered: store the result if the cache may keep it (once).
+    /// Once the upstream has answered: store the result if the cache may keep it (once), then
+    /// wake the requests coalesced on it (they need not wait for the end of the stream).
     fn store_captured(&self, ctx: &mut Ctx) {
         let (Some(observer), Some(cache_ctx), Some(snapshot)) =
             (ctx.observer.as_ref(), ctx.cache.as_mut(), ctx.snapshot.as_ref())
@@ -505,13 +506,17 @@ impl McpProxy {
             return;
         }
         let route = &snapshot.routes[ctx.route];
-        let Some(result) = observer.cacheable_result() else { return };
-        if route.config.policy.readonly_tools && cache_ctx.lookup.method == "tools/list" {
-            route.readonly.learn(result);
+        if let Some(result) = observer.cacheable_result() {
+            if route.config.policy.readonly_tools && cache_ctx.lookup.method == "tools/list" {
+                route.readonly.learn(result);
+            }
+            let precompress = snapshot.config.compression.gzip;
+            let max_entry = snapshot.config.cache.max_entry_size;
+            cached::store(&self.cache, cache_ctx, &route.config.policy, result, max_entry, precompress);
         }
-        let precompress = snapshot.config.compression.gzip;
-        let max_entry = snapshot.config.cache.max_entry_size;
-        cached::store(&self.cache, cache_ctx, &route.config.policy, result, max_entry, precompress);
+        if let Some(leader) = cache_ctx.leader.take() {
+            self.cache.release(leader);
+        }
     }
 
     /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
