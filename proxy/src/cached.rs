@@ -6,14 +6,11 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use mcp_edge_policies::cache::{
-    Caller, Deflated, Entry, Lookup, Store, identity_hash, lookup_for, result_facts, store_decision,
-};
-use mcp_edge_policies::config::CachePolicy;
+use mcp_edge_policies::cache::{Caller, Deflated, Entry, Lookup, Store, lookup_for, result_facts, store_decision};
+use mcp_edge_policies::config::{CachePolicy, CompressionConfig};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::observe::Observer;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 use serde_json::value::RawValue;
 
 use crate::cache::{Coalesce, EdgeCache, Found, Leader, now_ms};
@@ -78,17 +75,6 @@ impl ReadonlyTools {
     }
 }
 
-/// The caller facts of a request, read from its headers.
-pub fn caller(session: &Session, policy: &CachePolicy, stateless: bool) -> Caller {
-    let header = |name: &str| session.req_header().headers.get(name);
-    Caller {
-        identity: header(policy.identity_header.as_str()).map(|v| identity_hash(v.as_bytes())),
-        session: header("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string),
-        stateless,
-        protocol_version: header("mcp-protocol-version").and_then(|v| v.to_str().ok()).map(str::to_string),
-    }
-}
-
 pub enum Prepared {
     /// Answer with this entry.
     Hit(Bytes),
@@ -98,20 +84,52 @@ pub enum Prepared {
     Bypass,
 }
 
-/// Looks a request up; on a miss, joins or leads the coalesced fetch.
+/// What the hit path found for a request it then handed to the proxy service, so the service
+/// does not look the same keys up again.
+pub struct Prelooked {
+    pub keys: Vec<Vec<u8>>,
+    pub found: Found,
+}
+
+impl Prelooked {
+    /// The keys a lookup reads, in order: a pre-lookup stands for a lookup with the same keys.
+    pub fn keys_of(lookup: &Lookup) -> Vec<Vec<u8>> {
+        lookup.scopes.iter().map(|scope| lookup.key(scope)).collect()
+    }
+}
+
+/// Where a request's cache lookup comes from.
+pub struct LookupInput<'a> {
+    pub route: &'a str,
+    pub policy: &'a CachePolicy,
+    pub readonly: &'a ReadonlyTools,
+    pub message: &'a Message,
+    pub caller: Caller,
+}
+
+impl LookupInput<'_> {
+    pub fn lookup(&self) -> Option<Lookup> {
+        lookup_for(self.route, self.message, &self.caller, self.policy, |name| self.readonly.contains(name))
+    }
+}
+
+/// Looks a request up (unless `prelooked` already did); on a miss, joins or leads the
+/// coalesced fetch.
 pub async fn prepare(
     cache: &EdgeCache,
-    route: &str,
-    policy: &CachePolicy,
-    readonly: &ReadonlyTools,
-    message: &Message,
-    caller: Caller,
+    input: LookupInput<'_>,
+    prelooked: Option<Prelooked>,
     wait_limit: std::time::Duration,
 ) -> Prepared {
-    let Some(lookup) = lookup_for(route, message, &caller, policy, |name| readonly.contains(name)) else {
+    let Some(lookup) = input.lookup() else {
         return Prepared::Bypass;
     };
-    let mut stale = match cache.lookup(route, &lookup, policy.stale_if_error).await {
+    let LookupInput { route, policy, caller, .. } = input;
+    let found = match prelooked.filter(|p| p.keys == Prelooked::keys_of(&lookup)) {
+        Some(prelooked) => prelooked.found,
+        None => cache.lookup(route, &lookup, policy.stale_if_error).await,
+    };
+    let mut stale = match found {
         Found::Fresh(bytes) => return Prepared::Hit(bytes),
         Found::Stale(bytes) => Some(bytes),
         Found::Nothing => None,
@@ -131,6 +149,39 @@ pub async fn prepare(
         }
     };
     Prepared::Forward(Box::new(CacheCtx { lookup, caller, fetched_at_ms: now_ms(), leader, stale, stored: false }))
+}
+
+/// An answer mcp-edge writes itself from a cached entry: body and headers beyond the
+/// content type and length.
+pub struct CachedAnswer {
+    pub body: Bytes,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Renders a cached entry as the answer to request `id`, gzipped when the client accepts it
+/// and the configuration allows. Handshake-era servers echo the session id on every response;
+/// so do cached answers.
+pub fn render(
+    entry: &Bytes,
+    id: &str,
+    outcome: Outcome,
+    compression: &CompressionConfig,
+    accepts_gzip: bool,
+    session: Option<&str>,
+) -> Option<CachedAnswer> {
+    let gzip_from = (compression.gzip && accepts_gzip).then_some(compression.min_size);
+    let (body, gzipped) = answer(entry, id, gzip_from)?;
+    let mut headers = vec![("x-cache", outcome.as_str().to_string())];
+    if let Some(session) = session {
+        headers.push(("mcp-session-id", session.to_string()));
+    }
+    if compression.gzip {
+        headers.push(("vary", "Accept-Encoding".to_string()));
+    }
+    if gzipped {
+        headers.push(("content-encoding", "gzip".to_string()));
+    }
+    Some(CachedAnswer { body, headers })
 }
 
 /// The answer to request `id` from a cached entry: gzipped (from the entry's pre-compressed

@@ -5,10 +5,13 @@ mod cache;
 mod cached;
 mod compress;
 mod demo_upstream;
+mod guards;
+mod hit_path;
 mod metrics;
 mod poll;
 mod pool;
 mod runtime;
+mod served;
 mod service;
 mod supervisor;
 mod tls;
@@ -206,7 +209,12 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, service::McpProxy { live: live.clone(), cache });
+    let proxy = pingora::proxy::http_proxy(
+        &server.configuration,
+        service::McpProxy { live: live.clone(), cache: cache.clone() },
+    );
+    let app = hit_path::EdgeApp::new(proxy, live.clone(), cache);
+    let mut proxy = pingora::services::listening::Service::new("mcp-edge".to_string(), app);
     for addr in &listeners {
         proxy.add_tcp(&addr.to_string());
     }

@@ -1,6 +1,7 @@
 //! The Pingora proxy service: guards a request, understands its JSON-RPC body, pins MCP
 //! sessions to the upstream that created them, and streams the answer back untouched.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::consistent_key;
-use mcp_edge_policies::headers::{Mirrored, check_mirrored, is_stateless_era};
+use mcp_edge_policies::headers::is_stateless_era;
 use mcp_edge_policies::jsonrpc::{self, codes};
 use mcp_edge_policies::routing::upstream_path;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -19,15 +20,17 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::cache::EdgeCache;
-use crate::cached::{self, CacheCtx, Outcome, Prepared};
+use crate::cached::{self, CacheCtx, LookupInput, Outcome, Prelooked, Prepared};
+use crate::guards::{self, HeaderLookup, Rejection};
 use crate::runtime::{Live, Route, Runtime};
+use crate::served::Served;
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::observe::Observer;
 
 /// Bodies up to this size are read and parsed before forwarding. Larger ones (never cacheable
 /// reads) stream straight through: Pingora's retry buffer, which replays a body read in
 /// `request_filter`, holds at most 64 KiB.
-const INSPECT_LIMIT: u64 = 64 * 1024;
+pub const INSPECT_LIMIT: u64 = 64 * 1024;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
@@ -60,6 +63,8 @@ pub struct Ctx {
     last_connect_error: Option<String>,
     /// Cache state of a cacheable request.
     cache: Option<Box<CacheCtx>>,
+    /// The hit path's lookup of this request, when it looked before handing it over.
+    prelooked: Option<Prelooked>,
     outcome: Outcome,
     /// Watches the upstream answer (result capture, notifications).
     observer: Option<Observer>,
@@ -120,6 +125,7 @@ impl ProxyHttp for McpProxy {
             streamed_body: 0,
             last_connect_error: None,
             cache: None,
+            prelooked: None,
             outcome: Outcome::Bypass,
             observer: None,
             _active: crate::metrics::ActiveRequest::start(),
@@ -128,11 +134,19 @@ impl ProxyHttp for McpProxy {
         }
     }
 
+    /// The hit path hands a request over with what its cache lookup found.
+    fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut Ctx, handed_over: Box<dyn Any + Send + Sync>) {
+        if let Ok(prelooked) = handed_over.downcast::<Prelooked>() {
+            ctx.prelooked = Some(*prelooked);
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snapshot = self.live.load_full();
         let path = session.req_header().uri.path().to_string();
         let Some(route_index) = snapshot.route_for(&path) else {
-            return reject(session, 404, None, codes::SERVER_ERROR, &format!("no route serves path {path}")).await;
+            return reject(session, Rejection::new(404, codes::SERVER_ERROR, format!("no route serves path {path}")))
+                .await;
         };
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route_index;
@@ -142,33 +156,20 @@ impl ProxyHttp for McpProxy {
 
         let method = session.req_header().method.clone();
         if ![http::Method::POST, http::Method::GET, http::Method::DELETE, http::Method::OPTIONS].contains(&method) {
-            return reject(
-                session,
-                405,
-                None,
-                codes::SERVER_ERROR,
-                &format!("method {method} is not allowed on an MCP endpoint"),
-            )
-            .await;
+            let message = format!("method {method} is not allowed on an MCP endpoint");
+            return reject(session, Rejection::new(405, codes::SERVER_ERROR, message)).await;
         }
-        if let Some(origin) = header_str(session, "origin")
-            && !origin_allowed(&snapshot.config.server.allowed_origins, origin)
-        {
-            let message = format!("Forbidden: origin {origin} is not allowed");
-            return reject(session, 403, None, codes::SERVER_ERROR, &message).await;
+        let headers = &session.req_header().headers;
+        if let Err(rejection) = guards::check_origin(&snapshot.config.server.allowed_origins, headers) {
+            return reject(session, rejection).await;
         }
-        ctx.stateless = header_str(session, "mcp-protocol-version").is_some_and(is_stateless_era);
-        // Stateless-era requests ignore session ids (as the spec tells servers to).
-        if !ctx.stateless
-            && let Some(edge_session) = header_str(session, "mcp-session-id").map(str::to_string)
-        {
-            match pin_session(route, &edge_session) {
-                Some((upstream, upstream_session)) => {
-                    ctx.pinned = Some(upstream);
-                    ctx.upstream_session = Some(upstream_session);
-                }
-                None => return reject_unknown_session(session, None).await,
+        ctx.stateless = headers.header("mcp-protocol-version").is_some_and(is_stateless_era);
+        match guards::pin_session(route, headers, ctx.stateless) {
+            Ok(pinned) => {
+                ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
+                ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
             }
+            Err(rejection) => return reject(session, rejection).await,
         }
         if method == http::Method::POST {
             return match self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
@@ -406,13 +407,12 @@ impl ProxyHttp for McpProxy {
         if session.response_written().is_none()
             && e.esource() != &ErrorSource::Downstream
             && let Some(stale) = ctx.cache.as_mut().and_then(|c| c.stale.take())
-            && let mut headers = answer_headers(session, Outcome::Stale)
-            && let Some(body) = render_cached(ctx, &stale, &mut headers)
+            && let Some(answer) = render_cached(session, ctx, &stale, Outcome::Stale)
         {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
             ctx.outcome = Outcome::Stale;
             // After a failed upstream attempt the connection's state is uncertain: close it.
-            if respond(session, 200, body, &headers, false).await.is_ok() {
+            if respond(session, 200, answer.body, &answer.headers, false).await.is_ok() {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
             }
         }
@@ -436,23 +436,18 @@ impl ProxyHttp for McpProxy {
         if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
             route.pool.upstreams[index].inflight.fetch_sub(1, Ordering::Relaxed);
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        record_metrics(route, ctx, status);
-        let upstream = match (route, ctx.current_upstream()) {
-            (Some(route), Some(index)) => route.pool.upstreams[index].url.url.as_str(),
-            _ => "-",
-        };
-        tracing::info!(
-            target: "mcp_edge::access",
-            route = route.map_or("-", |r| r.config.name.as_str()),
-            method = %session.req_header().method,
-            mcp_method = ctx.rpc_method.as_deref().unwrap_or("-"),
-            status,
+        let upstream = route.zip(ctx.current_upstream()).map(|(r, index)| r.pool.upstreams[index].url.url.as_str());
+        Served {
+            route: route.map_or("-", |r| r.config.name.as_str()),
+            http_method: session.req_header().method.as_str(),
+            mcp_method: ctx.rpc_method.as_deref(),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            cache: ctx.outcome.as_str(),
             upstream,
-            cache = ctx.outcome.as_str(),
-            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-            error = error.map(|e| e.to_string()).unwrap_or_default(),
-        );
+            started: ctx.started,
+            error: error.map(|e| e.to_string()),
+        }
+        .record();
     }
 }
 
@@ -466,23 +461,18 @@ impl McpProxy {
         message: &Message,
     ) -> Result<bool> {
         let policy = &route.config.policy;
-        let caller = cached::caller(session, policy, ctx.stateless);
-        let prepared = cached::prepare(
-            &self.cache,
-            &route.config.name,
+        let input = LookupInput {
+            route: &route.config.name,
             policy,
-            &route.readonly,
+            readonly: &route.readonly,
             message,
-            caller,
-            route.config.read_timeout,
-        )
-        .await;
-        match prepared {
+            caller: guards::caller(&session.req_header().headers, policy, ctx.stateless),
+        };
+        match cached::prepare(&self.cache, input, ctx.prelooked.take(), route.config.read_timeout).await {
             Prepared::Hit(entry) => {
-                let mut headers = answer_headers(session, Outcome::Hit);
-                let Some(body) = render_cached(ctx, &entry, &mut headers) else { return Ok(false) };
+                let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
                 ctx.outcome = Outcome::Hit;
-                respond(session, 200, body, &headers, true).await?;
+                respond(session, 200, answer.body, &answer.headers, true).await?;
                 Ok(true)
             }
             Prepared::Forward(cache) => {
@@ -521,24 +511,10 @@ impl McpProxy {
 
     /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
     async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<Inspected> {
-        let content_type = header_str(session, "content-type").unwrap_or_default();
-        if !content_type.to_ascii_lowercase().starts_with("application/json") {
-            let message =
-                format!("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}");
-            return answered(reject(session, 415, None, codes::INVALID_REQUEST, &message).await);
-        }
-        let length = match header_str(session, "content-length").map(|v| v.trim().parse::<u64>()) {
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => {
-                return answered(reject(session, 400, None, codes::INVALID_REQUEST, "invalid Content-Length").await);
-            }
-            None => None,
+        let length = match guards::check_post(&session.req_header().headers, max_body) {
+            Ok(length) => length,
+            Err(rejection) => return answered(reject(session, rejection).await),
         };
-        if length.is_some_and(|n| n > max_body) {
-            let message =
-                format!("request body of {} bytes exceeds the limit of {max_body} bytes", length.unwrap_or(0));
-            return answered(reject(session, 413, None, codes::INVALID_REQUEST, &message).await);
-        }
         let Some(length) = length.filter(|&n| n <= INSPECT_LIMIT) else {
             // Large or chunked: streamed through, size-checked in request_body_filter.
             return Ok(Inspected::Streamed);
@@ -548,24 +524,12 @@ impl McpProxy {
         while let Some(chunk) = session.read_request_body().await? {
             body.extend_from_slice(&chunk);
         }
-        let message = match jsonrpc::parse(&body) {
+        let message = match guards::understand(&body, &session.req_header().headers, ctx.stateless) {
             Ok(message) => message,
-            Err(invalid) => {
-                return answered(reject(session, 400, invalid.id.as_deref(), invalid.code, &invalid.message).await);
-            }
+            Err(rejection) => return answered(reject(session, rejection).await),
         };
         ctx.rpc_method = message.method.clone();
         ctx.rpc_id = message.id.clone();
-        if ctx.stateless {
-            let headers = Mirrored {
-                protocol_version: header_str(session, "mcp-protocol-version"),
-                method: header_str(session, "mcp-method"),
-                name: header_str(session, "mcp-name"),
-            };
-            if let Err(reason) = check_mirrored(headers, &message) {
-                return answered(reject(session, 400, ctx.rpc_id.as_deref(), codes::HEADER_MISMATCH, &reason).await);
-            }
-        }
         Ok(Inspected::Message(message))
     }
 }
@@ -634,23 +598,6 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
     }
 }
 
-fn record_metrics(route: Option<&Route>, ctx: &Ctx, status: u16) {
-    use crate::metrics::{METRICS, method_label};
-    let route_name = route.map_or("-", |r| r.config.name.as_str());
-    let method = method_label(ctx.rpc_method.as_deref());
-    let cache = ctx.outcome.as_str();
-    let status_text = status.to_string();
-    METRICS.requests.with_label_values(&[route_name, method, status_text.as_str(), cache]).inc();
-    METRICS
-        .request_duration
-        .with_label_values(&[route_name, method, cache])
-        .observe(ctx.started.elapsed().as_secs_f64());
-    if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
-        let upstream = route.pool.upstreams[index].url.url.as_str();
-        METRICS.upstream_requests.with_label_values(&[route_name, upstream, status_text.as_str()]).inc();
-    }
-}
-
 fn session_gone() -> (u16, i64, String) {
     (404, -32001, "Session not found: its upstream is unavailable; initialize a new session".to_string())
 }
@@ -663,24 +610,6 @@ impl ContextText for Error {
     fn context_text(&self) -> String {
         self.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default()
     }
-}
-
-/// The pool index and upstream session id behind an edge session id, if its upstream is still
-/// in the pool. (An unreachable upstream is found out on connecting: the client then gets 404.)
-fn pin_session(route: &Route, edge_session: &str) -> Option<(usize, String)> {
-    let (upstream_id, upstream_session) = affinity::decode(edge_session)?;
-    let index = route.pool.find_by_id(upstream_id)?;
-    Some((index, upstream_session.to_string()))
-}
-
-async fn reject_unknown_session(session: &mut Session, id: Option<&str>) -> Result<bool> {
-    // 404 tells an MCP client to initialize a new session (spec, handshake era).
-    reject(session, 404, id, -32001, "Session not found").await
-}
-
-fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    let origin = origin.trim_end_matches('/');
-    allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
 }
 
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -699,39 +628,21 @@ fn is_tls(session: &Session) -> bool {
 }
 
 /// Answers the request with a JSON-RPC error; `Ok(true)` tells Pingora the response is sent.
-async fn reject(session: &mut Session, status: u16, id: Option<&str>, code: i64, message: &str) -> Result<bool> {
+async fn reject(session: &mut Session, rejection: Rejection) -> Result<bool> {
     let mut headers = vec![("x-cache", Outcome::Bypass.as_str().to_string())];
-    if status == 405 {
+    if rejection.status == 405 {
         headers.push(("allow", "GET, POST, DELETE, OPTIONS".to_string()));
     }
     // The request body may be unread (rejected before reading): don't reuse the connection.
-    respond(session, status, Bytes::from(jsonrpc::error_body(id, code, message)), &headers, false).await?;
+    respond(session, rejection.status, Bytes::from(rejection.body()), &headers, false).await?;
     Ok(true)
 }
 
-/// Headers of an answer mcp-edge writes itself from the cache.
-fn answer_headers(session: &Session, outcome: Outcome) -> Vec<(&'static str, String)> {
-    let mut headers = vec![("x-cache", outcome.as_str().to_string())];
-    // Handshake-era servers echo the session id on every response; so do cached answers.
-    if let Some(edge_session) = header_str(session, "mcp-session-id") {
-        headers.push(("mcp-session-id", edge_session.to_string()));
-    }
-    headers
-}
-
-/// The answer from a cached entry; gzipped from the entry's pre-compressed form when the
-/// client accepts gzip and the answer is at least `compression.min_size`.
-fn render_cached(ctx: &Ctx, entry: &Bytes, headers: &mut Vec<(&'static str, String)>) -> Option<Bytes> {
-    let config = ctx.snapshot.as_ref().map(|s| &s.config.compression).filter(|c| c.gzip);
-    let gzip_from = config.filter(|_| ctx.accepts_gzip).map(|c| c.min_size);
-    let (body, gzipped) = cached::answer(entry, ctx.rpc_id.as_deref().unwrap_or("null"), gzip_from)?;
-    if config.is_some() {
-        headers.push(("vary", "Accept-Encoding".to_string()));
-    }
-    if gzipped {
-        headers.push(("content-encoding", "gzip".to_string()));
-    }
-    Some(body)
+/// A cached entry as the answer to this request.
+fn render_cached(session: &Session, ctx: &Ctx, entry: &Bytes, outcome: Outcome) -> Option<cached::CachedAnswer> {
+    let compression = &ctx.snapshot.as_ref()?.config.compression;
+    let id = ctx.rpc_id.as_deref().unwrap_or("null");
+    cached::render(entry, id, outcome, compression, ctx.accepts_gzip, header_str(session, "mcp-session-id"))
 }
 
 /// Writes a whole `application/json` response.

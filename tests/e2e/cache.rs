@@ -288,6 +288,8 @@ async fn metrics_count_what_happens() {
     assert_eq!(value(r#"mcp_requests_total{cache="HIT",method="resources/read",route="/mcp",status="200"}"#), 2.0);
     assert_eq!(value(r#"mcp_requests_total{cache="MISS",method="resources/read",route="/mcp",status="200"}"#), 1.0);
     assert_eq!(value(r#"mcp_cache_operations_total{operation="lookup",result="hit",tier="memory"}"#), 2.0);
+    // The hit path's lookup of the miss is handed to the proxy service, not repeated.
+    assert_eq!(value(r#"mcp_cache_operations_total{operation="lookup",result="miss",tier="-"}"#), 1.0);
     assert_eq!(value(&format!(r#"mcp_upstream_up{{route="/mcp",upstream="{}"}}"#, upstream.url())), 1.0);
     assert!(value("mcp_cache_bytes{tier=\"memory\"}") > 0.0);
     let health = client.get(proxy.admin_url("/healthz")).send().await.unwrap();

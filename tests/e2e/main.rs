@@ -6,6 +6,7 @@ mod cli;
 mod compression;
 mod errors;
 mod harness;
+mod hit_path;
 mod passthrough;
 mod peers;
 mod tls;

@@ -1,0 +1,367 @@
+//! The hit path: answers cache hits straight off the HTTP/1.1 connection, before Pingora's
+//! proxy machinery, and hands every other request to the proxy service untouched.
+//!
+//! Why: a hit is one read and one write, but going through `pingora-proxy` costs several
+//! times what the cache lookup does (its per-request session, module and filter machinery);
+//! measured in `benches/`. The hit path reads a request's bytes itself and looks at it only
+//! when it has the common shape of a cacheable read: an HTTP/1.1 `POST` with a small
+//! `Content-Length` JSON body. It answers only a fresh hit that passes every check the proxy
+//! service would make (the shared [`guards`]); anything else, including every error, is handed
+//! over to the service with the bytes read so far, so there is one source of truth for
+//! forwarding and for errors. HTTP/2 connections go to the service directly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BufMut, BytesMut};
+use mcp_edge_policies::headers::is_stateless_era;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::date::get_cached_date;
+use pingora::protocols::{ALPN, Stream};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cache::{EdgeCache, Found};
+use crate::cached::{self, LookupInput, Outcome, Prelooked};
+use crate::guards::{self, HeaderLookup};
+use crate::runtime::Live;
+use crate::served::Served;
+use crate::service::{INSPECT_LIMIT, McpProxy};
+
+/// How long a kept-alive connection may sit idle between requests (Pingora's default too).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Request heads larger than this are left to the proxy service (which allows more).
+const MAX_HEAD: usize = 16 * 1024;
+/// Requests with more header lines than this are left to the proxy service.
+const MAX_HEADERS: usize = 48;
+
+pub struct EdgeApp {
+    proxy: Arc<HttpProxy<McpProxy>>,
+    live: Live,
+    cache: Arc<EdgeCache>,
+}
+
+impl EdgeApp {
+    pub fn new(proxy: HttpProxy<McpProxy>, live: Live, cache: Arc<EdgeCache>) -> EdgeApp {
+        EdgeApp { proxy: Arc::new(proxy), live, cache }
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        let mut stream = stream;
+        let mut buffer = BytesMut::with_capacity(4096);
+        loop {
+            match self.serve_one(&mut stream, &mut buffer, shutdown).await {
+                Step::Answered => continue,
+                Step::Close => return None,
+                Step::HandOver(prelooked) => {
+                    stream = self.hand_over(stream, buffer.split(), prelooked, shutdown).await?;
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await;
+    }
+}
+
+/// What became of one request on the hit path.
+enum Step {
+    /// Answered from the cache; the connection stays open for the next request.
+    Answered,
+    /// The connection is done (closed by the client, idle too long, shutting down, or the
+    /// client asked to close).
+    Close,
+    /// The proxy service takes this request (with what the hit path's lookup found, if it
+    /// looked).
+    HandOver(Option<Prelooked>),
+}
+
+/// The part of a request head the hit path needs before reading the body.
+struct Head {
+    head_len: usize,
+    body_len: usize,
+}
+
+impl EdgeApp {
+    async fn serve_one(&self, stream: &mut Stream, buffer: &mut BytesMut, shutdown: &ShutdownWatch) -> Step {
+        let head = loop {
+            if !buffer.is_empty() {
+                match probe_head(buffer) {
+                    Probe::Complete(head) => break head,
+                    Probe::Unsuitable => return Step::HandOver(None),
+                    Probe::Partial if buffer.len() > MAX_HEAD => return Step::HandOver(None),
+                    Probe::Partial => {}
+                }
+            }
+            if !read_more(stream, buffer, shutdown).await {
+                return Step::Close;
+            }
+        };
+        let request_len = head.head_len + head.body_len;
+        while buffer.len() < request_len {
+            if !read_more(stream, buffer, shutdown).await {
+                return Step::Close;
+            }
+        }
+        let started = Instant::now();
+        let _active = crate::metrics::ActiveRequest::start();
+        let request = &buffer[..request_len];
+        let answer = match self.try_hit(request, head.head_len).await {
+            Lookout::Hit(answer) => answer,
+            Lookout::Missed(prelooked) => return Step::HandOver(prelooked),
+        };
+        let closing = answer.close || *shutdown.borrow();
+        let response = encode_response(&answer.cached, closing);
+        if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+            return Step::Close;
+        }
+        Served {
+            route: &answer.route,
+            http_method: "POST",
+            mcp_method: Some(answer.mcp_method),
+            status: 200,
+            cache: Outcome::Hit.as_str(),
+            upstream: None,
+            started,
+            error: None,
+        }
+        .record();
+        buffer.advance(request_len);
+        if closing { Step::Close } else { Step::Answered }
+    }
+
+    /// Answers `request` (head and body, `head_len` bytes of head) from the cache if it is a
+    /// fresh hit that passes every check the proxy service makes.
+    async fn try_hit(&self, request: &[u8], head_len: usize) -> Lookout {
+        let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut header_slots);
+        if !matches!(parsed.parse(request), Ok(httparse::Status::Complete(_))) {
+            return Lookout::Missed(None);
+        }
+        let headers: &[httparse::Header<'_>] = parsed.headers;
+        let path = parsed.path.unwrap_or_default();
+        let body = &request[head_len..];
+        let snapshot = self.live.load();
+        let Some(route) = snapshot.route_for(path.split('?').next().unwrap_or_default()).map(|i| &snapshot.routes[i])
+        else {
+            return Lookout::Missed(None);
+        };
+        let stateless = headers.header("mcp-protocol-version").is_some_and(is_stateless_era);
+        let checked = guards::check_origin(&snapshot.config.server.allowed_origins, headers)
+            .and_then(|_| guards::pin_session(route, headers, stateless))
+            .and_then(|_| guards::check_post(headers, snapshot.config.server.max_body))
+            .and_then(|_| guards::understand(body, headers, stateless));
+        let Ok(message) = checked else { return Lookout::Missed(None) };
+        let policy = &route.config.policy;
+        let input = LookupInput {
+            route: &route.config.name,
+            policy,
+            readonly: &route.readonly,
+            message: &message,
+            caller: guards::caller(headers, policy, stateless),
+        };
+        let Some(lookup) = input.lookup() else { return Lookout::Missed(None) };
+        let found = self.cache.lookup(&route.config.name, &lookup, policy.stale_if_error).await;
+        let entry = match found {
+            Found::Fresh(entry) => entry,
+            found => return Lookout::Missed(Some(Prelooked { keys: Prelooked::keys_of(&lookup), found })),
+        };
+        let compression = &snapshot.config.compression;
+        let accepts_gzip = compression.gzip && crate::compress::accepts_gzip(headers.header("accept-encoding"));
+        let id = message.id.as_deref().unwrap_or("null");
+        let session = headers.header("mcp-session-id");
+        let Some(cached) = cached::render(&entry, id, Outcome::Hit, compression, accepts_gzip, session) else {
+            return Lookout::Missed(None);
+        };
+        Lookout::Hit(HitAnswer {
+            cached,
+            close: wants_close(headers),
+            route: route.config.name.clone(),
+            mcp_method: crate::metrics::method_label(message.method.as_deref()),
+        })
+    }
+
+    /// Gives one request to the proxy service: a Pingora HTTP/1 session whose parser starts
+    /// with the bytes read so far. Returns the connection if it may serve another request.
+    async fn hand_over(
+        &self,
+        stream: Stream,
+        read_so_far: BytesMut,
+        prelooked: Option<Prelooked>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(KEEPALIVE.as_secs()) });
+        if !read_so_far.is_empty() {
+            session.set_pipelined_prefix(read_so_far);
+        }
+        if let Some(prelooked) = prelooked {
+            // Delivered to `McpProxy::on_connection_reuse` for this very request.
+            session.set_connection_user_context(Some(Box::new(prelooked)));
+        }
+        // The service never enables pipelining nor persists a connection context, so the
+        // settings Pingora hands back carry nothing the next request needs.
+        let (stream, _settings) = self.proxy.process_new_http(session, shutdown).await?.consume();
+        Some(stream)
+    }
+}
+
+enum Lookout {
+    Hit(HitAnswer),
+    /// Not answered here; `Some` when the cache was looked up (a miss or a stale entry).
+    Missed(Option<Prelooked>),
+}
+
+struct HitAnswer {
+    cached: cached::CachedAnswer,
+    close: bool,
+    route: String,
+    mcp_method: &'static str,
+}
+
+enum Probe {
+    Complete(Head),
+    Partial,
+    /// Not the shape the hit path answers: the proxy service takes it.
+    Unsuitable,
+}
+
+/// Parses what has arrived of a request head and decides whether the hit path may take it:
+/// HTTP/1.1 `POST` to an origin-form target, one `Content-Length` small enough to inspect,
+/// no `Transfer-Encoding`, `Expect` or `Upgrade`.
+fn probe_head(buffer: &[u8]) -> Probe {
+    let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut header_slots);
+    let head_len = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Probe::Partial,
+        Err(_) => return Probe::Unsuitable,
+    };
+    let suitable_line =
+        parsed.method == Some("POST") && parsed.version == Some(1) && parsed.path.is_some_and(|p| p.starts_with('/'));
+    let headers: &[httparse::Header<'_>] = parsed.headers;
+    let count = |name: &str| headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
+    let framing_plain = count("transfer-encoding") == 0
+        && count("expect") == 0
+        && count("upgrade") == 0
+        && count("content-length") == 1
+        && count("host") == 1;
+    let body_len = headers.header("content-length").and_then(|v| v.parse::<usize>().ok());
+    match body_len {
+        Some(body_len) if suitable_line && framing_plain && body_len as u64 <= INSPECT_LIMIT => {
+            Probe::Complete(Head { head_len, body_len })
+        }
+        _ => Probe::Unsuitable,
+    }
+}
+
+/// Whether the client asked to close the connection after this answer.
+fn wants_close(headers: &[httparse::Header<'_>]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| h.value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
+}
+
+/// Reads more of the request. `false` when the connection is over: closed, failed, idle past
+/// the keep-alive timeout, or the server is shutting down while the connection is idle.
+async fn read_more(stream: &mut Stream, buffer: &mut BytesMut, shutdown: &ShutdownWatch) -> bool {
+    buffer.reserve(4096);
+    let idle = buffer.is_empty();
+    let mut shutdown = shutdown.clone();
+    let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(buffer));
+    tokio::select! {
+        biased;
+        result = read => matches!(result, Ok(Ok(n)) if n > 0),
+        _ = shutdown.wait_for(|stopping| *stopping), if idle => false,
+    }
+}
+
+/// The whole HTTP/1.1 response for a cached answer, written with one write.
+fn encode_response(answer: &cached::CachedAnswer, closing: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + answer.body.len());
+    out.put_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.put_slice(answer.body.len().to_string().as_bytes());
+    for (name, value) in &answer.headers {
+        out.put_slice(b"\r\n");
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+    }
+    out.put_slice(b"\r\ndate: ");
+    out.put_slice(get_cached_date().as_bytes());
+    out.put_slice(if closing { b"\r\nconnection: close\r\n\r\n" } else { b"\r\nconnection: keep-alive\r\n\r\n" });
+    out.put_slice(&answer.body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(text: &str) -> Probe {
+        probe_head(text.as_bytes())
+    }
+
+    const GOOD: &str = "POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+
+    #[test]
+    fn takes_small_posts_with_a_length() {
+        let Probe::Complete(head) = probe(GOOD) else { panic!("should be taken") };
+        assert_eq!((head.head_len, head.body_len), (GOOD.len() - 2, 2));
+        assert!(matches!(probe(&GOOD[..20]), Probe::Partial));
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_service() {
+        let unsuitable = [
+            GOOD.replace("POST", "GET"),
+            GOOD.replace("HTTP/1.1", "HTTP/1.0"),
+            GOOD.replace("/mcp", "http://a/mcp"),
+            GOOD.replace("Content-Length: 2", "Transfer-Encoding: chunked"),
+            GOOD.replace("Content-Length: 2", "Content-Length: 2\r\nContent-Length: 2"),
+            GOOD.replace("Content-Length: 2", "Content-Length: x"),
+            GOOD.replace("Content-Length: 2", &format!("Content-Length: {}", INSPECT_LIMIT + 1)),
+            GOOD.replace("Host: a\r\n", ""),
+            GOOD.replace("Host: a", "Expect: 100-continue\r\nHost: a"),
+            GOOD.replace("Host: a", "Upgrade: h2c\r\nHost: a"),
+            "POST /mcp HTTP/1.1\r\nHo st: a\r\n\r\n".to_string(),
+        ];
+        for text in unsuitable {
+            assert!(matches!(probe(&text), Probe::Unsuitable), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn close_is_honoured_among_connection_tokens() {
+        let headers = |value: &'static str| vec![httparse::Header { name: "Connection", value: value.as_bytes() }];
+        assert!(wants_close(&headers("close")));
+        assert!(wants_close(&headers("TE, Close")));
+        assert!(!wants_close(&headers("keep-alive")));
+    }
+
+    #[test]
+    fn response_is_framed_once() {
+        let answer = cached::CachedAnswer {
+            body: bytes::Bytes::from_static(b"{\"x\":1}"),
+            headers: vec![("x-cache", "HIT".to_string())],
+        };
+        let text = String::from_utf8(encode_response(&answer, true)).unwrap();
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 7\r\nx-cache: HIT\r\n"
+            )
+        );
+        assert!(text.ends_with("\r\nconnection: close\r\n\r\n{\"x\":1}"), "{text}");
+    }
+}

@@ -1,0 +1,43 @@
+//! What is recorded of every answered request, whichever path answered it: the request
+//! metrics of DESIGN.md and the access log line (target `mcp_edge::access`, level info).
+
+use std::time::Instant;
+
+use crate::metrics::{METRICS, method_label};
+
+/// One answered request.
+pub struct Served<'a> {
+    pub route: &'a str,
+    pub http_method: &'a str,
+    pub mcp_method: Option<&'a str>,
+    /// 0 when nothing was sent (the client went away).
+    pub status: u16,
+    pub cache: &'static str,
+    pub upstream: Option<&'a str>,
+    pub started: Instant,
+    pub error: Option<String>,
+}
+
+impl Served<'_> {
+    pub fn record(&self) {
+        let method = method_label(self.mcp_method);
+        let status = self.status.to_string();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        METRICS.requests.with_label_values(&[self.route, method, status.as_str(), self.cache]).inc();
+        METRICS.request_duration.with_label_values(&[self.route, method, self.cache]).observe(elapsed);
+        if let Some(upstream) = self.upstream {
+            METRICS.upstream_requests.with_label_values(&[self.route, upstream, status.as_str()]).inc();
+        }
+        tracing::info!(
+            target: "mcp_edge::access",
+            route = self.route,
+            method = self.http_method,
+            mcp_method = self.mcp_method.unwrap_or("-"),
+            status = self.status,
+            upstream = self.upstream.unwrap_or("-"),
+            cache = self.cache,
+            duration_ms = elapsed * 1000.0,
+            error = self.error.as_deref().unwrap_or_default(),
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The hit path answers cache hits straight off the connection and hands everything else to
+//! the proxy service: on one kept-alive connection the two must interleave without a byte
+//! lost or an answer out of order, whatever the client's framing.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+/// A raw HTTP/1.1 request for a stateless-era `resources/read`.
+fn read_request(uri: &str, id: Value, extra_headers: &str) -> String {
+    let (body, _) = stateless_body("resources/read", json!({"uri": uri}), id);
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: resources/read\r\nMcp-Name: {uri}\r\n{extra_headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// One response read off a raw connection.
+struct RawReply {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+impl RawReply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Reads exactly one `Content-Length` response from `stream` (leaving what follows in `pending`).
+async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> RawReply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(pending[..end].to_vec()).expect("ASCII head");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .expect("content-length");
+            if pending.len() >= end + 4 + length {
+                let body = serde_json::from_slice(&pending[end + 4..end + 4 + length]).expect("JSON body");
+                pending.drain(..end + 4 + length);
+                let status = head[9..12].parse().unwrap();
+                return RawReply { status, head, body };
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await.expect("response in time").unwrap();
+        assert!(n > 0, "connection closed before a whole response; have {:?}", String::from_utf8_lossy(pending));
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn connect(proxy: &Proxy) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap()
+}
+
+async fn warmed_proxy() -> (Upstream, Proxy) {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    assert_eq!(read(&proxy.mcp(), "demo://docs/1", None).await.header("x-cache"), Some("MISS"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (upstream, proxy)
+}
+
+#[tokio::test]
+async fn one_connection_interleaves_hits_misses_and_errors_in_order() {
+    let (upstream, proxy) = warmed_proxy().await;
+    let mut stream = connect(&proxy).await;
+    let mut pending = Vec::new();
+    let malformed =
+        "POST /mcp HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{\"a\":";
+    let steps: Vec<(String, u16, Option<&str>, Value)> = vec![
+        (read_request("demo://docs/1", json!(1), ""), 200, Some("HIT"), json!(1)),
+        (read_request("demo://docs/2", json!("two"), ""), 200, Some("MISS"), json!("two")),
+        (malformed.to_string(), 400, Some("BYPASS"), Value::Null),
+        (read_request("demo://docs/2", json!(3), ""), 200, Some("HIT"), json!(3)),
+        (read_request("demo://docs/1", json!("ü"), "Accept-Encoding: identity\r\n"), 200, Some("HIT"), json!("ü")),
+    ];
+    for (index, (request, status, x_cache, id)) in steps.into_iter().enumerate() {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let reply = read_response(&mut stream, &mut pending).await;
+        assert_eq!((reply.status, reply.header("x-cache")), (status, x_cache), "step {index}: {}", reply.head);
+        assert_eq!(reply.body["id"], id, "step {index}");
+        if status == 400 {
+            assert_eq!(reply.body["error"]["code"], -32700);
+            // Pingora closes after an error it answered before reading the body; reconnect.
+            stream = connect(&proxy).await;
+            pending.clear();
+        } else {
+            assert!(reply.body["result"]["contents"][0]["text"].as_str().unwrap().starts_with("Document"));
+        }
+    }
+    assert_eq!(upstream_reads(&upstream).await, 2, "docs/1 once to warm up, docs/2 once");
+}
+
+#[tokio::test]
+async fn pipelined_and_fragmented_requests_are_answered_in_order() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    let mut stream = connect(&proxy).await;
+    let mut pending = Vec::new();
+    // Three hits in one write.
+    let batch: String = (0..3).map(|i| read_request("demo://docs/1", json!(i), "")).collect();
+    stream.write_all(batch.as_bytes()).await.unwrap();
+    for i in 0..3 {
+        let reply = read_response(&mut stream, &mut pending).await;
+        assert_eq!((reply.status, reply.header("x-cache"), reply.body["id"].clone()), (200, Some("HIT"), json!(i)));
+    }
+    // One hit dribbled out a few bytes at a time, head and body split anywhere.
+    let request = read_request("demo://docs/1", json!("slow"), "");
+    for piece in request.as_bytes().chunks(7) {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!((reply.header("x-cache"), reply.body["id"].clone()), (Some("HIT"), json!("slow")));
+    assert!(pending.is_empty(), "nothing beyond the answers");
+}
+
+#[tokio::test]
+async fn a_hit_honours_connection_close() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    let mut stream = connect(&proxy).await;
+    let mut pending = Vec::new();
+    stream.write_all(read_request("demo://docs/1", json!(9), "Connection: close\r\n").as_bytes()).await.unwrap();
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!((reply.header("x-cache"), reply.header("connection")), (Some("HIT"), Some("close")));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the server closes after answering: {closed:?} {rest:?}");
+}
+
+#[tokio::test]
+async fn hits_pass_the_same_checks_as_forwarded_requests() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    let mut stream = connect(&proxy).await;
+    let mut pending = Vec::new();
+    // Mirrored header disagreeing with the body: the cached answer is not served.
+    let mismatched = read_request("demo://docs/1", json!(5), "").replace("Mcp-Name: demo://docs/1", "Mcp-Name: x");
+    stream.write_all(mismatched.as_bytes()).await.unwrap();
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!((reply.status, reply.body["error"]["code"].clone()), (400, json!(-32020)));
+    // A browser origin that is not allowed.
+    let mut stream = connect(&proxy).await;
+    pending.clear();
+    stream
+        .write_all(read_request("demo://docs/1", json!(6), "Origin: https://evil.example\r\n").as_bytes())
+        .await
+        .unwrap();
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!(reply.status, 403);
+    // A handshake-era session id that is not one of ours.
+    let mut stream = connect(&proxy).await;
+    pending.clear();
+    let foreign_session = read_request("demo://docs/1", json!(7), "Mcp-Session-Id: nope\r\n")
+        .replace("MCP-Protocol-Version: 2026-07-28", "MCP-Protocol-Version: 2025-11-25");
+    stream.write_all(foreign_session.as_bytes()).await.unwrap();
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!(reply.status, 404);
+}
