@@ -11,20 +11,28 @@ local headers = {
 }
 -- GZIP=1: the client accepts gzip (measures what compressing each hit costs).
 if os.getenv("GZIP") == "1" then headers["Accept-Encoding"] = "gzip" end
--- SEQUENTIAL=1 walks the keys in order (to fill the cache quickly).
+-- SEQUENTIAL=1 walks the keys in order (to fill the cache quickly): with STRIDE=n wrk threads,
+-- thread i takes keys i+1, i+1+n, ...
 local sequential = os.getenv("SEQUENTIAL") == "1"
-local next_key = 0
+local stride = tonumber(os.getenv("STRIDE") or "1")
+local threads_started = 0
+setup = function(thread)
+  thread:set("first_key", threads_started)
+  threads_started = threads_started + 1
+end
+local next_key = nil
 request = function()
   local key
   if sequential then
-    next_key = next_key % keys + 1
-    key = next_key
+    next_key = next_key or first_key or 0
+    key = next_key % keys + 1
+    next_key = next_key + stride
   else
     key = math.random(1, keys)
   end
   local uri = "demo://kib/" .. key
   headers["Mcp-Name"] = uri
-  return wrk.format("POST", "/mcp", headers, string.format(template, uri))
+  return wrk.format("POST", wrk.path, headers, string.format(template, uri))
 end
 
 -- run.sh starts wrk from the repository root.

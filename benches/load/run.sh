@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Load benchmark: resources/read POSTs sent direct to the demo upstream, through nginx (plain
 # reverse proxy, the baseline) and through mcp-edge, in one run on this machine.
-# usage: benches/load/run.sh [pass|hits|all] [DURATION_SECONDS] [CONNECTIONS]
+# usage: [REPEAT=3] [MILLION=1000000] benches/load/run.sh [pass|hits|all] [DURATION_SECONDS=5] [CONNECTIONS=64]
 #   pass: pass-through (direct vs nginx vs mcp-edge); hits: cache hits of 1 KiB resources vs
 #   nginx returning a fixed 1 KiB body, as the cache grows, and from the disk tier.
 # Needs: wrk and nginx (apt-get install -y wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODE=${1:-all}
-DURATION=${2:-10}
+DURATION=${2:-5}
 CONNECTIONS=${3:-64}
-WORKERS=${WORKERS:-2}
+# PIN=1 (default): the load generator gets CPU 0, every server (upstreams, nginx, mcp-edge) CPU 1,
+# and the proxies one worker each, so client and servers do not steal each other's time (on a
+# shared 2-core machine that theft dominated p99, nginx's included). PIN=0: no pinning, 2 workers.
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ]; then
+  CLIENT=(taskset -c 0); SERVER=(taskset -c 1); WRK_THREADS=1; WORKERS=${WORKERS:-1}
+else
+  CLIENT=(); SERVER=(); WRK_THREADS=2; WORKERS=${WORKERS:-2}
+fi
 for tool in wrk nginx; do
   command -v $tool >/dev/null || { echo "needs $tool: apt-get install -y wrk nginx-light" >&2; exit 1; }
 done
@@ -26,9 +34,9 @@ wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null 
 
 UP=$(port); EDGE=$(port); NGINX=$(port); DISK_EDGE=$(port)
 UP_NOCACHE=$(port)
-$BIN upstream --listen 127.0.0.1:$UP --name bench --json 2>"$DIR/upstream.log" & PIDS+=($!)
+"${SERVER[@]}" $BIN upstream --listen 127.0.0.1:$UP --name bench --json 2>"$DIR/upstream.log" & PIDS+=($!)
 # The pass-through upstream says ttlMs 0: its answers are never cached.
-$BIN upstream --listen 127.0.0.1:$UP_NOCACHE --name bench --json --ttl-ms 0 2>>"$DIR/upstream.log" & PIDS+=($!)
+"${SERVER[@]}" $BIN upstream --listen 127.0.0.1:$UP_NOCACHE --name bench --json --ttl-ms 0 2>>"$DIR/upstream.log" & PIDS+=($!)
 cat > "$DIR/edge.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$EDGE"]
@@ -36,7 +44,7 @@ threads = $WORKERS
 [admin]
 listen = ""
 [cache]
-memory = "512MiB"
+memory = "2GiB"
 [[route]]
 path = "/mcp"
 upstreams = ["http://127.0.0.1:$UP/mcp"]
@@ -58,30 +66,41 @@ disk_size = "1GiB"
 path = "/mcp"
 upstreams = ["http://127.0.0.1:$UP/mcp"]
 TOML
-RUST_LOG=warn $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & PIDS+=($!)
-RUST_LOG=warn $BIN run --config "$DIR/disk.toml" 2>"$DIR/disk.log" & DISK_PID=$!; PIDS+=($DISK_PID)
+RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & PIDS+=($!)
+RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk.toml" 2>"$DIR/disk.log" & DISK_PID=$!; PIDS+=($DISK_PID)
 FIXED='{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"demo://docs/1","text":"'$(printf 'x%.0s' $(seq 950))'"}]}}'
 mkdir -p "$DIR"/{body,proxy,fastcgi,uwsgi,scgi}
 sed -e "s|@WORKERS@|$WORKERS|; s|@DIR@|$DIR|g; s|@UPSTREAM_PORT@|$UP_NOCACHE|; s|@PORT@|$NGINX|; s|@FIXED_BODY@|$FIXED|" \
   benches/load/nginx.conf.in > "$DIR/nginx.conf"
-nginx -c "$DIR/nginx.conf" -p "$DIR" 2>"$DIR/nginx.log" & PIDS+=($!)
+"${SERVER[@]}" nginx -c "$DIR/nginx.conf" -p "$DIR" 2>"$DIR/nginx.log" & PIDS+=($!)
 wait_port $UP; wait_port $UP_NOCACHE; wait_port $EDGE; wait_port $NGINX; wait_port $DISK_EDGE
 
-measure() { # name url VAR [script]
+REPEAT=${REPEAT:-3}
+measure() { # name url VAR [script]: the median of REPEAT runs (this machine is noisy)
   local script=${4:-benches/load/read.lua}
-  wrk -t2 -c"$CONNECTIONS" -d1s -s "$script" "$2" >/dev/null 2>&1 || true   # warm-up
+  "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d1s -s "$script" "$2" >/dev/null 2>&1 || true   # warm-up
+  local lines=""
+  for _ in $(seq "$REPEAT"); do
+    lines+="$("${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$2" | grep '^RESULT')"$'\n'
+  done
   local line
-  line=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$2" | grep '^RESULT')
-  printf '%-40s %s\n' "$1" "${line#RESULT }"
-  eval "$(echo "${line#RESULT }" | sed 's/ /;/g; s/\([a-z0-9]*\)=/\U\1_'"$3"'=/g')"
+  line=$(printf '%s' "$lines" | python3 benches/load/median.py)
+  printf '%-40s %s\n' "$1" "$line"
+  eval "$(echo "${line% rps_range=*}" | sed 's/ /;/g; s/\([a-z0-9]*\)=/\U\1_'"$3"'=/g')"
 }
-fill() { # url keys: one sequential pass over the keys, so each is cached
-  KEYS=$2 SEQUENTIAL=1 wrk -t1 -c8 -d"$(( $2 / 2000 + 2 ))s" -s benches/load/random-read.lua "$1" >/dev/null
+fill() { # url keys: one sequential pass over the keys (at ~7k misses/s), so each is cached
+  KEYS=$2 SEQUENTIAL=1 STRIDE=$WRK_THREADS "${CLIENT[@]}" wrk -t$WRK_THREADS -c16 -d"$(( $2 / 7000 + 2 ))s" -s benches/load/random-read.lua "$1" >/dev/null
+}
+upstream_reads() { # how many resources/read the cached route's upstream has answered
+  curl -s "http://127.0.0.1:$UP/mcp" -H 'content-type: application/json' -H 'mcp-protocol-version: 2026-07-28' \
+    -H 'mcp-method: tools/call' -H 'mcp-name: reads' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"reads","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["content"][0]["text"])'
 }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
 
 if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
-  echo "== pass-through: resources/read, $CONNECTIONS connections, ${DURATION}s, $WORKERS proxy workers"
+  echo "== pass-through: resources/read, $CONNECTIONS connections, ${REPEAT}x${DURATION}s (medians), $WORKERS proxy workers, PIN=$PIN"
   # ttlMs 0 upstream: nothing is cached, every request goes through.
   measure "direct to upstream" "http://127.0.0.1:$UP_NOCACHE/mcp" DIRECT
   measure "nginx reverse proxy" "http://127.0.0.1:$NGINX/mcp_nocache" NGINX
@@ -92,11 +111,14 @@ if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
 fi
 
 if [ "$MODE" = hits ] || [ "$MODE" = all ]; then
-  echo "== cache hits: 1 KiB resources/read, $CONNECTIONS connections, ${DURATION}s"
-  measure "nginx fixed 1 KiB body" "http://127.0.0.1:$NGINX/fixed" FIXED
-  for keys in 1 1000 100000; do
+  echo "== cache hits: 1 KiB resources/read, $CONNECTIONS connections, ${REPEAT}x${DURATION}s (medians), $WORKERS proxy workers, PIN=$PIN"
+  # The same wrk script as the hits (nginx ignores the body), so the client costs the same.
+  KEYS=1000 measure "nginx fixed 1 KiB body" "http://127.0.0.1:$NGINX/fixed" FIXED benches/load/random-read.lua
+  for keys in 1 1000 100000 ${MILLION:-1000000}; do
     fill "http://127.0.0.1:$EDGE/mcp" $keys
+    before=$(upstream_reads)
     KEYS=$keys measure "mcp-edge hits, $keys entries (memory)" "http://127.0.0.1:$EDGE/mcp" "HITS$keys" benches/load/random-read.lua
+    echo "  misses during the run (upstream reads): $(( $(upstream_reads) - before ))"
     eval "echo \"  vs nginx fixed: \$(ratio \$RPS_HITS$keys \$RPS_FIXED)\""
   done
   GZIP=1 KEYS=1 measure "mcp-edge gzip hits, 1 entry (pre-compressed)" "http://127.0.0.1:$EDGE/mcp" GZIP \
@@ -104,7 +126,7 @@ if [ "$MODE" = hits ] || [ "$MODE" = all ]; then
   echo "  gzip hits vs plain hits: $(ratio "$RPS_GZIP" "$RPS_HITS1")"
   fill "http://127.0.0.1:$DISK_EDGE/mcp" 100000
   kill "$DISK_PID"; wait "$DISK_PID" 2>/dev/null || true
-  RUST_LOG=warn $BIN run --config "$DIR/disk.toml" 2>>"$DIR/disk.log" & PIDS+=($!)
+  RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk.toml" 2>>"$DIR/disk.log" & PIDS+=($!)
   wait_port $DISK_EDGE
   KEYS=100000 measure "mcp-edge hits, 100000 entries, after restart (8 MiB memory, rest on disk)" \
     "http://127.0.0.1:$DISK_EDGE/mcp" DISK benches/load/random-read.lua
