@@ -22,7 +22,7 @@ fi
 for tool in wrk nginx; do
   command -v $tool >/dev/null || { echo "needs $tool: apt-get install -y wrk nginx-light" >&2; exit 1; }
 done
-cargo build --release -p mcp-edge -q
+cargo build --release -p mcp-edge -q --bin mcp-edge --example pingora_floor
 BIN=target/release/mcp-edge
 DIR=$(mktemp -d)
 PIDS=()
@@ -33,8 +33,9 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 UP=$(port); EDGE=$(port); NGINX=$(port); DISK_EDGE=$(port)
-UP_NOCACHE=$(port)
-"${SERVER[@]}" $BIN upstream --listen 127.0.0.1:$UP --name bench --json 2>"$DIR/upstream.log" & PIDS+=($!)
+UP_NOCACHE=$(port); FLOOR=$(port)
+# Entries live an hour: filling a million of them takes minutes.
+"${SERVER[@]}" $BIN upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms 3600000 2>"$DIR/upstream.log" & PIDS+=($!)
 # The pass-through upstream says ttlMs 0: its answers are never cached.
 "${SERVER[@]}" $BIN upstream --listen 127.0.0.1:$UP_NOCACHE --name bench --json --ttl-ms 0 2>>"$DIR/upstream.log" & PIDS+=($!)
 cat > "$DIR/edge.toml" <<TOML
@@ -73,7 +74,9 @@ mkdir -p "$DIR"/{body,proxy,fastcgi,uwsgi,scgi}
 sed -e "s|@WORKERS@|$WORKERS|; s|@DIR@|$DIR|g; s|@UPSTREAM_PORT@|$UP_NOCACHE|; s|@PORT@|$NGINX|; s|@FIXED_BODY@|$FIXED|" \
   benches/load/nginx.conf.in > "$DIR/nginx.conf"
 "${SERVER[@]}" nginx -c "$DIR/nginx.conf" -p "$DIR" 2>"$DIR/nginx.log" & PIDS+=($!)
-wait_port $UP; wait_port $UP_NOCACHE; wait_port $EDGE; wait_port $NGINX; wait_port $DISK_EDGE
+"${SERVER[@]}" target/release/examples/pingora_floor 127.0.0.1:$FLOOR 127.0.0.1:$UP_NOCACHE "$WORKERS" \
+  2>"$DIR/floor.log" & PIDS+=($!)
+wait_port $FLOOR; wait_port $UP; wait_port $UP_NOCACHE; wait_port $EDGE; wait_port $NGINX; wait_port $DISK_EDGE
 
 REPEAT=${REPEAT:-3}
 measure() { # name url VAR [script]: the median of REPEAT runs (this machine is noisy)
@@ -88,8 +91,18 @@ measure() { # name url VAR [script]: the median of REPEAT runs (this machine is 
   printf '%-40s %s\n' "$1" "$line"
   eval "$(echo "${line% rps_range=*}" | sed 's/ /;/g; s/\([a-z0-9]*\)=/\U\1_'"$3"'=/g')"
 }
-fill() { # url keys: one sequential pass over the keys (at ~7k misses/s), so each is cached
-  KEYS=$2 SEQUENTIAL=1 STRIDE=$WRK_THREADS "${CLIENT[@]}" wrk -t$WRK_THREADS -c16 -d"$(( $2 / 7000 + 2 ))s" -s benches/load/random-read.lua "$1" >/dev/null
+fill_pass() { # url keys seconds: walk the keys in order for that long
+  KEYS=$2 SEQUENTIAL=1 STRIDE=$WRK_THREADS "${CLIENT[@]}" wrk -t$WRK_THREADS -c16 -d"$3s" -s benches/load/random-read.lua "$1" >/dev/null
+}
+fill() { # url keys: sequential passes over the keys until one reaches the upstream no more
+  fill_pass "$1" "$2" $(( $2 / 7000 + 2 ))
+  for _ in 1 2 3 4 5; do
+    local before
+    before=$(upstream_reads)
+    fill_pass "$1" "$2" $(( $2 / 40000 + 2 ))
+    [ "$(upstream_reads)" = "$before" ] && return
+  done
+  echo "  (the cache could not be filled: some of these hits are misses)"
 }
 upstream_reads() { # how many resources/read the cached route's upstream has answered
   curl -s "http://127.0.0.1:$UP/mcp" -H 'content-type: application/json' -H 'mcp-protocol-version: 2026-07-28' \
@@ -104,8 +117,9 @@ if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
   # ttlMs 0 upstream: nothing is cached, every request goes through.
   measure "direct to upstream" "http://127.0.0.1:$UP_NOCACHE/mcp" DIRECT
   measure "nginx reverse proxy" "http://127.0.0.1:$NGINX/mcp_nocache" NGINX
+  measure "pingora-proxy, no logic (floor)" "http://127.0.0.1:$FLOOR/mcp" FLOOR
   measure "mcp-edge (pass-through)" "http://127.0.0.1:$EDGE/nocache" EDGE
-  echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX")"
+  echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX"); Pingora floor / nginx: $(ratio "$RPS_FLOOR" "$RPS_NGINX")"
   python3 -c "import sys; d,e,f,g=map(float,sys.argv[1:]); print(f'added latency vs direct: p50 {e-d:+.3f} ms, p99 {g-f:+.3f} ms')" \
     "$P50_DIRECT" "$P50_EDGE" "$P99_DIRECT" "$P99_EDGE"
 fi
