@@ -16,7 +16,8 @@ command -v pkill >/dev/null || apt-get install -y -qq procps >/dev/null
 
 say "build"
 cargo deb -p mcp-edge --no-build --quiet
-DEB=$(ls -t target/debian/mcp-edge_*.deb | head -1)
+TARGET=${CARGO_TARGET_DIR:-target}
+DEB=$(ls -t "$TARGET"/debian/mcp-edge_*.deb | head -1)
 echo "$DEB"
 
 say "lintian"
@@ -43,8 +44,8 @@ fi
 
 say "serve as mcp-edge with the installed config"
 UPSTREAMS=()
-target/release/mcp-edge upstream --listen 127.0.0.1:3001 --name first >/tmp/mcp-edge-up1.log 2>&1 & UPSTREAMS+=($!)
-target/release/mcp-edge upstream --listen 127.0.0.1:3002 --name second >/tmp/mcp-edge-up2.log 2>&1 & UPSTREAMS+=($!)
+"$TARGET"/release/mcp-edge upstream --listen 127.0.0.1:3001 --name first >/tmp/mcp-edge-up1.log 2>&1 & UPSTREAMS+=($!)
+"$TARGET"/release/mcp-edge upstream --listen 127.0.0.1:3002 --name second >/tmp/mcp-edge-up2.log 2>&1 & UPSTREAMS+=($!)
 runuser -u mcp-edge -- /usr/bin/mcp-edge run --config /etc/mcp-edge/mcp-edge.toml >/tmp/mcp-edge-run.log 2>&1 &
 EDGE=$!
 cleanup() { kill "$EDGE" "${UPSTREAMS[@]}" 2>/dev/null || true; }
