@@ -85,17 +85,12 @@ pub enum Prepared {
 }
 
 /// What the hit path found for a request it then handed to the proxy service, so the service
-/// does not look the same keys up again.
+/// does not look the same request up again.
 pub struct Prelooked {
-    pub keys: Vec<Vec<u8>>,
+    /// The lookup it made: it stands for the service's own only if the two are equal (same
+    /// keys and scopes, e.g. no reload in between changed the route).
+    pub lookup: Lookup,
     pub found: Found,
-}
-
-impl Prelooked {
-    /// The keys a lookup reads, in order: a pre-lookup stands for a lookup with the same keys.
-    pub fn keys_of(lookup: &Lookup) -> Vec<Vec<u8>> {
-        lookup.scopes.iter().map(|scope| lookup.key(scope)).collect()
-    }
 }
 
 /// Where a request's cache lookup comes from.
@@ -125,7 +120,7 @@ pub async fn prepare(
         return Prepared::Bypass;
     };
     let LookupInput { route, policy, caller, .. } = input;
-    let found = match prelooked.filter(|p| p.keys == Prelooked::keys_of(&lookup)) {
+    let found = match prelooked.filter(|p| p.lookup == lookup) {
         Some(prelooked) => prelooked.found,
         None => cache.lookup(route, &lookup, policy.stale_if_error).await,
     };

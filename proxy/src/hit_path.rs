@@ -58,8 +58,10 @@ impl ServerApp for EdgeApp {
         }
         let mut stream = stream;
         let mut buffer = BytesMut::with_capacity(4096);
+        // Our own receiver, so an idle read can also wait for shutdown without a clone per read.
+        let mut shutdown_watch = shutdown.clone();
         loop {
-            match self.serve_one(&mut stream, &mut buffer, shutdown).await {
+            match self.serve_one(&mut stream, &mut buffer, &mut shutdown_watch).await {
                 Step::Answered => continue,
                 Step::Close => return None,
                 Step::HandOver(prelooked) => {
@@ -93,7 +95,7 @@ struct Head {
 }
 
 impl EdgeApp {
-    async fn serve_one(&self, stream: &mut Stream, buffer: &mut BytesMut, shutdown: &ShutdownWatch) -> Step {
+    async fn serve_one(&self, stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Step {
         let head = loop {
             if !buffer.is_empty() {
                 match probe_head(buffer) {
@@ -174,7 +176,7 @@ impl EdgeApp {
         let found = self.cache.lookup(&route.config.name, &lookup, policy.stale_if_error).await;
         let entry = match found {
             Found::Fresh(entry) => entry,
-            found => return Lookout::Missed(Some(Prelooked { keys: Prelooked::keys_of(&lookup), found })),
+            found => return Lookout::Missed(Some(Prelooked { lookup, found })),
         };
         let compression = &snapshot.config.compression;
         let accepts_gzip = compression.gzip && crate::compress::accepts_gzip(headers.header("accept-encoding"));
@@ -275,10 +277,9 @@ fn wants_close(headers: &[httparse::Header<'_>]) -> bool {
 
 /// Reads more of the request. `false` when the connection is over: closed, failed, idle past
 /// the keep-alive timeout, or the server is shutting down while the connection is idle.
-async fn read_more(stream: &mut Stream, buffer: &mut BytesMut, shutdown: &ShutdownWatch) -> bool {
+async fn read_more(stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut ShutdownWatch) -> bool {
     buffer.reserve(4096);
     let idle = buffer.is_empty();
-    let mut shutdown = shutdown.clone();
     let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(buffer));
     tokio::select! {
         biased;

@@ -613,7 +613,7 @@ impl ContextText for Error {
 }
 
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+    session.req_header().headers.header(name)
 }
 
 fn client_ip(session: &Session) -> String {
