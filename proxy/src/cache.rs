@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy, RecoverMode,
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy, Load,
+    RecoverMode,
 };
 use mcp_edge_policies::cache::{Entry, Lookup, Scope, Target, marker_key};
 use mcp_edge_policies::config::CacheConfig;
@@ -34,6 +35,8 @@ pub enum Found {
 
 pub struct EdgeCache {
     store: HybridCache<Vec<u8>, Bytes>,
+    /// False when the cache runs memory-only (no disk path, or the disk tier failed to open).
+    has_disk: bool,
     /// Marker key → wall-clock ms of the latest invalidation.
     markers: Mutex<HashMap<Vec<u8>, u64>>,
     /// Entries fetched before this instant may predate markers this process never saw.
@@ -67,10 +70,10 @@ impl EdgeCache {
             .build()
             .expect("cache runtime");
         let memory = config.memory.max(1 << 20) as usize;
-        let store = runtime.block_on(async {
+        let (store, has_disk) = runtime.block_on(async {
             if let Some(path) = &config.disk_path {
                 match open_hybrid(memory, path, config.disk_size as usize, &runtime).await {
-                    Ok(store) => return store,
+                    Ok(store) => return (store, true),
                     Err(e) => tracing::error!(
                         path = %path.display(),
                         error = %e,
@@ -78,10 +81,12 @@ impl EdgeCache {
                     ),
                 }
             }
-            memory_builder(memory).storage().build().await.expect("a memory-only cache always opens")
+            let store = memory_builder(memory).storage().build().await.expect("a memory-only cache always opens");
+            (store, false)
         });
         EdgeCache {
             store,
+            has_disk,
             markers: Mutex::new(HashMap::new()),
             started_ms: now_ms(),
             inflight: Mutex::new(HashMap::new()),
@@ -95,15 +100,10 @@ impl EdgeCache {
         let mut stale = None;
         for scope in &lookup.scopes {
             let key = lookup.key(scope);
-            let Ok(Some(cached)) = self.store.get(&key).await else {
+            let Some((bytes, tier)) = self.get(&key).await else {
                 count("lookup", "-", "miss");
                 continue;
             };
-            let tier = match cached.source() {
-                foyer::Source::Disk => "disk",
-                _ => "memory",
-            };
-            let bytes = cached.value().clone();
             let Some(entry) = Entry::decode(&bytes) else {
                 self.store.remove(&key);
                 continue;
@@ -124,6 +124,31 @@ impl EdgeCache {
             }
         }
         stale.map_or(Found::Nothing, Found::Stale)
+    }
+
+    /// Reads `key` from the memory tier, else from the disk tier, promoting what the disk had
+    /// into memory. Done by hand rather than with `HybridCache::get`, whose memory miss spawns
+    /// the disk load as a task on the cache runtime: that hop, on top of the I/O engine's own
+    /// blocking-pool hop, doubled the thread switches of every disk hit.
+    async fn get(&self, key: &Vec<u8>) -> Option<(Bytes, &'static str)> {
+        if let Some(entry) = self.store.memory().get(key) {
+            return Some((entry.value().clone(), "memory"));
+        }
+        if !self.has_disk {
+            return None;
+        }
+        let value = match self.store.storage().load(key).await {
+            Ok(Load::Entry { value, .. }) => value,
+            Ok(Load::Piece { piece, .. }) => piece.value().clone(),
+            Ok(Load::Throttled | Load::Miss) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the disk cache");
+                return None;
+            }
+        };
+        // Straight into the memory tier: a hybrid insert would write the entry to disk again.
+        self.store.memory().insert(key.clone(), value.clone());
+        Some((value, "disk"))
     }
 
     /// Flushes what the disk tier has buffered (at shutdown).
@@ -163,11 +188,9 @@ impl EdgeCache {
             let marker = match in_memory {
                 Some(ms) => Some(ms),
                 // Only entries from before this process can predate a marker it never saw.
-                None if predates_start => match self.store.get(&key).await {
-                    Ok(Some(stored)) => {
-                        stored.value().get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                    }
-                    _ => None,
+                None if predates_start => match self.get(&key).await {
+                    Some((stored, _)) => stored.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                    None => None,
                 },
                 None => None,
             };
