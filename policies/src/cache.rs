@@ -67,6 +67,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A storage key: the SHA-256 of what identifies an entry. Fixed-size, so a cache can hold
+/// it inline instead of behind a pointer of its own.
+pub type Key = [u8; 32];
+
+fn digest(parts: &[&[u8]]) -> Key {
+    parts.iter().fold(Sha256::new(), |hasher, part| hasher.chain_update(part)).finalize().into()
+}
+
 /// A cacheable request: its base key and the scopes to look it up in, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -79,14 +87,14 @@ pub struct Lookup {
 
 impl Lookup {
     /// The storage key of this request's entry in `scope`.
-    pub fn key(&self, scope: &Scope) -> Vec<u8> {
-        Sha256::digest(format!("{}\u{0}{}", self.base, scope.key_part()).as_bytes()).to_vec()
+    pub fn key(&self, scope: &Scope) -> Key {
+        digest(&[self.base.as_bytes(), b"\0", scope.key_part().as_bytes()])
     }
 
     /// The key concurrent misses coalesce on: same request, same caller.
-    pub fn coalescing_key(&self, caller: &Caller) -> Vec<u8> {
+    pub fn coalescing_key(&self, caller: &Caller) -> Key {
         let who = caller.identity.as_deref().or(caller.session.as_deref()).unwrap_or("-");
-        Sha256::digest(format!("{}\u{0}coalesce:{who}", self.base).as_bytes()).to_vec()
+        digest(&[self.base.as_bytes(), b"\0coalesce:", who.as_bytes()])
     }
 }
 
@@ -402,8 +410,8 @@ impl<'a> Entry<'a> {
 }
 
 /// The storage key of an invalidation marker for `target` of `route`.
-pub fn marker_key(route: &str, target: &Target) -> Vec<u8> {
-    Sha256::digest(format!("marker\u{0}{route}\u{0}{}", target.key_part()).as_bytes()).to_vec()
+pub fn marker_key(route: &str, target: &Target) -> Key {
+    digest(&[b"marker\0", route.as_bytes(), b"\0", target.key_part().as_bytes()])
 }
 
 #[cfg(test)]

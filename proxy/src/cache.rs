@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy, Load,
-    RecoverMode,
+    RecoverMode, S3FifoConfig,
 };
-use mcp_edge_policies::cache::{Entry, Lookup, Scope, Target, marker_key};
+use mcp_edge_policies::cache::{Entry, Key, Lookup, Scope, Target, marker_key};
 use mcp_edge_policies::config::CacheConfig;
 use tokio::sync::watch;
 
@@ -24,32 +24,82 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A storage key as foyer holds it: inline in the entry's record, compared without chasing a
+/// pointer (with a million entries, every pointer chased on a hit is a cache miss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StoreKey(Key);
+
+impl foyer::Code for StoreKey {
+    fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
+        writer.write_all(&self.0).map_err(foyer::Error::io_error)
+    }
+
+    fn decode(reader: &mut impl std::io::Read) -> foyer::Result<Self> {
+        let mut key = Key::default();
+        reader.read_exact(&mut key).map_err(foyer::Error::io_error)?;
+        Ok(StoreKey(key))
+    }
+
+    fn estimated_size(&self) -> usize {
+        size_of::<Key>()
+    }
+}
+
+/// An entry's encoded bytes as the cache gave them.
+pub enum Stored {
+    /// Held in the memory tier: reading through the entry handle spares a clone of the
+    /// value, whose shared count is one more cache miss per hit on a large cache.
+    Memory(foyer::CacheEntry<StoreKey, Bytes, foyer::DefaultHasher, foyer::HybridCacheProperties>),
+    /// Read from the disk tier.
+    Loaded(Bytes),
+}
+
+impl Stored {
+    fn tier(&self) -> &'static str {
+        match self {
+            Stored::Memory(_) => "memory",
+            Stored::Loaded(_) => "disk",
+        }
+    }
+}
+
+impl std::ops::Deref for Stored {
+    type Target = Bytes;
+
+    fn deref(&self) -> &Bytes {
+        match self {
+            Stored::Memory(entry) => entry.value(),
+            Stored::Loaded(bytes) => bytes,
+        }
+    }
+}
+
 /// What a lookup found.
 pub enum Found {
     /// A fresh entry (encoded [`Entry`]).
-    Fresh(Bytes),
+    Fresh(Stored),
     /// Expired, but young enough to be served if every upstream fails (`stale_if_error`).
     Stale(Bytes),
     Nothing,
 }
 
 pub struct EdgeCache {
-    store: HybridCache<Vec<u8>, Bytes>,
+    store: HybridCache<StoreKey, Bytes>,
     /// False when the cache runs memory-only (no disk path, or the disk tier failed to open).
     has_disk: bool,
     /// Marker key → wall-clock ms of the latest invalidation.
-    markers: Mutex<HashMap<Vec<u8>, u64>>,
+    markers: Mutex<HashMap<Key, u64>>,
     /// Entries fetched before this instant may predate markers this process never saw.
     started_ms: u64,
     /// Coalescing key → a channel closed when the leading fetch is done.
-    inflight: Mutex<HashMap<Vec<u8>, watch::Receiver<()>>>,
+    inflight: Mutex<HashMap<Key, watch::Receiver<()>>>,
     /// Runs foyer's background work (flushers, disk I/O) whatever runtime asks.
     _runtime: tokio::runtime::Runtime,
 }
 
 /// Held by the request that fetches a coalesced key; dropping it releases the waiters.
 pub struct Leader {
-    key: Vec<u8>,
+    key: Key,
     _done: watch::Sender<()>,
 }
 
@@ -99,12 +149,13 @@ impl EdgeCache {
         let now = now_ms();
         let mut stale = None;
         for scope in &lookup.scopes {
-            let key = lookup.key(scope);
-            let Some((bytes, tier)) = self.get(&key).await else {
+            let key = StoreKey(lookup.key(scope));
+            let Some(stored) = self.get(&key).await else {
                 count("lookup", "-", "miss");
                 continue;
             };
-            let Some(entry) = Entry::decode(&bytes) else {
+            let tier = stored.tier();
+            let Some(entry) = Entry::decode(&stored) else {
                 self.store.remove(&key);
                 continue;
             };
@@ -114,11 +165,11 @@ impl EdgeCache {
             }
             if now < entry.expires_at_ms {
                 count("lookup", tier, "hit");
-                return Found::Fresh(bytes);
+                return Found::Fresh(stored);
             }
             count("lookup", tier, "expired");
             if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {
-                stale.get_or_insert(bytes);
+                stale.get_or_insert_with(|| Bytes::clone(&stored));
             } else {
                 self.store.remove(&key);
             }
@@ -130,9 +181,9 @@ impl EdgeCache {
     /// into memory. Done by hand rather than with `HybridCache::get`, whose memory miss spawns
     /// the disk load as a task on the cache runtime: that hop, on top of the I/O engine's own
     /// blocking-pool hop, doubled the thread switches of every disk hit.
-    async fn get(&self, key: &Vec<u8>) -> Option<(Bytes, &'static str)> {
+    async fn get(&self, key: &StoreKey) -> Option<Stored> {
         if let Some(entry) = self.store.memory().get(key) {
-            return Some((entry.value().clone(), "memory"));
+            return Some(Stored::Memory(entry));
         }
         if !self.has_disk {
             return None;
@@ -147,8 +198,8 @@ impl EdgeCache {
             }
         };
         // Straight into the memory tier: a hybrid insert would write the entry to disk again.
-        self.store.memory().insert(key.clone(), value.clone());
-        Some((value, "disk"))
+        self.store.memory().insert(*key, value.clone());
+        Some(Stored::Loaded(value))
     }
 
     /// Flushes what the disk tier has buffered (at shutdown).
@@ -164,7 +215,7 @@ impl EdgeCache {
     }
 
     pub fn insert(&self, lookup: &Lookup, scope: &Scope, entry: &Entry<'_>) {
-        self.store.insert(lookup.key(scope), Bytes::from(entry.encode()));
+        self.store.insert(StoreKey(lookup.key(scope)), Bytes::from(entry.encode()));
         count("insert", "memory", "ok");
     }
 
@@ -174,9 +225,9 @@ impl EdgeCache {
         let mut markers = self.markers.lock().expect("markers");
         for target in targets {
             let key = marker_key(route, target);
-            markers.insert(key.clone(), now);
+            markers.insert(key, now);
             count("invalidate", "all", "ok");
-            self.store.insert(key, Bytes::copy_from_slice(&now.to_le_bytes()));
+            self.store.insert(StoreKey(key), Bytes::copy_from_slice(&now.to_le_bytes()));
         }
     }
 
@@ -188,8 +239,8 @@ impl EdgeCache {
             let marker = match in_memory {
                 Some(ms) => Some(ms),
                 // Only entries from before this process can predate a marker it never saw.
-                None if predates_start => match self.get(&key).await {
-                    Some((stored, _)) => stored.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                None if predates_start => match self.get(&StoreKey(key)).await {
+                    Some(stored) => stored.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
                     None => None,
                 },
                 None => None,
@@ -202,7 +253,7 @@ impl EdgeCache {
     }
 
     /// Joins or leads the fetch of `key`.
-    pub fn coalesce(&self, key: Vec<u8>) -> Coalesce {
+    pub fn coalesce(&self, key: Key) -> Coalesce {
         let mut inflight = self.inflight.lock().expect("inflight");
         if let Some(waiting) = inflight.get(&key)
             && waiting.has_changed().is_ok()
@@ -210,7 +261,7 @@ impl EdgeCache {
             return Coalesce::Wait(waiting.clone());
         }
         let (done, receiver) = watch::channel(());
-        inflight.insert(key.clone(), receiver);
+        inflight.insert(key, receiver);
         Coalesce::Lead(Leader { key, _done: done })
     }
 
@@ -224,13 +275,17 @@ fn count(operation: &str, tier: &str, result: &str) {
     crate::metrics::METRICS.cache_operations.with_label_values(&[operation, tier, result]).inc();
 }
 
-fn memory_builder(memory: usize) -> foyer::HybridCacheBuilderPhaseMemory<Vec<u8>, Bytes, foyer::DefaultHasher> {
+fn memory_builder(memory: usize) -> foyer::HybridCacheBuilderPhaseMemory<StoreKey, Bytes, foyer::DefaultHasher> {
     HybridCacheBuilder::new()
         .with_name("mcp-edge")
         // Every entry goes to disk as it is stored, so a restart finds it there.
         .with_policy(HybridCachePolicy::WriteOnInsertion)
         .memory(memory)
-        .with_weighter(|key: &Vec<u8>, value: &Bytes| key.len() + value.len() + 64)
+        // S3-FIFO: a hit only bumps a counter under a read lock, where LRU takes the shard's
+        // write lock and relinks its list (cache misses on neighbours once the index is large).
+        .with_eviction_config(S3FifoConfig::default())
+        .with_shards(64)
+        .with_weighter(|_: &StoreKey, value: &Bytes| size_of::<StoreKey>() + value.len() + 64)
 }
 
 async fn open_hybrid(
@@ -238,7 +293,7 @@ async fn open_hybrid(
     path: &Path,
     disk_size: usize,
     runtime: &tokio::runtime::Runtime,
-) -> Result<HybridCache<Vec<u8>, Bytes>, String> {
+) -> Result<HybridCache<StoreKey, Bytes>, String> {
     std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let device = FsDeviceBuilder::new(path).with_capacity(disk_size).build().map_err(|e| e.to_string())?;
     memory_builder(memory)
@@ -254,4 +309,47 @@ async fn open_hybrid(
 /// Blocks of 16 MiB, smaller for small disks (the block engine wants several blocks).
 fn disk_block_size(disk_size: usize) -> usize {
     (disk_size / 8).clamp(1 << 20, 16 << 20).next_power_of_two().min(16 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foyer::Code;
+
+    #[test]
+    fn store_keys_round_trip_through_their_disk_form() {
+        let key = StoreKey(std::array::from_fn(|i| i as u8 * 7));
+        let mut written = Vec::new();
+        key.encode(&mut written).unwrap();
+        assert_eq!(written.len(), key.estimated_size());
+        assert_eq!(StoreKey::decode(&mut written.as_slice()).unwrap(), key);
+        // A truncated record is an error, never a short key.
+        assert!(StoreKey::decode(&mut &written[..31]).is_err());
+    }
+
+    #[test]
+    fn disk_hits_are_promoted_to_the_memory_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CacheConfig {
+            memory: 16 << 20,
+            disk_path: Some(dir.path().to_path_buf()),
+            disk_size: 64 << 20,
+            max_entry_size: 1 << 20,
+        };
+        let cache = EdgeCache::open(&config);
+        assert!(cache.has_disk);
+        let key = StoreKey([1; 32]);
+        // Written to disk as it is stored; then dropped from memory alone.
+        cache.store.insert(key, Bytes::from_static(b"on disk"));
+        cache.store.memory().remove(&key);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let loaded = cache.get(&key).await.expect("the disk tier has the entry");
+            assert_eq!(loaded.tier(), "disk");
+            assert_eq!(&loaded[..], b"on disk");
+            let again = cache.get(&key).await.expect("still there");
+            assert_eq!(again.tier(), "memory", "a disk hit is kept in memory");
+            assert_eq!(&again[..], b"on disk");
+        });
+    }
 }

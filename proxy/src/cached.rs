@@ -13,7 +13,7 @@ use mcp_edge_policies::observe::Observer;
 use pingora::http::ResponseHeader;
 use serde_json::value::RawValue;
 
-use crate::cache::{Coalesce, EdgeCache, Found, Leader, now_ms};
+use crate::cache::{Coalesce, EdgeCache, Found, Leader, Stored, now_ms};
 
 /// The cache state of one cacheable request.
 pub struct CacheCtx {
@@ -77,7 +77,7 @@ impl ReadonlyTools {
 
 pub enum Prepared {
     /// Answer with this entry.
-    Hit(Bytes),
+    Hit(Stored),
     /// Forward upstream, capturing the answer.
     Forward(Box<CacheCtx>),
     /// Not cacheable.
