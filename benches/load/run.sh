@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Load benchmark: resources/read POSTs sent direct to the demo upstream, through nginx (plain
 # reverse proxy, the baseline) and through mcp-edge, in one run on this machine.
-# usage: [REPEAT=3] [MILLION=1000000] benches/load/run.sh [pass|hits|all] [DURATION_SECONDS=5] [CONNECTIONS=64]
+# usage: [REPEAT=3] [MILLION=1000000] benches/load/run.sh [pass|hits|disk|all] [DURATION_SECONDS=5] [CONNECTIONS=64]
 #   pass: pass-through (direct vs nginx vs mcp-edge); hits: cache hits of 1 KiB resources vs
-#   nginx returning a fixed 1 KiB body, as the cache grows, and from the disk tier.
+#   nginx returning a fixed 1 KiB body, as the cache grows, and from the disk tier (disk: only that).
 # Needs: wrk and nginx (apt-get install -y wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +33,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 UP=$(port); EDGE=$(port); NGINX=$(port); DISK_EDGE=$(port)
-UP_NOCACHE=$(port); FLOOR=$(port)
+UP_NOCACHE=$(port); FLOOR=$(port); DISK_ADMIN=$(port)
 # Entries live an hour: filling a million of them takes minutes.
 "${SERVER[@]}" $BIN upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms 3600000 2>"$DIR/upstream.log" & PIDS+=($!)
 # The pass-through upstream says ttlMs 0: its answers are never cached.
@@ -58,7 +58,7 @@ cat > "$DIR/disk.toml" <<TOML
 listen = ["127.0.0.1:$DISK_EDGE"]
 threads = $WORKERS
 [admin]
-listen = ""
+listen = "127.0.0.1:$DISK_ADMIN"
 [cache]
 memory = "8MiB"
 disk_path = "$DIR/cache"
@@ -91,6 +91,25 @@ measure() { # name url VAR [script]: the median of REPEAT runs (this machine is 
   printf '%-40s %s\n' "$1" "$line"
   eval "$(echo "${line% rps_range=*}" | sed 's/ /;/g; s/\([a-z0-9]*\)=/\U\1_'"$3"'=/g')"
 }
+# name url VAR: like measure, but each run of the target follows a run of nginx's fixed body, so
+# both medians come from the same stretch of this noisy machine; prints the ratio of the two.
+measure_vs_fixed() {
+  local script=benches/load/random-read.lua fixed_url="http://127.0.0.1:$NGINX/fixed"
+  "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d1s -s "$script" "$2" >/dev/null 2>&1 || true   # warm-up
+  local fixed_lines="" lines=""
+  for _ in $(seq "$REPEAT"); do
+    fixed_lines+="$("${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$fixed_url" | grep '^RESULT')"$'\n'
+    lines+="$("${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$2" | grep '^RESULT')"$'\n'
+  done
+  local line fixed_line
+  line=$(printf '%s' "$lines" | python3 benches/load/median.py)
+  fixed_line=$(printf '%s' "$fixed_lines" | python3 benches/load/median.py)
+  printf '%-40s %s\n' "$1" "$line"
+  printf '%-40s %s\n' "  nginx fixed body, same stretch" "$fixed_line"
+  local rps=${line#rps=} fixed=${fixed_line#rps=}
+  echo "  vs nginx fixed: $(ratio "${rps%% *}" "${fixed%% *}")"
+  eval "RPS_$3=${rps%% *}"
+}
 fill_pass() { # url keys seconds: walk the keys in order for that long
   KEYS=$2 SEQUENTIAL=1 STRIDE=$WRK_THREADS "${CLIENT[@]}" wrk -t$WRK_THREADS -c16 -d"$3s" -s benches/load/random-read.lua "$1" >/dev/null
 }
@@ -111,6 +130,12 @@ upstream_reads() { # how many resources/read the cached route's upstream has ans
     python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["content"][0]["text"])'
 }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+tier_split() { # which tier the disk edge's hits came from (its counters start at its restart)
+  curl -s "http://127.0.0.1:$DISK_ADMIN/metrics" | python3 -c '
+import re, sys
+hits = dict(re.findall(r"mcp_cache_operations_total\{operation=\"lookup\",result=\"hit\",tier=\"(\w+)\"\} (\d+)", sys.stdin.read()))
+print("  hits served from disk:", hits.get("disk", 0), "from memory:", hits.get("memory", 0))'
+}
 
 if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
   echo "== pass-through: resources/read, $CONNECTIONS connections, ${REPEAT}x${DURATION}s (medians), $WORKERS proxy workers, PIN=$PIN"
@@ -126,23 +151,34 @@ fi
 
 if [ "$MODE" = hits ] || [ "$MODE" = all ]; then
   echo "== cache hits: 1 KiB resources/read, $CONNECTIONS connections, ${REPEAT}x${DURATION}s (medians), $WORKERS proxy workers, PIN=$PIN"
-  # The same wrk script as the hits (nginx ignores the body), so the client costs the same.
-  KEYS=1000 measure "nginx fixed 1 KiB body" "http://127.0.0.1:$NGINX/fixed" FIXED benches/load/random-read.lua
+  # nginx's fixed body is driven by the same wrk script as the hits (nginx ignores the body),
+  # so the client costs the same; it is measured beside every hit figure (measure_vs_fixed).
   for keys in 1 1000 100000 ${MILLION:-1000000}; do
     fill "http://127.0.0.1:$EDGE/mcp" $keys
     before=$(upstream_reads)
-    KEYS=$keys measure "mcp-edge hits, $keys entries (memory)" "http://127.0.0.1:$EDGE/mcp" "HITS$keys" benches/load/random-read.lua
+    KEYS=$keys measure_vs_fixed "mcp-edge hits, $keys entries (memory)" "http://127.0.0.1:$EDGE/mcp" "HITS$keys"
     echo "  misses during the run (upstream reads): $(( $(upstream_reads) - before ))"
-    eval "echo \"  vs nginx fixed: \$(ratio \$RPS_HITS$keys \$RPS_FIXED)\""
   done
-  GZIP=1 KEYS=1 measure "mcp-edge gzip hits, 1 entry (pre-compressed)" "http://127.0.0.1:$EDGE/mcp" GZIP \
-    benches/load/random-read.lua
-  echo "  gzip hits vs plain hits: $(ratio "$RPS_GZIP" "$RPS_HITS1")"
+  GZIP=1 KEYS=1 measure_vs_fixed "mcp-edge gzip hits, 1 entry (pre-compressed)" "http://127.0.0.1:$EDGE/mcp" GZIP
+fi
+
+if [ "$MODE" = hits ] || [ "$MODE" = disk ] || [ "$MODE" = all ]; then
+  echo "== disk tier: 1 KiB resources/read after a restart, $CONNECTIONS connections, ${REPEAT}x${DURATION}s (medians)"
   fill "http://127.0.0.1:$DISK_EDGE/mcp" 100000
   kill "$DISK_PID"; wait "$DISK_PID" 2>/dev/null || true
-  RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk.toml" 2>>"$DIR/disk.log" & PIDS+=($!)
+  RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk.toml" 2>>"$DIR/disk.log" & DISK_PID=$!; PIDS+=($DISK_PID)
   wait_port $DISK_EDGE
-  KEYS=100000 measure "mcp-edge hits, 100000 entries, after restart (8 MiB memory, rest on disk)" \
-    "http://127.0.0.1:$DISK_EDGE/mcp" DISK benches/load/random-read.lua
-  echo "  vs nginx fixed: $(ratio "$RPS_DISK" "$RPS_FIXED")"
+  KEYS=100000 measure_vs_fixed "mcp-edge hits, 100000 entries, after restart (8 MiB memory, rest on disk)" \
+    "http://127.0.0.1:$DISK_EDGE/mcp" DISK
+  tier_split
+  # The same cache restarted with a memory tier that holds it all: the first run after the
+  # restart, no warm-up. Each entry comes from disk once, then from memory.
+  kill "$DISK_PID"; wait "$DISK_PID" 2>/dev/null || true
+  sed 's/^memory = "8MiB"/memory = "1GiB"/' "$DIR/disk.toml" > "$DIR/disk-warm.toml"
+  RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk-warm.toml" 2>>"$DIR/disk.log" & PIDS+=($!)
+  wait_port $DISK_EDGE
+  printf '%-40s %s\n' "mcp-edge, first ${DURATION}s after a restart (1 GiB memory)" \
+    "$(KEYS=100000 "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s benches/load/random-read.lua \
+      "http://127.0.0.1:$DISK_EDGE/mcp" | grep '^RESULT' | python3 benches/load/median.py)"
+  tier_split
 fi
