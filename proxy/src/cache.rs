@@ -123,10 +123,9 @@ impl EdgeCache {
             .enable_all()
             .build()
             .expect("cache runtime");
-        let memory = config.memory.max(1 << 20) as usize;
         let (store, has_disk) = runtime.block_on(async {
             if let Some(path) = &config.disk_path {
-                match open_hybrid(memory, path, config.disk_size as usize, &runtime).await {
+                match open_hybrid(config, path, &runtime).await {
                     Ok(store) => return (store, true),
                     Err(e) => tracing::error!(
                         path = %path.display(),
@@ -135,7 +134,7 @@ impl EdgeCache {
                     ),
                 }
             }
-            let store = memory_builder(memory).storage().build().await.expect("a memory-only cache always opens");
+            let store = memory_builder(config).storage().build().await.expect("a memory-only cache always opens");
             (store, false)
         });
         EdgeCache {
@@ -295,7 +294,8 @@ fn count(operation: &str, tier: &str, result: &str) {
     crate::metrics::METRICS.cache_operations.with_label_values(&[operation, tier, result]).inc();
 }
 
-fn memory_builder(memory: usize) -> foyer::HybridCacheBuilderPhaseMemory<StoreKey, Bytes, foyer::DefaultHasher> {
+fn memory_builder(config: &CacheConfig) -> foyer::HybridCacheBuilderPhaseMemory<StoreKey, Bytes, foyer::DefaultHasher> {
+    let memory = config.memory.max(1 << 20) as usize;
     HybridCacheBuilder::new()
         .with_name("mcp-edge")
         // Every entry goes to disk as it is stored, so a restart finds it there.
@@ -304,19 +304,19 @@ fn memory_builder(memory: usize) -> foyer::HybridCacheBuilderPhaseMemory<StoreKe
         // S3-FIFO: a hit only bumps a counter under a read lock, where LRU takes the shard's
         // write lock and relinks its list (cache misses on neighbours once the index is large).
         .with_eviction_config(S3FifoConfig::default())
-        .with_shards(64)
+        .with_shards(memory_shards(memory, config.max_entry_size as usize))
         .with_weighter(|_: &StoreKey, value: &Bytes| size_of::<StoreKey>() + value.len() + 64)
 }
 
 async fn open_hybrid(
-    memory: usize,
+    config: &CacheConfig,
     path: &Path,
-    disk_size: usize,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<HybridCache<StoreKey, Bytes>, String> {
+    let disk_size = config.disk_size as usize;
     std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let device = FsDeviceBuilder::new(path).with_capacity(disk_size).build().map_err(|e| e.to_string())?;
-    memory_builder(memory)
+    memory_builder(config)
         .storage()
         .with_engine_config(BlockEngineConfig::new(device).with_block_size(disk_block_size(disk_size)))
         .with_recover_mode(RecoverMode::Quiet)
@@ -324,6 +324,12 @@ async fn open_hybrid(
         .build()
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Shards of the memory tier: up to 64 (fewer lock collisions between threads), but each
+/// shard evicts on its own, so each must hold a few entries of the largest cacheable size.
+fn memory_shards(memory: usize, max_entry: usize) -> usize {
+    (memory / max_entry.max(1).saturating_mul(4)).clamp(1, 64)
 }
 
 /// Blocks of 16 MiB, smaller for small disks (the block engine wants several blocks).
@@ -345,6 +351,25 @@ mod tests {
         assert_eq!(StoreKey::decode(&mut written.as_slice()).unwrap(), key);
         // A truncated record is an error, never a short key.
         assert!(StoreKey::decode(&mut &written[..31]).is_err());
+    }
+
+    #[test]
+    fn each_memory_shard_holds_entries_of_the_largest_cacheable_size() {
+        assert_eq!(memory_shards(256 << 20, 8 << 20), 8, "the defaults");
+        assert_eq!(memory_shards(2 << 30, 8 << 20), 64);
+        assert_eq!(memory_shards(8 << 20, 8 << 20), 1);
+        assert_eq!(memory_shards(1 << 20, 0), 64);
+        let config = CacheConfig { memory: 256 << 20, disk_path: None, disk_size: 0, max_entry_size: 8 << 20 };
+        let cache = EdgeCache::open(&config);
+        let key = StoreKey([2; 32]);
+        cache.store.insert(key, Bytes::from(vec![b'x'; 8 << 20]));
+        // A shard evicts when something else is inserted into it: touch every shard.
+        for i in 0..1000u16 {
+            let mut small = [3; 32];
+            small[..2].copy_from_slice(&i.to_le_bytes());
+            cache.store.insert(StoreKey(small), Bytes::from_static(b"small"));
+        }
+        assert!(cache.store.memory().get(&key).is_some(), "an entry of max_entry_size stays in memory");
     }
 
     #[test]

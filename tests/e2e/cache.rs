@@ -276,7 +276,17 @@ async fn metrics_count_what_happens() {
         read(&mcp, "demo://docs/1", None).await;
     }
     let client = reqwest::Client::new();
-    let text = client.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let hits_line = r#"mcp_requests_total{cache="HIT",method="resources/read",route="/mcp",status="200"} 2"#;
+    let mut text = String::new();
+    // A request is counted once its answer is written: the client can ask for the metrics
+    // before the server has counted the last one.
+    for _ in 0..50 {
+        text = client.get(proxy.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if text.lines().any(|l| l == hits_line) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_prometheus_text(&text);
     let value = |needle: &str| -> f64 {
         text.lines()
