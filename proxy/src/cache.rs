@@ -85,8 +85,6 @@ pub enum Found {
 
 pub struct EdgeCache {
     store: HybridCache<StoreKey, Bytes>,
-    /// False when the cache runs memory-only (no disk path, or the disk tier failed to open).
-    has_disk: bool,
     /// Marker key → wall-clock ms of the latest invalidation.
     markers: Mutex<HashMap<Key, u64>>,
     /// Entries fetched before this instant may predate markers this process never saw.
@@ -123,10 +121,10 @@ impl EdgeCache {
             .enable_all()
             .build()
             .expect("cache runtime");
-        let (store, has_disk) = runtime.block_on(async {
+        let store = runtime.block_on(async {
             if let Some(path) = &config.disk_path {
                 match open_hybrid(config, path, &runtime).await {
-                    Ok(store) => return (store, true),
+                    Ok(store) => return store,
                     Err(e) => tracing::error!(
                         path = %path.display(),
                         error = %e,
@@ -134,12 +132,10 @@ impl EdgeCache {
                     ),
                 }
             }
-            let store = memory_builder(config).storage().build().await.expect("a memory-only cache always opens");
-            (store, false)
+            memory_builder(config).storage().build().await.expect("a memory-only cache always opens")
         });
         EdgeCache {
             store,
-            has_disk,
             markers: Mutex::new(HashMap::new()),
             started_ms: now_ms(),
             inflight: Mutex::new(HashMap::new()),
@@ -188,7 +184,8 @@ impl EdgeCache {
         if let Some(entry) = self.store.memory().get(key) {
             return Some(Stored::Memory(entry));
         }
-        if !self.has_disk {
+        // Memory-only (no disk path, or the disk tier failed to open): nothing more to read.
+        if !self.store.storage().is_enabled() {
             return None;
         }
         let value = match self.store.storage().load(key).await {
@@ -375,7 +372,8 @@ mod tests {
     #[test]
     fn cache_threads_yield_to_the_proxy_workers() {
         let config = CacheConfig { memory: 1 << 20, disk_path: None, disk_size: 0, max_entry_size: 1 << 20 };
-        let _cache = EdgeCache::open(&config);
+        let cache = EdgeCache::open(&config);
+        assert!(!cache.store.storage().is_enabled(), "no disk path: memory only");
         let cache_thread_policies = || {
             let mut policies = Vec::new();
             for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
@@ -388,9 +386,12 @@ mod tests {
             }
             policies
         };
+        // A thread is named before its start hook runs, and other tests start cache runtimes
+        // in parallel: wait until every thread seen has run its hook (one never would).
+        let all_batch = |policies: &[i32]| !policies.is_empty() && policies.iter().all(|&p| p == libc::SCHED_BATCH);
         let mut policies = cache_thread_policies();
         for _ in 0..100 {
-            if !policies.is_empty() {
+            if all_batch(&policies) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -410,7 +411,7 @@ mod tests {
             max_entry_size: 1 << 20,
         };
         let cache = EdgeCache::open(&config);
-        assert!(cache.has_disk);
+        assert!(cache.store.storage().is_enabled());
         let key = StoreKey([1; 32]);
         // Written to disk as it is stored; then dropped from memory alone.
         cache.store.insert(key, Bytes::from_static(b"on disk"));
