@@ -79,12 +79,18 @@ sed -e "s|@WORKERS@|$WORKERS|; s|@DIR@|$DIR|g; s|@UPSTREAM_PORT@|$UP_NOCACHE|; s
 wait_port $FLOOR; wait_port $UP; wait_port $UP_NOCACHE; wait_port $EDGE; wait_port $NGINX; wait_port $DISK_EDGE
 
 REPEAT=${REPEAT:-3}
+wrk_once() { # url script [seconds]: one wrk run at full load; prints its RESULT line (report.lua)
+  "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${3:-$DURATION}s" -s "$2" "$1" | grep '^RESULT'
+}
+warm_up() { # url script
+  wrk_once "$1" "$2" 1 >/dev/null 2>&1 || true
+}
 measure() { # name url VAR [script]: the median of REPEAT runs (this machine is noisy)
   local script=${4:-benches/load/read.lua}
-  "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d1s -s "$script" "$2" >/dev/null 2>&1 || true   # warm-up
+  warm_up "$2" "$script"
   local lines=""
   for _ in $(seq "$REPEAT"); do
-    lines+="$("${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$2" | grep '^RESULT')"$'\n'
+    lines+="$(wrk_once "$2" "$script")"$'\n'
   done
   local line
   line=$(printf '%s' "$lines" | python3 benches/load/median.py)
@@ -95,11 +101,11 @@ measure() { # name url VAR [script]: the median of REPEAT runs (this machine is 
 # both medians come from the same stretch of this noisy machine; prints the ratio of the two.
 measure_vs_fixed() {
   local script=benches/load/random-read.lua fixed_url="http://127.0.0.1:$NGINX/fixed"
-  "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d1s -s "$script" "$2" >/dev/null 2>&1 || true   # warm-up
+  warm_up "$2" "$script"
   local fixed_lines="" lines=""
   for _ in $(seq "$REPEAT"); do
-    fixed_lines+="$("${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$fixed_url" | grep '^RESULT')"$'\n'
-    lines+="$("${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$2" | grep '^RESULT')"$'\n'
+    fixed_lines+="$(wrk_once "$fixed_url" "$script")"$'\n'
+    lines+="$(wrk_once "$2" "$script")"$'\n'
   done
   local line fixed_line
   line=$(printf '%s' "$lines" | python3 benches/load/median.py)
@@ -178,7 +184,6 @@ if [ "$MODE" = hits ] || [ "$MODE" = disk ] || [ "$MODE" = all ]; then
   RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk-warm.toml" 2>>"$DIR/disk.log" & PIDS+=($!)
   wait_port $DISK_EDGE
   printf '%-40s %s\n' "mcp-edge, first ${DURATION}s after a restart (1 GiB memory)" \
-    "$(KEYS=100000 "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${DURATION}s" -s benches/load/random-read.lua \
-      "http://127.0.0.1:$DISK_EDGE/mcp" | grep '^RESULT' | python3 benches/load/median.py)"
+    "$(KEYS=100000 wrk_once "http://127.0.0.1:$DISK_EDGE/mcp" benches/load/random-read.lua | python3 benches/load/median.py)"
   tier_split
 fi
