@@ -414,6 +414,12 @@ pub fn marker_key(route: &str, target: &Target) -> Key {
     digest(&[b"marker\0", route.as_bytes(), b"\0", target.key_part().as_bytes()])
 }
 
+/// The storage key of the markers' watermark: the time of the latest marker ever stored, so a
+/// restarted process knows which entries may predate a marker it has not seen.
+pub fn markers_watermark_key() -> Key {
+    digest(&[b"markers-watermark\0"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

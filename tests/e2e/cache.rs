@@ -235,6 +235,33 @@ async fn entries_survive_a_restart_on_disk() {
 }
 
 #[tokio::test]
+async fn a_purge_before_a_restart_still_holds_after_it() {
+    let upstream = demo_upstream("a", &[]).await;
+    let routes = format!("[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [{:?}]\n", upstream.url());
+    let mut proxy = proxy_full(&routes, "", |dir| {
+        format!(
+            "[cache]\nmemory = \"8MiB\"\ndisk_path = {:?}\ndisk_size = \"64MiB\"\n",
+            dir.join("cache").display().to_string()
+        )
+    })
+    .await;
+    for uri in ["demo://docs/1", "demo://docs/2"] {
+        read(&proxy.mcp(), uri, None).await;
+    }
+    let purge = reqwest::Client::new()
+        .post(proxy.admin_url("/purge"))
+        .body(json!({"route": "docs", "uri": "demo://docs/1"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 200);
+    proxy.restart().await;
+    assert_eq!(x_cache(&read(&proxy.mcp(), "demo://docs/1", None).await), "MISS", "purged before the restart");
+    assert_eq!(x_cache(&read(&proxy.mcp(), "demo://docs/2", None).await), "HIT");
+    assert_eq!(x_cache(&read(&proxy.mcp(), "demo://docs/1", None).await), "HIT", "fetched after the purge");
+}
+
+#[tokio::test]
 async fn an_unusable_cache_directory_still_starts_memory_only() {
     let upstream = demo_upstream("a", &[]).await;
     let proxy = proxy_full(&route(&[&upstream], ""), "", |dir| {
