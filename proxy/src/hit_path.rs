@@ -24,10 +24,10 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cache::{EdgeCache, Found};
+use crate::cache::{EdgeCache, Found, Stored};
 use crate::cached::{self, LookupInput, Outcome, Prelooked};
 use crate::guards::{self, HeaderLookup};
-use crate::runtime::Live;
+use crate::runtime::{Live, Runtime};
 use crate::served::Served;
 use crate::service::{INSPECT_LIMIT, McpProxy};
 
@@ -117,20 +117,26 @@ impl EdgeApp {
         }
         let started = Instant::now();
         let _active = crate::metrics::ActiveRequest::start();
-        let request = &buffer[..request_len];
-        let answer = match self.try_hit(request, head.head_len).await {
-            Lookout::Hit(answer) => answer,
+        let hit = match self.try_hit(&buffer[..request_len], head.head_len).await {
+            Lookout::Hit(hit) => hit,
             Lookout::Missed(prelooked) => return Step::HandOver(prelooked),
         };
-        let closing = answer.close || *shutdown.borrow();
-        let response = encode_response(&answer.cached, closing);
-        if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+        let closing = hit.close || *shutdown.borrow();
+        let compression = &hit.snapshot.config.compression;
+        let id = hit.id.as_deref().unwrap_or("null");
+        let session = hit.session.as_deref();
+        let Some(answer) = cached::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
+            return Step::HandOver(None);
+        };
+        let head = encode_head(&answer, closing);
+        let [first, entry_bytes, last] = answer.body.parts();
+        if write_parts(stream, [&head, first, entry_bytes, last]).await.is_err() || stream.flush().await.is_err() {
             return Step::Close;
         }
         Served {
-            route: &answer.route,
+            route: &hit.snapshot.routes[hit.route].config.name,
             http_method: "POST",
-            mcp_method: Some(answer.mcp_method),
+            mcp_method: Some(hit.mcp_method),
             status: 200,
             cache: Outcome::Hit.as_str(),
             upstream: None,
@@ -153,11 +159,11 @@ impl EdgeApp {
         let headers: &[httparse::Header<'_>] = parsed.headers;
         let path = parsed.path.unwrap_or_default();
         let body = &request[head_len..];
-        let snapshot = self.live.load();
-        let Some(route) = snapshot.route_for(path.split('?').next().unwrap_or_default()).map(|i| &snapshot.routes[i])
-        else {
+        let snapshot = self.live.load_full();
+        let Some(route_index) = snapshot.route_for(path.split('?').next().unwrap_or_default()) else {
             return Lookout::Missed(None);
         };
+        let route = &snapshot.routes[route_index];
         let stateless = headers.header("mcp-protocol-version").is_some_and(is_stateless_era);
         let checked = guards::check_origin(&snapshot.config.server.allowed_origins, headers)
             .and_then(|_| guards::pin_session(route, headers, stateless))
@@ -178,18 +184,17 @@ impl EdgeApp {
             Found::Fresh(entry) => entry,
             found => return Lookout::Missed(Some(Prelooked { lookup, found })),
         };
-        let compression = &snapshot.config.compression;
-        let accepts_gzip = compression.gzip && crate::compress::accepts_gzip(headers.header("accept-encoding"));
-        let id = message.id.as_deref().unwrap_or("null");
-        let session = headers.header("mcp-session-id");
-        let Some(cached) = cached::render(&entry, id, Outcome::Hit, compression, accepts_gzip, session) else {
-            return Lookout::Missed(None);
-        };
-        Lookout::Hit(HitAnswer {
-            cached,
+        let accepts_gzip =
+            snapshot.config.compression.gzip && crate::compress::accepts_gzip(headers.header("accept-encoding"));
+        Lookout::Hit(Hit {
+            entry,
+            id: message.id,
+            session: headers.header("mcp-session-id").map(str::to_string),
+            accepts_gzip,
             close: wants_close(headers),
-            route: route.config.name.clone(),
             mcp_method: crate::metrics::method_label(message.method.as_deref()),
+            route: route_index,
+            snapshot,
         })
     }
 
@@ -219,16 +224,25 @@ impl EdgeApp {
 }
 
 enum Lookout {
-    Hit(HitAnswer),
+    Hit(Hit),
     /// Not answered here; `Some` when the cache was looked up (a miss or a stale entry).
     Missed(Option<Prelooked>),
 }
 
-struct HitAnswer {
-    cached: cached::CachedAnswer,
+/// A fresh hit and what its answer is made of (rendered when written, so the answer can
+/// borrow the entry's bytes).
+struct Hit {
+    entry: Stored,
+    /// The request's raw JSON-RPC id.
+    id: Option<String>,
+    session: Option<String>,
+    accepts_gzip: bool,
+    /// The client asked to close the connection after the answer.
     close: bool,
-    route: String,
     mcp_method: &'static str,
+    /// The index of the request's route in `snapshot`.
+    route: usize,
+    snapshot: Arc<Runtime>,
 }
 
 enum Probe {
@@ -288,12 +302,12 @@ async fn read_more(stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut Sh
     }
 }
 
-/// The whole HTTP/1.1 response for a cached answer, written with one write.
-fn encode_response(answer: &cached::CachedAnswer, closing: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + answer.body.len());
+/// The HTTP/1.1 head of the response for a cached answer.
+fn encode_head(answer: &cached::CachedAnswer<'_>, closing: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
     out.put_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ");
     out.put_slice(answer.body.len().to_string().as_bytes());
-    for (name, value) in &answer.headers {
+    for (name, value) in answer.headers() {
         out.put_slice(b"\r\n");
         out.put_slice(name.as_bytes());
         out.put_slice(b": ");
@@ -302,8 +316,22 @@ fn encode_response(answer: &cached::CachedAnswer, closing: bool) -> Vec<u8> {
     out.put_slice(b"\r\ndate: ");
     out.put_slice(get_cached_date().as_bytes());
     out.put_slice(if closing { b"\r\nconnection: close\r\n\r\n" } else { b"\r\nconnection: keep-alive\r\n\r\n" });
-    out.put_slice(&answer.body);
     out
+}
+
+/// Writes `parts` one after the other as one vectored write: the stream's write buffer gathers
+/// a small answer into one send, and a large one goes out with `writev`, uncopied.
+async fn write_parts(stream: &mut Stream, parts: [&[u8]; 4]) -> std::io::Result<()> {
+    let mut slices = parts.map(std::io::IoSlice::new);
+    let mut remaining = &mut slices[..];
+    while !remaining.is_empty() {
+        let written = stream.write_vectored(remaining).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut remaining, written);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -351,18 +379,51 @@ mod tests {
         assert!(!wants_close(&headers("keep-alive")));
     }
 
+    fn entry(result: &[u8]) -> Vec<u8> {
+        mcp_edge_policies::cache::Entry {
+            fetched_at_ms: 0,
+            expires_at_ms: u64::MAX,
+            restate_ttl: false,
+            result,
+            deflated: None,
+        }
+        .encode()
+    }
+
     #[test]
     fn response_is_framed_once() {
-        let answer = cached::CachedAnswer {
-            body: bytes::Bytes::from_static(b"{\"x\":1}"),
-            headers: vec![("x-cache", "HIT".to_string())],
-        };
-        let text = String::from_utf8(encode_response(&answer, true)).unwrap();
-        assert!(
-            text.starts_with(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 7\r\nx-cache: HIT\r\n"
-            )
+        let stored = entry(br#"{"x":1}"#);
+        let compression = mcp_edge_policies::config::CompressionConfig { gzip: false, min_size: 0, sse: false };
+        let answer = cached::render(&stored, "7", Outcome::Hit, &compression, false, Some("s1")).unwrap();
+        let mut text = encode_head(&answer, true);
+        answer.body.parts().iter().for_each(|part| text.extend_from_slice(part));
+        let text = String::from_utf8(text).unwrap();
+        let body = r#"{"jsonrpc":"2.0","id":7,"result":{"x":1}}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-cache: HIT\r\nmcp-session-id: s1\r\n",
+            body.len()
         );
-        assert!(text.ends_with("\r\nconnection: close\r\n\r\n{\"x\":1}"), "{text}");
+        assert!(text.starts_with(&head), "{text}");
+        assert!(text.ends_with(&format!("\r\nconnection: close\r\n\r\n{body}")), "{text}");
+    }
+
+    #[tokio::test]
+    async fn parts_larger_than_a_socket_takes_at_once_are_written_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let mut client = client.unwrap();
+        let mut server: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(accepted.unwrap().0));
+        let parts: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 1_500_000 + i as usize]).collect();
+        let expected = parts.concat();
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        write_parts(&mut server, [&parts[0], &parts[1], &parts[2], &parts[3]]).await.unwrap();
+        server.flush().await.unwrap();
+        drop(server);
+        assert!(reader.await.unwrap() == expected, "every byte, in order");
     }
 }

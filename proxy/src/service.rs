@@ -412,16 +412,15 @@ impl ProxyHttp for McpProxy {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
             ctx.outcome = Outcome::Stale;
             // After a failed upstream attempt the connection's state is uncertain: close it.
-            if respond(session, 200, answer.body, &answer.headers, false).await.is_ok() {
+            let (body, headers) = owned(answer);
+            if respond(session, 200, body, headers.iter().map(|(n, v)| (*n, v.as_str())), false).await.is_ok() {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
             }
         }
         let (status, code, message) = classify_failure(e, ctx, &route_name);
         if status > 0 && session.response_written().is_none() {
             let body = Bytes::from(jsonrpc::error_body(ctx.rpc_id.as_deref(), code, &message));
-            if let Err(write_error) =
-                respond(session, status, body, &[("x-cache", ctx.outcome.as_str().into())], false).await
-            {
+            if let Err(write_error) = respond(session, status, body, [("x-cache", ctx.outcome.as_str())], false).await {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }
         }
@@ -472,7 +471,8 @@ impl McpProxy {
             Prepared::Hit(entry) => {
                 let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
                 ctx.outcome = Outcome::Hit;
-                respond(session, 200, answer.body, &answer.headers, true).await?;
+                let (body, headers) = owned(answer);
+                respond(session, 200, body, headers.iter().map(|(n, v)| (*n, v.as_str())), true).await?;
                 Ok(true)
             }
             Prepared::Forward(cache) => {
@@ -629,20 +629,30 @@ fn is_tls(session: &Session) -> bool {
 
 /// Answers the request with a JSON-RPC error; `Ok(true)` tells Pingora the response is sent.
 async fn reject(session: &mut Session, rejection: Rejection) -> Result<bool> {
-    let mut headers = vec![("x-cache", Outcome::Bypass.as_str().to_string())];
+    let mut headers = vec![("x-cache", Outcome::Bypass.as_str())];
     if rejection.status == 405 {
-        headers.push(("allow", "GET, POST, DELETE, OPTIONS".to_string()));
+        headers.push(("allow", "GET, POST, DELETE, OPTIONS"));
     }
     // The request body may be unread (rejected before reading): don't reuse the connection.
-    respond(session, rejection.status, Bytes::from(rejection.body()), &headers, false).await?;
+    respond(session, rejection.status, Bytes::from(rejection.body()), headers, false).await?;
     Ok(true)
 }
 
 /// A cached entry as the answer to this request.
-fn render_cached(session: &Session, ctx: &Ctx, entry: &Bytes, outcome: Outcome) -> Option<cached::CachedAnswer> {
+fn render_cached<'a>(
+    session: &'a Session,
+    ctx: &Ctx,
+    entry: &'a [u8],
+    outcome: Outcome,
+) -> Option<cached::CachedAnswer<'a>> {
     let compression = &ctx.snapshot.as_ref()?.config.compression;
     let id = ctx.rpc_id.as_deref().unwrap_or("null");
     cached::render(entry, id, outcome, compression, ctx.accepts_gzip, header_str(session, "mcp-session-id"))
+}
+
+/// A cached answer that no longer borrows the request (the session is written to next).
+fn owned(answer: cached::CachedAnswer<'_>) -> (Bytes, Vec<(&'static str, String)>) {
+    (answer.body.to_bytes(), answer.headers().map(|(name, value)| (name, value.to_string())).collect())
 }
 
 /// Writes a whole `application/json` response.
@@ -650,14 +660,14 @@ async fn respond(
     session: &mut Session,
     status: u16,
     body: Bytes,
-    headers: &[(&'static str, String)],
+    headers: impl IntoIterator<Item = (&'static str, &str)>,
     keep_alive: bool,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     for (name, value) in headers {
-        header.insert_header(*name, value.as_str())?;
+        header.insert_header(name, value)?;
     }
     if !keep_alive {
         session.set_keepalive(None);
