@@ -37,11 +37,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn key_part(&self) -> String {
+    /// The scope's part of a key, as a prefix and a value (hashed one after the other, so no
+    /// string is built per lookup): `public`, `private:<identity hash>`, `session:<id>`.
+    fn key_parts(&self) -> [&[u8]; 2] {
         match self {
-            Scope::Public => "public".into(),
-            Scope::Private(identity) => format!("private:{identity}"),
-            Scope::Session(session) => format!("session:{session}"),
+            Scope::Public => [b"public", b""],
+            Scope::Private(identity) => [b"private:", identity.as_bytes()],
+            Scope::Session(session) => [b"session:", session.as_bytes()],
         }
     }
 }
@@ -78,7 +80,7 @@ fn digest(parts: &[&[u8]]) -> Key {
 /// A cacheable request: its base key and the scopes to look it up in, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
-    pub method: String,
+    pub method: &'static str,
     base: String,
     /// What invalidates entries of this request (see [`Target`]).
     pub targets: Vec<Target>,
@@ -88,7 +90,8 @@ pub struct Lookup {
 impl Lookup {
     /// The storage key of this request's entry in `scope`.
     pub fn key(&self, scope: &Scope) -> Key {
-        digest(&[self.base.as_bytes(), b"\0", scope.key_part().as_bytes()])
+        let [prefix, value] = scope.key_parts();
+        digest(&[self.base.as_bytes(), b"\0", prefix, value])
     }
 
     /// The key concurrent misses coalesce on: same request, same caller.
@@ -154,7 +157,7 @@ pub fn lookup_for(
     if message.kind != Kind::Request || message.params.has_input_responses {
         return None;
     }
-    let method = message.method.as_deref()?;
+    let method = cacheable_method_name(message.method.as_deref()?)?;
     let tool_allowed =
         |name: &str| policy.cache_tools.iter().any(|t| t == name) || (policy.readonly_tools && readonly_tool(name));
     let (params, targets) = match method {
@@ -186,7 +189,14 @@ pub fn lookup_for(
     if let (false, Some(session)) = (caller.stateless, &caller.session) {
         scopes.push(Scope::Session(session.clone()));
     }
-    Some(Lookup { method: method.to_string(), base, targets, scopes })
+    Some(Lookup { method, base, targets, scopes })
+}
+
+/// The methods a lookup is made for, as static names (a lookup per hit builds no copy).
+fn cacheable_method_name(method: &str) -> Option<&'static str> {
+    ["resources/read", "resources/list", "resources/templates/list", "tools/list", "prompts/list", "tools/call"]
+        .into_iter()
+        .find(|known| *known == method)
 }
 
 fn cursor_part(message: &Message) -> String {
@@ -271,7 +281,7 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
     let ttl = if hinted {
         Duration::from_millis(facts.ttl_ms.unwrap_or(0)).min(policy.max_ttl)
     } else {
-        match lookup.method.as_str() {
+        match lookup.method {
             "resources/read" => policy.resource_ttl,
             "tools/call" => policy.tool_ttl,
             _ => policy.list_ttl,
@@ -287,7 +297,7 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
         // No hint: the operator may vouch that this route's answers are the same for all.
         None if policy.shared => Scope::Public,
         // Handshake-era lists vary per session (client capabilities): never shared across sessions.
-        None if !caller.stateless && is_list(&lookup.method) => Scope::Session(caller.session.clone()?),
+        None if !caller.stateless && is_list(lookup.method) => Scope::Session(caller.session.clone()?),
         _ => match (&caller.identity, caller.stateless, &caller.session) {
             (Some(identity), _, _) => Scope::Private(identity.clone()),
             (None, false, Some(session)) => Scope::Session(session.clone()),
@@ -500,6 +510,19 @@ mod tests {
         p.readonly_tools = true;
         assert!(lookup_for("r", &call, &stateless(None), &p, |name| name == "add").is_some());
         assert!(lookup_for("r", &call, &stateless(None), &p, |_| false).is_none());
+    }
+
+    #[test]
+    fn keys_are_the_digests_disk_caches_were_written_with() {
+        // A key is SHA-256 of "<route>\0<method>\0<params>\0<version>\0<scope>": entries on
+        // disk from earlier versions are found only while this holds.
+        let lookup = lookup_for("r", &read("a://1"), &stateless(None), &policy(), |_| false).unwrap();
+        let expect = |scope: &str| -> Key {
+            Sha256::digest(format!("r\0resources/read\0uri=a://1\02026-07-28\0{scope}")).into()
+        };
+        assert_eq!(lookup.key(&Scope::Public), expect("public"));
+        assert_eq!(lookup.key(&Scope::Private("h".into())), expect("private:h"));
+        assert_eq!(lookup.key(&Scope::Session("s".into())), expect("session:s"));
     }
 
     #[test]

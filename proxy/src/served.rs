@@ -21,12 +21,12 @@ pub struct Served<'a> {
 impl Served<'_> {
     pub fn record(&self) {
         let method = method_label(self.mcp_method);
-        let status = self.status.to_string();
+        let status = status_label(self.status);
         let elapsed = self.started.elapsed().as_secs_f64();
-        METRICS.requests.with_label_values(&[self.route, method, status.as_str(), self.cache]).inc();
+        METRICS.requests.with_label_values(&[self.route, method, &status, self.cache]).inc();
         METRICS.request_duration.with_label_values(&[self.route, method, self.cache]).observe(elapsed);
         if let Some(upstream) = self.upstream {
-            METRICS.upstream_requests.with_label_values(&[self.route, upstream, status.as_str()]).inc();
+            METRICS.upstream_requests.with_label_values(&[self.route, upstream, &status]).inc();
         }
         tracing::info!(
             target: "mcp_edge::access",
@@ -39,5 +39,14 @@ impl Served<'_> {
             duration_ms = elapsed * 1000.0,
             error = self.error.as_deref().unwrap_or_default(),
         );
+    }
+}
+
+/// The `status` label: the common ones without building a string per request.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        202 => "202".into(),
+        other => other.to_string().into(),
     }
 }
