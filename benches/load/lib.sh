@@ -1,0 +1,51 @@
+# Shared by the load benchmarks (sourced from the repository root): pinning, ports, wrk runs,
+# nginx, filling a cache. The caller sets DIR (scratch directory), PIDS (processes to stop),
+# CONNECTIONS, DURATION and, for fill/upstream_reads, UP (the cached upstream's port).
+# PIN=1 (default): the load generator gets CPU 0, every server (upstreams, nginx, mcp-edge) CPU 1,
+# and the proxies one worker each, so client and servers do not steal each other's time (on a
+# shared 2-core machine that theft dominated p99, nginx's included). PIN=0: no pinning, 2 workers.
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ]; then
+  CLIENT=(taskset -c 0); SERVER=(taskset -c 1); WRK_THREADS=1; WORKERS=${WORKERS:-1}
+else
+  CLIENT=(); SERVER=(); WRK_THREADS=2; WORKERS=${WORKERS:-2}
+fi
+REPEAT=${REPEAT:-3}
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+wrk_once() { # url script [seconds]: one wrk run at full load; prints its RESULT line (report.lua)
+  "${CLIENT[@]}" wrk -t$WRK_THREADS -c"$CONNECTIONS" -d"${3:-$DURATION}s" -s "$2" "$1" | grep '^RESULT'
+}
+warm_up() { # url script
+  wrk_once "$1" "$2" 1 >/dev/null 2>&1 || true
+}
+start_nginx() { # upstream_port port: nginx as a reverse proxy of the upstream, and its fixed 1 KiB body
+  local fixed
+  fixed='{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"demo://docs/1","text":"'$(printf 'x%.0s' $(seq 950))'"}]}}'
+  mkdir -p "$DIR"/{body,proxy,fastcgi,uwsgi,scgi}
+  sed -e "s|@WORKERS@|$WORKERS|; s|@DIR@|$DIR|g; s|@UPSTREAM_PORT@|$1|; s|@PORT@|$2|; s|@FIXED_BODY@|$fixed|" \
+    benches/load/nginx.conf.in > "$DIR/nginx.conf"
+  "${SERVER[@]}" nginx -c "$DIR/nginx.conf" -p "$DIR" 2>"$DIR/nginx.log" & PIDS+=($!)
+}
+fill_pass() { # url keys seconds: walk the keys in order for that long
+  KEYS=$2 SEQUENTIAL=1 STRIDE=$WRK_THREADS "${CLIENT[@]}" wrk -t$WRK_THREADS -c16 -d"$3s" -s benches/load/random-read.lua "$1" >/dev/null
+}
+fill() { # url keys: sequential passes over the keys until one reaches the upstream no more
+  fill_pass "$1" "$2" $(( $2 / 7000 + 2 ))
+  for _ in 1 2 3 4 5; do
+    local before
+    before=$(upstream_reads)
+    fill_pass "$1" "$2" $(( $2 / 40000 + 2 ))
+    [ "$(upstream_reads)" = "$before" ] && return
+  done
+  echo "  (the cache could not be filled: some of these hits are misses)"
+}
+upstream_reads() { # how many resources/read the cached route's upstream has answered
+  curl -s "http://127.0.0.1:$UP/mcp" -H 'content-type: application/json' -H 'mcp-protocol-version: 2026-07-28' \
+    -H 'mcp-method: tools/call' -H 'mcp-name: reads' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"reads","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["content"][0]["text"])'
+}
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
