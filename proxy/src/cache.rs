@@ -250,8 +250,10 @@ impl EdgeCache {
     pub fn invalidate(&self, route: &str, targets: &[Target]) {
         let now = now_ms();
         let mut markers = self.markers.lock().expect("markers");
-        // The watermark first: should the process die before every record reaches the disk,
-        // a watermark without its marker only costs the next process a needless look.
+        // The watermark first (foyer's one flusher writes records in the order they come): should
+        // the process die before every record reaches the disk, a watermark without its marker
+        // only costs the next process a needless look; a marker without its watermark could be
+        // skipped.
         self.latest_marker_ms.fetch_max(now, Ordering::AcqRel);
         self.store.insert(StoreKey(markers_watermark_key()), encode_ms(now));
         for target in targets {

@@ -412,8 +412,8 @@ impl ProxyHttp for McpProxy {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
             ctx.outcome = Outcome::Stale;
             // After a failed upstream attempt the connection's state is uncertain: close it.
-            let (body, headers) = owned(answer);
-            if respond(session, 200, body, headers.iter().map(|(n, v)| (*n, v.as_str())), false).await.is_ok() {
+            let answer = OwnedAnswer::from(answer);
+            if respond_cached(session, answer, false).await.is_ok() {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
             }
         }
@@ -471,8 +471,8 @@ impl McpProxy {
             Prepared::Hit(entry) => {
                 let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
                 ctx.outcome = Outcome::Hit;
-                let (body, headers) = owned(answer);
-                respond(session, 200, body, headers.iter().map(|(n, v)| (*n, v.as_str())), true).await?;
+                let answer = OwnedAnswer::from(answer);
+                respond_cached(session, answer, true).await?;
                 Ok(true)
             }
             Prepared::Forward(cache) => {
@@ -650,9 +650,23 @@ fn render_cached<'a>(
     cached::render(entry, id, outcome, compression, ctx.accepts_gzip, header_str(session, "mcp-session-id"))
 }
 
-/// A cached answer that no longer borrows the request (the session is written to next).
-fn owned(answer: cached::CachedAnswer<'_>) -> (Bytes, Vec<(&'static str, String)>) {
-    (answer.body.to_bytes(), answer.headers().map(|(name, value)| (name, value.to_string())).collect())
+/// A cached answer copied out of the request it borrows, so that the session can be written to.
+struct OwnedAnswer {
+    body: Bytes,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl From<cached::CachedAnswer<'_>> for OwnedAnswer {
+    fn from(answer: cached::CachedAnswer<'_>) -> OwnedAnswer {
+        let headers = answer.headers().map(|(name, value)| (name, value.to_string())).collect();
+        OwnedAnswer { body: answer.body.to_bytes(), headers }
+    }
+}
+
+/// Writes a cached answer (200).
+async fn respond_cached(session: &mut Session, answer: OwnedAnswer, keep_alive: bool) -> Result<()> {
+    let headers = answer.headers.iter().map(|(name, value)| (*name, value.as_str()));
+    respond(session, 200, answer.body, headers, keep_alive).await
 }
 
 /// Writes a whole `application/json` response.
