@@ -9,7 +9,8 @@
 //!
 //! Resources: `demo://docs/{n}`, `demo://clock` (the time), `demo://me` (echoes the caller's
 //! `Authorization`), `demo://slow` (answers after 500 ms), `demo://versioned/{name}` (shows a
-//! version the `touch` tool bumps), `demo://kib/{n}` (1 KiB of text, for benchmarks).
+//! version the `touch` tool bumps), `demo://kib/{n}` (1 KiB of text, for benchmarks),
+//! `demo://large/{k}` (`k` KiB of text, at most 6 MiB: answers larger than a socket takes at once).
 //! Tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
 //! `resources/read` it served), `request_headers` (what arrived), `sleep {ms}`,
 //! `slow_events {delay_ms}` (an SSE progress event, a pause, then the result), `touch {uri}`
@@ -301,6 +302,9 @@ fn read_resource(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> 
     } else if let Some(n) = uri.strip_prefix("demo://kib/") {
         // 1 KiB of text (benchmarks).
         format!("{n:<1024}")
+    } else if let Some(kib) = uri.strip_prefix("demo://large/").and_then(|k| k.parse::<usize>().ok()) {
+        // Text that differs along its length, so a part lost or repeated shows.
+        (0..kib.min(6 * 1024)).map(|k| format!("{k:<1023}\n")).collect()
     } else if uri == "demo://slow" {
         "slow resource".to_string()
     } else if let Some(name) = uri.strip_prefix("demo://versioned/") {

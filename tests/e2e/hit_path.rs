@@ -169,3 +169,24 @@ async fn hits_pass_the_same_checks_as_forwarded_requests() {
     let reply = read_response(&mut stream, &mut pending).await;
     assert_eq!(reply.status, 404);
 }
+
+#[tokio::test]
+async fn a_large_hit_reaches_a_slow_reader_whole_and_in_order() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    let uri = "demo://large/5120";
+    let miss = read(&proxy.mcp(), uri, None).await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    let text = miss.json()["result"]["contents"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(text.len(), 5 << 20);
+    let mut stream = connect(&proxy).await;
+    let requests = [read_request(uri, json!(1), ""), read_request("demo://docs/1", json!(2), "")].concat();
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    // Far more than the sockets hold: the proxy's writes stall and resume while we wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut pending = Vec::new();
+    let large = read_response(&mut stream, &mut pending).await;
+    assert_eq!((large.header("x-cache"), large.body["id"].clone()), (Some("HIT"), json!(1)));
+    assert!(large.body["result"]["contents"][0]["text"] == text.as_str(), "the hit carries the miss's text");
+    let small = read_response(&mut stream, &mut pending).await;
+    assert_eq!((small.header("x-cache"), small.body["id"].clone()), (Some("HIT"), json!(2)));
+}
