@@ -47,13 +47,16 @@ impl foyer::Code for StoreKey {
     }
 }
 
-/// An entry's encoded bytes as the cache gave them.
+type MemoryEntry = foyer::CacheEntry<StoreKey, Bytes, foyer::DefaultHasher, foyer::HybridCacheProperties>;
+
+/// An entry's encoded bytes as the cache gave them, through the memory tier's entry handle:
+/// reading through it spares a clone of the value, whose shared count is one more cache miss
+/// per hit on a large cache.
 pub enum Stored {
-    /// Held in the memory tier: reading through the entry handle spares a clone of the
-    /// value, whose shared count is one more cache miss per hit on a large cache.
-    Memory(foyer::CacheEntry<StoreKey, Bytes, foyer::DefaultHasher, foyer::HybridCacheProperties>),
-    /// Read from the disk tier.
-    Loaded(Bytes),
+    /// Found in the memory tier.
+    Memory(MemoryEntry),
+    /// Read from the disk tier (and now in the memory tier too).
+    Loaded(MemoryEntry),
 }
 
 impl Stored {
@@ -70,8 +73,7 @@ impl std::ops::Deref for Stored {
 
     fn deref(&self) -> &Bytes {
         match self {
-            Stored::Memory(entry) => entry.value(),
-            Stored::Loaded(bytes) => bytes,
+            Stored::Memory(entry) | Stored::Loaded(entry) => entry.value(),
         }
     }
 }
@@ -225,8 +227,7 @@ impl EdgeCache {
             }
         };
         // Straight into the memory tier: a hybrid insert would write the entry to disk again.
-        self.store.memory().insert(*key, value.clone());
-        Some(Stored::Loaded(value))
+        Some(Stored::Loaded(self.store.memory().insert(*key, value)))
     }
 
     /// Flushes what the disk tier has buffered (at shutdown).
