@@ -34,20 +34,7 @@ serve() { # binary n: (re)start that binary on cache n
   wait_port "${PORTS[$2]}"
 }
 for n in 0 1; do
-  cat > "$DIR/cache$n.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${PORTS[$n]}"]
-threads = $WORKERS
-[admin]
-listen = ""
-[cache]
-memory = "8MiB"
-disk_path = "$DIR/cache$n"
-disk_size = "1GiB"
-[[route]]
-path = "/mcp"
-upstreams = ["http://127.0.0.1:$UP/mcp"]
-TOML
+  disk_config "$DIR/cache$n.toml" "${PORTS[$n]}" "" "$DIR/cache$n"
   serve "$A" $n
   fill "http://127.0.0.1:${PORTS[$n]}/mcp" 100000
 done

@@ -1,6 +1,6 @@
 # Shared by the load benchmarks (sourced from the repository root): pinning, ports, wrk runs,
 # nginx, filling a cache. The caller sets DIR (scratch directory), PIDS (processes to stop),
-# CONNECTIONS, DURATION and, for fill/upstream_reads, UP (the cached upstream's port).
+# CONNECTIONS, DURATION and, for fill, upstream_reads and disk_config, UP (the cached upstream's port).
 # PIN=1 (default): the load generator gets CPU 0, every server (upstreams, nginx, mcp-edge) CPU 1,
 # and the proxies one worker each, so client and servers do not steal each other's time (on a
 # shared 2-core machine that theft dominated p99, nginx's included). PIN=0: no pinning, 2 workers.
@@ -28,6 +28,22 @@ start_nginx() { # upstream_port port: nginx as a reverse proxy of the upstream, 
   sed -e "s|@WORKERS@|$WORKERS|; s|@DIR@|$DIR|g; s|@UPSTREAM_PORT@|$1|; s|@PORT@|$2|; s|@FIXED_BODY@|$fixed|" \
     benches/load/nginx.conf.in > "$DIR/nginx.conf"
   "${SERVER[@]}" nginx -c "$DIR/nginx.conf" -p "$DIR" 2>"$DIR/nginx.log" & PIDS+=($!)
+}
+disk_config() { # file port admin_listen cache_dir: mcp-edge with the disk case's cache (8 MiB memory, the rest on disk) before UP
+  cat > "$1" <<TOML
+[server]
+listen = ["127.0.0.1:$2"]
+threads = $WORKERS
+[admin]
+listen = "$3"
+[cache]
+memory = "8MiB"
+disk_path = "$4"
+disk_size = "1GiB"
+[[route]]
+path = "/mcp"
+upstreams = ["http://127.0.0.1:$UP/mcp"]
+TOML
 }
 fill_pass() { # url keys seconds: walk the keys in order for that long
   KEYS=$2 SEQUENTIAL=1 STRIDE=$WRK_THREADS "${CLIENT[@]}" wrk -t$WRK_THREADS -c16 -d"$3s" -s benches/load/random-read.lua "$1" >/dev/null

@@ -43,20 +43,7 @@ upstreams = ["http://127.0.0.1:$UP/mcp"]
 path = "/nocache"
 upstreams = ["http://127.0.0.1:$UP_NOCACHE/mcp"]
 TOML
-cat > "$DIR/disk.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$DISK_EDGE"]
-threads = $WORKERS
-[admin]
-listen = "127.0.0.1:$DISK_ADMIN"
-[cache]
-memory = "8MiB"
-disk_path = "$DIR/cache"
-disk_size = "1GiB"
-[[route]]
-path = "/mcp"
-upstreams = ["http://127.0.0.1:$UP/mcp"]
-TOML
+disk_config "$DIR/disk.toml" "$DISK_EDGE" "127.0.0.1:$DISK_ADMIN" "$DIR/cache"
 RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & PIDS+=($!)
 RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk.toml" 2>"$DIR/disk.log" & DISK_PID=$!; PIDS+=($DISK_PID)
 start_nginx "$UP_NOCACHE" "$NGINX"

@@ -18,8 +18,12 @@ use crate::config::CachePolicy;
 use crate::jsonrpc::{Kind, Message};
 
 /// Methods whose results are cacheable without opting in.
+const CACHEABLE_METHODS: [&str; 5] =
+    ["resources/read", "resources/list", "resources/templates/list", "tools/list", "prompts/list"];
+
+/// Whether results of `method` are cacheable without opting in.
 pub fn is_cacheable_method(method: &str) -> bool {
-    matches!(method, "resources/read" | "resources/list" | "resources/templates/list" | "tools/list" | "prompts/list")
+    CACHEABLE_METHODS.contains(&method)
 }
 
 fn is_list(method: &str) -> bool {
@@ -192,11 +196,10 @@ pub fn lookup_for(
     Some(Lookup { method, base, targets, scopes })
 }
 
-/// The methods a lookup is made for, as static names (a lookup per hit builds no copy).
+/// The methods a lookup is made for (`tools/call` only when the route opts in), as static
+/// names: a lookup per hit builds no copy.
 fn cacheable_method_name(method: &str) -> Option<&'static str> {
-    ["resources/read", "resources/list", "resources/templates/list", "tools/list", "prompts/list", "tools/call"]
-        .into_iter()
-        .find(|known| *known == method)
+    CACHEABLE_METHODS.into_iter().chain(["tools/call"]).find(|known| *known == method)
 }
 
 fn cursor_part(message: &Message) -> String {
