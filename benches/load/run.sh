@@ -99,6 +99,17 @@ if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
   echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX"); Pingora floor / nginx: $(ratio "$RPS_FLOOR" "$RPS_NGINX")"
   python3 -c "import sys; d,e,f,g=map(float,sys.argv[1:]); print(f'added latency vs direct: p50 {e-d:+.3f} ms, p99 {g-f:+.3f} ms')" \
     "$P50_DIRECT" "$P50_EDGE" "$P99_DIRECT" "$P99_EDGE"
+  # At full load a proxy's added latency is mostly its queue (64 connections / its req/s); paced
+  # (each connection pauses after every answer, ~10 k req/s in all) it is the latency it adds.
+  echo "-- paced: each connection pauses ${PAUSE_MS:=5} ms after every answer"
+  export PAUSE_MS
+  measure "direct to upstream, paced" "http://127.0.0.1:$UP_NOCACHE/mcp" PACED_DIRECT
+  measure "nginx reverse proxy, paced" "http://127.0.0.1:$NGINX/mcp_nocache" PACED_NGINX
+  measure "pingora-proxy, no logic, paced" "http://127.0.0.1:$FLOOR/mcp" PACED_FLOOR
+  measure "mcp-edge (pass-through), paced" "http://127.0.0.1:$EDGE/nocache" PACED_EDGE
+  unset PAUSE_MS
+  python3 -c "import sys; d,n,f,e=map(float,sys.argv[1:]); print(f'paced p99 added over direct: nginx {n-d:+.3f} ms, Pingora floor {f-d:+.3f} ms, mcp-edge {e-d:+.3f} ms')" \
+    "$P99_PACED_DIRECT" "$P99_PACED_NGINX" "$P99_PACED_FLOOR" "$P99_PACED_EDGE"
 fi
 
 if [ "$MODE" = hits ] || [ "$MODE" = all ]; then

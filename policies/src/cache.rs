@@ -164,10 +164,11 @@ pub fn lookup_for(
     let method = cacheable_method_name(message.method.as_deref()?)?;
     let tool_allowed =
         |name: &str| policy.cache_tools.iter().any(|t| t == name) || (policy.readonly_tools && readonly_tool(name));
-    let (params, targets) = match method {
+    let arguments;
+    let (params, targets): ([&str; 4], _) = match method {
         "resources/read" => {
-            let uri = message.params.uri.clone()?;
-            (format!("uri={uri}"), vec![Target::Route, Target::Resource(uri)])
+            let uri = message.params.uri.as_deref()?;
+            (["uri=", uri, "", ""], vec![Target::Route, Target::Resource(uri.to_string())])
         }
         "resources/list" | "resources/templates/list" => {
             (cursor_part(message), vec![Target::Route, Target::List(ListKind::Resources)])
@@ -179,13 +180,13 @@ pub fn lookup_for(
             if !tool_allowed(name) {
                 return None;
             }
-            let arguments = canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
-            (format!("name={name}\u{0}args={arguments}"), vec![Target::Route, Target::List(ListKind::Tools)])
+            arguments = canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
+            (["name=", name, "\u{0}args=", &arguments], vec![Target::Route, Target::List(ListKind::Tools)])
         }
         _ => return None,
     };
     let version = caller.protocol_version.as_deref().unwrap_or("-");
-    let base = format!("{route}\u{0}{method}\u{0}{params}\u{0}{version}");
+    let base = join(&[route, "\u{0}", method, "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
     let mut scopes = vec![Scope::Public];
     if let Some(identity) = &caller.identity {
         scopes.push(Scope::Private(identity.clone()));
@@ -202,8 +203,16 @@ fn cacheable_method_name(method: &str) -> Option<&'static str> {
     CACHEABLE_METHODS.into_iter().chain(["tools/call"]).find(|known| *known == method)
 }
 
-fn cursor_part(message: &Message) -> String {
-    format!("cursor={}", message.params.cursor.as_deref().unwrap_or(""))
+/// The params part of a list's key: its cursor (empty for the first page).
+fn cursor_part(message: &Message) -> [&str; 4] {
+    ["cursor=", message.params.cursor.as_deref().unwrap_or(""), "", ""]
+}
+
+/// `parts` end to end in one allocation (a key's base is built for every lookup).
+fn join(parts: &[&str]) -> String {
+    let mut joined = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    parts.iter().for_each(|part| joined.push_str(part));
+    joined
 }
 
 /// JSON with object keys sorted at every level, so `{"a":1,"b":2}` and `{"b":2,"a":1}` key alike.
@@ -405,7 +414,8 @@ impl<'a> Entry<'a> {
 
     /// The answer to a request with raw id `id`, at wall-clock `now_ms`.
     pub fn answer(&self, id: &str, now_ms: u64) -> Answer<'a> {
-        let mut prefix = Vec::with_capacity(id.len() + 48);
+        // Room for the envelope and a restated `"ttlMs":<u64>,` (no regrowth).
+        let mut prefix = Vec::with_capacity(id.len() + 64);
         prefix.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
         prefix.extend_from_slice(id.as_bytes());
         prefix.extend_from_slice(br#","result":{"#);
@@ -413,7 +423,8 @@ impl<'a> Entry<'a> {
         if self.restate_ttl {
             // Remaining freshness, so clients do not extend a TTL that already ran here.
             let remaining = self.expires_at_ms.saturating_sub(now_ms);
-            prefix.extend_from_slice(format!(r#""ttlMs":{remaining}"#).as_bytes());
+            prefix.extend_from_slice(br#""ttlMs":"#);
+            prefix.extend_from_slice(itoa::Buffer::new().format(remaining).as_bytes());
             if body.first() != Some(&b'}') {
                 prefix.push(b',');
             }

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,7 +20,10 @@ use foyer::{
 };
 use mcp_edge_policies::cache::{Entry, Key, Lookup, Scope, Target, marker_key, markers_watermark_key};
 use mcp_edge_policies::config::CacheConfig;
+use prometheus::IntCounter;
 use tokio::sync::watch;
+
+use crate::metrics::METRICS;
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -60,13 +63,38 @@ pub enum Stored {
 }
 
 impl Stored {
-    fn tier(&self) -> &'static str {
-        match self {
-            Stored::Memory(_) => "memory",
-            Stored::Loaded(_) => "disk",
+    /// The counter of lookups that found this entry fresh (`hit`) or expired.
+    fn lookup_counter(&self, fresh: bool) -> &'static IntCounter {
+        let counters = &*LOOKUP_COUNTERS;
+        match (self, fresh) {
+            (Stored::Memory(_), true) => &counters.hit_memory,
+            (Stored::Loaded(_), true) => &counters.hit_disk,
+            (Stored::Memory(_), false) => &counters.expired_memory,
+            (Stored::Loaded(_), false) => &counters.expired_disk,
         }
     }
 }
+
+/// The lookup outcomes of `mcp_cache_operations_total`, resolved once: every request counts
+/// one, and resolving a labelled counter hashes its labels and takes a lock.
+struct LookupCounters {
+    miss: IntCounter,
+    hit_memory: IntCounter,
+    hit_disk: IntCounter,
+    expired_memory: IntCounter,
+    expired_disk: IntCounter,
+}
+
+static LOOKUP_COUNTERS: LazyLock<LookupCounters> = LazyLock::new(|| {
+    let lookup = |tier: &str, result: &str| METRICS.cache_operations.with_label_values(&["lookup", tier, result]);
+    LookupCounters {
+        miss: lookup("-", "miss"),
+        hit_memory: lookup("memory", "hit"),
+        hit_disk: lookup("disk", "hit"),
+        expired_memory: lookup("memory", "expired"),
+        expired_disk: lookup("disk", "expired"),
+    }
+});
 
 impl std::ops::Deref for Stored {
     type Target = Bytes;
@@ -179,10 +207,9 @@ impl EdgeCache {
         for scope in &lookup.scopes {
             let key = StoreKey(lookup.key(scope));
             let Some(stored) = self.get(&key).await else {
-                count("lookup", "-", "miss");
+                LOOKUP_COUNTERS.miss.inc();
                 continue;
             };
-            let tier = stored.tier();
             let Some(entry) = Entry::decode(&stored) else {
                 self.store.remove(&key);
                 continue;
@@ -192,10 +219,10 @@ impl EdgeCache {
                 continue;
             }
             if now < entry.expires_at_ms {
-                count("lookup", tier, "hit");
+                stored.lookup_counter(true).inc();
                 return Found::Fresh(stored);
             }
-            count("lookup", tier, "expired");
+            stored.lookup_counter(false).inc();
             if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {
                 stale.get_or_insert_with(|| Bytes::clone(&stored));
             } else {
@@ -329,7 +356,7 @@ fn decode_ms(stored: &[u8]) -> Option<u64> {
 }
 
 fn count(operation: &str, tier: &str, result: &str) {
-    crate::metrics::METRICS.cache_operations.with_label_values(&[operation, tier, result]).inc();
+    METRICS.cache_operations.with_label_values(&[operation, tier, result]).inc();
 }
 
 fn memory_builder(config: &CacheConfig) -> foyer::HybridCacheBuilderPhaseMemory<StoreKey, Bytes, foyer::DefaultHasher> {
@@ -533,10 +560,10 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let loaded = cache.get(&key).await.expect("the disk tier has the entry");
-            assert_eq!(loaded.tier(), "disk");
+            assert!(matches!(loaded, Stored::Loaded(_)), "read from the disk tier");
             assert_eq!(&loaded[..], b"on disk");
             let again = cache.get(&key).await.expect("still there");
-            assert_eq!(again.tier(), "memory", "a disk hit is kept in memory");
+            assert!(matches!(again, Stored::Memory(_)), "a disk hit is kept in memory");
             assert_eq!(&again[..], b"on disk");
         });
     }

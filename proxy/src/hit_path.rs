@@ -306,7 +306,7 @@ async fn read_more(stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut Sh
 fn encode_head(answer: &cached::CachedAnswer<'_>, closing: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.put_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ");
-    out.put_slice(answer.body.len().to_string().as_bytes());
+    out.put_slice(itoa::Buffer::new().format(answer.body.len()).as_bytes());
     for (name, value) in answer.headers() {
         out.put_slice(b"\r\n");
         out.put_slice(name.as_bytes());
