@@ -21,8 +21,8 @@ use foyer::{
 use mcp_edge_policies::cache::{Entry, Key, Lookup, Scope, Target, marker_key, markers_watermark_key};
 use mcp_edge_policies::config::CacheConfig;
 use prometheus::IntCounter;
-use tokio::sync::watch;
 
+use crate::coalesce::Coalescer;
 use crate::metrics::METRICS;
 
 pub fn now_ms() -> u64 {
@@ -125,22 +125,10 @@ pub struct EdgeCache {
     /// The latest marker an earlier process can have left on disk (ms; its watermark record).
     /// Only entries fetched up to then are checked against markers read from disk.
     disk_markers_until_ms: u64,
-    /// Coalescing key → a channel closed when the leading fetch is done.
-    inflight: Mutex<HashMap<Key, watch::Receiver<()>>>,
+    /// Concurrent misses of one request, and requests whose answers are not cacheable.
+    pub flights: Coalescer,
     /// Runs foyer's background work (flushers, disk I/O) whatever runtime asks.
     runtime: tokio::runtime::Runtime,
-}
-
-/// Held by the request that fetches a coalesced key; dropping it releases the waiters.
-pub struct Leader {
-    key: Key,
-    _done: watch::Sender<()>,
-}
-
-pub enum Coalesce {
-    Lead(Leader),
-    /// Another request is fetching the same thing: wait on this, then look up again.
-    Wait(watch::Receiver<()>),
 }
 
 impl EdgeCache {
@@ -175,7 +163,7 @@ impl EdgeCache {
             markers: Mutex::new(HashMap::new()),
             latest_marker_ms: AtomicU64::new(0),
             disk_markers_until_ms: 0,
-            inflight: Mutex::new(HashMap::new()),
+            flights: Coalescer::default(),
             runtime,
         };
         cache.disk_markers_until_ms = cache.runtime.block_on(cache.read_disk_watermark());
@@ -310,24 +298,6 @@ impl EdgeCache {
             }
         }
         false
-    }
-
-    /// Joins or leads the fetch of `key`.
-    pub fn coalesce(&self, key: Key) -> Coalesce {
-        let mut inflight = self.inflight.lock().expect("inflight");
-        if let Some(waiting) = inflight.get(&key)
-            && waiting.has_changed().is_ok()
-        {
-            return Coalesce::Wait(waiting.clone());
-        }
-        let (done, receiver) = watch::channel(());
-        inflight.insert(key, receiver);
-        Coalesce::Lead(Leader { key, _done: done })
-    }
-
-    /// Ends a lead: waiters wake up (the sender drops with the leader) and look up again.
-    pub fn release(&self, leader: Leader) {
-        self.inflight.lock().expect("inflight").remove(&leader.key);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::{
-    Answer, Caller, Deflated, Entry, Lookup, Store, lookup_for, result_facts, store_decision,
+    Answer, Caller, Deflated, Entry, Key, Lookup, Store, lookup_for, result_facts, store_decision,
 };
 use mcp_edge_policies::config::{CachePolicy, CompressionConfig};
 use mcp_edge_policies::jsonrpc::Message;
@@ -15,12 +15,15 @@ use mcp_edge_policies::observe::Observer;
 use pingora::http::ResponseHeader;
 use serde_json::value::RawValue;
 
-use crate::cache::{Coalesce, EdgeCache, Found, Leader, Stored, now_ms};
+use crate::cache::{EdgeCache, Found, Stored, now_ms};
+use crate::coalesce::{Coalesce, Leader};
 
 /// The cache state of one cacheable request.
 pub struct CacheCtx {
     pub lookup: Lookup,
     pub caller: Caller,
+    /// The key concurrent misses of this request coalesce on.
+    pub coalescing_key: Key,
     /// When the upstream fetch began: invalidations after it win over its answer.
     pub fetched_at_ms: u64,
     pub leader: Option<Leader>,
@@ -131,8 +134,10 @@ pub async fn prepare(
         Found::Stale(bytes) => Some(bytes),
         Found::Nothing => None,
     };
-    let leader = match cache.coalesce(lookup.coalescing_key(&caller)) {
+    let coalescing_key = lookup.coalescing_key(&caller);
+    let leader = match cache.flights.coalesce(coalescing_key) {
         Coalesce::Lead(leader) => Some(leader),
+        Coalesce::Pass => None,
         Coalesce::Wait(mut done) => {
             // The leader's answer is stored before it releases us; a timeout or an
             // uncacheable answer sends this request upstream on its own.
@@ -145,7 +150,15 @@ pub async fn prepare(
             None
         }
     };
-    Prepared::Forward(Box::new(CacheCtx { lookup, caller, fetched_at_ms: now_ms(), leader, stale, stored: false }))
+    Prepared::Forward(Box::new(CacheCtx {
+        lookup,
+        caller,
+        coalescing_key,
+        fetched_at_ms: now_ms(),
+        leader,
+        stale,
+        stored: false,
+    }))
 }
 
 /// An answer mcp-edge writes itself from a cached entry: body and the headers beyond the
@@ -237,15 +250,22 @@ pub fn answer<'a>(entry: &'a [u8], id: &str, gzip_from: Option<u64>) -> Option<A
 }
 
 /// Stores a captured result if its facts allow. `precompress`: also keep a deflated form, so
-/// gzip hits cost no compression.
-pub fn store(cache: &EdgeCache, ctx: &CacheCtx, policy: &CachePolicy, result: &str, max_entry: u64, precompress: bool) {
-    let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return };
-    let Some(facts) = result_facts(&raw) else { return };
+/// gzip hits cost no compression. Whether it was stored.
+pub fn store(
+    cache: &EdgeCache,
+    ctx: &CacheCtx,
+    policy: &CachePolicy,
+    result: &str,
+    max_entry: u64,
+    precompress: bool,
+) -> bool {
+    let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return false };
+    let Some(facts) = result_facts(&raw) else { return false };
     let Some(Store { scope, ttl, restate_ttl }) = store_decision(&ctx.lookup, &ctx.caller, &facts, policy) else {
-        return;
+        return false;
     };
     if facts.stored_result.len() as u64 > max_entry {
-        return;
+        return false;
     }
     let result = facts.stored_result.as_bytes();
     let deflated = precompress.then(|| crate::compress::deflate_segment(&result[1..]));
@@ -257,6 +277,7 @@ pub fn store(cache: &EdgeCache, ctx: &CacheCtx, policy: &CachePolicy, result: &s
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
     cache.insert(&ctx.lookup, &scope, &entry);
+    true
 }
 
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE

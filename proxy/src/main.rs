@@ -3,6 +3,7 @@
 mod admin;
 mod cache;
 mod cached;
+mod coalesce;
 mod compress;
 mod demo_upstream;
 mod guards;

@@ -429,7 +429,7 @@ impl ProxyHttp for McpProxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
         if let Some(leader) = ctx.cache.as_mut().and_then(|c| c.leader.take()) {
-            self.cache.release(leader);
+            self.cache.flights.release(leader);
         }
         let route = ctx.route();
         if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
@@ -496,16 +496,17 @@ impl McpProxy {
             return;
         }
         let route = &snapshot.routes[ctx.route];
-        if let Some(result) = observer.cacheable_result() {
+        let stored = observer.cacheable_result().is_some_and(|result| {
             if route.config.policy.readonly_tools && cache_ctx.lookup.method == "tools/list" {
                 route.readonly.learn(result);
             }
             let precompress = snapshot.config.compression.gzip;
             let max_entry = snapshot.config.cache.max_entry_size;
-            cached::store(&self.cache, cache_ctx, &route.config.policy, result, max_entry, precompress);
-        }
+            cached::store(&self.cache, cache_ctx, &route.config.policy, result, max_entry, precompress)
+        });
+        self.cache.flights.answered(cache_ctx.coalescing_key, stored);
         if let Some(leader) = cache_ctx.leader.take() {
-            self.cache.release(leader);
+            self.cache.flights.release(leader);
         }
     }
 

@@ -133,6 +133,32 @@ async fn concurrent_misses_make_one_upstream_request() {
 }
 
 #[tokio::test]
+async fn misses_of_an_uncacheable_read_do_not_wait_on_each_other() {
+    // ttlMs 0: nothing from this upstream is cached. Once one answer has shown that, misses of
+    // the same read go upstream at once instead of queueing behind a leader whose answer
+    // could not serve them (hit-for-pass).
+    let upstream = demo_upstream("zero", &["--ttl-ms", "0"]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    assert_eq!(x_cache(&read(&mcp, "demo://slow", None).await), "MISS");
+    let requests = (0..10).map(|_| {
+        let mcp = mcp.clone();
+        tokio::spawn(async move { read(&mcp, "demo://slow", None).await })
+    });
+    for handle in futures_util::future::join_all(requests).await {
+        let reply = handle.unwrap();
+        assert_eq!(reply.json()["result"]["contents"][0]["text"], "slow resource");
+        assert_eq!(x_cache(&reply), "MISS");
+    }
+    assert_eq!(upstream_reads(&upstream).await, 11);
+    let coalesce =
+        |result: &str| format!(r#"mcp_cache_operations_total{{operation="coalesce",result="{result}",tier="-"}}"#);
+    assert_eq!(metric(&proxy, &coalesce("wait")).await, 0.0, "no miss waited on another");
+    assert_eq!(metric(&proxy, &coalesce("pass")).await, 10.0);
+    assert_eq!(metric(&proxy, &coalesce("lead")).await, 1.0, "only the first miss led");
+}
+
+#[tokio::test]
 async fn notifications_on_a_passing_stream_invalidate() {
     let upstream = demo_upstream("a", &[]).await;
     let proxy = proxy(&route(&[&upstream], "")).await;

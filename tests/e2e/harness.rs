@@ -367,6 +367,15 @@ pub async fn read(mcp: &Mcp, uri: &str, authorization: Option<&str>) -> Reply {
     mcp.stateless("resources/read", json!({"uri": uri}), &headers).await
 }
 
+/// The value of the Prometheus sample whose line starts with `sample` (name and labels, the
+/// labels in the exporter's order), 0 when the proxy has not exported it.
+pub async fn metric(proxy: &Proxy, sample: &str) -> f64 {
+    let text = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a sample value"))
+}
+
 /// How many `resources/read` the demo upstream answered (asked directly, not via the proxy).
 pub async fn upstream_reads(upstream: &Upstream) -> u64 {
     let direct = Mcp::new(&upstream.url());

@@ -1,0 +1,176 @@
+//! Request coalescing: concurrent misses for one key make one upstream request, the leader's;
+//! the others wait until its answer is stored, then read it from the cache.
+//!
+//! A key whose last answer could not be cached (`ttlMs: 0`, an error result, a private answer
+//! with no identity to key it by, …) is *passed* for a while, as Varnish's hit-for-pass does:
+//! its misses go upstream at once. Waiting on a leader whose answer cannot serve them would
+//! only add the leader's round trip to their own.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use mcp_edge_policies::cache::Key;
+use prometheus::IntCounter;
+use tokio::sync::watch;
+
+use crate::metrics::METRICS;
+
+/// How long a key whose answer could not be cached skips coalescing. Every uncacheable answer
+/// renews it; a stored answer ends it.
+const PASS_FOR: Duration = Duration::from_secs(30);
+/// At most this many passed keys are remembered (a few MiB). When full, the expired ones are
+/// dropped, and if none has expired, all of them: forgetting a pass only costs one wait.
+const MAX_PASSES: usize = 65_536;
+
+#[derive(Default)]
+pub struct Coalescer {
+    flights: Mutex<Flights>,
+}
+
+#[derive(Default)]
+struct Flights {
+    /// Keys being fetched, with what their waiters wait on.
+    inflight: HashMap<Key, watch::Receiver<()>>,
+    /// Keys whose last answer could not be cached, and until when they skip coalescing.
+    passes: HashMap<Key, Instant>,
+}
+
+/// Held by the request that fetches a coalesced key; dropping it releases the waiters.
+pub struct Leader {
+    key: Key,
+    _done: watch::Sender<()>,
+}
+
+pub enum Coalesce {
+    Lead(Leader),
+    /// Another request is fetching the same thing: wait on this, then look up again.
+    Wait(watch::Receiver<()>),
+    /// The key's last answer could not be cached: go upstream without waiting.
+    Pass,
+}
+
+impl Coalescer {
+    /// Leads, joins or passes the fetch of `key`.
+    pub fn coalesce(&self, key: Key) -> Coalesce {
+        let mut flights = self.flights.lock().expect("coalescer");
+        if flights.passed(&key) {
+            COUNTERS.pass.inc();
+            return Coalesce::Pass;
+        }
+        if let Some(waiting) = flights.inflight.get(&key)
+            && waiting.has_changed().is_ok()
+        {
+            COUNTERS.wait.inc();
+            return Coalesce::Wait(waiting.clone());
+        }
+        let (done, receiver) = watch::channel(());
+        flights.inflight.insert(key, receiver);
+        COUNTERS.lead.inc();
+        Coalesce::Lead(Leader { key, _done: done })
+    }
+
+    /// Records what became of an upstream answer for `key`: stored in the cache, or not
+    /// cacheable (then the key's next misses pass).
+    pub fn answered(&self, key: Key, stored: bool) {
+        let mut flights = self.flights.lock().expect("coalescer");
+        if stored {
+            flights.passes.remove(&key);
+        } else {
+            flights.pass(key, Instant::now() + PASS_FOR);
+        }
+    }
+
+    /// Ends a lead: waiters wake up (the sender drops with the leader) and look up again.
+    pub fn release(&self, leader: Leader) {
+        self.flights.lock().expect("coalescer").inflight.remove(&leader.key);
+    }
+}
+
+impl Flights {
+    fn passed(&mut self, key: &Key) -> bool {
+        match self.passes.get(key) {
+            None => false,
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                self.passes.remove(key);
+                false
+            }
+        }
+    }
+
+    fn pass(&mut self, key: Key, until: Instant) {
+        if self.passes.len() >= MAX_PASSES && !self.passes.contains_key(&key) {
+            let now = Instant::now();
+            self.passes.retain(|_, until| now < *until);
+            if self.passes.len() >= MAX_PASSES {
+                self.passes.clear();
+            }
+        }
+        self.passes.insert(key, until);
+    }
+}
+
+/// The coalescing outcomes of `mcp_cache_operations_total`, resolved once (one per miss).
+struct Counters {
+    lead: IntCounter,
+    wait: IntCounter,
+    pass: IntCounter,
+}
+
+static COUNTERS: LazyLock<Counters> = LazyLock::new(|| {
+    let coalesce = |result: &str| METRICS.cache_operations.with_label_values(&["coalesce", "-", result]);
+    Counters { lead: coalesce("lead"), wait: coalesce("wait"), pass: coalesce("pass") }
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_miss_leads_and_the_next_ones_wait_until_it_is_released() {
+        let coalescer = Coalescer::default();
+        let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
+        let Coalesce::Wait(done) = coalescer.coalesce([1; 32]) else { panic!("the second waits") };
+        assert!(matches!(coalescer.coalesce([2; 32]), Coalesce::Lead(_)), "another key has its own leader");
+        coalescer.answered([1; 32], true);
+        coalescer.release(leader);
+        assert!(done.has_changed().is_err(), "the waiter is released with the leader");
+        assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)), "a stored answer leaves no pass");
+    }
+
+    #[test]
+    fn an_uncacheable_answer_passes_the_key_until_one_is_stored() {
+        let coalescer = Coalescer::default();
+        let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
+        coalescer.answered([1; 32], false);
+        coalescer.release(leader);
+        assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Pass));
+        assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Pass), "every miss passes, none leads");
+        assert!(matches!(coalescer.coalesce([2; 32]), Coalesce::Lead(_)), "other keys still coalesce");
+        coalescer.answered([1; 32], true);
+        assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)));
+    }
+
+    #[test]
+    fn a_pass_ends_with_its_time() {
+        let mut flights = Flights::default();
+        flights.pass([1; 32], Instant::now() - Duration::from_millis(1));
+        assert!(!flights.passed(&[1; 32]));
+        assert!(flights.passes.is_empty(), "an expired pass is forgotten");
+    }
+
+    #[test]
+    fn passes_are_bounded() {
+        let mut flights = Flights::default();
+        let later = Instant::now() + PASS_FOR;
+        for n in 0..MAX_PASSES as u32 {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&n.to_le_bytes());
+            flights.pass(key, later);
+        }
+        flights.pass([0xff; 32], later);
+        assert!(flights.passes.len() <= MAX_PASSES);
+        assert!(flights.passed(&[0xff; 32]), "the newest pass is kept");
+    }
+}
