@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +122,8 @@ pub struct EdgeCache {
     /// The latest marker this process has set (ms): no marker of its own kills an entry
     /// fetched after it.
     latest_marker_ms: AtomicU64,
+    /// Disk reads asked for and not yet answered (see [`EdgeCache::disk_reads_waiting`]).
+    disk_reads: AtomicUsize,
     /// The latest marker an earlier process can have left on disk (ms; its watermark record).
     /// Only entries fetched up to then are checked against markers read from disk.
     disk_markers_until_ms: u64,
@@ -162,6 +164,7 @@ impl EdgeCache {
             store,
             markers: Mutex::new(HashMap::new()),
             latest_marker_ms: AtomicU64::new(0),
+            disk_reads: AtomicUsize::new(0),
             disk_markers_until_ms: 0,
             flights: Coalescer::default(),
             runtime,
@@ -232,7 +235,10 @@ impl EdgeCache {
         if !self.store.storage().is_enabled() {
             return None;
         }
-        let value = match self.store.storage().load(key).await {
+        let reading = DiskRead::start(&self.disk_reads);
+        let loaded = self.store.storage().load(key).await;
+        drop(reading);
+        let value = match loaded {
             Ok(Load::Entry { value, .. }) => value,
             Ok(Load::Piece { piece, .. }) => piece.value().clone(),
             Ok(Load::Throttled | Load::Miss) => return None,
@@ -243,6 +249,13 @@ impl EdgeCache {
         };
         // Straight into the memory tier: a hybrid insert would write the entry to disk again.
         Some(Stored::Loaded(self.store.memory().insert(*key, value)))
+    }
+
+    /// Whether a disk read is waiting for, or running on, one of the cache's threads. Those
+    /// run under `SCHED_BATCH` and do not preempt a proxy worker: a worker that memory hits
+    /// keep busy should let them run now and then (see `hit_path`).
+    pub fn disk_reads_waiting(&self) -> bool {
+        self.disk_reads.load(Ordering::Relaxed) > 0
     }
 
     /// Flushes what the disk tier has buffered (at shutdown).
@@ -298,6 +311,22 @@ impl EdgeCache {
             }
         }
         false
+    }
+}
+
+/// Counts one disk read in [`EdgeCache::disk_reads_waiting`] while it lives.
+struct DiskRead<'a>(&'a AtomicUsize);
+
+impl<'a> DiskRead<'a> {
+    fn start(count: &'a AtomicUsize) -> DiskRead<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        DiskRead(count)
+    }
+}
+
+impl Drop for DiskRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -38,12 +38,19 @@ use crate::runtime::{Runtime, load_config};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Asks mimalloc for transparent huge pages (the kernel's `madvise` mode is enough). A large
-/// memory tier is read at random: with 4 KiB pages nearly every hit also missed the TLB
-/// (1 M entries: +5% hits measured). `MIMALLOC_ALLOW_LARGE_OS_PAGES=0` turns it off.
-fn use_huge_pages() {
-    // SAFETY: sets a process-wide allocator option before any thread is started.
-    unsafe { libmimalloc_sys::mi_option_set_enabled_default(libmimalloc_sys::mi_option_large_os_pages, true) }
+/// Turns transparent huge pages off for the process, unless `MIMALLOC_ALLOW_THP` says
+/// otherwise (mimalloc asks for them by default). Each first touch of a huge page zeroes 2 MiB
+/// on the worker that touched it: while the memory tier grows (after a restart, during a fill)
+/// those stalls held every connection of the worker and set p99 to 4–6 ms, against 1.4 ms
+/// without them (`benches/README.md`).
+fn avoid_huge_page_stalls() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    // SAFETY: a plain prctl on this process with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        eprintln!("mcp-edge: could not turn transparent huge pages off: {}", std::io::Error::last_os_error());
+    }
 }
 
 const DEFAULT_CONFIG: &str = "/etc/mcp-edge/mcp-edge.toml";
@@ -99,7 +106,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    use_huge_pages();
+    avoid_huge_page_stalls();
     init_logging();
     match Cli::parse().command {
         Command::Run { config } => match load_config(&config) {
