@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use foyer::{
@@ -122,8 +122,9 @@ pub struct EdgeCache {
     /// The latest marker this process has set (ms): no marker of its own kills an entry
     /// fetched after it.
     latest_marker_ms: AtomicU64,
-    /// Disk reads asked for and not yet answered (see [`EdgeCache::disk_reads_waiting`]).
-    disk_reads: AtomicUsize,
+    /// Disk reads asked for and not yet answered, and when the last one was answered (or the
+    /// first began, if none was since): see [`EdgeCache::disk_reads_starving`].
+    disk_reads: DiskReads,
     /// The latest marker an earlier process can have left on disk (ms; its watermark record).
     /// Only entries fetched up to then are checked against markers read from disk.
     disk_markers_until_ms: u64,
@@ -164,7 +165,7 @@ impl EdgeCache {
             store,
             markers: Mutex::new(HashMap::new()),
             latest_marker_ms: AtomicU64::new(0),
-            disk_reads: AtomicUsize::new(0),
+            disk_reads: DiskReads::default(),
             disk_markers_until_ms: 0,
             flights: Coalescer::default(),
             runtime,
@@ -251,11 +252,11 @@ impl EdgeCache {
         Some(Stored::Loaded(self.store.memory().insert(*key, value)))
     }
 
-    /// Whether a disk read is waiting for, or running on, one of the cache's threads. Those
-    /// run under `SCHED_BATCH` and do not preempt a proxy worker: a worker that memory hits
-    /// keep busy should let them run now and then (see `hit_path`).
-    pub fn disk_reads_waiting(&self) -> bool {
-        self.disk_reads.load(Ordering::Relaxed) > 0
+    /// Whether disk reads are waiting and none has been answered for a while: the cache's
+    /// threads are not getting the CPU. They run under `SCHED_BATCH` and do not preempt a proxy
+    /// worker, so a worker that memory hits keep busy should then yield (see `hit_path`).
+    pub fn disk_reads_starving(&self) -> bool {
+        self.disk_reads.starving()
     }
 
     /// Flushes what the disk tier has buffered (at shutdown).
@@ -314,19 +315,46 @@ impl EdgeCache {
     }
 }
 
-/// Counts one disk read in [`EdgeCache::disk_reads_waiting`] while it lives.
-struct DiskRead<'a>(&'a AtomicUsize);
+/// How long disk reads may go unanswered while some wait, before workers yield to them.
+const DISK_STARVED_AFTER: Duration = Duration::from_micros(100);
+
+#[derive(Default)]
+struct DiskReads {
+    pending: AtomicUsize,
+    /// Nanoseconds since [`CLOCK_ORIGIN`] of the latest answer, or start when none was pending.
+    progress_ns: AtomicU64,
+}
+
+static CLOCK_ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn clock_ns() -> u64 {
+    CLOCK_ORIGIN.elapsed().as_nanos() as u64
+}
+
+impl DiskReads {
+    fn starving(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) > 0
+            && clock_ns().saturating_sub(self.progress_ns.load(Ordering::Relaxed))
+                > DISK_STARVED_AFTER.as_nanos() as u64
+    }
+}
+
+/// Counts one disk read in [`DiskReads`] while it lives.
+struct DiskRead<'a>(&'a DiskReads);
 
 impl<'a> DiskRead<'a> {
-    fn start(count: &'a AtomicUsize) -> DiskRead<'a> {
-        count.fetch_add(1, Ordering::Relaxed);
-        DiskRead(count)
+    fn start(reads: &'a DiskReads) -> DiskRead<'a> {
+        if reads.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+            reads.progress_ns.store(clock_ns(), Ordering::Relaxed);
+        }
+        DiskRead(reads)
     }
 }
 
 impl Drop for DiskRead<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.progress_ns.store(clock_ns(), Ordering::Relaxed);
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

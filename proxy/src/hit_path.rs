@@ -10,7 +10,6 @@
 //! over to the service with the bytes read so far, so there is one source of truth for
 //! forwarding and for errors. HTTP/2 connections go to the service directly.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,8 +35,6 @@ use crate::service::{INSPECT_LIMIT, McpProxy};
 const KEEPALIVE: Duration = Duration::from_secs(60);
 /// Request heads larger than this are left to the proxy service (which allows more).
 const MAX_HEAD: usize = 16 * 1024;
-/// How often, at most, a worker yields its CPU to waiting disk reads.
-const YIELD_TO_DISK_EVERY: Duration = Duration::from_micros(100);
 /// Requests with more header lines than this are left to the proxy service.
 const MAX_HEADERS: usize = 48;
 
@@ -152,22 +149,14 @@ impl EdgeApp {
         if closing { Step::Close } else { Step::Answered }
     }
 
-    /// Lets the cache's threads run when disk reads wait for them, at most once per
-    /// [`YIELD_TO_DISK_EVERY`]. They run under `SCHED_BATCH` and do not preempt this worker:
-    /// while memory hits keep it busy, every disk hit would otherwise wait out its time slice
-    /// (p99 5 ms in the first seconds after a restart, while most hits come from memory).
+    /// Lets the cache's threads run when disk reads starve for them. They run under
+    /// `SCHED_BATCH` and do not preempt this worker: while memory hits keep it busy, every disk
+    /// hit would otherwise wait out its time slice (p99 5 ms in the first seconds after a
+    /// restart, while most hits come from memory).
     fn yield_to_disk_reads(&self) {
-        thread_local! {
-            static LAST_YIELD: Cell<Option<Instant>> = const { Cell::new(None) };
-        }
-        if !self.cache.disk_reads_waiting() {
+        if !self.cache.disk_reads_starving() {
             return;
         }
-        let now = Instant::now();
-        if LAST_YIELD.get().is_some_and(|last| now.duration_since(last) < YIELD_TO_DISK_EVERY) {
-            return;
-        }
-        LAST_YIELD.set(Some(now));
         std::thread::yield_now();
     }
 
