@@ -576,6 +576,23 @@ mod tests {
     }
 
     #[test]
+    fn disk_reads_starve_when_none_is_answered_for_a_while() {
+        let reads = DiskReads::default();
+        assert!(!reads.starving(), "nothing waits");
+        let first = DiskRead::start(&reads);
+        assert!(!reads.starving(), "a read that just began is not starving");
+        std::thread::sleep(DISK_STARVED_AFTER * 3);
+        assert!(reads.starving());
+        let second = DiskRead::start(&reads);
+        assert!(reads.starving(), "a second read does not hide that the first waits");
+        drop(first);
+        assert!(!reads.starving(), "an answer is progress");
+        drop(second);
+        std::thread::sleep(DISK_STARVED_AFTER * 3);
+        assert!(!reads.starving(), "nothing waits any more");
+    }
+
+    #[test]
     fn disk_hits_are_promoted_to_the_memory_tier() {
         let dir = tempfile::tempdir().unwrap();
         let cache = EdgeCache::open(&disk_config(dir.path()));
