@@ -341,13 +341,7 @@ async fn metrics_count_what_happens() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_prometheus_text(&text);
-    let value = |needle: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(needle))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {needle} in:\n{text}"))
-    };
+    let value = |needle: &str| sample_value(&text, needle).unwrap_or_else(|| panic!("no {needle} in:\n{text}"));
     assert_eq!(value(r#"mcp_requests_total{cache="HIT",method="resources/read",route="/mcp",status="200"}"#), 2.0);
     assert_eq!(value(r#"mcp_requests_total{cache="MISS",method="resources/read",route="/mcp",status="200"}"#), 1.0);
     assert_eq!(value(r#"mcp_cache_operations_total{operation="lookup",result="hit",tier="memory"}"#), 2.0);

@@ -367,13 +367,18 @@ pub async fn read(mcp: &Mcp, uri: &str, authorization: Option<&str>) -> Reply {
     mcp.stateless("resources/read", json!({"uri": uri}), &headers).await
 }
 
-/// The value of the Prometheus sample whose line starts with `sample` (name and labels, the
-/// labels in the exporter's order), 0 when the proxy has not exported it.
-pub async fn metric(proxy: &Proxy, sample: &str) -> f64 {
-    let text = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+/// The value of `sample` (name and labels, the labels in the exporter's order) in a
+/// Prometheus text exposition.
+pub fn sample_value(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().expect("a sample value"))
+        .map(|value| value.parse().expect("a sample value"))
+}
+
+/// The proxy's current value of `sample`, 0 when it has not exported it.
+pub async fn metric(proxy: &Proxy, sample: &str) -> f64 {
+    let text = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    sample_value(&text, sample).unwrap_or(0.0)
 }
 
 /// How many `resources/read` the demo upstream answered (asked directly, not via the proxy).
