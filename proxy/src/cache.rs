@@ -23,7 +23,7 @@ use mcp_edge_policies::config::CacheConfig;
 use prometheus::IntCounter;
 
 use crate::coalesce::Coalescer;
-use crate::metrics::METRICS;
+use crate::metrics::cache_operation;
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -86,7 +86,7 @@ struct LookupCounters {
 }
 
 static LOOKUP_COUNTERS: LazyLock<LookupCounters> = LazyLock::new(|| {
-    let lookup = |tier: &str, result: &str| METRICS.cache_operations.with_label_values(&["lookup", tier, result]);
+    let lookup = |tier, result| cache_operation("lookup", tier, result);
     LookupCounters {
         miss: lookup("-", "miss"),
         hit_memory: lookup("memory", "hit"),
@@ -383,7 +383,7 @@ fn decode_ms(stored: &[u8]) -> Option<u64> {
 }
 
 fn count(operation: &str, tier: &str, result: &str) {
-    METRICS.cache_operations.with_label_values(&[operation, tier, result]).inc();
+    cache_operation(operation, tier, result).inc();
 }
 
 fn memory_builder(config: &CacheConfig) -> foyer::HybridCacheBuilderPhaseMemory<StoreKey, Bytes, foyer::DefaultHasher> {

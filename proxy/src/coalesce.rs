@@ -14,7 +14,7 @@ use mcp_edge_policies::cache::Key;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
-use crate::metrics::METRICS;
+use crate::metrics::cache_operation;
 
 /// How long a key whose answer could not be cached skips coalescing. Every uncacheable answer
 /// renews it; a stored answer ends it.
@@ -71,17 +71,22 @@ impl Coalescer {
     }
 
     /// Records what became of an upstream answer for `key`: stored in the cache, or not
-    /// cacheable (then the key's next misses pass).
-    pub fn answered(&self, key: Key, stored: bool) {
+    /// cacheable (then the key's next misses pass); and ends the lead, if this was the
+    /// leader's answer (one lock for both).
+    pub fn answered(&self, key: Key, stored: bool, leader: Option<Leader>) {
         let mut flights = self.flights.lock().expect("coalescer");
         if stored {
             flights.passes.remove(&key);
         } else {
             flights.pass(key, Instant::now() + PASS_FOR);
         }
+        if let Some(leader) = leader {
+            flights.inflight.remove(&leader.key);
+        }
     }
 
-    /// Ends a lead: waiters wake up (the sender drops with the leader) and look up again.
+    /// Ends a lead without an answer (the fetch failed): waiters wake up (the sender drops
+    /// with the leader) and look up again.
     pub fn release(&self, leader: Leader) {
         self.flights.lock().expect("coalescer").inflight.remove(&leader.key);
     }
@@ -119,7 +124,7 @@ struct Counters {
 }
 
 static COUNTERS: LazyLock<Counters> = LazyLock::new(|| {
-    let coalesce = |result: &str| METRICS.cache_operations.with_label_values(&["coalesce", "-", result]);
+    let coalesce = |result| cache_operation("coalesce", "-", result);
     Counters { lead: coalesce("lead"), wait: coalesce("wait"), pass: coalesce("pass") }
 });
 
@@ -133,8 +138,7 @@ mod tests {
         let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
         let Coalesce::Wait(done) = coalescer.coalesce([1; 32]) else { panic!("the second waits") };
         assert!(matches!(coalescer.coalesce([2; 32]), Coalesce::Lead(_)), "another key has its own leader");
-        coalescer.answered([1; 32], true);
-        coalescer.release(leader);
+        coalescer.answered([1; 32], true, Some(leader));
         assert!(done.has_changed().is_err(), "the waiter is released with the leader");
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)), "a stored answer leaves no pass");
     }
@@ -143,12 +147,11 @@ mod tests {
     fn an_uncacheable_answer_passes_the_key_until_one_is_stored() {
         let coalescer = Coalescer::default();
         let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
-        coalescer.answered([1; 32], false);
-        coalescer.release(leader);
+        coalescer.answered([1; 32], false, Some(leader));
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Pass));
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Pass), "every miss passes, none leads");
         assert!(matches!(coalescer.coalesce([2; 32]), Coalesce::Lead(_)), "other keys still coalesce");
-        coalescer.answered([1; 32], true);
+        coalescer.answered([1; 32], true, None);
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)));
     }
 

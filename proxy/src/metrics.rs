@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -80,6 +80,12 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
+}
+
+/// One series of `mcp_cache_operations_total`. Resolving it hashes the labels under a lock:
+/// the hot paths resolve theirs once and keep the counter.
+pub fn cache_operation(operation: &str, tier: &str, result: &str) -> IntCounter {
+    METRICS.cache_operations.with_label_values(&[operation, tier, result])
 }
 
 /// Counts a request in `mcp_active_connections` while it lives.

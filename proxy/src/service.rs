@@ -504,10 +504,7 @@ impl McpProxy {
             let max_entry = snapshot.config.cache.max_entry_size;
             cached::store(&self.cache, cache_ctx, &route.config.policy, result, max_entry, precompress)
         });
-        self.cache.flights.answered(cache_ctx.coalescing_key, stored);
-        if let Some(leader) = cache_ctx.leader.take() {
-            self.cache.flights.release(leader);
-        }
+        self.cache.flights.answered(cache_ctx.coalescing_key, stored, cache_ctx.leader.take());
     }
 
     /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
