@@ -124,3 +124,25 @@ async fn twenty_reloads_during_load_lose_no_request() {
     }
     assert!(total > 100, "the load ran: {total} requests");
 }
+
+/// `THP_enabled` of a running process (`/proc/PID/status`): 0 when huge pages are off for it.
+fn thp_enabled(process: &Process) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.pid())).expect("a live process");
+    status.lines().find_map(|line| line.strip_prefix("THP_enabled:")).expect("THP_enabled").trim().to_string()
+}
+
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_asked_for() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    assert_eq!(thp_enabled(&proxy.process), "0", "first touches of huge pages stall a worker");
+    assert_eq!(thp_enabled(&upstream.process), "0");
+
+    let port = free_port();
+    let asked = Process::spawn(
+        "upstream with THP",
+        Command::new(bin()).args(["upstream", "--listen", &format!("127.0.0.1:{port}")]).env("MIMALLOC_ALLOW_THP", "1"),
+    );
+    wait_listening(port, &asked).await;
+    assert_eq!(thp_enabled(&asked), "1", "MIMALLOC_ALLOW_THP=1 keeps them");
+}
