@@ -5,8 +5,10 @@
 //! - [`headers`]: protocol eras and the stateless era's mirrored headers;
 //! - [`affinity`]: session ids that name the upstream owning the session;
 //! - [`routing`]: longest-prefix routes and upstream paths;
-//! - [`balance`]: least-connections and consistent-hash key choice.
+//! - [`balance`]: least-connections and consistent-hash key choice;
+//! - [`admission`]: which disk-tier hits earn a copy in the memory tier.
 
+pub mod admission;
 pub mod affinity;
 pub mod balance;
 pub mod cache;

@@ -18,6 +18,7 @@ use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy, Load,
     RecoverMode, S3FifoConfig,
 };
+use mcp_edge_policies::admission::MemoryAdmission;
 use mcp_edge_policies::cache::{Entry, Key, Lookup, Scope, Target, marker_key, markers_watermark_key};
 use mcp_edge_policies::config::CacheConfig;
 use prometheus::IntCounter;
@@ -33,6 +34,17 @@ pub fn now_ms() -> u64 {
 /// pointer (with a million entries, every pointer chased on a hit is a cache miss).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StoreKey(Key);
+
+impl StoreKey {
+    /// 64 bits of the key, itself a SHA-256 digest: as good a hash as any.
+    fn hash64(&self) -> u64 {
+        u64::from_le_bytes(self.0[..8].try_into().expect("keys are 32 bytes"))
+    }
+}
+
+/// What a memory-tier slot is sized for when counting how many entries the tier holds: a
+/// small resource, the common case.
+const TYPICAL_ENTRY_BYTES: usize = 1024;
 
 impl foyer::Code for StoreKey {
     fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
@@ -60,6 +72,8 @@ pub enum Stored {
     Memory(MemoryEntry),
     /// Read from the disk tier (and now in the memory tier too).
     Loaded(MemoryEntry),
+    /// Read from the disk tier and not copied into memory (see [`MemoryAdmission`]).
+    Disk(Bytes),
 }
 
 impl Stored {
@@ -68,9 +82,9 @@ impl Stored {
         let counters = &*LOOKUP_COUNTERS;
         match (self, fresh) {
             (Stored::Memory(_), true) => &counters.hit_memory,
-            (Stored::Loaded(_), true) => &counters.hit_disk,
+            (Stored::Loaded(_) | Stored::Disk(_), true) => &counters.hit_disk,
             (Stored::Memory(_), false) => &counters.expired_memory,
-            (Stored::Loaded(_), false) => &counters.expired_disk,
+            (Stored::Loaded(_) | Stored::Disk(_), false) => &counters.expired_disk,
         }
     }
 }
@@ -102,6 +116,7 @@ impl std::ops::Deref for Stored {
     fn deref(&self) -> &Bytes {
         match self {
             Stored::Memory(entry) | Stored::Loaded(entry) => entry.value(),
+            Stored::Disk(value) => value,
         }
     }
 }
@@ -125,6 +140,8 @@ pub struct EdgeCache {
     /// Disk reads asked for and not yet answered, and when the last one was answered (or the
     /// first began, if none was since): see [`EdgeCache::disk_reads_starving`].
     disk_reads: DiskReads,
+    /// Which disk hits are copied into the memory tier.
+    memory_admission: MemoryAdmission,
     /// The latest marker an earlier process can have left on disk (ms; its watermark record).
     /// Only entries fetched up to then are checked against markers read from disk.
     disk_markers_until_ms: u64,
@@ -166,6 +183,7 @@ impl EdgeCache {
             markers: Mutex::new(HashMap::new()),
             latest_marker_ms: AtomicU64::new(0),
             disk_reads: DiskReads::default(),
+            memory_admission: MemoryAdmission::new(config.memory as usize, TYPICAL_ENTRY_BYTES),
             disk_markers_until_ms: 0,
             flights: Coalescer::default(),
             runtime,
@@ -224,8 +242,8 @@ impl EdgeCache {
         stale.map_or(Found::Nothing, Found::Stale)
     }
 
-    /// Reads `key` from the memory tier, else from the disk tier, promoting what the disk had
-    /// into memory. Done by hand rather than with `HybridCache::get`, whose memory miss spawns
+    /// Reads `key` from the memory tier, else from the disk tier, copying what the disk had
+    /// into memory when [`MemoryAdmission`] admits it. Done by hand rather than with `HybridCache::get`, whose memory miss spawns
     /// the disk load as a task on the cache runtime: that hop, on top of the I/O engine's own
     /// blocking-pool hop, doubled the thread switches of every disk hit.
     async fn get(&self, key: &StoreKey) -> Option<Stored> {
@@ -248,8 +266,12 @@ impl EdgeCache {
                 return None;
             }
         };
+        let memory = self.store.memory();
+        if !self.memory_admission.admits(key.hash64(), || memory.usage() < memory.capacity() / 16 * 15) {
+            return Some(Stored::Disk(value));
+        }
         // Straight into the memory tier: a hybrid insert would write the entry to disk again.
-        Some(Stored::Loaded(self.store.memory().insert(*key, value)))
+        Some(Stored::Loaded(memory.insert(*key, value)))
     }
 
     /// Whether disk reads are waiting and none has been answered for a while: the cache's
@@ -593,7 +615,43 @@ mod tests {
     }
 
     #[test]
-    fn disk_hits_are_promoted_to_the_memory_tier() {
+    fn a_full_memory_tier_copies_only_disk_hits_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = EdgeCache::open(&disk_config(dir.path()));
+        // Keys spread like digests: the doorkeeper tells keys apart by their first 64 bits.
+        let key = |tag: u8, n: u16| {
+            let mut key = [tag; 32];
+            let spread = (u64::from(n) << 8 | u64::from(tag)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            key[..8].copy_from_slice(&spread.to_le_bytes());
+            StoreKey(key)
+        };
+        // On disk alone, then a memory tier full of other entries.
+        for n in 0..=256 {
+            cache.store.insert(key(b'd', n), Bytes::from_static(b"on disk"));
+            cache.store.memory().remove(&key(b'd', n));
+        }
+        for n in 0..4096 {
+            cache.store.memory().insert(key(b'm', n), Bytes::from(vec![0; 8 << 10]));
+        }
+        let memory = cache.store.memory();
+        assert!(memory.usage() >= memory.capacity() / 16 * 15, "full");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            for n in 0..256 {
+                let read = cache.get(&key(b'd', n)).await.expect("on disk");
+                assert!(matches!(read, Stored::Disk(_)), "read once: not copied into memory");
+            }
+            let again = key(b'd', 256);
+            assert!(matches!(cache.get(&again).await, Some(Stored::Disk(_))));
+            let second = cache.get(&again).await.expect("on disk");
+            assert!(matches!(second, Stored::Loaded(_)), "read again: copied into memory");
+            assert_eq!(&second[..], b"on disk");
+            assert!(matches!(cache.get(&again).await, Some(Stored::Memory(_))));
+        });
+    }
+
+    #[test]
+    fn disk_hits_are_copied_into_a_memory_tier_with_room() {
         let dir = tempfile::tempdir().unwrap();
         let cache = EdgeCache::open(&disk_config(dir.path()));
         assert!(cache.store.storage().is_enabled());
