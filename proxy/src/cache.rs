@@ -243,9 +243,10 @@ impl EdgeCache {
     }
 
     /// Reads `key` from the memory tier, else from the disk tier, copying what the disk had
-    /// into memory when [`MemoryAdmission`] admits it. Done by hand rather than with `HybridCache::get`, whose memory miss spawns
-    /// the disk load as a task on the cache runtime: that hop, on top of the I/O engine's own
-    /// blocking-pool hop, doubled the thread switches of every disk hit.
+    /// into memory when [`MemoryAdmission`] admits it. Done by hand rather than with
+    /// `HybridCache::get`, whose memory miss spawns the disk load as a task on the cache
+    /// runtime: that hop, on top of the I/O engine's own blocking-pool hop, doubled the thread
+    /// switches of every disk hit.
     async fn get(&self, key: &StoreKey) -> Option<Stored> {
         if let Some(entry) = self.store.memory().get(key) {
             return Some(Stored::Memory(entry));
@@ -266,12 +267,18 @@ impl EdgeCache {
                 return None;
             }
         };
-        let memory = self.store.memory();
-        if !self.memory_admission.admits(key.hash64(), || memory.usage() < memory.capacity() / 16 * 15) {
+        if !self.memory_admission.admits(key.hash64(), || self.memory_has_room()) {
             return Some(Stored::Disk(value));
         }
         // Straight into the memory tier: a hybrid insert would write the entry to disk again.
-        Some(Stored::Loaded(memory.insert(*key, value)))
+        Some(Stored::Loaded(self.store.memory().insert(*key, value)))
+    }
+
+    /// Whether the memory tier could take an entry without evicting another (roughly: its
+    /// shards evict on their own). Sums every shard's usage under its lock.
+    fn memory_has_room(&self) -> bool {
+        let memory = self.store.memory();
+        memory.usage() < memory.capacity() / 16 * 15
     }
 
     /// Whether disk reads are waiting and none has been answered for a while: the cache's
@@ -633,8 +640,7 @@ mod tests {
         for n in 0..4096 {
             cache.store.memory().insert(key(b'm', n), Bytes::from(vec![0; 8 << 10]));
         }
-        let memory = cache.store.memory();
-        assert!(memory.usage() >= memory.capacity() / 16 * 15, "full");
+        assert!(!cache.memory_has_room());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             for n in 0..256 {
