@@ -178,12 +178,14 @@ impl EdgeCache {
             }
             memory_builder(config).storage().build().await.expect("a memory-only cache always opens")
         });
+        // Without a disk tier nothing is read from disk: the doorkeeper is kept at its least.
+        let admission_memory = if store.storage().is_enabled() { config.memory as usize } else { 0 };
         let mut cache = EdgeCache {
             store,
             markers: Mutex::new(HashMap::new()),
             latest_marker_ms: AtomicU64::new(0),
             disk_reads: DiskReads::default(),
-            memory_admission: MemoryAdmission::new(config.memory as usize, TYPICAL_ENTRY_BYTES),
+            memory_admission: MemoryAdmission::new(admission_memory, TYPICAL_ENTRY_BYTES),
             disk_markers_until_ms: 0,
             flights: Coalescer::default(),
             runtime,
