@@ -1,0 +1,107 @@
+//! Micro-benchmarks of the decisions a cache hit makes, one call at a time (no I/O): what the
+//! load benchmark's per-request figures are made of, measured without its noise.
+//! Run: `cargo bench -p mcp-edge-policies` (divan prints each call's fastest, slowest, median
+//! and mean time).
+
+use divan::{Bencher, black_box};
+use mcp_edge_policies::Config;
+use mcp_edge_policies::admission::Doorkeeper;
+use mcp_edge_policies::cache::{Caller, Entry, Lookup, Scope, lookup_for, marker_key};
+use mcp_edge_policies::jsonrpc::{Message, parse};
+
+fn main() {
+    divan::main();
+}
+
+const READ: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://kib/4242","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+
+/// A stateless-era caller without credentials.
+fn stateless_caller() -> Caller {
+    Caller { identity: None, session: None, stateless: true, protocol_version: Some("2026-07-28".into()) }
+}
+
+/// One route with the default cache policy.
+fn one_route() -> Config {
+    Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n").expect("config")
+}
+
+/// What `message` looks up.
+fn read_lookup(message: &Message) -> Lookup {
+    lookup_for("mcp", message, &stateless_caller(), &one_route().routes[0].policy, |_| false).expect("cacheable")
+}
+
+/// Parsing a `resources/read` body, as every POST is.
+#[divan::bench]
+fn parse_resources_read() -> Message {
+    parse(black_box(READ)).expect("valid")
+}
+
+/// Baseline for `parse_resources_read`: the same body parsed into a generic JSON value.
+#[divan::bench]
+fn baseline_parse_to_json_value() -> serde_json::Value {
+    serde_json::from_slice(black_box(READ)).expect("valid")
+}
+
+/// From a parsed request to the storage key of its public scope: the whole key derivation.
+#[divan::bench]
+fn lookup_and_public_key(bencher: Bencher) {
+    let message = parse(READ).expect("valid");
+    let (caller, config) = (stateless_caller(), one_route());
+    let policy = &config.routes[0].policy;
+    bencher.bench_local(|| {
+        let lookup = lookup_for("mcp", black_box(&message), &caller, policy, |_| false).expect("cacheable");
+        lookup.key(&Scope::Public)
+    });
+}
+
+/// The key of a URI's invalidation marker (looked up for hits on entries older than a marker).
+#[divan::bench]
+fn invalidation_marker_key(bencher: Bencher) {
+    let lookup = read_lookup(&parse(READ).expect("valid"));
+    bencher.bench_local(|| marker_key("mcp", black_box(&lookup.targets[1])));
+}
+
+/// Decoding a stored 1 KiB entry and splicing the client's id into its answer.
+#[divan::bench]
+fn decode_and_answer_1kib(bencher: Bencher) {
+    let result = format!(r#"{{"contents":[{{"uri":"demo://kib/4242","text":"{}"}}]}}"#, "x".repeat(1000));
+    let stored = Entry {
+        fetched_at_ms: 1,
+        expires_at_ms: u64::MAX / 2,
+        restate_ttl: true,
+        result: result.as_bytes(),
+        deflated: None,
+    }
+    .encode();
+    bencher.bench_local(|| {
+        let entry = Entry::decode(black_box(&stored)).expect("an entry");
+        entry.answer(black_box("42"), 1_000).len()
+    });
+}
+
+/// The admission check made on every disk-tier hit once the memory tier is full (slots for a
+/// 256 MiB memory tier, the default).
+#[divan::bench]
+fn doorkeeper_read_again(bencher: Bencher) {
+    let doorkeeper = Doorkeeper::new(Doorkeeper::keys_for(256 << 20, 1024));
+    // Keys in a scrambled order, as digests come: a constant stride would let the CPU prefetch
+    // the slots and measure a cache that real reads never get.
+    let mut n = 0u64;
+    // Every slot written once first: the first write to each page of the slots faults.
+    for _ in 0..(4 << 20) {
+        n += 1;
+        doorkeeper.read_again(scramble(n));
+    }
+    bencher.bench_local(|| {
+        n += 1;
+        doorkeeper.read_again(black_box(scramble(n)))
+    });
+}
+
+/// splitmix64's finalizer: consecutive inputs, unrelated outputs.
+fn scramble(n: u64) -> u64 {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
