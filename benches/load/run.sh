@@ -73,14 +73,19 @@ measure_vs_fixed() {
     fixed_lines+="$(wrk_once "$fixed_url" "$script")"$'\n'
     lines+="$(wrk_once "$2" "$script")"$'\n'
   done
-  local line fixed_line
+  report_vs_fixed "$1" "$lines" "$fixed_lines" "$3"
+}
+# name lines fixed_lines VAR: prints the medians of a target's runs and of nginx's fixed body's
+# runs beside them, and their ratio.
+report_vs_fixed() {
+  local line fixed_line lines=$2 fixed_lines=$3
   line=$(printf '%s' "$lines" | python3 benches/load/median.py)
   fixed_line=$(printf '%s' "$fixed_lines" | python3 benches/load/median.py)
   printf '%-40s %s\n' "$1" "$line"
   printf '%-40s %s\n' "  nginx fixed body, same stretch" "$fixed_line"
   local rps=${line#rps=} fixed=${fixed_line#rps=}
   echo "  vs nginx fixed: $(ratio "${rps%% *}" "${fixed%% *}")"
-  eval "RPS_$3=${rps%% *}"
+  eval "RPS_$4=${rps%% *}"
 }
 tier_split() { # which tier the disk edge's hits came from (its counters start at its restart)
   curl -s "http://127.0.0.1:$DISK_ADMIN/metrics" | python3 -c '
@@ -134,13 +139,18 @@ if [ "$MODE" = hits ] || [ "$MODE" = disk ] || [ "$MODE" = all ]; then
   KEYS=100000 measure_vs_fixed "mcp-edge hits, 100000 entries, after restart (8 MiB memory, rest on disk)" \
     "http://127.0.0.1:$DISK_EDGE/mcp" DISK
   tier_split
-  # The same cache restarted with a memory tier that holds it all: the first run after the
-  # restart, no warm-up. Each entry comes from disk once, then from memory.
-  kill "$DISK_PID"; wait "$DISK_PID" 2>/dev/null || true
+  # The same cache restarted REPEAT times with a memory tier that holds it all: each time the
+  # first run after the restart, no warm-up (each entry comes from disk once, then from
+  # memory), beside a run of nginx's fixed body.
   sed 's/^memory = "8MiB"/memory = "1GiB"/' "$DIR/disk.toml" > "$DIR/disk-warm.toml"
-  RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk-warm.toml" 2>>"$DIR/disk.log" & PIDS+=($!)
-  wait_port $DISK_EDGE
-  printf '%-40s %s\n' "mcp-edge, first ${DURATION}s after a restart (1 GiB memory)" \
-    "$(KEYS=100000 wrk_once "http://127.0.0.1:$DISK_EDGE/mcp" benches/load/random-read.lua | python3 benches/load/median.py)"
+  warm_lines="" fixed_lines=""
+  for _ in $(seq "$REPEAT"); do
+    kill "$DISK_PID"; wait "$DISK_PID" 2>/dev/null || true
+    fixed_lines+="$(KEYS=100000 wrk_once "http://127.0.0.1:$NGINX/fixed" benches/load/random-read.lua)"$'\n'
+    RUST_LOG=warn "${SERVER[@]}" $BIN run --config "$DIR/disk-warm.toml" 2>>"$DIR/disk.log" & DISK_PID=$!; PIDS+=($!)
+    wait_port $DISK_EDGE
+    warm_lines+="$(KEYS=100000 wrk_once "http://127.0.0.1:$DISK_EDGE/mcp" benches/load/random-read.lua)"$'\n'
+  done
+  report_vs_fixed "mcp-edge, first ${DURATION}s after a restart (1 GiB memory)" "$warm_lines" "$fixed_lines" WARM
   tier_split
 fi
