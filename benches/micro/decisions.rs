@@ -50,7 +50,7 @@ fn lookup_and_public_key(bencher: Bencher) {
     let policy = &config.routes[0].policy;
     bencher.bench_local(|| {
         let lookup = lookup_for("mcp", black_box(&message), &caller, policy, |_| false).expect("cacheable");
-        lookup.key(&Scope::Public)
+        lookup.key(&Scope::Public(mcp_edge_policies::cache::Audience::Anonymous))
     });
 }
 

@@ -33,19 +33,31 @@ fn is_list(method: &str) -> bool {
 /// Who may be served an entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
-    Public,
+    /// Everybody of one audience: a public answer fetched without a credential is never served
+    /// to a caller with one (a "please log in" result must not hide a user's own answer), nor
+    /// the other way round.
+    Public(Audience),
     /// Hash of the caller's identity (authorization context).
     Private(String),
     /// A handshake-era session id (as the client sees it).
     Session(String),
 }
 
+/// Whether a caller presented a credential (a non-blank identity header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Audience {
+    Anonymous,
+    Authenticated,
+}
+
 impl Scope {
     /// The scope's part of a key, as a prefix and a value (hashed one after the other, so no
-    /// string is built per lookup): `public`, `private:<identity hash>`, `session:<id>`.
+    /// string is built per lookup): `public:anonymous`, `public:authenticated`,
+    /// `private:<identity hash>`, `session:<id>`.
     fn key_parts(&self) -> [&[u8]; 2] {
         match self {
-            Scope::Public => [b"public", b""],
+            Scope::Public(Audience::Anonymous) => [b"public:", b"anonymous"],
+            Scope::Public(Audience::Authenticated) => [b"public:", b"authenticated"],
             Scope::Private(identity) => [b"private:", identity.as_bytes()],
             Scope::Session(session) => [b"session:", session.as_bytes()],
         }
@@ -55,7 +67,7 @@ impl Scope {
 /// The caller-side facts a cache decision needs.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
-    /// Hash of the identity header's value, when the request carries one.
+    /// Hash of the identity header's value, when the request carries a non-blank one.
     pub identity: Option<String>,
     /// The session id the client presented (handshake era).
     pub session: Option<String>,
@@ -64,9 +76,22 @@ pub struct Caller {
     pub protocol_version: Option<String>,
 }
 
+impl Caller {
+    /// Whom public answers fetched for this caller may be served to.
+    pub fn audience(&self) -> Audience {
+        if self.identity.is_some() { Audience::Authenticated } else { Audience::Anonymous }
+    }
+}
+
 /// A hash of an identity header value: keys never contain the raw credential.
 pub fn identity_hash(value: &[u8]) -> String {
     hex(&Sha256::digest(value)[..16])
+}
+
+/// The identity of a caller whose identity header has `value`: none when the value is empty or
+/// blank (an empty credential is no credential, never an identity two callers could share).
+pub fn identity_of(value: Option<&[u8]>) -> Option<String> {
+    value.map(<[u8]>::trim_ascii).filter(|v| !v.is_empty()).map(identity_hash)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -98,10 +123,15 @@ impl Lookup {
         digest(&[self.base.as_bytes(), b"\0", prefix, value])
     }
 
-    /// The key concurrent misses coalesce on: same request, same caller.
+    /// The key concurrent misses coalesce on: same request, same caller (its identity, else
+    /// its session, else every anonymous caller together).
     pub fn coalescing_key(&self, caller: &Caller) -> Key {
-        let who = caller.identity.as_deref().or(caller.session.as_deref()).unwrap_or("-");
-        digest(&[self.base.as_bytes(), b"\0coalesce:", who.as_bytes()])
+        let who: [&[u8]; 2] = match (&caller.identity, &caller.session) {
+            (Some(identity), _) => [b"identity:", identity.as_bytes()],
+            (None, Some(session)) => [b"session:", session.as_bytes()],
+            (None, None) => [b"anonymous", b""],
+        };
+        digest(&[self.base.as_bytes(), b"\0coalesce:", who[0], who[1]])
     }
 }
 
@@ -162,6 +192,9 @@ pub fn lookup_for(
         return None;
     }
     let method = cacheable_method_name(message.method.as_deref()?)?;
+    if !keyable_params(method, &message.params) {
+        return None;
+    }
     let tool_allowed =
         |name: &str| policy.cache_tools.iter().any(|t| t == name) || (policy.readonly_tools && readonly_tool(name));
     let arguments;
@@ -180,21 +213,42 @@ pub fn lookup_for(
             if !tool_allowed(name) {
                 return None;
             }
-            arguments = canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
+            arguments = crate::canonical::canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
             (["name=", name, "\u{0}args=", &arguments], vec![Target::Route, Target::List(ListKind::Tools)])
         }
         _ => return None,
     };
     let version = caller.protocol_version.as_deref().unwrap_or("-");
     let base = join(&[route, "\u{0}", method, "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
-    let mut scopes = vec![Scope::Public];
-    if let Some(identity) = &caller.identity {
-        scopes.push(Scope::Private(identity.clone()));
-    }
+    // The caller's own scopes first: a public answer fetched later for somebody else must not
+    // hide the answer this caller was given.
+    let mut scopes = Vec::with_capacity(3);
     if let (false, Some(session)) = (caller.stateless, &caller.session) {
         scopes.push(Scope::Session(session.clone()));
     }
+    if let Some(identity) = &caller.identity {
+        scopes.push(Scope::Private(identity.clone()));
+    }
+    scopes.push(Scope::Public(caller.audience()));
     Some(Lookup { method, base, targets, scopes })
+}
+
+/// Whether a key can be built from exactly what the upstream reads of these params: they were
+/// understood completely (no duplicate key anywhere, expected types) and hold nothing but the
+/// members the key is made of (plus `_meta`, which carries no request content). Anything else
+/// (a `cursor` on a read, a `task` on a call, …) may change the answer in ways the key cannot
+/// tell: such requests are forwarded uncached.
+fn keyable_params(method: &str, params: &crate::jsonrpc::Params) -> bool {
+    if !params.exact || params.other_members {
+        return false;
+    }
+    let (uri, name, cursor, arguments) =
+        (params.uri.is_some(), params.name.is_some(), params.cursor.is_some(), params.arguments.is_some());
+    match method {
+        "resources/read" => !name && !cursor && !arguments,
+        "tools/call" => !uri && !cursor,
+        _ => !uri && !name && !arguments,
+    }
 }
 
 /// The methods a lookup is made for (`tools/call` only when the route opts in), as static
@@ -213,12 +267,6 @@ fn join(parts: &[&str]) -> String {
     let mut joined = String::with_capacity(parts.iter().map(|part| part.len()).sum());
     parts.iter().for_each(|part| joined.push_str(part));
     joined
-}
-
-/// JSON with object keys sorted at every level, so `{"a":1,"b":2}` and `{"b":2,"a":1}` key alike.
-pub fn canonical_json(raw: &str) -> Option<String> {
-    // serde_json's map is a BTreeMap (no `preserve_order`): re-serialising sorts the keys.
-    serde_json::from_str::<serde_json::Value>(raw).ok().map(|v| v.to_string())
 }
 
 /// What a result says about its own caching (SEP-2549 hints and result flags).
@@ -305,9 +353,9 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
     }
     let hinted_scope = if policy.honor_server_hints { facts.scope.as_deref() } else { None };
     let scope = match hinted_scope {
-        Some("public") => Scope::Public,
+        Some("public") => Scope::Public(caller.audience()),
         // No hint: the operator may vouch that this route's answers are the same for all.
-        None if policy.shared => Scope::Public,
+        None if policy.shared => Scope::Public(caller.audience()),
         // Handshake-era lists vary per session (client capabilities): never shared across sessions.
         None if !caller.stateless && is_list(lookup.method) => Scope::Session(caller.session.clone()?),
         _ => match (&caller.identity, caller.stateless, &caller.session) {
@@ -519,7 +567,8 @@ mod tests {
         p.cache_tools = vec!["add".into()];
         let a = lookup_for("r", &call, &stateless(None), &p, |_| false).unwrap();
         let b = lookup_for("r", &same, &stateless(None), &p, |_| false).unwrap();
-        assert_eq!(a.key(&Scope::Public), b.key(&Scope::Public), "argument order does not matter");
+        let anyone = Scope::Public(Audience::Anonymous);
+        assert_eq!(a.key(&anyone), b.key(&anyone), "argument order does not matter");
         let mut p = policy();
         p.readonly_tools = true;
         assert!(lookup_for("r", &call, &stateless(None), &p, |name| name == "add").is_some());
@@ -529,12 +578,15 @@ mod tests {
     #[test]
     fn keys_are_the_digests_disk_caches_were_written_with() {
         // A key is SHA-256 of "<route>\0<method>\0<params>\0<version>\0<scope>": entries on
-        // disk from earlier versions are found only while this holds.
+        // disk from earlier versions are found only while this holds. (Public entries were keyed
+        // `public` before audiences split them; those are left behind on purpose: any of them
+        // may have been fetched without a credential.)
         let lookup = lookup_for("r", &read("a://1"), &stateless(None), &policy(), |_| false).unwrap();
         let expect = |scope: &str| -> Key {
             Sha256::digest(format!("r\0resources/read\0uri=a://1\02026-07-28\0{scope}")).into()
         };
-        assert_eq!(lookup.key(&Scope::Public), expect("public"));
+        assert_eq!(lookup.key(&Scope::Public(Audience::Anonymous)), expect("public:anonymous"));
+        assert_eq!(lookup.key(&Scope::Public(Audience::Authenticated)), expect("public:authenticated"));
         assert_eq!(lookup.key(&Scope::Private("h".into())), expect("private:h"));
         assert_eq!(lookup.key(&Scope::Session("s".into())), expect("session:s"));
     }
@@ -542,38 +594,130 @@ mod tests {
     #[test]
     fn keys_ignore_meta_and_id_but_not_params_scope_or_version() {
         let p = policy();
+        #[allow(non_snake_case)]
+        let Public = Scope::Public(Audience::Anonymous);
         let caller = stateless(None);
         let a = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
         let other_id =
             parse(br#"{"jsonrpc":"2.0","id":"zz","method":"resources/read","params":{"uri":"a://1"}}"#).unwrap();
-        assert_eq!(
-            a.key(&Scope::Public),
-            lookup_for("r", &other_id, &caller, &p, |_| false).unwrap().key(&Scope::Public)
-        );
-        assert_ne!(
-            a.key(&Scope::Public),
-            lookup_for("r", &read("a://2"), &caller, &p, |_| false).unwrap().key(&Scope::Public)
-        );
-        assert_ne!(
-            a.key(&Scope::Public),
-            lookup_for("other", &read("a://1"), &caller, &p, |_| false).unwrap().key(&Scope::Public)
-        );
-        assert_ne!(a.key(&Scope::Public), a.key(&Scope::Private("x".into())));
+        assert_eq!(a.key(&Public), lookup_for("r", &other_id, &caller, &p, |_| false).unwrap().key(&Public));
+        assert_ne!(a.key(&Public), lookup_for("r", &read("a://2"), &caller, &p, |_| false).unwrap().key(&Public));
+        assert_ne!(a.key(&Public), lookup_for("other", &read("a://1"), &caller, &p, |_| false).unwrap().key(&Public));
+        assert_ne!(a.key(&Public), a.key(&Scope::Private("x".into())));
         let old = Caller { protocol_version: Some("2025-06-18".into()), ..caller };
-        assert_ne!(
-            a.key(&Scope::Public),
-            lookup_for("r", &read("a://1"), &old, &p, |_| false).unwrap().key(&Scope::Public)
-        );
+        assert_ne!(a.key(&Public), lookup_for("r", &read("a://1"), &old, &p, |_| false).unwrap().key(&Public));
     }
 
     #[test]
-    fn lookups_probe_public_then_the_callers_own_scopes() {
+    fn lookups_probe_the_callers_own_scopes_then_its_audiences_public_one() {
         let p = policy();
         let l = lookup_for("r", &read("a://1"), &stateless(Some("Bearer t")), &p, |_| false).unwrap();
-        assert_eq!(l.scopes, vec![Scope::Public, Scope::Private(identity_hash(b"Bearer t"))]);
+        assert_eq!(l.scopes, vec![Scope::Private(identity_hash(b"Bearer t")), Scope::Public(Audience::Authenticated)]);
         let l = lookup_for("r", &read("a://1"), &legacy("s1"), &p, |_| false).unwrap();
-        assert_eq!(l.scopes, vec![Scope::Public, Scope::Session("s1".into())]);
+        assert_eq!(l.scopes, vec![Scope::Session("s1".into()), Scope::Public(Audience::Anonymous)]);
+        let l = lookup_for("r", &read("a://1"), &stateless(None), &p, |_| false).unwrap();
+        assert_eq!(l.scopes, vec![Scope::Public(Audience::Anonymous)]);
         assert!(!identity_hash(b"Bearer secret").contains("secret"));
+    }
+
+    #[test]
+    fn a_public_answer_fetched_anonymously_never_reaches_a_credential() {
+        let p = policy();
+        let anonymous = stateless(None);
+        let user = stateless(Some("Bearer u"));
+        let please_log_in = facts(r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#);
+        let l = lookup_for("r", &read("a://1"), &anonymous, &p, |_| false).unwrap();
+        let stored = store_decision(&l, &anonymous, &please_log_in, &p).unwrap().scope;
+        let users_lookup = lookup_for("r", &read("a://1"), &user, &p, |_| false).unwrap();
+        assert!(!users_lookup.scopes.contains(&stored), "the user never looks where the anonymous answer is");
+        let users_answer = store_decision(&users_lookup, &user, &please_log_in, &p).unwrap().scope;
+        assert!(!l.scopes.contains(&users_answer), "nor the other way round");
+    }
+
+    #[test]
+    fn blank_credentials_are_no_identity() {
+        for blank in [&b""[..], b" ", b"\t  "] {
+            assert_eq!(identity_of(Some(blank)), None, "{blank:?}");
+        }
+        assert_eq!(identity_of(None), None);
+        assert_eq!(identity_of(Some(b" Bearer t ")), identity_of(Some(b"Bearer t")));
+        assert_ne!(identity_of(Some(b"Bearer t")), identity_of(Some(b"Bearer u")));
+    }
+
+    #[test]
+    fn params_that_are_not_understood_exactly_are_not_keyed() {
+        let p = policy();
+        let caller = stateless(Some("u"));
+        let mut tools = policy();
+        tools.cache_tools = vec!["add".into()];
+        for (body, why) in [
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","cursor":"p2"}}"#, "duplicate"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","name":5}}"#, "wrong type"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":null}}"#, "null cursor"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","filter":"x"}}"#,
+                "unknown member",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"uri":"a://1"}}"#,
+                "a member lists do not take",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"a":1,"a":2}}}"#,
+                "duplicate in _meta",
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[]}"#, "not an object"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}"#, "duplicate uri"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","cursor":"c"}}"#,
+                "cursor on a read",
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":["a"]}}"#, "uri not a string"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"a":2}}}"#,
+                "duplicate argument",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":{"x":1,"x":2}}}}"#,
+                "nested duplicate",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":[1]}}"#,
+                "arguments not an object",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{},"task":{"ttl":1}}}"#,
+                "task-augmented",
+            ),
+        ] {
+            let message = parse(body.as_bytes()).unwrap();
+            assert!(lookup_for("r", &message, &caller, &tools, |_| false).is_none(), "{why}: {body}");
+            assert!(lookup_for("r", &message, &caller, &p, |_| false).is_none(), "{why}: {body}");
+        }
+        let page2 =
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","_meta":{"x":{"y":1}}}}"#)
+                .unwrap();
+        let first = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#).unwrap();
+        let page2 = lookup_for("r", &page2, &caller, &p, |_| false).unwrap();
+        let first = lookup_for("r", &first, &caller, &p, |_| false).unwrap();
+        assert_ne!(page2.key(&Scope::Public(Audience::Anonymous)), first.key(&Scope::Public(Audience::Anonymous)));
+    }
+
+    #[test]
+    fn big_integer_arguments_do_not_collide() {
+        let mut p = policy();
+        p.cache_tools = vec!["add".into()];
+        let call = |n: &str| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"add","arguments":{{"a":{n}}}}}}}"#
+            );
+            lookup_for("r", &parse(body.as_bytes()).unwrap(), &stateless(None), &p, |_| false)
+                .unwrap()
+                .key(&Scope::Public(Audience::Anonymous))
+        };
+        assert_ne!(call("9007199254740993"), call("9007199254740992"));
+        assert_ne!(call("12345678901234567890123"), call("12345678901234567890124"));
+        assert_eq!(call("5"), call("5"));
     }
 
     #[test]
@@ -583,7 +727,10 @@ mod tests {
         let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
         let public =
             store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#), &p).unwrap();
-        assert_eq!((public.scope, public.ttl, public.restate_ttl), (Scope::Public, Duration::from_secs(60), true));
+        assert_eq!(
+            (public.scope, public.ttl, public.restate_ttl),
+            (Scope::Public(Audience::Authenticated), Duration::from_secs(60), true)
+        );
         let private =
             store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":5000,"cacheScope":"private"}"#), &p).unwrap();
         assert_eq!(private.scope, Scope::Private(identity_hash(b"Bearer t")));
@@ -608,7 +755,10 @@ mod tests {
         assert!(store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &p).is_none());
         let mut shared = policy();
         shared.shared = true;
-        assert_eq!(store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &shared).unwrap().scope, Scope::Public);
+        assert_eq!(
+            store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &shared).unwrap().scope,
+            Scope::Public(Audience::Anonymous)
+        );
         // Handshake era: per session.
         let caller = legacy("s1");
         let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
@@ -630,7 +780,10 @@ mod tests {
         );
         let mut shared = policy();
         shared.shared = true;
-        assert_eq!(store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &shared).unwrap().scope, Scope::Public);
+        assert_eq!(
+            store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &shared).unwrap().scope,
+            Scope::Public(Audience::Authenticated)
+        );
     }
 
     #[test]

@@ -33,9 +33,26 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     pub threads: usize,
     pub max_body: u64,
-    /// Origins allowed to call; a request with any other `Origin` header gets 403.
+    /// Origins allowed to call besides the request's own (same-origin); a request with any
+    /// other `Origin` header gets 403.
     pub allowed_origins: Vec<String>,
+    /// Host names (without port) a request's `Host` may name; `"*"` allows any. When not
+    /// configured: loopback names only if every listener is on a loopback address, else any.
+    pub allowed_hosts: Vec<String>,
+    /// `allowed_hosts` was not configured, and is the default described above.
+    pub allowed_hosts_default: bool,
     pub tls: Option<TlsConfig>,
+}
+
+/// The Host names a proxy listening only on loopback addresses accepts by default.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+impl ServerConfig {
+    /// Every listener (plain and TLS) is on a loopback address.
+    pub fn loopback_only(&self) -> bool {
+        let tls = self.tls.iter().flat_map(|t| t.listen.iter());
+        self.listen.iter().chain(tls).all(|addr| addr.ip().is_loopback())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +65,9 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token every admin request must carry (`Authorization: Bearer
+    /// <token>`); read at start and on reload. Meant for admin listeners beyond loopback.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +164,7 @@ struct RawServer {
     threads: Option<Spanned<i64>>,
     max_body: Text,
     allowed_origins: Vec<Spanned<String>>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
     tls: Option<Spanned<RawTls>>,
 }
 
@@ -159,6 +180,7 @@ struct RawTls {
 #[serde(default)]
 struct RawAdmin {
     listen: Text,
+    token_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -341,7 +363,7 @@ impl Checker<'_> {
         {
             self.report(text.span(), "server.max_body must be at least 1KiB".into());
         }
-        ServerConfig {
+        let mut server = ServerConfig {
             listen,
             threads: self.positive(&raw.threads, 2, "server.threads"),
             max_body,
@@ -350,8 +372,30 @@ impl Checker<'_> {
                 .iter()
                 .map(|o| o.get_ref().trim_end_matches('/').to_string())
                 .collect(),
+            allowed_hosts: Vec::new(),
+            allowed_hosts_default: raw.allowed_hosts.is_none(),
             tls,
+        };
+        server.allowed_hosts = match &raw.allowed_hosts {
+            Some(hosts) => hosts.iter().map(|h| self.allowed_host(h)).collect(),
+            None if server.loopback_only() => LOOPBACK_HOSTS.map(str::to_string).to_vec(),
+            None => vec!["*".to_string()],
+        };
+        server
+    }
+
+    /// One `server.allowed_hosts` entry: a host name or address without port, or `"*"`.
+    fn allowed_host(&mut self, text: &Spanned<String>) -> String {
+        let host = text.get_ref().trim().to_ascii_lowercase();
+        let valid = host == "*"
+            || (!host.is_empty() && !host.contains(['@', '/', ' ']) && host.parse::<http::uri::Authority>().is_ok());
+        if !valid || (host.contains(':') && !host.starts_with('[')) {
+            self.report(
+                text.span(),
+                format!("server.allowed_hosts: {:?} is not a host name without port (e.g. \"mcp.example.com\", \"[::1]\", or \"*\")", text.get_ref()),
+            );
         }
+        host
     }
 
     fn tls(&mut self, raw: &Spanned<RawTls>) -> TlsConfig {
@@ -375,7 +419,7 @@ impl Checker<'_> {
             Some(text) => self.socket_addr(text, "admin.listen"),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         };
-        AdminConfig { listen }
+        AdminConfig { listen, token_file: raw.token_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from) }
     }
 
     fn cache(&mut self, raw: &RawCache) -> CacheConfig {
@@ -524,15 +568,28 @@ impl Checker<'_> {
         let mut paths = HashSet::new();
         let mut names = HashSet::new();
         for (raw, route) in raw.iter().zip(routes) {
-            if !route.path.is_empty() && !paths.insert(route.path.as_str()) {
-                let span = raw.get_ref().path.as_ref().map_or(raw.span(), |p| p.span());
-                self.report(span, format!("route path {:?} is used by more than one route", route.path));
+            let path_span = raw.get_ref().path.as_ref().map_or(raw.span(), |p| p.span());
+            let duplicate_path = !route.path.is_empty() && !paths.insert(route.path.as_str());
+            if duplicate_path {
+                self.report(path_span.clone(), format!("route path {:?} is used by more than one route", route.path));
             }
-            // A name derived from a duplicate path is already reported as that path.
-            if let Some(name) = &raw.get_ref().name
-                && !names.insert(route.name.as_str())
-            {
-                self.report(name.span(), format!("route name {:?} is used by more than one route", route.name));
+            // Names key cache entries and metrics: two routes must never share one, whether
+            // written or taken from the path (a duplicate path is already reported as such).
+            if route.name.is_empty() || names.insert(route.name.as_str()) {
+                continue;
+            }
+            match &raw.get_ref().name {
+                Some(name) => {
+                    self.report(name.span(), format!("route name {:?} is used by more than one route", route.name))
+                }
+                None if !duplicate_path => self.report(
+                    path_span,
+                    format!(
+                        "route name {:?} (taken from this route's path) is used by another route: give one of them a name",
+                        route.name
+                    ),
+                ),
+                None => {}
             }
         }
     }

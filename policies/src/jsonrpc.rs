@@ -2,8 +2,13 @@
 //! and the few params that decide routing and caching. Values the proxy only carries
 //! (the id, tool arguments) stay raw JSON text, never re-serialised.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use crate::canonical::{self, KeySet, UniqueKeys};
 
 /// JSON-RPC error codes the proxy itself emits.
 pub mod codes {
@@ -37,7 +42,7 @@ pub struct Message {
 }
 
 /// The params that matter to routing and caching.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     pub uri: Option<String>,
     pub name: Option<String>,
@@ -48,6 +53,29 @@ pub struct Params {
     pub protocol_version: Option<String>,
     /// The request carries `inputResponses` or `requestState` (MRTR retry): never cacheable.
     pub has_input_responses: bool,
+    /// `params` was understood completely: absent, or an object without a duplicate key at
+    /// any depth whose `uri`, `name` and `cursor` are strings, `arguments` and `_meta` objects.
+    /// Only then may a cache key be built from it (see [`crate::cache::lookup_for`]).
+    pub exact: bool,
+    /// `params` has members other than `uri`, `name`, `cursor`, `arguments`, `_meta`,
+    /// `inputResponses` and `requestState` (their effect on the answer is unknown).
+    pub other_members: bool,
+}
+
+impl Default for Params {
+    /// No params at all: understood.
+    fn default() -> Self {
+        Params {
+            uri: None,
+            name: None,
+            cursor: None,
+            arguments: None,
+            protocol_version: None,
+            has_input_responses: false,
+            exact: true,
+            other_members: false,
+        }
+    }
 }
 
 /// Why a body is not an acceptable JSON-RPC message.
@@ -142,20 +170,109 @@ fn parse_failure(body: &[u8], error: &serde_json::Error) -> Invalid {
     }
 }
 
-/// Params are read leniently: a shape the proxy does not understand is carried, not refused
-/// (the upstream is the judge of its own methods).
+/// Params are read twice over if need be. Strictly first ([`ExactParams`]): every member the
+/// proxy reads of its expected type and no duplicate key anywhere. What fails that is carried,
+/// not refused (the upstream is the judge of its own methods), read leniently for the header
+/// checks, and marked inexact so that no cache key is built from a guess.
 fn parse_params(raw: Option<&RawValue>) -> Params {
     let Some(raw) = raw else {
         return Params::default();
     };
-    let parsed: RawParams = serde_json::from_str(raw.get()).unwrap_or_default();
-    Params {
-        uri: parsed.uri,
-        name: parsed.name,
-        cursor: parsed.cursor,
-        arguments: parsed.arguments.map(|a| a.get().to_string()),
-        protocol_version: parsed.meta.and_then(|m| m.protocol_version.map(str::to_string)),
-        has_input_responses: parsed.input_responses.is_some() || parsed.request_state.is_some(),
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    match deserializer.deserialize_map(ExactParams) {
+        Ok(params) => params,
+        Err(_) => {
+            let lenient: RawParams = serde_json::from_str(raw.get()).unwrap_or_default();
+            Params {
+                uri: lenient.uri,
+                name: lenient.name,
+                cursor: lenient.cursor,
+                arguments: lenient.arguments.map(|a| a.get().to_string()),
+                protocol_version: lenient.meta.and_then(|m| m.protocol_version.map(str::to_string)),
+                has_input_responses: lenient.input_responses.is_some() || lenient.request_state.is_some(),
+                exact: false,
+                other_members: true,
+            }
+        }
+    }
+}
+
+/// Reads `params` strictly, in one pass: fails on a duplicate key at any depth or a member the
+/// proxy reads that has another type than it expects.
+struct ExactParams;
+
+impl<'de> Visitor<'de> for ExactParams {
+    type Value = Params;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a params object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+        let mut seen = KeySet::default();
+        let mut params = Params::default();
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            if !seen.insert(name.clone()) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            match name.as_ref() {
+                "uri" => params.uri = Some(map.next_value()?),
+                "name" => params.name = Some(map.next_value()?),
+                "cursor" => params.cursor = Some(map.next_value()?),
+                "arguments" => {
+                    let arguments: &RawValue = map.next_value()?;
+                    if !arguments.get().starts_with('{') || !canonical::unique_keys(arguments.get()) {
+                        return Err(de::Error::custom("arguments must be an object without duplicate keys"));
+                    }
+                    params.arguments = Some(arguments.get().to_string());
+                }
+                "_meta" => params.protocol_version = map.next_value_seed(MetaVersion)?,
+                "inputResponses" | "requestState" => {
+                    map.next_value_seed(UniqueKeys)?;
+                    params.has_input_responses = true;
+                }
+                _ => {
+                    map.next_value_seed(UniqueKeys)?;
+                    params.other_members = true;
+                }
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// Reads `_meta` strictly: an object without duplicate keys; returns its protocol version.
+struct MetaVersion;
+
+impl<'de> DeserializeSeed<'de> for MetaVersion {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<String>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetaVersion {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a _meta object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        let mut seen = KeySet::default();
+        let mut version = None;
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            if !seen.insert(name.clone()) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            if name == META_PROTOCOL_VERSION {
+                version = Some(map.next_value::<String>()?);
+            } else {
+                map.next_value_seed(UniqueKeys)?;
+            }
+        }
+        Ok(version)
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the TOML configuration model and its validation (`mcp-edge check`);
 //! - [`jsonrpc`]: what a POST body is (method, id, params), JSON-RPC error bodies;
+//! - [`canonical`]: exact JSON for keys (no duplicate keys, numbers by their text);
 //! - [`headers`]: protocol eras and the stateless era's mirrored headers;
 //! - [`affinity`]: session ids that name the upstream owning the session;
 //! - [`routing`]: longest-prefix routes and upstream paths;
@@ -12,6 +13,7 @@ pub mod admission;
 pub mod affinity;
 pub mod balance;
 pub mod cache;
+pub mod canonical;
 pub mod config;
 pub mod headers;
 pub mod jsonrpc;

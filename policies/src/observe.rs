@@ -1,7 +1,9 @@
 //! What an upstream answer tells the cache, read as it streams past: the final JSON-RPC
 //! response to the request (from `application/json`, or from the SSE event carrying the
 //! request's id), whether a server-to-client request appeared (then the result depends on the
-//! client: not cacheable), and every change notification (to invalidate).
+//! client: not cacheable), whether the server sent anything else beside the result (progress,
+//! log messages: a hit would silently drop them, so not cacheable either), and every change
+//! notification (to invalidate).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -36,6 +38,12 @@ pub struct Observer {
     /// The raw `result` of the wanted response, once seen.
     pub result: Option<String>,
     pub server_request_seen: bool,
+    /// Server-to-client requests seen so far (sampling, elicitation, roots): the proxy tells
+    /// the other requests of the same session (see `session_signals` in the proxy).
+    pub server_requests: u64,
+    /// A notification other than a change notification arrived with the answer (progress, a
+    /// log message, …): the client's handlers expect it, a cached result would not carry it.
+    pub side_notification_seen: bool,
     pub too_large: bool,
     /// Invalidation targets named by notifications seen so far, drained by the caller.
     pub invalidations: Vec<Target>,
@@ -52,6 +60,8 @@ impl Observer {
             limit,
             result: None,
             server_request_seen: false,
+            server_requests: 0,
+            side_notification_seen: false,
             too_large: false,
             invalidations: Vec::new(),
         }
@@ -89,12 +99,16 @@ impl Observer {
             return;
         };
         match (&envelope.method, envelope.id) {
-            (Some(_), Some(_)) => self.server_request_seen = true,
+            (Some(_), Some(_)) => {
+                self.server_request_seen = true;
+                self.server_requests += 1;
+            }
             (Some(method), None) => {
                 let uri =
                     envelope.params.and_then(|p| serde_json::from_str::<UriParam>(p.get()).ok()).and_then(|p| p.uri);
-                if let Some(target) = Target::from_notification(method, uri.as_deref()) {
-                    self.invalidations.push(target);
+                match Target::from_notification(method, uri.as_deref()) {
+                    Some(target) => self.invalidations.push(target),
+                    None => self.side_notification_seen = true,
                 }
             }
             (None, Some(id)) => {
@@ -108,10 +122,10 @@ impl Observer {
         }
     }
 
-    /// The result, if it may be cached: found, complete, and no server-to-client request
-    /// was interleaved.
+    /// The result, if it may be cached: found, complete, and nothing but change notifications
+    /// came with it (no server-to-client request, no progress, no log message).
     pub fn cacheable_result(&self) -> Option<&str> {
-        if self.server_request_seen || self.too_large {
+        if self.server_request_seen || self.side_notification_seen || self.too_large {
             return None;
         }
         self.result.as_deref()
@@ -135,10 +149,21 @@ mod tests {
     #[test]
     fn sse_answers_yield_the_event_with_our_id() {
         let mut o = Observer::new(Some(r#""q""#.into()), true, 1 << 20);
-        o.feed(b"id: p\r\ndata:\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\r\n\r\n");
+        o.feed(b"id: p\r\ndata:\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\r\n\r\n");
         o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":\"q\",\"result\":{\"tools\":[]}}\r\n\r\n");
         o.finish();
-        assert_eq!(o.cacheable_result(), Some(r#"{"tools":[]}"#));
+        assert_eq!(o.cacheable_result(), Some(r#"{"tools":[]}"#), "a change notification is no part of the answer");
+    }
+
+    #[test]
+    fn answers_sent_with_progress_or_log_messages_are_not_cacheable() {
+        for method in ["notifications/progress", "notifications/message", "notifications/tasks/status"] {
+            let mut o = Observer::new(Some("1".into()), true, 1 << 20);
+            o.feed(format!("data: {{\"jsonrpc\":\"2.0\",\"method\":\"{method}\",\"params\":{{}}}}\n\n").as_bytes());
+            o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n\n");
+            assert!(o.result.is_some());
+            assert_eq!(o.cacheable_result(), None, "{method}");
+        }
     }
 
     #[test]
@@ -147,6 +172,7 @@ mod tests {
         o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"sampling/createMessage\",\"params\":{}}\n\n");
         o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n");
         assert_eq!(o.cacheable_result(), None);
+        assert_eq!(o.server_requests, 1);
         let mut e = Observer::new(Some("1".into()), false, 1 << 20);
         e.feed(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#);
         e.finish();

@@ -21,9 +21,10 @@ const SERVER: &[(&str, Schema)] = &[
     ("threads", Schema::Leaf),
     ("max_body", Schema::Leaf),
     ("allowed_origins", Schema::Leaf),
+    ("allowed_hosts", Schema::Leaf),
     ("tls", Schema::Table(TLS)),
 ];
-const ADMIN: &[(&str, Schema)] = &[("listen", Schema::Leaf)];
+const ADMIN: &[(&str, Schema)] = &[("listen", Schema::Leaf), ("token_file", Schema::Leaf)];
 const CACHE: &[(&str, Schema)] = &[
     ("memory", Schema::Leaf),
     ("disk_path", Schema::Leaf),

@@ -559,7 +559,7 @@ mod tests {
             result: br#"{"contents":[]}"#,
             deflated: None,
         };
-        cache.insert(lookup, &Scope::Public, &entry);
+        cache.insert(lookup, &Scope::Public(mcp_edge_policies::cache::Audience::Anonymous), &entry);
     }
 
     fn is_fresh(cache: &EdgeCache, lookup: &Lookup) -> bool {

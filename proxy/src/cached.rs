@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::cache::{EdgeCache, Found, Stored, now_ms};
 use crate::coalesce::{Coalesce, Leader};
+use crate::session_signals::SERVER_REQUESTS;
 
 /// The cache state of one cacheable request.
 pub struct CacheCtx {
@@ -31,6 +32,18 @@ pub struct CacheCtx {
     pub stale: Option<Bytes>,
     /// The answer was looked at for storing (it is, at most once).
     pub stored: bool,
+    /// The session's count of server-to-client requests when the fetch began (handshake era):
+    /// if it moves before the answer comes, the answer may depend on what the client said.
+    pub session_epoch: Option<u64>,
+}
+
+impl CacheCtx {
+    /// Whether a server request reached this request's session (on any of its streams) since
+    /// the fetch began.
+    pub fn session_was_asked(&self) -> bool {
+        let current = self.caller.session.as_deref().map(|session| SERVER_REQUESTS.epoch(session));
+        current != self.session_epoch
+    }
 }
 
 /// The `x-cache` value of a response.
@@ -150,6 +163,7 @@ pub async fn prepare(
             None
         }
     };
+    let session_epoch = caller.session.as_deref().map(|session| SERVER_REQUESTS.epoch(session));
     Prepared::Forward(Box::new(CacheCtx {
         lookup,
         caller,
@@ -158,6 +172,7 @@ pub async fn prepare(
         leader,
         stale,
         stored: false,
+        session_epoch,
     }))
 }
 
@@ -259,6 +274,9 @@ pub fn store(
     max_entry: u64,
     precompress: bool,
 ) -> bool {
+    if ctx.session_was_asked() {
+        return false;
+    }
     let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return false };
     let Some(facts) = result_facts(&raw) else { return false };
     let Some(Store { scope, ttl, restate_ttl }) = store_decision(&ctx.lookup, &ctx.caller, &facts, policy) else {

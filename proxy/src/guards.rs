@@ -3,8 +3,8 @@
 //! header on one side, `httparse`'s on the other) and either passes or names the error to send.
 
 use mcp_edge_policies::affinity;
-use mcp_edge_policies::cache::{Caller, identity_hash};
-use mcp_edge_policies::config::CachePolicy;
+use mcp_edge_policies::cache::{Caller, identity_of};
+use mcp_edge_policies::config::{CachePolicy, ServerConfig};
 use mcp_edge_policies::headers::{Mirrored, check_mirrored};
 use mcp_edge_policies::jsonrpc::{self, Message, codes};
 
@@ -13,6 +13,9 @@ use crate::runtime::Route;
 /// Read access to a request's headers by (case-insensitive) name.
 pub trait HeaderLookup {
     fn header_bytes(&self, name: &str) -> Option<&[u8]>;
+
+    /// How many header lines have this name.
+    fn header_count(&self, name: &str) -> usize;
 
     /// The header as text; `None` when absent or not visible ASCII.
     fn header(&self, name: &str) -> Option<&str> {
@@ -32,11 +35,19 @@ impl HeaderLookup for http::HeaderMap {
     fn header(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
     }
+
+    fn header_count(&self, name: &str) -> usize {
+        self.get_all(name).iter().count()
+    }
 }
 
 impl HeaderLookup for [httparse::Header<'_>] {
     fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         self.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    fn header_count(&self, name: &str) -> usize {
+        self.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count()
     }
 }
 
@@ -59,14 +70,128 @@ impl Rejection {
     }
 }
 
-/// Requests from browsers carry `Origin`; only configured origins may talk to MCP servers.
-pub fn check_origin(allowed: &[String], headers: &(impl HeaderLookup + ?Sized)) -> Result<(), Rejection> {
-    let Some(origin) = headers.header("origin") else { return Ok(()) };
-    let trimmed = origin.trim_end_matches('/');
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(trimmed)) {
+/// Headers that decide who a request is, what it asks and how it is framed. Sent twice, the
+/// proxy would read one value and the upstream perhaps the other: such a request is refused.
+const SINGLETON_HEADERS: [&str; 7] =
+    ["host", "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "origin"];
+
+/// Refuses a request that repeats a header it must carry at most once (those above and the
+/// route's identity header).
+pub fn check_singletons(headers: &(impl HeaderLookup + ?Sized), identity_header: &str) -> Result<(), Rejection> {
+    let repeated =
+        SINGLETON_HEADERS.iter().copied().chain([identity_header]).find(|name| headers.header_count(name) > 1);
+    match repeated {
+        Some(name) => Err(Rejection::new(
+            400,
+            codes::INVALID_REQUEST,
+            format!("Bad Request: header {name} appears more than once"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The checks of a request's head that both the hit path and the service make before anything
+/// else: its path, headers sent twice, its host and its origin.
+pub fn check_request_head(
+    server: &ServerConfig,
+    identity_header: &str,
+    path: &str,
+    target_authority: Option<&str>,
+    headers: &(impl HeaderLookup + ?Sized),
+) -> Result<(), Rejection> {
+    check_path(path)?;
+    check_singletons(headers, identity_header)?;
+    let host = request_host(headers, target_authority);
+    check_host(&server.allowed_hosts, host)?;
+    check_origin(&server.allowed_origins, host, headers)
+}
+
+/// [`check_request_head`] for a request Pingora parsed.
+pub fn check_request(server: &ServerConfig, route: &Route, request: &http::request::Parts) -> Result<(), Rejection> {
+    let authority = request.uri.authority().map(|a| a.as_str());
+    check_request_head(server, &route.config.policy.identity_header, request.uri.path(), authority, &request.headers)
+}
+
+/// The host a request names: its `Host` header, else the authority of its target (HTTP/2).
+pub fn request_host<'a>(
+    headers: &'a (impl HeaderLookup + ?Sized),
+    target_authority: Option<&'a str>,
+) -> Option<&'a str> {
+    headers.header("host").or(target_authority)
+}
+
+/// DNS-rebinding protection, which upstreams cannot do behind a proxy that rewrites `Host`:
+/// the request's host must be one of `server.allowed_hosts` (any port). A `Host` that is not a
+/// plain `host[:port]` (user info, a path, a bad port) is refused whatever the list says.
+pub fn check_host(allowed: &[String], host: Option<&str>) -> Result<(), Rejection> {
+    let Some(host) = host else { return Ok(()) };
+    let Some(name) = host_name(host) else {
+        return Err(Rejection::new(400, codes::INVALID_REQUEST, format!("Bad Request: invalid Host header {host:?}")));
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(name)) {
         return Ok(());
     }
-    Err(Rejection::new(403, codes::SERVER_ERROR, format!("Forbidden: origin {origin} is not allowed")))
+    Err(Rejection::new(
+        403,
+        codes::SERVER_ERROR,
+        format!("Forbidden: host {host} is not allowed (server.allowed_hosts)"),
+    ))
+}
+
+/// The name part of a `host[:port]` authority (`[v6]` kept bracketed); `None` if it is not one.
+pub fn host_name(authority: &str) -> Option<&str> {
+    let bytes = authority.as_bytes();
+    let valid_char = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']');
+    if authority.is_empty() || !bytes.iter().all(valid_char) {
+        return None;
+    }
+    let (name, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        (&authority[..=end], authority[end + 1..].strip_prefix(':'))
+    } else {
+        match authority.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok = !name.is_empty() && (name.starts_with('[') || !name.contains([':', '[', ']']));
+    (port_ok && name_ok && (port.is_some() || authority.len() == name.len())).then_some(name)
+}
+
+/// Requests from browsers carry `Origin`. One naming the request's own host (same-origin) may
+/// call; any other must be listed in `server.allowed_origins` (`"*"`: any).
+pub fn check_origin(
+    allowed: &[String],
+    host: Option<&str>,
+    headers: &(impl HeaderLookup + ?Sized),
+) -> Result<(), Rejection> {
+    let Some(origin) = headers.header("origin") else { return Ok(()) };
+    let trimmed = origin.trim_end_matches('/');
+    let authority = trimmed.split_once("://").map(|(_, rest)| rest);
+    let same_origin = authority.zip(host).is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
+    if same_origin || allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(trimmed)) {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        403,
+        codes::SERVER_ERROR,
+        format!("Forbidden: origin {origin} is not allowed (server.allowed_origins)"),
+    ))
+}
+
+/// Request paths with dot segments (`/mcp/../admin`) are refused rather than forwarded as they
+/// are: the upstream (or anything between) may resolve them to a path no route was chosen for.
+pub fn check_path(path: &str) -> Result<(), Rejection> {
+    let dotted = path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    });
+    if dotted || path.contains('\\') {
+        let message = format!("Bad Request: path {path:?} has dot segments or backslashes");
+        return Err(Rejection::new(400, codes::INVALID_REQUEST, message));
+    }
+    Ok(())
 }
 
 /// Where a handshake-era request's session lives: the pool index of the upstream that created
@@ -98,9 +223,9 @@ pub fn check_post(headers: &(impl HeaderLookup + ?Sized), max_body: u64) -> Resu
         let message = format!("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}");
         return Err(Rejection::new(415, codes::INVALID_REQUEST, message));
     }
-    let length = match headers.header("content-length").map(|v| v.trim().parse::<u64>()) {
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return Err(Rejection::new(400, codes::INVALID_REQUEST, "invalid Content-Length")),
+    let length = match headers.header("content-length").map(parse_content_length) {
+        Some(Some(n)) => Some(n),
+        Some(None) => return Err(Rejection::new(400, codes::INVALID_REQUEST, "invalid Content-Length")),
         None => None,
     };
     if let Some(n) = length.filter(|&n| n > max_body) {
@@ -108,6 +233,15 @@ pub fn check_post(headers: &(impl HeaderLookup + ?Sized), max_body: u64) -> Resu
         return Err(Rejection::new(413, codes::INVALID_REQUEST, message));
     }
     Ok(length)
+}
+
+/// A `Content-Length` value: digits only (RFC 9110), no sign, no spaces inside.
+pub fn parse_content_length(value: &str) -> Option<u64> {
+    let digits = value.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Parses a JSON-RPC body and, in the stateless era, checks the headers that mirror it.
@@ -139,7 +273,7 @@ pub fn understand(body: &[u8], headers: &(impl HeaderLookup + ?Sized), stateless
 /// Who is asking, as far as cache scopes are concerned (the identity only as a hash).
 pub fn caller(headers: &(impl HeaderLookup + ?Sized), policy: &CachePolicy, stateless: bool) -> Caller {
     Caller {
-        identity: headers.header_bytes(policy.identity_header.as_str()).map(identity_hash),
+        identity: identity_of(headers.header_bytes(policy.identity_header.as_str())),
         session: headers.header("mcp-session-id").map(str::to_string),
         stateless,
         protocol_version: headers.header("mcp-protocol-version").map(str::to_string),
@@ -169,13 +303,58 @@ mod tests {
     }
 
     #[test]
-    fn origin_must_be_listed() {
+    fn origin_must_be_the_requests_own_or_listed() {
         let allowed = vec!["https://app.example".to_string()];
-        assert!(check_origin(&allowed, raw(&[]).as_slice()).is_ok());
-        assert!(check_origin(&allowed, raw(&[("origin", "https://APP.example/")]).as_slice()).is_ok());
-        let denied = check_origin(&allowed, raw(&[("origin", "https://evil.example")]).as_slice()).unwrap_err();
-        assert_eq!(denied.status, 403);
-        assert!(denied.message.contains("https://evil.example"));
+        let host = Some("localhost:8080");
+        assert!(check_origin(&allowed, host, raw(&[]).as_slice()).is_ok());
+        assert!(check_origin(&allowed, host, raw(&[("origin", "https://APP.example/")]).as_slice()).is_ok());
+        assert!(check_origin(&[], host, raw(&[("origin", "http://localhost:8080")]).as_slice()).is_ok(), "same origin");
+        for foreign in ["http://localhost:9999", "http://evil.example", "null", "localhost:8080"] {
+            let denied = check_origin(&[], host, raw(&[("origin", foreign)]).as_slice()).unwrap_err();
+            assert_eq!(denied.status, 403, "{foreign}");
+            assert!(denied.message.contains(foreign));
+        }
+        let star = vec!["*".to_string()];
+        assert!(check_origin(&star, host, raw(&[("origin", "http://evil.example")]).as_slice()).is_ok());
+    }
+
+    #[test]
+    fn hosts_must_be_allowed_and_well_formed() {
+        let loopback: Vec<String> = ["localhost", "127.0.0.1", "[::1]"].map(String::from).to_vec();
+        for good in ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]:8080", "LOCALHOST:80"] {
+            assert!(check_host(&loopback, Some(good)).is_ok(), "{good}");
+        }
+        assert!(check_host(&loopback, None).is_ok(), "no Host: nothing to rebind");
+        let evil = check_host(&loopback, Some("evil.example.com")).unwrap_err();
+        assert_eq!(evil.status, 403);
+        assert!(evil.message.contains("evil.example.com"));
+        let any = vec!["*".to_string()];
+        assert!(check_host(&any, Some("mcp.example.com:443")).is_ok());
+        for bad in
+            ["user@localhost", "localhost:80:80", "localhost:", "local host", "a/b", "[::1", "localhost:99999x", ""]
+        {
+            assert_eq!(check_host(&any, Some(bad)).unwrap_err().status, 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for bad in ["/mcp/../mcp", "/mcp/./x", "/mcp/%2E%2e/x", "/..", "/mcp\\..\\x"] {
+            assert_eq!(check_path(bad).unwrap_err().status, 400, "{bad}");
+        }
+        for good in ["/mcp", "/mcp/a.b", "/mcp/...", "/"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn repeated_singleton_headers_are_refused() {
+        let twice = raw(&[("authorization", "a"), ("Authorization", "b")]);
+        assert_eq!(check_singletons(twice.as_slice(), "authorization").unwrap_err().status, 400);
+        let sessions = raw(&[("mcp-session-id", "a"), ("mcp-session-id", "a")]);
+        assert!(check_singletons(sessions.as_slice(), "authorization").is_err());
+        let once = raw(&[("authorization", "a"), ("accept", "x"), ("accept", "y")]);
+        assert!(check_singletons(once.as_slice(), "authorization").is_ok());
     }
 
     #[test]
@@ -185,8 +364,10 @@ mod tests {
         let sized = raw(&[json[0], ("content-length", "10")]);
         assert_eq!(check_post(sized.as_slice(), 100).unwrap(), Some(10));
         assert_eq!(check_post(sized.as_slice(), 5).unwrap_err().status, 413);
-        let bad = raw(&[json[0], ("content-length", "ten")]);
-        assert_eq!(check_post(bad.as_slice(), 100).unwrap_err().status, 400);
+        for bad in ["ten", "+9", "-1", "1 0", "", "0x1"] {
+            let bad = raw(&[json[0], ("content-length", bad)]);
+            assert_eq!(check_post(bad.as_slice(), 100).unwrap_err().status, 400);
+        }
         assert_eq!(check_post(raw(&[("content-type", "text/plain")]).as_slice(), 100).unwrap_err().status, 415);
     }
 

@@ -172,12 +172,14 @@ impl EdgeApp {
         let path = parsed.path.unwrap_or_default();
         let body = &request[head_len..];
         let snapshot = self.live.load_full();
-        let Some(route_index) = snapshot.route_for(path.split('?').next().unwrap_or_default()) else {
+        let path = path.split('?').next().unwrap_or_default();
+        let Some(route_index) = snapshot.route_for(path) else {
             return Lookout::Missed(None);
         };
         let route = &snapshot.routes[route_index];
         let stateless = headers.header("mcp-protocol-version").is_some_and(is_stateless_era);
-        let checked = guards::check_origin(&snapshot.config.server.allowed_origins, headers)
+        let identity_header = &route.config.policy.identity_header;
+        let checked = guards::check_request_head(&snapshot.config.server, identity_header, path, None, headers)
             .and_then(|_| guards::pin_session(route, headers, stateless))
             .and_then(|_| guards::check_post(headers, snapshot.config.server.max_body))
             .and_then(|_| guards::understand(body, headers, stateless));
@@ -275,8 +277,12 @@ fn probe_head(buffer: &[u8]) -> Probe {
         Ok(httparse::Status::Partial) => return Probe::Partial,
         Err(_) => return Probe::Unsuitable,
     };
+    // The target as strictly as the service's parser reads it (`http::Uri`): whatever that
+    // refuses is handed over, to be refused there, never answered here.
+    let suitable_target =
+        |p: &str| p.starts_with('/') && p.parse::<http::uri::PathAndQuery>().is_ok() && !p.contains('"');
     let suitable_line =
-        parsed.method == Some("POST") && parsed.version == Some(1) && parsed.path.is_some_and(|p| p.starts_with('/'));
+        parsed.method == Some("POST") && parsed.version == Some(1) && parsed.path.is_some_and(suitable_target);
     let headers: &[httparse::Header<'_>] = parsed.headers;
     let count = |name: &str| headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
     let framing_plain = count("transfer-encoding") == 0
@@ -284,7 +290,7 @@ fn probe_head(buffer: &[u8]) -> Probe {
         && count("upgrade") == 0
         && count("content-length") == 1
         && count("host") == 1;
-    let body_len = headers.header("content-length").and_then(|v| v.parse::<usize>().ok());
+    let body_len = headers.header("content-length").and_then(guards::parse_content_length).map(|n| n as usize);
     match body_len {
         Some(body_len) if suitable_line && framing_plain && body_len as u64 <= INSPECT_LIMIT => {
             Probe::Complete(Head { head_len, body_len })
@@ -372,6 +378,8 @@ mod tests {
             GOOD.replace("Content-Length: 2", "Transfer-Encoding: chunked"),
             GOOD.replace("Content-Length: 2", "Content-Length: 2\r\nContent-Length: 2"),
             GOOD.replace("Content-Length: 2", "Content-Length: x"),
+            GOOD.replace("Content-Length: 2", "Content-Length: +2"),
+            GOOD.replace("/mcp", "/mcp?q=\"x\""),
             GOOD.replace("Content-Length: 2", &format!("Content-Length: {}", INSPECT_LIMIT + 1)),
             GOOD.replace("Host: a\r\n", ""),
             GOOD.replace("Host: a", "Expect: 100-continue\r\nHost: a"),

@@ -14,6 +14,7 @@ mod pool;
 mod runtime;
 mod served;
 mod service;
+mod session_signals;
 mod supervisor;
 mod tls;
 

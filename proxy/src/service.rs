@@ -24,6 +24,7 @@ use crate::cached::{self, CacheCtx, LookupInput, Outcome, Prelooked, Prepared};
 use crate::guards::{self, HeaderLookup, Rejection};
 use crate::runtime::{Live, Route, Runtime};
 use crate::served::Served;
+use crate::session_signals::SERVER_REQUESTS;
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::observe::Observer;
 
@@ -68,6 +69,10 @@ pub struct Ctx {
     outcome: Outcome,
     /// Watches the upstream answer (result capture, notifications).
     observer: Option<Observer>,
+    /// The handshake-era session id the client sent, and how many server requests this
+    /// request's answer has carried so far (told to the session's other requests).
+    edge_session: Option<String>,
+    server_requests_told: u64,
     _active: crate::metrics::ActiveRequest,
     /// The client accepts gzip (and the configuration allows it).
     accepts_gzip: bool,
@@ -128,6 +133,8 @@ impl ProxyHttp for McpProxy {
             prelooked: None,
             outcome: Outcome::Bypass,
             observer: None,
+            edge_session: None,
+            server_requests_told: 0,
             _active: crate::metrics::ActiveRequest::start(),
             accepts_gzip: false,
             gzip: None,
@@ -159,11 +166,14 @@ impl ProxyHttp for McpProxy {
             let message = format!("method {method} is not allowed on an MCP endpoint");
             return reject(session, Rejection::new(405, codes::SERVER_ERROR, message)).await;
         }
-        let headers = &session.req_header().headers;
-        if let Err(rejection) = guards::check_origin(&snapshot.config.server.allowed_origins, headers) {
+        if let Err(rejection) = guards::check_request(&snapshot.config.server, route, session.req_header()) {
             return reject(session, rejection).await;
         }
+        let headers = &session.req_header().headers;
         ctx.stateless = headers.header("mcp-protocol-version").is_some_and(is_stateless_era);
+        if !ctx.stateless {
+            ctx.edge_session = headers.header("mcp-session-id").map(str::to_string);
+        }
         match guards::pin_session(route, headers, ctx.stateless) {
             Ok(pinned) => {
                 ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
@@ -349,6 +359,13 @@ impl ProxyHttp for McpProxy {
         }
         if end_of_stream {
             observer.finish();
+        }
+        let new_server_requests = observer.server_requests - ctx.server_requests_told;
+        if new_server_requests > 0
+            && let Some(session) = &ctx.edge_session
+        {
+            SERVER_REQUESTS.add(session, new_server_requests);
+            ctx.server_requests_told = observer.server_requests;
         }
         let invalidations = std::mem::take(&mut observer.invalidations);
         let route = ctx.route().expect("request_filter ran");

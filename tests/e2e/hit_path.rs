@@ -14,7 +14,7 @@ use crate::harness::*;
 fn read_request(uri: &str, id: Value, extra_headers: &str) -> String {
     let (body, _) = stateless_body("resources/read", json!({"uri": uri}), id);
     format!(
-        "POST /mcp HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+        "POST /mcp HTTP/1.1\r\nHost: localhost:8080\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
          MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: resources/read\r\nMcp-Name: {uri}\r\n{extra_headers}\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
@@ -78,8 +78,7 @@ async fn one_connection_interleaves_hits_misses_and_errors_in_order() {
     let (upstream, proxy) = warmed_proxy().await;
     let mut stream = connect(&proxy).await;
     let mut pending = Vec::new();
-    let malformed =
-        "POST /mcp HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{\"a\":";
+    let malformed = "POST /mcp HTTP/1.1\r\nHost: localhost:8080\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{\"a\":";
     let steps: Vec<(String, u16, Option<&str>, Value)> = vec![
         (read_request("demo://docs/1", json!(1), ""), 200, Some("HIT"), json!(1)),
         (read_request("demo://docs/2", json!("two"), ""), 200, Some("MISS"), json!("two")),
