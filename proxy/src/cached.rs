@@ -16,7 +16,7 @@ use pingora::http::ResponseHeader;
 use serde_json::value::RawValue;
 
 use crate::cache::{EdgeCache, Found, Stored, now_ms};
-use crate::coalesce::{Coalesce, Leader};
+use crate::coalesce::{Coalesce, Leader, wait_for_leader};
 use crate::session_signals::SERVER_REQUESTS;
 
 /// The cache state of one cacheable request.
@@ -151,10 +151,10 @@ pub async fn prepare(
     let leader = match cache.flights.coalesce(coalescing_key) {
         Coalesce::Lead(leader) => Some(leader),
         Coalesce::Pass => None,
-        Coalesce::Wait(mut done) => {
+        Coalesce::Wait(mut progress) => {
             // The leader's answer is stored before it releases us; a timeout or an
             // uncacheable answer sends this request upstream on its own.
-            let _ = tokio::time::timeout(wait_limit, done.changed()).await;
+            wait_for_leader(&mut progress, wait_limit).await;
             match cache.lookup(route, &lookup, policy.stale_if_error).await {
                 Found::Fresh(bytes) => return Prepared::Hit(bytes),
                 Found::Stale(bytes) => stale = Some(bytes),

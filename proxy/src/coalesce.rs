@@ -16,6 +16,11 @@ use tokio::sync::watch;
 
 use crate::metrics::cache_operation;
 
+/// How long waiters still wait once the leader's upstream has begun to answer. The rest of the
+/// leader's fetch is the transfer to its own client, which may read slowly or not at all: that
+/// must not hold anybody else (they go upstream on their own instead).
+pub const AFTER_ANSWER_BEGAN: Duration = Duration::from_millis(500);
+
 /// How long a key whose answer could not be cached skips coalescing. Every uncacheable answer
 /// renews it; a stored answer ends it.
 const PASS_FOR: Duration = Duration::from_secs(30);
@@ -30,8 +35,8 @@ pub struct Coalescer {
 
 #[derive(Default)]
 struct Flights {
-    /// Keys being fetched, with what their waiters wait on.
-    inflight: HashMap<Key, watch::Receiver<()>>,
+    /// Keys being fetched, with what their waiters wait on (`true` once the upstream answers).
+    inflight: HashMap<Key, watch::Receiver<bool>>,
     /// Keys whose last answer could not be cached, and until when they skip coalescing.
     passes: HashMap<Key, Instant>,
 }
@@ -39,13 +44,21 @@ struct Flights {
 /// Held by the request that fetches a coalesced key; dropping it releases the waiters.
 pub struct Leader {
     key: Key,
-    _done: watch::Sender<()>,
+    progress: watch::Sender<bool>,
+}
+
+impl Leader {
+    /// The upstream has begun to answer: waiters now wait [`AFTER_ANSWER_BEGAN`] at most.
+    pub fn answer_began(&self) {
+        self.progress.send_replace(true);
+    }
 }
 
 pub enum Coalesce {
     Lead(Leader),
-    /// Another request is fetching the same thing: wait on this, then look up again.
-    Wait(watch::Receiver<()>),
+    /// Another request is fetching the same thing: wait on this ([`wait_for_leader`]), then
+    /// look up again.
+    Wait(watch::Receiver<bool>),
     /// The key's last answer could not be cached: go upstream without waiting.
     Pass,
 }
@@ -64,10 +77,10 @@ impl Coalescer {
             COUNTERS.wait.inc();
             return Coalesce::Wait(waiting.clone());
         }
-        let (done, receiver) = watch::channel(());
+        let (progress, receiver) = watch::channel(false);
         flights.inflight.insert(key, receiver);
         COUNTERS.lead.inc();
-        Coalesce::Lead(Leader { key, _done: done })
+        Coalesce::Lead(Leader { key, progress })
     }
 
     /// Records what became of an upstream answer for `key`: stored in the cache, or not
@@ -89,6 +102,22 @@ impl Coalescer {
     /// with the leader) and look up again.
     pub fn release(&self, leader: Leader) {
         self.flights.lock().expect("coalescer").inflight.remove(&leader.key);
+    }
+}
+
+/// Waits until the leader is done (answered, failed or gone), for `limit` at most, and for
+/// [`AFTER_ANSWER_BEGAN`] at most once its upstream has begun to answer.
+pub async fn wait_for_leader(progress: &mut watch::Receiver<bool>, limit: Duration) {
+    let mut deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if *progress.borrow_and_update() {
+            deadline = deadline.min(tokio::time::Instant::now() + AFTER_ANSWER_BEGAN);
+        }
+        match tokio::time::timeout_at(deadline, progress.changed()).await {
+            Ok(Ok(())) => continue,
+            // The leader is gone (done) or the time is up.
+            Ok(Err(_)) | Err(_) => return,
+        }
     }
 }
 
@@ -153,6 +182,37 @@ mod tests {
         assert!(matches!(coalescer.coalesce([2; 32]), Coalesce::Lead(_)), "other keys still coalesce");
         coalescer.answered([1; 32], true, None);
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_wait_for_the_leader_but_not_for_its_client() {
+        let coalescer = Coalescer::default();
+        let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
+        let Coalesce::Wait(mut progress) = coalescer.coalesce([1; 32]) else { panic!("the second waits") };
+        let started = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move { wait_for_leader(&mut progress, Duration::from_secs(60)).await });
+        // A slow upstream is waited for...
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!waiter.is_finished(), "the upstream has not answered yet: keep waiting");
+        // ...but once it answers, the leader's own delivery is not.
+        leader.answer_began();
+        waiter.await.unwrap();
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(20) && waited <= Duration::from_secs(20) + AFTER_ANSWER_BEGAN);
+        drop(leader);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_is_released_when_the_leader_ends() {
+        let coalescer = Coalescer::default();
+        let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
+        let Coalesce::Wait(mut progress) = coalescer.coalesce([1; 32]) else { panic!("the second waits") };
+        let started = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move { wait_for_leader(&mut progress, Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        coalescer.release(leader);
+        waiter.await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(10));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use mcp_edge_policies::balance::least_loaded;
 use mcp_edge_policies::config::{Balance, RouteConfig};
 use mcp_edge_policies::upstream::UpstreamUrl;
-use pingora::http::RequestHeader;
-use pingora::lb::health_check::HttpHealthCheck;
+
+use crate::health::McpHealthCheck;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer, discovery};
 use pingora::protocols::tls::CaType;
@@ -28,6 +28,8 @@ pub struct Upstream {
     pub inflight: AtomicUsize,
     /// 5xx answers in a row (passive health).
     consecutive_5xx: AtomicUsize,
+    /// Ejections so far: a readmission timer acts only if no later ejection started its own.
+    ejections: AtomicUsize,
 }
 
 enum Selector {
@@ -62,20 +64,21 @@ impl Pool {
                 ));
             }
             by_addr.insert(addr, upstreams.len());
-            let backend = Backend { addr: addr.into(), weight: 1, ext: Default::default() };
+            let backend = crate::health::backend_for(addr, url);
             upstreams.push(Arc::new(Upstream {
                 url: url.clone(),
                 addr,
                 backend,
                 inflight: AtomicUsize::new(0),
                 consecutive_5xx: AtomicUsize::new(0),
+                ejections: AtomicUsize::new(0),
             }));
         }
         let ca = route.ca_file.as_deref().map(load_ca).transpose()?;
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
         let backends = || {
             let mut backends = Backends::new(discovery::Static::new(set.clone()));
-            backends.set_health_check(health_check(route, ca.clone()));
+            backends.set_health_check(Box::new(McpHealthCheck { timeout: route.health.timeout, ca: ca.clone() }));
             backends
         };
         let selector = match route.balance {
@@ -161,15 +164,24 @@ impl Pool {
     /// after `eject_for`, and stays out longer only if the active health check also fails.
     pub fn eject(self: &Arc<Self>, index: usize) {
         let backend = self.upstreams[index].backend.clone();
+        let ejection = self.upstreams[index].ejections.fetch_add(1, Ordering::AcqRel) + 1;
         self.backends().set_enable(&backend, false);
         let pool = Arc::downgrade(self);
         let delay = self.eject_for;
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Some(pool) = pool.upgrade() {
-                pool.backends().set_enable(&backend, true);
+                pool.readmit(index, ejection);
             }
         });
+    }
+
+    /// Ends ejection number `ejection` of a replica, unless a later one is running.
+    fn readmit(&self, index: usize, ejection: usize) {
+        let upstream = &self.upstreams[index];
+        if upstream.ejections.load(Ordering::Acquire) == ejection {
+            self.backends().set_enable(&upstream.backend, true);
+        }
     }
 
     /// Passive health: a replica answering 5xx this many times in a row is ejected like one
@@ -195,31 +207,6 @@ impl Pool {
     pub async fn run_health_check(&self) {
         self.backends().run_health_check(true).await;
     }
-}
-
-/// Probes each replica with a plain GET of the MCP endpoint (no `Accept: text/event-stream`,
-/// so no stream is opened). Any answer below 500 proves the server is up: MCP servers answer
-/// such a GET with 400, 405 or 406.
-fn health_check(route: &RouteConfig, ca: Option<Arc<CaType>>) -> Box<HttpHealthCheck> {
-    let first = &route.upstreams[0];
-    let mut check = HttpHealthCheck::new(&first.authority, first.tls);
-    let mut req = RequestHeader::build("GET", first.path.as_bytes(), None).expect("static request");
-    req.insert_header("Host", &first.authority).expect("valid host");
-    req.insert_header("User-Agent", "mcp-edge-health").expect("static header");
-    check.req = req;
-    check.peer_template.options.connection_timeout = Some(route.health.timeout);
-    check.peer_template.options.read_timeout = Some(route.health.timeout);
-    check.peer_template.options.ca = ca;
-    check.validator = Some(Box::new(|response| {
-        if response.status.is_server_error() {
-            return pingora::Error::e_explain(
-                pingora::ErrorType::CustomCode("unhealthy upstream", response.status.as_u16()),
-                "health check answered 5xx",
-            );
-        }
-        Ok(())
-    }));
-    Box::new(check)
 }
 
 /// Reads the PEM certificates of a CA file.
@@ -248,4 +235,30 @@ fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {
         .map_err(|e| format!("upstream {:?}: cannot resolve {}: {e}", url.url, url.host))?
         .next()
         .ok_or_else(|| format!("upstream {:?}: {} has no address", url.url, url.host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Arc<Pool> {
+        let source = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\", \"http://127.0.0.1:2/mcp\"]\n\
+                      [route.health]\ninterval = \"2s\"\n";
+        let config = mcp_edge_policies::Config::from_toml(source).unwrap();
+        Arc::new(Pool::build(&config.routes[0]).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_ejections_timer_does_not_end_a_later_one() {
+        let pool = pool();
+        assert!(pool.is_ready(0));
+        pool.eject(0);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        pool.eject(0);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!pool.is_ready(0), "the first ejection's window ended, the second's has not");
+        assert!(pool.is_ready(1), "the other replica was never ejected");
+        tokio::time::sleep(Duration::from_millis(1400)).await;
+        assert!(pool.is_ready(0), "readmitted when the latest ejection ends");
+    }
 }

@@ -301,6 +301,9 @@ impl ProxyHttp for McpProxy {
             // fail_to_proxy answers with the stale entry instead.
             return Error::e_explain(ErrorType::HTTPStatus(response.status.as_u16()), "upstream 5xx, serving stale");
         }
+        if let Some(leader) = ctx.cache.as_ref().and_then(|c| c.leader.as_ref()) {
+            leader.answer_began();
+        }
         let want_id = ctx.cache.as_ref().and(ctx.rpc_id.clone());
         let max_entry = ctx.snapshot.as_ref().map_or(0, |s| s.config.cache.max_entry_size);
         ctx.observer = cached::observer_for(response, want_id, max_entry);

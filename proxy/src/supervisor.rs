@@ -36,7 +36,7 @@ impl BackgroundService for Supervisor {
         };
         loop {
             tokio::select! {
-                _ = hangups.recv() => self.reload(),
+                _ = hangups.recv() => self.reload().await,
                 _ = shutdown.changed() => break,
             }
         }
@@ -46,20 +46,18 @@ impl BackgroundService for Supervisor {
 }
 
 impl Supervisor {
-    /// Re-reads the configuration; swaps it in only when it is valid and buildable.
-    fn reload(&self) {
+    /// Re-reads the configuration; swaps it in only when it is valid and buildable. Reading
+    /// files and resolving upstream names block: that runs on a blocking thread, not on the
+    /// runtime that serves requests.
+    async fn reload(&self) {
         let Some(path) = &self.config_path else {
             tracing::info!("SIGHUP: the demo configuration is built in; nothing to reload");
             return;
         };
-        let outcome = load_config(path).and_then(|config| {
-            // The certificate is loaded before anything is swapped: a bad one refuses the reload.
-            let certificate = match (&config.server.tls, &self.certificates) {
-                (Some(tls), Some(_)) => Some(crate::tls::load(tls)?),
-                _ => None,
-            };
-            Ok((Runtime::build(config)?, certificate))
-        });
+        let (file, tls_listening) = (path.clone(), self.certificates.is_some());
+        let outcome = tokio::task::spawn_blocking(move || build_runtime(&file, tls_listening))
+            .await
+            .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
         match outcome {
             Ok((runtime, certificate)) => {
                 if let (Some(certificate), Some(certificates)) = (certificate, &self.certificates) {
@@ -78,6 +76,20 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Reads, validates and builds a configuration, with its new certificate when TLS listeners
+/// run. The certificate is loaded before anything is swapped: a bad one refuses the reload.
+fn build_runtime(
+    path: &std::path::Path,
+    tls_listening: bool,
+) -> Result<(Runtime, Option<rustls::sign::CertifiedKey>), String> {
+    let config = load_config(path)?;
+    let certificate = match (&config.server.tls, tls_listening) {
+        (Some(tls), true) => Some(crate::tls::load(tls)?),
+        _ => None,
+    };
+    Ok((Runtime::build(config)?, certificate))
 }
 
 fn warn_about_restart_only_changes(old: &mcp_edge_policies::Config, new: &mcp_edge_policies::Config) {

@@ -1,0 +1,91 @@
+//! Active health checks: a plain GET of each replica's own MCP endpoint (no
+//! `Accept: text/event-stream`, so no stream is opened). Any answer below 500 proves the server
+//! is up: MCP servers answer such a GET with 400, 405 or 406.
+//!
+//! Each replica is checked as requests reach it: its own `Host`, path and TLS server name (the
+//! host without its port), read from the [`UpstreamUrl`] its `Backend` carries. Every check of
+//! every pool goes through one connector, so the system's root certificates are loaded once
+//! per process, not once per route and reload.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mcp_edge_policies::upstream::UpstreamUrl;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::lb::Backend;
+use pingora::lb::health_check::HealthCheck;
+use pingora::prelude::HttpPeer;
+use pingora::protocols::tls::CaType;
+use pingora::{Error, ErrorType, Result};
+
+/// The connector every health check uses (a connector loads the root certificates).
+static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
+
+pub struct McpHealthCheck {
+    pub timeout: Duration,
+    /// The route's own CA (`ca_file`); `None`: the system roots.
+    pub ca: Option<Arc<CaType>>,
+}
+
+/// The backend of one replica, carrying the URL its health checks use.
+pub fn backend_for(addr: std::net::SocketAddr, url: &UpstreamUrl) -> Backend {
+    let mut backend = Backend { addr: addr.into(), weight: 1, ext: Default::default() };
+    backend.ext.insert(url.clone());
+    backend
+}
+
+/// The request a health check sends to `url`.
+pub fn probe_request(url: &UpstreamUrl) -> Result<RequestHeader> {
+    let mut request = RequestHeader::build("GET", url.path.as_bytes(), None)?;
+    request.insert_header("Host", url.authority.as_str())?;
+    request.insert_header("User-Agent", "mcp-edge-health")?;
+    Ok(request)
+}
+
+#[async_trait]
+impl HealthCheck for McpHealthCheck {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let Some(url) = target.ext.get::<UpstreamUrl>() else {
+            return Error::e_explain(ErrorType::InternalError, "a backend without its upstream URL");
+        };
+        let mut peer = HttpPeer::new("0.0.0.0:1", url.tls, url.host.clone());
+        peer._address = target.addr.clone();
+        peer.options.connection_timeout = Some(self.timeout);
+        peer.options.read_timeout = Some(self.timeout);
+        peer.options.write_timeout = Some(self.timeout);
+        peer.options.ca = self.ca.clone();
+        let (mut session, _reused) = CONNECTOR.get_http_session(&peer).await?;
+        session.set_write_timeout(peer.options.write_timeout);
+        session.write_request_header(Box::new(probe_request(url)?)).await?;
+        session.finish_request_body().await?;
+        session.set_read_timeout(peer.options.read_timeout);
+        session.read_response_header().await?;
+        let status = session.response_header().map_or(500, |r| r.status.as_u16());
+        if status >= 500 {
+            return Error::e_explain(ErrorType::CustomCode("unhealthy upstream", status), "health check answered 5xx");
+        }
+        Ok(())
+    }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_replica_is_probed_with_its_own_host_and_path() {
+        let url = UpstreamUrl::parse("https://localhost:41443/v1/mcp").unwrap();
+        let backend = backend_for("127.0.0.1:41443".parse().unwrap(), &url);
+        let carried = backend.ext.get::<UpstreamUrl>().unwrap();
+        assert_eq!(carried.host, "localhost", "the TLS server name has no port");
+        let request = probe_request(carried).unwrap();
+        assert_eq!(request.uri.path(), "/v1/mcp");
+        assert_eq!(request.headers["host"], "localhost:41443");
+    }
+}
