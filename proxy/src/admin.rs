@@ -1,6 +1,11 @@
 //! The admin listener, apart from the public ones: `GET /healthz` (process up), `GET /readyz`
 //! (every route has a healthy upstream), `GET /metrics` (Prometheus text), `POST /purge`
 //! (`{"route": "...", "uri": "..."}` or `{"route": "...", "all": true}`).
+//!
+//! It is not for browsers: a request carrying `Origin` is refused, and `POST /purge` takes
+//! only `application/json` (which a page cannot send to another origin without a CORS
+//! preflight, which this listener never grants). With `admin.token_file`, every request but
+//! `/healthz` needs `Authorization: Bearer <token>`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,7 +41,15 @@ pub fn spawn(addr: SocketAddr, live: Live, cache: Arc<EdgeCache>) -> std::io::Re
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("admin listener");
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, typically: wait instead of spinning.
+                        tracing::warn!(error = %e, "admin listener: accept failed; retrying in 100 ms");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let admin = admin.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -62,6 +75,22 @@ struct Purge {
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(origin) = req.headers().get("origin") {
+            let origin = String::from_utf8_lossy(origin.as_bytes());
+            return json_error(
+                StatusCode::FORBIDDEN,
+                &format!("the admin API does not answer browsers (Origin {origin})"),
+            );
+        }
+        if req.uri().path() != "/healthz"
+            && let Some(token) = &self.live.load().admin_token
+            && !bearer_matches(req.headers().get("authorization"), token)
+        {
+            let mut response =
+                json_error(StatusCode::UNAUTHORIZED, "admin.token_file is set: send Authorization: Bearer <token>");
+            response.headers_mut().insert("www-authenticate", "Bearer".parse().unwrap());
+            return response;
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => self.readiness(),
@@ -108,6 +137,10 @@ impl Admin {
     }
 
     async fn purge(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let content_type = req.headers().get("content-type").map(|v| v.as_bytes().to_ascii_lowercase());
+        if !content_type.is_some_and(|c| c.starts_with(b"application/json")) {
+            return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "POST /purge takes Content-Type: application/json");
+        }
         let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "purge body over 64 KiB"),
@@ -136,6 +169,13 @@ impl Admin {
         tracing::info!(route = %purge.route, target = %target.key_part(), "purged");
         json_response(StatusCode::OK, json!({"purged": target.key_part(), "route": purge.route}))
     }
+}
+
+/// Whether `header` is `Bearer <token>`, compared in constant time.
+fn bearer_matches(header: Option<&hyper::header::HeaderValue>, token: &str) -> bool {
+    let Some(given) = header.and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")) else { return false };
+    let expected = token.as_bytes();
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

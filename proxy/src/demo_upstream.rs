@@ -8,13 +8,16 @@
 //!   checked; results carry `resultType`, and cacheable ones `ttlMs`/`cacheScope`.
 //!
 //! Resources: `demo://docs/{n}`, `demo://clock` (the time), `demo://me` (echoes the caller's
-//! `Authorization`), `demo://slow` (answers after 500 ms), `demo://versioned/{name}` (shows a
+//! `Authorization`), `demo://account` (a public "please log in" without `Authorization`, the
+//! caller's private account with one), `demo://slow` (answers after 500 ms), `demo://versioned/{name}` (shows a
 //! version the `touch` tool bumps), `demo://kib/{n}` (1 KiB of text, for benchmarks),
 //! `demo://large/{k}` (`k` KiB of text, at most 6 MiB: answers larger than a socket takes at once).
 //! Tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
 //! `resources/read` it served), `request_headers` (what arrived), `sleep {ms}`,
 //! `slow_events {delay_ms}` (an SSE progress event, a pause, then the result), `touch {uri}`
-//! (bumps the version; its SSE answer carries `notifications/resources/updated` for `uri`).
+//! (bumps the version; its SSE answer carries `notifications/resources/updated` for `uri`),
+//! `ask_client` (handshake era: asks the client `elicitation/create` on the session's GET
+//! stream, then answers). `resources/list` pages through `cursor` `p2`, `p3` (`nextCursor`).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -63,6 +66,8 @@ impl Default for DemoOptions {
 struct State {
     options: DemoOptions,
     sessions: Mutex<HashSet<String>>,
+    /// The open GET stream of each session that has one (for `ask_client`).
+    streams: Mutex<std::collections::HashMap<String, mpsc::Sender<Bytes>>>,
     reads: AtomicU64,
     random: std::collections::hash_map::RandomState,
     counter: AtomicU64,
@@ -87,6 +92,7 @@ pub async fn serve(listener: TcpListener, options: DemoOptions) {
     let state = Arc::new(State {
         options,
         sessions: Mutex::new(HashSet::new()),
+        streams: Mutex::new(std::collections::HashMap::new()),
         reads: AtomicU64::new(0),
         random: std::collections::hash_map::RandomState::new(),
         counter: AtomicU64::new(0),
@@ -229,6 +235,9 @@ async fn answer(
     if method == "resources/read" && params["uri"] == "demo://slow" {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    if method == "tools/call" && params["name"] == "ask_client" {
+        ask_client(&state, session.as_deref()).await;
+    }
     if method == "tools/call" && params["name"] == "sleep" {
         let ms = params["arguments"]["ms"].as_u64().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -237,7 +246,14 @@ async fn answer(
     let (status, text) = match outcome {
         Ok(mut result) => {
             if stateless {
-                stamp_cache_hints(&state.options, method, &mut result);
+                let account = method == "resources/read" && params["uri"] == "demo://account";
+                let signed_in = call.seen_headers.lines().any(|l| l.starts_with("authorization: "));
+                let scope = match (account, signed_in) {
+                    (true, true) => "private",
+                    (true, false) => "public",
+                    (false, _) => state.options.scope.as_str(),
+                };
+                stamp_cache_hints(state.options.ttl_ms, scope, method, &mut result);
             }
             (StatusCode::OK, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#))
         }
@@ -252,7 +268,7 @@ async fn answer(
     sse_headers(full(format!("event: message\ndata: {text}\n\n")), session.as_deref())
 }
 
-fn stamp_cache_hints(options: &DemoOptions, method: &str, result: &mut Value) {
+fn stamp_cache_hints(ttl_ms: u64, scope: &str, method: &str, result: &mut Value) {
     let cacheable = matches!(
         method,
         "resources/read" | "resources/list" | "resources/templates/list" | "tools/list" | "prompts/list"
@@ -260,8 +276,8 @@ fn stamp_cache_hints(options: &DemoOptions, method: &str, result: &mut Value) {
     if let Value::Object(map) = result {
         map.insert("resultType".into(), json!("complete"));
         if cacheable {
-            map.insert("ttlMs".into(), json!(options.ttl_ms));
-            map.insert("cacheScope".into(), json!(options.scope));
+            map.insert("ttlMs".into(), json!(ttl_ms));
+            map.insert("cacheScope".into(), json!(scope));
         }
     }
 }
@@ -276,9 +292,7 @@ fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
             "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
         })),
         "ping" => Ok(json!({})),
-        "resources/list" => Ok(json!({"resources": (1..=5).map(|n| json!({
-            "uri": format!("demo://docs/{n}"), "name": format!("doc-{n}"), "mimeType": "text/plain"
-        })).chain([json!({"uri": "demo://clock", "name": "clock", "mimeType": "text/plain"})]).collect::<Vec<_>>()})),
+        "resources/list" => list_page(params["cursor"].as_str()),
         "resources/templates/list" => Ok(json!({"resourceTemplates": [
             {"uriTemplate": "demo://docs/{n}", "name": "doc", "mimeType": "text/plain"}
         ]})),
@@ -294,11 +308,45 @@ fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
     }
 }
 
+/// `resources/list`: the first page (no cursor) lists docs 1-5 and the clock; `p2` and `p3`
+/// list docs 6-10 and 11-15, each page naming the next.
+fn list_page(cursor: Option<&str>) -> Result<Value, (i64, String)> {
+    let page = match cursor {
+        None => 1,
+        Some("p2") => 2,
+        Some("p3") => 3,
+        Some(other) => return Err((-32602, format!("Invalid cursor {other:?}"))),
+    };
+    let docs = (page * 5 - 4..=page * 5)
+        .map(|n| json!({"uri": format!("demo://docs/{n}"), "name": format!("doc-{n}"), "mimeType": "text/plain"}));
+    let clock = (page == 1).then(|| json!({"uri": "demo://clock", "name": "clock", "mimeType": "text/plain"}));
+    let mut result = json!({"resources": docs.chain(clock).collect::<Vec<_>>()});
+    if page < 3 {
+        result["nextCursor"] = json!(format!("p{}", page + 1));
+    }
+    Ok(result)
+}
+
+/// Sends `elicitation/create` on the session's GET stream (if open), then lets the answer wait
+/// a moment, as a server awaiting the client would.
+async fn ask_client(state: &State, session: Option<&str>) {
+    let stream = session.and_then(|s| state.streams.lock().unwrap().get(s).cloned());
+    if let Some(stream) = stream {
+        let id = state.counter.fetch_add(1, Ordering::Relaxed);
+        let ask = json!({"jsonrpc": "2.0", "id": format!("ask-{id}"), "method": "elicitation/create",
+            "params": {"message": "Which colour?", "requestedSchema": {"type": "object", "properties": {}}}});
+        let _ = stream.send(Bytes::from(format!("event: message\ndata: {ask}\n\n"))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 fn read_resource(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
     let uri = call.params["uri"].as_str().unwrap_or_default();
+    let caller = call.seen_headers.lines().find_map(|l| l.strip_prefix("authorization: "));
     let text = if uri == "demo://me" {
-        let who = call.seen_headers.lines().find_map(|l| l.strip_prefix("authorization: ")).unwrap_or("anonymous");
-        format!("you are {who}")
+        format!("you are {}", caller.unwrap_or("anonymous"))
+    } else if uri == "demo://account" {
+        caller.map_or("please log in".to_string(), |who| format!("the account of {who}"))
     } else if let Some(n) = uri.strip_prefix("demo://kib/") {
         // 1 KiB of text (benchmarks).
         format!("{n:<1024}")
@@ -338,6 +386,8 @@ fn tool_list() -> Value {
         {"name": "sleep", "description": "Waits ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}}))},
         {"name": "slow_events", "description": "Sends a progress event, waits delay_ms, answers",
          "inputSchema": object(json!({"delay_ms": {"type": "integer"}}))},
+        {"name": "ask_client", "description": "Asks the client on the session's GET stream, then answers",
+         "inputSchema": object(json!({}))},
     ])
 }
 
@@ -354,6 +404,7 @@ fn call_tool(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
         "whoami" => state.options.name.clone(),
         "reads" => state.reads.load(Ordering::Relaxed).to_string(),
         "sleep" => "slept".to_string(),
+        "ask_client" => "asked".to_string(),
         "request_headers" => call.seen_headers.to_string(),
         other => {
             return Ok(
@@ -401,6 +452,7 @@ fn get_stream(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> 
     }
     let last_event_id = header(req, "last-event-id").unwrap_or_default();
     let (sender, body) = channel_body();
+    state.streams.lock().unwrap().insert(session.clone(), sender.clone());
     tokio::spawn(async move {
         let hello = json!({"jsonrpc": "2.0", "method": "notifications/message",
             "params": {"level": "info", "data": {"last_event_id": last_event_id}}});

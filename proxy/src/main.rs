@@ -151,10 +151,14 @@ fn check(path: &std::path::Path) -> ExitCode {
         if let Some(tls_config) = &config.server.tls {
             tls::load(tls_config)?;
         }
-        Runtime::build(config).map(|_| ())
+        let notes = check_notes(&config);
+        Runtime::build(config).map(|_| notes)
     });
     match outcome {
-        Ok(()) => {
+        Ok(notes) => {
+            for note in notes {
+                println!("{}: note: {note}", path.display());
+            }
             println!("{}: OK", path.display());
             ExitCode::SUCCESS
         }
@@ -163,6 +167,33 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `check` explains beside the problems: defaults that decide who may call, and exposed
+/// admin listeners.
+fn check_notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    let server = &config.server;
+    if server.allowed_hosts_default {
+        notes.push(if server.loopback_only() {
+            "server.allowed_hosts is not set: every listener is on loopback, so only requests for localhost, 127.0.0.1 or [::1] (any port) are served (DNS-rebinding protection); list your public names to serve them".to_string()
+        } else {
+            "server.allowed_hosts is not set: a listener is not on loopback, so any Host is served; list your names to refuse others".to_string()
+        });
+    }
+    notes.push(match server.allowed_origins.is_empty() {
+        true => "server.allowed_origins is empty: browsers may call only from the proxy's own origin (Origin equal to the request's Host); other origins get 403".to_string(),
+        false => format!("server.allowed_origins: besides same-origin requests, {} may call", server.allowed_origins.join(", ")),
+    });
+    if let Some(addr) = config.admin.listen
+        && !addr.ip().is_loopback()
+    {
+        notes.push(match &config.admin.token_file {
+            Some(_) => format!("warning: admin.listen {addr} is not loopback; admin requests need the bearer token of admin.token_file"),
+            None => format!("warning: admin.listen {addr} is not loopback and admin.token_file is not set: anyone who reaches it can read metrics and purge the cache"),
+        });
+    }
+    notes
 }
 
 fn demo(port: u16, upstream_port: u16) -> ExitCode {

@@ -22,6 +22,8 @@ pub struct Route {
 pub struct Runtime {
     pub config: Config,
     pub routes: Vec<Route>,
+    /// The bearer token admin requests must carry (`admin.token_file`), if one is set.
+    pub admin_token: Option<String>,
 }
 
 pub type Live = Arc<ArcSwap<Runtime>>;
@@ -36,7 +38,8 @@ impl Runtime {
                 Ok(Route { config: route.clone(), pool, readonly: ReadonlyTools::default() })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Runtime { config, routes })
+        let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;
+        Ok(Runtime { config, routes, admin_token })
     }
 
     /// The index of the route serving `path` (longest prefix).
@@ -44,6 +47,17 @@ impl Runtime {
         mcp_edge_policies::routing::longest_prefix(&self.routes, path, |r| &r.config.path)
             .map(|found| self.routes.iter().position(|r| std::ptr::eq(r, found)).expect("route from this list"))
     }
+}
+
+/// Reads the admin token: the file's first line, which must not be blank.
+fn read_admin_token(path: &Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("admin.token_file {}: cannot read: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.len() < 16 {
+        return Err(format!("admin.token_file {}: the token must be at least 16 characters", path.display()));
+    }
+    Ok(token.to_string())
 }
 
 /// Reads and validates a configuration file; the error lists every problem, one per line,

@@ -38,6 +38,8 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 const SESSION_UPSTREAM_GONE: &str = "session upstream gone";
 const EVERY_UPSTREAM_FAILED: &str = "every upstream failed";
+/// A streamed body failed a check once read whole (the rejection is in the context).
+const BODY_REJECTED: &str = "request body rejected";
 
 pub struct McpProxy {
     pub live: Live,
@@ -60,6 +62,11 @@ pub struct Ctx {
     tried: Vec<usize>,
     /// Bytes of a streamed (not inspected) request body seen so far.
     streamed_body: u64,
+    /// A streamed stateless-era body, held back until it has been read whole and its mirrored
+    /// headers checked (the upstream sees nothing of it before).
+    held_body: Option<BytesMut>,
+    /// Why a held body was refused.
+    rejection: Option<Rejection>,
     /// Why the last connection attempt failed (named in the error if none succeeds).
     last_connect_error: Option<String>,
     /// Cache state of a cacheable request.
@@ -128,6 +135,8 @@ impl ProxyHttp for McpProxy {
             upstream_session: None,
             tried: Vec::new(),
             streamed_body: 0,
+            held_body: None,
+            rejection: None,
             last_connect_error: None,
             cache: None,
             prelooked: None,
@@ -193,18 +202,40 @@ impl ProxyHttp for McpProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(chunk) = body else { return Ok(()) };
-        ctx.streamed_body += chunk.len() as u64;
-        let max_body = ctx.snapshot.as_ref().map_or(u64::MAX, |s| s.config.server.max_body);
-        if ctx.streamed_body > max_body {
-            return Error::e_explain(ErrorType::HTTPStatus(413), format!("request body exceeds {max_body} bytes"));
+        if let Some(chunk) = body {
+            ctx.streamed_body += chunk.len() as u64;
+            let max_body = ctx.snapshot.as_ref().map_or(u64::MAX, |s| s.config.server.max_body);
+            if ctx.streamed_body > max_body {
+                return Error::e_explain(ErrorType::HTTPStatus(413), format!("exceeds {max_body} bytes"));
+            }
         }
-        Ok(())
+        let Some(held) = ctx.held_body.as_mut() else { return Ok(()) };
+        if let Some(chunk) = body.take() {
+            held.extend_from_slice(&chunk);
+        }
+        if !end_of_stream {
+            // An empty chunk is not written (None would end the upstream body).
+            *body = Some(Bytes::new());
+            return Ok(());
+        }
+        let whole = ctx.held_body.take().unwrap_or_default().freeze();
+        match guards::understand(&whole, &session.req_header().headers, true) {
+            Ok(message) => {
+                ctx.rpc_method = message.method;
+                ctx.rpc_id = message.id;
+                *body = Some(whole);
+                Ok(())
+            }
+            Err(rejection) => {
+                ctx.rejection = Some(rejection);
+                Error::e_explain(ErrorType::Custom(BODY_REJECTED), "the request body failed its checks")
+            }
+        }
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -437,7 +468,13 @@ impl ProxyHttp for McpProxy {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
             }
         }
-        let (status, code, message) = classify_failure(e, ctx, &route_name);
+        let (status, code, message) = match ctx.rejection.take() {
+            Some(rejection) => {
+                ctx.rpc_id = rejection.id;
+                (rejection.status, rejection.code, rejection.message)
+            }
+            None => classify_failure(e, ctx, &route_name),
+        };
         if status > 0 && session.response_written().is_none() {
             let body = Bytes::from(jsonrpc::error_body(ctx.rpc_id.as_deref(), code, &message));
             if let Err(write_error) = respond(session, status, body, [("x-cache", ctx.outcome.as_str())], false).await {
@@ -534,7 +571,12 @@ impl McpProxy {
             Err(rejection) => return answered(reject(session, rejection).await),
         };
         let Some(length) = length.filter(|&n| n <= INSPECT_LIMIT) else {
-            // Large or chunked: streamed through, size-checked in request_body_filter.
+            // Large or chunked: streamed through, size-checked in request_body_filter. In the
+            // stateless era its mirrored headers must still be checked against it: it is held
+            // back until read whole (at most max_body).
+            if ctx.stateless {
+                ctx.held_body = Some(BytesMut::new());
+            }
             return Ok(Inspected::Streamed);
         };
         session.enable_retry_buffering();
@@ -581,6 +623,20 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
             | InvalidCert
             | HandshakeError
     );
+    if e.esource() == &ErrorSource::Downstream {
+        // The client's doing (it left, or sent bytes past its request while the answer was
+        // pending): never reported as an upstream failure, which would tell it to start over.
+        return match e.etype() {
+            WriteError | ReadError | ConnectionClosed => (0, 0, String::new()),
+            ConnectError => (
+                400,
+                codes::INVALID_REQUEST,
+                "Bad Request: data arrived after the request, before its answer (HTTP pipelining is not supported here)"
+                    .to_string(),
+            ),
+            other => (400, codes::INVALID_REQUEST, format!("bad request: {}", other.as_str())),
+        };
+    }
     match e.etype() {
         Custom(SESSION_UPSTREAM_GONE) => session_gone(),
         _ if connect_failure && ctx.pinned.is_some() => session_gone(),
@@ -592,7 +648,11 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
             codes::SERVER_ERROR,
             format!("route {route}: cannot connect to any upstream (last error: {})", e.context_text()),
         ),
-        HTTPStatus(413) => (413, codes::INVALID_REQUEST, format!("request body too large: {}", e.context_text())),
+        // The context may name the upstream (Pingora adds the peer): not for the client's eyes.
+        HTTPStatus(413) => {
+            let limit = ctx.snapshot.as_ref().map_or(0, |s| s.config.server.max_body);
+            (413, codes::INVALID_REQUEST, format!("request body too large: the limit is {limit} bytes"))
+        }
         HTTPStatus(code) => (*code, codes::SERVER_ERROR, format!("route {route}: HTTP {code}")),
         ConnectTimedout => (504, codes::SERVER_ERROR, format!("route {route}: timed out connecting to the upstream")),
         ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => {

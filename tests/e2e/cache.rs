@@ -186,7 +186,10 @@ async fn the_purge_api_invalidates_by_hand() {
     let client = reqwest::Client::new();
     let purge = |body: Value| {
         let (client, url) = (client.clone(), proxy.admin_url("/purge"));
-        async move { read_reply(client.post(url).body(body.to_string()).send().await.unwrap()).await }
+        async move {
+            let request = client.post(url).header("content-type", "application/json").body(body.to_string());
+            read_reply(request.send().await.unwrap()).await
+        }
     };
     for uri in ["demo://docs/1", "demo://docs/2"] {
         read(&mcp, uri, None).await;
@@ -205,7 +208,13 @@ async fn the_purge_api_invalidates_by_hand() {
 
     assert_eq!(purge(json!({"route": "nope", "all": true})).await.status, 404);
     assert_eq!(purge(json!({"route": "docs"})).await.status, 400);
-    let garbage = client.post(proxy.admin_url("/purge")).body("{").send().await.unwrap();
+    let garbage = client
+        .post(proxy.admin_url("/purge"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(garbage.status(), 400);
 }
 
@@ -276,6 +285,7 @@ async fn a_purge_before_a_restart_still_holds_after_it() {
     }
     let purge = reqwest::Client::new()
         .post(proxy.admin_url("/purge"))
+        .header("content-type", "application/json")
         .body(json!({"route": "docs", "uri": "demo://docs/1"}).to_string())
         .send()
         .await

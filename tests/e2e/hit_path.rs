@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::harness::*;
 
@@ -19,50 +18,6 @@ fn read_request(uri: &str, id: Value, extra_headers: &str) -> String {
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
-}
-
-/// One response read off a raw connection.
-struct RawReply {
-    status: u16,
-    head: String,
-    body: Value,
-}
-
-impl RawReply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-}
-
-/// Reads exactly one `Content-Length` response from `stream` (leaving what follows in `pending`).
-async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> RawReply {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8(pending[..end].to_vec()).expect("ASCII head");
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                .expect("content-length");
-            if pending.len() >= end + 4 + length {
-                let body = serde_json::from_slice(&pending[end + 4..end + 4 + length]).expect("JSON body");
-                pending.drain(..end + 4 + length);
-                let status = head[9..12].parse().unwrap();
-                return RawReply { status, head, body };
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await.expect("response in time").unwrap();
-        assert!(n > 0, "connection closed before a whole response; have {:?}", String::from_utf8_lossy(pending));
-        pending.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn connect(proxy: &Proxy) -> TcpStream {
-    TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap()
 }
 
 async fn warmed_proxy() -> (Upstream, Proxy) {

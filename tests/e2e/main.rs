@@ -9,4 +9,5 @@ mod harness;
 mod hit_path;
 mod passthrough;
 mod peers;
+mod safety;
 mod tls;

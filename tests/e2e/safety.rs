@@ -1,0 +1,343 @@
+//! The cache cannot be poisoned: hostile requests that the proxy might read one way and the
+//! upstream another are never keyed on a guess; no answer reaches an identity it was not
+//! fetched for; one client cannot stall others; the admin API does not answer web pages.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::harness::*;
+
+const STATELESS: &str = "MCP-Protocol-Version: 2026-07-28";
+
+fn x_cache(reply: &Reply) -> &str {
+    reply.header("x-cache").unwrap_or("(none)")
+}
+
+/// A stateless-era request body written by hand (so it may say what serde_json would not).
+fn raw_body(method: &str, params: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#)
+}
+
+fn uris(result: &Value) -> Vec<String> {
+    result["resources"].as_array().unwrap().iter().map(|r| r["uri"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn list_pages_cannot_be_poisoned_by_params_the_proxy_cannot_read_exactly() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "resources/list")];
+    for hostile in
+        [r#"{"cursor":"p2","cursor":"p2"}"#, r#"{"cursor":"p2","name":5}"#, r#"{"cursor":"p2","extra":{"a":1,"a":2}}"#]
+    {
+        let reply = mcp.post(raw_body("resources/list", hostile), &headers).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert!(uris(&reply.json()["result"]).contains(&"demo://docs/6".to_string()), "the upstream read page 2");
+        assert_eq!(x_cache(&reply), "BYPASS", "{hostile} must not be keyed on a guess");
+    }
+    for expected in ["MISS", "HIT"] {
+        let first = mcp.stateless("resources/list", json!({}), &[]).await;
+        assert_eq!(x_cache(&first), expected);
+        let listed = uris(&first.json()["result"]);
+        assert!(
+            listed.contains(&"demo://docs/1".to_string()) && !listed.contains(&"demo://docs/6".to_string()),
+            "page 1: {listed:?}"
+        );
+    }
+    let second = mcp.stateless("resources/list", json!({"cursor": "p2"}), &[]).await;
+    assert_eq!((x_cache(&second), second.json()["result"]["nextCursor"].as_str()), ("MISS", Some("p3")));
+}
+
+#[tokio::test]
+async fn an_anonymous_public_answer_never_reaches_a_signed_in_caller() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let text = |reply: &Reply| reply.json()["result"]["contents"][0]["text"].as_str().unwrap().to_string();
+    let alice = read(&mcp, "demo://account", Some("Bearer alice")).await;
+    assert_eq!((x_cache(&alice), text(&alice).as_str()), ("MISS", "the account of Bearer alice"));
+    let anonymous = read(&mcp, "demo://account", None).await;
+    assert_eq!(
+        (text(&anonymous).as_str(), anonymous.json()["result"]["cacheScope"].as_str()),
+        ("please log in", Some("public"))
+    );
+    assert_eq!(x_cache(&read(&mcp, "demo://account", None).await), "HIT", "public for anonymous callers");
+    let alice = read(&mcp, "demo://account", Some("Bearer alice")).await;
+    assert_eq!((x_cache(&alice), text(&alice).as_str()), ("HIT", "the account of Bearer alice"));
+    let bob = read(&mcp, "demo://account", Some("Bearer bob")).await;
+    assert_eq!((x_cache(&bob), text(&bob).as_str()), ("MISS", "the account of Bearer bob"));
+}
+
+#[tokio::test]
+async fn an_empty_credential_is_no_identity() {
+    let upstream = demo_upstream("a", &["--scope", "private"]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    for blank in ["", "   "] {
+        for _ in 0..2 {
+            let reply = read(&mcp, "demo://me", Some(blank)).await;
+            assert_eq!(reply.status, 200);
+            assert_ne!(x_cache(&reply), "HIT", "a blank credential shares nothing");
+        }
+    }
+    assert_eq!(upstream_reads(&upstream).await, 4);
+    // Handshake era: two sessions with an empty credential keep their private answers apart.
+    let (first, second) = (mcp.initialize().await, mcp.initialize().await);
+    let legacy_read = |session: String| {
+        let mcp = mcp.clone();
+        async move {
+            let body = json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": "demo://me"}});
+            let headers =
+                [("mcp-session-id", session.as_str()), ("mcp-protocol-version", "2025-11-25"), ("authorization", "")];
+            mcp.post(body.to_string(), &headers).await
+        }
+    };
+    assert_eq!(x_cache(&legacy_read(first.clone()).await), "MISS");
+    assert_eq!(x_cache(&legacy_read(first).await), "HIT", "cached for its own session");
+    assert_eq!(x_cache(&legacy_read(second).await), "MISS", "not for another session");
+}
+
+#[tokio::test]
+async fn big_integer_arguments_are_different_requests() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "[route.policy]\ncache_tools = [\"echo\"]")).await;
+    let mcp = proxy.mcp();
+    let call = |n: &'static str| {
+        let mcp = mcp.clone();
+        async move {
+            let body = raw_body("tools/call", &format!(r#"{{"name":"echo","arguments":{{"message":"m","n":{n}}}}}"#));
+            let headers = [
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+                ("authorization", "Bearer t"),
+            ];
+            x_cache(&mcp.post(body, &headers).await).to_string()
+        }
+    };
+    assert_eq!(call("9007199254740993").await, "MISS");
+    assert_eq!(call("9007199254740992").await, "MISS", "2^53 and 2^53 + 1 are two requests");
+    assert_eq!(call("9007199254740993").await, "HIT");
+}
+
+#[tokio::test]
+async fn identity_headers_sent_twice_are_refused() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let body = raw_body("resources/read", r#"{"uri":"demo://me"}"#);
+    let mirrored = [STATELESS, "Mcp-Method: resources/read", "Mcp-Name: demo://me"];
+    for twice in
+        [["Authorization: Bearer a", "Authorization: Bearer b"], ["Mcp-Session-Id: x.y", "Mcp-Session-Id: x.z"]]
+    {
+        let headers: Vec<&str> = mirrored.iter().chain(twice.iter()).copied().collect();
+        let reply = raw_exchange(&proxy, &raw_post(&body, &headers)).await;
+        assert_eq!((reply.status, reply.body["error"]["code"].as_i64()), (400, Some(-32600)), "{twice:?}");
+    }
+}
+
+#[tokio::test]
+async fn hits_refuse_what_the_proxy_service_refuses() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    assert_eq!(x_cache(&read(&proxy.mcp(), "demo://docs/1", None).await), "MISS");
+    let (body, _) = stateless_body("resources/read", json!({"uri": "demo://docs/1"}), json!(1));
+    let mirrored = [STATELESS, "Mcp-Method: resources/read", "Mcp-Name: demo://docs/1"];
+    let good = raw_exchange(&proxy, &raw_post(&body, &mirrored)).await;
+    assert_eq!((good.status, good.header("x-cache")), (200, Some("HIT")));
+    let with = |extra: &str| {
+        let mut headers = mirrored.to_vec();
+        headers.push(extra);
+        raw_post(&body, &headers)
+    };
+    let plus_length = String::from_utf8(with(&format!("Content-Length: +{}", body.len()))).unwrap();
+    let quoted_query =
+        String::from_utf8(raw_post(&body, &mirrored)).unwrap().replacen("POST /mcp ", "POST /mcp?q=\"x\" ", 1);
+    for (request, why) in [
+        (plus_length.into_bytes(), "a signed Content-Length"),
+        (with("Host: user@localhost"), "user info in Host"),
+        (quoted_query.into_bytes(), "a quote in the query"),
+        (
+            String::from_utf8(raw_post(&body, &mirrored))
+                .unwrap()
+                .replacen("POST /mcp ", "POST /mcp/../mcp ", 1)
+                .into_bytes(),
+            "dot segments",
+        ),
+    ] {
+        let reply = raw_exchange_or_closed(&proxy, &request).await;
+        assert!(matches!(reply, Some(400) | None), "{why}: {reply:?}, never a hit");
+    }
+}
+
+/// The status of the answer to `request`, `None` if the proxy closed without one.
+async fn raw_exchange_or_closed(proxy: &Proxy, request: &[u8]) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut stream = connect(proxy).await;
+    stream.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+    let text = String::from_utf8_lossy(&received);
+    text.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).map(|code| code.parse().unwrap())
+}
+
+#[tokio::test]
+async fn dns_rebinding_is_refused_and_same_origin_browsers_are_served() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let own = format!("localhost:{}", proxy.port);
+    let (body, _) = stateless_body("resources/read", json!({"uri": "demo://docs/1"}), json!(1));
+    let mirrored = [STATELESS, "Mcp-Method: resources/read", "Mcp-Name: demo://docs/1"];
+    let host = |host: String, origin: Option<String>| {
+        let mut headers: Vec<String> = mirrored.iter().map(|h| h.to_string()).collect();
+        headers.push(format!("Host: {host}"));
+        headers.extend(origin.map(|o| format!("Origin: {o}")));
+        headers
+    };
+    // A miss, then a hit: both paths refuse alike.
+    for expected in ["MISS", "HIT"] {
+        let headers = host(own.clone(), Some(format!("http://{own}")));
+        let reply =
+            raw_exchange(&proxy, &raw_post(&body, &headers.iter().map(String::as_str).collect::<Vec<_>>())).await;
+        assert_eq!((reply.status, reply.header("x-cache")), (200, Some(expected)), "same origin is served");
+        for (headers, refused) in [
+            (host("evil.example.com".into(), None), "evil.example.com"),
+            (host(own.clone(), Some("http://evil.example.com".into())), "http://evil.example.com"),
+            (host(own.clone(), Some(format!("http://localhost:{}", proxy.port + 1))), "localhost"),
+        ] {
+            let reply =
+                raw_exchange(&proxy, &raw_post(&body, &headers.iter().map(String::as_str).collect::<Vec<_>>())).await;
+            assert_eq!(reply.status, 403, "{headers:?}");
+            assert!(reply.body["error"]["message"].as_str().unwrap().contains(refused), "{}", reply.body);
+        }
+    }
+    // Configured names and origins.
+    let open = proxy_with(
+        &route(&[&upstream], ""),
+        "allowed_hosts = [\"mcp.example.com\"]\nallowed_origins = [\"https://app.example\"]",
+    )
+    .await;
+    let headers = [
+        "Host: mcp.example.com",
+        "Origin: https://app.example",
+        STATELESS,
+        "Mcp-Method: resources/read",
+        "Mcp-Name: demo://docs/1",
+    ];
+    assert_eq!(raw_exchange(&open, &raw_post(&body, &headers)).await.status, 200);
+    let headers = ["Host: localhost", STATELESS, "Mcp-Method: resources/read", "Mcp-Name: demo://docs/1"];
+    assert_eq!(raw_exchange(&open, &raw_post(&body, &headers)).await.status, 403, "only the listed names");
+}
+
+#[tokio::test]
+async fn streamed_stateless_bodies_are_checked_against_their_headers() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let call =
+        raw_body("tools/call", &format!(r#"{{"name":"echo","arguments":{{"message":"{}"}}}}"#, "x".repeat(70_000)));
+    let chunked = |body: &str| format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    for (framing, body) in [("Transfer-Encoding: chunked", chunked(&call)), ("X-Large: yes", call.clone())] {
+        let lying = [STATELESS, "Mcp-Method: tools/list", framing];
+        let reply = raw_exchange(&proxy, &raw_post(&body, &lying)).await;
+        assert_eq!(
+            (reply.status, reply.body["error"]["code"].as_i64()),
+            (400, Some(-32020)),
+            "{framing}: {}",
+            reply.body
+        );
+        let honest = [STATELESS, "Mcp-Method: tools/call", "Mcp-Name: echo", framing];
+        let reply = raw_exchange(&proxy, &raw_post(&body, &honest)).await;
+        assert_eq!(reply.status, 200, "{framing}: {}", reply.body);
+        assert_eq!(reply.body["result"]["content"][0]["text"].as_str().map(str::len), Some(70_000));
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_stall_the_others() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    // The leader asks for a 6 MiB answer and never reads it, on a tiny receive window.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut leader = socket.connect(([127, 0, 0, 1], proxy.port).into()).await.unwrap();
+    let (body, _) = stateless_body("resources/read", json!({"uri": "demo://large/6000"}), json!(1));
+    let headers = [STATELESS, "Mcp-Method: resources/read", "Mcp-Name: demo://large/6000"];
+    leader.write_all(&raw_post(&body, &headers)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let other = read(&proxy.mcp(), "demo://large/6000", None).await;
+    assert_eq!(other.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited {:?} on a leader whose client stopped reading",
+        started.elapsed()
+    );
+    drop(leader);
+}
+
+#[tokio::test]
+async fn a_client_byte_during_a_miss_is_the_clients_doing() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let (body, _) = stateless_body("resources/read", json!({"uri": "demo://slow"}), json!(1));
+    let headers = [STATELESS, "Mcp-Method: resources/read", "Mcp-Name: demo://slow"];
+    let mut stream = connect(&proxy).await;
+    stream.write_all(&raw_post(&body, &headers)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"x").await.unwrap();
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+    let text = String::from_utf8_lossy(&received);
+    for blamed_on_the_upstream in ["HTTP/1.1 502", "HTTP/1.1 503", "HTTP/1.1 504", "HTTP/1.1 404", "Session not found"]
+    {
+        assert!(!text.contains(blamed_on_the_upstream), "{text}");
+    }
+    assert!(
+        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 400"),
+        "the answer or the client's error: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_does_not_answer_web_pages() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let client = reqwest::Client::new();
+    let purge = |content_type: &'static str, origin: Option<&'static str>| {
+        let mut request = client.post(proxy.admin_url("/purge")).header("content-type", content_type);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        async move { request.body(r#"{"route":"/mcp","all":true}"#).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(purge("text/plain", Some("https://evil.example")).await, 403);
+    assert_eq!(purge("application/json", Some("http://127.0.0.1")).await, 403, "no Origin is the admin's own");
+    assert_eq!(purge("text/plain", None).await, 415);
+    assert_eq!(purge("application/json", None).await, 200);
+}
+
+#[tokio::test]
+async fn an_admin_token_guards_everything_but_healthz() {
+    let upstream = demo_upstream("a", &[]).await;
+    // The sections follow `[admin]` in the harness's file: this line lands in it.
+    let proxy = proxy_full(&route(&[&upstream], ""), "", |dir| {
+        std::fs::write(dir.join("admin.token"), "s3cret-token-0123456789\n").unwrap();
+        format!("token_file = {:?}\n", dir.join("admin.token").display().to_string())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(proxy.admin_url(path));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/healthz", None).await, 200);
+    assert_eq!(get("/metrics", None).await, 401);
+    assert_eq!(get("/readyz", Some("wrong-token-0123456789")).await, 401);
+    assert_eq!(get("/metrics", Some("s3cret-token-0123456789")).await, 200);
+}
