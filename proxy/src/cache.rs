@@ -19,7 +19,7 @@ use foyer::{
     RecoverMode, S3FifoConfig,
 };
 use mcp_edge_policies::admission::MemoryAdmission;
-use mcp_edge_policies::cache::{Entry, Key, Lookup, Scope, Target, marker_key, markers_watermark_key};
+use mcp_edge_policies::cache::{Entry, Key, Lookup, Target, marker_key, markers_watermark_key};
 use mcp_edge_policies::config::CacheConfig;
 use prometheus::IntCounter;
 
@@ -302,8 +302,9 @@ impl EdgeCache {
         self.store.memory().usage()
     }
 
-    pub fn insert(&self, lookup: &Lookup, scope: &Scope, entry: &Entry<'_>) {
-        self.store.insert(StoreKey(lookup.key(scope)), Bytes::from(entry.encode()));
+    /// Stores `entry` under `key` (a [`Lookup::key`]).
+    pub fn insert(&self, key: Key, entry: &Entry<'_>) {
+        self.store.insert(StoreKey(key), Bytes::from(entry.encode()));
         count("insert", "memory", "ok");
     }
 
@@ -464,6 +465,7 @@ fn disk_block_size(disk_size: usize) -> usize {
 mod tests {
     use super::*;
     use foyer::Code;
+    use mcp_edge_policies::cache::Scope;
 
     #[test]
     fn store_keys_round_trip_through_their_disk_form() {
@@ -559,7 +561,7 @@ mod tests {
             result: br#"{"contents":[]}"#,
             deflated: None,
         };
-        cache.insert(lookup, &Scope::Public(mcp_edge_policies::cache::Audience::Anonymous), &entry);
+        cache.insert(lookup.key(&Scope::Public(mcp_edge_policies::cache::Audience::Anonymous)), &entry);
     }
 
     fn is_fresh(cache: &EdgeCache, lookup: &Lookup) -> bool {

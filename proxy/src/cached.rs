@@ -3,7 +3,7 @@
 //! invalidations that notifications carry).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::{
@@ -264,10 +264,16 @@ pub fn answer<'a>(entry: &'a [u8], id: &str, gzip_from: Option<u64>) -> Option<A
     }
 }
 
+/// Answers up to this size are deflated (for gzip hits) as they are stored; larger ones are
+/// stored plain at once and deflated on a blocking thread, then stored again with their
+/// deflated form: deflating 8 MiB takes tens of milliseconds, which on the proxy worker would
+/// stall every connection it serves.
+const DEFLATE_INLINE_LIMIT: usize = 64 * 1024;
+
 /// Stores a captured result if its facts allow. `precompress`: also keep a deflated form, so
 /// gzip hits cost no compression. Whether it was stored.
 pub fn store(
-    cache: &EdgeCache,
+    cache: &Arc<EdgeCache>,
     ctx: &CacheCtx,
     policy: &CachePolicy,
     result: &str,
@@ -285,16 +291,27 @@ pub fn store(
     if facts.stored_result.len() as u64 > max_entry {
         return false;
     }
-    let result = facts.stored_result.as_bytes();
-    let deflated = precompress.then(|| crate::compress::deflate_segment(&result[1..]));
+    let key = ctx.lookup.key(&scope);
+    let result = facts.stored_result.into_bytes();
+    let inline = result.len() <= DEFLATE_INLINE_LIMIT;
+    let deflated = (precompress && inline).then(|| crate::compress::deflate_segment(&result[1..]));
     let entry = Entry {
         fetched_at_ms: ctx.fetched_at_ms,
         expires_at_ms: ctx.fetched_at_ms + ttl.as_millis() as u64,
         restate_ttl,
-        result,
+        result: &result,
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
-    cache.insert(&ctx.lookup, &scope, &entry);
+    cache.insert(key, &entry);
+    if precompress && !inline {
+        let (cache, fetched_at_ms, expires_at_ms) = (cache.clone(), entry.fetched_at_ms, entry.expires_at_ms);
+        // The entry keeps its fetch time: an invalidation since still kills it.
+        tokio::task::spawn_blocking(move || {
+            let (crc32, bytes) = crate::compress::deflate_segment(&result[1..]);
+            let deflated = Some(Deflated { crc32, bytes: &bytes });
+            cache.insert(key, &Entry { fetched_at_ms, expires_at_ms, restate_ttl, result: &result, deflated });
+        });
+    }
     true
 }
 

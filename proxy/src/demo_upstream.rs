@@ -55,11 +55,20 @@ pub struct DemoOptions {
     pub scope: String,
     /// Answer every POST with this HTTP status (a broken replica, for failover tests).
     pub fail_status: Option<u16>,
+    /// Stamp the cache hints on handshake-era results too (SDK servers do not; a server may).
+    pub hint_handshake: bool,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { name: "demo".into(), json: false, ttl_ms: 60_000, scope: "public".into(), fail_status: None }
+        DemoOptions {
+            name: "demo".into(),
+            json: false,
+            ttl_ms: 60_000,
+            scope: "public".into(),
+            fail_status: None,
+            hint_handshake: false,
+        }
     }
 }
 
@@ -245,7 +254,7 @@ async fn answer(
     let outcome = dispatch(&state, call);
     let (status, text) = match outcome {
         Ok(mut result) => {
-            if stateless {
+            if stateless || state.options.hint_handshake {
                 let account = method == "resources/read" && params["uri"] == "demo://account";
                 let signed_in = call.seen_headers.lines().any(|l| l.starts_with("authorization: "));
                 let scope = match (account, signed_in) {

@@ -53,6 +53,7 @@ impl EdgeApp {
 #[async_trait]
 impl ServerApp for EdgeApp {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let _open = crate::metrics::OpenConnection::start();
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }

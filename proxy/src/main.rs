@@ -104,6 +104,9 @@ enum Command {
         /// Answer every POST with this HTTP status (a broken replica).
         #[arg(long)]
         fail_status: Option<u16>,
+        /// Put `ttlMs`/`cacheScope` on handshake-era results too.
+        #[arg(long)]
+        hint_handshake: bool,
     },
 }
 
@@ -120,8 +123,8 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Demo { port, upstream_port } => demo(port, upstream_port),
-        Command::Upstream { listen, name, json, ttl_ms, scope, fail_status } => {
-            let options = DemoOptions { name, json, ttl_ms, scope, fail_status };
+        Command::Upstream { listen, name, json, ttl_ms, scope, fail_status, hint_handshake } => {
+            let options = DemoOptions { name, json, ttl_ms, scope, fail_status, hint_handshake };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap_or_else(|e| {

@@ -15,7 +15,10 @@ pub struct Metrics {
     pub cache_bytes: IntGaugeVec,
     pub upstream_up: IntGaugeVec,
     pub upstream_requests: IntCounterVec,
+    /// Client connections open (HTTP/1.1 and h2, plain and TLS).
     pub active_connections: IntGauge,
+    /// Requests being answered.
+    pub requests_in_flight: IntGauge,
     pub config_reloads: IntCounterVec,
 }
 
@@ -43,9 +46,18 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(request_duration.clone())).expect("registered once");
-        let active_connections =
-            IntGauge::new("mcp_active_connections", "Requests being served").expect("valid metric");
-        registry.register(Box::new(active_connections.clone())).expect("registered once");
+        let int_gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(gauge.clone())).expect("registered once");
+            gauge
+        };
+        let active_connections = int_gauge("mcp_active_connections", "Client connections open");
+        let requests_in_flight = int_gauge("mcp_requests_in_flight", "Requests being answered");
+        let config_reloads = counter(&registry, "mcp_config_reloads_total", "Configuration reloads", &["result"]);
+        // Exported at 0 from the start: alerts on increase() need the series to exist.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
         Metrics {
             requests: counter(
                 &registry,
@@ -69,7 +81,8 @@ impl Metrics {
                 &["route", "upstream", "status"],
             ),
             active_connections,
-            config_reloads: counter(&registry, "mcp_config_reloads_total", "Configuration reloads", &["result"]),
+            requests_in_flight,
+            config_reloads,
             registry,
         }
     }
@@ -88,17 +101,33 @@ pub fn cache_operation(operation: &str, tier: &str, result: &str) -> IntCounter 
     METRICS.cache_operations.with_label_values(&[operation, tier, result])
 }
 
-/// Counts a request in `mcp_active_connections` while it lives.
+/// Counts a request in `mcp_requests_in_flight` while it lives.
 pub struct ActiveRequest;
 
 impl ActiveRequest {
     pub fn start() -> ActiveRequest {
-        METRICS.active_connections.inc();
+        METRICS.requests_in_flight.inc();
         ActiveRequest
     }
 }
 
 impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        METRICS.requests_in_flight.dec();
+    }
+}
+
+/// Counts a client connection in `mcp_active_connections` while it lives.
+pub struct OpenConnection;
+
+impl OpenConnection {
+    pub fn start() -> OpenConnection {
+        METRICS.active_connections.inc();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
     fn drop(&mut self) {
         METRICS.active_connections.dec();
     }

@@ -146,3 +146,38 @@ async fn transparent_huge_pages_are_off_unless_asked_for() {
     wait_listening(port, &asked).await;
     assert_eq!(thp_enabled(&asked), "1", "MIMALLOC_ALLOW_THP=1 keeps them");
 }
+
+#[test]
+fn check_refuses_two_routes_with_one_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twice.toml");
+    // The second route's name is taken from its path, and is the first route's name.
+    std::fs::write(
+        &config,
+        "[[route]]\nname = \"/b\"\npath = \"/a\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n\n\
+         [[route]]\npath = \"/b\"\nupstreams = [\"http://127.0.0.1:2/mcp\"]\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("route name \"/b\"") && stderr.contains("line 7"), "{stderr}");
+}
+
+#[test]
+fn check_explains_who_may_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("open.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = [\"0.0.0.0:8080\"]\n[admin]\nlisten = \"0.0.0.0:9090\"\n\
+         [[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("any Host is served"), "{stdout}");
+    assert!(stdout.contains("same origin") || stdout.contains("own origin"), "{stdout}");
+    assert!(stdout.contains("warning: admin.listen 0.0.0.0:9090 is not loopback"), "{stdout}");
+}

@@ -129,3 +129,30 @@ async fn the_sdk_client_works_with_everything_compressed() {
         assert_eq!(proxied, direct, "mode {mode}");
     }
 }
+
+#[tokio::test]
+async fn a_large_entry_is_deflated_off_the_worker_and_then_served_gzipped() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let (miss, _) = read_gzip(&mcp, "demo://large/1024", None).await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    // Stored at once, plain: a hit needs no wait for the compression.
+    let (hit, _) = read_gzip(&mcp, "demo://large/1024", None).await;
+    assert_eq!((hit.header("x-cache"), hit.body.len()), (Some("HIT"), miss.body.len()));
+    // The deflated form follows from a blocking thread.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (reply, raw) = read_gzip(&mcp, "demo://large/1024", Some("gzip")).await;
+        assert_eq!(reply.header("x-cache"), Some("HIT"));
+        if reply.header("content-encoding") == Some("gzip") {
+            assert!(raw.len() < miss.body.len() / 4, "compressed: {} bytes", raw.len());
+            let text: serde_json::Value = serde_json::from_str(&gunzip(&raw).await).unwrap();
+            let plain: serde_json::Value = serde_json::from_str(&miss.body).unwrap();
+            assert_eq!(text["result"]["contents"], plain["result"]["contents"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the large entry was never stored deflated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod compression;
 mod errors;
+mod fidelity;
 mod harness;
 mod hit_path;
 mod passthrough;

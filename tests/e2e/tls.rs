@@ -257,3 +257,36 @@ async fn rsa_certificates_work_with_pkcs8_and_pkcs1_keys() {
         }
     }
 }
+
+#[tokio::test]
+async fn https_upstreams_written_with_a_port_pass_their_health_checks() {
+    let upstream = demo_upstream("inner", &[]).await;
+    let pki = pki("upstream");
+    let (inner, tls_port) = tls_proxy(&upstream, &pki).await;
+    let ca_file = inner.config_path.with_file_name("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let outer = proxy(&format!(
+        "[[route]]\nname = \"secure\"\npath = \"/mcp\"\nupstreams = [\"https://localhost:{tls_port}/mcp\"]\n\
+         ca_file = {:?}\n[route.health]\ninterval = \"200ms\"\n",
+        ca_file.display().to_string()
+    ))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = reqwest::get(outer.admin_url("/readyz")).await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never healthy: {}\n{}",
+            ready.text().await.unwrap(),
+            outer.process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = reqwest::get(outer.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    let up = text.lines().find(|l| l.starts_with("mcp_upstream_up{")).expect("an upstream_up sample");
+    assert!(up.ends_with(" 1"), "{up}");
+    assert!(!outer.process.log().contains("invalid dns name"), "{}", outer.process.log());
+}

@@ -1,0 +1,105 @@
+//! What a server sends beside a result reaches every client: an answer that came with progress
+//! or log notifications, or while the server asked the session's client something on any of
+//! its streams, is never stored; health checks work for every upstream as written.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::harness::*;
+
+fn x_cache(reply: &Reply) -> &str {
+    reply.header("x-cache").unwrap_or("(none)")
+}
+
+#[tokio::test]
+async fn answers_sent_with_progress_are_not_stored() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "[route.policy]\ncache_tools = [\"slow_events\", \"echo\"]")).await;
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    for id in [1, 2] {
+        let reply = mcp
+            .in_session(&session, id, "tools/call", json!({"name": "slow_events", "arguments": {"delay_ms": 10}}))
+            .await;
+        assert_eq!(x_cache(&reply), "MISS", "call {id}");
+        let progress =
+            sse_messages(&reply.body).into_iter().filter(|m| m["method"] == "notifications/progress").count();
+        assert_eq!(progress, 1, "each call gets its progress notification: {}", reply.body);
+    }
+    // A plain answer of the same route is stored as before.
+    let echo = json!({"name": "echo", "arguments": {"message": "hi"}});
+    assert_eq!(x_cache(&mcp.in_session(&session, 3, "tools/call", echo.clone()).await), "MISS");
+    assert_eq!(x_cache(&mcp.in_session(&session, 4, "tools/call", echo).await), "HIT");
+}
+
+#[tokio::test]
+async fn a_server_request_on_the_sessions_get_stream_keeps_the_calls_answer_out_of_the_cache() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "[route.policy]\ncache_tools = [\"ask_client\"]")).await;
+    let mcp = proxy.mcp();
+    let asked = mcp.initialize().await;
+    let stream = mcp.open_stream(&asked, &[]).await;
+    assert_eq!(stream.status(), 200);
+    let mut events = stream.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap();
+    assert!(first.is_some(), "the GET stream is open");
+    let call = json!({"name": "ask_client", "arguments": {}});
+    for id in [1, 2] {
+        let reply = mcp.in_session(&asked, id, "tools/call", call.clone()).await;
+        assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "call {id}: {}", reply.body);
+    }
+    let mut seen = String::new();
+    while !seen.contains("elicitation/create") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Without a GET stream the server asks nothing, and the answer is cached.
+    let quiet = mcp.initialize().await;
+    assert_eq!(x_cache(&mcp.in_session(&quiet, 1, "tools/call", call.clone()).await), "MISS");
+    assert_eq!(x_cache(&mcp.in_session(&quiet, 2, "tools/call", call).await), "HIT");
+}
+
+#[tokio::test]
+async fn handshake_era_lists_are_per_session_unless_the_server_says_public() {
+    // No hint (what SDK servers send in the handshake era): one entry per session.
+    let upstream = demo_upstream("a", &[]).await;
+    let per_session = proxy(&route(&[&upstream], "")).await;
+    let mcp = per_session.mcp();
+    let (first, second) = (mcp.initialize().await, mcp.initialize().await);
+    assert_eq!(x_cache(&mcp.in_session(&first, 1, "tools/list", json!({})).await), "MISS");
+    assert_eq!(x_cache(&mcp.in_session(&first, 2, "tools/list", json!({})).await), "HIT");
+    assert_eq!(x_cache(&mcp.in_session(&second, 1, "tools/list", json!({})).await), "MISS", "no hint: per session");
+    // An explicit `cacheScope: "public"` is the server's word: shared across sessions.
+    let hinting = demo_upstream("b", &["--hint-handshake"]).await;
+    let shared = proxy(&route(&[&hinting], "")).await;
+    let mcp = shared.mcp();
+    let (first, second) = (mcp.initialize().await, mcp.initialize().await);
+    assert_eq!(x_cache(&mcp.in_session(&first, 1, "tools/list", json!({})).await), "MISS");
+    assert_eq!(x_cache(&mcp.in_session(&second, 1, "tools/list", json!({})).await), "HIT", "public hint: shared");
+}
+
+#[tokio::test]
+async fn reload_counters_exist_before_the_first_reload() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let text = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    for result in ["ok", "error"] {
+        let sample = format!("mcp_config_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(sample_value(&text, &sample), Some(0.0), "{sample} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn active_connections_count_connections_and_requests_in_flight_count_requests() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let idle: Vec<_> = futures_util::future::join_all((0..3).map(|_| connect(&proxy))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metric(&proxy, "mcp_active_connections").await, 3.0, "three idle connections");
+    assert_eq!(metric(&proxy, "mcp_requests_in_flight").await, 0.0, "and no request");
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metric(&proxy, "mcp_active_connections").await, 0.0);
+}
