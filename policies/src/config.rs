@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// `allowed_hosts` was not configured, and is the default described above.
     pub allowed_hosts_default: bool,
+    /// How long a request's head may take to arrive once its first byte has (then `408`).
+    pub header_timeout: Duration,
     pub tls: Option<TlsConfig>,
 }
 
@@ -165,6 +167,7 @@ struct RawServer {
     max_body: Text,
     allowed_origins: Vec<Spanned<String>>,
     allowed_hosts: Option<Vec<Spanned<String>>>,
+    header_timeout: Text,
     tls: Option<Spanned<RawTls>>,
 }
 
@@ -374,6 +377,7 @@ impl Checker<'_> {
                 .collect(),
             allowed_hosts: Vec::new(),
             allowed_hosts_default: raw.allowed_hosts.is_none(),
+            header_timeout: self.duration(&raw.header_timeout, Duration::from_secs(10), "server.header_timeout"),
             tls,
         };
         server.allowed_hosts = match &raw.allowed_hosts {

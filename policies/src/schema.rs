@@ -22,6 +22,7 @@ const SERVER: &[(&str, Schema)] = &[
     ("max_body", Schema::Leaf),
     ("allowed_origins", Schema::Leaf),
     ("allowed_hosts", Schema::Leaf),
+    ("header_timeout", Schema::Leaf),
     ("tls", Schema::Table(TLS)),
 ];
 const ADMIN: &[(&str, Schema)] = &[("listen", Schema::Leaf), ("token_file", Schema::Leaf)];

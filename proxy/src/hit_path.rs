@@ -97,23 +97,33 @@ struct Head {
 
 impl EdgeApp {
     async fn serve_one(&self, stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Step {
+        // A request's head (and a body the hit path reads) must arrive within
+        // `server.header_timeout` of its first byte, as with nginx's `client_header_timeout`:
+        // a client trickling a byte now and then must not hold a connection for ever.
+        let header_timeout = || Instant::now() + self.live.load().config.server.header_timeout;
+        let mut deadline = (!buffer.is_empty()).then(header_timeout);
         let head = loop {
             if !buffer.is_empty() {
                 match probe_head(buffer) {
                     Probe::Complete(head) => break head,
                     Probe::Unsuitable => return Step::HandOver(None),
+                    Probe::Malformed(reason) => return refuse(stream, 400, reason).await,
                     Probe::Partial if buffer.len() > MAX_HEAD => return Step::HandOver(None),
                     Probe::Partial => {}
                 }
             }
-            if !read_more(stream, buffer, shutdown).await {
-                return Step::Close;
+            match read_more(stream, buffer, shutdown, deadline).await {
+                Read::More => deadline = deadline.or_else(|| Some(header_timeout())),
+                Read::Over => return Step::Close,
+                Read::TooSlow => return refuse(stream, 408, "the request did not arrive in time").await,
             }
         };
         let request_len = head.head_len + head.body_len;
         while buffer.len() < request_len {
-            if !read_more(stream, buffer, shutdown).await {
-                return Step::Close;
+            match read_more(stream, buffer, shutdown, deadline).await {
+                Read::More => {}
+                Read::Over => return Step::Close,
+                Read::TooSlow => return refuse(stream, 408, "the request did not arrive in time").await,
             }
         }
         let started = Instant::now();
@@ -265,6 +275,9 @@ enum Probe {
     Partial,
     /// Not the shape the hit path answers: the proxy service takes it.
     Unsuitable,
+    /// Not a valid HTTP/1.1 request head: answered here with a JSON-RPC error (Pingora's own
+    /// parser would answer a bare 400), and the connection closed.
+    Malformed(&'static str),
 }
 
 /// Parses what has arrived of a request head and decides whether the hit path may take it:
@@ -276,15 +289,16 @@ fn probe_head(buffer: &[u8]) -> Probe {
     let head_len = match parsed.parse(buffer) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Probe::Partial,
-        Err(_) => return Probe::Unsuitable,
+        // The service allows more header lines than the hit path parses.
+        Err(httparse::Error::TooManyHeaders) => return Probe::Unsuitable,
+        Err(_) => return Probe::Malformed("malformed request head"),
     };
-    // The target as strictly as the service's parser reads it (`http::Uri`): whatever that
-    // refuses is handed over, to be refused there, never answered here.
-    let suitable_target =
-        |p: &str| p.starts_with('/') && p.parse::<http::uri::PathAndQuery>().is_ok() && !p.contains('"');
-    let suitable_line =
-        parsed.method == Some("POST") && parsed.version == Some(1) && parsed.path.is_some_and(suitable_target);
     let headers: &[httparse::Header<'_>] = parsed.headers;
+    if let Some(reason) = malformed(parsed.path.unwrap_or_default(), headers) {
+        return Probe::Malformed(reason);
+    }
+    let suitable_line =
+        parsed.method == Some("POST") && parsed.version == Some(1) && parsed.path.is_some_and(|p| p.starts_with('/'));
     let count = |name: &str| headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
     let framing_plain = count("transfer-encoding") == 0
         && count("expect") == 0
@@ -300,6 +314,58 @@ fn probe_head(buffer: &[u8]) -> Probe {
     }
 }
 
+/// What makes a complete request head invalid, whatever its method: a target `http::Uri`
+/// refuses (or with a `"`), a `Content-Length` that is not digits or disagrees with another,
+/// `Content-Length` beside `Transfer-Encoding` (a request-smuggling shape), a second `Host`.
+fn malformed(target: &str, headers: &[httparse::Header<'_>]) -> Option<&'static str> {
+    let valid_target = target == "*" || (target.parse::<http::Uri>().is_ok() && !target.contains('"'));
+    if !valid_target {
+        return Some("invalid request target");
+    }
+    let lengths: Vec<Option<u64>> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| std::str::from_utf8(h.value).ok().and_then(guards::parse_content_length))
+        .collect();
+    if lengths.iter().any(Option::is_none) || lengths.windows(2).any(|pair| pair[0] != pair[1]) {
+        return Some("invalid Content-Length");
+    }
+    let chunked = headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    if chunked && !lengths.is_empty() {
+        return Some("Content-Length and Transfer-Encoding together");
+    }
+    if headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count() > 1 {
+        return Some("more than one Host header");
+    }
+    None
+}
+
+/// Answers a request the hit path refuses outright (a malformed head, too slow to arrive) with
+/// a JSON-RPC error, and closes the connection: what follows cannot be trusted to be framed.
+async fn refuse(stream: &mut Stream, status: u16, reason: &str) -> Step {
+    let code = mcp_edge_policies::jsonrpc::codes::INVALID_REQUEST;
+    let body = mcp_edge_policies::jsonrpc::error_body(None, code, &format!("Bad Request: {reason}"));
+    let phrase = if status == 408 { "Request Timeout" } else { "Bad Request" };
+    let head = format!(
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-cache: BYPASS\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = write_parts(stream, [head.as_bytes(), body.as_bytes(), &[], &[]]).await;
+    let _ = stream.flush().await;
+    Served {
+        route: "-",
+        http_method: "-",
+        mcp_method: None,
+        status,
+        cache: Outcome::Bypass.as_str(),
+        upstream: None,
+        started: Instant::now(),
+        error: Some(reason.to_string()),
+    }
+    .record();
+    Step::Close
+}
+
 /// Whether the client asked to close the connection after this answer.
 fn wants_close(headers: &[httparse::Header<'_>]) -> bool {
     headers
@@ -308,16 +374,35 @@ fn wants_close(headers: &[httparse::Header<'_>]) -> bool {
         .any(|h| h.value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
 }
 
-/// Reads more of the request. `false` when the connection is over: closed, failed, idle past
-/// the keep-alive timeout, or the server is shutting down while the connection is idle.
-async fn read_more(stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut ShutdownWatch) -> bool {
+/// What reading more of a request came to.
+enum Read {
+    More,
+    /// The connection is over: closed, failed, idle past the keep-alive timeout, or the server
+    /// is shutting down while the connection is idle.
+    Over,
+    /// The request has been arriving for longer than its deadline.
+    TooSlow,
+}
+
+/// Reads more of the request; `deadline`: when the request under way must have arrived.
+async fn read_more(
+    stream: &mut Stream,
+    buffer: &mut BytesMut,
+    shutdown: &mut ShutdownWatch,
+    deadline: Option<Instant>,
+) -> Read {
     buffer.reserve(4096);
     let idle = buffer.is_empty();
-    let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(buffer));
+    let limit = deadline.map_or(KEEPALIVE, |d| d.saturating_duration_since(Instant::now()));
+    let read = tokio::time::timeout(limit, stream.read_buf(buffer));
     tokio::select! {
         biased;
-        result = read => matches!(result, Ok(Ok(n)) if n > 0),
-        _ = shutdown.wait_for(|stopping| *stopping), if idle => false,
+        result = read => match result {
+            Ok(Ok(n)) if n > 0 => Read::More,
+            Err(_) if !idle => Read::TooSlow,
+            _ => Read::Over,
+        },
+        _ = shutdown.wait_for(|stopping| *stopping), if idle => Read::Over,
     }
 }
 
@@ -371,6 +456,26 @@ mod tests {
     }
 
     #[test]
+    fn refuses_malformed_heads_itself() {
+        let malformed = [
+            GOOD.replace("Content-Length: 2", "Content-Length: +2"),
+            GOOD.replace("Content-Length: 2", "Content-Length: 2, 2"),
+            GOOD.replace("Content-Length: 2", "Content-Length: 2\r\nContent-Length: 3"),
+            GOOD.replace("Content-Length: 2", "Content-Length: 2\r\nTransfer-Encoding: chunked"),
+            GOOD.replace("/mcp", "/mcp?q=\"x\""),
+            GOOD.replace("/mcp", "/m cp"),
+            GOOD.replace("Host: a", "Host: a\r\nHost: b"),
+            "POST /mcp HTTP/1.1\r\nHo st: a\r\n\r\n".to_string(),
+            GOOD.replace("POST", "GET").replace("/mcp", "/mcp?q=\"x\""),
+        ];
+        for text in malformed {
+            assert!(matches!(probe(&text), Probe::Malformed(_)), "{text:?}");
+        }
+        let many: String = (0..MAX_HEADERS + 4).map(|n| format!("X-{n}: v\r\n")).collect();
+        assert!(matches!(probe(&GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{many}"))), Probe::Unsuitable));
+    }
+
+    #[test]
     fn leaves_everything_else_to_the_service() {
         let unsuitable = [
             GOOD.replace("POST", "GET"),
@@ -378,14 +483,10 @@ mod tests {
             GOOD.replace("/mcp", "http://a/mcp"),
             GOOD.replace("Content-Length: 2", "Transfer-Encoding: chunked"),
             GOOD.replace("Content-Length: 2", "Content-Length: 2\r\nContent-Length: 2"),
-            GOOD.replace("Content-Length: 2", "Content-Length: x"),
-            GOOD.replace("Content-Length: 2", "Content-Length: +2"),
-            GOOD.replace("/mcp", "/mcp?q=\"x\""),
             GOOD.replace("Content-Length: 2", &format!("Content-Length: {}", INSPECT_LIMIT + 1)),
             GOOD.replace("Host: a\r\n", ""),
             GOOD.replace("Host: a", "Expect: 100-continue\r\nHost: a"),
             GOOD.replace("Host: a", "Upgrade: h2c\r\nHost: a"),
-            "POST /mcp HTTP/1.1\r\nHo st: a\r\n\r\n".to_string(),
         ];
         for text in unsuitable {
             assert!(matches!(probe(&text), Probe::Unsuitable), "{text:?}");

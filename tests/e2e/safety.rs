@@ -341,3 +341,41 @@ async fn an_admin_token_guards_everything_but_healthz() {
     assert_eq!(get("/readyz", Some("wrong-token-0123456789")).await, 401);
     assert_eq!(get("/metrics", Some("s3cret-token-0123456789")).await, 200);
 }
+
+#[tokio::test]
+async fn malformed_heads_get_a_json_rpc_400() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    for head in [
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET /mcp?q=\"x\" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n",
+    ] {
+        let reply = raw_exchange(&proxy, head.as_bytes()).await;
+        assert_eq!(reply.status, 400, "{head:?}");
+        assert_eq!((reply.body["error"]["code"].as_i64(), reply.header("x-cache")), (Some(-32600), Some("BYPASS")));
+    }
+}
+
+#[tokio::test]
+async fn a_head_trickling_in_is_cut_off() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy_with(&route(&[&upstream], ""), "header_timeout = \"1s\"").await;
+    let mut stream = connect(&proxy).await;
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    use tokio::io::AsyncReadExt;
+    for byte in b"POST /mcp HTTP/1.1\r\nHost: localhost\r\n".iter() {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        let mut chunk = [0u8; 1024];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut chunk)).await {
+            answer.extend_from_slice(&chunk[..n]);
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "cut off after {:?}", started.elapsed());
+}
