@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub allowed_hosts_default: bool,
     /// How long a request's head may take to arrive once its first byte has (then `408`).
     pub header_timeout: Duration,
+    /// Server-to-client streams (GET, `subscriptions/listen`) one client address may hold
+    /// open at once (0: no limit).
+    pub max_streams_per_client: usize,
     pub tls: Option<TlsConfig>,
 }
 
@@ -114,6 +117,16 @@ pub struct RouteConfig {
     pub policy: CachePolicy,
     pub prefetch: PrefetchConfig,
     pub health: HealthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// A route's admission limits; 0 means no limit. Refusals are `429` with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitsConfig {
+    /// Requests of this route being forwarded upstream at once.
+    pub max_concurrent: usize,
+    /// Requests per second from one client address (hits included).
+    pub rate_per_client: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +181,7 @@ struct RawServer {
     allowed_origins: Vec<Spanned<String>>,
     allowed_hosts: Option<Vec<Spanned<String>>>,
     header_timeout: Text,
+    max_streams_per_client: Option<Spanned<i64>>,
     tls: Option<Spanned<RawTls>>,
 }
 
@@ -216,6 +230,14 @@ struct RawRoute {
     policy: RawPolicy,
     prefetch: RawPrefetch,
     health: RawHealth,
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawLimits {
+    max_concurrent: Option<Spanned<i64>>,
+    rate_per_client: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -321,6 +343,15 @@ impl Checker<'_> {
         }
     }
 
+    /// A whole number of 0 or more (0 usually meaning "no limit").
+    fn count(&mut self, value: &Option<Spanned<i64>>, default: usize, key: &str) -> usize {
+        let Some(number) = value else { return default };
+        usize::try_from(*number.get_ref()).unwrap_or_else(|_| {
+            self.report(number.span(), format!("{key} must be a whole number, 0 or more (0: no limit)"));
+            default
+        })
+    }
+
     fn positive(&mut self, value: &Option<Spanned<i64>>, default: usize, key: &str) -> usize {
         let Some(number) = value else { return default };
         match usize::try_from(*number.get_ref()) {
@@ -378,6 +409,7 @@ impl Checker<'_> {
             allowed_hosts: Vec::new(),
             allowed_hosts_default: raw.allowed_hosts.is_none(),
             header_timeout: self.duration(&raw.header_timeout, Duration::from_secs(10), "server.header_timeout"),
+            max_streams_per_client: self.count(&raw.max_streams_per_client, 64, "server.max_streams_per_client"),
             tls,
         };
         server.allowed_hosts = match &raw.allowed_hosts {
@@ -484,6 +516,10 @@ impl Checker<'_> {
             policy: self.policy(&route.policy),
             prefetch: self.prefetch(&route.prefetch),
             health: self.health(&route.health),
+            limits: LimitsConfig {
+                max_concurrent: self.count(&route.limits.max_concurrent, 0, "limits.max_concurrent"),
+                rate_per_client: self.count(&route.limits.rate_per_client, 0, "limits.rate_per_client"),
+            },
             name,
             path,
             upstreams,

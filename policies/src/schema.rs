@@ -23,6 +23,7 @@ const SERVER: &[(&str, Schema)] = &[
     ("allowed_origins", Schema::Leaf),
     ("allowed_hosts", Schema::Leaf),
     ("header_timeout", Schema::Leaf),
+    ("max_streams_per_client", Schema::Leaf),
     ("tls", Schema::Table(TLS)),
 ];
 const ADMIN: &[(&str, Schema)] = &[("listen", Schema::Leaf), ("token_file", Schema::Leaf)];
@@ -48,6 +49,7 @@ const POLICY: &[(&str, Schema)] = &[
 const PREFETCH: &[(&str, Schema)] =
     &[("enabled", Schema::Leaf), ("min_confidence", Schema::Leaf), ("max_inflight", Schema::Leaf)];
 const HEALTH: &[(&str, Schema)] = &[("interval", Schema::Leaf), ("timeout", Schema::Leaf)];
+const LIMITS: &[(&str, Schema)] = &[("max_concurrent", Schema::Leaf), ("rate_per_client", Schema::Leaf)];
 const ROUTE: &[(&str, Schema)] = &[
     ("name", Schema::Leaf),
     ("path", Schema::Leaf),
@@ -59,6 +61,7 @@ const ROUTE: &[(&str, Schema)] = &[
     ("policy", Schema::Table(POLICY)),
     ("prefetch", Schema::Table(PREFETCH)),
     ("health", Schema::Table(HEALTH)),
+    ("limits", Schema::Table(LIMITS)),
 ];
 /// The whole configuration file.
 pub const ROOT: &[(&str, Schema)] = &[

@@ -128,7 +128,9 @@ impl EdgeApp {
         }
         let started = Instant::now();
         let _active = crate::metrics::ActiveRequest::start();
-        let hit = match self.try_hit(&buffer[..request_len], head.head_len).await {
+        let client =
+            || stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let hit = match self.try_hit(&buffer[..request_len], head.head_len, client).await {
             Lookout::Hit(hit) => hit,
             Lookout::Missed(prelooked) => return Step::HandOver(prelooked),
         };
@@ -173,7 +175,12 @@ impl EdgeApp {
 
     /// Answers `request` (head and body, `head_len` bytes of head) from the cache if it is a
     /// fresh hit that passes every check the proxy service makes.
-    async fn try_hit(&self, request: &[u8], head_len: usize) -> Lookout {
+    async fn try_hit(
+        &self,
+        request: &[u8],
+        head_len: usize,
+        client: impl FnOnce() -> Option<std::net::IpAddr>,
+    ) -> Lookout {
         let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut header_slots);
         if !matches!(parsed.parse(request), Ok(httparse::Status::Complete(_))) {
@@ -209,6 +216,11 @@ impl EdgeApp {
             Found::Fresh(entry) => entry,
             found => return Lookout::Missed(Some(Prelooked { lookup, found })),
         };
+        // A hit counts against its client's rate too (a miss is counted by the service); one
+        // past it goes to the service, which counts it again and refuses it.
+        if route.limits.limits_rate() && route.limits.admit(client()).is_err() {
+            return Lookout::Missed(None);
+        }
         let accepts_gzip =
             snapshot.config.compression.gzip && crate::compress::accepts_gzip(headers.header("accept-encoding"));
         Lookout::Hit(Hit {

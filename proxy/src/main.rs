@@ -9,6 +9,7 @@ mod demo_upstream;
 mod guards;
 mod health;
 mod hit_path;
+mod limits;
 mod metrics;
 mod poll;
 mod pool;

@@ -10,6 +10,7 @@ use mcp_edge_policies::Config;
 use mcp_edge_policies::config::RouteConfig;
 
 use crate::cached::ReadonlyTools;
+use crate::limits::RouteLimits;
 use crate::pool::Pool;
 
 pub struct Route {
@@ -17,6 +18,7 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Tools this route's upstreams declared read-only (for `readonly_tools`).
     pub readonly: ReadonlyTools,
+    pub limits: Arc<RouteLimits>,
 }
 
 pub struct Runtime {
@@ -35,7 +37,8 @@ impl Runtime {
             .iter()
             .map(|route| {
                 let pool = Arc::new(Pool::build(route)?);
-                Ok(Route { config: route.clone(), pool, readonly: ReadonlyTools::default() })
+                let limits = Arc::new(RouteLimits::new(route.limits));
+                Ok(Route { config: route.clone(), pool, readonly: ReadonlyTools::default(), limits })
             })
             .collect::<Result<Vec<_>, String>>()?;
         let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;

@@ -22,6 +22,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::cache::EdgeCache;
 use crate::cached::{self, CacheCtx, LookupInput, Outcome, Prelooked, Prepared};
 use crate::guards::{self, HeaderLookup, Rejection};
+use crate::limits;
 use crate::runtime::{Live, Route, Runtime};
 use crate::served::Served;
 use crate::session_signals::SERVER_REQUESTS;
@@ -67,6 +68,10 @@ pub struct Ctx {
     held_body: Option<BytesMut>,
     /// Why a held body was refused.
     rejection: Option<Rejection>,
+    /// This request's place among the route's requests forwarded upstream (`max_concurrent`),
+    /// or among its client's open streams.
+    forwarding: Option<limits::Forwarding>,
+    open_stream: Option<limits::OpenStream>,
     /// Why the last connection attempt failed (named in the error if none succeeds).
     last_connect_error: Option<String>,
     /// Cache state of a cacheable request.
@@ -137,6 +142,8 @@ impl ProxyHttp for McpProxy {
             streamed_body: 0,
             held_body: None,
             rejection: None,
+            forwarding: None,
+            open_stream: None,
             last_connect_error: None,
             cache: None,
             prelooked: None,
@@ -175,7 +182,10 @@ impl ProxyHttp for McpProxy {
             let message = format!("method {method} is not allowed on an MCP endpoint");
             return reject(session, Rejection::new(405, codes::SERVER_ERROR, message)).await;
         }
-        if let Err(rejection) = guards::check_request(&snapshot.config.server, route, session.req_header()) {
+        let client = client_addr(session);
+        let admitted = guards::check_request(&snapshot.config.server, route, session.req_header())
+            .and_then(|()| route.limits.admit(client));
+        if let Err(rejection) = admitted {
             return reject(session, rejection).await;
         }
         let headers = &session.req_header().headers;
@@ -191,13 +201,25 @@ impl ProxyHttp for McpProxy {
             Err(rejection) => return reject(session, rejection).await,
         }
         if method == http::Method::POST {
-            return match self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
-                Inspected::Answered => Ok(true),
-                Inspected::Streamed => Ok(false),
-                Inspected::Message(message) => self.consult_cache(session, ctx, route, &message).await,
-            };
+            match self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
+                Inspected::Answered => return Ok(true),
+                Inspected::Streamed => {}
+                Inspected::Message(message) => {
+                    if self.consult_cache(session, ctx, route, &message).await? {
+                        return Ok(true);
+                    }
+                }
+            }
         }
-        Ok(false)
+        let max_streams = snapshot.config.server.max_streams_per_client;
+        let admitted = match ctx.is_long_lived_stream(&method) {
+            true => limits::open_stream(client, max_streams).map(|stream| ctx.open_stream = stream),
+            false => route.limits.forward().map(|forwarding| ctx.forwarding = forwarding),
+        };
+        match admitted {
+            Ok(()) => Ok(false),
+            Err(rejection) => reject(session, rejection).await,
+        }
     }
 
     async fn request_body_filter(
@@ -694,6 +716,13 @@ fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.header(name)
 }
 
+fn client_addr(session: &Session) -> Option<std::net::IpAddr> {
+    match session.client_addr() {
+        Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
+        _ => None,
+    }
+}
+
 fn client_ip(session: &Session) -> String {
     match session.client_addr() {
         Some(SocketAddr::Inet(addr)) => addr.ip().to_string(),
@@ -710,6 +739,9 @@ async fn reject(session: &mut Session, rejection: Rejection) -> Result<bool> {
     let mut headers = vec![("x-cache", Outcome::Bypass.as_str())];
     if rejection.status == 405 {
         headers.push(("allow", "GET, POST, DELETE, OPTIONS"));
+    }
+    if rejection.status == 429 {
+        headers.push(("retry-after", "1"));
     }
     // The request body may be unread (rejected before reading): don't reuse the connection.
     respond(session, rejection.status, Bytes::from(rejection.body()), headers, false).await?;

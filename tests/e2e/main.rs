@@ -8,6 +8,7 @@ mod errors;
 mod fidelity;
 mod harness;
 mod hit_path;
+mod limits;
 mod passthrough;
 mod peers;
 mod safety;

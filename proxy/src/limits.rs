@@ -1,0 +1,163 @@
+//! Admission limits, answered `429` with `Retry-After`: a route's requests forwarded upstream
+//! at once (`limits.max_concurrent`), a client address's requests per second on a route
+//! (`limits.rate_per_client`, hits included), and the server-to-client streams one address may
+//! hold open (`server.max_streams_per_client`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use mcp_edge_policies::config::LimitsConfig;
+use mcp_edge_policies::jsonrpc::codes;
+use pingora_limits::rate::Rate;
+
+use crate::guards::Rejection;
+
+/// Hashes and columns of the per-client rate estimator (a count-min sketch, two of them): it
+/// never undercounts, and overcounts little below tens of thousands of active clients per
+/// second. About 1 MiB per route that limits rates.
+const RATE_HASHES: usize = 4;
+const RATE_SLOTS: usize = 16 * 1024;
+
+pub struct RouteLimits {
+    config: LimitsConfig,
+    forwarded: AtomicUsize,
+    rate: Option<Rate>,
+}
+
+impl RouteLimits {
+    pub fn new(config: LimitsConfig) -> RouteLimits {
+        let rate = (config.rate_per_client > 0)
+            .then(|| Rate::new_with_estimator_config(Duration::from_secs(1), RATE_HASHES, RATE_SLOTS));
+        RouteLimits { config, forwarded: AtomicUsize::new(0), rate }
+    }
+
+    /// Whether requests are counted per client at all (the hit path asks before finding the
+    /// client's address).
+    pub fn limits_rate(&self) -> bool {
+        self.rate.is_some()
+    }
+
+    /// Counts a request of `client`; refused past `rate_per_client` in the current second.
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), Rejection> {
+        let (Some(rate), Some(client)) = (&self.rate, client) else { return Ok(()) };
+        if rate.observe(&client, 1) as usize > self.config.rate_per_client {
+            let message =
+                format!("Too Many Requests: more than {} per second from {client}", self.config.rate_per_client);
+            return Err(too_many(message));
+        }
+        Ok(())
+    }
+
+    /// A place among the route's requests forwarded upstream, held until dropped; refused
+    /// when `max_concurrent` are under way.
+    pub fn forward(self: &Arc<Self>) -> Result<Option<Forwarding>, Rejection> {
+        let limit = self.config.max_concurrent;
+        if limit == 0 {
+            return Ok(None);
+        }
+        let taken = self.forwarded.fetch_add(1, Ordering::AcqRel);
+        let forwarding = Forwarding(self.clone());
+        if taken >= limit {
+            drop(forwarding);
+            return Err(too_many(format!(
+                "Too Many Requests: the route's {limit} concurrent requests are all under way"
+            )));
+        }
+        Ok(Some(forwarding))
+    }
+}
+
+/// One request forwarded upstream, counted against `max_concurrent` while it lives.
+pub struct Forwarding(Arc<RouteLimits>);
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forwarding")
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.0.forwarded.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Open server-to-client streams per client address.
+static STREAMS: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Default::default);
+
+/// One open stream of a client, counted while it lives.
+#[derive(Debug)]
+pub struct OpenStream(IpAddr);
+
+/// Opens a stream for `client`; refused when it already holds `max` (0: no limit).
+pub fn open_stream(client: Option<IpAddr>, max: usize) -> Result<Option<OpenStream>, Rejection> {
+    let Some(client) = client.filter(|_| max > 0) else { return Ok(None) };
+    let mut streams = STREAMS.lock().expect("streams");
+    let open = streams.entry(client).or_insert(0);
+    if *open >= max {
+        return Err(too_many(format!("Too Many Requests: {client} already holds {max} open streams")));
+    }
+    *open += 1;
+    Ok(Some(OpenStream(client)))
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let mut streams = STREAMS.lock().expect("streams");
+        if let Some(open) = streams.get_mut(&self.0) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.0);
+            }
+        }
+    }
+}
+
+fn too_many(message: String) -> Rejection {
+    Rejection::new(429, codes::SERVER_ERROR, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_concurrent: usize, rate_per_client: usize) -> Arc<RouteLimits> {
+        Arc::new(RouteLimits::new(LimitsConfig { max_concurrent, rate_per_client }))
+    }
+
+    #[test]
+    fn concurrency_is_capped_and_freed_on_drop() {
+        let route = limits(2, 0);
+        let first = route.forward().unwrap();
+        let _second = route.forward().unwrap();
+        assert_eq!(route.forward().unwrap_err().status, 429);
+        drop(first);
+        assert!(route.forward().is_ok(), "a finished request frees its place");
+        assert!(limits(0, 0).forward().unwrap().is_none(), "0: no limit, nothing counted");
+    }
+
+    #[test]
+    fn each_client_has_its_own_rate() {
+        let route = limits(0, 3);
+        let (a, b) = (Some("10.0.0.1".parse().unwrap()), Some("10.0.0.2".parse().unwrap()));
+        for _ in 0..3 {
+            assert!(route.admit(a).is_ok());
+        }
+        assert_eq!(route.admit(a).unwrap_err().status, 429);
+        assert!(route.admit(b).is_ok(), "another client is not limited by the first");
+        assert!(limits(0, 0).admit(a).is_ok());
+    }
+
+    #[test]
+    fn streams_per_client_are_capped() {
+        let client = Some("10.9.9.9".parse().unwrap());
+        let first = open_stream(client, 2).unwrap();
+        let _second = open_stream(client, 2).unwrap();
+        assert!(open_stream(client, 2).is_err());
+        drop(first);
+        assert!(open_stream(client, 2).is_ok());
+    }
+}
