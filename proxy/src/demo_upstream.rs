@@ -57,6 +57,9 @@ pub struct DemoOptions {
     pub fail_status: Option<u16>,
     /// Stamp the cache hints on handshake-era results too (SDK servers do not; a server may).
     pub hint_handshake: bool,
+    /// Say in every result whom it was fetched for (`_meta.fetchedFor`: the `Authorization` and
+    /// the session), so tests can tell an answer served to anybody else.
+    pub echo_caller: bool,
 }
 
 impl Default for DemoOptions {
@@ -68,6 +71,7 @@ impl Default for DemoOptions {
             scope: "public".into(),
             fail_status: None,
             hint_handshake: false,
+            echo_caller: false,
         }
     }
 }
@@ -264,6 +268,10 @@ async fn answer(
                 };
                 stamp_cache_hints(state.options.ttl_ms, scope, method, &mut result);
             }
+            if state.options.echo_caller {
+                let authorization = call.seen_headers.lines().find_map(|l| l.strip_prefix("authorization: "));
+                result["_meta"]["fetchedFor"] = json!({"authorization": authorization, "session": session});
+            }
             (StatusCode::OK, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#))
         }
         Err((code, message)) => {
@@ -277,6 +285,7 @@ async fn answer(
     sse_headers(full(format!("event: message\ndata: {text}\n\n")), session.as_deref())
 }
 
+/// `scope` "none": no hints at all (the cache's defaults decide).
 fn stamp_cache_hints(ttl_ms: u64, scope: &str, method: &str, result: &mut Value) {
     let cacheable = matches!(
         method,
@@ -284,7 +293,7 @@ fn stamp_cache_hints(ttl_ms: u64, scope: &str, method: &str, result: &mut Value)
     );
     if let Value::Object(map) = result {
         map.insert("resultType".into(), json!("complete"));
-        if cacheable {
+        if cacheable && scope != "none" {
             map.insert("ttlMs".into(), json!(ttl_ms));
             map.insert("cacheScope".into(), json!(scope));
         }

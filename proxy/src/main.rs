@@ -99,7 +99,7 @@ enum Command {
         /// `ttlMs` on cacheable stateless-era results.
         #[arg(long, default_value_t = 60_000)]
         ttl_ms: u64,
-        /// `cacheScope` on cacheable stateless-era results.
+        /// `cacheScope` on cacheable stateless-era results (`none`: no hints at all).
         #[arg(long, default_value = "public")]
         scope: String,
         /// Answer every POST with this HTTP status (a broken replica).
@@ -108,6 +108,9 @@ enum Command {
         /// Put `ttlMs`/`cacheScope` on handshake-era results too.
         #[arg(long)]
         hint_handshake: bool,
+        /// Put `_meta.fetchedFor` (Authorization and session) on every result.
+        #[arg(long)]
+        echo_caller: bool,
     },
 }
 
@@ -124,8 +127,8 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Demo { port, upstream_port } => demo(port, upstream_port),
-        Command::Upstream { listen, name, json, ttl_ms, scope, fail_status, hint_handshake } => {
-            let options = DemoOptions { name, json, ttl_ms, scope, fail_status, hint_handshake };
+        Command::Upstream { listen, name, json, ttl_ms, scope, fail_status, hint_handshake, echo_caller } => {
+            let options = DemoOptions { name, json, ttl_ms, scope, fail_status, hint_handshake, echo_caller };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap_or_else(|e| {

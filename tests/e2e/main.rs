@@ -12,4 +12,5 @@ mod limits;
 mod passthrough;
 mod peers;
 mod safety;
+mod tenants;
 mod tls;
