@@ -244,6 +244,10 @@ fn keyable_params(method: &str, params: &crate::jsonrpc::Params) -> bool {
     }
     let (uri, name, cursor, arguments) =
         (params.uri.is_some(), params.name.is_some(), params.cursor.is_some(), params.arguments.is_some());
+    // An empty cursor is a token of its own to the upstream, not the first page.
+    if params.cursor.as_deref() == Some("") {
+        return false;
+    }
     match method {
         "resources/read" => !name && !cursor && !arguments,
         "tools/call" => !uri && !cursor,
@@ -654,6 +658,7 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","cursor":"p2"}}"#, "duplicate"),
             (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","name":5}}"#, "wrong type"),
             (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":null}}"#, "null cursor"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":""}}"#, "empty cursor"),
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","filter":"x"}}"#,
                 "unknown member",

@@ -17,6 +17,7 @@ pub mod canonical;
 pub mod config;
 pub mod headers;
 pub mod jsonrpc;
+pub mod key_property;
 pub mod observe;
 pub mod problem;
 pub mod routing;
