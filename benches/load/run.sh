@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: resources/read POSTs sent direct to the demo upstream, through nginx (plain
 # reverse proxy, the baseline) and through mcp-edge, in one run on this machine.
-# usage: [REPEAT=3] [MILLION=1000000] benches/load/run.sh [pass|hits|disk|all] [DURATION_SECONDS=5] [CONNECTIONS=64]
+# usage: [REPEAT=3] [MILLION=1000000] [BIN=target/release/mcp-edge] benches/load/run.sh [pass|hits|disk|all] [DURATION_SECONDS=5] [CONNECTIONS=64]
 #   pass: pass-through (direct vs nginx vs mcp-edge); hits: cache hits of 1 KiB resources vs
 #   nginx returning a fixed 1 KiB body, as the cache grows, and from the disk tier (disk: only that).
 # Needs: wrk and nginx (apt-get install -y wrk nginx-light).
@@ -15,8 +15,13 @@ CONNECTIONS=${3:-64}
 for tool in wrk nginx; do
   command -v $tool >/dev/null || { echo "needs $tool: apt-get install -y wrk nginx-light" >&2; exit 1; }
 done
-cargo build --release -p mcp-edge -q --bin mcp-edge --example pingora_floor
-BIN=target/release/mcp-edge
+# BIN=path/to/mcp-edge measures another build (e.g. an earlier commit's) against the same baselines.
+if [ -n "${BIN:-}" ]; then
+  cargo build --release -p mcp-edge -q --example pingora_floor
+else
+  cargo build --release -p mcp-edge -q --bin mcp-edge --example pingora_floor
+  BIN=target/release/mcp-edge
+fi
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }

@@ -40,12 +40,17 @@ pub fn spawn(addr: SocketAddr, live: Live, cache: Arc<EdgeCache>) -> std::io::Re
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("admin runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("admin listener");
+            let mut last_warning: Option<std::time::Instant> = None;
             loop {
                 let stream = match listener.accept().await {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        // Out of file descriptors, typically: wait instead of spinning.
-                        tracing::warn!(error = %e, "admin listener: accept failed; retrying in 100 ms");
+                        // Out of file descriptors, typically: wait instead of spinning, and say
+                        // so every few seconds, not every time.
+                        if last_warning.is_none_or(|at| at.elapsed() > std::time::Duration::from_secs(5)) {
+                            tracing::warn!(error = %e, "admin listener: accept failed; retrying every 100 ms");
+                            last_warning = Some(std::time::Instant::now());
+                        }
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }

@@ -116,6 +116,10 @@ enum Command {
 
 fn main() -> ExitCode {
     avoid_huge_page_stalls();
+    // A write past the file-size limit (RLIMIT_FSIZE) must fail with EFBIG for the cache to
+    // handle, not end the process with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to "ignore" at start, before any thread exists.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     init_logging();
     match Cli::parse().command {
         Command::Run { config } => match load_config(&config) {
@@ -148,7 +152,9 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    use tracing_subscriber::prelude::*;
+    let log = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter);
+    tracing_subscriber::registry().with(log).with(metrics::disk_errors_counter()).init();
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -159,3 +159,26 @@ pub fn method_label(method: Option<&str>) -> &'static str {
         Some(m) => KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other"),
     }
 }
+
+/// Counts the disk tier's failures (foyer logs a failed write or flush at ERROR and counts
+/// nothing) in `mcp_cache_operations_total{operation="write",tier="disk",result="error"}`. Its
+/// own filter keeps every other event's call site off, as the log's filter does.
+pub fn disk_errors_counter<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use tracing_subscriber::Layer;
+    let errors = cache_operation("write", "disk", "error");
+    let foyer_errors = tracing_subscriber::filter::filter_fn(|m| {
+        *m.level() == tracing::Level::ERROR && m.target().starts_with("foyer")
+    });
+    DiskErrors(errors).with_filter(foyer_errors)
+}
+
+struct DiskErrors(IntCounter);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DiskErrors {
+    fn on_event(&self, _event: &tracing::Event<'_>, _context: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.inc();
+    }
+}

@@ -72,8 +72,9 @@ pub struct Ctx {
     /// or among its client's open streams.
     forwarding: Option<limits::Forwarding>,
     open_stream: Option<limits::OpenStream>,
-    /// Why the last connection attempt failed (named in the error if none succeeds).
-    last_connect_error: Option<String>,
+    /// Why the last attempt failed, connecting or proxying (named in the error if none
+    /// succeeds).
+    last_failure: Option<String>,
     /// Cache state of a cacheable request.
     cache: Option<Box<CacheCtx>>,
     /// The hit path's lookup of this request, when it looked before handing it over.
@@ -144,7 +145,7 @@ impl ProxyHttp for McpProxy {
             rejection: None,
             forwarding: None,
             open_stream: None,
-            last_connect_error: None,
+            last_failure: None,
             cache: None,
             prelooked: None,
             outcome: Outcome::Bypass,
@@ -273,7 +274,7 @@ impl ProxyHttp for McpProxy {
                 let client = client_ip(session);
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client.as_bytes());
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
-                    return match &ctx.last_connect_error {
+                    return match &ctx.last_failure {
                         Some(last) => Error::e_explain(ErrorType::Custom(EVERY_UPSTREAM_FAILED), last.clone()),
                         None => Error::e_explain(
                             ErrorType::Custom(NO_HEALTHY_UPSTREAM),
@@ -445,7 +446,7 @@ impl ProxyHttp for McpProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.last_connect_error = Some(e.etype().as_str().to_string());
+        ctx.last_failure = Some(e.etype().as_str().to_string());
         if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
             tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
             route.pool.eject(index);
@@ -467,10 +468,16 @@ impl ProxyHttp for McpProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if ctx.safe_to_resend(&session.req_header().method) && !session.as_ref().retry_buffer_truncated() {
-            e.retry.decide_reuse(client_reused);
-        } else {
+        let resendable = ctx.safe_to_resend(&session.req_header().method) && !session.as_ref().retry_buffer_truncated();
+        if !resendable {
             e.set_retry(false);
+        } else if e.esource() == &ErrorSource::Upstream && session.response_written().is_none() {
+            // A read that changes nothing, whose upstream failed before answering (it died,
+            // reset the connection, answered garbage): another replica may answer it.
+            ctx.last_failure = Some(e.etype().as_str().to_string());
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -668,7 +675,7 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
         Custom(EVERY_UPSTREAM_FAILED) => (
             502,
             codes::SERVER_ERROR,
-            format!("route {route}: cannot connect to any upstream (last error: {})", e.context_text()),
+            format!("route {route}: every upstream failed (last error: {})", e.context_text()),
         ),
         // The context may name the upstream (Pingora adds the peer): not for the client's eyes.
         HTTPStatus(413) => {

@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod compression;
 mod errors;
+mod faults;
 mod fidelity;
 mod harness;
 mod hit_path;
