@@ -73,9 +73,15 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
     }
 }
 
-/// The keys of one object seen so far: a scan while few, a hash set beyond.
+/// Keys an object keeps inline before they spill to the heap (most objects in a request are
+/// small: checking one allocates nothing).
+const INLINE_KEYS: usize = 8;
+
+/// The keys of one object seen so far: inline while few, then a scan of a vector, then a hash
+/// set beyond [`SCAN_LIMIT`].
 #[derive(Default)]
 pub(crate) struct KeySet<'de> {
+    inline: [Option<Cow<'de, str>>; INLINE_KEYS],
     few: Vec<Cow<'de, str>>,
     many: Option<std::collections::HashSet<Cow<'de, str>>>,
 }
@@ -86,12 +92,28 @@ impl<'de> KeySet<'de> {
         if let Some(many) = &mut self.many {
             return many.insert(key);
         }
+        let mut free = None;
+        for (at, slot) in self.inline.iter().enumerate() {
+            match slot {
+                Some(seen) if *seen == key => return false,
+                Some(_) => {}
+                None => {
+                    free = Some(at);
+                    break;
+                }
+            }
+        }
+        if let Some(at) = free {
+            self.inline[at] = Some(key);
+            return true;
+        }
         if self.few.contains(&key) {
             return false;
         }
         self.few.push(key);
-        if self.few.len() > SCAN_LIMIT {
-            self.many = Some(std::mem::take(&mut self.few).into_iter().collect());
+        if self.few.len() + INLINE_KEYS > SCAN_LIMIT {
+            let inline = self.inline.iter_mut().filter_map(Option::take);
+            self.many = Some(inline.chain(std::mem::take(&mut self.few)).collect());
         }
         true
     }

@@ -14,8 +14,8 @@ use crate::runtime::Route;
 pub trait HeaderLookup {
     fn header_bytes(&self, name: &str) -> Option<&[u8]>;
 
-    /// How many header lines have this name.
-    fn header_count(&self, name: &str) -> usize;
+    /// The names of every header line, repeats included, in order.
+    fn header_names(&self) -> impl Iterator<Item = &str>;
 
     /// The header as text; `None` when absent or not visible ASCII.
     fn header(&self, name: &str) -> Option<&str> {
@@ -36,8 +36,8 @@ impl HeaderLookup for http::HeaderMap {
         self.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn header_count(&self, name: &str) -> usize {
-        self.get_all(name).iter().count()
+    fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(name, _)| name.as_str())
     }
 }
 
@@ -46,8 +46,8 @@ impl HeaderLookup for [httparse::Header<'_>] {
         self.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 
-    fn header_count(&self, name: &str) -> usize {
-        self.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count()
+    fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|h| h.name)
     }
 }
 
@@ -78,16 +78,22 @@ const SINGLETON_HEADERS: [&str; 7] =
 /// Refuses a request that repeats a header it must carry at most once (those above and the
 /// route's identity header).
 pub fn check_singletons(headers: &(impl HeaderLookup + ?Sized), identity_header: &str) -> Result<(), Rejection> {
-    let repeated =
-        SINGLETON_HEADERS.iter().copied().chain([identity_header]).find(|name| headers.header_count(name) > 1);
-    match repeated {
-        Some(name) => Err(Rejection::new(
-            400,
-            codes::INVALID_REQUEST,
-            format!("Bad Request: header {name} appears more than once"),
-        )),
-        None => Ok(()),
+    // One pass over the headers, a bit per singleton seen (this runs on every hit).
+    let mut seen = 0u16;
+    for name in headers.header_names() {
+        let singleton = SINGLETON_HEADERS
+            .iter()
+            .copied()
+            .chain([identity_header])
+            .position(|singleton| singleton.len() == name.len() && singleton.eq_ignore_ascii_case(name));
+        let Some(bit) = singleton.map(|at| 1u16 << at) else { continue };
+        if seen & bit != 0 {
+            let message = format!("Bad Request: header {} appears more than once", name.to_ascii_lowercase());
+            return Err(Rejection::new(400, codes::INVALID_REQUEST, message));
+        }
+        seen |= bit;
     }
+    Ok(())
 }
 
 /// The checks of a request's head that both the hit path and the service make before anything
@@ -180,18 +186,36 @@ pub fn check_origin(
     ))
 }
 
-/// Request paths with dot segments (`/mcp/../admin`) are refused rather than forwarded as they
-/// are: the upstream (or anything between) may resolve them to a path no route was chosen for.
+/// Request paths with dot segments (`/mcp/../admin`, also `%2e`-encoded) or backslashes are
+/// refused rather than forwarded as they are: the upstream (or anything between) may resolve
+/// them to a path no route was chosen for.
 pub fn check_path(path: &str) -> Result<(), Rejection> {
-    let dotted = path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    });
-    if dotted || path.contains('\\') {
+    // Most paths have no '.', '%' or '\\' at all: nothing to look at (no allocation per hit).
+    if !path.contains(['.', '%', '\\']) {
+        return Ok(());
+    }
+    if path.contains('\\') || path.split('/').any(is_dot_segment) {
         let message = format!("Bad Request: path {path:?} has dot segments or backslashes");
         return Err(Rejection::new(400, codes::INVALID_REQUEST, message));
     }
     Ok(())
+}
+
+/// `.` or `..`, each dot possibly written `%2e` / `%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2].eq_ignore_ascii_case(&b'e') {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// Where a handshake-era request's session lives: the pool index of the upstream that created

@@ -171,3 +171,31 @@ async fn an_admin_listener_out_of_descriptors_waits_instead_of_spinning() {
     assert!(used < 30, "{used} ticks of 100 in one second while accept() fails");
     drop(held);
 }
+
+#[tokio::test]
+async fn a_reload_stuck_reading_a_file_does_not_stop_health_checks() {
+    let mut upstream = Some(demo_upstream("a", &[]).await);
+    let health = "[route.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n";
+    let proxy = proxy(&route(&[upstream.as_ref().unwrap()], health)).await;
+    let ready = || async { reqwest::get(proxy.admin_url("/readyz")).await.unwrap().status().as_u16() };
+    assert_eq!(ready().await, 200);
+    // A reload whose CA file is a FIFO nobody writes: reading it blocks until somebody does.
+    let fifo = proxy.config_path.with_file_name("ca.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let stuck = format!(
+        "{}[[route]]\nname = \"stuck\"\npath = \"/stuck\"\nupstreams = [\"https://127.0.0.1:1/mcp\"]\nca_file = {:?}\n",
+        route(&[upstream.as_ref().unwrap()], health),
+        fifo.display().to_string()
+    );
+    proxy.reload_with(&stuck);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The upstream dies: health checks, which run beside reloads, must notice.
+    drop(upstream.take());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while ready().await != 503 {
+        assert!(Instant::now() < deadline, "health checks stopped while a reload was stuck");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Unblock the reload (an empty CA file: refused, the old configuration keeps serving).
+    std::fs::write(&fifo, b"").unwrap();
+}
