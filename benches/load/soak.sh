@@ -8,14 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MINUTES=${1:-10}
-ulimit -n 65536
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -p mcp-edge -q --bin mcp-edge
 BIN=target/release/mcp-edge
 DIR=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; exit 1; }
+# shellcheck source=benches/load/lib.sh
+. benches/load/lib.sh
 UP=$(port); NOCACHE=$(port); EDGE=$(port)
 $BIN upstream --listen 127.0.0.1:$UP --name soak --json 2>/dev/null & PIDS+=($!)
 $BIN upstream --listen 127.0.0.1:$NOCACHE --name soak --json --ttl-ms 0 2>/dev/null & PIDS+=($!)
@@ -34,10 +34,11 @@ upstreams = ["http://127.0.0.1:$UP/mcp"]
 path = "/nocache"
 upstreams = ["http://127.0.0.1:$NOCACHE/mcp"]
 TOML
-RUST_LOG=warn $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & EDGE_PID=$!; PIDS+=($EDGE_PID)
+# info: the reloads are counted from the log; the access log is left out (target mcp_edge::access).
+RUST_LOG=info,pingora=warn,mcp_edge::access=warn $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & EDGE_PID=$!; PIDS+=($EDGE_PID)
 wait_port $UP; wait_port $NOCACHE; wait_port $EDGE
 SECONDS_TOTAL=$((MINUTES * 60))
-python3 benches/load/streams.py "http://127.0.0.1:$EDGE/mcp" 200 "$SECONDS_TOTAL" >"$DIR/streams.log" 2>&1 & PIDS+=($!)
+python3 benches/load/streams.py "http://127.0.0.1:$EDGE/mcp" 200 "$SECONDS_TOTAL" >"$DIR/streams.log" 2>&1 & STREAMS_PID=$!; PIDS+=($STREAMS_PID)
 KEYS=10000 wrk -t1 -c32 -d"${SECONDS_TOTAL}s" -s benches/load/random-read.lua "http://127.0.0.1:$EDGE/mcp" >"$DIR/hits.log" 2>&1 & PIDS+=($!)
 wrk -t1 -c8 -d"${SECONDS_TOTAL}s" -s benches/load/read.lua "http://127.0.0.1:$EDGE/nocache" >"$DIR/misses.log" 2>&1 & PIDS+=($!)
 rss() { awk '/VmRSS/ {print $2}' /proc/$EDGE_PID/status; }
@@ -51,7 +52,9 @@ done
 sleep 2
 echo "hits:   $(grep -E 'Requests/sec|Non-2xx' "$DIR/hits.log" | tr -s ' ' | tr '\n' ' ')"
 echo "misses: $(grep -E 'Requests/sec|Non-2xx' "$DIR/misses.log" | tr -s ' ' | tr '\n' ' ')"
-echo "reloads: $(grep -c 'configuration reloaded' "$DIR/edge.log" || true); errors in the log: $(grep -ci ' error ' "$DIR/edge.log" || true)"
+echo "reloads: $(grep -c 'configuration reloaded' "$DIR/edge.log" || true); ERROR lines in the log: $(grep -c ' ERROR ' "$DIR/edge.log" || true)"
+grep ' ERROR ' "$DIR/edge.log" | head -3
+wait "$STREAMS_PID" 2>/dev/null || true; cat "$DIR/streams.log"
 if [ "${#samples[@]}" -ge 3 ]; then
   echo "memory from the second sample to the last: ${samples[1]} kB -> ${samples[-1]} kB ($(( (samples[-1] - samples[1]) * 100 / samples[1] ))%)"
 fi

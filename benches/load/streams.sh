@@ -3,19 +3,21 @@
 # cached resources at full load, on this 2-core machine. Prints the readers' throughput and
 # latency, whether every stream lived through it, and mcp-edge's memory and descriptors.
 # usage: benches/load/streams.sh [STREAMS=10000] [ACTIVE=1000] [SECONDS=20]
-# Needs wrk (apt-get install -y wrk) and a descriptor limit above 3 x STREAMS: as root this
-# script raises its own (ulimit -n 100000); the systemd unit sets LimitNOFILE (packaging/).
+# Needs wrk (apt-get install -y wrk) and a descriptor limit above 2 x STREAMS + ACTIVE in the
+# proxy (each stream holds a client and an upstream connection): the script raises its soft
+# limit as far as the hard one allows; the systemd unit sets LimitNOFILE=262144 (packaging/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STREAMS=${1:-10000}; ACTIVE=${2:-1000}; SECONDS_RUN=${3:-20}
-ulimit -n 100000
+ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+echo "descriptor limit: $(ulimit -n)"
 cargo build --release -p mcp-edge -q --bin mcp-edge
 BIN=target/release/mcp-edge
 DIR=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; exit 1; }
+# shellcheck source=benches/load/lib.sh
+. benches/load/lib.sh
 UP=$(port); EDGE=$(port)
 $BIN upstream --listen 127.0.0.1:$UP --name streams 2>"$DIR/upstream.log" & PIDS+=($!)
 cat > "$DIR/edge.toml" <<TOML

@@ -10,10 +10,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn x_cache(reply: &Reply) -> &str {
-    reply.header("x-cache").unwrap_or("(none)")
-}
-
 #[tokio::test]
 async fn repeated_reads_are_answered_from_the_cache() {
     let upstream = demo_upstream("a", &[]).await;

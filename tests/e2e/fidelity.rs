@@ -9,10 +9,6 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn x_cache(reply: &Reply) -> &str {
-    reply.header("x-cache").unwrap_or("(none)")
-}
-
 #[tokio::test]
 async fn answers_sent_with_progress_are_not_stored() {
     let upstream = demo_upstream("a", &[]).await;

@@ -226,6 +226,11 @@ pub struct Reply {
     pub body: String,
 }
 
+/// The `x-cache` header of an answer (`(none)` when missing).
+pub fn x_cache(reply: &Reply) -> &str {
+    reply.header("x-cache").unwrap_or("(none)")
+}
+
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())

@@ -11,10 +11,6 @@ use crate::harness::*;
 
 const STATELESS: &str = "MCP-Protocol-Version: 2026-07-28";
 
-fn x_cache(reply: &Reply) -> &str {
-    reply.header("x-cache").unwrap_or("(none)")
-}
-
 /// A stateless-era request body written by hand (so it may say what serde_json would not).
 fn raw_body(method: &str, params: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#)
