@@ -324,6 +324,32 @@ mod tests {
     }
 
     #[test]
+    fn params_are_marked_exact_only_when_read_completely() {
+        let params = |body: &str| parse(body.as_bytes()).unwrap().params;
+        let clean =
+            params(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","_meta":{"a":{"b":1}}}}"#);
+        assert!(clean.exact && !clean.other_members);
+        assert_eq!(clean.cursor.as_deref(), Some("p2"));
+        for inexact in [
+            r#"{"cursor":"p2","cursor":"p3"}"#,
+            r#"{"cursor":"p2","name":5}"#,
+            r#"{"_meta":{"x":1,"x":1}}"#,
+            r#"{"arguments":{"a":[{"k":1,"k":2}]}}"#,
+            r#"{"arguments":"text"}"#,
+            r#"[1,2]"#,
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{inexact}}}"#);
+            assert!(!params(&body).exact, "{inexact}");
+        }
+        let other = params(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","task":{}}}"#);
+        assert!(other.exact && other.other_members);
+        // What is not exact is still read leniently for the mirrored-header checks.
+        let lenient =
+            params(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://1","x":{"k":1,"k":2}}}"#);
+        assert_eq!((lenient.exact, lenient.uri.as_deref()), (false, Some("a://1")));
+    }
+
+    #[test]
     fn malformed_json_is_a_parse_error() {
         for body in [&b"{not json"[..], b"", b"{\"jsonrpc\":\"2.0\",", b"[1,"] {
             assert_eq!(parse(body).unwrap_err().code, codes::PARSE_ERROR, "{body:?}");

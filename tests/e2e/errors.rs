@@ -71,6 +71,9 @@ async fn oversized_bodies_get_413() {
         body.into_bytes().chunks(32 * 1024).map(|c| Ok(c.to_vec())).collect();
     let reply = mcp.post(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)), &[]).await;
     assert_eq!(reply.status, 413, "chunked: {reply:?}");
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("262144 bytes"), "names the limit: {message}");
+    assert!(!message.contains(&upstream.port.to_string()), "never the upstream's address: {message}");
     // Under the limit is fine.
     let reply = mcp
         .stateless("tools/call", json!({"name": "echo", "arguments": {"message": "x".repeat(200 * 1024)}}), &[])
