@@ -14,9 +14,7 @@ cd "$(dirname "$0")/../.."
 [ $# -ge 3 ] || { sed -n 2,9p "$0" >&2; exit 2; }
 MODE=$1; A=$(realpath "$2"); B=$(realpath "$3")
 DURATION=${4:-3}; CONNECTIONS=${5:-64}; ROUNDS=${ROUNDS:-8}; export KEYS=${KEYS:-1000}
-DIR=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
-trap cleanup EXIT
+scratch
 UP=$(port); EDGE_A=$(port); EDGE_B=$(port)
 TTL=3600000; [ "$MODE" = pass ] && TTL=0
 "${SERVER[@]}" "$A" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms $TTL 2>"$DIR/upstream.log" & PIDS+=($!)

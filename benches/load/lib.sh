@@ -12,6 +12,13 @@ else
 fi
 REPEAT=${REPEAT:-3}
 
+scratch() { # a scratch directory (DIR) and the processes to stop when the script ends (PIDS)
+  DIR=$(mktemp -d); PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"' EXIT
+}
+raise_descriptor_limit() { # wanted: as far as the hard limit allows
+  ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+}
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 

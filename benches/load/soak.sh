@@ -8,14 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MINUTES=${1:-10}
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -p mcp-edge -q --bin mcp-edge
 BIN=target/release/mcp-edge
-DIR=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
-trap cleanup EXIT
 # shellcheck source=benches/load/lib.sh
 . benches/load/lib.sh
+scratch
+raise_descriptor_limit 65536
 UP=$(port); NOCACHE=$(port); EDGE=$(port)
 $BIN upstream --listen 127.0.0.1:$UP --name soak --json 2>/dev/null & PIDS+=($!)
 $BIN upstream --listen 127.0.0.1:$NOCACHE --name soak --json --ttl-ms 0 2>/dev/null & PIDS+=($!)

@@ -9,15 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STREAMS=${1:-10000}; ACTIVE=${2:-1000}; SECONDS_RUN=${3:-20}
-ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-echo "descriptor limit: $(ulimit -n)"
 cargo build --release -p mcp-edge -q --bin mcp-edge
 BIN=target/release/mcp-edge
-DIR=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
-trap cleanup EXIT
 # shellcheck source=benches/load/lib.sh
 . benches/load/lib.sh
+scratch
+raise_descriptor_limit 100000
+echo "descriptor limit: $(ulimit -n)"
 UP=$(port); EDGE=$(port)
 $BIN upstream --listen 127.0.0.1:$UP --name streams 2>"$DIR/upstream.log" & PIDS+=($!)
 cat > "$DIR/edge.toml" <<TOML

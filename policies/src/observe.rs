@@ -37,7 +37,6 @@ pub struct Observer {
     limit: usize,
     /// The raw `result` of the wanted response, once seen.
     pub result: Option<String>,
-    pub server_request_seen: bool,
     /// Server-to-client requests seen so far (sampling, elicitation, roots): the proxy tells
     /// the other requests of the same session (see `session_signals` in the proxy).
     pub server_requests: u64,
@@ -59,7 +58,6 @@ impl Observer {
             json: Vec::new(),
             limit,
             result: None,
-            server_request_seen: false,
             server_requests: 0,
             side_notification_seen: false,
             too_large: false,
@@ -99,10 +97,7 @@ impl Observer {
             return;
         };
         match (&envelope.method, envelope.id) {
-            (Some(_), Some(_)) => {
-                self.server_request_seen = true;
-                self.server_requests += 1;
-            }
+            (Some(_), Some(_)) => self.server_requests += 1,
             (Some(method), None) => {
                 let uri =
                     envelope.params.and_then(|p| serde_json::from_str::<UriParam>(p.get()).ok()).and_then(|p| p.uri);
@@ -125,7 +120,7 @@ impl Observer {
     /// The result, if it may be cached: found, complete, and nothing but change notifications
     /// came with it (no server-to-client request, no progress, no log message).
     pub fn cacheable_result(&self) -> Option<&str> {
-        if self.server_request_seen || self.side_notification_seen || self.too_large {
+        if self.server_requests > 0 || self.side_notification_seen || self.too_large {
             return None;
         }
         self.result.as_deref()

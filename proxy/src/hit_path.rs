@@ -305,53 +305,72 @@ fn probe_head(buffer: &[u8]) -> Probe {
         Err(httparse::Error::TooManyHeaders) => return Probe::Unsuitable,
         Err(_) => return Probe::Malformed("malformed request head"),
     };
-    let headers: &[httparse::Header<'_>] = parsed.headers;
-    if let Some(reason) = malformed(parsed.path.unwrap_or_default(), headers) {
+    if !valid_target(parsed.path.unwrap_or_default()) {
+        return Probe::Malformed("invalid request target");
+    }
+    let framing = Framing::read(parsed.headers);
+    if let Some(reason) = framing.malformed() {
         return Probe::Malformed(reason);
     }
     let suitable_line =
         parsed.method == Some("POST") && parsed.version == Some(1) && parsed.path.is_some_and(|p| p.starts_with('/'));
-    let count = |name: &str| headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
-    let framing_plain = count("transfer-encoding") == 0
-        && count("expect") == 0
-        && count("upgrade") == 0
-        && count("content-length") == 1
-        && count("host") == 1;
-    let body_len = headers.header("content-length").and_then(guards::parse_content_length).map(|n| n as usize);
-    match body_len {
-        Some(body_len) if suitable_line && framing_plain && body_len as u64 <= INSPECT_LIMIT => {
-            Probe::Complete(Head { head_len, body_len })
+    let framing_plain =
+        !framing.chunked && !framing.expects_or_upgrades && framing.length_lines == 1 && framing.hosts == 1;
+    match framing.length {
+        Some(body_len) if suitable_line && framing_plain && body_len <= INSPECT_LIMIT => {
+            Probe::Complete(Head { head_len, body_len: body_len as usize })
         }
         _ => Probe::Unsuitable,
     }
 }
 
-/// What makes a complete request head invalid, whatever its method: a target `http::Uri`
-/// refuses (or with a `"`), a `Content-Length` that is not digits or disagrees with another,
-/// `Content-Length` beside `Transfer-Encoding` (a request-smuggling shape), a second `Host`.
-fn malformed(target: &str, headers: &[httparse::Header<'_>]) -> Option<&'static str> {
-    if !valid_target(target) {
-        return Some("invalid request target");
-    }
-    let (mut length, mut chunked, mut hosts) = (None, false, 0);
-    for header in headers {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(header.value).ok().and_then(guards::parse_content_length);
-            match (value, length) {
-                (None, _) => return Some("invalid Content-Length"),
-                (Some(value), Some(earlier)) if value != earlier => return Some("invalid Content-Length"),
-                (value, _) => length = value,
+/// What a request head's headers say about its framing, read in one pass (this runs on every
+/// request a connection carries).
+#[derive(Default)]
+struct Framing {
+    /// The `Content-Length` every such line agrees on.
+    length: Option<u64>,
+    length_lines: usize,
+    /// A `Content-Length` that is not digits, or two that disagree.
+    invalid_length: bool,
+    chunked: bool,
+    hosts: usize,
+    expects_or_upgrades: bool,
+}
+
+impl Framing {
+    fn read(headers: &[httparse::Header<'_>]) -> Framing {
+        let mut framing = Framing::default();
+        for header in headers {
+            let is = |name: &str| header.name.eq_ignore_ascii_case(name);
+            if is("content-length") {
+                let value = std::str::from_utf8(header.value).ok().and_then(guards::parse_content_length);
+                framing.invalid_length |= value.is_none() || (framing.length.is_some() && value != framing.length);
+                framing.length = framing.length.or(value);
+                framing.length_lines += 1;
+            } else if is("transfer-encoding") {
+                framing.chunked = true;
+            } else if is("host") {
+                framing.hosts += 1;
+            } else if is("expect") || is("upgrade") {
+                framing.expects_or_upgrades = true;
             }
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = true;
-        } else if header.name.eq_ignore_ascii_case("host") {
-            hosts += 1;
         }
+        framing
     }
-    if chunked && length.is_some() {
-        return Some("Content-Length and Transfer-Encoding together");
+
+    /// What makes a complete head invalid, whatever its method: a `Content-Length` that is not
+    /// digits or disagrees with another, `Content-Length` beside `Transfer-Encoding` (a
+    /// request-smuggling shape), a second `Host`.
+    fn malformed(&self) -> Option<&'static str> {
+        if self.invalid_length {
+            return Some("invalid Content-Length");
+        }
+        if self.chunked && self.length_lines > 0 {
+            return Some("Content-Length and Transfer-Encoding together");
+        }
+        (self.hosts > 1).then_some("more than one Host header")
     }
-    (hosts > 1).then_some("more than one Host header")
 }
 
 /// Whether `http::Uri` takes `target` (and it has no `"`, which Pingora refuses). The common
