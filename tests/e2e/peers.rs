@@ -211,3 +211,58 @@ async fn server_everything_resource_updates_invalidate_the_cache() {
     }
     assert_eq!(read_it(5).await.header("x-cache"), Some("MISS"), "the update notification invalidated the entry");
 }
+
+/// Runs `peer_side_channels.py`: `tool` called twice in one session, and per call what reached
+/// the client beside the result (progress, log lines, requests for its roots).
+async fn side_channels(url: &str, tool: &str, args: &str) -> serde_json::Value {
+    let output = tokio::process::Command::new(python())
+        .arg(peer_script("peer_side_channels.py"))
+        .args([url, "legacy", tool, args, "file:///caller"])
+        .output()
+        .await
+        .expect("python client");
+    assert!(output.status.success(), "client against {url} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("client prints JSON")
+}
+
+/// A read-only tool's answer is cached (`readonly_tools`) unless the server sent something beside
+/// it: the second call must see the same progress, log lines and roots request as the first.
+#[tokio::test]
+async fn python_sdk_progress_logs_and_roots_requests_reach_every_call() {
+    let (_server, port) = python_server(&[]).await;
+    let proxy = proxy(&format!("{}[route.policy]\nreadonly_tools = true\n", upstream_route(port))).await;
+    for (tool, args) in [("countdown", r#"{"steps": 3}"#), ("caller_roots", "{}")] {
+        let direct = side_channels(&format!("http://127.0.0.1:{port}/mcp"), tool, args).await;
+        let proxied = side_channels(&proxy.url("/mcp"), tool, args).await;
+        assert_eq!(proxied, direct, "{tool}: each call through the proxy sees what it sees direct");
+        assert_eq!(proxied[0], proxied[1], "{tool}: the second call is not a stripped replay: {proxied}");
+    }
+    let countdown = side_channels(&proxy.url("/mcp"), "countdown", r#"{"steps": 3}"#).await;
+    assert_eq!((countdown[1]["progress"].as_u64(), countdown[1]["logs"].as_u64()), (Some(3), Some(3)));
+    let roots = side_channels(&proxy.url("/mcp"), "caller_roots", "{}").await;
+    assert_eq!((roots[1]["roots_asked"].as_u64(), roots[1]["text"].as_str()), (Some(1), Some("file:///caller")));
+    // The same route caches a read-only tool that sent nothing beside its result.
+    let add = side_channels(&proxy.url("/mcp"), "add", r#"{"a": 1, "b": 1}"#).await;
+    assert_eq!(add[1]["text"], "2");
+    let tool_hits = r#"mcp_requests_total{cache="HIT",method="tools/call",route="/mcp",status="200"}"#;
+    assert_eq!(metric(&proxy, tool_hits).await, 1.0, "add's second call, and no other, was a hit");
+}
+
+/// server-everything's `trigger-long-running-operation` is annotated read-only and idempotent;
+/// annotations are hints, and its progress notifications keep its answer out of the cache.
+#[tokio::test]
+async fn server_everything_progress_reaches_every_call_of_a_read_only_tool() {
+    let (_server, port) = everything_server().await;
+    let proxy = proxy(&format!("{}[route.policy]\nreadonly_tools = true\n", upstream_route(port))).await;
+    let calls =
+        side_channels(&proxy.url("/mcp"), "trigger-long-running-operation", r#"{"duration": 0.3, "steps": 3}"#).await;
+    for call in calls.as_array().unwrap() {
+        assert_eq!(call["progress"], 3, "every call gets its progress: {calls}");
+        assert_eq!(call["text"], "Long running operation completed. Duration: 0.3 seconds, Steps: 3.");
+    }
+    // Its quiet read-only neighbour is cached on the same route.
+    let sums = side_channels(&proxy.url("/mcp"), "get-sum", r#"{"a": 2, "b": 3}"#).await;
+    assert_eq!(sums[0], sums[1]);
+    let tool_hits = r#"mcp_requests_total{cache="HIT",method="tools/call",route="/mcp",status="200"}"#;
+    assert_eq!(metric(&proxy, tool_hits).await, 1.0, "get-sum's second call, and no other, was a hit");
+}

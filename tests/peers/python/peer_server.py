@@ -4,7 +4,7 @@ usage: python peer_server.py PORT [--json] [--stateless] [--hints public|private
 """
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 
 port = int(sys.argv[1])
@@ -33,10 +33,28 @@ def page(n: str) -> str:
     return f"page {n}"
 
 
-@mcp.tool(annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=True,
-                                      destructiveHint=False, openWorldHint=False))
+READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, destructiveHint=False, openWorldHint=False)
+
+
+@mcp.tool(annotations=READ_ONLY)
 def add(a: int, b: int) -> int:
     return a + b
+
+
+@mcp.tool(annotations=READ_ONLY)
+async def countdown(steps: int, ctx: Context) -> str:
+    """Reports progress and logs a line at each step (both beside the result, on its stream)."""
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps)
+        await ctx.info(f"step {step} of {steps}")
+    return f"counted {steps}"
+
+
+@mcp.tool(annotations=READ_ONLY)
+async def caller_roots(ctx: Context) -> str:
+    """Asks the caller for its roots (handshake era: a request on the session's GET stream)."""
+    roots = await ctx.session.list_roots()
+    return ",".join(str(root.uri) for root in roots.roots)
 
 
 @mcp.tool()
