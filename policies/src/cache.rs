@@ -16,19 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::CachePolicy;
 use crate::jsonrpc::{Kind, Message};
+use crate::method::{Method, Notification};
 
-/// Methods whose results are cacheable without opting in.
-const CACHEABLE_METHODS: [&str; 5] =
-    ["resources/read", "resources/list", "resources/templates/list", "tools/list", "prompts/list"];
-
-/// Whether results of `method` are cacheable without opting in.
-pub fn is_cacheable_method(method: &str) -> bool {
-    CACHEABLE_METHODS.contains(&method)
-}
-
-fn is_list(method: &str) -> bool {
-    method.ends_with("/list")
-}
 
 /// Who may be served an entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -109,7 +98,7 @@ fn digest(parts: &[&[u8]]) -> Key {
 /// A cacheable request: its base key and the scopes to look it up in, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
-    pub method: &'static str,
+    pub method: Method,
     base: String,
     /// What invalidates entries of this request (see [`Target`]).
     pub targets: Vec<Target>,
@@ -168,12 +157,11 @@ impl Target {
 
     /// What a server notification invalidates, if anything.
     pub fn from_notification(method: &str, uri: Option<&str>) -> Option<Target> {
-        match method {
-            "notifications/resources/updated" => uri.map(|u| Target::Resource(u.to_string())),
-            "notifications/resources/list_changed" => Some(Target::List(ListKind::Resources)),
-            "notifications/tools/list_changed" => Some(Target::List(ListKind::Tools)),
-            "notifications/prompts/list_changed" => Some(Target::List(ListKind::Prompts)),
-            _ => None,
+        match Notification::named(method)? {
+            Notification::ResourceUpdated => uri.map(|u| Target::Resource(u.to_string())),
+            Notification::ResourcesListChanged => Some(Target::List(ListKind::Resources)),
+            Notification::ToolsListChanged => Some(Target::List(ListKind::Tools)),
+            Notification::PromptsListChanged => Some(Target::List(ListKind::Prompts)),
         }
     }
 }
@@ -191,24 +179,24 @@ pub fn lookup_for(
     if message.kind != Kind::Request || message.params.has_input_responses {
         return None;
     }
-    let method = cacheable_method_name(message.method.as_deref()?)?;
-    if !keyable_params(method, &message.params) {
+    let method = Method::named(message.method.as_deref()?)?;
+    if !(method.is_cacheable_read() || method == Method::ToolsCall) || !keyable_params(method, &message.params) {
         return None;
     }
     let tool_allowed =
         |name: &str| policy.cache_tools.iter().any(|t| t == name) || (policy.readonly_tools && readonly_tool(name));
     let arguments;
     let (params, targets): ([&str; 4], _) = match method {
-        "resources/read" => {
+        Method::ResourcesRead => {
             let uri = message.params.uri.as_deref()?;
             (["uri=", uri, "", ""], vec![Target::Route, Target::Resource(uri.to_string())])
         }
-        "resources/list" | "resources/templates/list" => {
+        Method::ResourcesList | Method::ResourcesTemplatesList => {
             (cursor_part(message), vec![Target::Route, Target::List(ListKind::Resources)])
         }
-        "tools/list" => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Tools)]),
-        "prompts/list" => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Prompts)]),
-        "tools/call" => {
+        Method::ToolsList => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Tools)]),
+        Method::PromptsList => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Prompts)]),
+        Method::ToolsCall => {
             let name = message.params.name.as_deref()?;
             if !tool_allowed(name) {
                 return None;
@@ -219,7 +207,7 @@ pub fn lookup_for(
         _ => return None,
     };
     let version = caller.protocol_version.as_deref().unwrap_or("-");
-    let base = join(&[route, "\u{0}", method, "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
+    let base = join(&[route, "\u{0}", method.as_str(), "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
     // The caller's own scopes first: a public answer fetched later for somebody else must not
     // hide the answer this caller was given.
     let mut scopes = Vec::with_capacity(3);
@@ -238,7 +226,7 @@ pub fn lookup_for(
 /// members the key is made of (plus `_meta`, which carries no request content). Anything else
 /// (a `cursor` on a read, a `task` on a call, …) may change the answer in ways the key cannot
 /// tell: such requests are forwarded uncached.
-fn keyable_params(method: &str, params: &crate::jsonrpc::Params) -> bool {
+fn keyable_params(method: Method, params: &crate::jsonrpc::Params) -> bool {
     if !params.exact || params.other_members {
         return false;
     }
@@ -249,16 +237,10 @@ fn keyable_params(method: &str, params: &crate::jsonrpc::Params) -> bool {
         return false;
     }
     match method {
-        "resources/read" => !name && !cursor && !arguments,
-        "tools/call" => !uri && !cursor,
+        Method::ResourcesRead => !name && !cursor && !arguments,
+        Method::ToolsCall => !uri && !cursor,
         _ => !uri && !name && !arguments,
     }
-}
-
-/// The methods a lookup is made for (`tools/call` only when the route opts in), as static
-/// names: a lookup per hit builds no copy.
-fn cacheable_method_name(method: &str) -> Option<&'static str> {
-    CACHEABLE_METHODS.into_iter().chain(["tools/call"]).find(|known| *known == method)
 }
 
 /// The params part of a list's key: its cursor (empty for the first page).
@@ -346,8 +328,8 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
         Duration::from_millis(facts.ttl_ms.unwrap_or(0)).min(policy.max_ttl)
     } else {
         match lookup.method {
-            "resources/read" => policy.resource_ttl,
-            "tools/call" => policy.tool_ttl,
+            Method::ResourcesRead => policy.resource_ttl,
+            Method::ToolsCall => policy.tool_ttl,
             _ => policy.list_ttl,
         }
         .min(policy.max_ttl)
@@ -361,7 +343,7 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
         // No hint: the operator may vouch that this route's answers are the same for all.
         None if policy.shared => Scope::Public(caller.audience()),
         // Handshake-era lists vary per session (client capabilities): never shared across sessions.
-        None if !caller.stateless && is_list(lookup.method) => Scope::Session(caller.session.clone()?),
+        None if !caller.stateless && lookup.method.is_list() => Scope::Session(caller.session.clone()?),
         _ => match (&caller.identity, caller.stateless, &caller.session) {
             (Some(identity), _, _) => Scope::Private(identity.clone()),
             (None, false, Some(session)) => Scope::Session(session.clone()),

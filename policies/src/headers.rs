@@ -1,5 +1,6 @@
 //! Protocol eras and the stateless era's mirrored request headers (`Mcp-Method`, `Mcp-Name`).
 
+use crate::method::Method;
 use base64::Engine;
 
 use crate::jsonrpc::{Kind, Message};
@@ -21,14 +22,6 @@ fn looks_like_version(v: &str) -> bool {
         && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
-/// Methods whose `Mcp-Name` header mirrors `params.name` or `params.uri`.
-fn named_param(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    }
-}
 
 /// Decodes a header value that may use the `=?base64?…?=` sentinel form.
 pub fn decode_header_value(value: &str) -> Result<String, String> {
@@ -77,7 +70,7 @@ pub fn check_mirrored(headers: Mirrored<'_>, message: &Message) -> Result<(), St
         }
         Some(_) => {}
     }
-    let Some(field) = named_param(method) else {
+    let Some(field) = Method::named(method).and_then(Method::named_param) else {
         return Ok(());
     };
     let body_value = if field == "uri" { &message.params.uri } else { &message.params.name };

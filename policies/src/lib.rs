@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the TOML configuration model and its validation (`mcp-edge check`);
 //! - [`jsonrpc`]: what a POST body is (method, id, params), JSON-RPC error bodies;
+//! - [`method`]: the MCP methods and notifications mcp-edge tells apart;
 //! - [`canonical`]: exact JSON for keys (no duplicate keys, numbers by their text);
 //! - [`headers`]: protocol eras and the stateless era's mirrored headers;
 //! - [`affinity`]: session ids that name the upstream owning the session;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod headers;
 pub mod jsonrpc;
 pub mod key_property;
+pub mod method;
 pub mod observe;
 pub mod problem;
 pub mod routing;

@@ -1,55 +1,16 @@
 //! The checks a request passes before mcp-edge forwards or answers it, shared by the proxy
-//! service and the hit path. Each reads headers through [`HeaderLookup`] (Pingora's parsed
-//! header on one side, `httparse`'s on the other) and either passes or names the error to send.
+//! service and the hit path. Each reads the request's [`KnownHeaders`] (found in one pass over
+//! Pingora's parsed head on one side, `httparse`'s on the other) and either passes or names the
+//! error to send.
 
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::cache::{Caller, identity_of};
-use mcp_edge_policies::config::{CachePolicy, ServerConfig};
-use mcp_edge_policies::headers::{Mirrored, check_mirrored};
+use mcp_edge_policies::config::ServerConfig;
+use mcp_edge_policies::headers::{Mirrored, check_mirrored, is_stateless_era};
 use mcp_edge_policies::jsonrpc::{self, Message, codes};
 
+use crate::known_headers::{KnownHeaders, Value, parse_content_length};
 use crate::runtime::Route;
-
-/// Read access to a request's headers by (case-insensitive) name.
-pub trait HeaderLookup {
-    fn header_bytes(&self, name: &str) -> Option<&[u8]>;
-
-    /// The names of every header line, repeats included, in order.
-    fn header_names(&self) -> impl Iterator<Item = &str>;
-
-    /// The header as text; `None` when absent or not visible ASCII.
-    fn header(&self, name: &str) -> Option<&str> {
-        self.header_bytes(name).and_then(|v| std::str::from_utf8(v).ok()).filter(|v| v.bytes().all(is_visible))
-    }
-}
-
-fn is_visible(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b)
-}
-
-impl HeaderLookup for http::HeaderMap {
-    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.get(name).map(|v| v.as_bytes())
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.iter().map(|(name, _)| name.as_str())
-    }
-}
-
-impl HeaderLookup for [httparse::Header<'_>] {
-    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
-    }
-
-    fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.iter().map(|h| h.name)
-    }
-}
 
 /// An error answer: HTTP status plus a JSON-RPC error body.
 #[derive(Debug)]
@@ -70,60 +31,49 @@ impl Rejection {
     }
 }
 
-/// Headers that decide who a request is, what it asks and how it is framed. Sent twice, the
-/// proxy would read one value and the upstream perhaps the other: such a request is refused.
-const SINGLETON_HEADERS: [&str; 7] =
-    ["host", "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "origin"];
-
-/// Refuses a request that repeats a header it must carry at most once (those above and the
-/// route's identity header).
-pub fn check_singletons(headers: &(impl HeaderLookup + ?Sized), identity_header: &str) -> Result<(), Rejection> {
-    // One pass over the headers, a bit per singleton seen (this runs on every hit).
-    let mut seen = 0u16;
-    for name in headers.header_names() {
-        let singleton = SINGLETON_HEADERS
-            .iter()
-            .copied()
-            .chain([identity_header])
-            .position(|singleton| singleton.len() == name.len() && singleton.eq_ignore_ascii_case(name));
-        let Some(bit) = singleton.map(|at| 1u16 << at) else { continue };
-        if seen & bit != 0 {
+/// Refuses a request that repeats a header it must carry at most once (the Host, its framing,
+/// its MCP headers, its origin and the route's identity header).
+pub fn check_singletons(headers: &KnownHeaders<'_>) -> Result<(), Rejection> {
+    match headers.repeated {
+        Some(name) => {
             let message = format!("Bad Request: header {} appears more than once", name.to_ascii_lowercase());
-            return Err(Rejection::new(400, codes::INVALID_REQUEST, message));
+            Err(Rejection::new(400, codes::INVALID_REQUEST, message))
         }
-        seen |= bit;
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The checks of a request's head that both the hit path and the service make before anything
 /// else: its path, headers sent twice, its host and its origin.
 pub fn check_request_head(
     server: &ServerConfig,
-    identity_header: &str,
     path: &str,
     target_authority: Option<&str>,
-    headers: &(impl HeaderLookup + ?Sized),
+    headers: &KnownHeaders<'_>,
 ) -> Result<(), Rejection> {
     check_path(path)?;
-    check_singletons(headers, identity_header)?;
-    let host = request_host(headers, target_authority);
+    check_singletons(headers)?;
+    let host = match headers.host {
+        Value::Absent => target_authority,
+        Value::Text(host) => Some(host),
+        Value::Opaque(bytes) => return Err(invalid_host(&String::from_utf8_lossy(bytes))),
+    };
     check_host(&server.allowed_hosts, host)?;
-    check_origin(&server.allowed_origins, host, headers)
+    check_origin(&server.allowed_origins, host, headers.origin)
 }
 
 /// [`check_request_head`] for a request Pingora parsed.
-pub fn check_request(server: &ServerConfig, route: &Route, request: &http::request::Parts) -> Result<(), Rejection> {
+pub fn check_request(
+    server: &ServerConfig,
+    request: &http::request::Parts,
+    headers: &KnownHeaders<'_>,
+) -> Result<(), Rejection> {
     let authority = request.uri.authority().map(|a| a.as_str());
-    check_request_head(server, &route.config.policy.identity_header, request.uri.path(), authority, &request.headers)
+    check_request_head(server, request.uri.path(), authority, headers)
 }
 
-/// The host a request names: its `Host` header, else the authority of its target (HTTP/2).
-pub fn request_host<'a>(
-    headers: &'a (impl HeaderLookup + ?Sized),
-    target_authority: Option<&'a str>,
-) -> Option<&'a str> {
-    headers.header("host").or(target_authority)
+fn invalid_host(host: &str) -> Rejection {
+    Rejection::new(400, codes::INVALID_REQUEST, format!("Bad Request: invalid Host header {host:?}"))
 }
 
 /// DNS-rebinding protection, which upstreams cannot do behind a proxy that rewrites `Host`:
@@ -131,9 +81,7 @@ pub fn request_host<'a>(
 /// plain `host[:port]` (user info, a path, a bad port) is refused whatever the list says.
 pub fn check_host(allowed: &[String], host: Option<&str>) -> Result<(), Rejection> {
     let Some(host) = host else { return Ok(()) };
-    let Some(name) = host_name(host) else {
-        return Err(Rejection::new(400, codes::INVALID_REQUEST, format!("Bad Request: invalid Host header {host:?}")));
-    };
+    let Some(name) = host_name(host) else { return Err(invalid_host(host)) };
     if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(name)) {
         return Ok(());
     }
@@ -167,12 +115,13 @@ pub fn host_name(authority: &str) -> Option<&str> {
 
 /// Requests from browsers carry `Origin`. One naming the request's own host (same-origin) may
 /// call; any other must be listed in `server.allowed_origins` (`"*"`: any).
-pub fn check_origin(
-    allowed: &[String],
-    host: Option<&str>,
-    headers: &(impl HeaderLookup + ?Sized),
-) -> Result<(), Rejection> {
-    let Some(origin) = headers.header("origin") else { return Ok(()) };
+pub fn check_origin(allowed: &[String], host: Option<&str>, origin: Value<'_>) -> Result<(), Rejection> {
+    let origin = match origin {
+        Value::Absent => return Ok(()),
+        Value::Text(origin) => std::borrow::Cow::Borrowed(origin),
+        // Not text: no list entry and no host can equal it.
+        Value::Opaque(bytes) => String::from_utf8_lossy(bytes),
+    };
     let trimmed = origin.trim_end_matches('/');
     let authority = trimmed.split_once("://").map(|(_, rest)| rest);
     let same_origin = authority.zip(host).is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
@@ -224,14 +173,17 @@ fn is_dot_segment(segment: &str) -> bool {
 /// upstream has left the pool; an unreachable upstream is found out on connecting.
 pub fn pin_session(
     route: &Route,
-    headers: &(impl HeaderLookup + ?Sized),
+    headers: &KnownHeaders<'_>,
     stateless: bool,
 ) -> Result<Option<(usize, String)>, Rejection> {
-    if stateless {
+    if stateless || !headers.session_id.is_present() {
         return Ok(None);
     }
-    let Some(edge_session) = headers.header("mcp-session-id") else { return Ok(None) };
-    let pinned = affinity::decode(edge_session)
+    // An id that is not text is not one of ours.
+    let pinned = headers
+        .session_id
+        .text()
+        .and_then(affinity::decode)
         .and_then(|(upstream_id, upstream_session)| Some((route.pool.find_by_id(upstream_id)?, upstream_session)));
     match pinned {
         Some((index, upstream_session)) => Ok(Some((index, upstream_session.to_string()))),
@@ -241,17 +193,16 @@ pub fn pin_session(
 }
 
 /// Checks a POST's framing headers; returns its declared body length (`None`: chunked).
-pub fn check_post(headers: &(impl HeaderLookup + ?Sized), max_body: u64) -> Result<Option<u64>, Rejection> {
-    let content_type = headers.header("content-type").unwrap_or_default();
+pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<Option<u64>, Rejection> {
+    let content_type = headers.content_type.text().unwrap_or_default();
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         let message = format!("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}");
         return Err(Rejection::new(415, codes::INVALID_REQUEST, message));
     }
-    let length = match headers.header("content-length").map(parse_content_length) {
-        Some(Some(n)) => Some(n),
-        Some(None) => return Err(Rejection::new(400, codes::INVALID_REQUEST, "invalid Content-Length")),
-        None => None,
-    };
+    if headers.invalid_content_length {
+        return Err(Rejection::new(400, codes::INVALID_REQUEST, "invalid Content-Length"));
+    }
+    let length = headers.content_length.text().and_then(parse_content_length);
     if let Some(n) = length.filter(|&n| n > max_body) {
         let message = format!("request body of {n} bytes exceeds the limit of {max_body} bytes");
         return Err(Rejection::new(413, codes::INVALID_REQUEST, message));
@@ -259,17 +210,8 @@ pub fn check_post(headers: &(impl HeaderLookup + ?Sized), max_body: u64) -> Resu
     Ok(length)
 }
 
-/// A `Content-Length` value: digits only (RFC 9110), no sign, no spaces inside.
-pub fn parse_content_length(value: &str) -> Option<u64> {
-    let digits = value.trim_matches([' ', '\t']);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 /// Parses a JSON-RPC body and, in the stateless era, checks the headers that mirror it.
-pub fn understand(body: &[u8], headers: &(impl HeaderLookup + ?Sized), stateless: bool) -> Result<Message, Rejection> {
+pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> Result<Message, Rejection> {
     let message = jsonrpc::parse(body).map_err(|invalid| Rejection {
         status: 400,
         id: invalid.id.clone(),
@@ -278,9 +220,9 @@ pub fn understand(body: &[u8], headers: &(impl HeaderLookup + ?Sized), stateless
     })?;
     if stateless {
         let mirrored = Mirrored {
-            protocol_version: headers.header("mcp-protocol-version"),
-            method: headers.header("mcp-method"),
-            name: headers.header("mcp-name"),
+            protocol_version: headers.protocol_version.text(),
+            method: headers.method.text(),
+            name: headers.name.text(),
         };
         if let Err(reason) = check_mirrored(mirrored, &message) {
             return Err(Rejection {
@@ -295,51 +237,56 @@ pub fn understand(body: &[u8], headers: &(impl HeaderLookup + ?Sized), stateless
 }
 
 /// Who is asking, as far as cache scopes are concerned (the identity only as a hash).
-pub fn caller(headers: &(impl HeaderLookup + ?Sized), policy: &CachePolicy, stateless: bool) -> Caller {
+pub fn caller(headers: &KnownHeaders<'_>, stateless: bool) -> Caller {
     Caller {
-        identity: identity_of(headers.header_bytes(policy.identity_header.as_str())),
-        session: headers.header("mcp-session-id").map(str::to_string),
+        identity: identity_of(headers.identity.bytes()),
+        session: headers.session_id.text().map(str::to_string),
         stateless,
-        protocol_version: headers.header("mcp-protocol-version").map(str::to_string),
+        protocol_version: headers.protocol_version.text().map(str::to_string),
     }
+}
+
+/// Whether the request speaks the stateless era (its `MCP-Protocol-Version` says so).
+pub fn is_stateless(headers: &KnownHeaders<'_>) -> bool {
+    headers.protocol_version.text().is_some_and(is_stateless_era)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw(pairs: &[(&'static str, &'static str)]) -> Vec<httparse::Header<'static>> {
-        pairs.iter().map(|(name, value)| httparse::Header { name, value: value.as_bytes() }).collect()
+    fn raw(pairs: &[(&'static str, &'static str)]) -> KnownHeaders<'static> {
+        KnownHeaders::read(pairs.iter().map(|(name, value)| (*name, value.as_bytes())), "authorization")
+    }
+
+    fn origin(value: &'static str) -> Value<'static> {
+        raw(&[("origin", value)]).origin
     }
 
     #[test]
-    fn both_header_sources_read_alike() {
-        let parsed = raw(&[("Content-Type", "application/json"), ("X-Bin", "caf\u{e9}")]);
-        let mut map = http::HeaderMap::new();
-        map.insert("content-type", "application/json".parse().unwrap());
-        map.insert("x-bin", http::HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap());
-        assert_eq!(parsed.header("content-type"), Some("application/json"));
-        assert_eq!(map.header("content-type"), Some("application/json"));
-        // Non-ASCII values are not text in either source.
-        assert_eq!(parsed.header("x-bin"), None);
-        assert_eq!(map.header("x-bin"), None);
-        assert_eq!(parsed.header_bytes("x-bin"), Some("caf\u{e9}".as_bytes()));
+    fn hosts_and_origins_that_are_not_text_are_refused() {
+        let config = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n";
+        let server = mcp_edge_policies::config::Config::from_toml(config).unwrap().server;
+        let check = |pairs: &[(&'static str, &'static str)]| check_request_head(&server, "/mcp", None, &raw(pairs));
+        assert_eq!(check(&[("host", "caf\u{e9}")]).unwrap_err().status, 400);
+        assert_eq!(check(&[("host", "localhost"), ("origin", "http://caf\u{e9}")]).unwrap_err().status, 403);
+        assert!(check(&[("host", "localhost"), ("origin", "http://localhost")]).is_ok());
     }
 
     #[test]
     fn origin_must_be_the_requests_own_or_listed() {
         let allowed = vec!["https://app.example".to_string()];
         let host = Some("localhost:8080");
-        assert!(check_origin(&allowed, host, raw(&[]).as_slice()).is_ok());
-        assert!(check_origin(&allowed, host, raw(&[("origin", "https://APP.example/")]).as_slice()).is_ok());
-        assert!(check_origin(&[], host, raw(&[("origin", "http://localhost:8080")]).as_slice()).is_ok(), "same origin");
+        assert!(check_origin(&allowed, host, Value::Absent).is_ok());
+        assert!(check_origin(&allowed, host, origin("https://APP.example/")).is_ok());
+        assert!(check_origin(&[], host, origin("http://localhost:8080")).is_ok(), "same origin");
         for foreign in ["http://localhost:9999", "http://evil.example", "null", "localhost:8080"] {
-            let denied = check_origin(&[], host, raw(&[("origin", foreign)]).as_slice()).unwrap_err();
+            let denied = check_origin(&[], host, origin(foreign)).unwrap_err();
             assert_eq!(denied.status, 403, "{foreign}");
             assert!(denied.message.contains(foreign));
         }
         let star = vec!["*".to_string()];
-        assert!(check_origin(&star, host, raw(&[("origin", "http://evil.example")]).as_slice()).is_ok());
+        assert!(check_origin(&star, host, origin("http://evil.example")).is_ok());
     }
 
     #[test]
@@ -373,26 +320,25 @@ mod tests {
 
     #[test]
     fn repeated_singleton_headers_are_refused() {
-        let twice = raw(&[("authorization", "a"), ("Authorization", "b")]);
-        assert_eq!(check_singletons(twice.as_slice(), "authorization").unwrap_err().status, 400);
-        let sessions = raw(&[("mcp-session-id", "a"), ("mcp-session-id", "a")]);
-        assert!(check_singletons(sessions.as_slice(), "authorization").is_err());
-        let once = raw(&[("authorization", "a"), ("accept", "x"), ("accept", "y")]);
-        assert!(check_singletons(once.as_slice(), "authorization").is_ok());
+        let twice = check_singletons(&raw(&[("authorization", "a"), ("Authorization", "b")])).unwrap_err();
+        assert_eq!(twice.status, 400);
+        assert!(twice.message.contains("header authorization appears more than once"), "{}", twice.message);
+        assert!(check_singletons(&raw(&[("mcp-session-id", "a"), ("mcp-session-id", "a")])).is_err());
+        assert!(check_singletons(&raw(&[("authorization", "a"), ("accept", "x"), ("accept", "y")])).is_ok());
     }
 
     #[test]
     fn post_framing() {
         let json = [("content-type", "application/json; charset=utf-8")];
-        assert_eq!(check_post(raw(&json).as_slice(), 100).unwrap(), None);
+        assert_eq!(check_post(&raw(&json), 100).unwrap(), None);
         let sized = raw(&[json[0], ("content-length", "10")]);
-        assert_eq!(check_post(sized.as_slice(), 100).unwrap(), Some(10));
-        assert_eq!(check_post(sized.as_slice(), 5).unwrap_err().status, 413);
+        assert_eq!(check_post(&sized, 100).unwrap(), Some(10));
+        assert_eq!(check_post(&sized, 5).unwrap_err().status, 413);
         for bad in ["ten", "+9", "-1", "1 0", "", "0x1"] {
             let bad = raw(&[json[0], ("content-length", bad)]);
-            assert_eq!(check_post(bad.as_slice(), 100).unwrap_err().status, 400);
+            assert_eq!(check_post(&bad, 100).unwrap_err().status, 400);
         }
-        assert_eq!(check_post(raw(&[("content-type", "text/plain")]).as_slice(), 100).unwrap_err().status, 415);
+        assert_eq!(check_post(&raw(&[("content-type", "text/plain")]), 100).unwrap_err().status, 415);
     }
 
     #[test]
@@ -400,12 +346,12 @@ mod tests {
         let body = br#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"a://b"}}"#;
         let good =
             raw(&[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "resources/read"), ("mcp-name", "a://b")]);
-        assert!(understand(body, good.as_slice(), true).is_ok());
+        assert!(understand(body, &good, true).is_ok());
         let bad = raw(&[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("mcp-name", "a://b")]);
-        let mismatch = understand(body, bad.as_slice(), true).unwrap_err();
+        let mismatch = understand(body, &bad, true).unwrap_err();
         assert_eq!((mismatch.status, mismatch.code, mismatch.id.as_deref()), (400, codes::HEADER_MISMATCH, Some("3")));
         // The handshake era has no mirrored headers to check.
-        assert!(understand(body, bad.as_slice(), false).is_ok());
-        assert_eq!(understand(b"{", good.as_slice(), true).unwrap_err().code, codes::PARSE_ERROR);
+        assert!(understand(body, &bad, false).is_ok());
+        assert_eq!(understand(b"{", &good, true).unwrap_err().code, codes::PARSE_ERROR);
     }
 }

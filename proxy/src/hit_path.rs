@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mcp_edge_policies::method::Method;
 use bytes::{Buf, BufMut, BytesMut};
-use mcp_edge_policies::headers::is_stateless_era;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::date::get_cached_date;
@@ -26,7 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cache::{EdgeCache, Found, Stored};
 use crate::cached::{self, LookupInput, Outcome, Prelooked};
-use crate::guards::{self, HeaderLookup};
+use crate::guards;
+use crate::known_headers::{KnownHeaders, parse_content_length};
 use crate::runtime::{Live, Runtime};
 use crate::served::Served;
 use crate::service::{INSPECT_LIMIT, McpProxy};
@@ -89,61 +90,78 @@ enum Step {
     HandOver(Option<Prelooked>),
 }
 
-/// The part of a request head the hit path needs before reading the body.
-struct Head {
-    head_len: usize,
-    body_len: usize,
-}
-
 impl EdgeApp {
     async fn serve_one(&self, stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Step {
         // A request's head (and a body the hit path reads) must arrive within
         // `server.header_timeout` of its first byte, as with nginx's `client_header_timeout`:
         // a client trickling a byte now and then must not hold a connection for ever.
+        // The clock is read only when a request takes more than one read (most arrive whole).
         let header_timeout = || Instant::now() + self.live.load().config.server.header_timeout;
-        let mut deadline = (!buffer.is_empty()).then(header_timeout);
-        let head = loop {
-            if !buffer.is_empty() {
-                match probe_head(buffer) {
-                    Probe::Complete(head) => break head,
+        let mut deadline = None;
+        // Once the head is complete: the length of the whole request (the head is parsed again
+        // only when that much has arrived; usually it all arrives at once and is parsed once).
+        let mut awaiting = 0;
+        loop {
+            if !buffer.is_empty() && buffer.len() >= awaiting {
+                let snapshot = self.live.load_full();
+                match probe_head(buffer, |path| route_and_identity(&snapshot, path)) {
+                    Probe::Complete(head) if buffer.len() >= head.request_len() => {
+                        let request_len = head.request_len();
+                        let step = self.serve_whole(stream, shutdown, head, &buffer[..request_len], snapshot).await;
+                        if matches!(step, Step::Answered) {
+                            buffer.advance(request_len);
+                        }
+                        return step;
+                    }
+                    Probe::Complete(head) => awaiting = head.request_len(),
                     Probe::Unsuitable => return Step::HandOver(None),
                     Probe::Malformed(reason) => return refuse(stream, 400, reason).await,
                     Probe::Partial if buffer.len() > MAX_HEAD => return Step::HandOver(None),
                     Probe::Partial => {}
                 }
             }
-            match read_more(stream, buffer, shutdown, deadline).await {
-                Read::More => deadline = deadline.or_else(|| Some(header_timeout())),
-                Read::Over => return Step::Close,
-                Read::TooSlow => return refuse(stream, 408, "the request did not arrive in time").await,
+            if deadline.is_none() && !buffer.is_empty() {
+                deadline = Some(header_timeout());
             }
-        };
-        let request_len = head.head_len + head.body_len;
-        while buffer.len() < request_len {
             match read_more(stream, buffer, shutdown, deadline).await {
                 Read::More => {}
                 Read::Over => return Step::Close,
                 Read::TooSlow => return refuse(stream, 408, "the request did not arrive in time").await,
             }
         }
+    }
+
+    /// Answers a request that has arrived whole (`request`: its head and body) from the cache,
+    /// or hands it over.
+    async fn serve_whole(
+        &self,
+        stream: &mut Stream,
+        shutdown: &ShutdownWatch,
+        head: Head<'_>,
+        request: &[u8],
+        snapshot: Arc<Runtime>,
+    ) -> Step {
         let started = Instant::now();
         let _active = crate::metrics::ActiveRequest::start();
         let client =
             || stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let hit = match self.try_hit(&buffer[..request_len], head.head_len, client).await {
+        let body = &request[head.head_len..];
+        let hit = match self.try_hit(&head, body, snapshot, client).await {
             Lookout::Hit(hit) => hit,
             Lookout::Missed(prelooked) => return Step::HandOver(prelooked),
         };
-        let closing = hit.close || *shutdown.borrow();
+        let closing = head.known.connection_close || *shutdown.borrow();
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
-        let session = hit.session.as_deref();
+        let session = head.known.session_id.text();
         let Some(answer) = cached::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
             return Step::HandOver(None);
         };
-        let head = encode_head(&answer, closing);
+        let response_head = encode_head(&answer, closing);
         let [first, entry_bytes, last] = answer.body.parts();
-        if write_parts(stream, [&head, first, entry_bytes, last]).await.is_err() || stream.flush().await.is_err() {
+        if write_parts(stream, [&response_head, first, entry_bytes, last]).await.is_err()
+            || stream.flush().await.is_err()
+        {
             return Step::Close;
         }
         Served {
@@ -157,7 +175,6 @@ impl EdgeApp {
             error: None,
         }
         .record();
-        buffer.advance(request_len);
         self.yield_to_disk_reads();
         if closing { Step::Close } else { Step::Answered }
     }
@@ -173,34 +190,23 @@ impl EdgeApp {
         std::thread::yield_now();
     }
 
-    /// Answers `request` (head and body, `head_len` bytes of head) from the cache if it is a
-    /// fresh hit that passes every check the proxy service makes.
+    /// Answers the request (`head`, then `body`) from the cache if it is a fresh hit that
+    /// passes every check the proxy service makes.
     async fn try_hit(
         &self,
-        request: &[u8],
-        head_len: usize,
+        head: &Head<'_>,
+        body: &[u8],
+        snapshot: Arc<Runtime>,
         client: impl FnOnce() -> Option<std::net::IpAddr>,
     ) -> Lookout {
-        let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut header_slots);
-        if !matches!(parsed.parse(request), Ok(httparse::Status::Complete(_))) {
-            return Lookout::Missed(None);
-        }
-        let headers: &[httparse::Header<'_>] = parsed.headers;
-        let path = parsed.path.unwrap_or_default();
-        let body = &request[head_len..];
-        let snapshot = self.live.load_full();
-        let path = path.split('?').next().unwrap_or_default();
-        let Some(route_index) = snapshot.route_for(path) else {
-            return Lookout::Missed(None);
-        };
+        let Some(route_index) = head.route else { return Lookout::Missed(None) };
         let route = &snapshot.routes[route_index];
-        let stateless = headers.header("mcp-protocol-version").is_some_and(is_stateless_era);
-        let identity_header = &route.config.policy.identity_header;
-        let checked = guards::check_request_head(&snapshot.config.server, identity_header, path, None, headers)
-            .and_then(|_| guards::pin_session(route, headers, stateless))
-            .and_then(|_| guards::check_post(headers, snapshot.config.server.max_body))
-            .and_then(|_| guards::understand(body, headers, stateless));
+        let known = &head.known;
+        let stateless = guards::is_stateless(known);
+        let checked = guards::check_request_head(&snapshot.config.server, head.path, None, known)
+            .and_then(|_| guards::pin_session(route, known, stateless))
+            .and_then(|_| guards::check_post(known, snapshot.config.server.max_body))
+            .and_then(|_| guards::understand(body, known, stateless));
         let Ok(message) = checked else { return Lookout::Missed(None) };
         let policy = &route.config.policy;
         let input = LookupInput {
@@ -208,7 +214,7 @@ impl EdgeApp {
             policy,
             readonly: &route.readonly,
             message: &message,
-            caller: guards::caller(headers, policy, stateless),
+            caller: guards::caller(known, stateless),
         };
         let Some(lookup) = input.lookup() else { return Lookout::Missed(None) };
         let found = self.cache.lookup(&route.config.name, &lookup, policy.stale_if_error).await;
@@ -221,15 +227,12 @@ impl EdgeApp {
         if route.limits.limits_rate() && route.limits.admit(client()).is_err() {
             return Lookout::Missed(None);
         }
-        let accepts_gzip =
-            snapshot.config.compression.gzip && crate::compress::accepts_gzip(headers.header("accept-encoding"));
+        let accepts_gzip = snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
         Lookout::Hit(Hit {
             entry,
             id: message.id,
-            session: headers.header("mcp-session-id").map(str::to_string),
             accepts_gzip,
-            close: wants_close(headers),
-            mcp_method: crate::metrics::method_label(message.method.as_deref()),
+            mcp_method: Method::label(message.method.as_deref()),
             route: route_index,
             snapshot,
         })
@@ -272,18 +275,18 @@ struct Hit {
     entry: Stored,
     /// The request's raw JSON-RPC id.
     id: Option<String>,
-    session: Option<String>,
     accepts_gzip: bool,
-    /// The client asked to close the connection after the answer.
-    close: bool,
     mcp_method: &'static str,
     /// The index of the request's route in `snapshot`.
     route: usize,
     snapshot: Arc<Runtime>,
 }
 
-enum Probe {
-    Complete(Head),
+/// What the hit path makes of what has arrived of a request. (Returned once per request, on
+/// the stack: boxing the large variant would allocate per request instead.)
+#[allow(clippy::large_enum_variant)]
+enum Probe<'b> {
+    Complete(Head<'b>),
     Partial,
     /// Not the shape the hit path answers: the proxy service takes it.
     Unsuitable,
@@ -292,10 +295,36 @@ enum Probe {
     Malformed(&'static str),
 }
 
+/// A complete request head the hit path may take, read once (it borrows the request's bytes).
+struct Head<'b> {
+    head_len: usize,
+    body_len: usize,
+    /// The target's path (without its query).
+    path: &'b str,
+    /// The route serving `path`, if any.
+    route: Option<usize>,
+    known: KnownHeaders<'b>,
+}
+
+impl Head<'_> {
+    fn request_len(&self) -> usize {
+        self.head_len + self.body_len
+    }
+}
+
+/// The route serving `path` and its identity header (none without a route).
+fn route_and_identity<'r>(snapshot: &'r Runtime, path: &str) -> (Option<usize>, &'r str) {
+    match snapshot.route_for(path) {
+        Some(index) => (Some(index), snapshot.routes[index].config.policy.identity_header.as_str()),
+        None => (None, ""),
+    }
+}
+
 /// Parses what has arrived of a request head and decides whether the hit path may take it:
-/// HTTP/1.1 `POST` to an origin-form target, one `Content-Length` small enough to inspect,
-/// no `Transfer-Encoding`, `Expect` or `Upgrade`.
-fn probe_head(buffer: &[u8]) -> Probe {
+/// HTTP/1.1 `POST` to an origin-form target, one `Host`, one `Content-Length` small enough to
+/// inspect, no `Transfer-Encoding`, `Expect` or `Upgrade`. `route_of` names the route of a
+/// path and its identity header.
+fn probe_head<'b, 'r>(buffer: &'b [u8], route_of: impl FnOnce(&str) -> (Option<usize>, &'r str)) -> Probe<'b> {
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut header_slots);
     let head_len = match parsed.parse(buffer) {
@@ -305,72 +334,41 @@ fn probe_head(buffer: &[u8]) -> Probe {
         Err(httparse::Error::TooManyHeaders) => return Probe::Unsuitable,
         Err(_) => return Probe::Malformed("malformed request head"),
     };
-    if !valid_target(parsed.path.unwrap_or_default()) {
+    let target = parsed.path.unwrap_or_default();
+    if !valid_target(target) {
         return Probe::Malformed("invalid request target");
     }
-    let framing = Framing::read(parsed.headers);
-    if let Some(reason) = framing.malformed() {
+    let path = target.split('?').next().unwrap_or_default();
+    let (route, identity_header) = route_of(path);
+    let known = KnownHeaders::from_parsed(parsed.headers, identity_header);
+    if let Some(reason) = malformed_framing(&known) {
         return Probe::Malformed(reason);
     }
-    let suitable_line =
-        parsed.method == Some("POST") && parsed.version == Some(1) && parsed.path.is_some_and(|p| p.starts_with('/'));
-    let framing_plain =
-        !framing.chunked && !framing.expects_or_upgrades && framing.length_lines == 1 && framing.hosts == 1;
-    match framing.length {
+    let suitable_line = parsed.method == Some("POST") && parsed.version == Some(1) && target.starts_with('/');
+    let framing_plain = !known.transfer_encoding
+        && !known.expects_or_upgrades
+        && known.content_length_lines == 1
+        && known.host_lines == 1;
+    let body_len = known.content_length.text().and_then(parse_content_length);
+    match body_len {
         Some(body_len) if suitable_line && framing_plain && body_len <= INSPECT_LIMIT => {
-            Probe::Complete(Head { head_len, body_len: body_len as usize })
+            Probe::Complete(Head { head_len, body_len: body_len as usize, path, route, known })
         }
         _ => Probe::Unsuitable,
     }
 }
 
-/// What a request head's headers say about its framing, read in one pass (this runs on every
-/// request a connection carries).
-#[derive(Default)]
-struct Framing {
-    /// The `Content-Length` every such line agrees on.
-    length: Option<u64>,
-    length_lines: usize,
-    /// A `Content-Length` that is not digits, or two that disagree.
-    invalid_length: bool,
-    chunked: bool,
-    hosts: usize,
-    expects_or_upgrades: bool,
-}
-
-impl Framing {
-    fn read(headers: &[httparse::Header<'_>]) -> Framing {
-        let mut framing = Framing::default();
-        for header in headers {
-            let is = |name: &str| header.name.eq_ignore_ascii_case(name);
-            if is("content-length") {
-                let value = std::str::from_utf8(header.value).ok().and_then(guards::parse_content_length);
-                framing.invalid_length |= value.is_none() || (framing.length.is_some() && value != framing.length);
-                framing.length = framing.length.or(value);
-                framing.length_lines += 1;
-            } else if is("transfer-encoding") {
-                framing.chunked = true;
-            } else if is("host") {
-                framing.hosts += 1;
-            } else if is("expect") || is("upgrade") {
-                framing.expects_or_upgrades = true;
-            }
-        }
-        framing
+/// What makes a complete head invalid, whatever its method: a `Content-Length` that is not
+/// digits or disagrees with another, `Content-Length` beside `Transfer-Encoding` (a
+/// request-smuggling shape), a second `Host`.
+fn malformed_framing(known: &KnownHeaders<'_>) -> Option<&'static str> {
+    if known.invalid_content_length {
+        return Some("invalid Content-Length");
     }
-
-    /// What makes a complete head invalid, whatever its method: a `Content-Length` that is not
-    /// digits or disagrees with another, `Content-Length` beside `Transfer-Encoding` (a
-    /// request-smuggling shape), a second `Host`.
-    fn malformed(&self) -> Option<&'static str> {
-        if self.invalid_length {
-            return Some("invalid Content-Length");
-        }
-        if self.chunked && self.length_lines > 0 {
-            return Some("Content-Length and Transfer-Encoding together");
-        }
-        (self.hosts > 1).then_some("more than one Host header")
+    if known.transfer_encoding && known.content_length_lines > 0 {
+        return Some("Content-Length and Transfer-Encoding together");
     }
+    (known.host_lines > 1).then_some("more than one Host header")
 }
 
 /// Whether `http::Uri` takes `target` (and it has no `"`, which Pingora refuses). The common
@@ -407,14 +405,6 @@ async fn refuse(stream: &mut Stream, status: u16, reason: &str) -> Step {
     }
     .record();
     Step::Close
-}
-
-/// Whether the client asked to close the connection after this answer.
-fn wants_close(headers: &[httparse::Header<'_>]) -> bool {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .any(|h| h.value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
 }
 
 /// What reading more of a request came to.
@@ -485,8 +475,8 @@ async fn write_parts(stream: &mut Stream, parts: [&[u8]; 4]) -> std::io::Result<
 mod tests {
     use super::*;
 
-    fn probe(text: &str) -> Probe {
-        probe_head(text.as_bytes())
+    fn probe(text: &str) -> Probe<'_> {
+        probe_head(text.as_bytes(), |_| (Some(0), "authorization"))
     }
 
     const GOOD: &str = "POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
@@ -534,14 +524,6 @@ mod tests {
         for text in unsuitable {
             assert!(matches!(probe(&text), Probe::Unsuitable), "{text:?}");
         }
-    }
-
-    #[test]
-    fn close_is_honoured_among_connection_tokens() {
-        let headers = |value: &'static str| vec![httparse::Header { name: "Connection", value: value.as_bytes() }];
-        assert!(wants_close(&headers("close")));
-        assert!(wants_close(&headers("TE, Close")));
-        assert!(!wants_close(&headers("keep-alive")));
     }
 
     fn entry(result: &[u8]) -> Vec<u8> {

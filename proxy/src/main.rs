@@ -7,6 +7,7 @@ mod coalesce;
 mod compress;
 mod demo_upstream;
 mod guards;
+mod known_headers;
 mod health;
 mod hit_path;
 mod limits;

@@ -133,32 +133,6 @@ impl Drop for OpenConnection {
     }
 }
 
-/// A bounded label for a JSON-RPC method.
-pub fn method_label(method: Option<&str>) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "initialize",
-        "ping",
-        "resources/read",
-        "resources/list",
-        "resources/templates/list",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "tools/list",
-        "tools/call",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "subscriptions/listen",
-        "server/discover",
-        "notifications/initialized",
-        "notifications/cancelled",
-    ];
-    match method {
-        None => "-",
-        Some(m) => KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other"),
-    }
-}
 
 /// Counts the disk tier's failures (foyer logs a failed write or flush at ERROR and counts
 /// nothing) in `mcp_cache_operations_total{operation="write",tier="disk",result="error"}`. Its

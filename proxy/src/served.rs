@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use crate::metrics::{METRICS, method_label};
+use mcp_edge_policies::method::Method;
+
+use crate::metrics::METRICS;
 
 /// One answered request.
 pub struct Served<'a> {
@@ -20,7 +22,7 @@ pub struct Served<'a> {
 
 impl Served<'_> {
     pub fn record(&self) {
-        let method = method_label(self.mcp_method);
+        let method = Method::label(self.mcp_method);
         let status = status_label(self.status);
         let elapsed = self.started.elapsed().as_secs_f64();
         METRICS.requests.with_label_values(&[self.route, method, &status, self.cache]).inc();

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::consistent_key;
-use mcp_edge_policies::headers::is_stateless_era;
 use mcp_edge_policies::jsonrpc::{self, codes};
 use mcp_edge_policies::routing::upstream_path;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -21,12 +20,14 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::cache::EdgeCache;
 use crate::cached::{self, CacheCtx, LookupInput, Outcome, Prelooked, Prepared};
-use crate::guards::{self, HeaderLookup, Rejection};
+use crate::guards::{self, Rejection};
+use crate::known_headers::KnownHeaders;
 use crate::limits;
 use crate::runtime::{Live, Route, Runtime};
 use crate::served::Served;
 use crate::session_signals::SERVER_REQUESTS;
 use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::method::Method;
 use mcp_edge_policies::observe::Observer;
 
 /// Bodies up to this size are read and parsed before forwarding. Larger ones (never cacheable
@@ -98,30 +99,24 @@ impl Ctx {
         self.snapshot.as_ref().map(|s| &s.routes[self.route])
     }
 
+    fn mcp_method(&self) -> Option<Method> {
+        self.rpc_method.as_deref().and_then(Method::named)
+    }
+
     fn current_upstream(&self) -> Option<usize> {
         self.tried.last().copied()
     }
 
     /// Server-to-client streams may stay silent for long: no read timeout for them.
     fn is_long_lived_stream(&self, http_method: &http::Method) -> bool {
-        http_method == http::Method::GET || self.rpc_method.as_deref() == Some("subscriptions/listen")
+        http_method == http::Method::GET || self.mcp_method().is_some_and(Method::is_long_lived)
     }
 
     /// Whether the request may be sent again after a failure on a reused connection:
     /// only reads that change nothing, and never a request bound to a session's upstream.
     fn safe_to_resend(&self, http_method: &http::Method) -> bool {
-        let read_only = matches!(
-            self.rpc_method.as_deref(),
-            Some(
-                "resources/read"
-                    | "resources/list"
-                    | "resources/templates/list"
-                    | "tools/list"
-                    | "prompts/list"
-                    | "ping"
-            )
-        );
-        self.pinned.is_none() && (read_only || http_method == http::Method::GET)
+        let changes_nothing = self.mcp_method().is_some_and(Method::changes_nothing);
+        self.pinned.is_none() && (changes_nothing || http_method == http::Method::GET)
     }
 }
 
@@ -174,9 +169,9 @@ impl ProxyHttp for McpProxy {
         };
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route_index;
-        ctx.accepts_gzip =
-            snapshot.config.compression.gzip && crate::compress::accepts_gzip(header_str(session, "accept-encoding"));
         let route = &snapshot.routes[route_index];
+        let known = known_headers(session, route);
+        ctx.accepts_gzip = snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
 
         let method = session.req_header().method.clone();
         if ![http::Method::POST, http::Method::GET, http::Method::DELETE, http::Method::OPTIONS].contains(&method) {
@@ -184,17 +179,14 @@ impl ProxyHttp for McpProxy {
             return reject(session, Rejection::new(405, codes::SERVER_ERROR, message)).await;
         }
         let client = client_addr(session);
-        let admitted = guards::check_request(&snapshot.config.server, route, session.req_header())
-            .and_then(|()| route.limits.admit(client));
-        if let Err(rejection) = admitted {
-            return reject(session, rejection).await;
-        }
-        let headers = &session.req_header().headers;
-        ctx.stateless = headers.header("mcp-protocol-version").is_some_and(is_stateless_era);
+        ctx.stateless = guards::is_stateless(&known);
         if !ctx.stateless {
-            ctx.edge_session = headers.header("mcp-session-id").map(str::to_string);
+            ctx.edge_session = known.session_id.text().map(str::to_string);
         }
-        match guards::pin_session(route, headers, ctx.stateless) {
+        let pinned = guards::check_request(&snapshot.config.server, session.req_header(), &known)
+            .and_then(|()| route.limits.admit(client))
+            .and_then(|()| guards::pin_session(route, &known, ctx.stateless));
+        match pinned {
             Ok(pinned) => {
                 ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
                 ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
@@ -247,7 +239,8 @@ impl ProxyHttp for McpProxy {
             return Ok(());
         }
         let whole = ctx.held_body.take().unwrap_or_default().freeze();
-        match guards::understand(&whole, &session.req_header().headers, true) {
+        let Some(route) = ctx.route() else { return Ok(()) };
+        match guards::understand(&whole, &known_headers(session, route), true) {
             Ok(message) => {
                 ctx.rpc_method = message.method;
                 ctx.rpc_id = message.id;
@@ -551,7 +544,7 @@ impl McpProxy {
             policy,
             readonly: &route.readonly,
             message,
-            caller: guards::caller(&session.req_header().headers, policy, ctx.stateless),
+            caller: guards::caller(&known_headers(session, route), ctx.stateless),
         };
         match cached::prepare(&self.cache, input, ctx.prelooked.take(), route.config.read_timeout).await {
             Prepared::Hit(entry) => {
@@ -583,7 +576,7 @@ impl McpProxy {
         }
         let route = &snapshot.routes[ctx.route];
         let stored = observer.cacheable_result().is_some_and(|result| {
-            if route.config.policy.readonly_tools && cache_ctx.lookup.method == "tools/list" {
+            if route.config.policy.readonly_tools && cache_ctx.lookup.method == Method::ToolsList {
                 route.readonly.learn(result);
             }
             let precompress = snapshot.config.compression.gzip;
@@ -595,7 +588,8 @@ impl McpProxy {
 
     /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
     async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<Inspected> {
-        let length = match guards::check_post(&session.req_header().headers, max_body) {
+        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
+        let length = match guards::check_post(&known_headers(session, route), max_body) {
             Ok(length) => length,
             Err(rejection) => return answered(reject(session, rejection).await),
         };
@@ -613,7 +607,8 @@ impl McpProxy {
         while let Some(chunk) = session.read_request_body().await? {
             body.extend_from_slice(&chunk);
         }
-        let message = match guards::understand(&body, &session.req_header().headers, ctx.stateless) {
+        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
+        let message = match guards::understand(&body, &known_headers(session, route), ctx.stateless) {
             Ok(message) => message,
             Err(rejection) => return answered(reject(session, rejection).await),
         };
@@ -720,7 +715,12 @@ impl ContextText for Error {
 }
 
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session.req_header().headers.header(name)
+    session.req_header().headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The request's headers the guards read (one pass over Pingora's parsed head).
+fn known_headers<'a>(session: &'a Session, route: &Route) -> KnownHeaders<'a> {
+    KnownHeaders::from_map(&session.req_header().headers, &route.config.policy.identity_header)
 }
 
 fn client_addr(session: &Session) -> Option<std::net::IpAddr> {

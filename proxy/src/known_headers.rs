@@ -1,0 +1,283 @@
+//! The request headers mcp-edge reads, found in one pass over a request's head.
+//!
+//! Every request passes the same checks on the hit path (headers as `httparse` parsed them)
+//! and in the proxy service (Pingora's `HeaderMap`). Both read the head once into
+//! [`KnownHeaders`], which also notes what the checks need about repeats and framing, so no
+//! check scans the headers again (a hit used to scan them a dozen times).
+
+/// Headers that decide who a request is, what it asks and how it is framed. Sent twice, the
+/// proxy would read one value and the upstream perhaps the other: such a request is refused.
+/// The route's identity header is one too.
+#[derive(Clone, Copy)]
+enum Singleton {
+    Host,
+    ContentType,
+    SessionId,
+    ProtocolVersion,
+    Method,
+    Name,
+    Origin,
+}
+
+/// One header's value: absent, text (visible ASCII), or bytes that are not text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Value<'a> {
+    #[default]
+    Absent,
+    Text(&'a str),
+    Opaque(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    fn of(bytes: &'a [u8]) -> Value<'a> {
+        let visible = |b: &u8| *b == b'\t' || (b' '..=b'~').contains(b);
+        match bytes.iter().all(visible) {
+            // Visible ASCII is UTF-8.
+            true => Value::Text(std::str::from_utf8(bytes).unwrap_or_default()),
+            false => Value::Opaque(bytes),
+        }
+    }
+
+    /// The value as text; `None` when absent or not text.
+    pub fn text(self) -> Option<&'a str> {
+        match self {
+            Value::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(self) -> Option<&'a [u8]> {
+        match self {
+            Value::Absent => None,
+            Value::Text(text) => Some(text.as_bytes()),
+            Value::Opaque(bytes) => Some(bytes),
+        }
+    }
+
+    pub fn is_present(self) -> bool {
+        self != Value::Absent
+    }
+
+    /// This value if present, else `bytes` read as a value (the first of repeated lines wins).
+    fn or(self, bytes: &'a [u8]) -> Value<'a> {
+        match self {
+            Value::Absent => Value::of(bytes),
+            present => present,
+        }
+    }
+}
+
+/// What one pass over a request's headers found.
+#[derive(Debug, Default)]
+pub struct KnownHeaders<'a> {
+    pub host: Value<'a>,
+    pub content_type: Value<'a>,
+    /// The first `Content-Length` line (the hit path's framing check compares the others).
+    pub content_length: Value<'a>,
+    pub session_id: Value<'a>,
+    pub protocol_version: Value<'a>,
+    pub method: Value<'a>,
+    pub name: Value<'a>,
+    pub origin: Value<'a>,
+    pub accept_encoding: Value<'a>,
+    /// The route's identity header (e.g. `Authorization`).
+    pub identity: Value<'a>,
+    /// A `Connection` line names `close`.
+    pub connection_close: bool,
+    /// The first singleton header (above) that appeared twice, as the client spelled it.
+    pub repeated: Option<&'a str>,
+    /// How the body is framed (and how many `Host` lines: HTTP/1.1 wants exactly one).
+    pub host_lines: usize,
+    pub content_length_lines: usize,
+    /// A `Content-Length` that is not digits, or two that disagree.
+    pub invalid_content_length: bool,
+    pub transfer_encoding: bool,
+    /// `Expect` or `Upgrade`: the request wants more than one plain answer.
+    pub expects_or_upgrades: bool,
+}
+
+impl<'a> KnownHeaders<'a> {
+    /// Reads `headers` (name, value) in one pass; `identity_header` is the route's.
+    pub fn read(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>, identity_header: &str) -> KnownHeaders<'a> {
+        let mut known = KnownHeaders::default();
+        // A bit per singleton seen: the identity header's, then one per `Singleton`.
+        let mut seen = 0u16;
+        let mut note_singleton = |known: &mut KnownHeaders<'a>, name: &'a str, bit: u16| {
+            if seen & bit != 0 && known.repeated.is_none() {
+                known.repeated = Some(name);
+            }
+            seen |= bit;
+        };
+        for (name, value) in headers {
+            let is = |wanted: &str| name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted);
+            if !identity_header.is_empty() && is(identity_header) {
+                note_singleton(&mut known, name, 1);
+                if !known.identity.is_present() {
+                    known.identity = Value::of(value);
+                }
+            }
+            let (slot, singleton) = match name.len() {
+                4 if is("host") => {
+                    known.host_lines += 1;
+                    (&mut known.host, Singleton::Host)
+                }
+                6 if is("origin") => (&mut known.origin, Singleton::Origin),
+                6 | 7 if is("expect") || is("upgrade") => {
+                    known.expects_or_upgrades = true;
+                    continue;
+                }
+                8 if is("mcp-name") => (&mut known.name, Singleton::Name),
+                10 if is("mcp-method") => (&mut known.method, Singleton::Method),
+                10 if is("connection") => {
+                    known.connection_close |= names_close(value);
+                    continue;
+                }
+                12 if is("content-type") => (&mut known.content_type, Singleton::ContentType),
+                14 if is("content-length") => {
+                    known.read_content_length(value);
+                    continue;
+                }
+                14 if is("mcp-session-id") => (&mut known.session_id, Singleton::SessionId),
+                15 if is("accept-encoding") => {
+                    known.accept_encoding = known.accept_encoding.or(value);
+                    continue;
+                }
+                17 if is("transfer-encoding") => {
+                    known.transfer_encoding = true;
+                    continue;
+                }
+                20 if is("mcp-protocol-version") => (&mut known.protocol_version, Singleton::ProtocolVersion),
+                _ => continue,
+            };
+            *slot = slot.or(value);
+            note_singleton(&mut known, name, 2 << singleton as u16);
+        }
+        known
+    }
+
+    /// One `Content-Length` line: the first is kept, every one must be digits and agree with it.
+    fn read_content_length(&mut self, value: &'a [u8]) {
+        self.content_length_lines += 1;
+        let length = std::str::from_utf8(value).ok().and_then(parse_content_length);
+        let first = match self.content_length {
+            Value::Absent => length,
+            first => first.text().and_then(parse_content_length),
+        };
+        self.invalid_content_length |= length.is_none() || length != first;
+        self.content_length = self.content_length.or(value);
+    }
+
+    /// [`read`](Self::read) over a parsed `HeaderMap` (Pingora's request head).
+    pub fn from_map(map: &'a http::HeaderMap, identity_header: &str) -> KnownHeaders<'a> {
+        KnownHeaders::read(map.iter().map(|(name, value)| (name.as_str(), value.as_bytes())), identity_header)
+    }
+
+    /// [`read`](Self::read) over `httparse`'s headers (the hit path's); borrows only the request's
+    /// bytes, not the parser's header slots.
+    pub fn from_parsed(headers: &[httparse::Header<'a>], identity_header: &str) -> KnownHeaders<'a> {
+        KnownHeaders::read(headers.iter().map(|h| (h.name, h.value)), identity_header)
+    }
+}
+
+/// A `Content-Length` value: digits only (RFC 9110), no sign, no spaces inside.
+pub fn parse_content_length(value: &str) -> Option<u64> {
+    let digits = value.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Whether a `Connection` value lists the `close` token.
+fn names_close(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read<'a>(pairs: &'a [(&'a str, &'a str)]) -> KnownHeaders<'a> {
+        KnownHeaders::read(pairs.iter().map(|(n, v)| (*n, v.as_bytes())), "authorization")
+    }
+
+    #[test]
+    fn finds_each_known_header_whatever_its_case() {
+        let pairs = [
+            ("Host", "localhost:8080"),
+            ("CONTENT-TYPE", "application/json"),
+            ("Content-Length", "12"),
+            ("Mcp-Session-Id", "s1"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "resources/read"),
+            ("Mcp-Name", "a://b"),
+            ("Origin", "http://localhost:8080"),
+            ("Accept-Encoding", "gzip"),
+            ("Authorization", "Bearer t"),
+            ("X-Other", "x"),
+        ];
+        let known = read(&pairs);
+        let texts = [
+            known.host,
+            known.content_type,
+            known.content_length,
+            known.session_id,
+            known.protocol_version,
+            known.method,
+            known.name,
+            known.origin,
+            known.accept_encoding,
+            known.identity,
+        ]
+        .map(|value| value.text().unwrap());
+        let expected: Vec<&str> = pairs[..10].iter().map(|(_, value)| *value).collect();
+        assert_eq!(texts.to_vec(), expected);
+        assert_eq!(known.repeated, None);
+        assert!(!known.connection_close && !known.transfer_encoding && !known.expects_or_upgrades);
+    }
+
+    #[test]
+    fn notes_the_first_repeated_singleton() {
+        assert_eq!(read(&[("authorization", "a"), ("Authorization", "b")]).repeated, Some("Authorization"));
+        assert_eq!(read(&[("mcp-session-id", "a"), ("mcp-session-id", "a")]).repeated, Some("mcp-session-id"));
+        assert_eq!(read(&[("host", "a"), ("HOST", "a"), ("origin", "o"), ("origin", "o")]).repeated, Some("HOST"));
+        let twice_but_not_singletons = read(&[("authorization", "a"), ("accept", "x"), ("accept", "y")]);
+        assert_eq!(twice_but_not_singletons.repeated, None);
+    }
+
+    #[test]
+    fn values_that_are_not_visible_ascii_are_not_text() {
+        let pairs = [("host", "caf\u{e9}"), ("origin", "a\u{7f}")];
+        let known = read(&pairs);
+        assert_eq!(known.host.text(), None);
+        assert!(known.host.is_present(), "present, though not text");
+        assert_eq!(known.host.bytes(), Some("caf\u{e9}".as_bytes()));
+        assert_eq!(known.origin.text(), None);
+        assert_eq!(read(&[("host", "a\tb")]).host.text(), Some("a\tb"));
+    }
+
+    #[test]
+    fn framing_facts() {
+        let known = read(&[("content-length", "2"), ("Content-Length", "02")]);
+        assert_eq!((known.content_length_lines, known.invalid_content_length), (2, false));
+        assert!(read(&[("content-length", "2"), ("content-length", "3")]).invalid_content_length);
+        assert!(read(&[("content-length", "+2")]).invalid_content_length);
+        assert!(read(&[("content-length", "2"), ("content-length", "x")]).invalid_content_length);
+        assert!(read(&[("transfer-encoding", "chunked")]).transfer_encoding);
+        assert!(read(&[("expect", "100-continue")]).expects_or_upgrades);
+        assert!(read(&[("upgrade", "h2c")]).expects_or_upgrades);
+        assert!(read(&[("connection", "TE, Close")]).connection_close);
+        assert!(!read(&[("connection", "keep-alive")]).connection_close);
+    }
+
+    #[test]
+    fn a_header_map_reads_alike() {
+        let mut map = http::HeaderMap::new();
+        map.insert("host", "localhost".parse().unwrap());
+        map.append("authorization", "a".parse().unwrap());
+        map.append("authorization", "b".parse().unwrap());
+        let known = KnownHeaders::from_map(&map, "authorization");
+        assert_eq!((known.host.text(), known.identity.text()), (Some("localhost"), Some("a")));
+        assert_eq!(known.repeated, Some("authorization"));
+    }
+}
