@@ -18,7 +18,6 @@ use crate::config::CachePolicy;
 use crate::jsonrpc::{Kind, Message};
 use crate::method::{Method, Notification};
 
-
 /// Who may be served an entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -207,7 +206,8 @@ pub fn lookup_for(
         _ => return None,
     };
     let version = caller.protocol_version.as_deref().unwrap_or("-");
-    let base = join(&[route, "\u{0}", method.as_str(), "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
+    let base =
+        join(&[route, "\u{0}", method.as_str(), "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
     // The caller's own scopes first: a public answer fetched later for somebody else must not
     // hide the answer this caller was given.
     let mut scopes = Vec::with_capacity(3);

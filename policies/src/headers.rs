@@ -22,7 +22,6 @@ fn looks_like_version(v: &str) -> bool {
         && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
-
 /// Decodes a header value that may use the `=?base64?…?=` sentinel form.
 pub fn decode_header_value(value: &str) -> Result<String, String> {
     match value.strip_prefix("=?base64?").and_then(|rest| rest.strip_suffix("?=")) {

@@ -17,6 +17,8 @@ pub mod codes {
     /// Implementation-defined server error: upstream unreachable, timed out, session unknown.
     pub const SERVER_ERROR: i64 = -32000;
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// A handshake-era session the server (or the proxy) does not know: start a new one.
+    pub const SESSION_NOT_FOUND: i64 = -32001;
 }
 
 /// The `_meta` key that carries the protocol version in the stateless era.

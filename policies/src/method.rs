@@ -91,10 +91,7 @@ impl Method {
 
     /// Lists: paged by `cursor`, invalidated by their kind's `list_changed`.
     pub fn is_list(self) -> bool {
-        matches!(
-            self,
-            Method::ResourcesList | Method::ResourcesTemplatesList | Method::ToolsList | Method::PromptsList
-        )
+        matches!(self, Method::ResourcesList | Method::ResourcesTemplatesList | Method::ToolsList | Method::PromptsList)
     }
 
     /// Changes nothing on the server: may be sent again after a failure on a reused connection.

@@ -7,37 +7,18 @@ use mcp_edge_policies::affinity;
 use mcp_edge_policies::cache::{Caller, identity_of};
 use mcp_edge_policies::config::ServerConfig;
 use mcp_edge_policies::headers::{Mirrored, check_mirrored, is_stateless_era};
-use mcp_edge_policies::jsonrpc::{self, Message, codes};
+use mcp_edge_policies::jsonrpc::{self, Message};
 
+use crate::error::EdgeError;
 use crate::known_headers::{KnownHeaders, Value, parse_content_length};
 use crate::runtime::Route;
 
-/// An error answer: HTTP status plus a JSON-RPC error body.
-#[derive(Debug)]
-pub struct Rejection {
-    pub status: u16,
-    pub id: Option<String>,
-    pub code: i64,
-    pub message: String,
-}
-
-impl Rejection {
-    pub fn new(status: u16, code: i64, message: impl Into<String>) -> Rejection {
-        Rejection { status, id: None, code, message: message.into() }
-    }
-
-    pub fn body(&self) -> String {
-        jsonrpc::error_body(self.id.as_deref(), self.code, &self.message)
-    }
-}
-
 /// Refuses a request that repeats a header it must carry at most once (the Host, its framing,
 /// its MCP headers, its origin and the route's identity header).
-pub fn check_singletons(headers: &KnownHeaders<'_>) -> Result<(), Rejection> {
+pub fn check_singletons(headers: &KnownHeaders<'_>) -> Result<(), EdgeError> {
     match headers.repeated {
         Some(name) => {
-            let message = format!("Bad Request: header {} appears more than once", name.to_ascii_lowercase());
-            Err(Rejection::new(400, codes::INVALID_REQUEST, message))
+            Err(EdgeError::bad_request(format!("header {} appears more than once", name.to_ascii_lowercase())))
         }
         None => Ok(()),
     }
@@ -50,7 +31,7 @@ pub fn check_request_head(
     path: &str,
     target_authority: Option<&str>,
     headers: &KnownHeaders<'_>,
-) -> Result<(), Rejection> {
+) -> Result<(), EdgeError> {
     check_path(path)?;
     check_singletons(headers)?;
     let host = match headers.host {
@@ -67,29 +48,25 @@ pub fn check_request(
     server: &ServerConfig,
     request: &http::request::Parts,
     headers: &KnownHeaders<'_>,
-) -> Result<(), Rejection> {
+) -> Result<(), EdgeError> {
     let authority = request.uri.authority().map(|a| a.as_str());
     check_request_head(server, request.uri.path(), authority, headers)
 }
 
-fn invalid_host(host: &str) -> Rejection {
-    Rejection::new(400, codes::INVALID_REQUEST, format!("Bad Request: invalid Host header {host:?}"))
+fn invalid_host(host: &str) -> EdgeError {
+    EdgeError::bad_request(format!("invalid Host header {host:?}"))
 }
 
 /// DNS-rebinding protection, which upstreams cannot do behind a proxy that rewrites `Host`:
 /// the request's host must be one of `server.allowed_hosts` (any port). A `Host` that is not a
 /// plain `host[:port]` (user info, a path, a bad port) is refused whatever the list says.
-pub fn check_host(allowed: &[String], host: Option<&str>) -> Result<(), Rejection> {
+pub fn check_host(allowed: &[String], host: Option<&str>) -> Result<(), EdgeError> {
     let Some(host) = host else { return Ok(()) };
     let Some(name) = host_name(host) else { return Err(invalid_host(host)) };
     if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(name)) {
         return Ok(());
     }
-    Err(Rejection::new(
-        403,
-        codes::SERVER_ERROR,
-        format!("Forbidden: host {host} is not allowed (server.allowed_hosts)"),
-    ))
+    Err(EdgeError::HostNotAllowed { host: host.to_string() })
 }
 
 /// The name part of a `host[:port]` authority (`[v6]` kept bracketed); `None` if it is not one.
@@ -115,7 +92,7 @@ pub fn host_name(authority: &str) -> Option<&str> {
 
 /// Requests from browsers carry `Origin`. One naming the request's own host (same-origin) may
 /// call; any other must be listed in `server.allowed_origins` (`"*"`: any).
-pub fn check_origin(allowed: &[String], host: Option<&str>, origin: Value<'_>) -> Result<(), Rejection> {
+pub fn check_origin(allowed: &[String], host: Option<&str>, origin: Value<'_>) -> Result<(), EdgeError> {
     let origin = match origin {
         Value::Absent => return Ok(()),
         Value::Text(origin) => std::borrow::Cow::Borrowed(origin),
@@ -128,24 +105,19 @@ pub fn check_origin(allowed: &[String], host: Option<&str>, origin: Value<'_>) -
     if same_origin || allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(trimmed)) {
         return Ok(());
     }
-    Err(Rejection::new(
-        403,
-        codes::SERVER_ERROR,
-        format!("Forbidden: origin {origin} is not allowed (server.allowed_origins)"),
-    ))
+    Err(EdgeError::OriginNotAllowed { origin: origin.into_owned() })
 }
 
 /// Request paths with dot segments (`/mcp/../admin`, also `%2e`-encoded) or backslashes are
 /// refused rather than forwarded as they are: the upstream (or anything between) may resolve
 /// them to a path no route was chosen for.
-pub fn check_path(path: &str) -> Result<(), Rejection> {
+pub fn check_path(path: &str) -> Result<(), EdgeError> {
     // Most paths have no '.', '%' or '\\' at all: nothing to look at (no allocation per hit).
     if !path.contains(['.', '%', '\\']) {
         return Ok(());
     }
     if path.contains('\\') || path.split('/').any(is_dot_segment) {
-        let message = format!("Bad Request: path {path:?} has dot segments or backslashes");
-        return Err(Rejection::new(400, codes::INVALID_REQUEST, message));
+        return Err(EdgeError::bad_request(format!("path {path:?} has dot segments or backslashes")));
     }
     Ok(())
 }
@@ -175,7 +147,7 @@ pub fn pin_session(
     route: &Route,
     headers: &KnownHeaders<'_>,
     stateless: bool,
-) -> Result<Option<(usize, String)>, Rejection> {
+) -> Result<Option<(usize, String)>, EdgeError> {
     if stateless || !headers.session_id.is_present() {
         return Ok(None);
     }
@@ -188,32 +160,29 @@ pub fn pin_session(
     match pinned {
         Some((index, upstream_session)) => Ok(Some((index, upstream_session.to_string()))),
         // 404 tells an MCP client to initialize a new session (spec, handshake era).
-        None => Err(Rejection::new(404, -32001, "Session not found")),
+        None => Err(EdgeError::SessionNotFound),
     }
 }
 
 /// Checks a POST's framing headers; returns its declared body length (`None`: chunked).
-pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<Option<u64>, Rejection> {
+pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<Option<u64>, EdgeError> {
     let content_type = headers.content_type.text().unwrap_or_default();
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
-        let message = format!("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}");
-        return Err(Rejection::new(415, codes::INVALID_REQUEST, message));
+        return Err(EdgeError::UnsupportedMediaType { content_type: content_type.to_string() });
     }
     if headers.invalid_content_length {
-        return Err(Rejection::new(400, codes::INVALID_REQUEST, "invalid Content-Length"));
+        return Err(EdgeError::bad_request("invalid Content-Length"));
     }
     let length = headers.content_length.text().and_then(parse_content_length);
-    if let Some(n) = length.filter(|&n| n > max_body) {
-        let message = format!("request body of {n} bytes exceeds the limit of {max_body} bytes");
-        return Err(Rejection::new(413, codes::INVALID_REQUEST, message));
+    if let Some(size) = length.filter(|&n| n > max_body) {
+        return Err(EdgeError::BodyTooLarge { size, limit: max_body });
     }
     Ok(length)
 }
 
 /// Parses a JSON-RPC body and, in the stateless era, checks the headers that mirror it.
-pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> Result<Message, Rejection> {
-    let message = jsonrpc::parse(body).map_err(|invalid| Rejection {
-        status: 400,
+pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> Result<Message, EdgeError> {
+    let message = jsonrpc::parse(body).map_err(|invalid| EdgeError::InvalidMessage {
         id: invalid.id.clone(),
         code: invalid.code,
         message: invalid.message,
@@ -225,12 +194,7 @@ pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> R
             name: headers.name.text(),
         };
         if let Err(reason) = check_mirrored(mirrored, &message) {
-            return Err(Rejection {
-                status: 400,
-                id: message.id.clone(),
-                code: codes::HEADER_MISMATCH,
-                message: reason,
-            });
+            return Err(EdgeError::HeaderMismatch { id: message.id.clone(), reason });
         }
     }
     Ok(message)
@@ -254,6 +218,7 @@ pub fn is_stateless(headers: &KnownHeaders<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mcp_edge_policies::jsonrpc::codes;
 
     fn raw(pairs: &[(&'static str, &'static str)]) -> KnownHeaders<'static> {
         KnownHeaders::read(pairs.iter().map(|(name, value)| (*name, value.as_bytes())), "authorization")
@@ -268,8 +233,8 @@ mod tests {
         let config = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n";
         let server = mcp_edge_policies::config::Config::from_toml(config).unwrap().server;
         let check = |pairs: &[(&'static str, &'static str)]| check_request_head(&server, "/mcp", None, &raw(pairs));
-        assert_eq!(check(&[("host", "caf\u{e9}")]).unwrap_err().status, 400);
-        assert_eq!(check(&[("host", "localhost"), ("origin", "http://caf\u{e9}")]).unwrap_err().status, 403);
+        assert_eq!(check(&[("host", "caf\u{e9}")]).unwrap_err().status(), 400);
+        assert_eq!(check(&[("host", "localhost"), ("origin", "http://caf\u{e9}")]).unwrap_err().status(), 403);
         assert!(check(&[("host", "localhost"), ("origin", "http://localhost")]).is_ok());
     }
 
@@ -282,8 +247,8 @@ mod tests {
         assert!(check_origin(&[], host, origin("http://localhost:8080")).is_ok(), "same origin");
         for foreign in ["http://localhost:9999", "http://evil.example", "null", "localhost:8080"] {
             let denied = check_origin(&[], host, origin(foreign)).unwrap_err();
-            assert_eq!(denied.status, 403, "{foreign}");
-            assert!(denied.message.contains(foreign));
+            assert_eq!(denied.status(), 403, "{foreign}");
+            assert!(denied.to_string().contains(foreign));
         }
         let star = vec!["*".to_string()];
         assert!(check_origin(&star, host, origin("http://evil.example")).is_ok());
@@ -297,21 +262,21 @@ mod tests {
         }
         assert!(check_host(&loopback, None).is_ok(), "no Host: nothing to rebind");
         let evil = check_host(&loopback, Some("evil.example.com")).unwrap_err();
-        assert_eq!(evil.status, 403);
-        assert!(evil.message.contains("evil.example.com"));
+        assert_eq!(evil.status(), 403);
+        assert!(evil.to_string().contains("evil.example.com"));
         let any = vec!["*".to_string()];
         assert!(check_host(&any, Some("mcp.example.com:443")).is_ok());
         for bad in
             ["user@localhost", "localhost:80:80", "localhost:", "local host", "a/b", "[::1", "localhost:99999x", ""]
         {
-            assert_eq!(check_host(&any, Some(bad)).unwrap_err().status, 400, "{bad:?}");
+            assert_eq!(check_host(&any, Some(bad)).unwrap_err().status(), 400, "{bad:?}");
         }
     }
 
     #[test]
     fn dot_segments_are_refused() {
         for bad in ["/mcp/../mcp", "/mcp/./x", "/mcp/%2E%2e/x", "/..", "/mcp\\..\\x"] {
-            assert_eq!(check_path(bad).unwrap_err().status, 400, "{bad}");
+            assert_eq!(check_path(bad).unwrap_err().status(), 400, "{bad}");
         }
         for good in ["/mcp", "/mcp/a.b", "/mcp/...", "/"] {
             assert!(check_path(good).is_ok(), "{good}");
@@ -321,8 +286,8 @@ mod tests {
     #[test]
     fn repeated_singleton_headers_are_refused() {
         let twice = check_singletons(&raw(&[("authorization", "a"), ("Authorization", "b")])).unwrap_err();
-        assert_eq!(twice.status, 400);
-        assert!(twice.message.contains("header authorization appears more than once"), "{}", twice.message);
+        assert_eq!(twice.status(), 400);
+        assert!(twice.to_string().contains("header authorization appears more than once"), "{twice}");
         assert!(check_singletons(&raw(&[("mcp-session-id", "a"), ("mcp-session-id", "a")])).is_err());
         assert!(check_singletons(&raw(&[("authorization", "a"), ("accept", "x"), ("accept", "y")])).is_ok());
     }
@@ -333,12 +298,12 @@ mod tests {
         assert_eq!(check_post(&raw(&json), 100).unwrap(), None);
         let sized = raw(&[json[0], ("content-length", "10")]);
         assert_eq!(check_post(&sized, 100).unwrap(), Some(10));
-        assert_eq!(check_post(&sized, 5).unwrap_err().status, 413);
+        assert_eq!(check_post(&sized, 5).unwrap_err().status(), 413);
         for bad in ["ten", "+9", "-1", "1 0", "", "0x1"] {
             let bad = raw(&[json[0], ("content-length", bad)]);
-            assert_eq!(check_post(&bad, 100).unwrap_err().status, 400);
+            assert_eq!(check_post(&bad, 100).unwrap_err().status(), 400);
         }
-        assert_eq!(check_post(&raw(&[("content-type", "text/plain")]), 100).unwrap_err().status, 415);
+        assert_eq!(check_post(&raw(&[("content-type", "text/plain")]), 100).unwrap_err().status(), 415);
     }
 
     #[test]
@@ -349,9 +314,9 @@ mod tests {
         assert!(understand(body, &good, true).is_ok());
         let bad = raw(&[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("mcp-name", "a://b")]);
         let mismatch = understand(body, &bad, true).unwrap_err();
-        assert_eq!((mismatch.status, mismatch.code, mismatch.id.as_deref()), (400, codes::HEADER_MISMATCH, Some("3")));
+        assert_eq!((mismatch.status(), mismatch.code(), mismatch.id()), (400, codes::HEADER_MISMATCH, Some("3")));
         // The handshake era has no mirrored headers to check.
         assert!(understand(body, &bad, false).is_ok());
-        assert_eq!(understand(b"{", &good, true).unwrap_err().code, codes::PARSE_ERROR);
+        assert_eq!(understand(b"{", &good, true).unwrap_err().code(), codes::PARSE_ERROR);
     }
 }

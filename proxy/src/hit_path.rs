@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mcp_edge_policies::method::Method;
 use bytes::{Buf, BufMut, BytesMut};
+use mcp_edge_policies::method::Method;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::date::get_cached_date;
@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cache::{EdgeCache, Found, Stored};
 use crate::cached::{self, LookupInput, Outcome, Prelooked};
+use crate::error::EdgeError;
 use crate::guards;
 use crate::known_headers::{KnownHeaders, parse_content_length};
 use crate::runtime::{Live, Runtime};
@@ -36,6 +37,8 @@ use crate::service::{INSPECT_LIMIT, McpProxy};
 const KEEPALIVE: Duration = Duration::from_secs(60);
 /// Request heads larger than this are left to the proxy service (which allows more).
 const MAX_HEAD: usize = 16 * 1024;
+/// Why a request that trickles in past `server.header_timeout` is refused (408).
+const TOO_SLOW: &str = "the request did not arrive in time";
 /// Requests with more header lines than this are left to the proxy service.
 const MAX_HEADERS: usize = 48;
 
@@ -115,7 +118,7 @@ impl EdgeApp {
                     }
                     Probe::Complete(head) => awaiting = head.request_len(),
                     Probe::Unsuitable => return Step::HandOver(None),
-                    Probe::Malformed(reason) => return refuse(stream, 400, reason).await,
+                    Probe::Malformed(reason) => return refuse(stream, EdgeError::bad_request(reason)).await,
                     Probe::Partial if buffer.len() > MAX_HEAD => return Step::HandOver(None),
                     Probe::Partial => {}
                 }
@@ -126,7 +129,7 @@ impl EdgeApp {
             match read_more(stream, buffer, shutdown, deadline).await {
                 Read::More => {}
                 Read::Over => return Step::Close,
-                Read::TooSlow => return refuse(stream, 408, "the request did not arrive in time").await,
+                Read::TooSlow => return refuse(stream, EdgeError::RequestTimeout(TOO_SLOW.into())).await,
             }
         }
     }
@@ -227,7 +230,8 @@ impl EdgeApp {
         if route.limits.limits_rate() && route.limits.admit(client()).is_err() {
             return Lookout::Missed(None);
         }
-        let accepts_gzip = snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
+        let accepts_gzip =
+            snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
         Lookout::Hit(Hit {
             entry,
             id: message.id,
@@ -383,10 +387,10 @@ fn valid_target(target: &str) -> bool {
 
 /// Answers a request the hit path refuses outright (a malformed head, too slow to arrive) with
 /// a JSON-RPC error, and closes the connection: what follows cannot be trusted to be framed.
-async fn refuse(stream: &mut Stream, status: u16, reason: &str) -> Step {
-    let code = mcp_edge_policies::jsonrpc::codes::INVALID_REQUEST;
-    let body = mcp_edge_policies::jsonrpc::error_body(None, code, &format!("Bad Request: {reason}"));
-    let phrase = if status == 408 { "Request Timeout" } else { "Bad Request" };
+async fn refuse(stream: &mut Stream, refused: EdgeError) -> Step {
+    let status = refused.status();
+    let body = refused.body(None);
+    let phrase = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
     let head = format!(
         "HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-cache: BYPASS\r\nconnection: close\r\n\r\n",
         body.len()
@@ -401,7 +405,7 @@ async fn refuse(stream: &mut Stream, status: u16, reason: &str) -> Step {
         cache: Outcome::Bypass.as_str(),
         upstream: None,
         started: Instant::now(),
-        error: Some(reason.to_string()),
+        error: Some(refused.to_string()),
     }
     .record();
     Step::Close

@@ -10,10 +10,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use mcp_edge_policies::config::LimitsConfig;
-use mcp_edge_policies::jsonrpc::codes;
 use pingora_limits::rate::Rate;
 
-use crate::guards::Rejection;
+use crate::error::EdgeError;
 
 /// Hashes and columns of the per-client rate estimator (a count-min sketch, two of them): it
 /// never undercounts, and overcounts little below tens of thousands of active clients per
@@ -41,19 +40,18 @@ impl RouteLimits {
     }
 
     /// Counts a request of `client`; refused past `rate_per_client` in the current second.
-    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), Rejection> {
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), EdgeError> {
         let (Some(rate), Some(client)) = (&self.rate, client) else { return Ok(()) };
         if rate.observe(&client, 1) as usize > self.config.rate_per_client {
-            let message =
-                format!("Too Many Requests: more than {} per second from {client}", self.config.rate_per_client);
-            return Err(too_many(message));
+            let limit = self.config.rate_per_client;
+            return Err(EdgeError::TooManyRequests(format!("more than {limit} per second from {client}")));
         }
         Ok(())
     }
 
     /// A place among the route's requests forwarded upstream, held until dropped; refused
     /// when `max_concurrent` are under way.
-    pub fn forward(self: &Arc<Self>) -> Result<Option<Forwarding>, Rejection> {
+    pub fn forward(self: &Arc<Self>) -> Result<Option<Forwarding>, EdgeError> {
         let limit = self.config.max_concurrent;
         if limit == 0 {
             return Ok(None);
@@ -62,8 +60,8 @@ impl RouteLimits {
         let forwarding = Forwarding(self.clone());
         if taken >= limit {
             drop(forwarding);
-            return Err(too_many(format!(
-                "Too Many Requests: the route's {limit} concurrent requests are all under way"
+            return Err(EdgeError::TooManyRequests(format!(
+                "the route's {limit} concurrent requests are all under way"
             )));
         }
         Ok(Some(forwarding))
@@ -93,12 +91,12 @@ static STREAMS: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Default:
 pub struct OpenStream(IpAddr);
 
 /// Opens a stream for `client`; refused when it already holds `max` (0: no limit).
-pub fn open_stream(client: Option<IpAddr>, max: usize) -> Result<Option<OpenStream>, Rejection> {
+pub fn open_stream(client: Option<IpAddr>, max: usize) -> Result<Option<OpenStream>, EdgeError> {
     let Some(client) = client.filter(|_| max > 0) else { return Ok(None) };
     let mut streams = STREAMS.lock().expect("streams");
     let open = streams.entry(client).or_insert(0);
     if *open >= max {
-        return Err(too_many(format!("Too Many Requests: {client} already holds {max} open streams")));
+        return Err(EdgeError::TooManyRequests(format!("{client} already holds {max} open streams")));
     }
     *open += 1;
     Ok(Some(OpenStream(client)))
@@ -116,10 +114,6 @@ impl Drop for OpenStream {
     }
 }
 
-fn too_many(message: String) -> Rejection {
-    Rejection::new(429, codes::SERVER_ERROR, message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,7 +127,7 @@ mod tests {
         let route = limits(2, 0);
         let first = route.forward().unwrap();
         let _second = route.forward().unwrap();
-        assert_eq!(route.forward().unwrap_err().status, 429);
+        assert_eq!(route.forward().unwrap_err().status(), 429);
         drop(first);
         assert!(route.forward().is_ok(), "a finished request frees its place");
         assert!(limits(0, 0).forward().unwrap().is_none(), "0: no limit, nothing counted");
@@ -146,7 +140,7 @@ mod tests {
         for _ in 0..3 {
             assert!(route.admit(a).is_ok());
         }
-        assert_eq!(route.admit(a).unwrap_err().status, 429);
+        assert_eq!(route.admit(a).unwrap_err().status(), 429);
         assert!(route.admit(b).is_ok(), "another client is not limited by the first");
         assert!(limits(0, 0).admit(a).is_ok());
     }

@@ -133,7 +133,6 @@ impl Drop for OpenConnection {
     }
 }
 
-
 /// Counts the disk tier's failures (foyer logs a failed write or flush at ERROR and counts
 /// nothing) in `mcp_cache_operations_total{operation="write",tier="disk",result="error"}`. Its
 /// own filter keeps every other event's call site off, as the log's filter does.

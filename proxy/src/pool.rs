@@ -12,6 +12,7 @@ use mcp_edge_policies::balance::least_loaded;
 use mcp_edge_policies::config::{Balance, RouteConfig};
 use mcp_edge_policies::upstream::UpstreamUrl;
 
+use crate::error::SetupError;
 use crate::health::McpHealthCheck;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer, discovery};
@@ -51,17 +52,20 @@ pub struct Pool {
 
 impl Pool {
     /// Resolves the route's upstream URLs and builds its balancer and health check.
-    pub fn build(route: &RouteConfig) -> Result<Pool, String> {
+    pub fn build(route: &RouteConfig) -> Result<Pool, SetupError> {
         let mut upstreams = Vec::new();
         let mut by_addr = HashMap::new();
         for url in &route.upstreams {
             let addr = resolve(url)?;
             if let Some(&other) = by_addr.get(&addr) {
                 let other: &Arc<Upstream> = &upstreams[other];
-                return Err(format!(
-                    "route {:?}: upstreams {:?} and {:?} both resolve to {addr}",
-                    route.name, other.url.url, url.url
-                ));
+                return Err(SetupError::Upstream {
+                    url: url.url.clone(),
+                    reason: format!(
+                        "resolves to {addr}, as upstream {:?} of route {:?} does",
+                        other.url.url, route.name
+                    ),
+                });
             }
             by_addr.insert(addr, upstreams.len());
             let backend = crate::health::backend_for(addr, url);
@@ -210,31 +214,33 @@ impl Pool {
 }
 
 /// Reads the PEM certificates of a CA file.
-fn load_ca(path: &Path) -> Result<Arc<CaType>, String> {
+fn load_ca(path: &Path) -> Result<Arc<CaType>, SetupError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
+    let refused = |reason: String| SetupError::CaFile { path: path.display().to_string(), reason };
     let certificates: Vec<WrappedX509> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("ca_file {}: {e}", path.display()))?
+        .map_err(|e| refused(e.to_string()))?
         .map(|cert| {
-            let der = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            let der = cert.map_err(|e| refused(e.to_string()))?;
             // Parse first: pingora's wrapper panics on a certificate it cannot parse.
             x509_parser::parse_x509_certificate(&der)
-                .map_err(|e| format!("ca_file {}: a certificate does not parse: {e}", path.display()))?;
+                .map_err(|e| refused(format!("a certificate does not parse: {e}")))?;
             Ok(WrappedX509::new(der.to_vec(), parse_x509))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, SetupError>>()?;
     if certificates.is_empty() {
-        return Err(format!("ca_file {}: no certificate found", path.display()));
+        return Err(refused("no certificate found".into()));
     }
     Ok(Arc::from(certificates.into_boxed_slice()))
 }
 
-fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {
+fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, SetupError> {
+    let refused = |reason: String| SetupError::Upstream { url: url.url.clone(), reason };
     (url.host.as_str(), url.port)
         .to_socket_addrs()
-        .map_err(|e| format!("upstream {:?}: cannot resolve {}: {e}", url.url, url.host))?
+        .map_err(|e| refused(format!("cannot resolve {}: {e}", url.host)))?
         .next()
-        .ok_or_else(|| format!("upstream {:?}: {} has no address", url.url, url.host))
+        .ok_or_else(|| refused(format!("{} has no address", url.host)))
 }
 
 #[cfg(test)]

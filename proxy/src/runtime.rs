@@ -10,6 +10,7 @@ use mcp_edge_policies::Config;
 use mcp_edge_policies::config::RouteConfig;
 
 use crate::cached::ReadonlyTools;
+use crate::error::SetupError;
 use crate::limits::RouteLimits;
 use crate::pool::Pool;
 
@@ -31,7 +32,7 @@ pub struct Runtime {
 pub type Live = Arc<ArcSwap<Runtime>>;
 
 impl Runtime {
-    pub fn build(config: Config) -> Result<Runtime, String> {
+    pub fn build(config: Config) -> Result<Runtime, SetupError> {
         let routes = config
             .routes
             .iter()
@@ -40,7 +41,7 @@ impl Runtime {
                 let limits = Arc::new(RouteLimits::new(route.limits));
                 Ok(Route { config: route.clone(), pool, readonly: ReadonlyTools::default(), limits })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SetupError>>()?;
         let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;
         Ok(Runtime { config, routes, admin_token })
     }
@@ -53,20 +54,23 @@ impl Runtime {
 }
 
 /// Reads the admin token: the file's first line, which must not be blank.
-fn read_admin_token(path: &Path) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("admin.token_file {}: cannot read: {e}", path.display()))?;
+fn read_admin_token(path: &Path) -> Result<String, SetupError> {
+    let refused = |reason: String| SetupError::AdminToken { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| refused(format!("cannot read: {e}")))?;
     let token = text.lines().next().unwrap_or_default().trim();
     if token.len() < 16 {
-        return Err(format!("admin.token_file {}: the token must be at least 16 characters", path.display()));
+        return Err(refused("the token must be at least 16 characters".into()));
     }
     Ok(token.to_string())
 }
 
 /// Reads and validates a configuration file; the error lists every problem, one per line,
 /// prefixed with the file name.
-pub fn load_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    Config::from_toml(&text)
-        .map_err(|problems| problems.iter().map(|p| format!("{}: {p}", path.display())).collect::<Vec<_>>().join("\n"))
+pub fn load_config(path: &Path) -> Result<Config, SetupError> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SetupError::Unreadable { path: file.to_string(), reason: e.to_string() })?;
+    Config::from_toml(&text).map_err(|problems| SetupError::Invalid {
+        problems: problems.iter().map(|problem| format!("{file}: {problem}")).collect(),
+    })
 }

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::consistent_key;
-use mcp_edge_policies::jsonrpc::{self, codes};
 use mcp_edge_policies::routing::upstream_path;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -20,7 +19,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::cache::EdgeCache;
 use crate::cached::{self, CacheCtx, LookupInput, Outcome, Prelooked, Prepared};
-use crate::guards::{self, Rejection};
+use crate::error::EdgeError;
+use crate::guards;
 use crate::known_headers::KnownHeaders;
 use crate::limits;
 use crate::runtime::{Live, Route, Runtime};
@@ -37,11 +37,9 @@ pub const INSPECT_LIMIT: u64 = 64 * 1024;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
-const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
-const SESSION_UPSTREAM_GONE: &str = "session upstream gone";
-const EVERY_UPSTREAM_FAILED: &str = "every upstream failed";
-/// A streamed body failed a check once read whole (the rejection is in the context).
-const BODY_REJECTED: &str = "request body rejected";
+/// The Pingora error type of a failure mcp-edge decided itself (the [`EdgeError`] waits in
+/// the context for `fail_to_proxy`: Pingora's phases return only Pingora's error type).
+const EDGE_FAILURE: &str = "mcp-edge failure";
 
 pub struct McpProxy {
     pub live: Live,
@@ -67,8 +65,8 @@ pub struct Ctx {
     /// A streamed stateless-era body, held back until it has been read whole and its mirrored
     /// headers checked (the upstream sees nothing of it before).
     held_body: Option<BytesMut>,
-    /// Why a held body was refused.
-    rejection: Option<Rejection>,
+    /// Why mcp-edge failed the request itself (answered by `fail_to_proxy`).
+    failure: Option<EdgeError>,
     /// This request's place among the route's requests forwarded upstream (`max_concurrent`),
     /// or among its client's open streams.
     forwarding: Option<limits::Forwarding>,
@@ -137,7 +135,7 @@ impl ProxyHttp for McpProxy {
             tried: Vec::new(),
             streamed_body: 0,
             held_body: None,
-            rejection: None,
+            failure: None,
             forwarding: None,
             open_stream: None,
             last_failure: None,
@@ -164,19 +162,18 @@ impl ProxyHttp for McpProxy {
         let snapshot = self.live.load_full();
         let path = session.req_header().uri.path().to_string();
         let Some(route_index) = snapshot.route_for(&path) else {
-            return reject(session, Rejection::new(404, codes::SERVER_ERROR, format!("no route serves path {path}")))
-                .await;
+            return reject(session, EdgeError::NoRoute { path }).await;
         };
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route_index;
         let route = &snapshot.routes[route_index];
         let known = known_headers(session, route);
-        ctx.accepts_gzip = snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
+        ctx.accepts_gzip =
+            snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
 
         let method = session.req_header().method.clone();
         if ![http::Method::POST, http::Method::GET, http::Method::DELETE, http::Method::OPTIONS].contains(&method) {
-            let message = format!("method {method} is not allowed on an MCP endpoint");
-            return reject(session, Rejection::new(405, codes::SERVER_ERROR, message)).await;
+            return reject(session, EdgeError::MethodNotAllowed { method: method.to_string() }).await;
         }
         let client = client_addr(session);
         ctx.stateless = guards::is_stateless(&known);
@@ -191,7 +188,7 @@ impl ProxyHttp for McpProxy {
                 ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
                 ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
             }
-            Err(rejection) => return reject(session, rejection).await,
+            Err(refused) => return reject(session, refused).await,
         }
         if method == http::Method::POST {
             match self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
@@ -211,7 +208,7 @@ impl ProxyHttp for McpProxy {
         };
         match admitted {
             Ok(()) => Ok(false),
-            Err(rejection) => reject(session, rejection).await,
+            Err(refused) => reject(session, refused).await,
         }
     }
 
@@ -226,7 +223,7 @@ impl ProxyHttp for McpProxy {
             ctx.streamed_body += chunk.len() as u64;
             let max_body = ctx.snapshot.as_ref().map_or(u64::MAX, |s| s.config.server.max_body);
             if ctx.streamed_body > max_body {
-                return Error::e_explain(ErrorType::HTTPStatus(413), format!("exceeds {max_body} bytes"));
+                return fail(ctx, EdgeError::StreamedBodyTooLarge { limit: max_body });
             }
         }
         let Some(held) = ctx.held_body.as_mut() else { return Ok(()) };
@@ -247,10 +244,7 @@ impl ProxyHttp for McpProxy {
                 *body = Some(whole);
                 Ok(())
             }
-            Err(rejection) => {
-                ctx.rejection = Some(rejection);
-                Error::e_explain(ErrorType::Custom(BODY_REJECTED), "the request body failed its checks")
-            }
+            Err(refused) => fail(ctx, refused),
         }
     }
 
@@ -259,7 +253,7 @@ impl ProxyHttp for McpProxy {
         let route = &snapshot.routes[ctx.route];
         let index = match ctx.pinned {
             Some(pinned) if ctx.tried.contains(&pinned) => {
-                return Error::e_explain(ErrorType::Custom(SESSION_UPSTREAM_GONE), "session upstream failed");
+                return fail(ctx, EdgeError::SessionUpstreamGone);
             }
             Some(pinned) => pinned,
             None => {
@@ -267,13 +261,12 @@ impl ProxyHttp for McpProxy {
                 let client = client_ip(session);
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client.as_bytes());
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
-                    return match &ctx.last_failure {
-                        Some(last) => Error::e_explain(ErrorType::Custom(EVERY_UPSTREAM_FAILED), last.clone()),
-                        None => Error::e_explain(
-                            ErrorType::Custom(NO_HEALTHY_UPSTREAM),
-                            format!("route {}", route.config.name),
-                        ),
+                    let route = route.config.name.clone();
+                    let failure = match ctx.last_failure.clone() {
+                        Some(last) => EdgeError::EveryUpstreamFailed { route, last },
+                        None => EdgeError::NoHealthyUpstream { route },
                     };
+                    return fail(ctx, failure);
                 };
                 index
             }
@@ -490,16 +483,16 @@ impl ProxyHttp for McpProxy {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
             }
         }
-        let (status, code, message) = match ctx.rejection.take() {
-            Some(rejection) => {
-                ctx.rpc_id = rejection.id;
-                (rejection.status, rejection.code, rejection.message)
-            }
-            None => classify_failure(e, ctx, &route_name),
-        };
-        if status > 0 && session.response_written().is_none() {
-            let body = Bytes::from(jsonrpc::error_body(ctx.rpc_id.as_deref(), code, &message));
-            if let Err(write_error) = respond(session, status, body, [("x-cache", ctx.outcome.as_str())], false).await {
+        // `None`: the client is gone, nothing to answer.
+        let failure = ctx.failure.take().or_else(|| classify_failure(e, ctx, &route_name));
+        let status = failure.as_ref().map_or(0, EdgeError::status);
+        if let Some(failure) = failure
+            && session.response_written().is_none()
+        {
+            let body = Bytes::from(failure.body(ctx.rpc_id.as_deref()));
+            let headers =
+                [("x-cache", ctx.outcome.as_str())].into_iter().chain(failure.extra_headers().iter().copied());
+            if let Err(write_error) = respond(session, status, body, headers, false).await {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }
         }
@@ -591,7 +584,7 @@ impl McpProxy {
         let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
         let length = match guards::check_post(&known_headers(session, route), max_body) {
             Ok(length) => length,
-            Err(rejection) => return answered(reject(session, rejection).await),
+            Err(refused) => return answered(reject(session, refused).await),
         };
         let Some(length) = length.filter(|&n| n <= INSPECT_LIMIT) else {
             // Large or chunked: streamed through, size-checked in request_body_filter. In the
@@ -610,7 +603,7 @@ impl McpProxy {
         let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
         let message = match guards::understand(&body, &known_headers(session, route), ctx.stateless) {
             Ok(message) => message,
-            Err(rejection) => return answered(reject(session, rejection).await),
+            Err(refused) => return answered(reject(session, refused).await),
         };
         ctx.rpc_method = message.method.clone();
         ctx.rpc_id = message.id.clone();
@@ -632,9 +625,9 @@ fn answered(rejected: Result<bool>) -> Result<Inspected> {
     rejected.map(|_| Inspected::Answered)
 }
 
-/// Maps a proxying failure to (HTTP status, JSON-RPC code, message). Status 0: the client is
-/// gone, nothing to answer.
-fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
+/// What a proxying failure Pingora reports means to the client; `None`: the client is gone,
+/// nothing to answer.
+fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> Option<EdgeError> {
     use ErrorType::*;
     let connect_failure = matches!(
         e.etype(),
@@ -647,71 +640,37 @@ fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> (u16, i64, String) {
             | InvalidCert
             | HandshakeError
     );
+    let route = route.to_string();
     if e.esource() == &ErrorSource::Downstream {
         // The client's doing (it left, or sent bytes past its request while the answer was
         // pending): never reported as an upstream failure, which would tell it to start over.
         return match e.etype() {
-            WriteError | ReadError | ConnectionClosed => (0, 0, String::new()),
-            ConnectError => (
-                400,
-                codes::INVALID_REQUEST,
-                "Bad Request: data arrived after the request, before its answer (HTTP pipelining is not supported here)"
-                    .to_string(),
-            ),
-            other => (400, codes::INVALID_REQUEST, format!("bad request: {}", other.as_str())),
+            WriteError | ReadError | ConnectionClosed => None,
+            ConnectError => Some(EdgeError::bad_request(
+                "data arrived after the request, before its answer (HTTP pipelining is not supported here)",
+            )),
+            other => Some(EdgeError::bad_request(other.as_str())),
         };
     }
-    match e.etype() {
-        Custom(SESSION_UPSTREAM_GONE) => session_gone(),
-        _ if connect_failure && ctx.pinned.is_some() => session_gone(),
-        Custom(NO_HEALTHY_UPSTREAM) => {
-            (503, codes::SERVER_ERROR, format!("route {route}: no healthy upstream is available"))
-        }
-        Custom(EVERY_UPSTREAM_FAILED) => (
-            502,
-            codes::SERVER_ERROR,
-            format!("route {route}: every upstream failed (last error: {})", e.context_text()),
-        ),
+    Some(match e.etype() {
+        _ if connect_failure && ctx.pinned.is_some() => EdgeError::SessionUpstreamGone,
         // The context may name the upstream (Pingora adds the peer): not for the client's eyes.
-        HTTPStatus(413) => {
-            let limit = ctx.snapshot.as_ref().map_or(0, |s| s.config.server.max_body);
-            (413, codes::INVALID_REQUEST, format!("request body too large: the limit is {limit} bytes"))
+        HTTPStatus(code) => EdgeError::UpstreamStatus { route, status: *code },
+        ConnectTimedout => EdgeError::ConnectTimedOut { route },
+        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => EdgeError::UpstreamTimedOut { route },
+        _ if connect_failure => EdgeError::CannotConnect { route, cause: e.etype().as_str().to_string() },
+        _ if e.esource() == &ErrorSource::Upstream => {
+            EdgeError::UpstreamFailed { route, cause: e.etype().as_str().to_string() }
         }
-        HTTPStatus(code) => (*code, codes::SERVER_ERROR, format!("route {route}: HTTP {code}")),
-        ConnectTimedout => (504, codes::SERVER_ERROR, format!("route {route}: timed out connecting to the upstream")),
-        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => {
-            (504, codes::SERVER_ERROR, format!("route {route}: the upstream did not answer in time"))
-        }
-        _ if connect_failure => (
-            502,
-            codes::SERVER_ERROR,
-            format!("route {route}: cannot connect to any upstream ({})", e.etype().as_str()),
-        ),
-        _ => match e.esource() {
-            ErrorSource::Upstream => {
-                (502, codes::SERVER_ERROR, format!("route {route}: upstream failed ({})", e.etype().as_str()))
-            }
-            ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => (0, 0, String::new()),
-                _ => (400, codes::INVALID_REQUEST, format!("bad request: {}", e.etype().as_str())),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => (500, codes::SERVER_ERROR, "internal error".to_string()),
-        },
-    }
+        _ => EdgeError::Internal,
+    })
 }
 
-fn session_gone() -> (u16, i64, String) {
-    (404, -32001, "Session not found: its upstream is unavailable; initialize a new session".to_string())
-}
-
-trait ContextText {
-    fn context_text(&self) -> String;
-}
-
-impl ContextText for Error {
-    fn context_text(&self) -> String {
-        self.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default()
-    }
+/// Fails the request with `failure`, which `fail_to_proxy` answers.
+fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
+    let explain = failure.to_string();
+    ctx.failure = Some(failure);
+    Error::e_explain(ErrorType::Custom(EDGE_FAILURE), explain)
 }
 
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -742,16 +701,10 @@ fn is_tls(session: &Session) -> bool {
 }
 
 /// Answers the request with a JSON-RPC error; `Ok(true)` tells Pingora the response is sent.
-async fn reject(session: &mut Session, rejection: Rejection) -> Result<bool> {
-    let mut headers = vec![("x-cache", Outcome::Bypass.as_str())];
-    if rejection.status == 405 {
-        headers.push(("allow", "GET, POST, DELETE, OPTIONS"));
-    }
-    if rejection.status == 429 {
-        headers.push(("retry-after", "1"));
-    }
+async fn reject(session: &mut Session, refused: EdgeError) -> Result<bool> {
+    let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
     // The request body may be unread (rejected before reading): don't reuse the connection.
-    respond(session, rejection.status, Bytes::from(rejection.body()), headers, false).await?;
+    respond(session, refused.status(), Bytes::from(refused.body(None)), headers, false).await?;
     Ok(true)
 }
 

@@ -9,6 +9,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cache::EdgeCache;
+use crate::error::SetupError;
 use crate::pool::Pool;
 use crate::runtime::{Live, Runtime, load_config};
 use crate::tls::Certificates;
@@ -57,7 +58,7 @@ impl Supervisor {
         let (file, tls_listening) = (path.clone(), self.certificates.is_some());
         let outcome = tokio::task::spawn_blocking(move || build_runtime(&file, tls_listening))
             .await
-            .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+            .unwrap_or_else(|e| Err(SetupError::Invalid { problems: vec![format!("the reload failed: {e}")] }));
         match outcome {
             Ok((runtime, certificate)) => {
                 if let (Some(certificate), Some(certificates)) = (certificate, &self.certificates) {
@@ -83,7 +84,7 @@ impl Supervisor {
 fn build_runtime(
     path: &std::path::Path,
     tls_listening: bool,
-) -> Result<(Runtime, Option<rustls::sign::CertifiedKey>), String> {
+) -> Result<(Runtime, Option<rustls::sign::CertifiedKey>), SetupError> {
     let config = load_config(path)?;
     let certificate = match (&config.server.tls, tls_listening) {
         (Some(tls), true) => Some(crate::tls::load(tls)?),

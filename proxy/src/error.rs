@@ -1,0 +1,211 @@
+//! mcp-edge's errors: what a request can be refused or failed with ([`EdgeError`], each
+//! knowing its HTTP status, JSON-RPC code and message), and what setting up a configuration
+//! can fail with ([`SetupError`]).
+//!
+//! Every error answer is a JSON-RPC error body with the status below; messages name what was
+//! refused (a header, a limit, a route) and never an upstream's address.
+
+use mcp_edge_policies::jsonrpc::{self, codes};
+
+/// Why a request is refused or failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EdgeError {
+    // The client's doing.
+    #[error("no route serves path {path}")]
+    NoRoute { path: String },
+    #[error("method {method} is not allowed on an MCP endpoint")]
+    MethodNotAllowed { method: String },
+    /// A malformed request: bad framing, repeated headers, dot segments, an invalid Host.
+    #[error("Bad Request: {0}")]
+    BadRequest(String),
+    #[error("Request Timeout: {0}")]
+    RequestTimeout(String),
+    #[error("Forbidden: host {host} is not allowed (server.allowed_hosts)")]
+    HostNotAllowed { host: String },
+    #[error("Forbidden: origin {origin} is not allowed (server.allowed_origins)")]
+    OriginNotAllowed { origin: String },
+    #[error("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}")]
+    UnsupportedMediaType { content_type: String },
+    #[error("request body of {size} bytes exceeds the limit of {limit} bytes")]
+    BodyTooLarge { size: u64, limit: u64 },
+    /// Found too large while streaming (its size was not declared).
+    #[error("request body too large: the limit is {limit} bytes")]
+    StreamedBodyTooLarge { limit: u64 },
+    /// The body is not a valid JSON-RPC message (`code`: parse error or invalid request).
+    #[error("{message}")]
+    InvalidMessage { id: Option<String>, code: i64, message: String },
+    /// A stateless-era header disagrees with the body it mirrors.
+    #[error("{reason}")]
+    HeaderMismatch { id: Option<String>, reason: String },
+    /// A handshake-era session id that is not one of ours (or its upstream left the pool).
+    #[error("Session not found")]
+    SessionNotFound,
+    /// The upstream owning the session failed: the client must start a new session.
+    #[error("Session not found: its upstream is unavailable; initialize a new session")]
+    SessionUpstreamGone,
+    #[error("Too Many Requests: {0}")]
+    TooManyRequests(String),
+
+    // The upstreams' doing.
+    #[error("route {route}: no healthy upstream is available")]
+    NoHealthyUpstream { route: String },
+    #[error("route {route}: every upstream failed (last error: {last})")]
+    EveryUpstreamFailed { route: String, last: String },
+    /// The upstream answered this status where mcp-edge had to answer itself (e.g. a 5xx
+    /// with a stale entry that could not be sent).
+    #[error("route {route}: HTTP {status}")]
+    UpstreamStatus { route: String, status: u16 },
+    #[error("route {route}: timed out connecting to the upstream")]
+    ConnectTimedOut { route: String },
+    #[error("route {route}: the upstream did not answer in time")]
+    UpstreamTimedOut { route: String },
+    #[error("route {route}: cannot connect to any upstream ({cause})")]
+    CannotConnect { route: String, cause: String },
+    #[error("route {route}: upstream failed ({cause})")]
+    UpstreamFailed { route: String, cause: String },
+    #[error("internal error")]
+    Internal,
+}
+
+impl EdgeError {
+    pub fn bad_request(reason: impl Into<String>) -> EdgeError {
+        EdgeError::BadRequest(reason.into())
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        use EdgeError::*;
+        match self {
+            BadRequest(_) | InvalidMessage { .. } | HeaderMismatch { .. } => 400,
+            HostNotAllowed { .. } | OriginNotAllowed { .. } => 403,
+            NoRoute { .. } | SessionNotFound | SessionUpstreamGone => 404,
+            MethodNotAllowed { .. } => 405,
+            RequestTimeout(_) => 408,
+            BodyTooLarge { .. } | StreamedBodyTooLarge { .. } => 413,
+            UnsupportedMediaType { .. } => 415,
+            TooManyRequests(_) => 429,
+            Internal => 500,
+            EveryUpstreamFailed { .. } | CannotConnect { .. } | UpstreamFailed { .. } => 502,
+            NoHealthyUpstream { .. } => 503,
+            ConnectTimedOut { .. } | UpstreamTimedOut { .. } => 504,
+            UpstreamStatus { status, .. } => *status,
+        }
+    }
+
+    /// The JSON-RPC error code of the answer.
+    pub fn code(&self) -> i64 {
+        use EdgeError::*;
+        match self {
+            InvalidMessage { code, .. } => *code,
+            HeaderMismatch { .. } => codes::HEADER_MISMATCH,
+            SessionNotFound | SessionUpstreamGone => codes::SESSION_NOT_FOUND,
+            BadRequest(_)
+            | RequestTimeout(_)
+            | UnsupportedMediaType { .. }
+            | BodyTooLarge { .. }
+            | StreamedBodyTooLarge { .. } => codes::INVALID_REQUEST,
+            _ => codes::SERVER_ERROR,
+        }
+    }
+
+    /// The raw JSON-RPC id the error answers, when the body was read far enough to know it.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            EdgeError::InvalidMessage { id, .. } | EdgeError::HeaderMismatch { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error body; `id`: the request's, unless the error knows it.
+    pub fn body(&self, id: Option<&str>) -> String {
+        jsonrpc::error_body(self.id().or(id), self.code(), &self.to_string())
+    }
+
+    /// Headers the answer carries beside the body.
+    pub fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            EdgeError::MethodNotAllowed { .. } => &[("allow", "GET, POST, DELETE, OPTIONS")],
+            EdgeError::TooManyRequests(_) => &[("retry-after", "1")],
+            _ => &[],
+        }
+    }
+}
+
+/// Why a configuration could not be put to work (at start, on reload, in `mcp-edge check`).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{path}: cannot read: {reason}")]
+    Unreadable { path: String, reason: String },
+    /// Every problem found, one per line, each naming the file (and line where known).
+    #[error("{}", .problems.join("\n"))]
+    Invalid { problems: Vec<String> },
+    #[error("upstream {url:?}: {reason}")]
+    Upstream { url: String, reason: String },
+    #[error("ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("[server.tls] {0}")]
+    Tls(String),
+    #[error("admin.token_file {path}: {reason}")]
+    AdminToken { path: String, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> String {
+        "docs".to_string()
+    }
+
+    #[test]
+    fn each_error_knows_its_status_and_code() {
+        let cases = [
+            (EdgeError::NoRoute { path: "/x".into() }, 404, codes::SERVER_ERROR),
+            (EdgeError::MethodNotAllowed { method: "PUT".into() }, 405, codes::SERVER_ERROR),
+            (EdgeError::bad_request("invalid Content-Length"), 400, codes::INVALID_REQUEST),
+            (EdgeError::RequestTimeout("late".into()), 408, codes::INVALID_REQUEST),
+            (EdgeError::HostNotAllowed { host: "evil".into() }, 403, codes::SERVER_ERROR),
+            (EdgeError::OriginNotAllowed { origin: "http://evil".into() }, 403, codes::SERVER_ERROR),
+            (EdgeError::UnsupportedMediaType { content_type: "text/plain".into() }, 415, codes::INVALID_REQUEST),
+            (EdgeError::BodyTooLarge { size: 10, limit: 5 }, 413, codes::INVALID_REQUEST),
+            (EdgeError::StreamedBodyTooLarge { limit: 5 }, 413, codes::INVALID_REQUEST),
+            (EdgeError::InvalidMessage { id: None, code: codes::PARSE_ERROR, message: "x".into() }, 400, -32700),
+            (EdgeError::HeaderMismatch { id: None, reason: "x".into() }, 400, codes::HEADER_MISMATCH),
+            (EdgeError::SessionNotFound, 404, codes::SESSION_NOT_FOUND),
+            (EdgeError::SessionUpstreamGone, 404, codes::SESSION_NOT_FOUND),
+            (EdgeError::TooManyRequests("x".into()), 429, codes::SERVER_ERROR),
+            (EdgeError::NoHealthyUpstream { route: route() }, 503, codes::SERVER_ERROR),
+            (EdgeError::EveryUpstreamFailed { route: route(), last: "x".into() }, 502, codes::SERVER_ERROR),
+            (EdgeError::UpstreamStatus { route: route(), status: 502 }, 502, codes::SERVER_ERROR),
+            (EdgeError::ConnectTimedOut { route: route() }, 504, codes::SERVER_ERROR),
+            (EdgeError::UpstreamTimedOut { route: route() }, 504, codes::SERVER_ERROR),
+            (EdgeError::CannotConnect { route: route(), cause: "x".into() }, 502, codes::SERVER_ERROR),
+            (EdgeError::UpstreamFailed { route: route(), cause: "x".into() }, 502, codes::SERVER_ERROR),
+            (EdgeError::Internal, 500, codes::SERVER_ERROR),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!((error.status(), error.code()), (status, code), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_json_rpc_errors_with_the_best_known_id() {
+        let body: serde_json::Value =
+            serde_json::from_str(&EdgeError::NoHealthyUpstream { route: route() }.body(Some("7"))).unwrap();
+        assert_eq!(body["id"], 7);
+        assert_eq!(body["error"]["code"], codes::SERVER_ERROR);
+        assert_eq!(body["error"]["message"], "route docs: no healthy upstream is available");
+        let mismatch = EdgeError::HeaderMismatch { id: Some("\"a\"".into()), reason: "Header mismatch".into() };
+        let body: serde_json::Value = serde_json::from_str(&mismatch.body(None)).unwrap();
+        assert_eq!(body["id"], "a", "the error's own id when it read one");
+        let anonymous: serde_json::Value = serde_json::from_str(&EdgeError::SessionNotFound.body(None)).unwrap();
+        assert!(anonymous["id"].is_null());
+    }
+
+    #[test]
+    fn refusals_that_tell_clients_what_to_do_carry_their_header() {
+        assert_eq!(EdgeError::MethodNotAllowed { method: "PUT".into() }.extra_headers()[0].0, "allow");
+        assert_eq!(EdgeError::TooManyRequests("x".into()).extra_headers(), &[("retry-after", "1")]);
+        assert!(EdgeError::Internal.extra_headers().is_empty());
+    }
+}
