@@ -98,15 +98,11 @@ pub enum Prepared {
     Hit(Stored),
     /// Forward upstream, capturing the answer.
     Forward(Box<CacheCtx>),
-    /// Not cacheable.
-    Bypass,
 }
 
-/// What the hit path found for a request it then handed to the proxy service, so the service
-/// does not look the same request up again.
+/// What the hit path found for a request it then handed to the proxy service (see
+/// `handover`), so the service does not look the same request up again.
 pub struct Prelooked {
-    /// The lookup it made: it stands for the service's own only if the two are equal (same
-    /// keys and scopes, e.g. no reload in between changed the route).
     pub lookup: Lookup,
     pub found: Found,
 }
@@ -117,29 +113,27 @@ pub struct LookupInput<'a> {
     pub policy: &'a CachePolicy,
     pub readonly: &'a ReadonlyTools,
     pub message: &'a Message,
-    pub caller: Caller,
+    pub caller: &'a Caller,
 }
 
 impl LookupInput<'_> {
+    /// The request's cache lookup; `None`: not cacheable.
     pub fn lookup(&self) -> Option<Lookup> {
-        lookup_for(self.route, self.message, &self.caller, self.policy, |name| self.readonly.contains(name))
+        lookup_for(self.route, self.message, self.caller, self.policy, |name| self.readonly.contains(name))
     }
 }
 
-/// Looks a request up (unless `prelooked` already did); on a miss, joins or leads the
-/// coalesced fetch.
+/// Looks a cacheable request up (unless the hit path already did: `found`); on a miss, joins
+/// or leads the coalesced fetch.
 pub async fn prepare(
     cache: &EdgeCache,
-    input: LookupInput<'_>,
-    prelooked: Option<Prelooked>,
+    (route, policy): (&str, &CachePolicy),
+    (lookup, found): (Lookup, Option<Found>),
+    caller: Caller,
     wait_limit: std::time::Duration,
 ) -> Prepared {
-    let Some(lookup) = input.lookup() else {
-        return Prepared::Bypass;
-    };
-    let LookupInput { route, policy, caller, .. } = input;
-    let found = match prelooked.filter(|p| p.lookup == lookup) {
-        Some(prelooked) => prelooked.found,
+    let found = match found {
+        Some(found) => found,
         None => cache.lookup(route, &lookup, policy.stale_if_error).await,
     };
     let mut stale = match found {

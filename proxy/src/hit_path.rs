@@ -28,6 +28,7 @@ use crate::cache::{EdgeCache, Found, Stored};
 use crate::cached::{self, LookupInput, Outcome, Prelooked};
 use crate::error::EdgeError;
 use crate::guards;
+use crate::handover::Understood;
 use crate::known_headers::{KnownHeaders, parse_content_length};
 use crate::runtime::{Live, Runtime};
 use crate::served::Served;
@@ -69,8 +70,8 @@ impl ServerApp for EdgeApp {
             match self.serve_one(&mut stream, &mut buffer, &mut shutdown_watch).await {
                 Step::Answered => continue,
                 Step::Close => return None,
-                Step::HandOver(prelooked) => {
-                    stream = self.hand_over(stream, buffer.split(), prelooked, shutdown).await?;
+                Step::HandOver(understood) => {
+                    stream = self.hand_over(stream, buffer.split(), understood, shutdown).await?;
                 }
             }
         }
@@ -88,9 +89,9 @@ enum Step {
     /// The connection is done (closed by the client, idle too long, shutting down, or the
     /// client asked to close).
     Close,
-    /// The proxy service takes this request (with what the hit path's lookup found, if it
-    /// looked).
-    HandOver(Option<Prelooked>),
+    /// The proxy service takes this request (with all the hit path learned of it, if it
+    /// passed the checks).
+    HandOver(Option<Box<Understood>>),
 }
 
 impl EdgeApp {
@@ -151,7 +152,7 @@ impl EdgeApp {
         let body = &request[head.head_len..];
         let hit = match self.try_hit(&head, body, snapshot, client).await {
             Lookout::Hit(hit) => hit,
-            Lookout::Missed(prelooked) => return Step::HandOver(prelooked),
+            Lookout::Missed(understood) => return Step::HandOver(understood),
         };
         let closing = head.known.connection_close || *shutdown.borrow();
         let compression = &hit.snapshot.config.compression;
@@ -206,40 +207,60 @@ impl EdgeApp {
         let route = &snapshot.routes[route_index];
         let known = &head.known;
         let stateless = guards::is_stateless(known);
+        // Any refusal is left to the service, which answers it.
         let checked = guards::check_request_head(&snapshot.config.server, head.path, None, known)
             .and_then(|_| guards::pin_session(route, known, stateless))
-            .and_then(|_| guards::check_post(known, snapshot.config.server.max_body))
-            .and_then(|_| guards::understand(body, known, stateless));
-        let Ok(message) = checked else { return Lookout::Missed(None) };
+            .and_then(|pinned| {
+                guards::check_post(known, snapshot.config.server.max_body)?;
+                Ok((pinned, guards::understand(body, known, stateless)?))
+            });
+        let Ok((pinned, message)) = checked else { return Lookout::Missed(None) };
         let policy = &route.config.policy;
+        let caller = guards::caller(known, stateless);
         let input = LookupInput {
             route: &route.config.name,
             policy,
             readonly: &route.readonly,
             message: &message,
-            caller: guards::caller(known, stateless),
+            caller: &caller,
         };
-        let Some(lookup) = input.lookup() else { return Lookout::Missed(None) };
-        let found = self.cache.lookup(&route.config.name, &lookup, policy.stale_if_error).await;
-        let entry = match found {
-            Found::Fresh(entry) => entry,
-            found => return Lookout::Missed(Some(Prelooked { lookup, found })),
-        };
-        // A hit counts against its client's rate too (a miss is counted by the service); one
-        // past it goes to the service, which counts it again and refuses it.
-        if route.limits.limits_rate() && route.limits.admit(client()).is_err() {
-            return Lookout::Missed(None);
-        }
+        let lookup = input.lookup();
         let accepts_gzip =
             snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
-        Lookout::Hit(Hit {
-            entry,
-            id: message.id,
-            accepts_gzip,
-            mcp_method: Method::label(message.method.as_deref()),
-            route: route_index,
+        let found = match &lookup {
+            Some(lookup) => Some(self.cache.lookup(&route.config.name, lookup, policy.stale_if_error).await),
+            None => None,
+        };
+        let found = match found {
+            Some(Found::Fresh(entry)) => {
+                // A hit counts against its client's rate too (a miss is counted by the
+                // service); one past it goes to the service, which counts it again and refuses it.
+                if route.limits.limits_rate() && route.limits.admit(client()).is_err() {
+                    return Lookout::Missed(None);
+                }
+                return Lookout::Hit(Hit {
+                    entry,
+                    id: message.id,
+                    accepts_gzip,
+                    mcp_method: Method::label(message.method.as_deref()),
+                    route: route_index,
+                    snapshot,
+                });
+            }
+            other => other,
+        };
+        let edge_session = if stateless { None } else { known.session_id.text().map(str::to_string) };
+        Lookout::Missed(Some(Box::new(Understood {
             snapshot,
-        })
+            route: route_index,
+            message,
+            stateless,
+            pinned,
+            edge_session,
+            caller,
+            accepts_gzip,
+            prelooked: lookup.zip(found).map(|(lookup, found)| Prelooked { lookup, found }),
+        })))
     }
 
     /// Gives one request to the proxy service: a Pingora HTTP/1 session whose parser starts
@@ -248,7 +269,7 @@ impl EdgeApp {
         &self,
         stream: Stream,
         read_so_far: BytesMut,
-        prelooked: Option<Prelooked>,
+        understood: Option<Box<Understood>>,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut session = ServerSession::new_http1(stream);
@@ -256,9 +277,9 @@ impl EdgeApp {
         if !read_so_far.is_empty() {
             session.set_pipelined_prefix(read_so_far);
         }
-        if let Some(prelooked) = prelooked {
+        if let Some(understood) = understood {
             // Delivered to `McpProxy::on_connection_reuse` for this very request.
-            session.set_connection_user_context(Some(Box::new(prelooked)));
+            session.set_connection_user_context(Some(understood));
         }
         // The service never enables pipelining nor persists a connection context, so the
         // settings Pingora hands back carry nothing the next request needs.
@@ -269,8 +290,9 @@ impl EdgeApp {
 
 enum Lookout {
     Hit(Hit),
-    /// Not answered here; `Some` when the cache was looked up (a miss or a stale entry).
-    Missed(Option<Prelooked>),
+    /// Not answered here; `Some` when the request passed the checks (see `handover`), `None`
+    /// when the service must check it again (and refuse it).
+    Missed(Option<Box<Understood>>),
 }
 
 /// A fresh hit and what its answer is made of (rendered when written, so the answer can

@@ -8,6 +8,7 @@ mod compress;
 mod demo_upstream;
 mod error;
 mod guards;
+mod handover;
 mod health;
 mod hit_path;
 mod known_headers;

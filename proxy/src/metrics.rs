@@ -142,9 +142,13 @@ where
 {
     use tracing_subscriber::Layer;
     let errors = cache_operation("write", "disk", "error");
+    // The level hint matters: without one the subscriber's maximum level is TRACE, and every
+    // `log` record of every dependency (Pingora logs per request at debug and trace) would be
+    // built and dispatched only to be dropped.
     let foyer_errors = tracing_subscriber::filter::filter_fn(|m| {
         *m.level() == tracing::Level::ERROR && m.target().starts_with("foyer")
-    });
+    })
+    .with_max_level_hint(tracing::Level::ERROR);
     DiskErrors(errors).with_filter(foyer_errors)
 }
 

@@ -18,14 +18,17 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::cache::EdgeCache;
+use crate::cache::Found;
 use crate::cached::{self, CacheCtx, LookupInput, Outcome, Prelooked, Prepared};
 use crate::error::EdgeError;
 use crate::guards;
+use crate::handover::Understood;
 use crate::known_headers::KnownHeaders;
 use crate::limits;
 use crate::runtime::{Live, Route, Runtime};
 use crate::served::Served;
 use crate::session_signals::SERVER_REQUESTS;
+use mcp_edge_policies::cache::{Caller, Lookup};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::method::Method;
 use mcp_edge_policies::observe::Observer;
@@ -76,8 +79,8 @@ pub struct Ctx {
     last_failure: Option<String>,
     /// Cache state of a cacheable request.
     cache: Option<Box<CacheCtx>>,
-    /// The hit path's lookup of this request, when it looked before handing it over.
-    prelooked: Option<Prelooked>,
+    /// The request as the hit path understood it, when it handed it over (see `handover`).
+    understood: Option<Box<Understood>>,
     outcome: Outcome,
     /// Watches the upstream answer (result capture, notifications).
     observer: Option<Observer>,
@@ -140,7 +143,7 @@ impl ProxyHttp for McpProxy {
             open_stream: None,
             last_failure: None,
             cache: None,
-            prelooked: None,
+            understood: None,
             outcome: Outcome::Bypass,
             observer: None,
             edge_session: None,
@@ -151,14 +154,17 @@ impl ProxyHttp for McpProxy {
         }
     }
 
-    /// The hit path hands a request over with what its cache lookup found.
+    /// The hit path hands a request over with what it learned of it.
     fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut Ctx, handed_over: Box<dyn Any + Send + Sync>) {
-        if let Ok(prelooked) = handed_over.downcast::<Prelooked>() {
-            ctx.prelooked = Some(*prelooked);
+        if let Ok(understood) = handed_over.downcast::<Understood>() {
+            ctx.understood = Some(understood);
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(understood) = ctx.understood.take() {
+            return self.take_over(session, ctx, *understood).await;
+        }
         let snapshot = self.live.load_full();
         let path = session.req_header().uri.path().to_string();
         let Some(route_index) = snapshot.route_for(&path) else {
@@ -195,21 +201,23 @@ impl ProxyHttp for McpProxy {
                 Inspected::Answered => return Ok(true),
                 Inspected::Streamed => {}
                 Inspected::Message(message) => {
-                    if self.consult_cache(session, ctx, route, &message).await? {
+                    let caller = guards::caller(&known_headers(session, route), ctx.stateless);
+                    let input = LookupInput {
+                        route: &route.config.name,
+                        policy: &route.config.policy,
+                        readonly: &route.readonly,
+                        message: &message,
+                        caller: &caller,
+                    };
+                    if let Some(lookup) = input.lookup()
+                        && self.consult_cache(session, ctx, route, caller, (lookup, None)).await?
+                    {
                         return Ok(true);
                     }
                 }
             }
         }
-        let max_streams = snapshot.config.server.max_streams_per_client;
-        let admitted = match ctx.is_long_lived_stream(&method) {
-            true => limits::open_stream(client, max_streams).map(|stream| ctx.open_stream = stream),
-            false => route.limits.forward().map(|forwarding| ctx.forwarding = forwarding),
-        };
-        match admitted {
-            Ok(()) => Ok(false),
-            Err(refused) => reject(session, refused).await,
-        }
+        admit_upstream(session, ctx, route, &method, client, snapshot.config.server.max_streams_per_client).await
     }
 
     async fn request_body_filter(
@@ -523,23 +531,49 @@ impl ProxyHttp for McpProxy {
 }
 
 impl McpProxy {
+    /// A request the hit path understood (see `handover`): what it did is not done again.
+    /// Left: the client's rate, reading the body (Pingora forwards it from its retry buffer),
+    /// the cache (with the hit path's lookup) and the route's upstream admission.
+    async fn take_over(&self, session: &mut Session, ctx: &mut Ctx, understood: Understood) -> Result<bool> {
+        let Understood { snapshot, route, message, stateless, pinned, edge_session, caller, accepts_gzip, prelooked } =
+            understood;
+        ctx.snapshot = Some(snapshot.clone());
+        ctx.route = route;
+        ctx.accepts_gzip = accepts_gzip;
+        ctx.stateless = stateless;
+        ctx.edge_session = edge_session;
+        ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
+        ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
+        ctx.rpc_method = message.method;
+        ctx.rpc_id = message.id;
+        let route = &snapshot.routes[route];
+        let client = client_addr(session);
+        if let Err(refused) = route.limits.admit(client) {
+            return reject(session, refused).await;
+        }
+        read_whole_body(session).await?;
+        if let Some(Prelooked { lookup, found }) = prelooked
+            && self.consult_cache(session, ctx, route, caller, (lookup, Some(found))).await?
+        {
+            return Ok(true);
+        }
+        let max_streams = snapshot.config.server.max_streams_per_client;
+        admit_upstream(session, ctx, route, &http::Method::POST, client, max_streams).await
+    }
+
     /// Answers from the cache when it can; otherwise prepares to capture the upstream answer.
+    /// `looked`: the request's lookup, and what it found if the hit path looked already.
     async fn consult_cache(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         route: &Route,
-        message: &Message,
+        caller: Caller,
+        looked: (Lookup, Option<Found>),
     ) -> Result<bool> {
         let policy = &route.config.policy;
-        let input = LookupInput {
-            route: &route.config.name,
-            policy,
-            readonly: &route.readonly,
-            message,
-            caller: guards::caller(&known_headers(session, route), ctx.stateless),
-        };
-        match cached::prepare(&self.cache, input, ctx.prelooked.take(), route.config.read_timeout).await {
+        let wait_limit = route.config.read_timeout;
+        match cached::prepare(&self.cache, (&route.config.name, policy), looked, caller, wait_limit).await {
             Prepared::Hit(entry) => {
                 let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
                 ctx.outcome = Outcome::Hit;
@@ -552,7 +586,6 @@ impl McpProxy {
                 ctx.outcome = Outcome::Miss;
                 Ok(false)
             }
-            Prepared::Bypass => Ok(false),
         }
     }
 
@@ -586,7 +619,7 @@ impl McpProxy {
             Ok(length) => length,
             Err(refused) => return answered(reject(session, refused).await),
         };
-        let Some(length) = length.filter(|&n| n <= INSPECT_LIMIT) else {
+        if length.is_none_or(|n| n > INSPECT_LIMIT) {
             // Large or chunked: streamed through, size-checked in request_body_filter. In the
             // stateless era its mirrored headers must still be checked against it: it is held
             // back until read whole (at most max_body).
@@ -594,12 +627,8 @@ impl McpProxy {
                 ctx.held_body = Some(BytesMut::new());
             }
             return Ok(Inspected::Streamed);
-        };
-        session.enable_retry_buffering();
-        let mut body = BytesMut::with_capacity(length as usize);
-        while let Some(chunk) = session.read_request_body().await? {
-            body.extend_from_slice(&chunk);
         }
+        let body = read_whole_body(session).await?;
         let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
         let message = match guards::understand(&body, &known_headers(session, route), ctx.stateless) {
             Ok(message) => message,
@@ -618,6 +647,37 @@ enum Inspected {
     /// Too large or chunked to inspect: it streams through.
     Streamed,
     Message(Message),
+}
+
+/// Reads a small request body whole; Pingora keeps it in its retry buffer and forwards it
+/// from there (also to a second upstream if the first fails).
+async fn read_whole_body(session: &mut Session) -> Result<BytesMut> {
+    session.enable_retry_buffering();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Admits a request to the upstream: a long-lived stream against its client's open streams,
+/// anything else against the route's concurrent requests.
+async fn admit_upstream(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    route: &Route,
+    method: &http::Method,
+    client: Option<std::net::IpAddr>,
+    max_streams: usize,
+) -> Result<bool> {
+    let admitted = match ctx.is_long_lived_stream(method) {
+        true => limits::open_stream(client, max_streams).map(|stream| ctx.open_stream = stream),
+        false => route.limits.forward().map(|forwarding| ctx.forwarding = forwarding),
+    };
+    match admitted {
+        Ok(()) => Ok(false),
+        Err(refused) => reject(session, refused).await,
+    }
 }
 
 /// `reject`'s outcome as an inspection result.
