@@ -22,9 +22,9 @@ use mcp_edge_policies::cache::Target;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cache::EdgeCache;
 use crate::metrics::METRICS;
 use crate::runtime::Live;
+use crate::store::EdgeCache;
 
 struct Admin {
     live: Live,

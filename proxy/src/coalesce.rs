@@ -7,7 +7,7 @@
 //! only add the leader's round trip to their own.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use mcp_edge_policies::cache::Key;
@@ -30,7 +30,7 @@ const MAX_PASSES: usize = 65_536;
 
 #[derive(Default)]
 pub struct Coalescer {
-    flights: Mutex<Flights>,
+    flights: Arc<Mutex<Flights>>,
 }
 
 #[derive(Default)]
@@ -41,16 +41,39 @@ struct Flights {
     passes: HashMap<Key, Instant>,
 }
 
-/// Held by the request that fetches a coalesced key; dropping it releases the waiters.
+/// Held by the request that fetches a coalesced key. The lead ends when the answer is recorded
+/// ([`Leader::answered`]) or, whatever else happens to the request (an upstream failure, an
+/// error answered, the client gone), when the leader is dropped: no path can forget it.
 pub struct Leader {
     key: Key,
     progress: watch::Sender<bool>,
+    flights: Arc<Mutex<Flights>>,
 }
 
 impl Leader {
     /// The upstream has begun to answer: waiters now wait [`AFTER_ANSWER_BEGAN`] at most.
     pub fn answer_began(&self) {
         self.progress.send_replace(true);
+    }
+
+    /// Records what became of the leader's answer (see [`Coalescer::answered`]) and ends the
+    /// lead (one lock for both): waiters wake up and look up again.
+    pub fn answered(self, stored: bool) {
+        let mut flights = self.flights.lock().expect("coalescer");
+        flights.record(self.key, stored);
+        flights.inflight.remove(&self.key);
+        drop(flights);
+        // Dropping `self` now finds the lead ended (the key's entry is gone).
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().expect("coalescer");
+        // Only this lead's own entry: a later leader of the same key keeps its own.
+        if flights.inflight.get(&self.key).is_some_and(|waiting| waiting.same_channel(&self.progress.subscribe())) {
+            flights.inflight.remove(&self.key);
+        }
     }
 }
 
@@ -80,28 +103,13 @@ impl Coalescer {
         let (progress, receiver) = watch::channel(false);
         flights.inflight.insert(key, receiver);
         COUNTERS.lead.inc();
-        Coalesce::Lead(Leader { key, progress })
+        Coalesce::Lead(Leader { key, progress, flights: self.flights.clone() })
     }
 
-    /// Records what became of an upstream answer for `key`: stored in the cache, or not
-    /// cacheable (then the key's next misses pass); and ends the lead, if this was the
-    /// leader's answer (one lock for both).
-    pub fn answered(&self, key: Key, stored: bool, leader: Option<Leader>) {
-        let mut flights = self.flights.lock().expect("coalescer");
-        if stored {
-            flights.passes.remove(&key);
-        } else {
-            flights.pass(key, Instant::now() + PASS_FOR);
-        }
-        if let Some(leader) = leader {
-            flights.inflight.remove(&leader.key);
-        }
-    }
-
-    /// Ends a lead without an answer (the fetch failed): waiters wake up (the sender drops
-    /// with the leader) and look up again.
-    pub fn release(&self, leader: Leader) {
-        self.flights.lock().expect("coalescer").inflight.remove(&leader.key);
+    /// Records what became of an upstream answer for `key` fetched by a request that did not
+    /// lead: stored in the cache, or not cacheable (then the key's next misses pass).
+    pub fn answered(&self, key: Key, stored: bool) {
+        self.flights.lock().expect("coalescer").record(key, stored);
     }
 }
 
@@ -122,6 +130,14 @@ pub async fn wait_for_leader(progress: &mut watch::Receiver<bool>, limit: Durati
 }
 
 impl Flights {
+    fn record(&mut self, key: Key, stored: bool) {
+        if stored {
+            self.passes.remove(&key);
+        } else {
+            self.pass(key, Instant::now() + PASS_FOR);
+        }
+    }
+
     fn passed(&mut self, key: &Key) -> bool {
         match self.passes.get(key) {
             None => false,
@@ -167,7 +183,7 @@ mod tests {
         let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
         let Coalesce::Wait(done) = coalescer.coalesce([1; 32]) else { panic!("the second waits") };
         assert!(matches!(coalescer.coalesce([2; 32]), Coalesce::Lead(_)), "another key has its own leader");
-        coalescer.answered([1; 32], true, Some(leader));
+        leader.answered(true);
         assert!(done.has_changed().is_err(), "the waiter is released with the leader");
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)), "a stored answer leaves no pass");
     }
@@ -176,11 +192,11 @@ mod tests {
     fn an_uncacheable_answer_passes_the_key_until_one_is_stored() {
         let coalescer = Coalescer::default();
         let Coalesce::Lead(leader) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
-        coalescer.answered([1; 32], false, Some(leader));
+        leader.answered(false);
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Pass));
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Pass), "every miss passes, none leads");
         assert!(matches!(coalescer.coalesce([2; 32]), Coalesce::Lead(_)), "other keys still coalesce");
-        coalescer.answered([1; 32], true, None);
+        coalescer.answered([1; 32], true);
         assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)));
     }
 
@@ -210,9 +226,22 @@ mod tests {
         let started = tokio::time::Instant::now();
         let waiter = tokio::spawn(async move { wait_for_leader(&mut progress, Duration::from_secs(60)).await });
         tokio::time::sleep(Duration::from_millis(5)).await;
-        coalescer.release(leader);
+        drop(leader);
         waiter.await.unwrap();
         assert!(started.elapsed() < Duration::from_millis(10));
+        assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Lead(_)), "a dropped lead leaves the key free");
+    }
+
+    #[test]
+    fn an_old_lead_dropped_late_leaves_a_newer_lead_alone() {
+        let coalescer = Coalescer::default();
+        let Coalesce::Lead(first) = coalescer.coalesce([1; 32]) else { panic!("the first miss leads") };
+        // The first lead ends without being dropped (its request still finishing), and a new
+        // miss leads the key.
+        coalescer.flights.lock().unwrap().inflight.remove(&[1; 32]);
+        let Coalesce::Lead(_second) = coalescer.coalesce([1; 32]) else { panic!("a new miss leads") };
+        drop(first);
+        assert!(matches!(coalescer.coalesce([1; 32]), Coalesce::Wait(_)), "the second lead still holds the key");
     }
 
     #[test]

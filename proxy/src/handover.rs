@@ -16,7 +16,7 @@ use std::sync::Arc;
 use mcp_edge_policies::cache::Caller;
 use mcp_edge_policies::jsonrpc::Message;
 
-use crate::cached::Prelooked;
+use crate::request_cache::Prelooked;
 use crate::runtime::Runtime;
 
 /// A request that passed every check of the service's `request_filter` up to reading its body.

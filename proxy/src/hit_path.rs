@@ -24,15 +24,16 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cache::{EdgeCache, Found, Stored};
-use crate::cached::{self, LookupInput, Outcome, Prelooked};
+use crate::answer::{self, Outcome};
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
 use crate::known_headers::{KnownHeaders, parse_content_length};
+use crate::request_cache::{LookupInput, Prelooked};
 use crate::runtime::{Live, Runtime};
 use crate::served::Served;
 use crate::service::{INSPECT_LIMIT, McpProxy};
+use crate::store::{EdgeCache, Found, Stored};
 
 /// How long a kept-alive connection may sit idle between requests (Pingora's default too).
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -158,7 +159,7 @@ impl EdgeApp {
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
-        let Some(answer) = cached::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
+        let Some(answer) = answer::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
             return Step::HandOver(None);
         };
         let response_head = encode_head(&answer, closing);
@@ -179,19 +180,8 @@ impl EdgeApp {
             error: None,
         }
         .record();
-        self.yield_to_disk_reads();
+        crate::cpu::yield_to_disk_reads(self.cache.disk_reads());
         if closing { Step::Close } else { Step::Answered }
-    }
-
-    /// Lets the cache's threads run when disk reads starve for them. They run under
-    /// `SCHED_BATCH` and do not preempt this worker: while memory hits keep it busy, every disk
-    /// hit would otherwise wait out its time slice (p99 5 ms in the first seconds after a
-    /// restart, while most hits come from memory).
-    fn yield_to_disk_reads(&self) {
-        if !self.cache.disk_reads_starving() {
-            return;
-        }
-        std::thread::yield_now();
     }
 
     /// Answers the request (`head`, then `body`) from the cache if it is a fresh hit that
@@ -466,7 +456,7 @@ async fn read_more(
 }
 
 /// The HTTP/1.1 head of the response for a cached answer.
-fn encode_head(answer: &cached::CachedAnswer<'_>, closing: bool) -> Vec<u8> {
+fn encode_head(answer: &answer::CachedAnswer<'_>, closing: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.put_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ");
     out.put_slice(itoa::Buffer::new().format(answer.body.len()).as_bytes());
@@ -567,7 +557,7 @@ mod tests {
     fn response_is_framed_once() {
         let stored = entry(br#"{"x":1}"#);
         let compression = mcp_edge_policies::config::CompressionConfig { gzip: false, min_size: 0, sse: false };
-        let answer = cached::render(&stored, "7", Outcome::Hit, &compression, false, Some("s1")).unwrap();
+        let answer = answer::render(&stored, "7", Outcome::Hit, &compression, false, Some("s1")).unwrap();
         let mut text = encode_head(&answer, true);
         answer.body.parts().iter().for_each(|part| text.extend_from_slice(part));
         let text = String::from_utf8(text).unwrap();

@@ -1,10 +1,10 @@
 //! mcp-edge: an MCP-aware edge caching reverse proxy.
 
 mod admin;
-mod cache;
-mod cached;
+mod answer;
 mod coalesce;
 mod compress;
+mod cpu;
 mod demo_upstream;
 mod error;
 mod guards;
@@ -16,10 +16,13 @@ mod limits;
 mod metrics;
 mod poll;
 mod pool;
+mod readonly_tools;
+mod request_cache;
 mod runtime;
 mod served;
 mod service;
 mod session_signals;
+mod store;
 mod supervisor;
 mod tls;
 
@@ -43,21 +46,6 @@ use crate::runtime::{Runtime, load_config};
 /// profiles of the load benchmark); mimalloc keeps per-thread heaps.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Turns transparent huge pages off for the process, unless `MIMALLOC_ALLOW_THP` says
-/// otherwise (mimalloc asks for them by default). Each first touch of a huge page zeroes 2 MiB
-/// on the worker that touched it: while the memory tier grows (after a restart, during a fill)
-/// those stalls held every connection of the worker and set p99 to 4–6 ms, against 1.4 ms
-/// without them (`benches/README.md`).
-fn avoid_huge_page_stalls() {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
-        return;
-    }
-    // SAFETY: a plain prctl on this process with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
-        eprintln!("mcp-edge: could not turn transparent huge pages off: {}", std::io::Error::last_os_error());
-    }
-}
 
 const DEFAULT_CONFIG: &str = "/etc/mcp-edge/mcp-edge.toml";
 
@@ -118,7 +106,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    avoid_huge_page_stalls();
+    cpu::avoid_huge_page_stalls();
     // A write past the file-size limit (RLIMIT_FSIZE) must fail with EFBIG for the cache to
     // handle, not end the process with SIGXFSZ.
     // SAFETY: setting a signal's disposition to "ignore" at start, before any thread exists.
@@ -253,7 +241,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cache = Arc::new(cache::EdgeCache::open(&runtime.config.cache));
+    let cache = Arc::new(store::EdgeCache::open(&runtime.config.cache));
     let admin_listen = runtime.config.admin.listen;
     let cache_for_shutdown = cache.clone();
     let live = Arc::new(ArcSwap::from_pointee(runtime));

@@ -9,10 +9,10 @@ use arc_swap::ArcSwap;
 use mcp_edge_policies::Config;
 use mcp_edge_policies::config::RouteConfig;
 
-use crate::cached::ReadonlyTools;
 use crate::error::SetupError;
 use crate::limits::RouteLimits;
 use crate::pool::Pool;
+use crate::readonly_tools::ReadonlyTools;
 
 pub struct Route {
     pub config: RouteConfig,

@@ -17,17 +17,17 @@ use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::cache::EdgeCache;
-use crate::cache::Found;
-use crate::cached::{self, CacheCtx, LookupInput, Outcome, Prelooked, Prepared};
+use crate::answer::{self, CachedAnswer, Outcome};
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
 use crate::known_headers::KnownHeaders;
 use crate::limits;
+use crate::request_cache::{self, LookupInput, Prelooked, Prepared, RequestCache, StoreRules};
 use crate::runtime::{Live, Route, Runtime};
 use crate::served::Served;
 use crate::session_signals::SERVER_REQUESTS;
+use crate::store::{EdgeCache, Found};
 use mcp_edge_policies::cache::{Caller, Lookup};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::method::Method;
@@ -78,7 +78,7 @@ pub struct Ctx {
     /// succeeds).
     last_failure: Option<String>,
     /// Cache state of a cacheable request.
-    cache: Option<Box<CacheCtx>>,
+    cache: Option<Box<RequestCache>>,
     /// The request as the hit path understood it, when it handed it over (see `handover`).
     understood: Option<Box<Understood>>,
     outcome: Outcome,
@@ -345,16 +345,16 @@ impl ProxyHttp for McpProxy {
             let upstream = &route.pool.upstreams[index].url.url;
             tracing::warn!(route = %route.config.name, %upstream, "upstream answered 5xx repeatedly; ejecting it for a while");
         }
-        if response.status.is_server_error() && ctx.cache.as_ref().is_some_and(|c| c.stale.is_some()) {
+        if response.status.is_server_error() && ctx.cache.as_ref().is_some_and(|c| c.has_stale()) {
             // fail_to_proxy answers with the stale entry instead.
             return Error::e_explain(ErrorType::HTTPStatus(response.status.as_u16()), "upstream 5xx, serving stale");
         }
-        if let Some(leader) = ctx.cache.as_ref().and_then(|c| c.leader.as_ref()) {
-            leader.answer_began();
+        if let Some(cache) = &ctx.cache {
+            cache.answer_began();
         }
         let want_id = ctx.cache.as_ref().and(ctx.rpc_id.clone());
         let max_entry = ctx.snapshot.as_ref().map_or(0, |s| s.config.cache.max_entry_size);
-        ctx.observer = cached::observer_for(response, want_id, max_entry);
+        ctx.observer = request_cache::observer_for(response, want_id, max_entry);
         let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
             return Ok(());
         };
@@ -480,7 +480,7 @@ impl ProxyHttp for McpProxy {
         let route_name = ctx.route().map_or("?", |r| r.config.name.as_str()).to_string();
         if session.response_written().is_none()
             && e.esource() != &ErrorSource::Downstream
-            && let Some(stale) = ctx.cache.as_mut().and_then(|c| c.stale.take())
+            && let Some(stale) = ctx.cache.as_mut().and_then(|c| c.take_stale())
             && let Some(answer) = render_cached(session, ctx, &stale, Outcome::Stale)
         {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
@@ -508,9 +508,6 @@ impl ProxyHttp for McpProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
-        if let Some(leader) = ctx.cache.as_mut().and_then(|c| c.leader.take()) {
-            self.cache.flights.release(leader);
-        }
         let route = ctx.route();
         if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
             route.pool.upstreams[index].inflight.fetch_sub(1, Ordering::Relaxed);
@@ -573,7 +570,7 @@ impl McpProxy {
     ) -> Result<bool> {
         let policy = &route.config.policy;
         let wait_limit = route.config.read_timeout;
-        match cached::prepare(&self.cache, (&route.config.name, policy), looked, caller, wait_limit).await {
+        match request_cache::prepare(&self.cache, (&route.config.name, policy), looked, caller, wait_limit).await {
             Prepared::Hit(entry) => {
                 let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
                 ctx.outcome = Outcome::Hit;
@@ -592,24 +589,22 @@ impl McpProxy {
     /// Once the upstream has answered: store the result if the cache may keep it (once), then
     /// wake the requests coalesced on it (they need not wait for the end of the stream).
     fn store_captured(&self, ctx: &mut Ctx) {
-        let (Some(observer), Some(cache_ctx), Some(snapshot)) =
+        let (Some(observer), Some(request_cache), Some(snapshot)) =
             (ctx.observer.as_ref(), ctx.cache.as_mut(), ctx.snapshot.as_ref())
         else {
             return;
         };
-        if std::mem::replace(&mut cache_ctx.stored, true) {
-            return;
-        }
         let route = &snapshot.routes[ctx.route];
-        let stored = observer.cacheable_result().is_some_and(|result| {
-            if route.config.policy.readonly_tools && cache_ctx.lookup.method == Method::ToolsList {
-                route.readonly.learn(result);
-            }
-            let precompress = snapshot.config.compression.gzip;
-            let max_entry = snapshot.config.cache.max_entry_size;
-            cached::store(&self.cache, cache_ctx, &route.config.policy, result, max_entry, precompress)
-        });
-        self.cache.flights.answered(cache_ctx.coalescing_key, stored, cache_ctx.leader.take());
+        let result = observer.cacheable_result();
+        let rules = StoreRules {
+            policy: &route.config.policy,
+            max_entry: snapshot.config.cache.max_entry_size,
+            precompress: snapshot.config.compression.gzip,
+        };
+        let recorded = request_cache.record_answer(&self.cache, result, rules);
+        if recorded.is_some() && route.config.policy.readonly_tools && request_cache.method() == Method::ToolsList {
+            result.into_iter().for_each(|tools| route.readonly.learn(tools));
+        }
     }
 
     /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
@@ -769,15 +764,10 @@ async fn reject(session: &mut Session, refused: EdgeError) -> Result<bool> {
 }
 
 /// A cached entry as the answer to this request.
-fn render_cached<'a>(
-    session: &'a Session,
-    ctx: &Ctx,
-    entry: &'a [u8],
-    outcome: Outcome,
-) -> Option<cached::CachedAnswer<'a>> {
+fn render_cached<'a>(session: &'a Session, ctx: &Ctx, entry: &'a [u8], outcome: Outcome) -> Option<CachedAnswer<'a>> {
     let compression = &ctx.snapshot.as_ref()?.config.compression;
     let id = ctx.rpc_id.as_deref().unwrap_or("null");
-    cached::render(entry, id, outcome, compression, ctx.accepts_gzip, header_str(session, "mcp-session-id"))
+    answer::render(entry, id, outcome, compression, ctx.accepts_gzip, header_str(session, "mcp-session-id"))
 }
 
 /// A cached answer copied out of the request it borrows, so that the session can be written to.
@@ -786,8 +776,8 @@ struct OwnedAnswer {
     headers: Vec<(&'static str, String)>,
 }
 
-impl From<cached::CachedAnswer<'_>> for OwnedAnswer {
-    fn from(answer: cached::CachedAnswer<'_>) -> OwnedAnswer {
+impl From<CachedAnswer<'_>> for OwnedAnswer {
+    fn from(answer: CachedAnswer<'_>) -> OwnedAnswer {
         let headers = answer.headers().map(|(name, value)| (name, value.to_string())).collect();
         OwnedAnswer { body: answer.body.to_bytes(), headers }
     }

@@ -8,10 +8,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cache::EdgeCache;
 use crate::error::SetupError;
 use crate::pool::Pool;
 use crate::runtime::{Live, Runtime, load_config};
+use crate::store::EdgeCache;
 use crate::tls::Certificates;
 
 pub struct Supervisor {

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use foyer::{
@@ -23,7 +23,8 @@ use mcp_edge_policies::cache::{Entry, Key, Lookup, Target, marker_key, markers_w
 use mcp_edge_policies::config::CacheConfig;
 use prometheus::IntCounter;
 
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Coalesce, Coalescer};
+use crate::cpu::{self, DiskRead, DiskReads};
 use crate::metrics::cache_operation;
 
 pub fn now_ms() -> u64 {
@@ -138,7 +139,7 @@ pub struct EdgeCache {
     /// fetched after it.
     latest_marker_ms: AtomicU64,
     /// Disk reads asked for and not yet answered, and when the last one was answered (or the
-    /// first began, if none was since): see [`EdgeCache::disk_reads_starving`].
+    /// first began, if none was since): see [`DiskReads::starving`].
     disk_reads: DiskReads,
     /// Which disk hits are copied into the memory tier.
     memory_admission: MemoryAdmission,
@@ -146,7 +147,7 @@ pub struct EdgeCache {
     /// Only entries fetched up to then are checked against markers read from disk.
     disk_markers_until_ms: u64,
     /// Concurrent misses of one request, and requests whose answers are not cacheable.
-    pub flights: Coalescer,
+    flights: Coalescer,
     /// Runs foyer's background work (flushers, disk I/O) whatever runtime asks.
     runtime: tokio::runtime::Runtime,
 }
@@ -158,9 +159,9 @@ impl EdgeCache {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             // A few disk threads: enough for parallel reads and a flush at once, few enough
-            // that they batch (see `yield_to_workers`).
-            .max_blocking_threads(disk_threads())
-            .on_thread_start(yield_to_workers)
+            // that they batch (see `cpu::run_as_batch`).
+            .max_blocking_threads(cpu::disk_threads())
+            .on_thread_start(cpu::run_as_batch)
             .thread_name("cache-io")
             .enable_all()
             .build()
@@ -283,11 +284,9 @@ impl EdgeCache {
         memory.usage() < memory.capacity() / 16 * 15
     }
 
-    /// Whether disk reads are waiting and none has been answered for a while: the cache's
-    /// threads are not getting the CPU. They run under `SCHED_BATCH` and do not preempt a proxy
-    /// worker, so a worker that memory hits keep busy should then yield (see `hit_path`).
-    pub fn disk_reads_starving(&self) -> bool {
-        self.disk_reads.starving()
+    /// The disk reads under way (whether they starve: see `cpu`).
+    pub fn disk_reads(&self) -> &DiskReads {
+        &self.disk_reads
     }
 
     /// Flushes what the disk tier has buffered (at shutdown).
@@ -303,6 +302,16 @@ impl EdgeCache {
     }
 
     /// Stores `entry` under `key` (a [`Lookup::key`]).
+    /// Leads, joins or passes the fetch of a missed key (see `coalesce`).
+    pub fn coalesce(&self, key: Key) -> Coalesce {
+        self.flights.coalesce(key)
+    }
+
+    /// Records what became of an answer fetched without leading its key.
+    pub fn answered(&self, key: Key, stored: bool) {
+        self.flights.answered(key, stored);
+    }
+
     pub fn insert(&self, key: Key, entry: &Entry<'_>) {
         self.store.insert(StoreKey(key), Bytes::from(entry.encode()));
         count("insert", "memory", "ok");
@@ -344,65 +353,6 @@ impl EdgeCache {
             }
         }
         false
-    }
-}
-
-/// How long disk reads may go unanswered while some wait, before workers yield to them.
-const DISK_STARVED_AFTER: Duration = Duration::from_micros(100);
-
-#[derive(Default)]
-struct DiskReads {
-    pending: AtomicUsize,
-    /// Nanoseconds since [`CLOCK_ORIGIN`] of the latest answer, or start when none was pending.
-    progress_ns: AtomicU64,
-}
-
-static CLOCK_ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn clock_ns() -> u64 {
-    CLOCK_ORIGIN.elapsed().as_nanos() as u64
-}
-
-impl DiskReads {
-    fn starving(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) > 0
-            && clock_ns().saturating_sub(self.progress_ns.load(Ordering::Relaxed))
-                > DISK_STARVED_AFTER.as_nanos() as u64
-    }
-}
-
-/// Counts one disk read in [`DiskReads`] while it lives.
-struct DiskRead<'a>(&'a DiskReads);
-
-impl<'a> DiskRead<'a> {
-    fn start(reads: &'a DiskReads) -> DiskRead<'a> {
-        if reads.pending.fetch_add(1, Ordering::Relaxed) == 0 {
-            reads.progress_ns.store(clock_ns(), Ordering::Relaxed);
-        }
-        DiskRead(reads)
-    }
-}
-
-impl Drop for DiskRead<'_> {
-    fn drop(&mut self) {
-        self.0.progress_ns.store(clock_ns(), Ordering::Relaxed);
-        self.0.pending.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn disk_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4))
-}
-
-/// Runs the cache's threads (disk reads on the blocking pool among them) under `SCHED_BATCH`:
-/// a woken disk read then waits for a proxy worker to yield instead of preempting it, and one
-/// wake-up drains every read queued meanwhile, where each read used to cost two thread
-/// switches of its own.
-fn yield_to_workers() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter block.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "SCHED_BATCH refused for a cache thread");
     }
 }
 
@@ -606,23 +556,6 @@ mod tests {
         assert!(is_fresh(&cache, &after));
         store_fetched_at(&cache, &before, invalidated_at);
         assert!(!is_fresh(&cache, &before), "a fetch started in the marker's millisecond may predate it");
-    }
-
-    #[test]
-    fn disk_reads_starve_when_none_is_answered_for_a_while() {
-        let reads = DiskReads::default();
-        assert!(!reads.starving(), "nothing waits");
-        let first = DiskRead::start(&reads);
-        assert!(!reads.starving(), "a read that just began is not starving");
-        std::thread::sleep(DISK_STARVED_AFTER * 3);
-        assert!(reads.starving());
-        let second = DiskRead::start(&reads);
-        assert!(reads.starving(), "a second read does not hide that the first waits");
-        drop(first);
-        assert!(!reads.starving(), "an answer is progress");
-        drop(second);
-        std::thread::sleep(DISK_STARVED_AFTER * 3);
-        assert!(!reads.starving(), "nothing waits any more");
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! The cache's part in one request that may be cached: its lookup ([`LookupInput`]), what a
+//! miss does (join or lead the coalesced fetch: [`prepare`]), and the [`RequestCache`] that
+//! follows it upstream and stores the answer. (Invalidations that the upstream's notifications
+//! carry are applied by the service as it watches every stream.)
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mcp_edge_policies::cache::{Caller, Deflated, Entry, Key, Lookup, Store, lookup_for, result_facts, store_decision};
+use mcp_edge_policies::config::CachePolicy;
+use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::observe::Observer;
+use pingora::http::ResponseHeader;
+use serde_json::value::RawValue;
+
+use crate::coalesce::{Coalesce, Leader, wait_for_leader};
+use crate::readonly_tools::ReadonlyTools;
+use crate::session_signals::SERVER_REQUESTS;
+use crate::store::{EdgeCache, Found, Stored, now_ms};
+
+/// The cache's part in one cacheable request that goes upstream, from the miss to the stored
+/// answer. Its phases each call one method, once: [`answer_began`](Self::answer_began) when
+/// the upstream's answer starts, [`record_answer`](Self::record_answer) when it is known,
+/// [`take_stale`](Self::take_stale) if the upstream failed. If it led the coalesced fetch of
+/// its key, dropping it ends the lead, whatever became of the request.
+pub struct RequestCache {
+    lookup: Lookup,
+    caller: Caller,
+    /// The key concurrent misses of this request coalesce on.
+    coalescing_key: Key,
+    /// When the upstream fetch began: invalidations after it win over its answer.
+    fetched_at_ms: u64,
+    leader: Option<Leader>,
+    /// An expired entry to serve if every upstream fails.
+    stale: Option<Bytes>,
+    /// The answer was recorded (it is, at most once).
+    recorded: bool,
+    /// The session's count of server-to-client requests when the fetch began (handshake era):
+    /// if it moves before the answer comes, the answer may depend on what the client said.
+    session_epoch: Option<u64>,
+}
+
+impl RequestCache {
+    pub fn method(&self) -> mcp_edge_policies::method::Method {
+        self.lookup.method
+    }
+
+    /// The upstream has begun to answer: requests waiting on this one's fetch wait little more.
+    pub fn answer_began(&self) {
+        if let Some(leader) = &self.leader {
+            leader.answer_began();
+        }
+    }
+
+    pub fn has_stale(&self) -> bool {
+        self.stale.is_some()
+    }
+
+    /// The expired entry to serve instead of a failed upstream's answer, once.
+    pub fn take_stale(&mut self) -> Option<Bytes> {
+        self.stale.take()
+    }
+
+    /// Records the upstream's answer once it is known: stores `result` (`None`: nothing
+    /// cacheable came) if the rules allow, tells the coalescer what became of it and ends a
+    /// lead. Whether it was stored; `None` when the answer was recorded before.
+    pub fn record_answer(
+        &mut self,
+        cache: &Arc<EdgeCache>,
+        result: Option<&str>,
+        rules: StoreRules<'_>,
+    ) -> Option<bool> {
+        if std::mem::replace(&mut self.recorded, true) {
+            return None;
+        }
+        let stored = result.is_some_and(|result| store(cache, self, rules, result));
+        match self.leader.take() {
+            Some(leader) => leader.answered(stored),
+            None => cache.answered(self.coalescing_key, stored),
+        }
+        Some(stored)
+    }
+
+    /// Whether a server request reached this request's session (on any of its streams) since
+    /// the fetch began.
+    fn session_was_asked(&self) -> bool {
+        let current = self.caller.session.as_deref().map(|session| SERVER_REQUESTS.epoch(session));
+        current != self.session_epoch
+    }
+}
+
+/// What storing an answer depends on beside the answer: the route's policy and the cache's
+/// limits.
+pub struct StoreRules<'a> {
+    pub policy: &'a CachePolicy,
+    pub max_entry: u64,
+    /// Also keep a deflated form, so gzip hits cost no compression.
+    pub precompress: bool,
+}
+
+pub enum Prepared {
+    /// Answer with this entry.
+    Hit(Stored),
+    /// Forward upstream, capturing the answer.
+    Forward(Box<RequestCache>),
+}
+
+/// What the hit path found for a request it then handed to the proxy service (see
+/// `handover`), so the service does not look the same request up again.
+pub struct Prelooked {
+    pub lookup: Lookup,
+    pub found: Found,
+}
+
+/// Where a request's cache lookup comes from.
+pub struct LookupInput<'a> {
+    pub route: &'a str,
+    pub policy: &'a CachePolicy,
+    pub readonly: &'a ReadonlyTools,
+    pub message: &'a Message,
+    pub caller: &'a Caller,
+}
+
+impl LookupInput<'_> {
+    /// The request's cache lookup; `None`: not cacheable.
+    pub fn lookup(&self) -> Option<Lookup> {
+        lookup_for(self.route, self.message, self.caller, self.policy, |name| self.readonly.contains(name))
+    }
+}
+
+/// Looks a cacheable request up (unless the hit path already did: `found`); on a miss, joins
+/// or leads the coalesced fetch.
+pub async fn prepare(
+    cache: &EdgeCache,
+    (route, policy): (&str, &CachePolicy),
+    (lookup, found): (Lookup, Option<Found>),
+    caller: Caller,
+    wait_limit: std::time::Duration,
+) -> Prepared {
+    let found = match found {
+        Some(found) => found,
+        None => cache.lookup(route, &lookup, policy.stale_if_error).await,
+    };
+    let mut stale = match found {
+        Found::Fresh(bytes) => return Prepared::Hit(bytes),
+        Found::Stale(bytes) => Some(bytes),
+        Found::Nothing => None,
+    };
+    let coalescing_key = lookup.coalescing_key(&caller);
+    let leader = match cache.coalesce(coalescing_key) {
+        Coalesce::Lead(leader) => Some(leader),
+        Coalesce::Pass => None,
+        Coalesce::Wait(mut progress) => {
+            // The leader's answer is stored before it releases us; a timeout or an
+            // uncacheable answer sends this request upstream on its own.
+            wait_for_leader(&mut progress, wait_limit).await;
+            match cache.lookup(route, &lookup, policy.stale_if_error).await {
+                Found::Fresh(bytes) => return Prepared::Hit(bytes),
+                Found::Stale(bytes) => stale = Some(bytes),
+                Found::Nothing => {}
+            }
+            None
+        }
+    };
+    let session_epoch = caller.session.as_deref().map(|session| SERVER_REQUESTS.epoch(session));
+    Prepared::Forward(Box::new(RequestCache {
+        lookup,
+        caller,
+        coalescing_key,
+        fetched_at_ms: now_ms(),
+        leader,
+        stale,
+        recorded: false,
+        session_epoch,
+    }))
+}
+
+/// Answers up to this size are deflated (for gzip hits) as they are stored; larger ones are
+/// stored plain at once and deflated on a blocking thread, then stored again with their
+/// deflated form: deflating 8 MiB takes tens of milliseconds, which on the proxy worker would
+/// stall every connection it serves.
+const DEFLATE_INLINE_LIMIT: usize = 64 * 1024;
+
+/// Stores a captured result if its facts allow. Whether it was stored.
+fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, result: &str) -> bool {
+    let StoreRules { policy, max_entry, precompress } = rules;
+    if ctx.session_was_asked() {
+        return false;
+    }
+    let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return false };
+    let Some(facts) = result_facts(&raw) else { return false };
+    let Some(Store { scope, ttl, restate_ttl }) = store_decision(&ctx.lookup, &ctx.caller, &facts, policy) else {
+        return false;
+    };
+    if facts.stored_result.len() as u64 > max_entry {
+        return false;
+    }
+    let key = ctx.lookup.key(&scope);
+    let result = facts.stored_result.into_bytes();
+    let inline = result.len() <= DEFLATE_INLINE_LIMIT;
+    let deflated = (precompress && inline).then(|| crate::compress::deflate_segment(&result[1..]));
+    let entry = Entry {
+        fetched_at_ms: ctx.fetched_at_ms,
+        expires_at_ms: ctx.fetched_at_ms + ttl.as_millis() as u64,
+        restate_ttl,
+        result: &result,
+        deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
+    };
+    cache.insert(key, &entry);
+    if precompress && !inline {
+        let (cache, fetched_at_ms, expires_at_ms) = (cache.clone(), entry.fetched_at_ms, entry.expires_at_ms);
+        // The entry keeps its fetch time: an invalidation since still kills it.
+        tokio::task::spawn_blocking(move || {
+            let (crc32, bytes) = crate::compress::deflate_segment(&result[1..]);
+            let deflated = Some(Deflated { crc32, bytes: &bytes });
+            cache.insert(key, &Entry { fetched_at_ms, expires_at_ms, restate_ttl, result: &result, deflated });
+        });
+    }
+    true
+}
+
+/// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
+/// answer of a cacheable request (for its result).
+pub fn observer_for(response: &ResponseHeader, want_id: Option<String>, max_entry: u64) -> Option<Observer> {
+    let content_type = response.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let sse = content_type.starts_with("text/event-stream");
+    let json = content_type.starts_with("application/json");
+    let capture = want_id.filter(|_| response.status.as_u16() == 200);
+    (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))
+}
