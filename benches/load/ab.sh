@@ -5,7 +5,8 @@
 # pinned beside the upstream), each round measures A then B (B then A every other round), and
 # the rounds' B/A ratios say how often B won. Unlike ab-disk.sh the builds need not share a
 # cache format: each fills its own memory tier.
-# usage: [ROUNDS=8] [KEYS=1000] benches/load/ab.sh hits|pass BIN_A BIN_B [DURATION_SECONDS=3] [CONNECTIONS=64]
+# call: uncached tools/call (no cache path at all).
+# usage: [ROUNDS=8] [KEYS=1000] benches/load/ab.sh hits|pass|call BIN_A BIN_B [DURATION_SECONDS=3] [CONNECTIONS=64]
 # Needs: wrk (apt-get install -y wrk).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +17,7 @@ MODE=$1; A=$(realpath "$2"); B=$(realpath "$3")
 DURATION=${4:-3}; CONNECTIONS=${5:-64}; ROUNDS=${ROUNDS:-8}; export KEYS=${KEYS:-1000}
 scratch
 UP=$(port); EDGE_A=$(port); EDGE_B=$(port)
-TTL=3600000; [ "$MODE" = pass ] && TTL=0
+TTL=3600000; [ "$MODE" = hits ] || TTL=0
 "${SERVER[@]}" "$A" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms $TTL 2>"$DIR/upstream.log" & PIDS+=($!)
 for side in A B; do
   port_var=EDGE_$side
@@ -35,6 +36,7 @@ TOML
 done
 wait_port $UP; wait_port $EDGE_A; wait_port $EDGE_B
 SCRIPT=benches/load/random-read.lua
+[ "$MODE" = call ] && SCRIPT=benches/load/call.lua
 if [ "$MODE" = hits ]; then
   fill "http://127.0.0.1:$EDGE_A/mcp" "$KEYS"
   fill "http://127.0.0.1:$EDGE_B/mcp" "$KEYS"

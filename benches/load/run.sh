@@ -107,6 +107,11 @@ if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
   measure "pingora-proxy, no logic (floor)" "http://127.0.0.1:$FLOOR/mcp" FLOOR
   measure "mcp-edge (pass-through)" "http://127.0.0.1:$EDGE/nocache" EDGE
   echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX"); Pingora floor / nginx: $(ratio "$RPS_FLOOR" "$RPS_NGINX")"
+  echo "mcp-edge / Pingora floor: $(ratio "$RPS_EDGE" "$RPS_FLOOR")"
+  # An uncached tools/call takes no cache path at all (no lookup, no coalescing, no capture).
+  measure "pingora floor, tools/call" "http://127.0.0.1:$FLOOR/mcp" CALL_FLOOR benches/load/call.lua
+  measure "mcp-edge, tools/call" "http://127.0.0.1:$EDGE/nocache" CALL_EDGE benches/load/call.lua
+  echo "tools/call: mcp-edge / Pingora floor: $(ratio "$RPS_CALL_EDGE" "$RPS_CALL_FLOOR")"
   python3 -c "import sys; d,e,f,g=map(float,sys.argv[1:]); print(f'added latency vs direct: p50 {e-d:+.3f} ms, p99 {g-f:+.3f} ms')" \
     "$P50_DIRECT" "$P50_EDGE" "$P99_DIRECT" "$P99_EDGE"
   # At full load a proxy's added latency is mostly its queue (64 connections / its req/s); paced

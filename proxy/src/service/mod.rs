@@ -1,37 +1,47 @@
 //! The Pingora proxy service: guards a request, understands its JSON-RPC body, pins MCP
 //! sessions to the upstream that created them, and streams the answer back untouched.
+//!
+//! - this file: the Pingora phases, in the order Pingora calls them;
+//! - [`ctx`]: what one request learns on its way through them;
+//! - [`intake`]: from a request to its upstream: reading and understanding it (or taking over
+//!   what the hit path understood), the cache, admission;
+//! - [`failure`]: what a failure means to the client;
+//! - [`respond`]: answers mcp-edge writes itself.
+
+mod ctx;
+mod failure;
+mod intake;
+mod respond;
+
+use ctx::Ctx;
+use failure::{classify_failure, fail};
+use intake::{Inspected, admit_upstream};
+use respond::*;
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::consistent_key;
 use mcp_edge_policies::routing::upstream_path;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::answer::{self, CachedAnswer, Outcome};
+use crate::answer::Outcome;
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
-use crate::known_headers::KnownHeaders;
-use crate::limits;
-use crate::request_cache::{self, LookupInput, Prelooked, Prepared, RequestCache, StoreRules};
-use crate::runtime::{Live, Route, Runtime};
+use crate::request_cache::{self, LookupInput};
+use crate::runtime::Live;
 use crate::served::Served;
 use crate::session_signals::SERVER_REQUESTS;
-use crate::store::{EdgeCache, Found};
-use mcp_edge_policies::cache::{Caller, Lookup};
-use mcp_edge_policies::jsonrpc::Message;
-use mcp_edge_policies::method::Method;
-use mcp_edge_policies::observe::Observer;
+use crate::store::EdgeCache;
 
 /// Bodies up to this size are read and parsed before forwarding. Larger ones (never cacheable
 /// reads) stream straight through: Pingora's retry buffer, which replays a body read in
@@ -40,85 +50,9 @@ pub const INSPECT_LIMIT: u64 = 64 * 1024;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
-/// The Pingora error type of a failure mcp-edge decided itself (the [`EdgeError`] waits in
-/// the context for `fail_to_proxy`: Pingora's phases return only Pingora's error type).
-const EDGE_FAILURE: &str = "mcp-edge failure";
-
 pub struct McpProxy {
     pub live: Live,
     pub cache: Arc<EdgeCache>,
-}
-
-/// What one request has learned on its way through the filters.
-pub struct Ctx {
-    started: Instant,
-    snapshot: Option<Arc<Runtime>>,
-    route: usize,
-    /// JSON-RPC method and raw id, when the body was inspected.
-    rpc_method: Option<String>,
-    rpc_id: Option<String>,
-    stateless: bool,
-    /// The upstream owning the request's MCP session, and that upstream's own session id.
-    pinned: Option<usize>,
-    upstream_session: Option<String>,
-    /// Upstreams tried so far (the last one is the current attempt).
-    tried: Vec<usize>,
-    /// Bytes of a streamed (not inspected) request body seen so far.
-    streamed_body: u64,
-    /// A streamed stateless-era body, held back until it has been read whole and its mirrored
-    /// headers checked (the upstream sees nothing of it before).
-    held_body: Option<BytesMut>,
-    /// Why mcp-edge failed the request itself (answered by `fail_to_proxy`).
-    failure: Option<EdgeError>,
-    /// This request's place among the route's requests forwarded upstream (`max_concurrent`),
-    /// or among its client's open streams.
-    forwarding: Option<limits::Forwarding>,
-    open_stream: Option<limits::OpenStream>,
-    /// Why the last attempt failed, connecting or proxying (named in the error if none
-    /// succeeds).
-    last_failure: Option<String>,
-    /// Cache state of a cacheable request.
-    cache: Option<Box<RequestCache>>,
-    /// The request as the hit path understood it, when it handed it over (see `handover`).
-    understood: Option<Box<Understood>>,
-    outcome: Outcome,
-    /// Watches the upstream answer (result capture, notifications).
-    observer: Option<Observer>,
-    /// The handshake-era session id the client sent, and how many server requests this
-    /// request's answer has carried so far (told to the session's other requests).
-    edge_session: Option<String>,
-    server_requests_told: u64,
-    _active: crate::metrics::ActiveRequest,
-    /// The client accepts gzip (and the configuration allows it).
-    accepts_gzip: bool,
-    /// Compresses the body of the answer being proxied.
-    gzip: Option<crate::compress::Gzip>,
-}
-
-impl Ctx {
-    fn route(&self) -> Option<&Route> {
-        self.snapshot.as_ref().map(|s| &s.routes[self.route])
-    }
-
-    fn mcp_method(&self) -> Option<Method> {
-        self.rpc_method.as_deref().and_then(Method::named)
-    }
-
-    fn current_upstream(&self) -> Option<usize> {
-        self.tried.last().copied()
-    }
-
-    /// Server-to-client streams may stay silent for long: no read timeout for them.
-    fn is_long_lived_stream(&self, http_method: &http::Method) -> bool {
-        http_method == http::Method::GET || self.mcp_method().is_some_and(Method::is_long_lived)
-    }
-
-    /// Whether the request may be sent again after a failure on a reused connection:
-    /// only reads that change nothing, and never a request bound to a session's upstream.
-    fn safe_to_resend(&self, http_method: &http::Method) -> bool {
-        let changes_nothing = self.mcp_method().is_some_and(Method::changes_nothing);
-        self.pinned.is_none() && (changes_nothing || http_method == http::Method::GET)
-    }
 }
 
 #[async_trait]
@@ -126,32 +60,7 @@ impl ProxyHttp for McpProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            started: Instant::now(),
-            snapshot: None,
-            route: 0,
-            rpc_method: None,
-            rpc_id: None,
-            stateless: false,
-            pinned: None,
-            upstream_session: None,
-            tried: Vec::new(),
-            streamed_body: 0,
-            held_body: None,
-            failure: None,
-            forwarding: None,
-            open_stream: None,
-            last_failure: None,
-            cache: None,
-            understood: None,
-            outcome: Outcome::Bypass,
-            observer: None,
-            edge_session: None,
-            server_requests_told: 0,
-            _active: crate::metrics::ActiveRequest::start(),
-            accepts_gzip: false,
-            gzip: None,
-        }
+        Ctx::new()
     }
 
     /// The hit path hands a request over with what it learned of it.
@@ -525,288 +434,4 @@ impl ProxyHttp for McpProxy {
         }
         .record();
     }
-}
-
-impl McpProxy {
-    /// A request the hit path understood (see `handover`): what it did is not done again.
-    /// Left: the client's rate, reading the body (Pingora forwards it from its retry buffer),
-    /// the cache (with the hit path's lookup) and the route's upstream admission.
-    async fn take_over(&self, session: &mut Session, ctx: &mut Ctx, understood: Understood) -> Result<bool> {
-        let Understood { snapshot, route, message, stateless, pinned, edge_session, caller, accepts_gzip, prelooked } =
-            understood;
-        ctx.snapshot = Some(snapshot.clone());
-        ctx.route = route;
-        ctx.accepts_gzip = accepts_gzip;
-        ctx.stateless = stateless;
-        ctx.edge_session = edge_session;
-        ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
-        ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
-        ctx.rpc_method = message.method;
-        ctx.rpc_id = message.id;
-        let route = &snapshot.routes[route];
-        let client = client_addr(session);
-        if let Err(refused) = route.limits.admit(client) {
-            return reject(session, refused).await;
-        }
-        read_whole_body(session).await?;
-        if let Some(Prelooked { lookup, found }) = prelooked
-            && self.consult_cache(session, ctx, route, caller, (lookup, Some(found))).await?
-        {
-            return Ok(true);
-        }
-        let max_streams = snapshot.config.server.max_streams_per_client;
-        admit_upstream(session, ctx, route, &http::Method::POST, client, max_streams).await
-    }
-
-    /// Answers from the cache when it can; otherwise prepares to capture the upstream answer.
-    /// `looked`: the request's lookup, and what it found if the hit path looked already.
-    async fn consult_cache(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        route: &Route,
-        caller: Caller,
-        looked: (Lookup, Option<Found>),
-    ) -> Result<bool> {
-        let policy = &route.config.policy;
-        let wait_limit = route.config.read_timeout;
-        match request_cache::prepare(&self.cache, (&route.config.name, policy), looked, caller, wait_limit).await {
-            Prepared::Hit(entry) => {
-                let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
-                ctx.outcome = Outcome::Hit;
-                let answer = OwnedAnswer::from(answer);
-                respond_cached(session, answer, true).await?;
-                Ok(true)
-            }
-            Prepared::Forward(cache) => {
-                ctx.cache = Some(cache);
-                ctx.outcome = Outcome::Miss;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Once the upstream has answered: store the result if the cache may keep it (once), then
-    /// wake the requests coalesced on it (they need not wait for the end of the stream).
-    fn store_captured(&self, ctx: &mut Ctx) {
-        let (Some(observer), Some(request_cache), Some(snapshot)) =
-            (ctx.observer.as_ref(), ctx.cache.as_mut(), ctx.snapshot.as_ref())
-        else {
-            return;
-        };
-        let route = &snapshot.routes[ctx.route];
-        let result = observer.cacheable_result();
-        let rules = StoreRules {
-            policy: &route.config.policy,
-            max_entry: snapshot.config.cache.max_entry_size,
-            precompress: snapshot.config.compression.gzip,
-        };
-        let recorded = request_cache.record_answer(&self.cache, result, rules);
-        if recorded.is_some() && route.config.policy.readonly_tools && request_cache.method() == Method::ToolsList {
-            result.into_iter().for_each(|tools| route.readonly.learn(tools));
-        }
-    }
-
-    /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
-    async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<Inspected> {
-        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
-        let length = match guards::check_post(&known_headers(session, route), max_body) {
-            Ok(length) => length,
-            Err(refused) => return answered(reject(session, refused).await),
-        };
-        if length.is_none_or(|n| n > INSPECT_LIMIT) {
-            // Large or chunked: streamed through, size-checked in request_body_filter. In the
-            // stateless era its mirrored headers must still be checked against it: it is held
-            // back until read whole (at most max_body).
-            if ctx.stateless {
-                ctx.held_body = Some(BytesMut::new());
-            }
-            return Ok(Inspected::Streamed);
-        }
-        let body = read_whole_body(session).await?;
-        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
-        let message = match guards::understand(&body, &known_headers(session, route), ctx.stateless) {
-            Ok(message) => message,
-            Err(refused) => return answered(reject(session, refused).await),
-        };
-        ctx.rpc_method = message.method.clone();
-        ctx.rpc_id = message.id.clone();
-        Ok(Inspected::Message(message))
-    }
-}
-
-/// What inspecting a POST led to.
-enum Inspected {
-    /// An error was already answered.
-    Answered,
-    /// Too large or chunked to inspect: it streams through.
-    Streamed,
-    Message(Message),
-}
-
-/// Reads a small request body whole; Pingora keeps it in its retry buffer and forwards it
-/// from there (also to a second upstream if the first fails).
-async fn read_whole_body(session: &mut Session) -> Result<BytesMut> {
-    session.enable_retry_buffering();
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Admits a request to the upstream: a long-lived stream against its client's open streams,
-/// anything else against the route's concurrent requests.
-async fn admit_upstream(
-    session: &mut Session,
-    ctx: &mut Ctx,
-    route: &Route,
-    method: &http::Method,
-    client: Option<std::net::IpAddr>,
-    max_streams: usize,
-) -> Result<bool> {
-    let admitted = match ctx.is_long_lived_stream(method) {
-        true => limits::open_stream(client, max_streams).map(|stream| ctx.open_stream = stream),
-        false => route.limits.forward().map(|forwarding| ctx.forwarding = forwarding),
-    };
-    match admitted {
-        Ok(()) => Ok(false),
-        Err(refused) => reject(session, refused).await,
-    }
-}
-
-/// `reject`'s outcome as an inspection result.
-fn answered(rejected: Result<bool>) -> Result<Inspected> {
-    rejected.map(|_| Inspected::Answered)
-}
-
-/// What a proxying failure Pingora reports means to the client; `None`: the client is gone,
-/// nothing to answer.
-fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> Option<EdgeError> {
-    use ErrorType::*;
-    let connect_failure = matches!(
-        e.etype(),
-        ConnectTimedout
-            | ConnectRefused
-            | ConnectNoRoute
-            | ConnectError
-            | TLSHandshakeFailure
-            | TLSHandshakeTimedout
-            | InvalidCert
-            | HandshakeError
-    );
-    let route = route.to_string();
-    if e.esource() == &ErrorSource::Downstream {
-        // The client's doing (it left, or sent bytes past its request while the answer was
-        // pending): never reported as an upstream failure, which would tell it to start over.
-        return match e.etype() {
-            WriteError | ReadError | ConnectionClosed => None,
-            ConnectError => Some(EdgeError::bad_request(
-                "data arrived after the request, before its answer (HTTP pipelining is not supported here)",
-            )),
-            other => Some(EdgeError::bad_request(other.as_str())),
-        };
-    }
-    Some(match e.etype() {
-        _ if connect_failure && ctx.pinned.is_some() => EdgeError::SessionUpstreamGone,
-        // The context may name the upstream (Pingora adds the peer): not for the client's eyes.
-        HTTPStatus(code) => EdgeError::UpstreamStatus { route, status: *code },
-        ConnectTimedout => EdgeError::ConnectTimedOut { route },
-        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => EdgeError::UpstreamTimedOut { route },
-        _ if connect_failure => EdgeError::CannotConnect { route, cause: e.etype().as_str().to_string() },
-        _ if e.esource() == &ErrorSource::Upstream => {
-            EdgeError::UpstreamFailed { route, cause: e.etype().as_str().to_string() }
-        }
-        _ => EdgeError::Internal,
-    })
-}
-
-/// Fails the request with `failure`, which `fail_to_proxy` answers.
-fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
-    let explain = failure.to_string();
-    ctx.failure = Some(failure);
-    Error::e_explain(ErrorType::Custom(EDGE_FAILURE), explain)
-}
-
-fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session.req_header().headers.get(name).and_then(|value| value.to_str().ok())
-}
-
-/// The request's headers the guards read (one pass over Pingora's parsed head).
-fn known_headers<'a>(session: &'a Session, route: &Route) -> KnownHeaders<'a> {
-    KnownHeaders::from_map(&session.req_header().headers, &route.config.policy.identity_header)
-}
-
-fn client_addr(session: &Session) -> Option<std::net::IpAddr> {
-    match session.client_addr() {
-        Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
-        _ => None,
-    }
-}
-
-fn client_ip(session: &Session) -> String {
-    match session.client_addr() {
-        Some(SocketAddr::Inet(addr)) => addr.ip().to_string(),
-        _ => String::new(),
-    }
-}
-
-fn is_tls(session: &Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
-}
-
-/// Answers the request with a JSON-RPC error; `Ok(true)` tells Pingora the response is sent.
-async fn reject(session: &mut Session, refused: EdgeError) -> Result<bool> {
-    let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
-    // The request body may be unread (rejected before reading): don't reuse the connection.
-    respond(session, refused.status(), Bytes::from(refused.body(None)), headers, false).await?;
-    Ok(true)
-}
-
-/// A cached entry as the answer to this request.
-fn render_cached<'a>(session: &'a Session, ctx: &Ctx, entry: &'a [u8], outcome: Outcome) -> Option<CachedAnswer<'a>> {
-    let compression = &ctx.snapshot.as_ref()?.config.compression;
-    let id = ctx.rpc_id.as_deref().unwrap_or("null");
-    answer::render(entry, id, outcome, compression, ctx.accepts_gzip, header_str(session, "mcp-session-id"))
-}
-
-/// A cached answer copied out of the request it borrows, so that the session can be written to.
-struct OwnedAnswer {
-    body: Bytes,
-    headers: Vec<(&'static str, String)>,
-}
-
-impl From<CachedAnswer<'_>> for OwnedAnswer {
-    fn from(answer: CachedAnswer<'_>) -> OwnedAnswer {
-        let headers = answer.headers().map(|(name, value)| (name, value.to_string())).collect();
-        OwnedAnswer { body: answer.body.to_bytes(), headers }
-    }
-}
-
-/// Writes a cached answer (200).
-async fn respond_cached(session: &mut Session, answer: OwnedAnswer, keep_alive: bool) -> Result<()> {
-    let headers = answer.headers.iter().map(|(name, value)| (*name, value.as_str()));
-    respond(session, 200, answer.body, headers, keep_alive).await
-}
-
-/// Writes a whole `application/json` response.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    body: Bytes,
-    headers: impl IntoIterator<Item = (&'static str, &str)>,
-    keep_alive: bool,
-) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header("content-type", "application/json")?;
-    header.insert_header("content-length", body.len().to_string())?;
-    for (name, value) in headers {
-        header.insert_header(name, value)?;
-    }
-    if !keep_alive {
-        session.set_keepalive(None);
-    }
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
 }

@@ -1,0 +1,116 @@
+//! The stored form of an answer (a fixed header, the result's raw JSON, optionally its deflated
+//! form) and the hit written from it.
+
+/// A stored answer: a fixed header, the result's raw JSON (without `ttlMs`), and optionally the
+/// same result pre-compressed for gzip answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// Wall-clock milliseconds when the upstream fetch began (invalidations after it win).
+    pub fetched_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub restate_ttl: bool,
+    pub result: &'a [u8],
+    /// `result` minus its opening `{`, deflated once at store time (see [`Answer`]).
+    pub deflated: Option<Deflated<'a>>,
+}
+
+/// A raw deflate segment ending on a byte boundary (sync flush, not final), with the CRC-32 of
+/// what it inflates to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deflated<'a> {
+    pub crc32: u32,
+    pub bytes: &'a [u8],
+}
+
+/// An answer in three parts: a small per-request `prefix` (id, remaining ttl), the stored
+/// `body` (the result after its opening brace), and the closing brace. Split this way, a gzip
+/// answer reuses the body's pre-compressed form instead of compressing every hit.
+pub struct Answer<'a> {
+    pub prefix: Vec<u8>,
+    pub body: &'a [u8],
+    pub suffix: &'static [u8],
+}
+
+impl Answer<'_> {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [&self.prefix[..], self.body, self.suffix].concat()
+    }
+
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.body.len() + self.suffix.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const ENTRY_MAGIC: u8 = 0xE2;
+const ENTRY_HEADER: usize = 1 + 8 + 8 + 1 + 4 + 4 + 4;
+
+impl<'a> Entry<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        let deflated = self.deflated.unwrap_or(Deflated { crc32: 0, bytes: &[] });
+        let mut out = Vec::with_capacity(ENTRY_HEADER + self.result.len() + deflated.bytes.len());
+        out.push(ENTRY_MAGIC);
+        out.extend_from_slice(&self.fetched_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        out.push(self.restate_ttl as u8);
+        out.extend_from_slice(&(self.result.len() as u32).to_le_bytes());
+        out.extend_from_slice(&deflated.crc32.to_le_bytes());
+        out.extend_from_slice(&(deflated.bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.result);
+        out.extend_from_slice(deflated.bytes);
+        out
+    }
+
+    /// `None` for bytes that are not an entry of this format (e.g. a corrupt disk record, or
+    /// one written by an older version).
+    pub fn decode(bytes: &'a [u8]) -> Option<Entry<'a>> {
+        if bytes.len() < ENTRY_HEADER || bytes[0] != ENTRY_MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let result_len = u32_at(18) as usize;
+        let deflated_len = u32_at(26) as usize;
+        if bytes.len() != ENTRY_HEADER + result_len + deflated_len || result_len == 0 {
+            return None;
+        }
+        let result = &bytes[ENTRY_HEADER..ENTRY_HEADER + result_len];
+        let deflated =
+            (deflated_len > 0).then(|| Deflated { crc32: u32_at(22), bytes: &bytes[ENTRY_HEADER + result_len..] });
+        Some(Entry {
+            fetched_at_ms: u64_at(1),
+            expires_at_ms: u64_at(9),
+            restate_ttl: bytes[17] == 1,
+            result,
+            deflated,
+        })
+    }
+
+    /// The body part of every answer: the result after its opening brace.
+    pub fn body(&self) -> &'a [u8] {
+        &self.result[1..]
+    }
+
+    /// The answer to a request with raw id `id`, at wall-clock `now_ms`.
+    pub fn answer(&self, id: &str, now_ms: u64) -> Answer<'a> {
+        // Room for the envelope and a restated `"ttlMs":<u64>,` (no regrowth).
+        let mut prefix = Vec::with_capacity(id.len() + 64);
+        prefix.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        prefix.extend_from_slice(id.as_bytes());
+        prefix.extend_from_slice(br#","result":{"#);
+        let body = self.body();
+        if self.restate_ttl {
+            // Remaining freshness, so clients do not extend a TTL that already ran here.
+            let remaining = self.expires_at_ms.saturating_sub(now_ms);
+            prefix.extend_from_slice(br#""ttlMs":"#);
+            prefix.extend_from_slice(itoa::Buffer::new().format(remaining).as_bytes());
+            if body.first() != Some(&b'}') {
+                prefix.push(b',');
+            }
+        }
+        Answer { prefix, body, suffix: b"}" }
+    }
+}

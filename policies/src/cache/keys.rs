@@ -1,0 +1,204 @@
+//! Who is asking, in which scopes an answer may be kept for them, and a request's lookup: its
+//! base key, the scopes to probe in order, and what invalidates it.
+
+use sha2::{Digest, Sha256};
+
+use super::invalidation::{ListKind, Target};
+use crate::config::CachePolicy;
+use crate::jsonrpc::{Kind, Message};
+use crate::method::Method;
+
+/// Who may be served an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Everybody of one audience: a public answer fetched without a credential is never served
+    /// to a caller with one (a "please log in" result must not hide a user's own answer), nor
+    /// the other way round.
+    Public(Audience),
+    /// Hash of the caller's identity (authorization context).
+    Private(String),
+    /// A handshake-era session id (as the client sees it).
+    Session(String),
+}
+
+/// Whether a caller presented a credential (a non-blank identity header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Audience {
+    Anonymous,
+    Authenticated,
+}
+
+impl Scope {
+    /// The scope's part of a key, as a prefix and a value (hashed one after the other, so no
+    /// string is built per lookup): `public:anonymous`, `public:authenticated`,
+    /// `private:<identity hash>`, `session:<id>`.
+    fn key_parts(&self) -> [&[u8]; 2] {
+        match self {
+            Scope::Public(Audience::Anonymous) => [b"public:", b"anonymous"],
+            Scope::Public(Audience::Authenticated) => [b"public:", b"authenticated"],
+            Scope::Private(identity) => [b"private:", identity.as_bytes()],
+            Scope::Session(session) => [b"session:", session.as_bytes()],
+        }
+    }
+}
+
+/// The caller-side facts a cache decision needs.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// Hash of the identity header's value, when the request carries a non-blank one.
+    pub identity: Option<String>,
+    /// The session id the client presented (handshake era).
+    pub session: Option<String>,
+    pub stateless: bool,
+    /// `MCP-Protocol-Version` header (results differ between revisions).
+    pub protocol_version: Option<String>,
+}
+
+impl Caller {
+    /// Whom public answers fetched for this caller may be served to.
+    pub fn audience(&self) -> Audience {
+        if self.identity.is_some() { Audience::Authenticated } else { Audience::Anonymous }
+    }
+}
+
+/// A hash of an identity header value: keys never contain the raw credential.
+pub fn identity_hash(value: &[u8]) -> String {
+    hex(&Sha256::digest(value)[..16])
+}
+
+/// The identity of a caller whose identity header has `value`: none when the value is empty or
+/// blank (an empty credential is no credential, never an identity two callers could share).
+pub fn identity_of(value: Option<&[u8]>) -> Option<String> {
+    value.map(<[u8]>::trim_ascii).filter(|v| !v.is_empty()).map(identity_hash)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A storage key: the SHA-256 of what identifies an entry. Fixed-size, so a cache can hold
+/// it inline instead of behind a pointer of its own.
+pub type Key = [u8; 32];
+
+pub(super) fn digest(parts: &[&[u8]]) -> Key {
+    parts.iter().fold(Sha256::new(), |hasher, part| hasher.chain_update(part)).finalize().into()
+}
+
+/// A cacheable request: its base key and the scopes to look it up in, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub method: Method,
+    base: String,
+    /// What invalidates entries of this request (see [`Target`]).
+    pub targets: Vec<Target>,
+    pub scopes: Vec<Scope>,
+}
+
+impl Lookup {
+    /// The storage key of this request's entry in `scope`.
+    pub fn key(&self, scope: &Scope) -> Key {
+        let [prefix, value] = scope.key_parts();
+        digest(&[self.base.as_bytes(), b"\0", prefix, value])
+    }
+
+    /// The key concurrent misses coalesce on: same request, same caller (its identity, else
+    /// its session, else every anonymous caller together).
+    pub fn coalescing_key(&self, caller: &Caller) -> Key {
+        let who: [&[u8]; 2] = match (&caller.identity, &caller.session) {
+            (Some(identity), _) => [b"identity:", identity.as_bytes()],
+            (None, Some(session)) => [b"session:", session.as_bytes()],
+            (None, None) => [b"anonymous", b""],
+        };
+        digest(&[self.base.as_bytes(), b"\0coalesce:", who[0], who[1]])
+    }
+}
+
+/// Decides whether a request may be answered from (and stored in) the cache, and how to look
+/// it up. `readonly_tool` says whether the upstream declared the named tool read-only,
+/// idempotent and closed-world.
+pub fn lookup_for(
+    route: &str,
+    message: &Message,
+    caller: &Caller,
+    policy: &CachePolicy,
+    readonly_tool: impl Fn(&str) -> bool,
+) -> Option<Lookup> {
+    if message.kind != Kind::Request || message.params.has_input_responses {
+        return None;
+    }
+    let method = Method::named(message.method.as_deref()?)?;
+    if !(method.is_cacheable_read() || method == Method::ToolsCall) || !keyable_params(method, &message.params) {
+        return None;
+    }
+    let tool_allowed =
+        |name: &str| policy.cache_tools.iter().any(|t| t == name) || (policy.readonly_tools && readonly_tool(name));
+    let arguments;
+    let (params, targets): ([&str; 4], _) = match method {
+        Method::ResourcesRead => {
+            let uri = message.params.uri.as_deref()?;
+            (["uri=", uri, "", ""], vec![Target::Route, Target::Resource(uri.to_string())])
+        }
+        Method::ResourcesList | Method::ResourcesTemplatesList => {
+            (cursor_part(message), vec![Target::Route, Target::List(ListKind::Resources)])
+        }
+        Method::ToolsList => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Tools)]),
+        Method::PromptsList => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Prompts)]),
+        Method::ToolsCall => {
+            let name = message.params.name.as_deref()?;
+            if !tool_allowed(name) {
+                return None;
+            }
+            arguments = crate::canonical::canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
+            (["name=", name, "\u{0}args=", &arguments], vec![Target::Route, Target::List(ListKind::Tools)])
+        }
+        _ => return None,
+    };
+    let version = caller.protocol_version.as_deref().unwrap_or("-");
+    let base =
+        join(&[route, "\u{0}", method.as_str(), "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
+    // The caller's own scopes first: a public answer fetched later for somebody else must not
+    // hide the answer this caller was given.
+    let mut scopes = Vec::with_capacity(3);
+    if let (false, Some(session)) = (caller.stateless, &caller.session) {
+        scopes.push(Scope::Session(session.clone()));
+    }
+    if let Some(identity) = &caller.identity {
+        scopes.push(Scope::Private(identity.clone()));
+    }
+    scopes.push(Scope::Public(caller.audience()));
+    Some(Lookup { method, base, targets, scopes })
+}
+
+/// Whether a key can be built from exactly what the upstream reads of these params: they were
+/// understood completely (no duplicate key anywhere, expected types) and hold nothing but the
+/// members the key is made of (plus `_meta`, which carries no request content). Anything else
+/// (a `cursor` on a read, a `task` on a call, …) may change the answer in ways the key cannot
+/// tell: such requests are forwarded uncached.
+fn keyable_params(method: Method, params: &crate::jsonrpc::Params) -> bool {
+    if !params.exact || params.other_members {
+        return false;
+    }
+    let (uri, name, cursor, arguments) =
+        (params.uri.is_some(), params.name.is_some(), params.cursor.is_some(), params.arguments.is_some());
+    // An empty cursor is a token of its own to the upstream, not the first page.
+    if params.cursor.as_deref() == Some("") {
+        return false;
+    }
+    match method {
+        Method::ResourcesRead => !name && !cursor && !arguments,
+        Method::ToolsCall => !uri && !cursor,
+        _ => !uri && !name && !arguments,
+    }
+}
+
+/// The params part of a list's key: its cursor (empty for the first page).
+fn cursor_part(message: &Message) -> [&str; 4] {
+    ["cursor=", message.params.cursor.as_deref().unwrap_or(""), "", ""]
+}
+
+/// `parts` end to end in one allocation (a key's base is built for every lookup).
+fn join(parts: &[&str]) -> String {
+    let mut joined = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    parts.iter().for_each(|part| joined.push_str(part));
+    joined
+}

@@ -1,0 +1,109 @@
+//! Whether and how an upstream answer is kept: what it says about its own caching (hints and
+//! flags) and the route's policy decide its scope and lifetime.
+
+use std::time::Duration;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::keys::{Caller, Lookup, Scope};
+use crate::config::CachePolicy;
+use crate::method::Method;
+
+/// What a result says about its own caching (SEP-2549 hints and result flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultFacts {
+    pub ttl_ms: Option<u64>,
+    pub scope: Option<String>,
+    pub input_required: bool,
+    pub is_error: bool,
+    /// The result's members except `ttlMs`, as raw JSON text: `{...}`.
+    pub stored_result: String,
+}
+
+/// Reads a `result` object without re-serialising its values. `None` if it is not an object.
+pub fn result_facts(result: &RawValue) -> Option<ResultFacts> {
+    let members = object_members(result.get())?;
+    let mut facts = ResultFacts::default();
+    let mut kept = Vec::with_capacity(members.len());
+    for (name, value) in members {
+        match name.as_str() {
+            "ttlMs" => {
+                // Absent or negative means 0 (spec); fractions are truncated.
+                facts.ttl_ms = Some(serde_json::from_str::<f64>(value.get()).map(|v| v.max(0.0) as u64).unwrap_or(0));
+                continue;
+            }
+            "cacheScope" => facts.scope = serde_json::from_str::<String>(value.get()).ok(),
+            "resultType" => facts.input_required = value.get() == r#""input_required""#,
+            "isError" => facts.is_error = value.get() == "true",
+            _ => {}
+        }
+        kept.push(format!("{}:{}", serde_json::to_string(&name).ok()?, value.get()));
+    }
+    facts.stored_result = format!("{{{}}}", kept.join(","));
+    Some(facts)
+}
+
+/// The members of a JSON object in order, values kept raw.
+fn object_members(raw: &str) -> Option<Vec<(String, Box<RawValue>)>> {
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Vec<(String, Box<RawValue>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(raw);
+    deserializer.deserialize_map(Members).ok()
+}
+
+/// How an answer is to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub scope: Scope,
+    pub ttl: Duration,
+    /// The result carried `ttlMs`: hits restate the remaining freshness.
+    pub restate_ttl: bool,
+}
+
+/// Decides whether (and how) a result may be stored. `None`: pass it through, never cache.
+pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, policy: &CachePolicy) -> Option<Store> {
+    if facts.input_required || facts.is_error {
+        return None;
+    }
+    let hinted = policy.honor_server_hints && facts.ttl_ms.is_some();
+    let ttl = if hinted {
+        Duration::from_millis(facts.ttl_ms.unwrap_or(0)).min(policy.max_ttl)
+    } else {
+        match lookup.method {
+            Method::ResourcesRead => policy.resource_ttl,
+            Method::ToolsCall => policy.tool_ttl,
+            _ => policy.list_ttl,
+        }
+        .min(policy.max_ttl)
+    };
+    if ttl.is_zero() {
+        return None;
+    }
+    let hinted_scope = if policy.honor_server_hints { facts.scope.as_deref() } else { None };
+    let scope = match hinted_scope {
+        Some("public") => Scope::Public(caller.audience()),
+        // No hint: the operator may vouch that this route's answers are the same for all.
+        None if policy.shared => Scope::Public(caller.audience()),
+        // Handshake-era lists vary per session (client capabilities): never shared across sessions.
+        None if !caller.stateless && lookup.method.is_list() => Scope::Session(caller.session.clone()?),
+        _ => match (&caller.identity, caller.stateless, &caller.session) {
+            (Some(identity), _, _) => Scope::Private(identity.clone()),
+            (None, false, Some(session)) => Scope::Session(session.clone()),
+            _ => return None,
+        },
+    };
+    Some(Store { scope, ttl, restate_ttl: facts.ttl_ms.is_some() })
+}

@@ -1,0 +1,338 @@
+//! The cache decisions' unit tests (keys, scopes, storing, entries, invalidation together:
+//! most cases cross them).
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::{CachePolicy, Config};
+use crate::jsonrpc::{Message, parse};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+fn policy() -> CachePolicy {
+    let config = Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n").unwrap();
+    config.routes[0].policy.clone()
+}
+
+fn read(uri: &str) -> Message {
+    parse(
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}","_meta":{{"x":1}}}}}}"#)
+            .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn stateless(identity: Option<&str>) -> Caller {
+    Caller {
+        identity: identity.map(|i| identity_hash(i.as_bytes())),
+        session: None,
+        stateless: true,
+        protocol_version: Some("2026-07-28".into()),
+    }
+}
+
+fn legacy(session: &str) -> Caller {
+    Caller {
+        identity: None,
+        session: Some(session.into()),
+        stateless: false,
+        protocol_version: Some("2025-11-25".into()),
+    }
+}
+
+fn facts(result: &str) -> ResultFacts {
+    result_facts(&serde_json::from_str::<Box<RawValue>>(result).unwrap()).unwrap()
+}
+
+#[test]
+fn only_reads_and_lists_are_cacheable_by_default() {
+    let p = policy();
+    assert!(lookup_for("r", &read("a://1"), &stateless(None), &p, |_| false).is_some());
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","inputResponses":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}"#,
+    ] {
+        assert!(lookup_for("r", &parse(body.as_bytes()).unwrap(), &stateless(None), &p, |_| true).is_none(), "{body}");
+    }
+}
+
+#[test]
+fn tools_are_cached_only_when_opted_in() {
+    let call =
+        parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"b":2,"a":1}}}"#)
+            .unwrap();
+    let same =
+        parse(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#)
+            .unwrap();
+    let mut p = policy();
+    p.cache_tools = vec!["add".into()];
+    let a = lookup_for("r", &call, &stateless(None), &p, |_| false).unwrap();
+    let b = lookup_for("r", &same, &stateless(None), &p, |_| false).unwrap();
+    let anyone = Scope::Public(Audience::Anonymous);
+    assert_eq!(a.key(&anyone), b.key(&anyone), "argument order does not matter");
+    let mut p = policy();
+    p.readonly_tools = true;
+    assert!(lookup_for("r", &call, &stateless(None), &p, |name| name == "add").is_some());
+    assert!(lookup_for("r", &call, &stateless(None), &p, |_| false).is_none());
+}
+
+#[test]
+fn keys_are_the_digests_disk_caches_were_written_with() {
+    // A key is SHA-256 of "<route>\0<method>\0<params>\0<version>\0<scope>": entries on
+    // disk from earlier versions are found only while this holds. (Public entries were keyed
+    // `public` before audiences split them; those are left behind on purpose: any of them
+    // may have been fetched without a credential.)
+    let lookup = lookup_for("r", &read("a://1"), &stateless(None), &policy(), |_| false).unwrap();
+    let expect =
+        |scope: &str| -> Key { Sha256::digest(format!("r\0resources/read\0uri=a://1\02026-07-28\0{scope}")).into() };
+    assert_eq!(lookup.key(&Scope::Public(Audience::Anonymous)), expect("public:anonymous"));
+    assert_eq!(lookup.key(&Scope::Public(Audience::Authenticated)), expect("public:authenticated"));
+    assert_eq!(lookup.key(&Scope::Private("h".into())), expect("private:h"));
+    assert_eq!(lookup.key(&Scope::Session("s".into())), expect("session:s"));
+}
+
+#[test]
+fn keys_ignore_meta_and_id_but_not_params_scope_or_version() {
+    let p = policy();
+    #[allow(non_snake_case)]
+    let Public = Scope::Public(Audience::Anonymous);
+    let caller = stateless(None);
+    let a = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+    let other_id = parse(br#"{"jsonrpc":"2.0","id":"zz","method":"resources/read","params":{"uri":"a://1"}}"#).unwrap();
+    assert_eq!(a.key(&Public), lookup_for("r", &other_id, &caller, &p, |_| false).unwrap().key(&Public));
+    assert_ne!(a.key(&Public), lookup_for("r", &read("a://2"), &caller, &p, |_| false).unwrap().key(&Public));
+    assert_ne!(a.key(&Public), lookup_for("other", &read("a://1"), &caller, &p, |_| false).unwrap().key(&Public));
+    assert_ne!(a.key(&Public), a.key(&Scope::Private("x".into())));
+    let old = Caller { protocol_version: Some("2025-06-18".into()), ..caller };
+    assert_ne!(a.key(&Public), lookup_for("r", &read("a://1"), &old, &p, |_| false).unwrap().key(&Public));
+}
+
+#[test]
+fn lookups_probe_the_callers_own_scopes_then_its_audiences_public_one() {
+    let p = policy();
+    let l = lookup_for("r", &read("a://1"), &stateless(Some("Bearer t")), &p, |_| false).unwrap();
+    assert_eq!(l.scopes, vec![Scope::Private(identity_hash(b"Bearer t")), Scope::Public(Audience::Authenticated)]);
+    let l = lookup_for("r", &read("a://1"), &legacy("s1"), &p, |_| false).unwrap();
+    assert_eq!(l.scopes, vec![Scope::Session("s1".into()), Scope::Public(Audience::Anonymous)]);
+    let l = lookup_for("r", &read("a://1"), &stateless(None), &p, |_| false).unwrap();
+    assert_eq!(l.scopes, vec![Scope::Public(Audience::Anonymous)]);
+    assert!(!identity_hash(b"Bearer secret").contains("secret"));
+}
+
+#[test]
+fn a_public_answer_fetched_anonymously_never_reaches_a_credential() {
+    let p = policy();
+    let anonymous = stateless(None);
+    let user = stateless(Some("Bearer u"));
+    let please_log_in = facts(r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#);
+    let l = lookup_for("r", &read("a://1"), &anonymous, &p, |_| false).unwrap();
+    let stored = store_decision(&l, &anonymous, &please_log_in, &p).unwrap().scope;
+    let users_lookup = lookup_for("r", &read("a://1"), &user, &p, |_| false).unwrap();
+    assert!(!users_lookup.scopes.contains(&stored), "the user never looks where the anonymous answer is");
+    let users_answer = store_decision(&users_lookup, &user, &please_log_in, &p).unwrap().scope;
+    assert!(!l.scopes.contains(&users_answer), "nor the other way round");
+}
+
+#[test]
+fn blank_credentials_are_no_identity() {
+    for blank in [&b""[..], b" ", b"\t  "] {
+        assert_eq!(identity_of(Some(blank)), None, "{blank:?}");
+    }
+    assert_eq!(identity_of(None), None);
+    assert_eq!(identity_of(Some(b" Bearer t ")), identity_of(Some(b"Bearer t")));
+    assert_ne!(identity_of(Some(b"Bearer t")), identity_of(Some(b"Bearer u")));
+}
+
+#[test]
+fn params_that_are_not_understood_exactly_are_not_keyed() {
+    let p = policy();
+    let caller = stateless(Some("u"));
+    let mut tools = policy();
+    tools.cache_tools = vec!["add".into()];
+    for (body, why) in [
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","cursor":"p2"}}"#, "duplicate"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","name":5}}"#, "wrong type"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":null}}"#, "null cursor"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":""}}"#, "empty cursor"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","filter":"x"}}"#, "unknown member"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"uri":"a://1"}}"#, "a member lists do not take"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"a":1,"a":2}}}"#, "duplicate in _meta"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[]}"#, "not an object"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}"#, "duplicate uri"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","cursor":"c"}}"#, "cursor on a read"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":["a"]}}"#, "uri not a string"),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"a":2}}}"#,
+            "duplicate argument",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":{"x":1,"x":2}}}}"#,
+            "nested duplicate",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":[1]}}"#,
+            "arguments not an object",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{},"task":{"ttl":1}}}"#,
+            "task-augmented",
+        ),
+    ] {
+        let message = parse(body.as_bytes()).unwrap();
+        assert!(lookup_for("r", &message, &caller, &tools, |_| false).is_none(), "{why}: {body}");
+        assert!(lookup_for("r", &message, &caller, &p, |_| false).is_none(), "{why}: {body}");
+    }
+    let page2 =
+        parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2","_meta":{"x":{"y":1}}}}"#)
+            .unwrap();
+    let first = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#).unwrap();
+    let page2 = lookup_for("r", &page2, &caller, &p, |_| false).unwrap();
+    let first = lookup_for("r", &first, &caller, &p, |_| false).unwrap();
+    assert_ne!(page2.key(&Scope::Public(Audience::Anonymous)), first.key(&Scope::Public(Audience::Anonymous)));
+}
+
+#[test]
+fn big_integer_arguments_do_not_collide() {
+    let mut p = policy();
+    p.cache_tools = vec!["add".into()];
+    let call = |n: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"add","arguments":{{"a":{n}}}}}}}"#
+        );
+        lookup_for("r", &parse(body.as_bytes()).unwrap(), &stateless(None), &p, |_| false)
+            .unwrap()
+            .key(&Scope::Public(Audience::Anonymous))
+    };
+    assert_ne!(call("9007199254740993"), call("9007199254740992"));
+    assert_ne!(call("12345678901234567890123"), call("12345678901234567890124"));
+    assert_eq!(call("5"), call("5"));
+}
+
+#[test]
+fn hints_decide_ttl_and_scope() {
+    let p = policy();
+    let caller = stateless(Some("Bearer t"));
+    let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+    let public =
+        store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":60000,"cacheScope":"public"}"#), &p).unwrap();
+    assert_eq!(
+        (public.scope, public.ttl, public.restate_ttl),
+        (Scope::Public(Audience::Authenticated), Duration::from_secs(60), true)
+    );
+    let private =
+        store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":5000,"cacheScope":"private"}"#), &p).unwrap();
+    assert_eq!(private.scope, Scope::Private(identity_hash(b"Bearer t")));
+    assert!(store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":0,"cacheScope":"public"}"#), &p).is_none());
+    let capped = store_decision(&l, &caller, &facts(r#"{"ttlMs":999999999999,"cacheScope":"public"}"#), &p).unwrap();
+    assert_eq!(capped.ttl, p.max_ttl);
+    // No hint: the policy's TTL, private.
+    let unhinted = store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p).unwrap();
+    assert_eq!((unhinted.ttl, unhinted.restate_ttl), (p.resource_ttl, false));
+    assert!(matches!(unhinted.scope, Scope::Private(_)));
+}
+
+#[test]
+fn private_answers_without_a_credential_are_not_shared() {
+    let p = policy();
+    let anonymous = stateless(None);
+    let l = lookup_for("r", &read("a://1"), &anonymous, &p, |_| false).unwrap();
+    assert!(store_decision(&l, &anonymous, &facts(r#"{"ttlMs":5000,"cacheScope":"private"}"#), &p).is_none());
+    assert!(store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &p).is_none());
+    let mut shared = policy();
+    shared.shared = true;
+    assert_eq!(
+        store_decision(&l, &anonymous, &facts(r#"{"contents":[]}"#), &shared).unwrap().scope,
+        Scope::Public(Audience::Anonymous)
+    );
+    // Handshake era: per session.
+    let caller = legacy("s1");
+    let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+    assert_eq!(
+        store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p).unwrap().scope,
+        Scope::Session("s1".into())
+    );
+}
+
+#[test]
+fn handshake_era_lists_are_per_session_unless_shared() {
+    let p = policy();
+    let caller = Caller { identity: Some("u".into()), ..legacy("s1") };
+    let list = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+    let l = lookup_for("r", &list, &caller, &p, |_| false).unwrap();
+    assert_eq!(store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &p).unwrap().scope, Scope::Session("s1".into()));
+    let mut shared = policy();
+    shared.shared = true;
+    assert_eq!(
+        store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &shared).unwrap().scope,
+        Scope::Public(Audience::Authenticated)
+    );
+}
+
+#[test]
+fn errors_and_input_required_are_never_stored() {
+    let p = policy();
+    let caller = stateless(Some("u"));
+    let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
+    assert!(
+        store_decision(
+            &l,
+            &caller,
+            &facts(r#"{"resultType":"input_required","ttlMs":5000,"cacheScope":"public"}"#),
+            &p
+        )
+        .is_none()
+    );
+    assert!(store_decision(&l, &caller, &facts(r#"{"content":[],"isError":true}"#), &p).is_none());
+}
+
+#[test]
+fn hits_splice_the_id_and_restate_the_ttl() {
+    let f = facts(r#"{"contents":[{"text":"é \"q\""}],"ttlMs":60000,"cacheScope":"public","resultType":"complete"}"#);
+    assert!(!f.stored_result.contains("ttlMs"));
+    let entry = Entry {
+        fetched_at_ms: 1_000,
+        expires_at_ms: 61_000,
+        restate_ttl: true,
+        result: f.stored_result.as_bytes(),
+        deflated: Some(Deflated { crc32: 7, bytes: b"\x01\x02" }),
+    };
+    let encoded = entry.encode();
+    let decoded = Entry::decode(&encoded).unwrap();
+    assert_eq!(decoded, entry);
+    for id in ["7", r#""abc""#, "123456789012345678901234567890", r#""\u00e9ü""#, "0", "-5"] {
+        let answer = decoded.answer(id, 21_000).to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(v["id"], serde_json::from_str::<serde_json::Value>(id).unwrap(), "{id}");
+        assert_eq!(v["result"]["ttlMs"], 40_000);
+        assert_eq!(v["result"]["contents"][0]["text"], "é \"q\"");
+        assert_eq!(v["result"]["cacheScope"], "public");
+    }
+    let expired = decoded.answer("1", 99_000).to_bytes();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&expired).unwrap()["result"]["ttlMs"], 0);
+    let empty = Entry { restate_ttl: true, result: b"{}", ..entry.clone() }.answer("1", 0).to_bytes();
+    assert!(serde_json::from_slice::<serde_json::Value>(&empty).is_ok(), "{}", String::from_utf8_lossy(&empty));
+    let plain = Entry { restate_ttl: false, deflated: None, ..entry }.answer("1", 0).to_bytes();
+    assert!(!String::from_utf8_lossy(&plain).contains("ttlMs"));
+    assert!(Entry::decode(b"garbage").is_none());
+    assert_eq!(Entry::decode(&Entry { deflated: None, ..entry.clone() }.encode()).unwrap().deflated, None);
+    let mut truncated = entry.encode();
+    truncated.pop();
+    assert!(Entry::decode(&truncated).is_none(), "a truncated record is refused");
+}
+
+#[test]
+fn notifications_name_targets() {
+    assert_eq!(
+        Target::from_notification("notifications/resources/updated", Some("a://1")),
+        Some(Target::Resource("a://1".into()))
+    );
+    assert_eq!(
+        Target::from_notification("notifications/tools/list_changed", None),
+        Some(Target::List(ListKind::Tools))
+    );
+    assert_eq!(Target::from_notification("notifications/progress", None), None);
+    assert_ne!(marker_key("r", &Target::Route), marker_key("r2", &Target::Route));
+}

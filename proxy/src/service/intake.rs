@@ -1,0 +1,174 @@
+//! From a request to its upstream: reading and understanding it (or taking over what the hit
+//! path understood), answering it from the cache or preparing to store its answer, and
+//! admitting it to the upstream.
+
+use bytes::BytesMut;
+use mcp_edge_policies::cache::{Caller, Lookup};
+use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::method::Method;
+use pingora::Result;
+use pingora::proxy::Session;
+
+use super::ctx::Ctx;
+use super::respond::{OwnedAnswer, client_addr, known_headers, reject, render_cached, respond_cached};
+use super::{INSPECT_LIMIT, McpProxy};
+use crate::answer::Outcome;
+use crate::guards;
+use crate::handover::Understood;
+use crate::limits;
+use crate::request_cache::{self, Prelooked, Prepared, StoreRules};
+use crate::runtime::Route;
+use crate::store::Found;
+
+impl McpProxy {
+    /// A request the hit path understood (see `handover`): what it did is not done again.
+    /// Left: the client's rate, reading the body (Pingora forwards it from its retry buffer),
+    /// the cache (with the hit path's lookup) and the route's upstream admission.
+    pub(super) async fn take_over(&self, session: &mut Session, ctx: &mut Ctx, understood: Understood) -> Result<bool> {
+        let Understood { snapshot, route, message, stateless, pinned, edge_session, caller, accepts_gzip, prelooked } =
+            understood;
+        ctx.snapshot = Some(snapshot.clone());
+        ctx.route = route;
+        ctx.accepts_gzip = accepts_gzip;
+        ctx.stateless = stateless;
+        ctx.edge_session = edge_session;
+        ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
+        ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
+        ctx.rpc_method = message.method;
+        ctx.rpc_id = message.id;
+        let route = &snapshot.routes[route];
+        let client = client_addr(session);
+        if let Err(refused) = route.limits.admit(client) {
+            return reject(session, refused).await;
+        }
+        read_whole_body(session).await?;
+        if let Some(Prelooked { lookup, found }) = prelooked
+            && self.consult_cache(session, ctx, route, caller, (lookup, Some(found))).await?
+        {
+            return Ok(true);
+        }
+        let max_streams = snapshot.config.server.max_streams_per_client;
+        admit_upstream(session, ctx, route, &http::Method::POST, client, max_streams).await
+    }
+
+    /// Answers from the cache when it can; otherwise prepares to capture the upstream answer.
+    /// `looked`: the request's lookup, and what it found if the hit path looked already.
+    pub(super) async fn consult_cache(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+        caller: Caller,
+        looked: (Lookup, Option<Found>),
+    ) -> Result<bool> {
+        let policy = &route.config.policy;
+        let wait_limit = route.config.read_timeout;
+        match request_cache::prepare(&self.cache, (&route.config.name, policy), looked, caller, wait_limit).await {
+            Prepared::Hit(entry) => {
+                let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
+                ctx.outcome = Outcome::Hit;
+                let answer = OwnedAnswer::from(answer);
+                respond_cached(session, answer, true).await?;
+                Ok(true)
+            }
+            Prepared::Forward(cache) => {
+                ctx.cache = Some(cache);
+                ctx.outcome = Outcome::Miss;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Once the upstream has answered: store the result if the cache may keep it (once), then
+    /// wake the requests coalesced on it (they need not wait for the end of the stream).
+    pub(super) fn store_captured(&self, ctx: &mut Ctx) {
+        let (Some(observer), Some(request_cache), Some(snapshot)) =
+            (ctx.observer.as_ref(), ctx.cache.as_mut(), ctx.snapshot.as_ref())
+        else {
+            return;
+        };
+        let route = &snapshot.routes[ctx.route];
+        let result = observer.cacheable_result();
+        let rules = StoreRules {
+            policy: &route.config.policy,
+            max_entry: snapshot.config.cache.max_entry_size,
+            precompress: snapshot.config.compression.gzip,
+        };
+        let recorded = request_cache.record_answer(&self.cache, result, rules);
+        if recorded.is_some() && route.config.policy.readonly_tools && request_cache.method() == Method::ToolsList {
+            result.into_iter().for_each(|tools| route.readonly.learn(tools));
+        }
+    }
+
+    /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
+    pub(super) async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<Inspected> {
+        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
+        let length = match guards::check_post(&known_headers(session, route), max_body) {
+            Ok(length) => length,
+            Err(refused) => return answered(reject(session, refused).await),
+        };
+        if length.is_none_or(|n| n > INSPECT_LIMIT) {
+            // Large or chunked: streamed through, size-checked in request_body_filter. In the
+            // stateless era its mirrored headers must still be checked against it: it is held
+            // back until read whole (at most max_body).
+            if ctx.stateless {
+                ctx.held_body = Some(BytesMut::new());
+            }
+            return Ok(Inspected::Streamed);
+        }
+        let body = read_whole_body(session).await?;
+        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
+        let message = match guards::understand(&body, &known_headers(session, route), ctx.stateless) {
+            Ok(message) => message,
+            Err(refused) => return answered(reject(session, refused).await),
+        };
+        ctx.rpc_method = message.method.clone();
+        ctx.rpc_id = message.id.clone();
+        Ok(Inspected::Message(message))
+    }
+}
+
+/// What inspecting a POST led to.
+pub(super) enum Inspected {
+    /// An error was already answered.
+    Answered,
+    /// Too large or chunked to inspect: it streams through.
+    Streamed,
+    Message(Message),
+}
+
+/// Reads a small request body whole; Pingora keeps it in its retry buffer and forwards it
+/// from there (also to a second upstream if the first fails).
+pub(super) async fn read_whole_body(session: &mut Session) -> Result<BytesMut> {
+    session.enable_retry_buffering();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Admits a request to the upstream: a long-lived stream against its client's open streams,
+/// anything else against the route's concurrent requests.
+pub(super) async fn admit_upstream(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    route: &Route,
+    method: &http::Method,
+    client: Option<std::net::IpAddr>,
+    max_streams: usize,
+) -> Result<bool> {
+    let admitted = match ctx.is_long_lived_stream(method) {
+        true => limits::open_stream(client, max_streams).map(|stream| ctx.open_stream = stream),
+        false => route.limits.forward().map(|forwarding| ctx.forwarding = forwarding),
+    };
+    match admitted {
+        Ok(()) => Ok(false),
+        Err(refused) => reject(session, refused).await,
+    }
+}
+
+/// `reject`'s outcome as an inspection result.
+pub(super) fn answered(rejected: Result<bool>) -> Result<Inspected> {
+    rejected.map(|_| Inspected::Answered)
+}
