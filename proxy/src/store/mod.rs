@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,114 +21,23 @@ use foyer::{
 use mcp_edge_policies::admission::MemoryAdmission;
 use mcp_edge_policies::cache::{Entry, Key, Lookup, Target, marker_key, markers_watermark_key};
 use mcp_edge_policies::config::CacheConfig;
-use prometheus::IntCounter;
 
 use crate::coalesce::{Coalesce, Coalescer};
 use crate::cpu::{self, DiskRead, DiskReads};
 use crate::metrics::cache_operation;
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+mod stored;
+#[cfg(test)]
+mod tests;
 
-/// A storage key as foyer holds it: inline in the entry's record, compared without chasing a
-/// pointer (with a million entries, every pointer chased on a hit is a cache miss).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StoreKey(Key);
-
-impl StoreKey {
-    /// 64 bits of the key, itself a SHA-256 digest: as good a hash as any.
-    fn hash64(&self) -> u64 {
-        u64::from_le_bytes(self.0[..8].try_into().expect("keys are 32 bytes"))
-    }
-}
+pub use stored::{Found, StoreKey, Stored};
 
 /// What a memory-tier slot is sized for when counting how many entries the tier holds: a
 /// small resource, the common case.
 const TYPICAL_ENTRY_BYTES: usize = 1024;
 
-impl foyer::Code for StoreKey {
-    fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
-        writer.write_all(&self.0).map_err(foyer::Error::io_error)
-    }
-
-    fn decode(reader: &mut impl std::io::Read) -> foyer::Result<Self> {
-        let mut key = Key::default();
-        reader.read_exact(&mut key).map_err(foyer::Error::io_error)?;
-        Ok(StoreKey(key))
-    }
-
-    fn estimated_size(&self) -> usize {
-        size_of::<Key>()
-    }
-}
-
-type MemoryEntry = foyer::CacheEntry<StoreKey, Bytes, foyer::DefaultHasher, foyer::HybridCacheProperties>;
-
-/// An entry's encoded bytes as the cache gave them, through the memory tier's entry handle:
-/// reading through it spares a clone of the value, whose shared count is one more cache miss
-/// per hit on a large cache.
-pub enum Stored {
-    /// Found in the memory tier.
-    Memory(MemoryEntry),
-    /// Read from the disk tier (and now in the memory tier too).
-    Loaded(MemoryEntry),
-    /// Read from the disk tier and not copied into memory (see [`MemoryAdmission`]).
-    Disk(Bytes),
-}
-
-impl Stored {
-    /// The counter of lookups that found this entry fresh (`hit`) or expired.
-    fn lookup_counter(&self, fresh: bool) -> &'static IntCounter {
-        let counters = &*LOOKUP_COUNTERS;
-        match (self, fresh) {
-            (Stored::Memory(_), true) => &counters.hit_memory,
-            (Stored::Loaded(_) | Stored::Disk(_), true) => &counters.hit_disk,
-            (Stored::Memory(_), false) => &counters.expired_memory,
-            (Stored::Loaded(_) | Stored::Disk(_), false) => &counters.expired_disk,
-        }
-    }
-}
-
-/// The lookup outcomes of `mcp_cache_operations_total`, resolved once: every request counts
-/// one, and resolving a labelled counter hashes its labels and takes a lock.
-struct LookupCounters {
-    miss: IntCounter,
-    hit_memory: IntCounter,
-    hit_disk: IntCounter,
-    expired_memory: IntCounter,
-    expired_disk: IntCounter,
-}
-
-static LOOKUP_COUNTERS: LazyLock<LookupCounters> = LazyLock::new(|| {
-    let lookup = |tier, result| cache_operation("lookup", tier, result);
-    LookupCounters {
-        miss: lookup("-", "miss"),
-        hit_memory: lookup("memory", "hit"),
-        hit_disk: lookup("disk", "hit"),
-        expired_memory: lookup("memory", "expired"),
-        expired_disk: lookup("disk", "expired"),
-    }
-});
-
-impl std::ops::Deref for Stored {
-    type Target = Bytes;
-
-    fn deref(&self) -> &Bytes {
-        match self {
-            Stored::Memory(entry) | Stored::Loaded(entry) => entry.value(),
-            Stored::Disk(value) => value,
-        }
-    }
-}
-
-/// What a lookup found.
-pub enum Found {
-    /// A fresh entry (encoded [`Entry`]).
-    Fresh(Stored),
-    /// Expired, but young enough to be served if every upstream fails (`stale_if_error`).
-    Stale(Bytes),
-    Nothing,
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub struct EdgeCache {
@@ -220,7 +129,7 @@ impl EdgeCache {
         for scope in &lookup.scopes {
             let key = StoreKey(lookup.key(scope));
             let Some(stored) = self.get(&key).await else {
-                LOOKUP_COUNTERS.miss.inc();
+                stored::count_miss();
                 continue;
             };
             let Some(entry) = Entry::decode(&stored) else {
@@ -409,207 +318,4 @@ fn memory_shards(memory: usize, max_entry: usize) -> usize {
 /// Blocks of 16 MiB, smaller for small disks (the block engine wants several blocks).
 fn disk_block_size(disk_size: usize) -> usize {
     (disk_size / 8).clamp(1 << 20, 16 << 20).next_power_of_two().min(16 << 20)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use foyer::Code;
-    use mcp_edge_policies::cache::Scope;
-
-    #[test]
-    fn store_keys_round_trip_through_their_disk_form() {
-        let key = StoreKey(std::array::from_fn(|i| i as u8 * 7));
-        let mut written = Vec::new();
-        key.encode(&mut written).unwrap();
-        assert_eq!(written.len(), key.estimated_size());
-        assert_eq!(StoreKey::decode(&mut written.as_slice()).unwrap(), key);
-        // A truncated record is an error, never a short key.
-        assert!(StoreKey::decode(&mut &written[..31]).is_err());
-    }
-
-    #[test]
-    fn each_memory_shard_holds_entries_of_the_largest_cacheable_size() {
-        assert_eq!(memory_shards(256 << 20, 8 << 20), 8, "the defaults");
-        assert_eq!(memory_shards(2 << 30, 8 << 20), 64);
-        assert_eq!(memory_shards(8 << 20, 8 << 20), 1);
-        assert_eq!(memory_shards(1 << 20, 0), 64);
-        let config = CacheConfig { memory: 256 << 20, disk_path: None, disk_size: 0, max_entry_size: 8 << 20 };
-        let cache = EdgeCache::open(&config);
-        let key = StoreKey([2; 32]);
-        cache.store.insert(key, Bytes::from(vec![b'x'; 8 << 20]));
-        // A shard evicts when something else is inserted into it: touch every shard.
-        for i in 0..1000u16 {
-            let mut small = [3; 32];
-            small[..2].copy_from_slice(&i.to_le_bytes());
-            cache.store.insert(StoreKey(small), Bytes::from_static(b"small"));
-        }
-        assert!(cache.store.memory().get(&key).is_some(), "an entry of max_entry_size stays in memory");
-    }
-
-    #[test]
-    fn cache_threads_yield_to_the_proxy_workers() {
-        let config = CacheConfig { memory: 1 << 20, disk_path: None, disk_size: 0, max_entry_size: 1 << 20 };
-        let cache = EdgeCache::open(&config);
-        assert!(!cache.store.storage().is_enabled(), "no disk path: memory only");
-        let cache_thread_policies = || {
-            let mut policies = Vec::new();
-            for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-                if comm.trim() == "cache-io" {
-                    let tid: i32 = task.file_name().to_str().unwrap().parse().unwrap();
-                    // SAFETY: reads the policy of a thread of this process.
-                    policies.push(unsafe { libc::sched_getscheduler(tid) });
-                }
-            }
-            policies
-        };
-        // A thread is named before its start hook runs, and other tests start cache runtimes
-        // in parallel: wait until every thread seen has run its hook (one never would).
-        let all_batch = |policies: &[i32]| !policies.is_empty() && policies.iter().all(|&p| p == libc::SCHED_BATCH);
-        let mut policies = cache_thread_policies();
-        for _ in 0..100 {
-            if all_batch(&policies) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-            policies = cache_thread_policies();
-        }
-        assert!(!policies.is_empty(), "the cache runtime has threads");
-        assert!(policies.iter().all(|&p| p == libc::SCHED_BATCH), "{policies:?}");
-    }
-
-    fn disk_config(dir: &Path) -> CacheConfig {
-        CacheConfig {
-            memory: 16 << 20,
-            disk_path: Some(dir.to_path_buf()),
-            disk_size: 64 << 20,
-            max_entry_size: 1 << 20,
-        }
-    }
-
-    fn read_lookup(uri: &str) -> Lookup {
-        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#);
-        let message = mcp_edge_policies::jsonrpc::parse(body.as_bytes()).unwrap();
-        let caller = mcp_edge_policies::cache::Caller {
-            identity: None,
-            session: None,
-            stateless: true,
-            protocol_version: Some("2026-07-28".into()),
-        };
-        let config =
-            mcp_edge_policies::Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n")
-                .unwrap();
-        mcp_edge_policies::cache::lookup_for("r", &message, &caller, &config.routes[0].policy, |_| false).unwrap()
-    }
-
-    fn store_fetched_at(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64) {
-        let entry = Entry {
-            fetched_at_ms,
-            expires_at_ms: fetched_at_ms + 3_600_000,
-            restate_ttl: false,
-            result: br#"{"contents":[]}"#,
-            deflated: None,
-        };
-        cache.insert(lookup.key(&Scope::Public(mcp_edge_policies::cache::Audience::Anonymous)), &entry);
-    }
-
-    fn is_fresh(cache: &EdgeCache, lookup: &Lookup) -> bool {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        matches!(runtime.block_on(cache.lookup("r", lookup, Duration::ZERO)), Found::Fresh(_))
-    }
-
-    #[test]
-    fn an_invalidation_outlives_a_restart_through_the_markers_watermark() {
-        let dir = tempfile::tempdir().unwrap();
-        let (dead, alive) = (read_lookup("a://dead"), read_lookup("a://alive"));
-        let before_start = now_ms() - 1_000;
-        let invalidated_at = {
-            let cache = EdgeCache::open(&disk_config(dir.path()));
-            assert!(cache.disk_markers_until_ms >= before_start, "a new disk tier gets a watermark of now");
-            store_fetched_at(&cache, &dead, before_start);
-            store_fetched_at(&cache, &alive, before_start);
-            cache.invalidate("r", &[Target::Resource("a://dead".into())]);
-            cache.runtime.block_on(cache.close());
-            cache.latest_marker_ms.load(Ordering::Acquire)
-        };
-        let cache = EdgeCache::open(&disk_config(dir.path()));
-        assert_eq!(cache.disk_markers_until_ms, invalidated_at, "read back from disk");
-        assert!(!is_fresh(&cache, &dead), "killed by a marker of the previous process");
-        assert!(is_fresh(&cache, &alive));
-        // Fetched after every marker: answered without reading one.
-        let later = read_lookup("a://later");
-        store_fetched_at(&cache, &later, invalidated_at + 1);
-        assert!(is_fresh(&cache, &later));
-    }
-
-    #[test]
-    fn an_invalidation_kills_only_entries_fetched_up_to_it() {
-        let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) });
-        assert_eq!(cache.disk_markers_until_ms, 0, "memory only: no marker predates this process");
-        let (before, after) = (read_lookup("a://1"), read_lookup("a://2"));
-        store_fetched_at(&cache, &before, now_ms() - 1);
-        cache.invalidate("r", &[Target::Route]);
-        let invalidated_at = cache.latest_marker_ms.load(Ordering::Acquire);
-        store_fetched_at(&cache, &after, invalidated_at + 1);
-        assert!(!is_fresh(&cache, &before));
-        assert!(is_fresh(&cache, &after));
-        store_fetched_at(&cache, &before, invalidated_at);
-        assert!(!is_fresh(&cache, &before), "a fetch started in the marker's millisecond may predate it");
-    }
-
-    #[test]
-    fn a_full_memory_tier_copies_only_disk_hits_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = EdgeCache::open(&disk_config(dir.path()));
-        // Keys spread like digests: the doorkeeper tells keys apart by their first 64 bits.
-        let key = |tag: u8, n: u16| {
-            let mut key = [tag; 32];
-            let spread = (u64::from(n) << 8 | u64::from(tag)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            key[..8].copy_from_slice(&spread.to_le_bytes());
-            StoreKey(key)
-        };
-        // On disk alone, then a memory tier full of other entries.
-        for n in 0..=256 {
-            cache.store.insert(key(b'd', n), Bytes::from_static(b"on disk"));
-            cache.store.memory().remove(&key(b'd', n));
-        }
-        for n in 0..4096 {
-            cache.store.memory().insert(key(b'm', n), Bytes::from(vec![0; 8 << 10]));
-        }
-        assert!(!cache.memory_has_room());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            for n in 0..256 {
-                let read = cache.get(&key(b'd', n)).await.expect("on disk");
-                assert!(matches!(read, Stored::Disk(_)), "read once: not copied into memory");
-            }
-            let again = key(b'd', 256);
-            assert!(matches!(cache.get(&again).await, Some(Stored::Disk(_))));
-            let second = cache.get(&again).await.expect("on disk");
-            assert!(matches!(second, Stored::Loaded(_)), "read again: copied into memory");
-            assert_eq!(&second[..], b"on disk");
-            assert!(matches!(cache.get(&again).await, Some(Stored::Memory(_))));
-        });
-    }
-
-    #[test]
-    fn disk_hits_are_copied_into_a_memory_tier_with_room() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = EdgeCache::open(&disk_config(dir.path()));
-        assert!(cache.store.storage().is_enabled());
-        let key = StoreKey([1; 32]);
-        // Written to disk as it is stored; then dropped from memory alone.
-        cache.store.insert(key, Bytes::from_static(b"on disk"));
-        cache.store.memory().remove(&key);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let loaded = cache.get(&key).await.expect("the disk tier has the entry");
-            assert!(matches!(loaded, Stored::Loaded(_)), "read from the disk tier");
-            assert_eq!(&loaded[..], b"on disk");
-            let again = cache.get(&key).await.expect("still there");
-            assert!(matches!(again, Stored::Memory(_)), "a disk hit is kept in memory");
-            assert_eq!(&again[..], b"on disk");
-        });
-    }
 }
