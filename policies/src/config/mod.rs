@@ -1,0 +1,191 @@
+//! The configuration model: TOML text in, a validated [`Config`] or every [`Problem`] out.
+//!
+//! Parsing happens in three passes so that `mcp-edge check` can list every problem at once:
+//! 1. TOML syntax (stops at the first syntax error, with its place);
+//! 2. unknown keys, anywhere in the file (see `schema`);
+//! 3. typed values, then the meaning of each value (sizes, durations, URLs, duplicates …).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod check;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use check::Checker;
+use raw::RawConfig;
+
+use crate::problem::{Problem, SourceMap, unplaced};
+use crate::schema;
+use crate::upstream::UpstreamUrl;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub cache: CacheConfig,
+    pub compression: CompressionConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub max_body: u64,
+    /// Origins allowed to call besides the request's own (same-origin); a request with any
+    /// other `Origin` header gets 403.
+    pub allowed_origins: Vec<String>,
+    /// Host names (without port) a request's `Host` may name; `"*"` allows any. When not
+    /// configured: loopback names only if every listener is on a loopback address, else any.
+    pub allowed_hosts: Vec<String>,
+    /// `allowed_hosts` was not configured, and is the default described above.
+    pub allowed_hosts_default: bool,
+    /// How long a request's head may take to arrive once its first byte has (then `408`).
+    pub header_timeout: Duration,
+    /// Server-to-client streams (GET, `subscriptions/listen`) one client address may hold
+    /// open at once (0: no limit).
+    pub max_streams_per_client: usize,
+    pub tls: Option<TlsConfig>,
+}
+
+/// The Host names a proxy listening only on loopback addresses accepts by default.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+impl ServerConfig {
+    /// Every listener (plain and TLS) is on a loopback address.
+    pub fn loopback_only(&self) -> bool {
+        let tls = self.tls.iter().flat_map(|t| t.listen.iter());
+        self.listen.iter().chain(tls).all(|addr| addr.ip().is_loopback())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token every admin request must carry (`Authorization: Bearer
+    /// <token>`); read at start and on reload. Meant for admin listeners beyond loopback.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub memory: u64,
+    pub disk_path: Option<PathBuf>,
+    pub disk_size: u64,
+    pub max_entry_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionConfig {
+    pub gzip: bool,
+    pub min_size: u64,
+    /// Compress `text/event-stream` responses too (flushed per event).
+    pub sse: bool,
+}
+
+/// How a route picks an upstream for requests not pinned to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    /// Consistent hashing on the client's identity (authorization context, else address).
+    Consistent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Path prefix this route serves (longest prefix wins).
+    pub path: String,
+    pub upstreams: Vec<UpstreamUrl>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// Longest silence allowed while reading an upstream answer to a POST. Server-to-client
+    /// streams (GET, `subscriptions/listen`) have no read timeout.
+    pub read_timeout: Duration,
+    /// PEM CA certificates that `https://` upstreams are verified against (instead of the
+    /// system roots).
+    pub ca_file: Option<PathBuf>,
+    pub policy: CachePolicy,
+    pub prefetch: PrefetchConfig,
+    pub health: HealthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// A route's admission limits; 0 means no limit. Refusals are `429` with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitsConfig {
+    /// Requests of this route being forwarded upstream at once.
+    pub max_concurrent: usize,
+    /// Requests per second from one client address (hits included).
+    pub rate_per_client: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachePolicy {
+    pub resource_ttl: Duration,
+    pub list_ttl: Duration,
+    pub tool_ttl: Duration,
+    pub max_ttl: Duration,
+    pub honor_server_hints: bool,
+    pub shared: bool,
+    /// Lower-case name of the header that identifies the caller's authorization context.
+    pub identity_header: String,
+    pub cache_tools: Vec<String>,
+    pub readonly_tools: bool,
+    pub stale_if_error: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefetchConfig {
+    pub enabled: bool,
+    pub min_confidence: f64,
+    pub max_inflight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// Parses and validates a configuration; on failure returns every problem found.
+    pub fn from_toml(source: &str) -> Result<Config, Vec<Problem>> {
+        let map = SourceMap::new(source);
+        let syntax_problem = |e: toml::de::Error| match e.span() {
+            Some(span) => map.problem(span, e.message().to_string()),
+            None => unplaced(e.message().to_string()),
+        };
+        let document = toml::de::DeTable::parse(source).map_err(|e| vec![syntax_problem(e)])?;
+        let mut problems = Vec::new();
+        schema::unknown_keys(document.get_ref(), schema::ROOT, "", &map, &mut problems);
+        match toml::from_str::<RawConfig>(source) {
+            Ok(raw) => {
+                let mut checker = Checker { map: &map, problems };
+                let config = checker.config(raw);
+                if checker.problems.is_empty() { Ok(config) } else { Err(checker.problems) }
+            }
+            Err(e) => {
+                problems.push(syntax_problem(e));
+                Err(problems)
+            }
+        }
+    }
+
+    /// The route serving `path`: the one with the longest matching prefix.
+    pub fn route_for(&self, path: &str) -> Option<&RouteConfig> {
+        crate::routing::longest_prefix(&self.routes, path, |r| &r.path)
+    }
+}

@@ -1,0 +1,115 @@
+//! The configuration as written in the file (serde's view). Every value that needs more
+//! checking keeps its span, so a problem can name its line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(super) type Text = Option<Spanned<String>>;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawConfig {
+    pub(super) server: RawServer,
+    pub(super) admin: RawAdmin,
+    pub(super) cache: RawCache,
+    pub(super) compression: RawCompression,
+    pub(super) route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<Vec<Spanned<String>>>,
+    pub(super) threads: Option<Spanned<i64>>,
+    pub(super) max_body: Text,
+    pub(super) allowed_origins: Vec<Spanned<String>>,
+    pub(super) allowed_hosts: Option<Vec<Spanned<String>>>,
+    pub(super) header_timeout: Text,
+    pub(super) max_streams_per_client: Option<Spanned<i64>>,
+    pub(super) tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawTls {
+    pub(super) listen: Vec<Spanned<String>>,
+    pub(super) cert: Text,
+    pub(super) key: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Text,
+    pub(super) token_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawCache {
+    pub(super) memory: Text,
+    pub(super) disk_path: Option<String>,
+    pub(super) disk_size: Text,
+    pub(super) max_entry_size: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawCompression {
+    pub(super) gzip: Option<bool>,
+    pub(super) min_size: Option<Spanned<i64>>,
+    pub(super) sse: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawRoute {
+    pub(super) name: Text,
+    pub(super) path: Text,
+    pub(super) upstreams: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) balance: Text,
+    pub(super) connect_timeout: Text,
+    pub(super) read_timeout: Text,
+    pub(super) ca_file: Option<String>,
+    pub(super) policy: RawPolicy,
+    pub(super) prefetch: RawPrefetch,
+    pub(super) health: RawHealth,
+    pub(super) limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawLimits {
+    pub(super) max_concurrent: Option<Spanned<i64>>,
+    pub(super) rate_per_client: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawPolicy {
+    pub(super) resource_ttl: Text,
+    pub(super) list_ttl: Text,
+    pub(super) tool_ttl: Text,
+    pub(super) max_ttl: Text,
+    pub(super) honor_server_hints: Option<bool>,
+    pub(super) shared: Option<bool>,
+    pub(super) identity_header: Text,
+    pub(super) cache_tools: Vec<String>,
+    pub(super) readonly_tools: Option<bool>,
+    pub(super) stale_if_error: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawPrefetch {
+    pub(super) enabled: Option<bool>,
+    pub(super) min_confidence: Option<Spanned<f64>>,
+    pub(super) max_inflight: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawHealth {
+    pub(super) interval: Text,
+    pub(super) timeout: Text,
+}

@@ -1,0 +1,113 @@
+//! The configuration model's unit tests.
+
+use super::*;
+
+const MINIMAL: &str = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
+
+fn problems(source: &str) -> Vec<Problem> {
+    Config::from_toml(source).expect_err("should be refused")
+}
+
+#[test]
+fn the_shipped_default_config_is_valid() {
+    let config = Config::from_toml(include_str!("../../../conf/mcp-edge.toml")).unwrap();
+    assert_eq!(config.server.max_body, 4 << 20);
+    assert_eq!(config.routes[0].name, "default");
+    assert_eq!(config.routes[0].policy.resource_ttl, Duration::from_secs(3600));
+    assert_eq!(config.routes[0].health.interval, Duration::from_secs(5));
+    assert_eq!(config.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+    let packaged = Config::from_toml(include_str!("../../../packaging/mcp-edge.toml")).unwrap();
+    assert_eq!(packaged.cache.disk_path, Some(PathBuf::from("/var/cache/mcp-edge")));
+    assert_eq!(Config { cache: config.cache.clone(), ..packaged }, config, "only the disk cache differs");
+}
+
+#[test]
+fn defaults_fill_a_minimal_config() {
+    let config = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(config.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(config.server.threads, 2);
+    assert_eq!(config.routes[0].name, "/mcp");
+    assert_eq!(config.routes[0].balance, Balance::RoundRobin);
+    assert_eq!(config.routes[0].upstreams[0].port, 3001);
+    assert_eq!(config.cache.disk_path, None);
+    assert!(config.compression.gzip);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let source = r#"
+[server]
+max_body = "4 parsecs"
+listen = ["localhost"]
+
+[[route]]
+path = "/mcp"
+upstreams = ["127.0.0.1:3001/mcp"]
+balance = "random"
+
+[route.policy]
+resouce_ttl = "1h"
+
+[[route]]
+path = "/mcp"
+upstreams = []
+"#;
+    let found = problems(source);
+    let text: Vec<String> = found.iter().map(|p| p.to_string()).collect();
+    let has = |line: usize, needle: &str| {
+        assert!(
+            text.iter().any(|t| t.starts_with(&format!("line {line},")) && t.contains(needle)),
+            "no line {line} {needle:?} in {text:#?}"
+        );
+    };
+    has(3, "max_body");
+    has(4, "not an IP address with a port");
+    has(8, "needs a scheme");
+    has(9, "balance \"random\" is unknown");
+    has(12, "unknown key \"resouce_ttl\" in [route.policy]");
+    has(15, "used by more than one route");
+    has(16, "empty upstream list");
+    assert_eq!(found.len(), 7, "{text:#?}");
+}
+
+#[test]
+fn syntax_errors_have_a_place() {
+    let found = problems("[server\nlisten = 1");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].location.map(|l| l.0), Some(1));
+}
+
+#[test]
+fn type_errors_have_a_place() {
+    let found = problems(&format!("[server]\nthreads = \"two\"\n{MINIMAL}"));
+    assert_eq!(found[0].location.map(|l| l.0), Some(2), "{found:?}");
+    let zero = problems(&format!("[server]\nthreads = 0\n{MINIMAL}"));
+    assert!(zero[0].message.contains("positive"));
+}
+
+#[test]
+fn a_config_needs_routes_and_upstreams() {
+    assert!(problems("").iter().any(|p| p.message.contains("no [[route]]")));
+    assert!(problems("[[route]]\npath = \"/mcp\"\n").iter().any(|p| p.message.contains("needs upstreams")));
+    assert!(problems("[[route]]\nupstreams = [\"http://h/mcp\"]\n").iter().any(|p| p.message.contains("needs path")));
+    let twice = "[[route]]\npath=\"/a\"\nupstreams=[\"http://h/mcp\",\"http://h/mcp\"]\n";
+    assert!(problems(twice).iter().any(|p| p.message.contains("listed twice")));
+}
+
+#[test]
+fn tls_needs_cert_and_key() {
+    let found = problems(&format!("[server.tls]\nlisten = [\"127.0.0.1:8443\"]\n{MINIMAL}"));
+    assert!(found.iter().any(|p| p.message.contains("needs cert")));
+    assert!(found.iter().any(|p| p.message.contains("needs key")));
+}
+
+#[test]
+fn routes_resolve_by_longest_prefix() {
+    let config = Config::from_toml(&format!(
+        "{MINIMAL}[[route]]\npath = \"/mcp/docs\"\nname = \"docs\"\nupstreams = [\"http://127.0.0.1:3002/mcp\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(config.route_for("/mcp/docs").unwrap().name, "docs");
+    assert_eq!(config.route_for("/mcp").unwrap().name, "/mcp");
+    assert!(config.route_for("/other").is_none());
+}
