@@ -255,7 +255,7 @@ impl ProxyHttp for McpProxy {
             tracing::warn!(route = %route.config.name, %upstream, "upstream answered 5xx repeatedly; ejecting it for a while");
         }
         if response.status.is_server_error() && ctx.cache.as_ref().is_some_and(|c| c.has_stale()) {
-            // fail_to_proxy answers with the stale entry instead.
+            // Served stale by failing the request: see `fail_to_proxy` for why.
             return Error::e_explain(ErrorType::HTTPStatus(response.status.as_u16()), "upstream 5xx, serving stale");
         }
         if let Some(cache) = &ctx.cache {
@@ -385,6 +385,16 @@ impl ProxyHttp for McpProxy {
         e
     }
 
+    /// Answers a failed request: with a stale entry when the cache holds one (`stale_if_error`),
+    /// else with the failure's JSON-RPC error.
+    ///
+    /// Why an upstream 5xx is turned into an error to get here: once Pingora has the
+    /// upstream's response head, its phases can change headers (`upstream_response_filter`,
+    /// `response_filter`) but the body that follows is the upstream's; no phase can drop the
+    /// upstream's answer and write another in its place, except failing the request, after
+    /// which this phase may write a whole response of its own. (Pingora's own serve-stale lives
+    /// in pingora-cache's state machine, keyed on the HTTP request; mcp-edge's keys come from
+    /// the JSON-RPC body, so it keeps its own cache and takes this seam.)
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let route_name = ctx.route().map_or("?", |r| r.config.name.as_str()).to_string();
         if session.response_written().is_none()
