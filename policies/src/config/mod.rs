@@ -2,8 +2,9 @@
 //!
 //! Parsing happens in three passes so that `mcp-edge check` can list every problem at once:
 //! 1. TOML syntax (stops at the first syntax error, with its place);
-//! 2. unknown keys, anywhere in the file (see `schema`);
-//! 3. typed values, then the meaning of each value (sizes, durations, URLs, duplicates …).
+//! 2. typed values, with every key the model does not know reported at its line (see
+//!    `schema`; serde stops at the first value of the wrong type, which is reported instead);
+//! 3. the meaning of each value (sizes, durations, URLs, duplicates …: see `check`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -170,8 +171,7 @@ impl Config {
         };
         let document = toml::de::DeTable::parse(source).map_err(|e| vec![syntax_problem(e)])?;
         let mut problems = Vec::new();
-        schema::unknown_keys(document.get_ref(), schema::ROOT, "", &map, &mut problems);
-        match toml::from_str::<RawConfig>(source) {
+        match schema::read_reporting_unknown::<RawConfig>(source, document.get_ref(), &map, &mut problems) {
             Ok(raw) => {
                 let mut checker = Checker { map: &map, problems };
                 let config = checker.config(raw);
