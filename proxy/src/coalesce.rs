@@ -48,6 +48,8 @@ pub struct Leader {
     key: Key,
     progress: watch::Sender<bool>,
     flights: Arc<Mutex<Flights>>,
+    /// The lead was ended by [`Leader::answered`]: dropping has nothing left to do.
+    ended: bool,
 }
 
 impl Leader {
@@ -58,17 +60,20 @@ impl Leader {
 
     /// Records what became of the leader's answer (see [`Coalescer::answered`]) and ends the
     /// lead (one lock for both): waiters wake up and look up again.
-    pub fn answered(self, stored: bool) {
+    pub fn answered(mut self, stored: bool) {
         let mut flights = self.flights.lock().expect("coalescer");
         flights.record(self.key, stored);
         flights.inflight.remove(&self.key);
         drop(flights);
-        // Dropping `self` now finds the lead ended (the key's entry is gone).
+        self.ended = true;
     }
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
         let mut flights = self.flights.lock().expect("coalescer");
         // Only this lead's own entry: a later leader of the same key keeps its own.
         if flights.inflight.get(&self.key).is_some_and(|waiting| waiting.same_channel(&self.progress.subscribe())) {
@@ -103,7 +108,7 @@ impl Coalescer {
         let (progress, receiver) = watch::channel(false);
         flights.inflight.insert(key, receiver);
         COUNTERS.lead.inc();
-        Coalesce::Lead(Leader { key, progress, flights: self.flights.clone() })
+        Coalesce::Lead(Leader { key, progress, flights: self.flights.clone(), ended: false })
     }
 
     /// Records what became of an upstream answer for `key` fetched by a request that did not

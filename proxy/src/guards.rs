@@ -10,7 +10,7 @@ use mcp_edge_policies::headers::{Mirrored, check_mirrored, is_stateless_era};
 use mcp_edge_policies::jsonrpc::{self, Message};
 
 use crate::error::EdgeError;
-use crate::known_headers::{KnownHeaders, Value, parse_content_length};
+use crate::known_headers::{KnownHeaders, Value};
 use crate::runtime::Route;
 
 /// Refuses a request that repeats a header it must carry at most once (the Host, its framing,
@@ -173,7 +173,7 @@ pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<Option<u6
     if headers.invalid_content_length {
         return Err(EdgeError::bad_request("invalid Content-Length"));
     }
-    let length = headers.content_length.text().and_then(parse_content_length);
+    let length = headers.content_length;
     if let Some(size) = length.filter(|&n| n > max_body) {
         return Err(EdgeError::BodyTooLarge { size, limit: max_body });
     }

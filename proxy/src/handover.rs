@@ -29,8 +29,7 @@ pub struct Understood {
     pub stateless: bool,
     /// The upstream owning its MCP session (pool index) and that upstream's session id.
     pub pinned: Option<(usize, String)>,
-    /// The handshake-era session id the client sent.
-    pub edge_session: Option<String>,
+    /// Who is asking (with the session id the client sent).
     pub caller: Caller,
     /// The client accepts gzip (and the configuration allows it).
     pub accepts_gzip: bool,

@@ -72,8 +72,8 @@ impl<'a> Value<'a> {
 pub struct KnownHeaders<'a> {
     pub host: Value<'a>,
     pub content_type: Value<'a>,
-    /// The first `Content-Length` line (the hit path's framing check compares the others).
-    pub content_length: Value<'a>,
+    /// The first `Content-Length` line's length, if it is one (digits only).
+    pub content_length: Option<u64>,
     pub session_id: Value<'a>,
     pub protocol_version: Value<'a>,
     pub method: Value<'a>,
@@ -112,9 +112,7 @@ impl<'a> KnownHeaders<'a> {
             let is = |wanted: &str| name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted);
             if !identity_header.is_empty() && is(identity_header) {
                 note_singleton(&mut known, name, 1);
-                if !known.identity.is_present() {
-                    known.identity = Value::of(value);
-                }
+                known.identity = known.identity.or(value);
             }
             let (slot, singleton) = match name.len() {
                 4 if is("host") => {
@@ -156,15 +154,13 @@ impl<'a> KnownHeaders<'a> {
     }
 
     /// One `Content-Length` line: the first is kept, every one must be digits and agree with it.
-    fn read_content_length(&mut self, value: &'a [u8]) {
-        self.content_length_lines += 1;
+    fn read_content_length(&mut self, value: &[u8]) {
         let length = std::str::from_utf8(value).ok().and_then(parse_content_length);
-        let first = match self.content_length {
-            Value::Absent => length,
-            first => first.text().and_then(parse_content_length),
-        };
-        self.invalid_content_length |= length.is_none() || length != first;
-        self.content_length = self.content_length.or(value);
+        if self.content_length_lines == 0 {
+            self.content_length = length;
+        }
+        self.content_length_lines += 1;
+        self.invalid_content_length |= length.is_none() || length != self.content_length;
     }
 
     /// [`read`](Self::read) over a parsed `HeaderMap` (Pingora's request head).
@@ -206,7 +202,6 @@ mod tests {
         let pairs = [
             ("Host", "localhost:8080"),
             ("CONTENT-TYPE", "application/json"),
-            ("Content-Length", "12"),
             ("Mcp-Session-Id", "s1"),
             ("MCP-Protocol-Version", "2026-07-28"),
             ("Mcp-Method", "resources/read"),
@@ -214,13 +209,13 @@ mod tests {
             ("Origin", "http://localhost:8080"),
             ("Accept-Encoding", "gzip"),
             ("Authorization", "Bearer t"),
+            ("Content-Length", "12"),
             ("X-Other", "x"),
         ];
         let known = read(&pairs);
         let texts = [
             known.host,
             known.content_type,
-            known.content_length,
             known.session_id,
             known.protocol_version,
             known.method,
@@ -230,8 +225,9 @@ mod tests {
             known.identity,
         ]
         .map(|value| value.text().unwrap());
-        let expected: Vec<&str> = pairs[..10].iter().map(|(_, value)| *value).collect();
+        let expected: Vec<&str> = pairs[..9].iter().map(|(_, value)| *value).collect();
         assert_eq!(texts.to_vec(), expected);
+        assert_eq!((known.content_length, known.content_length_lines), (Some(12), 1));
         assert_eq!(known.repeated, None);
         assert!(!known.connection_close && !known.transfer_encoding && !known.expects_or_upgrades);
     }

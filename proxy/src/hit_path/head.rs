@@ -1,7 +1,7 @@
 //! Reading a request head on the hit path: whether what has arrived is a complete HTTP/1.1
 //! request the hit path may take, and the headers its checks need, parsed once.
 
-use crate::known_headers::{KnownHeaders, parse_content_length};
+use crate::known_headers::KnownHeaders;
 use crate::runtime::Runtime;
 use crate::service::INSPECT_LIMIT;
 
@@ -78,7 +78,7 @@ pub(super) fn probe_head<'b, 'r>(
         && !known.expects_or_upgrades
         && known.content_length_lines == 1
         && known.host_lines == 1;
-    let body_len = known.content_length.text().and_then(parse_content_length);
+    let body_len = known.content_length;
     match body_len {
         Some(body_len) if suitable_line && framing_plain && body_len <= INSPECT_LIMIT => {
             Probe::Complete(Head { head_len, body_len: body_len as usize, path, route, known })

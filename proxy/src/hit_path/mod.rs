@@ -239,14 +239,12 @@ impl EdgeApp {
             }
             other => other,
         };
-        let edge_session = if stateless { None } else { known.session_id.text().map(str::to_string) };
         Lookout::Missed(Some(Box::new(Understood {
             snapshot,
             route: route_index,
             message,
             stateless,
             pinned,
-            edge_session,
             caller,
             accepts_gzip,
             prelooked: lookup.zip(found).map(|(lookup, found)| Prelooked { lookup, found }),

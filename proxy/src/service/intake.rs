@@ -25,13 +25,13 @@ impl McpProxy {
     /// Left: the client's rate, reading the body (Pingora forwards it from its retry buffer),
     /// the cache (with the hit path's lookup) and the route's upstream admission.
     pub(super) async fn take_over(&self, session: &mut Session, ctx: &mut Ctx, understood: Understood) -> Result<bool> {
-        let Understood { snapshot, route, message, stateless, pinned, edge_session, caller, accepts_gzip, prelooked } =
-            understood;
+        let Understood { snapshot, route, message, stateless, pinned, caller, accepts_gzip, prelooked } = understood;
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route;
         ctx.accepts_gzip = accepts_gzip;
         ctx.stateless = stateless;
-        ctx.edge_session = edge_session;
+        // Handshake-era requests only: stateless-era ones carry no session (see `pin_session`).
+        ctx.edge_session = if stateless { None } else { caller.session.clone() };
         ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
         ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
         ctx.rpc_method = message.method;
@@ -100,13 +100,15 @@ impl McpProxy {
         }
     }
 
-    /// Guards a POST and, when small enough, reads and understands its JSON-RPC body.
-    pub(super) async fn inspect_post(&self, session: &mut Session, ctx: &mut Ctx, max_body: u64) -> Result<Inspected> {
-        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
-        let length = match guards::check_post(&known_headers(session, route), max_body) {
-            Ok(length) => length,
-            Err(refused) => return answered(reject(session, refused).await),
-        };
+    /// Reads and understands a POST's JSON-RPC body when it is small enough (`length`: its
+    /// declared length, `None` when chunked; its framing headers passed `check_post`).
+    pub(super) async fn inspect_post(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+        length: Option<u64>,
+    ) -> Result<Inspected> {
         if length.is_none_or(|n| n > INSPECT_LIMIT) {
             // Large or chunked: streamed through, size-checked in request_body_filter. In the
             // stateless era its mirrored headers must still be checked against it: it is held
@@ -117,24 +119,31 @@ impl McpProxy {
             return Ok(Inspected::Streamed);
         }
         let body = read_whole_body(session).await?;
-        let Some(route) = ctx.route() else { return Ok(Inspected::Streamed) };
-        let message = match guards::understand(&body, &known_headers(session, route), ctx.stateless) {
+        // The headers are read again: the body was read since (the session was borrowed).
+        let (understood, caller) = {
+            let known = known_headers(session, route);
+            (guards::understand(&body, &known, ctx.stateless), guards::caller(&known, ctx.stateless))
+        };
+        let message = match understood {
             Ok(message) => message,
             Err(refused) => return answered(reject(session, refused).await),
         };
         ctx.rpc_method = message.method.clone();
         ctx.rpc_id = message.id.clone();
-        Ok(Inspected::Message(message))
+        Ok(Inspected::Message(message, caller))
     }
 }
 
-/// What inspecting a POST led to.
+/// What inspecting a POST led to. (Returned once per request, on the stack: boxing the large
+/// variant would allocate per request instead.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Inspected {
     /// An error was already answered.
     Answered,
     /// Too large or chunked to inspect: it streams through.
     Streamed,
-    Message(Message),
+    /// The body's message, and who is asking (for the cache).
+    Message(Message, Caller),
 }
 
 /// Reads a small request body whole; Pingora keeps it in its retry buffer and forwards it

@@ -98,6 +98,10 @@ impl ProxyHttp for McpProxy {
         let pinned = guards::check_request(&snapshot.config.server, session.req_header(), &known)
             .and_then(|()| route.limits.admit(client))
             .and_then(|()| guards::pin_session(route, &known, ctx.stateless));
+        // A POST's framing headers, checked from the same pass over the headers (answered
+        // only if the checks above pass).
+        let post_length =
+            (method == http::Method::POST).then(|| guards::check_post(&known, snapshot.config.server.max_body));
         match pinned {
             Ok(pinned) => {
                 ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
@@ -105,12 +109,15 @@ impl ProxyHttp for McpProxy {
             }
             Err(refused) => return reject(session, refused).await,
         }
-        if method == http::Method::POST {
-            match self.inspect_post(session, ctx, snapshot.config.server.max_body).await? {
+        if let Some(length) = post_length {
+            let length = match length {
+                Ok(length) => length,
+                Err(refused) => return reject(session, refused).await,
+            };
+            match self.inspect_post(session, ctx, route, length).await? {
                 Inspected::Answered => return Ok(true),
                 Inspected::Streamed => {}
-                Inspected::Message(message) => {
-                    let caller = guards::caller(&known_headers(session, route), ctx.stateless);
+                Inspected::Message(message, caller) => {
                     let input = LookupInput {
                         route: &route.config.name,
                         policy: &route.config.policy,
