@@ -159,3 +159,17 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DiskErrors {
         self.0.inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn the_disk_error_counter_asks_for_errors_only() {
+        // Without this hint the subscriber's maximum level is TRACE, and every dependency's
+        // debug and trace records are built and dispatched only to be dropped.
+        let layer = super::disk_errors_counter::<tracing_subscriber::Registry>();
+        assert_eq!(layer.max_level_hint(), Some(LevelFilter::ERROR));
+    }
+}

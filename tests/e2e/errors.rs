@@ -116,6 +116,11 @@ async fn unknown_sessions_get_404() {
         assert_eq!(reply.status, 404, "{session:?}");
         assert_eq!(error_code(&reply), -32001);
     }
+    // An id that is not text (bytes past ASCII) is not one of ours either: 404, never
+    // forwarded as if the request had no session.
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let reply = raw_exchange(&proxy, &raw_post(ping, &["Mcp-Session-Id: caf\u{e9}"])).await;
+    assert_eq!(reply.status, 404, "{:?}", reply.body);
     // An id naming a real upstream but a session it never minted: the upstream says 404.
     let real = mcp.initialize().await;
     let (upstream_id, _) = real.split_once('.').unwrap();
