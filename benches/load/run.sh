@@ -92,6 +92,32 @@ report_vs_fixed() {
   echo "  vs nginx fixed: $(ratio "${rps%% *}" "${fixed%% *}")"
   eval "RPS_$4=${rps%% *}"
 }
+# label url_floor url_edge VAR [script]: the Pingora floor and mcp-edge measured in turns (floor
+# first in odd rounds, mcp-edge first in even ones), so a drift of this noisy machine favours
+# neither; prints both medians and the median of the rounds' mcp-edge/floor ratios.
+measure_vs_floor() {
+  local script=${5:-benches/load/read.lua} floor_lines="" edge_lines="" ratios="" f e
+  warm_up "$2" "$script"; warm_up "$3" "$script"
+  for round in $(seq "$REPEAT"); do
+    if [ $((round % 2)) = 1 ]; then
+      f=$(wrk_once "$2" "$script"); e=$(wrk_once "$3" "$script")
+    else
+      e=$(wrk_once "$3" "$script"); f=$(wrk_once "$2" "$script")
+    fi
+    floor_lines+="$f"$'\n'; edge_lines+="$e"$'\n'
+    ratios+="$(rps_of "$e") $(rps_of "$f")"$'\n'
+  done
+  printf '%-40s %s\n' "pingora floor, $1" "$(printf '%s' "$floor_lines" | python3 benches/load/median.py)"
+  local line
+  line=$(printf '%s' "$edge_lines" | python3 benches/load/median.py)
+  printf '%-40s %s\n' "mcp-edge, $1" "$line"
+  eval "$(echo "${line% rps_range=*}" | sed 's/ /;/g; s/\([a-z0-9]*\)=/\U\1_'"$4"'=/g')"
+  printf '%s' "$ratios" | python3 -c '
+import statistics, sys
+rounds = [float(e) / float(f) for e, f in (line.split() for line in sys.stdin if line.strip())]
+print(f"  mcp-edge / Pingora floor, by round: median {statistics.median(rounds):.2f} (range {min(rounds):.2f}-{max(rounds):.2f})")'
+}
+rps_of() { local rest=${1#*rps=}; echo "${rest%% *}"; }
 tier_split() { # which tier the disk edge's hits came from (its counters start at its restart)
   curl -s "http://127.0.0.1:$DISK_ADMIN/metrics" | python3 -c '
 import re, sys
@@ -104,14 +130,12 @@ if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
   # ttlMs 0 upstream: nothing is cached, every request goes through.
   measure "direct to upstream" "http://127.0.0.1:$UP_NOCACHE/mcp" DIRECT
   measure "nginx reverse proxy" "http://127.0.0.1:$NGINX/mcp_nocache" NGINX
-  measure "pingora-proxy, no logic (floor)" "http://127.0.0.1:$FLOOR/mcp" FLOOR
-  measure "mcp-edge (pass-through)" "http://127.0.0.1:$EDGE/nocache" EDGE
-  echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX"); Pingora floor / nginx: $(ratio "$RPS_FLOOR" "$RPS_NGINX")"
-  echo "mcp-edge / Pingora floor: $(ratio "$RPS_EDGE" "$RPS_FLOOR")"
+  # The Pingora floor and mcp-edge in turns (see measure_vs_floor): their ratio is the figure.
+  measure_vs_floor "resources/read" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" EDGE
+  echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX")"
   # An uncached tools/call takes no cache path at all (no lookup, no coalescing, no capture).
-  measure "pingora floor, tools/call" "http://127.0.0.1:$FLOOR/mcp" CALL_FLOOR benches/load/call.lua
-  measure "mcp-edge, tools/call" "http://127.0.0.1:$EDGE/nocache" CALL_EDGE benches/load/call.lua
-  echo "tools/call: mcp-edge / Pingora floor: $(ratio "$RPS_CALL_EDGE" "$RPS_CALL_FLOOR")"
+  measure_vs_floor "tools/call" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" CALL_EDGE \
+    benches/load/call.lua
   python3 -c "import sys; d,e,f,g=map(float,sys.argv[1:]); print(f'added latency vs direct: p50 {e-d:+.3f} ms, p99 {g-f:+.3f} ms')" \
     "$P50_DIRECT" "$P50_EDGE" "$P99_DIRECT" "$P99_EDGE"
   # At full load a proxy's added latency is mostly its queue (64 connections / its req/s); paced

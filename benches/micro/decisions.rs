@@ -36,6 +36,15 @@ fn parse_resources_read() -> Message {
     parse(black_box(READ)).expect("valid")
 }
 
+const CALL: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+
+/// Parsing a `tools/call` body (`benches/load/call.lua`'s): its arguments are checked for
+/// duplicate keys and kept as raw text.
+#[divan::bench]
+fn parse_tools_call() -> Message {
+    parse(black_box(CALL)).expect("valid")
+}
+
 /// Baseline for `parse_resources_read`: the same body parsed into a generic JSON value.
 #[divan::bench]
 fn baseline_parse_to_json_value() -> serde_json::Value {

@@ -2,13 +2,11 @@
 //! and the few params that decide routing and caching. Values the proxy only carries
 //! (the id, tool arguments) stay raw JSON text, never re-serialised.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::canonical::{self, KeySet, UniqueKeys};
+use crate::canonical::{self, Key, KeySet, UniqueKeys};
 
 /// JSON-RPC error codes the proxy itself emits.
 pub mod codes {
@@ -213,7 +211,7 @@ impl<'de> Visitor<'de> for ExactParams {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
         let mut seen = KeySet::default();
         let mut params = Params::default();
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(name) = map.next_key_seed(Key)? {
             if !seen.insert(name.clone()) {
                 return Err(de::Error::custom("duplicate key"));
             }
@@ -264,7 +262,7 @@ impl<'de> Visitor<'de> for MetaVersion {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
         let mut seen = KeySet::default();
         let mut version = None;
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(name) = map.next_key_seed(Key)? {
             if !seen.insert(name.clone()) {
                 return Err(de::Error::custom("duplicate key"));
             }

@@ -1,5 +1,7 @@
 //! Path routing: longest prefix on whole path segments, and the path sent upstream.
 
+use std::borrow::Cow;
+
 /// Whether request path `path` is served by route prefix `prefix` (`/mcp` serves `/mcp`,
 /// `/mcp/x` and `/mcp?q`, not `/mcpx`).
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -19,18 +21,22 @@ pub fn longest_prefix<'a, T>(items: &'a [T], path: &str, prefix_of: impl Fn(&T) 
 }
 
 /// The path and query sent upstream: the upstream URL's path, then whatever of the request
-/// path follows the route prefix (as `proxy_pass http://host/path` does in nginx).
-pub fn upstream_path(route_prefix: &str, upstream_path: &str, request_path_and_query: &str) -> String {
+/// path follows the route prefix (as `proxy_pass http://host/path` does in nginx). Borrowed when
+/// it is the request's own path or the upstream's (the common case: nothing to build).
+pub fn upstream_path<'a>(route_prefix: &str, upstream_path: &'a str, request_path_and_query: &'a str) -> Cow<'a, str> {
     let rest =
         request_path_and_query.strip_prefix(route_prefix.trim_end_matches('/')).unwrap_or(request_path_and_query);
     if rest.is_empty() {
-        return upstream_path.to_string();
+        return Cow::Borrowed(upstream_path);
     }
     let base = upstream_path.trim_end_matches('/');
     if rest.starts_with('?') && base.is_empty() {
-        return format!("/{rest}");
+        return Cow::Owned(format!("/{rest}"));
     }
-    format!("{base}{rest}")
+    if request_path_and_query.strip_suffix(rest) == Some(base) {
+        return Cow::Borrowed(request_path_and_query);
+    }
+    Cow::Owned(format!("{base}{rest}"))
 }
 
 #[cfg(test)]
@@ -66,5 +72,7 @@ mod tests {
         assert_eq!(upstream_path("/docs", "/mcp", "/docs?y=1"), "/mcp?y=1");
         assert_eq!(upstream_path("/", "/", "/mcp"), "/mcp");
         assert_eq!(upstream_path("/mcp", "/", "/mcp?y"), "/?y");
+        assert!(matches!(upstream_path("/mcp", "/mcp", "/mcp/x?y=1"), Cow::Borrowed("/mcp/x?y=1")));
+        assert!(matches!(upstream_path("/mcp", "/mcp", "/mcp"), Cow::Borrowed("/mcp")));
     }
 }

@@ -35,7 +35,15 @@ fn main() {
         std::process::exit(2);
     };
     let threads = threads.parse().expect("THREADS is a number");
-    let mut server = Server::new_with_opt_and_conf(None, ServerConf { threads, ..ServerConf::default() });
+    // Stops at once on SIGTERM: Pingora's default grace period kept a stopped floor running
+    // (using CPU) into the next benchmark.
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Floor { upstream: upstream.clone() });
     proxy.add_tcp(listen);

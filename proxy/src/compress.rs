@@ -119,7 +119,7 @@ pub fn prepare_response(
     let sse = content_type.starts_with("text/event-stream");
     // RFC 9110 §7.7: a proxy must not transform a no-transform response, unless the operator
     // explicitly asked for compressed SSE (SDK servers mark every SSE answer no-transform).
-    let no_transform = header("cache-control").to_ascii_lowercase().contains("no-transform");
+    let no_transform = contains_ignoring_case(header("cache-control"), "no-transform");
     let kind_ok = content_type.starts_with("application/json") || (sse && config.sse);
     let transform_allowed = sse || !no_transform;
     let compressible =
@@ -139,18 +139,61 @@ pub fn prepare_response(
 }
 
 fn add_vary(response: &mut ResponseHeader) -> pingora::Result<()> {
-    let existing = response.headers.get("vary").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    if existing.to_ascii_lowercase().split(',').any(|v| v.trim() == "accept-encoding" || v.trim() == "*") {
+    let existing = response.headers.get("vary").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if existing.split(',').any(|v| v.trim().eq_ignore_ascii_case("accept-encoding") || v.trim() == "*") {
         return Ok(());
     }
-    let value =
-        if existing.is_empty() { "Accept-Encoding".to_string() } else { format!("{existing}, Accept-Encoding") };
+    if existing.is_empty() {
+        return response.insert_header("vary", "Accept-Encoding");
+    }
+    let value = format!("{existing}, Accept-Encoding");
     response.insert_header("vary", value)
+}
+
+/// Whether `text` contains `word` (ASCII letters in any case), without lowering a copy.
+fn contains_ignoring_case(text: &str, word: &str) -> bool {
+    text.as_bytes().windows(word.len()).any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_response(extra: &[(&'static str, &str)]) -> ResponseHeader {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        response.insert_header("content-type", "application/json").unwrap();
+        for (name, value) in extra {
+            response.insert_header(*name, *value).unwrap();
+        }
+        response
+    }
+
+    const GZIP_ON: CompressionConfig = CompressionConfig { gzip: true, min_size: 0, sse: false };
+
+    #[test]
+    fn no_transform_is_read_in_any_case() {
+        for cache_control in ["no-transform", "max-age=0, No-Transform", "NO-TRANSFORM"] {
+            let mut response = json_response(&[("cache-control", cache_control)]);
+            assert!(prepare_response(&GZIP_ON, &mut response, true).unwrap().is_none(), "{cache_control}");
+            assert!(response.headers.get("content-encoding").is_none());
+        }
+        let mut response = json_response(&[("cache-control", "no-store")]);
+        assert!(prepare_response(&GZIP_ON, &mut response, true).unwrap().is_some());
+        assert_eq!(response.headers["content-encoding"], "gzip");
+    }
+
+    #[test]
+    fn vary_names_accept_encoding_once() {
+        let vary_after = |existing: Option<&str>| {
+            let mut response = json_response(&existing.map(|v| ("vary", v)).into_iter().collect::<Vec<_>>());
+            prepare_response(&GZIP_ON, &mut response, false).unwrap();
+            response.headers["vary"].to_str().unwrap().to_string()
+        };
+        assert_eq!(vary_after(None), "Accept-Encoding");
+        assert_eq!(vary_after(Some("Origin")), "Origin, Accept-Encoding");
+        assert_eq!(vary_after(Some("origin, accept-encoding")), "origin, accept-encoding");
+        assert_eq!(vary_after(Some("*")), "*");
+    }
 
     #[test]
     fn accept_encoding_is_read_with_q_values() {

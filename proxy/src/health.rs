@@ -3,10 +3,14 @@
 //! is up: MCP servers answer such a GET with 400, 405 or 406.
 //!
 //! Each replica is checked as requests reach it: its own `Host`, path and TLS server name (the
-//! host without its port), read from the [`UpstreamUrl`] its `Backend` carries. Every check of
+//! host without its port), from its [`UpstreamUrl`], found by the `Backend`'s address. (The URL
+//! is not carried in the `Backend`'s extensions: pingora-lb clones the selected `Backend` for
+//! every request, and cloning a URL's strings cost allocations on every forwarded request.) Every check of
 //! every pool goes through one connector, so the system's root certificates are loaded once
 //! per process, not once per route and reload.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -24,16 +28,16 @@ use pingora::{Error, ErrorType, Result};
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
 pub struct McpHealthCheck {
+    /// Each replica's URL, by the address its `Backend` names.
+    pub urls: HashMap<SocketAddr, UpstreamUrl>,
     pub timeout: Duration,
     /// The route's own CA (`ca_file`); `None`: the system roots.
     pub ca: Option<Arc<CaType>>,
 }
 
-/// The backend of one replica, carrying the URL its health checks use.
-pub fn backend_for(addr: std::net::SocketAddr, url: &UpstreamUrl) -> Backend {
-    let mut backend = Backend { addr: addr.into(), weight: 1, ext: Default::default() };
-    backend.ext.insert(url.clone());
-    backend
+/// The backend of one replica (nothing in its extensions: see the module doc).
+pub fn backend_for(addr: SocketAddr) -> Backend {
+    Backend { addr: addr.into(), weight: 1, ext: Default::default() }
 }
 
 /// The request a health check sends to `url`.
@@ -47,7 +51,7 @@ pub fn probe_request(url: &UpstreamUrl) -> Result<RequestHeader> {
 #[async_trait]
 impl HealthCheck for McpHealthCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
-        let Some(url) = target.ext.get::<UpstreamUrl>() else {
+        let Some(url) = target.addr.as_inet().and_then(|addr| self.urls.get(addr)) else {
             return Error::e_explain(ErrorType::InternalError, "a backend without its upstream URL");
         };
         let mut peer = HttpPeer::new("0.0.0.0:1", url.tls, url.host.clone());
@@ -81,10 +85,8 @@ mod tests {
     #[test]
     fn each_replica_is_probed_with_its_own_host_and_path() {
         let url = UpstreamUrl::parse("https://localhost:41443/v1/mcp").unwrap();
-        let backend = backend_for("127.0.0.1:41443".parse().unwrap(), &url);
-        let carried = backend.ext.get::<UpstreamUrl>().unwrap();
-        assert_eq!(carried.host, "localhost", "the TLS server name has no port");
-        let request = probe_request(carried).unwrap();
+        assert_eq!(url.host, "localhost", "the TLS server name has no port");
+        let request = probe_request(&url).unwrap();
         assert_eq!(request.uri.path(), "/v1/mcp");
         assert_eq!(request.headers["host"], "localhost:41443");
     }

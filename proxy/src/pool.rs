@@ -68,7 +68,7 @@ impl Pool {
                 });
             }
             by_addr.insert(addr, upstreams.len());
-            let backend = crate::health::backend_for(addr, url);
+            let backend = crate::health::backend_for(addr);
             upstreams.push(Arc::new(Upstream {
                 url: url.clone(),
                 addr,
@@ -82,7 +82,8 @@ impl Pool {
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
         let backends = || {
             let mut backends = Backends::new(discovery::Static::new(set.clone()));
-            backends.set_health_check(Box::new(McpHealthCheck { timeout: route.health.timeout, ca: ca.clone() }));
+            let urls = upstreams.iter().map(|u| (u.addr, u.url.clone())).collect();
+            backends.set_health_check(Box::new(McpHealthCheck { urls, timeout: route.health.timeout, ca: ca.clone() }));
             backends
         };
         let selector = match route.balance {

@@ -41,7 +41,7 @@ impl McpProxy {
         if let Err(refused) = route.limits.admit(client) {
             return reject(session, refused).await;
         }
-        read_whole_body(session).await?;
+        fill_retry_buffer(session).await?;
         if let Some(Prelooked { lookup, found }) = prelooked
             && self.consult_cache(session, ctx, route, caller, (lookup, Some(found))).await?
         {
@@ -155,6 +155,14 @@ pub(super) async fn read_whole_body(session: &mut Session) -> Result<BytesMut> {
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads a body the hit path has read and checked already, only so that Pingora holds it in
+/// its retry buffer (as [`read_whole_body`] does), without a copy of its own.
+async fn fill_retry_buffer(session: &mut Session) -> Result<()> {
+    session.enable_retry_buffering();
+    while session.read_request_body().await?.is_some() {}
+    Ok(())
 }
 
 /// Admits a request to the upstream: a long-lived stream against its client's open streams,

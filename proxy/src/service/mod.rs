@@ -183,7 +183,8 @@ impl ProxyHttp for McpProxy {
             None => {
                 let identity = session.req_header().headers.get(route.config.policy.identity_header.as_str());
                 let client = client_ip(session);
-                let key = consistent_key(identity.map(|v| v.as_bytes()), client.as_bytes());
+                let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
+                let key = consistent_key(identity.map(|v| v.as_bytes()), client);
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
                     let route = route.config.name.clone();
                     let failure = match ctx.last_failure.clone() {
@@ -220,26 +221,33 @@ impl ProxyHttp for McpProxy {
     ) -> Result<()> {
         let route = ctx.route().expect("request_filter ran");
         let upstream = &route.pool.upstreams[ctx.current_upstream().expect("upstream_peer ran")];
-        let original_path = request.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
-        let path = upstream_path(&route.config.path, &upstream.url.path, &original_path);
-        request.set_uri(
-            path.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?,
-        );
+        let original = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path = upstream_path(&route.config.path, &upstream.url.path, original);
+        // Rewritten only when the target on the wire would change (usually it does not).
+        if path.as_bytes() != request.raw_path() {
+            let uri =
+                path.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
+            request.set_uri(uri);
+        }
 
+        let client_host = session.req_header().headers.get(http::header::HOST).cloned();
         let client_host =
-            header_str(session, "host").map(str::to_string).or_else(|| request.uri.authority().map(|a| a.to_string()));
+            client_host.or_else(|| request.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()));
         request.insert_header("host", upstream.url.authority.as_str())?;
         if let Some(host) = client_host {
             request.insert_header("x-forwarded-host", host)?;
         }
         let client = client_ip(session);
+        let client = client.as_ref().map_or("", IpText::as_str);
         let forwarded_for = match header_str(session, "x-forwarded-for") {
-            Some(earlier) if !client.is_empty() => format!("{earlier}, {client}"),
-            Some(earlier) => earlier.to_string(),
-            None => client,
+            Some(earlier) if !client.is_empty() => Some(format!("{earlier}, {client}")),
+            Some(earlier) => Some(earlier.to_string()),
+            None => None,
         };
-        if !forwarded_for.is_empty() {
-            request.insert_header("x-forwarded-for", forwarded_for)?;
+        match forwarded_for {
+            Some(chain) => request.insert_header("x-forwarded-for", chain)?,
+            None if !client.is_empty() => request.insert_header("x-forwarded-for", client)?,
+            None => {}
         }
         let scheme = if is_tls(session) { "https" } else { "http" };
         request.insert_header("x-forwarded-proto", scheme)?;

@@ -29,10 +29,33 @@ pub(super) fn client_addr(session: &Session) -> Option<std::net::IpAddr> {
     }
 }
 
-pub(super) fn client_ip(session: &Session) -> String {
-    match session.client_addr() {
-        Some(SocketAddr::Inet(addr)) => addr.ip().to_string(),
-        _ => String::new(),
+/// The client's IP address as text (`None` on a Unix socket).
+pub(super) fn client_ip(session: &Session) -> Option<IpText> {
+    client_addr(session).map(IpText::of)
+}
+
+/// An IP address as text, written on the stack: it is read for every forwarded request.
+pub(super) struct IpText {
+    text: [u8; IpText::LONGEST],
+    len: usize,
+}
+
+impl IpText {
+    /// `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`
+    const LONGEST: usize = 45;
+
+    pub(super) fn of(ip: std::net::IpAddr) -> IpText {
+        use std::io::Write;
+        let mut text = [0; IpText::LONGEST];
+        let mut rest = &mut text[..];
+        // An address's text always fits.
+        let _ = write!(rest, "{ip}");
+        let len = IpText::LONGEST - rest.len();
+        IpText { text, len }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text[..self.len]).unwrap_or_default()
     }
 }
 
@@ -99,4 +122,23 @@ pub(super) async fn respond(
     session.write_response_header(Box::new(header), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IpText;
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::of(parsed).as_str(), parsed.to_string());
+        }
+    }
 }
