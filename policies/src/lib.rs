@@ -8,7 +8,8 @@
 //! - [`affinity`]: session ids that name the upstream owning the session;
 //! - [`routing`]: longest-prefix routes and upstream paths;
 //! - [`balance`]: least-connections and consistent-hash key choice;
-//! - [`admission`]: which disk-tier hits earn a copy in the memory tier.
+//! - [`admission`]: which disk-tier hits earn a copy in the memory tier;
+//! - [`prefetch`]: what to fetch before a client asks (learned sequences, budgets).
 
 pub mod admission;
 pub mod affinity;
@@ -21,6 +22,7 @@ pub mod jsonrpc;
 pub mod key_property;
 pub mod method;
 pub mod observe;
+pub mod prefetch;
 pub mod problem;
 pub mod routing;
 pub mod schema;

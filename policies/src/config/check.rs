@@ -285,18 +285,53 @@ impl Checker<'_> {
     }
 
     fn prefetch(&mut self, raw: &RawPrefetch) -> PrefetchConfig {
-        let min_confidence = match &raw.min_confidence {
-            Some(c) if !(0.0..=1.0).contains(c.get_ref()) => {
-                self.report(c.span(), "prefetch.min_confidence must be between 0 and 1".into());
-                0.4
-            }
-            Some(c) => *c.get_ref(),
-            None => 0.4,
-        };
+        let defaults = PrefetchConfig::default();
+        let immediate_confidence =
+            self.fraction(&raw.immediate_confidence, defaults.immediate_confidence, "prefetch.immediate_confidence");
+        let mut min_confidence = self.fraction(&raw.min_confidence, defaults.min_confidence, "prefetch.min_confidence");
+        if min_confidence > immediate_confidence {
+            let written = raw.min_confidence.as_ref().or(raw.immediate_confidence.as_ref());
+            self.report(written.map_or(0..0, |c| c.span()), "prefetch.min_confidence must not exceed prefetch.immediate_confidence".into());
+            min_confidence = immediate_confidence;
+        }
+        let mut refresh_ahead = self.fraction(&raw.refresh_ahead, defaults.refresh_ahead, "prefetch.refresh_ahead");
+        if refresh_ahead >= 1.0 {
+            let span = raw.refresh_ahead.as_ref().map_or(0..0, |c| c.span());
+            self.report(span, "prefetch.refresh_ahead must be below 1 (0: off)".into());
+            refresh_ahead = defaults.refresh_ahead;
+        }
+        let warm = raw
+            .warm
+            .iter()
+            .filter_map(|uri| match uri.get_ref().trim() {
+                "" => {
+                    self.report(uri.span(), "prefetch.warm: a URI cannot be empty".into());
+                    None
+                }
+                text => Some(text.to_string()),
+            })
+            .collect();
         PrefetchConfig {
-            enabled: raw.enabled.unwrap_or(true),
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            immediate_confidence,
             min_confidence,
-            max_inflight: self.positive(&raw.max_inflight, 4, "prefetch.max_inflight"),
+            delay: self.duration(&raw.delay, defaults.delay, "prefetch.delay"),
+            max_inflight: self.positive(&raw.max_inflight, defaults.max_inflight, "prefetch.max_inflight"),
+            max_share: self.fraction(&raw.max_share, defaults.max_share, "prefetch.max_share"),
+            refresh_ahead,
+            warm,
+        }
+    }
+
+    /// A number between 0 and 1.
+    fn fraction(&mut self, value: &Option<Spanned<f64>>, default: f64, key: &str) -> f64 {
+        match value {
+            Some(number) if !(0.0..=1.0).contains(number.get_ref()) => {
+                self.report(number.span(), format!("{key} must be between 0 and 1"));
+                default
+            }
+            Some(number) => *number.get_ref(),
+            None => default,
         }
     }
 

@@ -148,11 +148,39 @@ pub struct CachePolicy {
     pub stale_if_error: Duration,
 }
 
+/// `[route.prefetch]`: fetching what a client is likely to read next (see
+/// [`crate::prefetch`]). Off unless enabled: it sends the upstream requests no client made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrefetchConfig {
     pub enabled: bool,
+    /// A predicted read at least this likely is fetched at once.
+    pub immediate_confidence: f64,
+    /// At least this likely: fetched after `delay`, if the client has not asked meanwhile.
     pub min_confidence: f64,
+    pub delay: Duration,
+    /// Prefetches of the route in flight at once.
     pub max_inflight: usize,
+    /// Prefetches as a share of the route's upstream requests (over the last 10 s).
+    pub max_share: f64,
+    /// A hit in this last share of its entry's lifetime refreshes the entry (0: off).
+    pub refresh_ahead: f64,
+    /// URIs read at start (and kept fresh) with no client's credentials: public resources.
+    pub warm: Vec<String>,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        PrefetchConfig {
+            enabled: false,
+            immediate_confidence: 0.7,
+            min_confidence: 0.4,
+            delay: Duration::from_secs(5),
+            max_inflight: 4,
+            max_share: 0.2,
+            refresh_ahead: 0.2,
+            warm: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -103,8 +103,13 @@ pub(super) struct RawPolicy {
 #[serde(default)]
 pub(super) struct RawPrefetch {
     pub(super) enabled: Option<bool>,
+    pub(super) immediate_confidence: Option<Spanned<f64>>,
     pub(super) min_confidence: Option<Spanned<f64>>,
+    pub(super) delay: Text,
     pub(super) max_inflight: Option<Spanned<i64>>,
+    pub(super) max_share: Option<Spanned<f64>>,
+    pub(super) refresh_ahead: Option<Spanned<f64>>,
+    pub(super) warm: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -111,3 +111,31 @@ fn routes_resolve_by_longest_prefix() {
     assert_eq!(config.route_for("/mcp").unwrap().name, "/mcp");
     assert!(config.route_for("/other").is_none());
 }
+
+#[test]
+fn prefetch_keys_are_checked() {
+    let config = Config::from_toml(&format!(
+        "{MINIMAL}[route.prefetch]\nenabled = true\nimmediate_confidence = 0.8\nmin_confidence = 0.5\ndelay = \"2s\"\nmax_share = 0.1\nrefresh_ahead = 0.25\nwarm = [\"docs://index\"]\n"
+    ))
+    .unwrap();
+    let prefetch = &config.routes[0].prefetch;
+    assert!(prefetch.enabled);
+    assert_eq!((prefetch.immediate_confidence, prefetch.min_confidence), (0.8, 0.5));
+    assert_eq!(prefetch.delay, Duration::from_secs(2));
+    assert_eq!((prefetch.max_share, prefetch.refresh_ahead), (0.1, 0.25));
+    assert_eq!(prefetch.warm, vec!["docs://index".to_string()]);
+    assert!(!Config::from_toml(MINIMAL).unwrap().routes[0].prefetch.enabled, "off unless enabled");
+
+    for (bad, says) in [
+        ("min_confidence = 1.5", "prefetch.min_confidence must be between 0 and 1"),
+        ("immediate_confidence = 0.3", "prefetch.min_confidence must not exceed prefetch.immediate_confidence"),
+        ("max_share = -0.1", "prefetch.max_share must be between 0 and 1"),
+        ("refresh_ahead = 1.0", "prefetch.refresh_ahead must be below 1"),
+        ("delay = \"soon\"", "prefetch.delay"),
+        ("warm = [\"\"]", "prefetch.warm: a URI cannot be empty"),
+        ("max_inflight = 0", "prefetch.max_inflight must be a positive whole number"),
+    ] {
+        let problems = Config::from_toml(&format!("{MINIMAL}[route.prefetch]\n{bad}\n")).unwrap_err();
+        assert!(problems.iter().any(|p| p.to_string().contains(says)), "{bad}: {problems:?}");
+    }
+}

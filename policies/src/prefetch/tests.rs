@@ -1,0 +1,241 @@
+use std::time::Duration;
+
+use super::budget::{Budget, Caps, Refusal, Share, Weather};
+use super::sequence::{Limits, MIN_SUPPORT, SequenceModel};
+use super::tracker::Tracker;
+use super::*;
+
+fn page(n: usize) -> String {
+    format!("docs://book/page/{n}")
+}
+
+/// `users` contexts each walk pages 0..10, one read per second.
+fn walked(model: &mut SequenceModel, users: u64, start_ms: u64) -> u64 {
+    let mut now = start_ms;
+    for user in 0..users {
+        for n in 0..10 {
+            model.observe(user, &page(n), now);
+            now += 1000;
+        }
+    }
+    now
+}
+
+#[test]
+fn a_chain_walked_by_a_few_users_is_predicted() {
+    let mut model = SequenceModel::new(Limits::default());
+    let now = walked(&mut model, 3, 0);
+    for n in 0..9 {
+        let predicted = model.predict(&page(n), now, 0.4);
+        assert_eq!(predicted.len(), 1, "after page {n}: {predicted:?}");
+        assert_eq!(&*predicted[0].uri, page(n + 1));
+        assert!(predicted[0].confidence > 0.99);
+    }
+    assert!(model.predict(&page(9), now, 0.4).is_empty(), "the last page leads nowhere");
+}
+
+#[test]
+fn one_walk_is_not_evidence_enough() {
+    let mut model = SequenceModel::new(Limits::default());
+    let now = walked(&mut model, 1, 0);
+    assert!(MIN_SUPPORT > 1.0);
+    assert!(model.predict(&page(0), now, 0.4).is_empty());
+}
+
+#[test]
+fn a_habit_no_longer_seen_is_forgotten() {
+    let half_life = Duration::from_secs(60);
+    let mut model = SequenceModel::new(Limits { half_life, ..Limits::default() });
+    let now = walked(&mut model, 3, 0);
+    assert!(!model.predict(&page(4), now, 0.4).is_empty());
+    let later = now + 2 * half_life.as_millis() as u64;
+    assert!(model.predict(&page(4), later, 0.4).is_empty(), "3 walks halved twice is below the support");
+}
+
+#[test]
+fn a_new_habit_replaces_an_old_one() {
+    let half_life = Duration::from_secs(60);
+    let mut model = SequenceModel::new(Limits { half_life, ..Limits::default() });
+    let mut now = 0;
+    for user in 0..5 {
+        model.observe(user, "a", now);
+        model.observe(user, "b", now + 100);
+        now += 1000;
+    }
+    now += 5 * 60_000;
+    for user in 10..15 {
+        model.observe(user, "a", now);
+        model.observe(user, "c", now + 100);
+        now += 1000;
+    }
+    let predicted = model.predict("a", now, 0.4);
+    assert_eq!(predicted.len(), 1, "{predicted:?}");
+    assert_eq!(&*predicted[0].uri, "c");
+}
+
+#[test]
+fn a_hub_read_before_random_children_predicts_nothing() {
+    let mut model = SequenceModel::new(Limits::default());
+    let mut seed = 7u64;
+    let mut now = 0;
+    for user in 0..400 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let child = (seed >> 33) % 20;
+        model.observe(user, "docs://index", now);
+        model.observe(user, &format!("docs://child/{child}"), now + 500);
+        now += 1000;
+    }
+    assert!(model.predict("docs://index", now, 0.4).is_empty());
+    let guesses = model.predict("docs://index", now, 0.0);
+    assert!(guesses.iter().all(|p| p.confidence < 0.2), "{guesses:?}");
+}
+
+#[test]
+fn memory_stays_bounded_under_a_million_distinct_uris() {
+    let limits = Limits { max_sources: 10_000, max_contexts: 1_000, ..Limits::default() };
+    let mut model = SequenceModel::new(limits);
+    for i in 0..1_000_000u64 {
+        model.observe(i % 5_000, &format!("docs://item/{i}"), i);
+    }
+    let (sources, contexts) = model.len();
+    assert!(sources <= 10_000, "{sources} sources");
+    assert!(contexts <= 1_001, "{contexts} contexts");
+    // What was read recently is still learned.
+    for user in 0..3 {
+        model.observe(100_000 + user, "x", 2_000_000);
+        model.observe(100_000 + user, "y", 2_000_001);
+    }
+    assert_eq!(&*model.predict("x", 2_000_002, 0.4)[0].uri, "y");
+}
+
+#[test]
+fn overlong_uris_are_not_learned() {
+    let mut model = SequenceModel::new(Limits::default());
+    let long = "x".repeat(sequence::MAX_URI + 1);
+    for user in 0..5 {
+        model.observe(user, "a", 0);
+        model.observe(user, &long, 1);
+    }
+    assert!(model.predict("a", 2, 0.0).is_empty());
+}
+
+#[test]
+fn a_snapshot_restores_what_was_learned() {
+    let mut model = SequenceModel::new(Limits::default());
+    let now = walked(&mut model, 3, 0);
+    let saved = serde_json::to_string(&model.snapshot()).unwrap();
+    let mut restored = SequenceModel::new(Limits::default());
+    restored.restore(serde_json::from_str(&saved).unwrap());
+    assert_eq!(model.predict(&page(2), now, 0.4), restored.predict(&page(2), now, 0.4));
+}
+
+#[test]
+fn a_late_frequent_successor_takes_the_weakest_slot() {
+    let mut model = SequenceModel::new(Limits::default());
+    let mut user = 0;
+    for n in 0..sequence::MAX_SUCCESSORS {
+        model.observe(user, "hub", 0);
+        model.observe(user, &format!("once/{n}"), 1);
+        user += 1;
+    }
+    for _ in 0..30 {
+        model.observe(user, "hub", 2);
+        model.observe(user, "often", 3);
+        user += 1;
+    }
+    let predicted = model.predict("hub", 4, 0.7);
+    assert_eq!(predicted.len(), 1);
+    assert_eq!(&*predicted[0].uri, "often");
+}
+
+#[test]
+fn refresh_is_due_in_the_last_share_of_a_lifetime() {
+    assert!(!refresh_due(0, 1000, 500, 0.2));
+    assert!(!refresh_due(0, 1000, 799, 0.2));
+    assert!(refresh_due(0, 1000, 800, 0.2));
+    assert!(refresh_due(0, 1000, 999, 0.2));
+    assert!(!refresh_due(0, 1000, 1000, 0.2), "expired: a miss, not a refresh");
+    assert!(!refresh_due(0, 1000, 900, 0.0), "off");
+}
+
+#[test]
+fn confidence_decides_when() {
+    let thresholds = Thresholds { immediate: 0.7, later: 0.4 };
+    assert_eq!(thresholds.when(0.9), Some(When::Now));
+    assert_eq!(thresholds.when(0.5), Some(When::Later));
+    assert_eq!(thresholds.when(0.1), None);
+}
+
+#[test]
+fn contexts_are_the_identity_else_the_session() {
+    let caller = |identity: Option<&str>, session: Option<&str>| Caller {
+        identity: identity.map(str::to_string),
+        session: session.map(str::to_string),
+        stateless: false,
+        protocol_version: None,
+    };
+    assert_eq!(context_of(&caller(None, None)), None);
+    assert_eq!(context_of(&caller(Some("a"), Some("s"))), context_of(&caller(Some("a"), None)));
+    assert_ne!(context_of(&caller(Some("a"), None)), context_of(&caller(None, Some("a"))));
+}
+
+#[test]
+fn the_budget_caps_prefetches_in_flight() {
+    let caps = Caps { max_inflight: 2, max_share: 1.0 };
+    let mut budget = Budget::default();
+    assert_eq!(budget.start(0, caps), Ok(()));
+    assert_eq!(budget.start(0, caps), Ok(()));
+    assert_eq!(budget.start(0, caps), Err(Refusal::Busy));
+    budget.finish();
+    assert_eq!(budget.start(0, caps), Ok(()));
+}
+
+#[test]
+fn prefetches_keep_to_their_share_of_upstream_requests() {
+    let mut share = Share::default();
+    for _ in 0..100 {
+        share.record(0, false);
+    }
+    let mut allowed = 0;
+    while share.allows(0, 0.2, 4) {
+        share.record(0, true);
+        allowed += 1;
+    }
+    assert_eq!(allowed, 25, "20% of 125");
+    // The window slides: the same requests no longer count after it.
+    assert!(share.allows(budget::SHARE_WINDOW_MS + 1, 0.2, 4));
+}
+
+#[test]
+fn a_slow_or_failing_upstream_gets_no_prefetches() {
+    let mut weather = Weather::default();
+    for _ in 0..50 {
+        weather.record(30.0, false);
+    }
+    assert_eq!(weather.check(), Ok(()));
+    for _ in 0..10 {
+        weather.record(200.0, false);
+    }
+    assert_eq!(weather.check(), Err(Refusal::Slow));
+    let mut failing = Weather::default();
+    for _ in 0..5 {
+        failing.record(30.0, true);
+    }
+    assert_eq!(failing.check(), Err(Refusal::Failing));
+}
+
+#[test]
+fn the_tracker_counts_reads_once_and_expiries_as_waste() {
+    let mut tracker = Tracker::new(2);
+    assert!(tracker.stored([1; 32], Kind::Sequence, 100).is_empty());
+    assert!(tracker.stored([2; 32], Kind::Page, 200).is_empty());
+    assert_eq!(tracker.read(&[1; 32]), Some(Kind::Sequence));
+    assert_eq!(tracker.read(&[1; 32]), None, "used once");
+    assert_eq!(tracker.expire(150), Vec::<Kind>::new());
+    assert_eq!(tracker.expire(200), vec![Kind::Page]);
+    assert!(tracker.is_empty());
+    tracker.stored([3; 32], Kind::Refresh, 300);
+    tracker.stored([4; 32], Kind::Refresh, 400);
+    assert_eq!(tracker.stored([5; 32], Kind::Sequence, 500), vec![Kind::Refresh], "full: the first to expire goes");
+    assert_eq!(tracker.len(), 2);
+}
