@@ -22,6 +22,19 @@ fn looks_like_version(v: &str) -> bool {
         && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
+/// A value as a header carries it: as is when it is visible ASCII without edge spaces, else in
+/// the `=?base64?…?=` sentinel form ([`decode_header_value`] reads both).
+pub fn encode_header_value(value: &str) -> String {
+    let plain = value.bytes().all(|b| (b' '..=b'~').contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.starts_with("=?base64?");
+    match plain {
+        true => value.to_string(),
+        false => format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(value)),
+    }
+}
+
 /// Decodes a header value that may use the `=?base64?…?=` sentinel form.
 pub fn decode_header_value(value: &str) -> Result<String, String> {
     match value.strip_prefix("=?base64?").and_then(|rest| rest.strip_suffix("?=")) {
@@ -131,6 +144,16 @@ mod tests {
         let wrong_version =
             Mirrored { protocol_version: Some("2027-01-01"), ..headers(Some("resources/read"), Some("docs://a")) };
         assert!(check_mirrored(wrong_version, &m).unwrap_err().contains("MCP-Protocol-Version"));
+    }
+
+    #[test]
+    fn values_encode_to_what_decodes_back() {
+        for value in ["docs://a/b", "docs://caf\u{e9}", " edge ", "=?base64?x?=", "tab\there"] {
+            let encoded = encode_header_value(value);
+            assert!(encoded.bytes().all(|b| (b' '..=b'~').contains(&b)), "{encoded}");
+            assert_eq!(decode_header_value(&encoded).unwrap(), value);
+        }
+        assert_eq!(encode_header_value("docs://a/b"), "docs://a/b");
     }
 
     #[test]

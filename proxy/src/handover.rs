@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use mcp_edge_policies::cache::Caller;
 use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::prefetch::Kind;
 
 use crate::request_cache::Prelooked;
 use crate::runtime::Runtime;
@@ -35,4 +36,6 @@ pub struct Understood {
     pub accepts_gzip: bool,
     /// The cache lookup and what it found; `None`: not cacheable.
     pub prelooked: Option<Prelooked>,
+    /// The kind of prefetch this is, if it is one (see `prefetch`).
+    pub prefetch: Option<Kind>,
 }

@@ -82,6 +82,9 @@ pub struct KnownHeaders<'a> {
     pub accept_encoding: Value<'a>,
     /// The route's identity header (e.g. `Authorization`).
     pub identity: Value<'a>,
+    /// `x-mcp-edge-prefetch`: the kind of an internal prefetch (trusted only on the proxy's own
+    /// in-process connections, see `prefetch`).
+    pub prefetch: Value<'a>,
     /// A `Connection` line names `close`.
     pub connection_close: bool,
     /// The first singleton header (above) that appeared twice, as the client spelled it.
@@ -142,6 +145,10 @@ impl<'a> KnownHeaders<'a> {
                 }
                 17 if is("transfer-encoding") => {
                     known.transfer_encoding = true;
+                    continue;
+                }
+                19 if is(crate::prefetch::KIND_HEADER) => {
+                    known.prefetch = known.prefetch.or(value);
                     continue;
                 }
                 20 if is("mcp-protocol-version") => (&mut known.protocol_version, Singleton::ProtocolVersion),

@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod poll;
 mod pool;
+mod prefetch;
 mod readonly_tools;
 mod request_cache;
 mod runtime;
@@ -263,11 +264,13 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let prefetcher = Arc::new(prefetch::Prefetcher::default());
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
-        service::McpProxy { live: live.clone(), cache: cache.clone() },
+        service::McpProxy { live: live.clone(), cache: cache.clone(), prefetch: prefetcher.clone() },
     );
-    let app = hit_path::EdgeApp::new(proxy, live.clone(), cache);
+    let app = hit_path::EdgeApp::new(proxy, live.clone(), cache, prefetcher.clone());
+    let prefetching = prefetch::PrefetchService { prefetcher, app: app.clone(), live: live.clone() };
     let mut proxy = pingora::services::listening::Service::new("mcp-edge".to_string(), app);
     for addr in &listeners {
         proxy.add_tcp(&addr.to_string());
@@ -288,6 +291,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         }
     }
     server.add_service(proxy);
+    server.add_service(background_service("prefetch", prefetching));
     server.add_service(background_service(
         "supervisor",
         supervisor::Supervisor { live, cache: cache_for_shutdown, certificates, config_path },

@@ -20,6 +20,8 @@ pub struct Metrics {
     /// Requests being answered.
     pub requests_in_flight: IntGauge,
     pub config_reloads: IntCounterVec,
+    /// Prefetches by route, kind and outcome (see `prefetch`).
+    pub prefetches: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -83,6 +85,12 @@ impl Metrics {
             active_connections,
             requests_in_flight,
             config_reloads,
+            prefetches: counter(
+                &registry,
+                "mcp_prefetch_total",
+                "Prefetches: issued, used, wasted, failed, dropped",
+                &["route", "kind", "outcome"],
+            ),
             registry,
         }
     }
@@ -158,6 +166,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DiskErrors {
     fn on_event(&self, _event: &tracing::Event<'_>, _context: tracing_subscriber::layer::Context<'_, S>) {
         self.0.inc();
     }
+}
+
+/// Counts one prefetch outcome.
+pub fn prefetch(route: &str, kind: mcp_edge_policies::prefetch::Kind, outcome: mcp_edge_policies::prefetch::Outcome) {
+    METRICS.prefetches.with_label_values(&[route, kind.label(), outcome.label()]).inc();
 }
 
 #[cfg(test)]

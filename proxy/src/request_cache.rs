@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use crate::coalesce::{Coalesce, Leader, wait_for_leader};
 use crate::readonly_tools::ReadonlyTools;
 use crate::session_signals::SERVER_REQUESTS;
-use crate::store::{EdgeCache, Found, Stored, now_ms};
+use crate::store::{EdgeCache, Found, Fresh, now_ms};
 
 /// The cache's part in one cacheable request that goes upstream, from the miss to the stored
 /// answer. Its phases each call one method, once: [`answer_began`](Self::answer_began) when
@@ -63,20 +63,21 @@ impl RequestCache {
 
     /// Records the upstream's answer once it is known: stores `result` (`None`: nothing
     /// cacheable came) if the rules allow, tells the coalescer what became of it and ends a
-    /// lead. Whether it was stored; `None` when the answer was recorded before.
+    /// lead. Where it was stored (`Some(None)`: not stored); `None` when the answer was
+    /// recorded before.
     pub fn record_answer(
         &mut self,
         cache: &Arc<EdgeCache>,
         result: Option<&str>,
         rules: StoreRules<'_>,
-    ) -> Option<bool> {
+    ) -> Option<Option<StoredAs>> {
         if std::mem::replace(&mut self.recorded, true) {
             return None;
         }
-        let stored = result.is_some_and(|result| store(cache, self, rules, result));
+        let stored = result.and_then(|result| store(cache, self, rules, result));
         match self.leader.take() {
-            Some(leader) => leader.answered(stored),
-            None => cache.answered(self.coalescing_key, stored),
+            Some(leader) => leader.answered(stored.is_some()),
+            None => cache.answered(self.coalescing_key, stored.is_some()),
         }
         Some(stored)
     }
@@ -100,7 +101,7 @@ pub struct StoreRules<'a> {
 
 pub enum Prepared {
     /// Answer with this entry.
-    Hit(Stored),
+    Hit(Fresh),
     /// Forward upstream, capturing the answer.
     Forward(Box<RequestCache>),
 }
@@ -181,19 +182,24 @@ pub async fn prepare(
 /// stall every connection it serves.
 const DEFLATE_INLINE_LIMIT: usize = 64 * 1024;
 
-/// Stores a captured result if its facts allow. Whether it was stored.
-fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, result: &str) -> bool {
+/// Where an answer was stored, and until when it is fresh.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredAs {
+    pub key: Key,
+    pub expires_at_ms: u64,
+}
+
+/// Stores a captured result if its facts allow; where it was stored.
+fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, result: &str) -> Option<StoredAs> {
     let StoreRules { policy, max_entry, precompress } = rules;
     if ctx.session_was_asked() {
-        return false;
+        return None;
     }
-    let Ok(raw) = serde_json::from_str::<Box<RawValue>>(result) else { return false };
-    let Some(facts) = result_facts(&raw) else { return false };
-    let Some(Store { scope, ttl, restate_ttl }) = store_decision(&ctx.lookup, &ctx.caller, &facts, policy) else {
-        return false;
-    };
+    let raw = serde_json::from_str::<Box<RawValue>>(result).ok()?;
+    let facts = result_facts(&raw)?;
+    let Store { scope, ttl, restate_ttl } = store_decision(&ctx.lookup, &ctx.caller, &facts, policy)?;
     if facts.stored_result.len() as u64 > max_entry {
-        return false;
+        return None;
     }
     let key = ctx.lookup.key(&scope);
     let result = facts.stored_result.into_bytes();
@@ -207,6 +213,7 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, resu
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
     cache.insert(key, &entry);
+    let stored_as = StoredAs { key, expires_at_ms: entry.expires_at_ms };
     if precompress && !inline {
         let (cache, fetched_at_ms, expires_at_ms) = (cache.clone(), entry.fetched_at_ms, entry.expires_at_ms);
         // The entry keeps its fetch time: an invalidation since still kills it.
@@ -216,7 +223,7 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, resu
             cache.insert(key, &Entry { fetched_at_ms, expires_at_ms, restate_ttl, result: &result, deflated });
         });
     }
-    true
+    Some(stored_as)
 }
 
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE

@@ -12,6 +12,7 @@ mod hit_path;
 mod limits;
 mod passthrough;
 mod peers;
+mod prefetch;
 mod raw;
 mod safety;
 mod tenants;

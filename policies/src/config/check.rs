@@ -291,7 +291,10 @@ impl Checker<'_> {
         let mut min_confidence = self.fraction(&raw.min_confidence, defaults.min_confidence, "prefetch.min_confidence");
         if min_confidence > immediate_confidence {
             let written = raw.min_confidence.as_ref().or(raw.immediate_confidence.as_ref());
-            self.report(written.map_or(0..0, |c| c.span()), "prefetch.min_confidence must not exceed prefetch.immediate_confidence".into());
+            self.report(
+                written.map_or(0..0, |c| c.span()),
+                "prefetch.min_confidence must not exceed prefetch.immediate_confidence".into(),
+            );
             min_confidence = immediate_confidence;
         }
         let mut refresh_ahead = self.fraction(&raw.refresh_ahead, defaults.refresh_ahead, "prefetch.refresh_ahead");

@@ -55,7 +55,7 @@ impl Kind {
     /// Whether a prefetch of this kind must reach the upstream even if the cache holds a fresh
     /// answer (a refresh replaces one that is about to expire).
     pub fn bypasses_cache(self) -> bool {
-        matches!(self, Kind::Refresh | Kind::Warm)
+        self == Kind::Refresh
     }
 }
 

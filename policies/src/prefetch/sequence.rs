@@ -12,7 +12,7 @@
 //! - URIs longer than `MAX_URI` are never learned (nor predicted).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,9 +137,7 @@ impl SequenceModel {
     }
 
     fn hash_of(&self, uri: &str) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
-        uri.hash(&mut hasher);
-        hasher.finish()
+        self.hasher.hash_one(uri)
     }
 
     /// Records that `context` read `uri` at `now_ms`, counting the transition from the

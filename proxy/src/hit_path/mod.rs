@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
+use mcp_edge_policies::cache::Caller;
 use mcp_edge_policies::method::Method;
+use mcp_edge_policies::prefetch::Kind;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{ALPN, Stream};
@@ -27,6 +29,7 @@ use crate::answer::{self, Outcome};
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
+use crate::prefetch::{Prefetcher, Replay};
 use crate::request_cache::{LookupInput, Prelooked};
 use crate::runtime::{Live, Runtime};
 use crate::served::Served;
@@ -35,7 +38,7 @@ use crate::service::McpProxy;
 mod head;
 mod wire;
 
-use crate::store::{EdgeCache, Found, Stored};
+use crate::store::{EdgeCache, Found, Fresh};
 use head::{Head, Probe, probe_head, route_and_identity};
 use wire::{KEEPALIVE, Read, encode_head, read_more, write_parts};
 
@@ -44,15 +47,19 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Why a request that trickles in past `server.header_timeout` is refused (408).
 const TOO_SLOW: &str = "the request did not arrive in time";
 
+/// The app every client connection (and every prefetch, on its in-process connection) is
+/// served by. Cloned for the prefetcher, which sends its requests to it.
+#[derive(Clone)]
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<McpProxy>>,
     live: Live,
     cache: Arc<EdgeCache>,
+    prefetch: Arc<Prefetcher>,
 }
 
 impl EdgeApp {
-    pub fn new(proxy: HttpProxy<McpProxy>, live: Live, cache: Arc<EdgeCache>) -> EdgeApp {
-        EdgeApp { proxy: Arc::new(proxy), live, cache }
+    pub fn new(proxy: HttpProxy<McpProxy>, live: Live, cache: Arc<EdgeCache>, prefetch: Arc<Prefetcher>) -> EdgeApp {
+        EdgeApp { proxy: Arc::new(proxy), live, cache, prefetch }
     }
 }
 
@@ -151,7 +158,8 @@ impl EdgeApp {
         let client =
             || stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let body = &request[head.head_len..];
-        let hit = match self.try_hit(&head, body, snapshot, client).await {
+        let internal = crate::prefetch::is_internal(stream);
+        let hit = match self.try_hit(&head, body, snapshot, client, internal).await {
             Lookout::Hit(hit) => hit,
             Lookout::Missed(understood) => return Step::HandOver(understood),
         };
@@ -159,7 +167,8 @@ impl EdgeApp {
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
-        let Some(answer) = answer::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
+        let entry = &hit.fresh.stored;
+        let Some(answer) = answer::render(entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
             return Step::HandOver(None);
         };
         let response_head = encode_head(&answer, closing);
@@ -180,8 +189,25 @@ impl EdgeApp {
             error: None,
         }
         .record();
+        self.after_hit(&hit, request, head.head_len);
         crate::cpu::yield_to_disk_reads(self.cache.disk_reads());
         if closing { Step::Close } else { Step::Answered }
+    }
+
+    /// Tells the prefetcher about a hit once it is answered (see `prefetch`): a client's read
+    /// is learned, and the hit may use a prefetched entry or refresh a nearly expired one.
+    fn after_hit(&self, hit: &Hit, request: &[u8], head_len: usize) {
+        let route = &hit.snapshot.routes[hit.route];
+        if !route.config.prefetch.enabled {
+            return;
+        }
+        let (head, body) = request.split_at(head_len);
+        let client = hit.prefetch.is_none();
+        if let (true, Some(uri)) = (client && hit.method == Some(Method::ResourcesRead), &hit.uri) {
+            self.prefetch.client_read(route, &hit.caller, uri, || Replay::from_head(head));
+        }
+        let again = || Replay::from_head(head).map(|replay| (replay, bytes::Bytes::copy_from_slice(body)));
+        self.prefetch.hit(route, &hit.fresh, client, again);
     }
 
     /// Answers the request (`head`, then `body`) from the cache if it is a fresh hit that
@@ -192,10 +218,13 @@ impl EdgeApp {
         body: &[u8],
         snapshot: Arc<Runtime>,
         client: impl FnOnce() -> Option<std::net::IpAddr>,
+        internal: bool,
     ) -> Lookout {
         let Some(route_index) = head.route else { return Lookout::Missed(None) };
         let route = &snapshot.routes[route_index];
         let known = &head.known;
+        // The kind of a prefetch, on the prefetcher's own connections only.
+        let prefetch = if internal { known.prefetch.text().and_then(Kind::parse) } else { None };
         let stateless = guards::is_stateless(known);
         // Any refusal is left to the service, which answers it.
         let checked = guards::check_request_head(&snapshot.config.server, head.path, None, known)
@@ -218,21 +247,28 @@ impl EdgeApp {
         let accepts_gzip =
             snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
         let found = match &lookup {
+            // A refresh replaces the entry, whatever the cache holds.
+            Some(_) if prefetch.is_some_and(Kind::bypasses_cache) => Some(Found::Nothing),
             Some(lookup) => Some(self.cache.lookup(&route.config.name, lookup, policy.stale_if_error).await),
             None => None,
         };
         let found = match found {
-            Some(Found::Fresh(entry)) => {
+            Some(Found::Fresh(fresh)) => {
                 // A hit counts against its client's rate too (a miss is counted by the
                 // service); one past it goes to the service, which counts it again and refuses it.
                 if route.limits.limits_rate() && route.limits.admit(client()).is_err() {
                     return Lookout::Missed(None);
                 }
+                let method = message.method.as_deref().and_then(Method::named);
                 return Lookout::Hit(Hit {
-                    entry,
+                    fresh,
                     id: message.id,
                     accepts_gzip,
                     mcp_method: Method::label(message.method.as_deref()),
+                    method,
+                    uri: message.params.uri,
+                    caller,
+                    prefetch,
                     route: route_index,
                     snapshot,
                 });
@@ -248,6 +284,7 @@ impl EdgeApp {
             caller,
             accepts_gzip,
             prelooked: lookup.zip(found).map(|(lookup, found)| Prelooked { lookup, found }),
+            prefetch,
         })))
     }
 
@@ -276,6 +313,8 @@ impl EdgeApp {
     }
 }
 
+/// (Returned once per request, on the stack: boxing the hit would allocate per hit instead.)
+#[allow(clippy::large_enum_variant)]
 enum Lookout {
     Hit(Hit),
     /// Not answered here; `Some` when the request passed the checks (see `handover`), `None`
@@ -286,11 +325,17 @@ enum Lookout {
 /// A fresh hit and what its answer is made of (rendered when written, so the answer can
 /// borrow the entry's bytes).
 struct Hit {
-    entry: Stored,
+    fresh: Fresh,
     /// The request's raw JSON-RPC id.
     id: Option<String>,
     accepts_gzip: bool,
     mcp_method: &'static str,
+    method: Option<Method>,
+    /// `params.uri` (a `resources/read`'s, learned by the prefetcher).
+    uri: Option<String>,
+    caller: Caller,
+    /// The kind of prefetch this is, if it is one (else a client's).
+    prefetch: Option<Kind>,
     /// The index of the request's route in `snapshot`.
     route: usize,
     snapshot: Arc<Runtime>,

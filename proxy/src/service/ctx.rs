@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use mcp_edge_policies::method::Method;
 use mcp_edge_policies::observe::Observer;
+use mcp_edge_policies::prefetch::Kind;
 
 use crate::answer::Outcome;
 use crate::error::EdgeError;
@@ -58,6 +59,10 @@ pub struct Ctx {
     pub(super) accepts_gzip: bool,
     /// Compresses the body of the answer being proxied.
     pub(super) gzip: Option<crate::compress::Gzip>,
+    /// The kind of prefetch this request is (the prefetcher's own), if it is one.
+    pub(super) prefetch: Option<Kind>,
+    /// When the current upstream attempt began (for the prefetcher's view of its latency).
+    pub(super) upstream_started: Option<Instant>,
 }
 
 impl Ctx {
@@ -87,6 +92,8 @@ impl Ctx {
             _active: crate::metrics::ActiveRequest::start(),
             accepts_gzip: false,
             gzip: None,
+            prefetch: None,
+            upstream_started: None,
         }
     }
 

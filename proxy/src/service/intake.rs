@@ -7,6 +7,7 @@ use mcp_edge_policies::cache::{Caller, Lookup};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::method::Method;
 use pingora::Result;
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
@@ -16,6 +17,7 @@ use crate::answer::Outcome;
 use crate::guards;
 use crate::handover::Understood;
 use crate::limits;
+use crate::prefetch::Replay;
 use crate::request_cache::{self, Prelooked, Prepared, StoreRules};
 use crate::runtime::Route;
 use crate::store::Found;
@@ -25,7 +27,12 @@ impl McpProxy {
     /// Left: the client's rate, reading the body (Pingora forwards it from its retry buffer),
     /// the cache (with the hit path's lookup) and the route's upstream admission.
     pub(super) async fn take_over(&self, session: &mut Session, ctx: &mut Ctx, understood: Understood) -> Result<bool> {
-        let Understood { snapshot, route, message, stateless, pinned, caller, accepts_gzip, prelooked } = understood;
+        let Understood { snapshot, route, message, stateless, pinned, caller, accepts_gzip, prelooked, prefetch } =
+            understood;
+        ctx.prefetch = prefetch;
+        if prefetch.is_none() {
+            self.learn_read(session, &snapshot.routes[route], &message, &caller);
+        }
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route;
         ctx.accepts_gzip = accepts_gzip;
@@ -64,11 +71,13 @@ impl McpProxy {
         let policy = &route.config.policy;
         let wait_limit = route.config.read_timeout;
         match request_cache::prepare(&self.cache, (&route.config.name, policy), looked, caller, wait_limit).await {
-            Prepared::Hit(entry) => {
-                let Some(answer) = render_cached(session, ctx, &entry, Outcome::Hit) else { return Ok(false) };
+            Prepared::Hit(fresh) => {
+                let Some(answer) = render_cached(session, ctx, &fresh.stored, Outcome::Hit) else { return Ok(false) };
                 ctx.outcome = Outcome::Hit;
                 let answer = OwnedAnswer::from(answer);
                 respond_cached(session, answer, true).await?;
+                // No refresh from here: the service keeps no copy of the request's body.
+                self.prefetch.hit(route, &fresh, ctx.prefetch.is_none(), || None);
                 Ok(true)
             }
             Prepared::Forward(cache) => {
@@ -79,9 +88,20 @@ impl McpProxy {
         }
     }
 
+    /// A client's `resources/read`, for the prefetcher to learn from.
+    pub(super) fn learn_read(&self, session: &Session, route: &Route, message: &Message, caller: &Caller) {
+        if message.method.as_deref() == Some(Method::ResourcesRead.as_str())
+            && let Some(uri) = &message.params.uri
+        {
+            self.prefetch.client_read(route, caller, uri, || Some(Replay::from_request(session.req_header())));
+        }
+    }
+
     /// Once the upstream has answered: store the result if the cache may keep it (once), then
-    /// wake the requests coalesced on it (they need not wait for the end of the stream).
-    pub(super) fn store_captured(&self, ctx: &mut Ctx) {
+    /// wake the requests coalesced on it (they need not wait for the end of the stream). Tells
+    /// the prefetcher where a prefetch's answer went, and of a client's list page that has a
+    /// next one.
+    pub(super) fn store_captured(&self, request: &RequestHeader, ctx: &mut Ctx) {
         let (Some(observer), Some(request_cache), Some(snapshot)) =
             (ctx.observer.as_ref(), ctx.cache.as_mut(), ctx.snapshot.as_ref())
         else {
@@ -95,8 +115,18 @@ impl McpProxy {
             precompress: snapshot.config.compression.gzip,
         };
         let recorded = request_cache.record_answer(&self.cache, result, rules);
-        if recorded.is_some() && route.config.policy.readonly_tools && request_cache.method() == Method::ToolsList {
+        let method = request_cache.method();
+        if recorded.is_some() && route.config.policy.readonly_tools && method == Method::ToolsList {
             result.into_iter().for_each(|tools| route.readonly.learn(tools));
+        }
+        match (recorded, ctx.prefetch) {
+            (Some(Some(stored)), Some(kind)) => self.prefetch.prefetch_stored(route, kind, stored),
+            (Some(_), None) if method.is_list() => {
+                if let Some(result) = result {
+                    self.prefetch.list_answered(route, method.as_str(), result, || Replay::from_request(request));
+                }
+            }
+            _ => {}
         }
     }
 

@@ -37,6 +37,7 @@ use crate::answer::Outcome;
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
+use crate::prefetch::{KIND_HEADER, Prefetcher};
 use crate::request_cache::{self, LookupInput};
 use crate::runtime::Live;
 use crate::served::Served;
@@ -53,6 +54,7 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 pub struct McpProxy {
     pub live: Live,
     pub cache: Arc<EdgeCache>,
+    pub prefetch: Arc<Prefetcher>,
 }
 
 #[async_trait]
@@ -118,6 +120,7 @@ impl ProxyHttp for McpProxy {
                 Inspected::Answered => return Ok(true),
                 Inspected::Streamed => {}
                 Inspected::Message(message, caller) => {
+                    self.learn_read(session, route, &message, &caller);
                     let input = LookupInput {
                         route: &route.config.name,
                         policy: &route.config.policy,
@@ -200,6 +203,7 @@ impl ProxyHttp for McpProxy {
             route.pool.upstreams[previous].inflight.fetch_sub(1, Ordering::Relaxed);
         }
         ctx.tried.push(index);
+        ctx.upstream_started = Some(std::time::Instant::now());
         let upstream = &route.pool.upstreams[index];
         upstream.inflight.fetch_add(1, Ordering::Relaxed);
 
@@ -254,6 +258,9 @@ impl ProxyHttp for McpProxy {
         if let Some(upstream_session) = &ctx.upstream_session {
             request.insert_header("mcp-session-id", upstream_session.as_str())?;
         }
+        if ctx.prefetch.is_some() {
+            request.remove_header(KIND_HEADER);
+        }
         Ok(())
     }
 
@@ -263,6 +270,15 @@ impl ProxyHttp for McpProxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.prefetch.upstream_answered(
+                route,
+                latency_ms,
+                response.status.is_server_error(),
+                ctx.prefetch.is_some(),
+            );
+        }
         if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream())
             && route.pool.record_status(index, response.status.as_u16())
         {
@@ -323,7 +339,7 @@ impl ProxyHttp for McpProxy {
 
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
@@ -352,7 +368,7 @@ impl ProxyHttp for McpProxy {
         // after the response event, before the upstream's end of stream arrives.
         let answered = ctx.observer.as_ref().is_some_and(|o| o.result.is_some());
         if answered || end_of_stream {
-            self.store_captured(ctx);
+            self.store_captured(session.req_header(), ctx);
         }
         Ok(None)
     }
@@ -365,6 +381,10 @@ impl ProxyHttp for McpProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.last_failure = Some(e.etype().as_str().to_string());
+        if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.prefetch.upstream_answered(route, latency_ms, true, ctx.prefetch.is_some());
+        }
         if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
             tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
             route.pool.eject(index);

@@ -104,8 +104,16 @@ impl std::ops::Deref for Stored {
 /// What a lookup found.
 pub enum Found {
     /// A fresh entry (encoded [`Entry`]).
-    Fresh(Stored),
+    Fresh(Fresh),
     /// Expired, but young enough to be served if every upstream fails (`stale_if_error`).
     Stale(Bytes),
     Nothing,
+}
+
+/// A fresh entry, where it is stored and how long it lives.
+pub struct Fresh {
+    pub stored: Stored,
+    pub key: Key,
+    pub fetched_at_ms: u64,
+    pub expires_at_ms: u64,
 }

@@ -1,0 +1,194 @@
+//! Prefetching, the proxy's side: what the request paths tell the prefetcher, and how a
+//! prefetch is sent (the decisions are `mcp_edge_policies::prefetch`'s).
+//!
+//! A prefetch is an ordinary request, served by the proxy itself: the prefetcher writes it on
+//! an in-process connection ([`internal`]) to the same app that serves clients, with the
+//! triggering request's path and headers (its credentials, identity header, protocol version
+//! and session: so the same route, the same pinned replica, the same cache scope), a JSON-RPC
+//! id of its own, and `x-mcp-edge-prefetch: KIND`. So it is checked, balanced, coalesced with
+//! client requests for the same key, and stored by exactly the rules of a client's miss; its
+//! answer goes back to the prefetcher, never to a client. The header is trusted only on those
+//! in-process connections (a client cannot open one), and never forwarded upstream.
+//!
+//! The request paths only send events ([`Prefetcher`]'s methods, each a `try_send`; nothing
+//! waits, and a full queue drops the event): the [`worker`] learns, decides and issues.
+//!
+//! - [`Prefetcher::client_read`]: a client's `resources/read` (learned; may predict the next);
+//! - [`Prefetcher::hit`]: a hit (a prefetched entry used by a client; refresh-ahead);
+//! - [`Prefetcher::list_answered`]: a list page with `nextCursor` (the next page);
+//! - [`Prefetcher::prefetch_stored`]: where a prefetch's answer was stored (used or wasted later);
+//! - [`Prefetcher::upstream_answered`]: the upstream's latency and errors (its weather).
+
+mod internal;
+mod replay;
+mod worker;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use mcp_edge_policies::cache::{Caller, Key};
+use mcp_edge_policies::prefetch::{Kind, context_of};
+use tokio::sync::mpsc;
+
+pub use internal::is_internal;
+pub use replay::Replay;
+pub use worker::PrefetchService;
+
+use crate::request_cache::StoredAs;
+use crate::runtime::Route;
+use crate::store::Fresh;
+
+/// The header naming an internal prefetch's kind.
+pub const KIND_HEADER: &str = "x-mcp-edge-prefetch";
+/// Events waiting for the worker before new ones are dropped.
+const QUEUE: usize = 4096;
+
+/// What the request paths tell the worker.
+pub(crate) enum Event {
+    /// A client read `uri` (its context, for sequences).
+    Read { route: String, context: u64, uri: String, replay: Replay },
+    /// A client hit the entry `key` (refresh: the request to send again, if its entry is near
+    /// its end).
+    Hit { route: String, key: Key, client: bool, refresh: Option<(Replay, Bytes)> },
+    /// A client's list answer named a next page.
+    Page { route: String, method: &'static str, cursor: String, replay: Replay },
+    /// A prefetch's answer was stored.
+    Stored { route: String, kind: Kind, stored: StoredAs },
+    /// The upstream answered a request of the route (or failed to).
+    Upstream { route: String, latency_ms: f64, failed: bool, prefetch: bool },
+}
+
+/// The request paths' handle on prefetching.
+pub struct Prefetcher {
+    events: mpsc::Sender<Event>,
+    receiver: Mutex<Option<mpsc::Receiver<Event>>>,
+    /// Entries whose refresh is under way, by a slot per key hash: a hot entry in the last part
+    /// of its lifetime is hit many times before its refresh lands, and each hit must not copy
+    /// its request to ask again.
+    refreshing: RefreshGate,
+}
+
+impl Default for Prefetcher {
+    fn default() -> Self {
+        let (events, receiver) = mpsc::channel(QUEUE);
+        Prefetcher { events, receiver: Mutex::new(Some(receiver)), refreshing: RefreshGate::default() }
+    }
+}
+
+impl Prefetcher {
+    fn send(&self, event: Event) -> bool {
+        self.events.try_send(event).is_ok()
+    }
+
+    /// A client's cacheable `resources/read` of `uri` on `route` (hit or miss).
+    pub fn client_read(&self, route: &Route, caller: &Caller, uri: &str, replay: impl FnOnce() -> Option<Replay>) {
+        if !route.config.prefetch.enabled {
+            return;
+        }
+        let (Some(context), Some(replay)) = (context_of(caller), replay()) else { return };
+        let route = route.config.name.clone();
+        self.send(Event::Read { route, context, uri: uri.to_string(), replay });
+    }
+
+    /// A hit on `fresh`: a client's counts a prefetched entry used (`client`; else a `warm`
+    /// prefetch's own hit); either asks for a refresh when the entry is in the last
+    /// `refresh_ahead` of its lifetime (`request`: the hitting request, sent again with its own
+    /// credentials, never kept beyond that).
+    pub fn hit(&self, route: &Route, fresh: &Fresh, client: bool, request: impl FnOnce() -> Option<(Replay, Bytes)>) {
+        let prefetch = &route.config.prefetch;
+        if !prefetch.enabled {
+            return;
+        }
+        let now = crate::store::now_ms();
+        let due = mcp_edge_policies::prefetch::refresh_due(
+            fresh.fetched_at_ms,
+            fresh.expires_at_ms,
+            now,
+            prefetch.refresh_ahead,
+        );
+        let refresh = if due && self.refreshing.claim(&fresh.key) { request() } else { None };
+        let claimed = refresh.is_some();
+        if !client && !claimed {
+            return;
+        }
+        let sent = self.send(Event::Hit { route: route.config.name.clone(), key: fresh.key, client, refresh });
+        if claimed && !sent {
+            self.refreshing.release(&fresh.key);
+        }
+    }
+
+    /// A client's list answer: its next page, if it names one.
+    pub fn list_answered(&self, route: &Route, method: &'static str, result: &str, replay: impl FnOnce() -> Replay) {
+        if !route.config.prefetch.enabled || !result.contains("\"nextCursor\"") {
+            return;
+        }
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(rename = "nextCursor")]
+            next_cursor: Option<String>,
+        }
+        let Ok(Page { next_cursor: Some(cursor) }) = serde_json::from_str::<Page>(result) else { return };
+        let route = route.config.name.clone();
+        self.send(Event::Page { route, method, cursor, replay: replay() });
+    }
+
+    /// A prefetch's answer was stored as `stored`.
+    pub fn prefetch_stored(&self, route: &Route, kind: Kind, stored: StoredAs) {
+        self.send(Event::Stored { route: route.config.name.clone(), kind, stored });
+    }
+
+    /// The upstream answered a request of `route` after `latency_ms` (or failed it).
+    pub fn upstream_answered(&self, route: &Route, latency_ms: f64, failed: bool, prefetch: bool) {
+        if route.config.prefetch.enabled {
+            self.send(Event::Upstream { route: route.config.name.clone(), latency_ms, failed, prefetch });
+        }
+    }
+
+    pub(crate) fn take_receiver(&self) -> Option<mpsc::Receiver<Event>> {
+        self.receiver.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A claim per key-hash slot (collisions only delay a refresh).
+struct RefreshGate {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Default for RefreshGate {
+    fn default() -> Self {
+        RefreshGate { slots: (0..1024).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl RefreshGate {
+    fn slot(&self, key: &Key) -> (&AtomicU64, u64) {
+        let hash = u64::from_le_bytes(key[..8].try_into().expect("keys are 32 bytes")) | 1;
+        (&self.slots[hash as usize % self.slots.len()], hash)
+    }
+
+    /// Claims `key`'s refresh; `false` if one is under way (or its slot is taken).
+    fn claim(&self, key: &Key) -> bool {
+        let (slot, hash) = self.slot(key);
+        slot.compare_exchange(0, hash, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    fn release(&self, key: &Key) {
+        let (slot, hash) = self.slot(key);
+        let _ = slot.compare_exchange(hash, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_is_claimed_once_until_released() {
+        let gate = RefreshGate::default();
+        assert!(gate.claim(&[7; 32]));
+        assert!(!gate.claim(&[7; 32]));
+        gate.release(&[7; 32]);
+        assert!(gate.claim(&[7; 32]));
+    }
+}

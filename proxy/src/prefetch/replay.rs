@@ -1,0 +1,116 @@
+//! The triggering request as a prefetch repeats it: its path and its end-to-end headers (its
+//! credentials, identity header, protocol version, session, `Host`), and how a prefetch's own
+//! request is written from them.
+
+use bytes::Bytes;
+use mcp_edge_policies::prefetch::Kind;
+
+/// Headers a prefetch does not repeat: hop-by-hop ones, framing (it has its own body), the
+/// internal marker (it sets its own) and `Accept-Encoding` (the prefetcher reads the answer).
+const NOT_REPEATED: [&str; 12] = [
+    "accept-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "http2-settings",
+    super::KIND_HEADER,
+];
+
+/// What a prefetch repeats of the request that triggered it.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    path: String,
+    headers: Vec<(String, Bytes)>,
+}
+
+impl Replay {
+    pub fn new<'a>(path: &str, headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Replay {
+        let headers = headers
+            .into_iter()
+            .filter(|(name, _)| !NOT_REPEATED.iter().any(|skip| name.eq_ignore_ascii_case(skip)))
+            .map(|(name, value)| (name.to_ascii_lowercase(), Bytes::copy_from_slice(value)))
+            .collect();
+        Replay { path: path.to_string(), headers }
+    }
+
+    /// From a raw HTTP/1.1 request head (the hit path's bytes).
+    pub fn from_head(head: &[u8]) -> Option<Replay> {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut slots);
+        parsed.parse(head).ok()?;
+        let path = parsed.path?;
+        Some(Replay::new(path, parsed.headers.iter().map(|h| (h.name, h.value))))
+    }
+
+    /// From Pingora's parsed request head (the proxy service's).
+    pub fn from_request(request: &pingora::http::RequestHeader) -> Replay {
+        let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        Replay::new(path, request.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())))
+    }
+
+    /// The repeated value of `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..])
+    }
+
+    /// A prefetch request of `kind` with `body`; `mirrored`: its own `Mcp-Method` and `Mcp-Name`
+    /// (replacing the trigger's), `None` to keep the trigger's (a refresh repeats the request).
+    pub fn request(&self, kind: Kind, body: &[u8], mirrored: Option<(&str, Option<&str>)>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + body.len());
+        out.extend_from_slice(b"POST ");
+        out.extend_from_slice(self.path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let replaced = |name: &str| mirrored.is_some() && (name == "mcp-method" || name == "mcp-name");
+        for (name, value) in self.headers.iter().filter(|(name, _)| !replaced(name)) {
+            header(&mut out, name, value);
+        }
+        if let Some((method, name)) = mirrored {
+            header(&mut out, "mcp-method", method.as_bytes());
+            if let Some(name) = name {
+                header(&mut out, "mcp-name", mcp_edge_policies::headers::encode_header_value(name).as_bytes());
+            }
+        }
+        header(&mut out, super::KIND_HEADER, kind.label().as_bytes());
+        header(&mut out, "content-length", itoa::Buffer::new().format(body.len()).as_bytes());
+        header(&mut out, "connection", b"close");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out
+    }
+}
+
+fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefetch_repeats_credentials_and_session_but_not_framing() {
+        let head = b"POST /mcp/x HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer a\r\nMcp-Session-Id: s1\r\nContent-Length: 99\r\nConnection: keep-alive\r\nMcp-Method: resources/read\r\nMcp-Name: docs://1\r\nX-Mcp-Edge-Prefetch: refresh\r\n\r\n";
+        let replay = Replay::from_head(head).unwrap();
+        let request = replay.request(Kind::Sequence, b"{}", Some(("resources/read", Some("docs://2"))));
+        let text = String::from_utf8(request).unwrap();
+        assert!(text.starts_with("POST /mcp/x HTTP/1.1\r\n"), "{text}");
+        for expected in ["host: edge", "authorization: Bearer a", "mcp-session-id: s1", "mcp-name: docs://2"] {
+            assert!(text.contains(&format!("{expected}\r\n")), "{expected} in {text}");
+        }
+        for absent in ["docs://1", "keep-alive", "99", "refresh"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        assert!(text.ends_with("x-mcp-edge-prefetch: sequence\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"));
+        let refresh = String::from_utf8(replay.request(Kind::Refresh, b"{}", None)).unwrap();
+        assert!(refresh.contains("mcp-name: docs://1\r\n"), "a refresh repeats the request: {refresh}");
+    }
+}

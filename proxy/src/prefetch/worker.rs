@@ -1,0 +1,359 @@
+//! The prefetcher's one task: it takes the request paths' events in order, keeps each route's
+//! model, budget and tracker (so no lock is shared with a request), decides, and sends the
+//! prefetches (each on its own task, reporting back here when done). It also keeps `warm`
+//! URIs fresh, counts what prefetches became, and saves the learned models beside the disk
+//! cache so they survive a restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mcp_edge_policies::cache::Key;
+use mcp_edge_policies::headers::{STATELESS_ERA, is_stateless_era};
+use mcp_edge_policies::jsonrpc::META_PROTOCOL_VERSION;
+use mcp_edge_policies::prefetch::budget::{Budget, Caps};
+use mcp_edge_policies::prefetch::sequence::{Limits, SequenceModel, Snapshot};
+use mcp_edge_policies::prefetch::tracker::Tracker;
+use mcp_edge_policies::prefetch::{Kind, Outcome, Thresholds, When};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use super::{Event, Prefetcher, Replay, internal};
+use crate::hit_path::EdgeApp;
+use crate::metrics;
+use crate::runtime::{Live, Route, Runtime};
+use crate::store::now_ms;
+
+/// Predicted reads fetched per read, at most.
+const PER_READ: usize = 2;
+/// Prefetched entries tracked per route until used or expired.
+const TRACKED: usize = 100_000;
+/// How often the learned models are saved.
+const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// The file the models are saved to, in the disk cache's directory.
+const MODEL_FILE: &str = "mcp-edge-prefetch.json";
+
+/// The prefetcher as a Pingora background service.
+pub struct PrefetchService {
+    pub prefetcher: Arc<Prefetcher>,
+    pub app: EdgeApp,
+    pub live: Live,
+}
+
+#[async_trait]
+impl BackgroundService for PrefetchService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(events) = self.prefetcher.take_receiver() else { return };
+        let (done, finished) = mpsc::unbounded_channel();
+        let model_path = self.live.load().config.cache.disk_path.as_ref().map(|dir| dir.join(MODEL_FILE));
+        let saved = model_path.as_ref().map(load_models).unwrap_or_default();
+        let mut worker = Worker {
+            prefetcher: self.prefetcher.clone(),
+            app: Arc::new(self.app.clone()),
+            live: self.live.clone(),
+            shutdown: shutdown.clone(),
+            routes: HashMap::new(),
+            saved,
+            done,
+            next_id: 0,
+        };
+        worker.run(events, finished, model_path).await;
+    }
+}
+
+/// What a prefetch task (or a delay) reports back.
+enum Done {
+    /// A prefetch came back: what it became, and the refresh it held, if any.
+    Sent { route: String, kind: Kind, outcome: Option<Outcome>, refreshing: Option<Key> },
+    /// A delayed prediction is due.
+    Due { route: String, uri: String, replay: Replay },
+}
+
+struct RouteState {
+    model: SequenceModel,
+    budget: Budget,
+    tracker: Tracker,
+}
+
+struct Worker {
+    prefetcher: Arc<Prefetcher>,
+    app: Arc<EdgeApp>,
+    live: Live,
+    shutdown: ShutdownWatch,
+    routes: HashMap<String, RouteState>,
+    /// Models read from disk at start, handed to their routes when first seen.
+    saved: HashMap<String, Snapshot>,
+    done: mpsc::UnboundedSender<Done>,
+    next_id: u64,
+}
+
+/// A prefetch to send.
+struct Planned {
+    kind: Kind,
+    request: Vec<u8>,
+    /// The entry whose refresh this is (released when it is done).
+    refreshing: Option<Key>,
+}
+
+impl Worker {
+    async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut finished: mpsc::UnboundedReceiver<Done>,
+        model_path: Option<PathBuf>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_save = tokio::time::Instant::now();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                Some(event) = events.recv() => self.on_event(event),
+                Some(done) = finished.recv() => self.on_done(done),
+                _ = tick.tick() => {
+                    self.expire_tracked();
+                    self.warm();
+                    if last_save.elapsed() >= SAVE_EVERY {
+                        self.save(model_path.as_ref());
+                        last_save = tokio::time::Instant::now();
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.save(model_path.as_ref());
+    }
+
+    /// The route named `name` in the live configuration, if prefetching is on for it.
+    fn route(&self, name: &str) -> Option<(Arc<Runtime>, usize)> {
+        let snapshot = self.live.load_full();
+        let index = snapshot.routes.iter().position(|r| r.config.name == name)?;
+        snapshot.routes[index].config.prefetch.enabled.then_some((snapshot, index))
+    }
+
+    fn state(&mut self, route: &str) -> &mut RouteState {
+        if !self.routes.contains_key(route) {
+            let mut model = SequenceModel::new(Limits::default());
+            if let Some(saved) = self.saved.remove(route) {
+                model.restore(saved);
+            }
+            let state = RouteState { model, budget: Budget::default(), tracker: Tracker::new(TRACKED) };
+            self.routes.insert(route.to_string(), state);
+        }
+        self.routes.get_mut(route).expect("just made")
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Read { route, context, uri, replay } => self.on_read(route, context, uri, replay),
+            Event::Hit { route, key, client, refresh } => {
+                if client && let Some(kind) = self.state(&route).tracker.read(&key) {
+                    metrics::prefetch(&route, kind, Outcome::Used);
+                }
+                if let Some((replay, body)) = refresh {
+                    let request = replay.request(Kind::Refresh, &body, None);
+                    self.send(&route, Planned { kind: Kind::Refresh, request, refreshing: Some(key) });
+                }
+            }
+            Event::Page { route, method, cursor, replay } => {
+                let params = serde_json::json!({ "cursor": cursor });
+                let request = self.prefetch_request(Kind::Page, &replay, method, params, None);
+                self.send(&route, Planned { kind: Kind::Page, request, refreshing: None });
+            }
+            Event::Stored { route, kind, stored } => {
+                let state = self.state(&route);
+                for pushed_out in state.tracker.stored(stored.key, kind, stored.expires_at_ms) {
+                    metrics::prefetch(&route, pushed_out, Outcome::Wasted);
+                }
+            }
+            Event::Upstream { route, latency_ms, failed, prefetch } => {
+                let budget = &mut self.state(&route).budget;
+                budget.weather.record(latency_ms, failed);
+                budget.share.record(now_ms(), prefetch);
+            }
+        }
+    }
+
+    /// Learns a client's read, then fetches what likely follows: at once, or after the route's
+    /// delay.
+    fn on_read(&mut self, route: String, context: u64, uri: String, replay: Replay) {
+        let Some((snapshot, index)) = self.route(&route) else { return };
+        let config = snapshot.routes[index].config.prefetch.clone();
+        let now = now_ms();
+        let state = self.state(&route);
+        state.model.observe(context, &uri, now);
+        let thresholds = Thresholds { immediate: config.immediate_confidence, later: config.min_confidence };
+        let predictions = state.model.predict(&uri, now, config.min_confidence);
+        for prediction in predictions.into_iter().take(PER_READ) {
+            match thresholds.when(prediction.confidence) {
+                Some(When::Now) => {
+                    let request = self.read_request(Kind::Sequence, &replay, &prediction.uri);
+                    self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None });
+                }
+                Some(When::Later) => {
+                    let due =
+                        Done::Due { route: route.clone(), uri: prediction.uri.to_string(), replay: replay.clone() };
+                    let done = self.done.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(config.delay).await;
+                        let _ = done.send(due);
+                    });
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Sent { route, kind, outcome, refreshing } => {
+                if let Some(key) = refreshing {
+                    self.prefetcher.refreshing.release(&key);
+                }
+                if let Some(state) = self.routes.get_mut(&route) {
+                    state.budget.finish();
+                }
+                if let Some(outcome) = outcome {
+                    metrics::prefetch(&route, kind, outcome);
+                }
+            }
+            // Fetched now only if the client has not asked meanwhile: then the entry is in
+            // the cache and the proxy answers the prefetch from it (counted as nothing).
+            Done::Due { route, uri, replay } => {
+                let request = self.read_request(Kind::Sequence, &replay, &uri);
+                self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None });
+            }
+        }
+    }
+
+    /// Sends `planned` if the route's budget and its upstreams allow; counts it dropped if not.
+    fn send(&mut self, route_name: &str, planned: Planned) {
+        let Planned { kind, request, refreshing } = planned;
+        let dropped = |worker: &mut Worker| {
+            if let Some(key) = refreshing {
+                worker.prefetcher.refreshing.release(&key);
+            }
+            metrics::prefetch(route_name, kind, Outcome::Dropped);
+        };
+        let Some((snapshot, index)) = self.route(route_name) else { return dropped(self) };
+        let route = &snapshot.routes[index];
+        if !any_ready(route) {
+            return dropped(self);
+        }
+        let config = &route.config.prefetch;
+        let caps = Caps { max_inflight: config.max_inflight, max_share: config.max_share };
+        if self.state(route_name).budget.start(now_ms(), caps).is_err() {
+            return dropped(self);
+        }
+        // A prefetch waits no longer than a client's read would.
+        let limit = route.config.read_timeout + route.config.connect_timeout;
+        let (app, shutdown, done, route) =
+            (self.app.clone(), self.shutdown.clone(), self.done.clone(), route_name.to_string());
+        tokio::spawn(async move {
+            let answered = internal::send(&app, &shutdown, &request, limit).await;
+            let outcome = match answered {
+                // The cache answered: nothing went upstream, nothing to count.
+                Some(answer) if answer.from_cache => None,
+                Some(answer) if !answer.failed => Some(Outcome::Issued),
+                _ => Some(Outcome::Failed),
+            };
+            if outcome == Some(Outcome::Failed) {
+                metrics::prefetch(&route, kind, Outcome::Issued);
+            }
+            let _ = done.send(Done::Sent { route, kind, outcome, refreshing });
+        });
+    }
+
+    /// A `resources/read` of `uri` as a prefetch of `kind`, with `replay`'s headers.
+    fn read_request(&mut self, kind: Kind, replay: &Replay, uri: &str) -> Vec<u8> {
+        let params = serde_json::json!({ "uri": uri });
+        self.prefetch_request(kind, replay, "resources/read", params, Some(uri))
+    }
+
+    /// A JSON-RPC request of `method` with `params` (plus the stateless era's `_meta`), written
+    /// with `replay`'s headers and its own mirrored ones.
+    fn prefetch_request(
+        &mut self,
+        kind: Kind,
+        replay: &Replay,
+        method: &str,
+        mut params: serde_json::Value,
+        name: Option<&str>,
+    ) -> Vec<u8> {
+        self.next_id += 1;
+        let version = replay.header("mcp-protocol-version").and_then(|v| std::str::from_utf8(v).ok());
+        if let Some(version) = version.filter(|v| is_stateless_era(v)) {
+            params["_meta"] = serde_json::json!({ META_PROTOCOL_VERSION: version });
+        }
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": format!("mcp-edge-prefetch-{}", self.next_id),
+            "method": method,
+            "params": params,
+        });
+        replay.request(kind, body.to_string().as_bytes(), Some((method, name)))
+    }
+
+    /// Asks for every `warm` URI of every route: the cache answers those still fresh (a hit
+    /// near its end refreshes itself), the rest are fetched.
+    fn warm(&mut self) {
+        let snapshot = self.live.load_full();
+        for route in snapshot.routes.iter().filter(|r| r.config.prefetch.enabled) {
+            let host = snapshot.config.server.allowed_hosts.first().map_or("localhost", String::as_str);
+            let replay = warm_replay(route, host);
+            for uri in &route.config.prefetch.warm {
+                let request = self.read_request(Kind::Warm, &replay, uri);
+                self.send(&route.config.name, Planned { kind: Kind::Warm, request, refreshing: None });
+            }
+        }
+    }
+
+    fn expire_tracked(&mut self) {
+        let now = now_ms();
+        for (route, state) in &mut self.routes {
+            for kind in state.tracker.expire(now) {
+                metrics::prefetch(route, kind, Outcome::Wasted);
+            }
+        }
+    }
+
+    fn save(&self, path: Option<&PathBuf>) {
+        let Some(path) = path else { return };
+        let models: HashMap<&str, Snapshot> =
+            self.routes.iter().map(|(name, state)| (name.as_str(), state.model.snapshot())).collect();
+        let written = serde_json::to_vec(&models).map_err(std::io::Error::other).and_then(|bytes| {
+            let partial = path.with_extension("json.partial");
+            std::fs::write(&partial, bytes)?;
+            std::fs::rename(&partial, path)
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not save the prefetch models");
+        }
+    }
+}
+
+/// The request a `warm` URI is asked with: the route's own path, no credentials (warm
+/// resources are public), the stateless era.
+fn warm_replay(route: &Route, host: &str) -> Replay {
+    let headers: [(&str, &[u8]); 4] = [
+        ("host", host.as_bytes()),
+        ("content-type", b"application/json"),
+        ("accept", b"application/json, text/event-stream"),
+        ("mcp-protocol-version", STATELESS_ERA.as_bytes()),
+    ];
+    Replay::new(&route.config.path, headers)
+}
+
+fn any_ready(route: &Route) -> bool {
+    (0..route.pool.upstreams.len()).any(|index| route.pool.is_ready(index))
+}
+
+fn load_models(path: &PathBuf) -> HashMap<String, Snapshot> {
+    let Ok(bytes) = std::fs::read(path) else { return HashMap::new() };
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable prefetch models");
+        HashMap::new()
+    })
+}

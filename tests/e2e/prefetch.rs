@@ -1,0 +1,150 @@
+//! Prefetching (`[route.prefetch]`): learned page walks, the next page of a list, refresh-ahead
+//! of hot entries; each prefetch under the triggering client's own credentials and session.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+const PREFETCH: &str = "[route.prefetch]\nenabled = true\n";
+
+fn doc(n: u32) -> String {
+    format!("demo://docs/{n}")
+}
+
+/// Whom a private answer says it was fetched for.
+fn fetched_for(reply: &Reply) -> String {
+    reply.json()["result"]["_meta"]["fetchedFor"]["authorization"].as_str().unwrap_or("(none)").to_string()
+}
+
+async fn walk(mcp: &Mcp, user: &str, pages: std::ops::Range<u32>, think: Duration) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for n in pages {
+        let reply = read(mcp, &doc(n), Some(user)).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        replies.push(reply);
+        tokio::time::sleep(think).await;
+    }
+    replies
+}
+
+#[tokio::test]
+async fn a_walk_learned_from_a_few_users_is_prefetched_for_the_next_with_their_own_credentials() {
+    let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;
+    let proxy = proxy(&route(&[&upstream], PREFETCH)).await;
+    let mcp = proxy.mcp();
+    for user in ["Bearer u1", "Bearer u2", "Bearer u3"] {
+        walk(&mcp, user, 0..10, Duration::from_millis(20)).await;
+    }
+    let replies = walk(&mcp, "Bearer newcomer", 0..10, Duration::from_millis(150)).await;
+    let hits: Vec<usize> = (1..10).filter(|&n| x_cache(&replies[n]) == "HIT").collect();
+    assert!(hits.len() >= 7, "next pages served from the cache: {hits:?} of 1..10");
+    for reply in &replies {
+        assert_eq!(fetched_for(reply), "Bearer newcomer", "{reply:?}");
+    }
+    let used = metric(&proxy, "mcp_prefetch_total{kind=\"sequence\",outcome=\"used\",route=\"/mcp\"}").await;
+    assert!(used >= 7.0, "{used} prefetches used\n{}", proxy.process.log());
+    // Another user who walks nothing in order gets nothing prefetched for them.
+    let before = upstream_reads(&upstream).await;
+    read(&mcp, &doc(9), Some("Bearer loner")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream_reads(&upstream).await, before + 1, "the last page leads nowhere");
+}
+
+#[tokio::test]
+async fn nothing_is_prefetched_unless_enabled() {
+    let upstream = demo_upstream("u", &["--scope", "private"]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    for user in ["Bearer u1", "Bearer u2", "Bearer u3", "Bearer u4"] {
+        walk(&mcp, user, 0..5, Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream_reads(&upstream).await, 20, "one read per page and user, none more");
+}
+
+#[tokio::test]
+async fn a_hot_entry_read_continuously_never_misses_after_its_first_read() {
+    let upstream = demo_upstream("u", &["--ttl-ms", "2000"]).await;
+    let proxy = proxy(&route(&[&upstream], PREFETCH)).await;
+    let mcp = proxy.mcp();
+    let first = read(&mcp, &doc(1), None).await;
+    assert_eq!(x_cache(&first), "MISS");
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut reads = 0;
+    while tokio::time::Instant::now() < until {
+        let reply = read(&mcp, &doc(1), None).await;
+        assert_eq!(x_cache(&reply), "HIT", "read {reads} after the first\n{}", proxy.process.log());
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let upstream_count = upstream_reads(&upstream).await;
+    assert!((2..=5).contains(&upstream_count), "{upstream_count} upstream reads in 5 s of a 2 s entry");
+    let refreshed = metric(&proxy, "mcp_prefetch_total{kind=\"refresh\",outcome=\"issued\",route=\"/mcp\"}").await;
+    assert!(refreshed >= 2.0, "{refreshed} refreshes");
+}
+
+#[tokio::test]
+async fn the_next_page_of_a_list_is_prefetched() {
+    let upstream = demo_upstream("u", &[]).await;
+    let proxy = proxy(&route(&[&upstream], PREFETCH)).await;
+    let mcp = proxy.mcp();
+    let first = mcp.stateless("resources/list", json!({}), &[]).await;
+    assert_eq!(first.json()["result"]["nextCursor"], "p2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = mcp.stateless("resources/list", json!({"cursor": "p2"}), &[]).await;
+    assert_eq!(x_cache(&second), "HIT", "{second:?}");
+    assert_eq!(second.json()["result"]["nextCursor"], "p3");
+    let pages = metric(&proxy, "mcp_prefetch_total{kind=\"page\",outcome=\"issued\",route=\"/mcp\"}").await;
+    assert!(pages >= 1.0, "{pages}");
+}
+
+#[tokio::test]
+async fn a_prefetch_goes_to_the_replica_that_owns_the_session() {
+    let (a, b) = (demo_upstream("a", &["--json"]).await, demo_upstream("b", &["--json"]).await);
+    let proxy = proxy(&route(&[&a, &b], &format!("balance = \"round_robin\"\n{PREFETCH}"))).await;
+    let mcp = proxy.mcp();
+    // Sessions learn the walk (handshake era: the context is the session).
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(mcp.initialize().await);
+    }
+    for session in &sessions[..3] {
+        for n in 0..6 {
+            let reply = mcp.in_session(session, u64::from(n) + 10, "resources/read", json!({"uri": doc(n)})).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+        }
+    }
+    let last = &sessions[3];
+    let owner_is_a =
+        mcp.in_session(last, 1, "tools/call", json!({"name": "whoami", "arguments": {}})).await.tool_text() == "a";
+    let (owner, other) = if owner_is_a { (&a, &b) } else { (&b, &a) };
+    let (owner_before, other_before) = (upstream_reads(owner).await, upstream_reads(other).await);
+    for n in 0..6 {
+        mcp.in_session(last, u64::from(n) + 100, "resources/read", json!({"uri": doc(n)})).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(upstream_reads(other).await, other_before, "nothing of this session went to the other replica");
+    assert!(upstream_reads(owner).await > owner_before);
+    let used = metric(&proxy, "mcp_prefetch_total{kind=\"sequence\",outcome=\"used\",route=\"/mcp\"}").await;
+    assert!(used >= 3.0, "{used}\n{}", proxy.process.log());
+}
+
+#[tokio::test]
+async fn a_failed_prefetch_reaches_no_client_and_is_counted() {
+    let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;
+    let proxy = proxy(&route(&[&upstream], PREFETCH)).await;
+    let mcp = proxy.mcp();
+    // The walk goes to a page that does not exist: its prefetch gets an error.
+    for user in ["Bearer u1", "Bearer u2", "Bearer u3"] {
+        read(&mcp, &doc(1), Some(user)).await;
+        read(&mcp, "demo://missing", Some(user)).await;
+    }
+    read(&mcp, &doc(1), Some("Bearer u4")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failed = metric(&proxy, "mcp_prefetch_total{kind=\"sequence\",outcome=\"failed\",route=\"/mcp\"}").await;
+    assert!(failed >= 1.0, "{failed}\n{}", proxy.process.log());
+    let reply = read(&mcp, "demo://missing", Some("Bearer u4")).await;
+    assert_eq!(x_cache(&reply), "MISS", "errors are never stored, a prefetched one neither");
+    assert!(reply.json()["error"].is_object(), "{reply:?}");
+}
