@@ -148,3 +148,29 @@ async fn a_failed_prefetch_reaches_no_client_and_is_counted() {
     assert_eq!(x_cache(&reply), "MISS", "errors are never stored, a prefetched one neither");
     assert!(reply.json()["error"].is_object(), "{reply:?}");
 }
+
+/// The Python SDK's server, private results: a user who walks pages others walked before gets
+/// most next pages from the cache, each fetched with their own credential.
+#[tokio::test]
+async fn python_sdk_private_pages_are_prefetched_per_user() {
+    let (_server, port) = crate::peers::python_server(&["--hints", "private"]).await;
+    let routes = format!("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n{PREFETCH}");
+    let proxy = proxy(&routes).await;
+    let mcp = proxy.mcp();
+    let page = |n: u32| format!("docs://mine/{n}");
+    for user in ["Bearer ann", "Bearer ben", "Bearer cat"] {
+        for n in 0..10 {
+            let reply = read(&mcp, &page(n), Some(user)).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+        }
+    }
+    let mut hits = 0;
+    for n in 0..10 {
+        let reply = read(&mcp, &page(n), Some("Bearer dan")).await;
+        let text = reply.json()["result"]["contents"][0]["text"].as_str().unwrap_or_default().to_string();
+        assert_eq!(text, format!("page {n} of Bearer dan"), "{reply:?}");
+        hits += usize::from(n > 0 && x_cache(&reply) == "HIT");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(hits >= 7, "{hits} of 9 next pages were hits\n{}", proxy.process.log());
+}

@@ -38,7 +38,7 @@ use crate::service::McpProxy;
 mod head;
 mod wire;
 
-use crate::store::{EdgeCache, Found, Fresh};
+use crate::store::{EdgeCache, Found, Life, Stored};
 use head::{Head, Probe, probe_head, route_and_identity};
 use wire::{KEEPALIVE, Read, encode_head, read_more, write_parts};
 
@@ -167,7 +167,7 @@ impl EdgeApp {
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
-        let entry = &hit.fresh.stored;
+        let entry = &hit.entry;
         let Some(answer) = answer::render(entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
             return Step::HandOver(None);
         };
@@ -197,17 +197,16 @@ impl EdgeApp {
     /// Tells the prefetcher about a hit once it is answered (see `prefetch`): a client's read
     /// is learned, and the hit may use a prefetched entry or refresh a nearly expired one.
     fn after_hit(&self, hit: &Hit, request: &[u8], head_len: usize) {
+        let Some(prefetching) = &hit.prefetching else { return };
         let route = &hit.snapshot.routes[hit.route];
-        if !route.config.prefetch.enabled {
-            return;
-        }
         let (head, body) = request.split_at(head_len);
-        let client = hit.prefetch.is_none();
-        if let (true, Some(uri)) = (client && hit.method == Some(Method::ResourcesRead), &hit.uri) {
-            self.prefetch.client_read(route, &hit.caller, uri, || Replay::from_head(head));
+        let client = prefetching.kind.is_none();
+        if let (true, Some(uri)) = (client, &prefetching.read) {
+            let replay = || Replay::from_head(head).map(|replay| replay.with_meta_of(body));
+            self.prefetch.client_read(route, &prefetching.caller, uri, replay);
         }
         let again = || Replay::from_head(head).map(|replay| (replay, bytes::Bytes::copy_from_slice(body)));
-        self.prefetch.hit(route, &hit.fresh, client, again);
+        self.prefetch.hit(route, &prefetching.life, client, again);
     }
 
     /// Answers the request (`head`, then `body`) from the cache if it is a fresh hit that
@@ -259,18 +258,20 @@ impl EdgeApp {
                 if route.limits.limits_rate() && route.limits.admit(client()).is_err() {
                     return Lookout::Missed(None);
                 }
-                let method = message.method.as_deref().and_then(Method::named);
+                let mcp_method = Method::label(message.method.as_deref());
+                // What prefetching needs of the hit, only on routes that prefetch.
+                let prefetching = route.config.prefetch.enabled.then(|| {
+                    let read = (mcp_method == Method::ResourcesRead.as_str()).then_some(message.params.uri).flatten();
+                    Box::new(HitPrefetching { life: fresh.life, read, caller, kind: prefetch })
+                });
                 return Lookout::Hit(Hit {
-                    fresh,
+                    entry: fresh.stored,
                     id: message.id,
                     accepts_gzip,
-                    mcp_method: Method::label(message.method.as_deref()),
-                    method,
-                    uri: message.params.uri,
-                    caller,
-                    prefetch,
+                    mcp_method,
                     route: route_index,
                     snapshot,
+                    prefetching,
                 });
             }
             other => other,
@@ -325,20 +326,26 @@ enum Lookout {
 /// A fresh hit and what its answer is made of (rendered when written, so the answer can
 /// borrow the entry's bytes).
 struct Hit {
-    fresh: Fresh,
+    entry: Stored,
     /// The request's raw JSON-RPC id.
     id: Option<String>,
     accepts_gzip: bool,
     mcp_method: &'static str,
-    method: Option<Method>,
-    /// `params.uri` (a `resources/read`'s, learned by the prefetcher).
-    uri: Option<String>,
-    caller: Caller,
-    /// The kind of prefetch this is, if it is one (else a client's).
-    prefetch: Option<Kind>,
+    /// On routes that prefetch: what the prefetcher is told of the hit.
+    prefetching: Option<Box<HitPrefetching>>,
     /// The index of the request's route in `snapshot`.
     route: usize,
     snapshot: Arc<Runtime>,
+}
+
+/// What the prefetcher is told of a hit (see `EdgeApp::after_hit`).
+struct HitPrefetching {
+    life: Life,
+    /// A `resources/read`'s URI (learned, when a client read it).
+    read: Option<String>,
+    caller: Caller,
+    /// The kind of prefetch this is, if it is one (else a client's).
+    kind: Option<Kind>,
 }
 
 /// Answers a request the hit path refuses outright (a malformed head, too slow to arrive) with

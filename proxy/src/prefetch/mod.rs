@@ -37,7 +37,7 @@ pub use worker::PrefetchService;
 
 use crate::request_cache::StoredAs;
 use crate::runtime::Route;
-use crate::store::Fresh;
+use crate::store::Life;
 
 /// The header naming an internal prefetch's kind.
 pub const KIND_HEADER: &str = "x-mcp-edge-prefetch";
@@ -91,11 +91,11 @@ impl Prefetcher {
         self.send(Event::Read { route, context, uri: uri.to_string(), replay });
     }
 
-    /// A hit on `fresh`: a client's counts a prefetched entry used (`client`; else a `warm`
+    /// A hit on the entry `fresh`: a client's counts a prefetched entry used (`client`; else a `warm`
     /// prefetch's own hit); either asks for a refresh when the entry is in the last
     /// `refresh_ahead` of its lifetime (`request`: the hitting request, sent again with its own
     /// credentials, never kept beyond that).
-    pub fn hit(&self, route: &Route, fresh: &Fresh, client: bool, request: impl FnOnce() -> Option<(Replay, Bytes)>) {
+    pub fn hit(&self, route: &Route, fresh: &Life, client: bool, request: impl FnOnce() -> Option<(Replay, Bytes)>) {
         let prefetch = &route.config.prefetch;
         if !prefetch.enabled {
             return;

@@ -27,6 +27,10 @@ const NOT_REPEATED: [&str; 12] = [
 pub struct Replay {
     path: String,
     headers: Vec<(String, Bytes)>,
+    /// The request's `params._meta` (client info and capabilities, protocol version, trace
+    /// context), without its `progressToken`: a prefetch carries what its trigger said of the
+    /// client, and asks for no progress.
+    meta: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Replay {
@@ -36,7 +40,31 @@ impl Replay {
             .filter(|(name, _)| !NOT_REPEATED.iter().any(|skip| name.eq_ignore_ascii_case(skip)))
             .map(|(name, value)| (name.to_ascii_lowercase(), Bytes::copy_from_slice(value)))
             .collect();
-        Replay { path: path.to_string(), headers }
+        Replay { path: path.to_string(), headers, meta: None }
+    }
+
+    /// With the `_meta` of the JSON-RPC request `body`.
+    pub fn with_meta_of(mut self, body: &[u8]) -> Replay {
+        #[derive(serde::Deserialize)]
+        struct Request {
+            params: Option<Params>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Params {
+            #[serde(rename = "_meta")]
+            meta: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        let meta = serde_json::from_slice::<Request>(body).ok().and_then(|r| r.params?.meta);
+        self.meta = meta.map(|mut meta| {
+            meta.remove("progressToken");
+            meta
+        });
+        self
+    }
+
+    /// The trigger's `_meta` (see the field).
+    pub fn meta(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.meta.as_ref()
     }
 
     /// From a raw HTTP/1.1 request head (the hit path's bytes).
@@ -112,5 +140,15 @@ mod tests {
         assert!(text.ends_with("x-mcp-edge-prefetch: sequence\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"));
         let refresh = String::from_utf8(replay.request(Kind::Refresh, b"{}", None)).unwrap();
         assert!(refresh.contains("mcp-name: docs://1\r\n"), "a refresh repeats the request: {refresh}");
+    }
+
+    #[test]
+    fn the_triggers_meta_is_kept_without_its_progress_token() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","_meta":{"progressToken":7,"io.modelcontextprotocol/clientInfo":{"name":"c"}}}}"#;
+        let replay = Replay::new("/mcp", []).with_meta_of(body);
+        let meta = replay.meta().unwrap();
+        assert!(meta.get("progressToken").is_none());
+        assert_eq!(meta["io.modelcontextprotocol/clientInfo"]["name"], "c");
+        assert!(Replay::new("/mcp", []).with_meta_of(b"not json").meta().is_none());
     }
 }

@@ -272,8 +272,9 @@ impl Worker {
         self.prefetch_request(kind, replay, "resources/read", params, Some(uri))
     }
 
-    /// A JSON-RPC request of `method` with `params` (plus the stateless era's `_meta`), written
-    /// with `replay`'s headers and its own mirrored ones.
+    /// A JSON-RPC request of `method` with `params` (plus the trigger's `_meta`, or at least
+    /// the stateless era's protocol version), written with `replay`'s headers and its own
+    /// mirrored ones.
     fn prefetch_request(
         &mut self,
         kind: Kind,
@@ -284,8 +285,18 @@ impl Worker {
     ) -> Vec<u8> {
         self.next_id += 1;
         let version = replay.header("mcp-protocol-version").and_then(|v| std::str::from_utf8(v).ok());
-        if let Some(version) = version.filter(|v| is_stateless_era(v)) {
-            params["_meta"] = serde_json::json!({ META_PROTOCOL_VERSION: version });
+        match replay.meta() {
+            Some(meta) => params["_meta"] = serde_json::Value::Object(meta.clone()),
+            None => {
+                // A request of the proxy's own (`warm`): it speaks for itself.
+                if let Some(version) = version.filter(|v| is_stateless_era(v)) {
+                    params["_meta"] = serde_json::json!({
+                        META_PROTOCOL_VERSION: version,
+                        "io.modelcontextprotocol/clientInfo": {"name": "mcp-edge", "version": env!("CARGO_PKG_VERSION")},
+                        "io.modelcontextprotocol/clientCapabilities": {},
+                    });
+                }
+            }
         }
         let body = serde_json::json!({
             "jsonrpc": "2.0",

@@ -7,7 +7,6 @@ use mcp_edge_policies::cache::{Caller, Lookup};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::method::Method;
 use pingora::Result;
-use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
@@ -30,9 +29,6 @@ impl McpProxy {
         let Understood { snapshot, route, message, stateless, pinned, caller, accepts_gzip, prelooked, prefetch } =
             understood;
         ctx.prefetch = prefetch;
-        if prefetch.is_none() {
-            self.learn_read(session, &snapshot.routes[route], &message, &caller);
-        }
         ctx.snapshot = Some(snapshot.clone());
         ctx.route = route;
         ctx.accepts_gzip = accepts_gzip;
@@ -41,14 +37,17 @@ impl McpProxy {
         ctx.edge_session = if stateless { None } else { caller.session.clone() };
         ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
         ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
-        ctx.rpc_method = message.method;
-        ctx.rpc_id = message.id;
         let route = &snapshot.routes[route];
         let client = client_addr(session);
         if let Err(refused) = route.limits.admit(client) {
             return reject(session, refused).await;
         }
         fill_retry_buffer(session).await?;
+        if prefetch.is_none() {
+            self.learn_read(session, route, &message, &caller);
+        }
+        ctx.rpc_method = message.method;
+        ctx.rpc_id = message.id;
         if let Some(Prelooked { lookup, found }) = prelooked
             && self.consult_cache(session, ctx, route, caller, (lookup, Some(found))).await?
         {
@@ -77,7 +76,7 @@ impl McpProxy {
                 let answer = OwnedAnswer::from(answer);
                 respond_cached(session, answer, true).await?;
                 // No refresh from here: the service keeps no copy of the request's body.
-                self.prefetch.hit(route, &fresh, ctx.prefetch.is_none(), || None);
+                self.prefetch.hit(route, &fresh.life, ctx.prefetch.is_none(), || None);
                 Ok(true)
             }
             Prepared::Forward(cache) => {
@@ -93,7 +92,7 @@ impl McpProxy {
         if message.method.as_deref() == Some(Method::ResourcesRead.as_str())
             && let Some(uri) = &message.params.uri
         {
-            self.prefetch.client_read(route, caller, uri, || Some(Replay::from_request(session.req_header())));
+            self.prefetch.client_read(route, caller, uri, || Some(replay_of(session)));
         }
     }
 
@@ -101,7 +100,7 @@ impl McpProxy {
     /// wake the requests coalesced on it (they need not wait for the end of the stream). Tells
     /// the prefetcher where a prefetch's answer went, and of a client's list page that has a
     /// next one.
-    pub(super) fn store_captured(&self, request: &RequestHeader, ctx: &mut Ctx) {
+    pub(super) fn store_captured(&self, session: &Session, ctx: &mut Ctx) {
         let (Some(observer), Some(request_cache), Some(snapshot)) =
             (ctx.observer.as_ref(), ctx.cache.as_mut(), ctx.snapshot.as_ref())
         else {
@@ -123,7 +122,7 @@ impl McpProxy {
             (Some(Some(stored)), Some(kind)) => self.prefetch.prefetch_stored(route, kind, stored),
             (Some(_), None) if method.is_list() => {
                 if let Some(result) = result {
-                    self.prefetch.list_answered(route, method.as_str(), result, || Replay::from_request(request));
+                    self.prefetch.list_answered(route, method.as_str(), result, || replay_of(session));
                 }
             }
             _ => {}
@@ -193,6 +192,13 @@ async fn fill_retry_buffer(session: &mut Session) -> Result<()> {
     session.enable_retry_buffering();
     while session.read_request_body().await?.is_some() {}
     Ok(())
+}
+
+/// What a prefetch repeats of this request: its head, and the `_meta` of its body (which
+/// Pingora's retry buffer holds once the body was read).
+fn replay_of(session: &Session) -> Replay {
+    let body = session.as_ref().get_retry_buffer().unwrap_or_default();
+    Replay::from_request(session.req_header()).with_meta_of(&body)
 }
 
 /// Admits a request to the upstream: a long-lived stream against its client's open streams,

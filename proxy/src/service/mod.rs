@@ -368,7 +368,7 @@ impl ProxyHttp for McpProxy {
         // after the response event, before the upstream's end of stream arrives.
         let answered = ctx.observer.as_ref().is_some_and(|o| o.result.is_some());
         if answered || end_of_stream {
-            self.store_captured(session.req_header(), ctx);
+            self.store_captured(session, ctx);
         }
         Ok(None)
     }

@@ -30,7 +30,7 @@ mod stored;
 #[cfg(test)]
 mod tests;
 
-pub use stored::{Found, Fresh, StoreKey, Stored};
+pub use stored::{Found, Fresh, Life, StoreKey, Stored};
 
 /// What a memory-tier slot is sized for when counting how many entries the tier holds: a
 /// small resource, the common case.
@@ -143,7 +143,7 @@ impl EdgeCache {
             if now < entry.expires_at_ms {
                 stored.lookup_counter(true).inc();
                 let (fetched_at_ms, expires_at_ms) = (entry.fetched_at_ms, entry.expires_at_ms);
-                return Found::Fresh(Fresh { stored, key: key.0, fetched_at_ms, expires_at_ms });
+                return Found::Fresh(Fresh { stored, life: Life { key: key.0, fetched_at_ms, expires_at_ms } });
             }
             stored.lookup_counter(false).inc();
             if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {

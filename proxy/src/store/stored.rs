@@ -110,9 +110,15 @@ pub enum Found {
     Nothing,
 }
 
-/// A fresh entry, where it is stored and how long it lives.
+/// A fresh entry, and its life (where it is stored, how long it lives).
 pub struct Fresh {
     pub stored: Stored,
+    pub life: Life,
+}
+
+/// Where an entry is stored and how long it lives (what prefetching needs of a hit).
+#[derive(Debug, Clone, Copy)]
+pub struct Life {
     pub key: Key,
     pub fetched_at_ms: u64,
     pub expires_at_ms: u64,

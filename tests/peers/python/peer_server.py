@@ -33,6 +33,14 @@ def page(n: str) -> str:
     return f"page {n}"
 
 
+@mcp.resource("docs://mine/{n}", name="mine", mime_type="text/plain")
+def mine(n: str, ctx: Context) -> str:
+    """A page of the caller's own: it names the credential it was read with."""
+    READS["n"] += 1
+    headers = ctx.headers or {}
+    return f"page {n} of {headers.get('authorization', 'nobody')}"
+
+
 READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, destructiveHint=False, openWorldHint=False)
 
 
