@@ -103,7 +103,24 @@ enum Command {
         /// Put `_meta.fetchedFor` (Authorization and session) on every result.
         #[arg(long)]
         echo_caller: bool,
+        /// Wait this long before answering each POST: `MS`, or `MIN-MAX` for a uniform draw (an
+        /// upstream doing real work, for benchmarks).
+        #[arg(long, value_parser = parse_latency, default_value = "0")]
+        latency_ms: (u64, u64),
     },
+}
+
+/// `MS` or `MIN-MAX` (milliseconds).
+fn parse_latency(text: &str) -> Result<(u64, u64), String> {
+    let number = |n: &str| n.trim().parse::<u64>().map_err(|_| format!("{n:?} is not a number of milliseconds"));
+    let (min, max) = match text.split_once('-') {
+        Some((min, max)) => (number(min)?, number(max)?),
+        None => (number(text)?, number(text)?),
+    };
+    if min > max {
+        return Err(format!("{min}-{max}: the minimum is above the maximum"));
+    }
+    Ok((min, max))
 }
 
 fn main() -> ExitCode {
@@ -123,8 +140,19 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Demo { port, upstream_port } => demo(port, upstream_port),
-        Command::Upstream { listen, name, json, ttl_ms, scope, fail_status, hint_handshake, echo_caller } => {
-            let options = DemoOptions { name, json, ttl_ms, scope, fail_status, hint_handshake, echo_caller };
+        Command::Upstream {
+            listen,
+            name,
+            json,
+            ttl_ms,
+            scope,
+            fail_status,
+            hint_handshake,
+            echo_caller,
+            latency_ms,
+        } => {
+            let options =
+                DemoOptions { name, json, ttl_ms, scope, fail_status, hint_handshake, echo_caller, latency_ms };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap_or_else(|e| {

@@ -174,3 +174,38 @@ async fn python_sdk_private_pages_are_prefetched_per_user() {
     }
     assert!(hits >= 7, "{hits} of 9 next pages were hits\n{}", proxy.process.log());
 }
+
+#[tokio::test]
+async fn what_was_learned_survives_a_restart() {
+    let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;
+    let mut proxy = proxy_full(&route(&[&upstream], PREFETCH), "", |dir| {
+        format!("[cache]\nmemory = \"8MiB\"\ndisk_path = {:?}\ndisk_size = \"64MiB\"\n", dir.join("cache"))
+    })
+    .await;
+    let mcp = proxy.mcp();
+    for user in ["Bearer u1", "Bearer u2", "Bearer u3"] {
+        walk(&mcp, user, 0..10, Duration::from_millis(20)).await;
+    }
+    proxy.restart().await;
+    let replies = walk(&proxy.mcp(), "Bearer after-restart", 0..10, Duration::from_millis(150)).await;
+    let hits = (1..10).filter(|&n| x_cache(&replies[n]) == "HIT").count();
+    assert!(hits >= 7, "{hits} of 9 next pages were hits after the restart\n{}", proxy.process.log());
+    assert!(replies.iter().all(|reply| fetched_for(reply) == "Bearer after-restart"));
+}
+
+#[tokio::test]
+async fn warm_uris_are_cached_before_anyone_asks_and_kept_fresh() {
+    let upstream = demo_upstream("u", &["--ttl-ms", "2000"]).await;
+    let warm = format!("{PREFETCH}warm = [\"demo://docs/3\"]\n");
+    let proxy = proxy(&route(&[&upstream], &warm)).await;
+    let mcp = proxy.mcp();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        let reply = read(&mcp, &doc(3), None).await;
+        assert_eq!(x_cache(&reply), "HIT", "{reply:?}\n{}", proxy.process.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warmed = metric(&proxy, "mcp_prefetch_total{kind=\"warm\",outcome=\"issued\",route=\"/mcp\"}").await;
+    assert!(warmed >= 1.0, "{warmed}");
+}

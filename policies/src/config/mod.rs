@@ -160,7 +160,8 @@ pub struct PrefetchConfig {
     pub delay: Duration,
     /// Prefetches of the route in flight at once.
     pub max_inflight: usize,
-    /// Prefetches as a share of the route's upstream requests (over the last 10 s).
+    /// Prefetches no client has used (yet), as a share of the route's upstream requests over
+    /// the last 10 s: the extra load prefetching may add.
     pub max_share: f64,
     /// A hit in this last share of its entry's lifetime refreshes the entry (0: off).
     pub refresh_ahead: f64,

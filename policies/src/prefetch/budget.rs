@@ -7,7 +7,8 @@
 pub enum Refusal {
     /// `max_inflight` prefetches of the route are under way.
     Busy,
-    /// Prefetches already make `max_share` of the route's recent upstream requests.
+    /// Prefetches no client has used yet already make `max_share` of the route's recent
+    /// upstream requests.
     OverShare,
     /// The upstream answers slower than its normal.
     Slow,
@@ -53,7 +54,18 @@ impl Share {
         self.current.1 += u64::from(prefetch);
     }
 
-    /// Whether one more prefetch keeps prefetches within `max_share` of upstream requests
+    /// A prefetch's answer was used by a client: it stood for a request the client would have
+    /// sent anyway, so it no longer counts as extra (the cap bounds the load prefetching adds).
+    pub fn used(&mut self, now_ms: u64) {
+        self.roll(now_ms);
+        if self.current.1 > 0 {
+            self.current.1 -= 1;
+        } else if self.previous.1 > 0 {
+            self.previous.1 -= 1;
+        }
+    }
+
+    /// Whether one more prefetch keeps unused prefetches within `max_share` of upstream requests
     /// (`burst`: prefetches allowed however few the requests, so a quiet route can still warm).
     pub fn allows(&mut self, now_ms: u64, max_share: f64, burst: u64) -> bool {
         self.roll(now_ms);

@@ -202,6 +202,9 @@ fn prefetches_keep_to_their_share_of_upstream_requests() {
         allowed += 1;
     }
     assert_eq!(allowed, 25, "20% of 125");
+    // A used prefetch stood for a client's request: room for one more.
+    share.used(0);
+    assert!(share.allows(0, 0.2, 4));
     // The window slides: the same requests no longer count after it.
     assert!(share.allows(budget::SHARE_WINDOW_MS + 1, 0.2, 4));
 }

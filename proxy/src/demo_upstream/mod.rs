@@ -65,6 +65,8 @@ pub struct DemoOptions {
     /// Say in every result whom it was fetched for (`_meta.fetchedFor`: the `Authorization` and
     /// the session), so tests can tell an answer served to anybody else.
     pub echo_caller: bool,
+    /// Each POST waits a uniform draw from this range (ms) before it is answered.
+    pub latency_ms: (u64, u64),
 }
 
 impl Default for DemoOptions {
@@ -77,6 +79,7 @@ impl Default for DemoOptions {
             fail_status: None,
             hint_handshake: false,
             echo_caller: false,
+            latency_ms: (0, 0),
         }
     }
 }
@@ -166,6 +169,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<DemoBody>
 }
 
 async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Response<DemoBody> {
+    let (min, max) = state.options.latency_ms;
+    if max > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(min + draw() % (max - min + 1))).await;
+    }
     if let Some(status) = state.options.fail_status.and_then(|s| StatusCode::from_u16(s).ok()) {
         return json_error(status, None, -32603, "this replica is broken on purpose", None);
     }
@@ -352,3 +359,13 @@ fn delete(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> {
 
 // ---------------------------------------------------------------------------------------------
 // Response helpers
+
+/// A cheap pseudo-random number (xorshift on a shared counter): latency draws need no quality.
+fn draw() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let mut x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^ (x << 17)
+}

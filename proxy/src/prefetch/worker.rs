@@ -149,7 +149,9 @@ impl Worker {
         match event {
             Event::Read { route, context, uri, replay } => self.on_read(route, context, uri, replay),
             Event::Hit { route, key, client, refresh } => {
-                if client && let Some(kind) = self.state(&route).tracker.read(&key) {
+                let state = self.state(&route);
+                if client && let Some(kind) = state.tracker.read(&key) {
+                    state.budget.share.used(now_ms());
                     metrics::prefetch(&route, kind, Outcome::Used);
                 }
                 if let Some((replay, body)) = refresh {
