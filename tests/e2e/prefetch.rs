@@ -209,3 +209,31 @@ async fn warm_uris_are_cached_before_anyone_asks_and_kept_fresh() {
     let warmed = metric(&proxy, "mcp_prefetch_total{kind=\"warm\",outcome=\"issued\",route=\"/mcp\"}").await;
     assert!(warmed >= 1.0, "{warmed}");
 }
+
+/// A new handshake-era session: once its client says it is initialized, the list calls its
+/// server's capabilities offer are fetched for that session (and only for it).
+#[tokio::test]
+async fn a_new_sessions_start_up_lists_are_fetched_for_it() {
+    for json in [true, false] {
+        let upstream = demo_upstream("u", if json { &["--json"] } else { &[] }).await;
+        let proxy = proxy(&route(&[&upstream], PREFETCH)).await;
+        let mcp = proxy.mcp();
+        let session = mcp.initialize().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (id, method) in
+            [(1, "tools/list"), (2, "resources/list"), (3, "resources/templates/list"), (4, "prompts/list")]
+        {
+            let reply = mcp.in_session(&session, id, method, json!({})).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            assert_eq!(x_cache(&reply), "HIT", "json {json}: {method} of a new session\n{}", proxy.process.log());
+            assert_eq!(reply.json()["id"], id, "the client's own id");
+        }
+        // Another session's lists are its own: nothing of the first is served to it.
+        let other = mcp.initialize().await;
+        let reply = mcp.in_session(&other, 9, "tools/list", json!({})).await;
+        assert_eq!(reply.status, 200);
+        let started =
+            metric(&proxy, "mcp_prefetch_total{kind=\"session_start\",outcome=\"issued\",route=\"/mcp\"}").await;
+        assert!(started >= 4.0, "{started}");
+    }
+}

@@ -17,7 +17,9 @@
 //! - [`Prefetcher::hit`]: a hit (a prefetched entry used by a client; refresh-ahead);
 //! - [`Prefetcher::list_answered`]: a list page with `nextCursor` (the next page);
 //! - [`Prefetcher::prefetch_stored`]: where a prefetch's answer was stored (used or wasted later);
-//! - [`Prefetcher::upstream_answered`]: the upstream's latency and errors (its weather).
+//! - [`Prefetcher::upstream_answered`]: the upstream's latency and errors (its weather);
+//! - [`Prefetcher::session_initialized`], [`Prefetcher::session_ready`]: a new handshake-era
+//!   session, whose start-up list calls are fetched once its client has said it is initialized.
 
 mod internal;
 mod replay;
@@ -28,11 +30,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::{Caller, Key};
+use mcp_edge_policies::method::Method;
 use mcp_edge_policies::prefetch::{Kind, context_of};
 use tokio::sync::mpsc;
 
 pub use internal::is_internal;
-pub use replay::Replay;
+pub use replay::{Mirror, Replay};
 pub use worker::PrefetchService;
 
 use crate::request_cache::StoredAs;
@@ -53,10 +56,14 @@ pub(crate) enum Event {
     Hit { route: String, key: Key, client: bool, refresh: Option<(Replay, Bytes)> },
     /// A client's list answer named a next page.
     Page { route: String, method: &'static str, cursor: String, replay: Replay },
-    /// A prefetch's answer was stored.
-    Stored { route: String, kind: Kind, stored: StoredAs },
+    /// A prefetch's answer (to `method`) was stored.
+    Stored { route: String, kind: Kind, stored: StoredAs, method: Method },
     /// The upstream answered a request of the route (or failed to).
     Upstream { route: String, latency_ms: f64, failed: bool, prefetch: bool },
+    /// A handshake-era session began; its server offers these list calls.
+    SessionOffers { session: String, lists: Vec<Method> },
+    /// The session's client said `notifications/initialized`: the session may be asked now.
+    SessionReady { route: String, session: String, replay: Replay },
 }
 
 /// The request paths' handle on prefetching.
@@ -133,9 +140,29 @@ impl Prefetcher {
         self.send(Event::Page { route, method, cursor, replay: replay() });
     }
 
+    /// A handshake-era `initialize` answered with `result` and gave the client `session`: the
+    /// list calls its capabilities allow are the session's start-up calls.
+    pub fn session_initialized(&self, route: &Route, session: &str, result: &str) {
+        if !route.config.prefetch.enabled {
+            return;
+        }
+        let lists = start_up_lists(result);
+        if !lists.is_empty() {
+            self.send(Event::SessionOffers { session: session.to_string(), lists });
+        }
+    }
+
+    /// The client of `session` has said `notifications/initialized` (and the upstream took it).
+    pub fn session_ready(&self, route: &Route, session: &str, replay: impl FnOnce() -> Replay) {
+        if route.config.prefetch.enabled {
+            let (route, session) = (route.config.name.clone(), session.to_string());
+            self.send(Event::SessionReady { route, session, replay: replay() });
+        }
+    }
+
     /// A prefetch's answer was stored as `stored`.
-    pub fn prefetch_stored(&self, route: &Route, kind: Kind, stored: StoredAs) {
-        self.send(Event::Stored { route: route.config.name.clone(), kind, stored });
+    pub fn prefetch_stored(&self, route: &Route, kind: Kind, stored: StoredAs, method: Method) {
+        self.send(Event::Stored { route: route.config.name.clone(), kind, stored, method });
     }
 
     /// The upstream answered a request of `route` after `latency_ms` (or failed it).
@@ -148,6 +175,27 @@ impl Prefetcher {
     pub(crate) fn take_receiver(&self) -> Option<mpsc::Receiver<Event>> {
         self.receiver.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+}
+
+/// The list calls a client makes at the start of a session, as far as the server's
+/// capabilities (in its `initialize` result) offer them.
+fn start_up_lists(result: &str) -> Vec<Method> {
+    #[derive(serde::Deserialize)]
+    struct Initialized {
+        capabilities: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+    let Ok(Initialized { capabilities: Some(offered) }) = serde_json::from_str(result) else { return Vec::new() };
+    let mut lists = Vec::new();
+    if offered.contains_key("tools") {
+        lists.push(Method::ToolsList);
+    }
+    if offered.contains_key("prompts") {
+        lists.push(Method::PromptsList);
+    }
+    if offered.contains_key("resources") {
+        lists.extend([Method::ResourcesList, Method::ResourcesTemplatesList]);
+    }
+    lists
 }
 
 /// A claim per key-hash slot (collisions only delay a refresh).
@@ -182,6 +230,14 @@ impl RefreshGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_starts_with_the_lists_its_server_offers() {
+        let result = r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"resources":{"subscribe":true},"logging":{}},"serverInfo":{"name":"s","version":"1"}}"#;
+        assert_eq!(start_up_lists(result), [Method::ToolsList, Method::ResourcesList, Method::ResourcesTemplatesList]);
+        assert!(start_up_lists(r#"{"capabilities":{}}"#).is_empty());
+        assert!(start_up_lists("not json").is_empty());
+    }
 
     #[test]
     fn a_refresh_is_claimed_once_until_released() {

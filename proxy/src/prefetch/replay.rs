@@ -87,18 +87,17 @@ impl Replay {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..])
     }
 
-    /// A prefetch request of `kind` with `body`; `mirrored`: its own `Mcp-Method` and `Mcp-Name`
-    /// (replacing the trigger's), `None` to keep the trigger's (a refresh repeats the request).
-    pub fn request(&self, kind: Kind, body: &[u8], mirrored: Option<(&str, Option<&str>)>) -> Vec<u8> {
+    /// A prefetch request of `kind` with `body`, its `Mcp-Method` and `Mcp-Name` as `mirror` says.
+    pub fn request(&self, kind: Kind, body: &[u8], mirror: Mirror<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + body.len());
         out.extend_from_slice(b"POST ");
         out.extend_from_slice(self.path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let replaced = |name: &str| mirrored.is_some() && (name == "mcp-method" || name == "mcp-name");
+        let replaced = |name: &str| !matches!(mirror, Mirror::Keep) && (name == "mcp-method" || name == "mcp-name");
         for (name, value) in self.headers.iter().filter(|(name, _)| !replaced(name)) {
             header(&mut out, name, value);
         }
-        if let Some((method, name)) = mirrored {
+        if let Mirror::Set { method, name } = mirror {
             header(&mut out, "mcp-method", method.as_bytes());
             if let Some(name) = name {
                 header(&mut out, "mcp-name", mcp_edge_policies::headers::encode_header_value(name).as_bytes());
@@ -111,6 +110,17 @@ impl Replay {
         out.extend_from_slice(body);
         out
     }
+}
+
+/// A prefetch's `Mcp-Method` and `Mcp-Name` headers.
+#[derive(Debug, Clone, Copy)]
+pub enum Mirror<'a> {
+    /// The trigger's (a refresh repeats the request).
+    Keep,
+    /// Its own (a stateless-era request of its own).
+    Set { method: &'a str, name: Option<&'a str> },
+    /// None (a handshake-era request, whose server reads no such headers).
+    Drop,
 }
 
 fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -128,7 +138,8 @@ mod tests {
     fn a_prefetch_repeats_credentials_and_session_but_not_framing() {
         let head = b"POST /mcp/x HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer a\r\nMcp-Session-Id: s1\r\nContent-Length: 99\r\nConnection: keep-alive\r\nMcp-Method: resources/read\r\nMcp-Name: docs://1\r\nX-Mcp-Edge-Prefetch: refresh\r\n\r\n";
         let replay = Replay::from_head(head).unwrap();
-        let request = replay.request(Kind::Sequence, b"{}", Some(("resources/read", Some("docs://2"))));
+        let request =
+            replay.request(Kind::Sequence, b"{}", Mirror::Set { method: "resources/read", name: Some("docs://2") });
         let text = String::from_utf8(request).unwrap();
         assert!(text.starts_with("POST /mcp/x HTTP/1.1\r\n"), "{text}");
         for expected in ["host: edge", "authorization: Bearer a", "mcp-session-id: s1", "mcp-name: docs://2"] {
@@ -138,8 +149,10 @@ mod tests {
             assert!(!text.contains(absent), "{absent} in {text}");
         }
         assert!(text.ends_with("x-mcp-edge-prefetch: sequence\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"));
-        let refresh = String::from_utf8(replay.request(Kind::Refresh, b"{}", None)).unwrap();
+        let refresh = String::from_utf8(replay.request(Kind::Refresh, b"{}", Mirror::Keep)).unwrap();
         assert!(refresh.contains("mcp-name: docs://1\r\n"), "a refresh repeats the request: {refresh}");
+        let legacy = String::from_utf8(replay.request(Kind::SessionStart, b"{}", Mirror::Drop)).unwrap();
+        assert!(!legacy.contains("mcp-name") && !legacy.contains("mcp-method"), "{legacy}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use mcp_edge_policies::cache::Key;
 use mcp_edge_policies::headers::{STATELESS_ERA, is_stateless_era};
 use mcp_edge_policies::jsonrpc::META_PROTOCOL_VERSION;
+use mcp_edge_policies::method::Method;
 use mcp_edge_policies::prefetch::budget::{Budget, Caps};
 use mcp_edge_policies::prefetch::sequence::{Limits, SequenceModel, Snapshot};
 use mcp_edge_policies::prefetch::tracker::Tracker;
@@ -21,7 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
-use super::{Event, Prefetcher, Replay, internal};
+use super::{Event, Mirror, Prefetcher, Replay, internal};
 use crate::hit_path::EdgeApp;
 use crate::metrics;
 use crate::runtime::{Live, Route, Runtime};
@@ -35,6 +36,14 @@ const TRACKED: usize = 100_000;
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// The file the models are saved to, in the disk cache's directory.
 const MODEL_FILE: &str = "mcp-edge-prefetch.json";
+/// New sessions whose start-up lists wait for their clients' `notifications/initialized`.
+const MAX_OFFERS: usize = 10_000;
+/// How long a session's offer waits for its client.
+const OFFER_FOR_MS: u64 = 60_000;
+/// A start-up list is fetched while it pays: until this many were issued, then only if at
+/// least `PAYS_AT_LEAST` of them were used (and one in ten anyway, to notice a change).
+const PAYS_AFTER: u64 = 20;
+const PAYS_AT_LEAST: f64 = 0.25;
 
 /// The prefetcher as a Pingora background service.
 pub struct PrefetchService {
@@ -57,6 +66,7 @@ impl BackgroundService for PrefetchService {
             shutdown: shutdown.clone(),
             routes: HashMap::new(),
             saved,
+            offers: HashMap::new(),
             done,
             next_id: 0,
         };
@@ -66,8 +76,9 @@ impl BackgroundService for PrefetchService {
 
 /// What a prefetch task (or a delay) reports back.
 enum Done {
-    /// A prefetch came back: what it became, and the refresh it held, if any.
-    Sent { route: String, kind: Kind, outcome: Option<Outcome>, refreshing: Option<Key> },
+    /// A prefetch came back: what it became, the refresh it held and the start-up list it
+    /// fetched, if any.
+    Sent { route: String, kind: Kind, outcome: Option<Outcome>, refreshing: Option<Key>, list: Option<Method> },
     /// A delayed prediction is due.
     Due { route: String, uri: String, replay: Replay },
 }
@@ -76,6 +87,10 @@ struct RouteState {
     model: SequenceModel,
     budget: Budget,
     tracker: Tracker,
+    /// Which start-up list a stored session-start prefetch was, until a client reads it.
+    session_lists: HashMap<Key, Method>,
+    /// Per start-up list: (issued, used) so far.
+    session_stats: HashMap<Method, (u64, u64)>,
 }
 
 struct Worker {
@@ -86,6 +101,8 @@ struct Worker {
     routes: HashMap<String, RouteState>,
     /// Models read from disk at start, handed to their routes when first seen.
     saved: HashMap<String, Snapshot>,
+    /// New sessions' start-up lists, until their clients say they are initialized.
+    offers: HashMap<String, (Vec<Method>, u64)>,
     done: mpsc::UnboundedSender<Done>,
     next_id: u64,
 }
@@ -96,6 +113,8 @@ struct Planned {
     request: Vec<u8>,
     /// The entry whose refresh this is (released when it is done).
     refreshing: Option<Key>,
+    /// The start-up list call this is (its pay is measured).
+    list: Option<Method>,
 }
 
 impl Worker {
@@ -139,7 +158,13 @@ impl Worker {
             if let Some(saved) = self.saved.remove(route) {
                 model.restore(saved);
             }
-            let state = RouteState { model, budget: Budget::default(), tracker: Tracker::new(TRACKED) };
+            let state = RouteState {
+                model,
+                budget: Budget::default(),
+                tracker: Tracker::new(TRACKED),
+                session_lists: HashMap::new(),
+                session_stats: HashMap::new(),
+            };
             self.routes.insert(route.to_string(), state);
         }
         self.routes.get_mut(route).expect("just made")
@@ -154,22 +179,42 @@ impl Worker {
                     state.budget.share.used(now_ms());
                     metrics::prefetch(&route, kind, Outcome::Used);
                 }
+                if client && let Some(method) = state.session_lists.remove(&key) {
+                    state.session_stats.entry(method).or_default().1 += 1;
+                }
                 if let Some((replay, body)) = refresh {
-                    let request = replay.request(Kind::Refresh, &body, None);
-                    self.send(&route, Planned { kind: Kind::Refresh, request, refreshing: Some(key) });
+                    let request = replay.request(Kind::Refresh, &body, Mirror::Keep);
+                    self.send(&route, Planned { kind: Kind::Refresh, request, refreshing: Some(key), list: None });
                 }
             }
             Event::Page { route, method, cursor, replay } => {
                 let params = serde_json::json!({ "cursor": cursor });
                 let request = self.prefetch_request(Kind::Page, &replay, method, params, None);
-                self.send(&route, Planned { kind: Kind::Page, request, refreshing: None });
+                self.send(&route, Planned { kind: Kind::Page, request, refreshing: None, list: None });
             }
-            Event::Stored { route, kind, stored } => {
+            Event::Stored { route, kind, stored, method } => {
                 let state = self.state(&route);
                 for pushed_out in state.tracker.stored(stored.key, kind, stored.expires_at_ms) {
                     metrics::prefetch(&route, pushed_out, Outcome::Wasted);
                 }
+                if kind == Kind::SessionStart {
+                    if state.session_lists.len() >= TRACKED {
+                        state.session_lists.clear();
+                    }
+                    state.session_lists.insert(stored.key, method);
+                }
             }
+            Event::SessionOffers { session, lists } => {
+                let now = now_ms();
+                if self.offers.len() >= MAX_OFFERS {
+                    self.offers.retain(|_, (_, at)| now.saturating_sub(*at) < OFFER_FOR_MS);
+                    if self.offers.len() >= MAX_OFFERS {
+                        self.offers.clear();
+                    }
+                }
+                self.offers.insert(session, (lists, now));
+            }
+            Event::SessionReady { route, session, replay } => self.start_session(&route, &session, &replay),
             Event::Upstream { route, latency_ms, failed, prefetch } => {
                 let budget = &mut self.state(&route).budget;
                 budget.weather.record(latency_ms, failed);
@@ -192,7 +237,7 @@ impl Worker {
             match thresholds.when(prediction.confidence) {
                 Some(When::Now) => {
                     let request = self.read_request(Kind::Sequence, &replay, &prediction.uri);
-                    self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None });
+                    self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None, list: None });
                 }
                 Some(When::Later) => {
                     let due =
@@ -210,12 +255,15 @@ impl Worker {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Sent { route, kind, outcome, refreshing } => {
+            Done::Sent { route, kind, outcome, refreshing, list } => {
                 if let Some(key) = refreshing {
                     self.prefetcher.refreshing.release(&key);
                 }
                 if let Some(state) = self.routes.get_mut(&route) {
                     state.budget.finish();
+                    if let (Some(method), Some(Outcome::Issued)) = (list, outcome) {
+                        state.session_stats.entry(method).or_default().0 += 1;
+                    }
                 }
                 if let Some(outcome) = outcome {
                     metrics::prefetch(&route, kind, outcome);
@@ -225,14 +273,29 @@ impl Worker {
             // the cache and the proxy answers the prefetch from it (counted as nothing).
             Done::Due { route, uri, replay } => {
                 let request = self.read_request(Kind::Sequence, &replay, &uri);
-                self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None });
+                self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None, list: None });
             }
+        }
+    }
+
+    /// Fetches the start-up lists of a session whose client is now initialized, those its
+    /// server offers and that have paid on this route so far.
+    fn start_session(&mut self, route: &str, session: &str, replay: &Replay) {
+        let Some((lists, _)) = self.offers.remove(session) else { return };
+        for method in lists {
+            let stats = self.state(route).session_stats.get(&method).copied().unwrap_or_default();
+            if !pays(stats) {
+                continue;
+            }
+            let params = serde_json::json!({});
+            let request = self.prefetch_request(Kind::SessionStart, replay, method.as_str(), params, None);
+            self.send(route, Planned { kind: Kind::SessionStart, request, refreshing: None, list: Some(method) });
         }
     }
 
     /// Sends `planned` if the route's budget and its upstreams allow; counts it dropped if not.
     fn send(&mut self, route_name: &str, planned: Planned) {
-        let Planned { kind, request, refreshing } = planned;
+        let Planned { kind, request, refreshing, list } = planned;
         let dropped = |worker: &mut Worker| {
             if let Some(key) = refreshing {
                 worker.prefetcher.refreshing.release(&key);
@@ -264,7 +327,7 @@ impl Worker {
             if outcome == Some(Outcome::Failed) {
                 metrics::prefetch(&route, kind, Outcome::Issued);
             }
-            let _ = done.send(Done::Sent { route, kind, outcome, refreshing });
+            let _ = done.send(Done::Sent { route, kind, outcome, refreshing, list });
         });
     }
 
@@ -306,7 +369,11 @@ impl Worker {
             "method": method,
             "params": params,
         });
-        replay.request(kind, body.to_string().as_bytes(), Some((method, name)))
+        let mirror = match version.is_some_and(is_stateless_era) {
+            true => Mirror::Set { method, name },
+            false => Mirror::Drop,
+        };
+        replay.request(kind, body.to_string().as_bytes(), mirror)
     }
 
     /// Asks for every `warm` URI of every route: the cache answers those still fresh (a hit
@@ -318,7 +385,7 @@ impl Worker {
             let replay = warm_replay(route, host);
             for uri in &route.config.prefetch.warm {
                 let request = self.read_request(Kind::Warm, &replay, uri);
-                self.send(&route.config.name, Planned { kind: Kind::Warm, request, refreshing: None });
+                self.send(&route.config.name, Planned { kind: Kind::Warm, request, refreshing: None, list: None });
             }
         }
     }
@@ -357,6 +424,11 @@ fn warm_replay(route: &Route, host: &str) -> Replay {
         ("mcp-protocol-version", STATELESS_ERA.as_bytes()),
     ];
     Replay::new(&route.config.path, headers)
+}
+
+/// Whether a start-up list with `(issued, used)` so far is worth fetching again.
+fn pays((issued, used): (u64, u64)) -> bool {
+    issued < PAYS_AFTER || used as f64 >= PAYS_AT_LEAST * issued as f64 || issued % 10 == 0
 }
 
 fn any_ready(route: &Route) -> bool {

@@ -63,6 +63,10 @@ pub struct Ctx {
     pub(super) prefetch: Option<Kind>,
     /// When the current upstream attempt began (for the prefetcher's view of its latency).
     pub(super) upstream_started: Option<Instant>,
+    /// An `initialize` whose answer the prefetcher wants (the server's capabilities).
+    pub(super) watch_initialize: bool,
+    /// The session id the client was given, when the upstream minted one for this request.
+    pub(super) minted_session: Option<String>,
 }
 
 impl Ctx {
@@ -94,6 +98,8 @@ impl Ctx {
             gzip: None,
             prefetch: None,
             upstream_started: None,
+            watch_initialize: false,
+            minted_session: None,
         }
     }
 

@@ -119,7 +119,7 @@ impl McpProxy {
             result.into_iter().for_each(|tools| route.readonly.learn(tools));
         }
         match (recorded, ctx.prefetch) {
-            (Some(Some(stored)), Some(kind)) => self.prefetch.prefetch_stored(route, kind, stored),
+            (Some(Some(stored)), Some(kind)) => self.prefetch.prefetch_stored(route, kind, stored, method),
             (Some(_), None) if method.is_list() => {
                 if let Some(result) = result {
                     self.prefetch.list_answered(route, method.as_str(), result, || replay_of(session));
@@ -196,7 +196,7 @@ async fn fill_retry_buffer(session: &mut Session) -> Result<()> {
 
 /// What a prefetch repeats of this request: its head, and the `_meta` of its body (which
 /// Pingora's retry buffer holds once the body was read).
-fn replay_of(session: &Session) -> Replay {
+pub(super) fn replay_of(session: &Session) -> Replay {
     let body = session.as_ref().get_retry_buffer().unwrap_or_default();
     Replay::from_request(session.req_header()).with_meta_of(&body)
 }

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::consistent_key;
+use mcp_edge_policies::method::Method;
 use mcp_edge_policies::routing::upstream_path;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -292,7 +293,12 @@ impl ProxyHttp for McpProxy {
         if let Some(cache) = &ctx.cache {
             cache.answer_began();
         }
-        let want_id = ctx.cache.as_ref().and(ctx.rpc_id.clone());
+        // A handshake-era `initialize` answer is read too on routes that prefetch: the server's
+        // capabilities say which list calls the new session will make (see `prefetch`).
+        ctx.watch_initialize = ctx.prefetch.is_none()
+            && ctx.mcp_method() == Some(Method::Initialize)
+            && ctx.route().is_some_and(|r| r.config.prefetch.enabled);
+        let want_id = if ctx.cache.is_some() || ctx.watch_initialize { ctx.rpc_id.clone() } else { None };
         let max_entry = ctx.snapshot.as_ref().map_or(0, |s| s.config.cache.max_entry_size);
         ctx.observer = request_cache::observer_for(response, want_id, max_entry);
         let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
@@ -302,7 +308,8 @@ impl ProxyHttp for McpProxy {
         let minted = response.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         if let Some(upstream_session) = minted {
             let edge_session = affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
-            response.insert_header("mcp-session-id", edge_session)?;
+            response.insert_header("mcp-session-id", edge_session.as_str())?;
+            ctx.minted_session = Some(edge_session);
         }
         Ok(())
     }
@@ -364,6 +371,13 @@ impl ProxyHttp for McpProxy {
             tracing::debug!(route = %route.config.name, ?invalidations, "invalidating on upstream notification");
             self.cache.invalidate(&route.config.name, &invalidations);
         }
+        if ctx.watch_initialize
+            && let (Some(result), Some(session)) =
+                (ctx.observer.as_ref().and_then(|o| o.result.as_ref()), &ctx.minted_session)
+        {
+            self.prefetch.session_initialized(route, session, result);
+        }
+        ctx.watch_initialize &= ctx.observer.as_ref().is_none_or(|o| o.result.is_none());
         // Store as soon as the answer is known: an SSE client may close the stream right
         // after the response event, before the upstream's end of stream arrives.
         let answered = ctx.observer.as_ref().is_some_and(|o| o.result.is_some());
@@ -463,6 +477,13 @@ impl ProxyHttp for McpProxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
         let route = ctx.route();
+        let answered = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let (Some(route), Some(edge_session), true) = (route, &ctx.edge_session, (200..300).contains(&answered))
+            && ctx.prefetch.is_none()
+            && ctx.mcp_method() == Some(Method::NotificationsInitialized)
+        {
+            self.prefetch.session_ready(route, edge_session, || intake::replay_of(session));
+        }
         if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
             route.pool.upstreams[index].inflight.fetch_sub(1, Ordering::Relaxed);
         }
