@@ -104,10 +104,19 @@ async fn a_prefetch_goes_to_the_replica_that_owns_the_session() {
     let (a, b) = (demo_upstream("a", &["--json"]).await, demo_upstream("b", &["--json"]).await);
     let proxy = proxy(&route(&[&a, &b], &format!("balance = \"round_robin\"\n{PREFETCH}"))).await;
     let mcp = proxy.mcp();
-    // Sessions learn the walk (handshake era: the context is the session).
+    // Sessions learn the walk (handshake era: the context is the session). Each lists what a
+    // client lists at start (fetched for it by then: unused, those prefetches would count
+    // against the route's share and leave no room for the walk's).
     let mut sessions = Vec::new();
     for _ in 0..4 {
-        sessions.push(mcp.initialize().await);
+        let session = mcp.initialize().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (id, method) in
+            [(1, "tools/list"), (2, "resources/list"), (3, "resources/templates/list"), (4, "prompts/list")]
+        {
+            assert_eq!(mcp.in_session(&session, id, method, json!({})).await.status, 200);
+        }
+        sessions.push(session);
     }
     for session in &sessions[..3] {
         for n in 0..6 {

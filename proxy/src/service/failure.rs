@@ -1,5 +1,7 @@
 //! What a proxying failure means to the client.
 
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::ctx::Ctx;
@@ -55,4 +57,41 @@ pub(super) fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
     let explain = failure.to_string();
     ctx.failure = Some(failure);
     Error::e_explain(ErrorType::Custom(EDGE_FAILURE), explain)
+}
+
+/// A connection to the upstream failed: the replica is ejected for a while, and the request
+/// may go to another (the upstream never saw it), unless its session lives on this one.
+pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    ctx.last_failure = Some(e.etype().as_str().to_string());
+    if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
+        tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
+        route.pool.eject(index);
+    }
+    if ctx.pinned.is_none() {
+        e.set_retry(true);
+    }
+    e
+}
+
+/// Proxying to `peer` failed: whether the request may be sent again (to another replica).
+pub(super) fn proxy_failed(
+    peer: &HttpPeer,
+    session: &Session,
+    e: Box<Error>,
+    ctx: &mut Ctx,
+    client_reused: bool,
+) -> Box<Error> {
+    let mut e = e.more_context(format!("Peer: {peer}"));
+    let resendable = ctx.safe_to_resend(&session.req_header().method) && !session.as_ref().retry_buffer_truncated();
+    if !resendable {
+        e.set_retry(false);
+    } else if e.esource() == &ErrorSource::Upstream && session.response_written().is_none() {
+        // A read that changes nothing, whose upstream failed before answering (it died,
+        // reset the connection, answered garbage): another replica may answer it.
+        ctx.last_failure = Some(e.etype().as_str().to_string());
+        e.set_retry(true);
+    } else {
+        e.retry.decide_reuse(client_reused);
+    }
+    e
 }

@@ -6,15 +6,17 @@
 //! - [`intake`]: from a request to its upstream: reading and understanding it (or taking over
 //!   what the hit path understood), the cache, admission;
 //! - [`failure`]: what a failure means to the client;
-//! - [`respond`]: answers mcp-edge writes itself.
+//! - [`respond`]: answers mcp-edge writes itself;
+//! - [`upstream_request`]: what the upstream is sent (its path, `Host`, `X-Forwarded-*`, session).
 
 mod ctx;
 mod failure;
 mod intake;
 mod respond;
+mod upstream_request;
 
 use ctx::Ctx;
-use failure::{classify_failure, fail};
+use failure::{classify_failure, connect_failed, fail, proxy_failed};
 use intake::{Inspected, admit_upstream};
 use respond::*;
 
@@ -28,7 +30,6 @@ use bytes::Bytes;
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::consistent_key;
 use mcp_edge_policies::method::Method;
-use mcp_edge_policies::routing::upstream_path;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -38,7 +39,7 @@ use crate::answer::Outcome;
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
-use crate::prefetch::{KIND_HEADER, Prefetcher};
+use crate::prefetch::Prefetcher;
 use crate::request_cache::{self, LookupInput};
 use crate::runtime::Live;
 use crate::served::Served;
@@ -224,45 +225,7 @@ impl ProxyHttp for McpProxy {
         request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let route = ctx.route().expect("request_filter ran");
-        let upstream = &route.pool.upstreams[ctx.current_upstream().expect("upstream_peer ran")];
-        let original = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let path = upstream_path(&route.config.path, &upstream.url.path, original);
-        // Rewritten only when the target on the wire would change (usually it does not).
-        if path.as_bytes() != request.raw_path() {
-            let uri =
-                path.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
-            request.set_uri(uri);
-        }
-
-        let client_host = session.req_header().headers.get(http::header::HOST).cloned();
-        let client_host =
-            client_host.or_else(|| request.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()));
-        request.insert_header("host", upstream.url.authority.as_str())?;
-        if let Some(host) = client_host {
-            request.insert_header("x-forwarded-host", host)?;
-        }
-        let client = client_ip(session);
-        let client = client.as_ref().map_or("", IpText::as_str);
-        let forwarded_for = match header_str(session, "x-forwarded-for") {
-            Some(earlier) if !client.is_empty() => Some(format!("{earlier}, {client}")),
-            Some(earlier) => Some(earlier.to_string()),
-            None => None,
-        };
-        match forwarded_for {
-            Some(chain) => request.insert_header("x-forwarded-for", chain)?,
-            None if !client.is_empty() => request.insert_header("x-forwarded-for", client)?,
-            None => {}
-        }
-        let scheme = if is_tls(session) { "https" } else { "http" };
-        request.insert_header("x-forwarded-proto", scheme)?;
-        if let Some(upstream_session) = &ctx.upstream_session {
-            request.insert_header("mcp-session-id", upstream_session.as_str())?;
-        }
-        if ctx.prefetch.is_some() {
-            request.remove_header(KIND_HEADER);
-        }
-        Ok(())
+        upstream_request::rewrite(session, request, ctx)
     }
 
     async fn upstream_response_filter(
@@ -387,28 +350,12 @@ impl ProxyHttp for McpProxy {
         Ok(None)
     }
 
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        ctx.last_failure = Some(e.etype().as_str().to_string());
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
         if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             self.prefetch.upstream_answered(route, latency_ms, true, ctx.prefetch.is_some());
         }
-        if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
-            tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
-            route.pool.eject(index);
-        }
-        // The upstream never saw the request, so another replica may take it, unless the
-        // request belongs to a session only this upstream knows.
-        if ctx.pinned.is_none() {
-            e.set_retry(true);
-        }
-        e
+        connect_failed(ctx, e)
     }
 
     fn error_while_proxy(
@@ -419,19 +366,7 @@ impl ProxyHttp for McpProxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        let resendable = ctx.safe_to_resend(&session.req_header().method) && !session.as_ref().retry_buffer_truncated();
-        if !resendable {
-            e.set_retry(false);
-        } else if e.esource() == &ErrorSource::Upstream && session.response_written().is_none() {
-            // A read that changes nothing, whose upstream failed before answering (it died,
-            // reset the connection, answered garbage): another replica may answer it.
-            ctx.last_failure = Some(e.etype().as_str().to_string());
-            e.set_retry(true);
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
-        e
+        proxy_failed(peer, session, e, ctx, client_reused)
     }
 
     /// Answers a failed request: with a stale entry when the cache holds one (`stale_if_error`),
