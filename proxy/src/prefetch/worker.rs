@@ -69,8 +69,9 @@ impl BackgroundService for PrefetchService {
             offers: HashMap::new(),
             done,
             next_id: 0,
+            model_path,
         };
-        worker.run(events, finished, model_path).await;
+        worker.run(events, finished).await;
     }
 }
 
@@ -105,6 +106,16 @@ struct Worker {
     offers: HashMap<String, (Vec<Method>, u64)>,
     done: mpsc::UnboundedSender<Done>,
     next_id: u64,
+    /// Where the learned models are saved (beside the disk cache), if anywhere.
+    model_path: Option<PathBuf>,
+}
+
+/// The models are saved when the worker ends, however it ends: at shutdown Pingora stops the
+/// runtimes at once (no grace period), dropping this task wherever it waits.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.save();
+    }
 }
 
 /// A prefetch to send.
@@ -118,12 +129,7 @@ struct Planned {
 }
 
 impl Worker {
-    async fn run(
-        &mut self,
-        mut events: mpsc::Receiver<Event>,
-        mut finished: mpsc::UnboundedReceiver<Done>,
-        model_path: Option<PathBuf>,
-    ) {
+    async fn run(&mut self, mut events: mpsc::Receiver<Event>, mut finished: mpsc::UnboundedReceiver<Done>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_save = tokio::time::Instant::now();
         let mut shutdown = self.shutdown.clone();
@@ -135,14 +141,13 @@ impl Worker {
                     self.expire_tracked();
                     self.warm();
                     if last_save.elapsed() >= SAVE_EVERY {
-                        self.save(model_path.as_ref());
+                        self.save();
                         last_save = tokio::time::Instant::now();
                     }
                 }
                 _ = shutdown.changed() => break,
             }
         }
-        self.save(model_path.as_ref());
     }
 
     /// The route named `name` in the live configuration, if prefetching is on for it.
@@ -399,8 +404,8 @@ impl Worker {
         }
     }
 
-    fn save(&self, path: Option<&PathBuf>) {
-        let Some(path) = path else { return };
+    fn save(&self) {
+        let Some(path) = &self.model_path else { return };
         let models: HashMap<&str, Snapshot> =
             self.routes.iter().map(|(name, state)| (name.as_str(), state.model.snapshot())).collect();
         let written = serde_json::to_vec(&models).map_err(std::io::Error::other).and_then(|bytes| {
