@@ -167,8 +167,7 @@ impl EdgeApp {
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
-        let entry = &hit.entry;
-        let Some(answer) = answer::render(entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
+        let Some(answer) = answer::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
             return Step::HandOver(None);
         };
         let response_head = encode_head(&answer, closing);

@@ -128,6 +128,12 @@ struct Planned {
     list: Option<Method>,
 }
 
+impl Planned {
+    fn new(kind: Kind, request: Vec<u8>) -> Planned {
+        Planned { kind, request, refreshing: None, list: None }
+    }
+}
+
 impl Worker {
     async fn run(&mut self, mut events: mpsc::Receiver<Event>, mut finished: mpsc::UnboundedReceiver<Done>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -189,13 +195,13 @@ impl Worker {
                 }
                 if let Some((replay, body)) = refresh {
                     let request = replay.request(Kind::Refresh, &body, Mirror::Keep);
-                    self.send(&route, Planned { kind: Kind::Refresh, request, refreshing: Some(key), list: None });
+                    self.send(&route, Planned { refreshing: Some(key), ..Planned::new(Kind::Refresh, request) });
                 }
             }
             Event::Page { route, method, cursor, replay } => {
                 let params = serde_json::json!({ "cursor": cursor });
                 let request = self.prefetch_request(Kind::Page, &replay, method, params, None);
-                self.send(&route, Planned { kind: Kind::Page, request, refreshing: None, list: None });
+                self.send(&route, Planned::new(Kind::Page, request));
             }
             Event::Stored { route, kind, stored, method } => {
                 let state = self.state(&route);
@@ -240,10 +246,7 @@ impl Worker {
         let predictions = state.model.predict(&uri, now, config.min_confidence);
         for prediction in predictions.into_iter().take(PER_READ) {
             match thresholds.when(prediction.confidence) {
-                Some(When::Now) => {
-                    let request = self.read_request(Kind::Sequence, &replay, &prediction.uri);
-                    self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None, list: None });
-                }
+                Some(When::Now) => self.send_read(&route, Kind::Sequence, &replay, &prediction.uri),
                 Some(When::Later) => {
                     let due =
                         Done::Due { route: route.clone(), uri: prediction.uri.to_string(), replay: replay.clone() };
@@ -276,10 +279,7 @@ impl Worker {
             }
             // Fetched now only if the client has not asked meanwhile: then the entry is in
             // the cache and the proxy answers the prefetch from it (counted as nothing).
-            Done::Due { route, uri, replay } => {
-                let request = self.read_request(Kind::Sequence, &replay, &uri);
-                self.send(&route, Planned { kind: Kind::Sequence, request, refreshing: None, list: None });
-            }
+            Done::Due { route, uri, replay } => self.send_read(&route, Kind::Sequence, &replay, &uri),
         }
     }
 
@@ -294,7 +294,7 @@ impl Worker {
             }
             let params = serde_json::json!({});
             let request = self.prefetch_request(Kind::SessionStart, replay, method.as_str(), params, None);
-            self.send(route, Planned { kind: Kind::SessionStart, request, refreshing: None, list: Some(method) });
+            self.send(route, Planned { list: Some(method), ..Planned::new(Kind::SessionStart, request) });
         }
     }
 
@@ -336,10 +336,11 @@ impl Worker {
         });
     }
 
-    /// A `resources/read` of `uri` as a prefetch of `kind`, with `replay`'s headers.
-    fn read_request(&mut self, kind: Kind, replay: &Replay, uri: &str) -> Vec<u8> {
+    /// Sends a `resources/read` of `uri` as a prefetch of `kind`, with `replay`'s headers.
+    fn send_read(&mut self, route: &str, kind: Kind, replay: &Replay, uri: &str) {
         let params = serde_json::json!({ "uri": uri });
-        self.prefetch_request(kind, replay, "resources/read", params, Some(uri))
+        let request = self.prefetch_request(kind, replay, "resources/read", params, Some(uri));
+        self.send(route, Planned::new(kind, request));
     }
 
     /// A JSON-RPC request of `method` with `params` (plus the trigger's `_meta`, or at least
@@ -389,8 +390,7 @@ impl Worker {
             let host = snapshot.config.server.allowed_hosts.first().map_or("localhost", String::as_str);
             let replay = warm_replay(route, host);
             for uri in &route.config.prefetch.warm {
-                let request = self.read_request(Kind::Warm, &replay, uri);
-                self.send(&route.config.name, Planned { kind: Kind::Warm, request, refreshing: None, list: None });
+                self.send_read(&route.config.name, Kind::Warm, &replay, uri);
             }
         }
     }

@@ -205,7 +205,10 @@ impl ProxyHttp for McpProxy {
             route.pool.upstreams[previous].inflight.fetch_sub(1, Ordering::Relaxed);
         }
         ctx.tried.push(index);
-        ctx.upstream_started = Some(std::time::Instant::now());
+        // Timed only where the prefetcher watches the upstream's latency.
+        if route.config.prefetch.enabled {
+            ctx.upstream_started = Some(std::time::Instant::now());
+        }
         let upstream = &route.pool.upstreams[index];
         upstream.inflight.fetch_add(1, Ordering::Relaxed);
 
@@ -234,15 +237,7 @@ impl ProxyHttp for McpProxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            self.prefetch.upstream_answered(
-                route,
-                latency_ms,
-                response.status.is_server_error(),
-                ctx.prefetch.is_some(),
-            );
-        }
+        self.report_upstream(ctx, response.status.is_server_error());
         if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream())
             && route.pool.record_status(index, response.status.as_u16())
         {
@@ -351,10 +346,7 @@ impl ProxyHttp for McpProxy {
     }
 
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
-        if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            self.prefetch.upstream_answered(route, latency_ms, true, ctx.prefetch.is_some());
-        }
+        self.report_upstream(ctx, true);
         connect_failed(ctx, e)
     }
 
@@ -427,12 +419,23 @@ impl ProxyHttp for McpProxy {
             route: route.map_or("-", |r| r.config.name.as_str()),
             http_method: session.req_header().method.as_str(),
             mcp_method: ctx.rpc_method.as_deref(),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status: answered,
             cache: ctx.outcome.as_str(),
             upstream,
             started: ctx.started,
             error: error.map(|e| e.to_string()),
         }
         .record();
+    }
+}
+
+impl McpProxy {
+    /// Tells the prefetcher how the current upstream attempt went (its latency, whether it
+    /// failed), on routes that prefetch (only those time their attempts).
+    fn report_upstream(&self, ctx: &Ctx, failed: bool) {
+        if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.prefetch.upstream_answered(route, latency_ms, failed, ctx.prefetch.is_some());
+        }
     }
 }
