@@ -8,6 +8,9 @@ use serde_json::json;
 use crate::harness::*;
 
 const PREFETCH: &str = "[route.prefetch]\nenabled = true\n";
+/// The list calls a client makes at the start of a session (with their JSON-RPC ids).
+const START_UP_LISTS: [(u64, &str); 4] =
+    [(1, "tools/list"), (2, "resources/list"), (3, "resources/templates/list"), (4, "prompts/list")];
 
 fn doc(n: u32) -> String {
     format!("demo://docs/{n}")
@@ -111,9 +114,7 @@ async fn a_prefetch_goes_to_the_replica_that_owns_the_session() {
     for _ in 0..4 {
         let session = mcp.initialize().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        for (id, method) in
-            [(1, "tools/list"), (2, "resources/list"), (3, "resources/templates/list"), (4, "prompts/list")]
-        {
+        for (id, method) in START_UP_LISTS {
             assert_eq!(mcp.in_session(&session, id, method, json!({})).await.status, 200);
         }
         sessions.push(session);
@@ -229,9 +230,7 @@ async fn a_new_sessions_start_up_lists_are_fetched_for_it() {
         let mcp = proxy.mcp();
         let session = mcp.initialize().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for (id, method) in
-            [(1, "tools/list"), (2, "resources/list"), (3, "resources/templates/list"), (4, "prompts/list")]
-        {
+        for (id, method) in START_UP_LISTS {
             let reply = mcp.in_session(&session, id, method, json!({})).await;
             assert_eq!(reply.status, 200, "{reply:?}");
             assert_eq!(x_cache(&reply), "HIT", "json {json}: {method} of a new session\n{}", proxy.process.log());
@@ -245,4 +244,46 @@ async fn a_new_sessions_start_up_lists_are_fetched_for_it() {
             metric(&proxy, "mcp_prefetch_total{kind=\"session_start\",outcome=\"issued\",route=\"/mcp\"}").await;
         assert!(started >= 4.0, "{started}");
     }
+}
+
+/// Hostile or odd callers get nothing prefetched for somebody else: an empty credential is no
+/// identity (nothing learned, nothing prefetched, private answers not cached), and a body with
+/// a duplicate `uri` is never keyed, so a walk through such reads teaches nothing.
+#[tokio::test]
+async fn empty_credentials_and_duplicate_keys_get_nothing_fetched_for_another() {
+    let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;
+    let proxy = proxy(&route(&[&upstream], PREFETCH)).await;
+    let mcp = proxy.mcp();
+    for user in ["Bearer u1", "Bearer u2", "Bearer u3"] {
+        walk(&mcp, user, 0..5, Duration::from_millis(20)).await;
+    }
+    let used_sample = "mcp_prefetch_total{kind=\"sequence\",outcome=\"used\",route=\"/mcp\"}";
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let used_before = metric(&proxy, used_sample).await;
+    for n in 0..5 {
+        let reply = read(&mcp, &doc(n), Some("")).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_ne!(x_cache(&reply), "HIT", "an empty credential is nobody's: {reply:?}");
+        assert_eq!(fetched_for(&reply), "", "{reply:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 0..5 {
+        let uri = doc(n);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"demo://docs/9","uri":"{uri}","_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
+        );
+        let headers = [
+            ("authorization", "Bearer dup"),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "resources/read"),
+            ("mcp-name", uri.as_str()),
+        ];
+        let reply = mcp.post(body, &headers).await;
+        assert_ne!(x_cache(&reply), "HIT", "a duplicate key is never a cache key: {reply:?}");
+        if reply.status == 200 {
+            assert_eq!(fetched_for(&reply), "Bearer dup", "{reply:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&proxy, used_sample).await, used_before, "nothing prefetched was used by these callers");
 }
