@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real MCP peers the end-to-end tests drive: the official Python SDK (in .venv)
-# and @modelcontextprotocol/server-everything (in tests/peers/node). Idempotent.
+# Installs the real peers the end-to-end tests drive: the official Python SDK (in .venv),
+# @modelcontextprotocol/server-everything (in tests/peers/node) and redis-server. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +13,13 @@ fi
 if [ ! -f tests/peers/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then
   echo "setup-peers: installing server-everything into tests/peers/node"
   (cd tests/peers/node && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+# The shared-tier tests start their own redis-server (Debian's; Valkey speaks the same).
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "setup-peers: installing redis-server"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  # No service is wanted: the tests start their own servers.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi

@@ -9,7 +9,8 @@
 //! - [`routing`]: longest-prefix routes and upstream paths;
 //! - [`balance`]: least-connections and consistent-hash key choice;
 //! - [`admission`]: which disk-tier hits earn a copy in the memory tier;
-//! - [`prefetch`]: what to fetch before a client asks (learned sequences, budgets).
+//! - [`prefetch`]: what to fetch before a client asks (learned sequences, budgets);
+//! - [`shared_tier`]: the tier nodes share on Redis (names, lives, announcements, breaker).
 
 pub mod admission;
 pub mod affinity;
@@ -26,6 +27,7 @@ pub mod prefetch;
 pub mod problem;
 pub mod routing;
 pub mod schema;
+pub mod shared_tier;
 pub mod sse;
 pub mod units;
 pub mod upstream;

@@ -1,5 +1,5 @@
 //! The admin listener, apart from the public ones: `GET /healthz` (process up), `GET /readyz`
-//! (every route has a healthy upstream), `GET /metrics` (Prometheus text), `POST /purge`
+//! (every route has a healthy upstream; the shared tier's state as detail), `GET /metrics` (Prometheus text), `POST /purge`
 //! (`{"route": "...", "uri": "..."}` or `{"route": "...", "all": true}`).
 //!
 //! It is not for browsers: a request carrying `Origin` is refused, and `POST /purge` takes
@@ -113,6 +113,8 @@ impl Admin {
         }
     }
 
+    /// Ready when every route has a healthy upstream. The shared tier's state is reported but
+    /// does not make the node unready: without it the node still answers (see `store::shared`).
     fn readiness(&self) -> Response<Full<Bytes>> {
         let runtime = self.live.load();
         let unready: Vec<&str> = runtime
@@ -121,13 +123,15 @@ impl Admin {
             .filter(|r| !(0..r.pool.upstreams.len()).any(|i| r.pool.is_ready(i)))
             .map(|r| r.config.name.as_str())
             .collect();
-        if unready.is_empty() {
-            return json_response(StatusCode::OK, json!({"ready": true}));
+        let mut body = json!({"ready": unready.is_empty()});
+        if !unready.is_empty() {
+            body["routes_without_healthy_upstream"] = json!(unready);
         }
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"ready": false, "routes_without_healthy_upstream": unready}),
-        )
+        if let Some(shared) = self.cache.shared_status() {
+            body["shared_tier"] = serde_json::to_value(shared).unwrap_or_default();
+        }
+        let status = if unready.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json_response(status, body)
     }
 
     fn refresh_gauges(&self) {

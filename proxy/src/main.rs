@@ -270,7 +270,13 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cache = Arc::new(store::EdgeCache::open(&runtime.config.cache));
+    let cache = match store::EdgeCache::open(&runtime.config.cache) {
+        Ok(cache) => Arc::new(cache),
+        Err(problem) => {
+            eprintln!("{problem}");
+            return ExitCode::FAILURE;
+        }
+    };
     let admin_listen = runtime.config.admin.listen;
     let cache_for_shutdown = cache.clone();
     let live = Arc::new(ArcSwap::from_pointee(runtime));

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Prefetches by route, kind and outcome (see `prefetch`).
     pub prefetches: IntCounterVec,
+    /// 1 while the shared tier (`[cache.shared]`) is connected and asked, 0 while the node
+    /// goes on without it (absent when none is configured).
+    pub shared_tier_up: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -55,6 +58,8 @@ impl Metrics {
         };
         let active_connections = int_gauge("mcp_active_connections", "Client connections open");
         let requests_in_flight = int_gauge("mcp_requests_in_flight", "Requests being answered");
+        let shared_tier_up =
+            int_gauge("mcp_shared_tier_up", "1 while the shared cache tier is connected and asked, 0 while degraded");
         let config_reloads = counter(&registry, "mcp_config_reloads_total", "Configuration reloads", &["result"]);
         // Exported at 0 from the start: alerts on increase() need the series to exist.
         for result in ["ok", "error"] {
@@ -91,6 +96,7 @@ impl Metrics {
                 "Prefetches: issued, used, wasted, failed, dropped",
                 &["route", "kind", "outcome"],
             ),
+            shared_tier_up,
             registry,
         }
     }

@@ -212,7 +212,7 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, resu
         result: &result,
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
-    cache.insert(key, &entry);
+    cache.store_answer(key, &entry, policy.stale_if_error);
     let stored_as = StoredAs { key, expires_at_ms: entry.expires_at_ms };
     if precompress && !inline {
         let (cache, fetched_at_ms, expires_at_ms) = (cache.clone(), entry.fetched_at_ms, entry.expires_at_ms);

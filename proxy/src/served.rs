@@ -15,6 +15,8 @@ pub struct Served<'a> {
     /// 0 when nothing was sent (the client went away).
     pub status: u16,
     pub cache: &'static str,
+    /// The cache tier that answered a hit (`memory`, `disk`, `shared`).
+    pub tier: Option<&'static str>,
     pub upstream: Option<&'a str>,
     pub started: Instant,
     pub error: Option<String>,
@@ -38,6 +40,7 @@ impl Served<'_> {
             status = self.status,
             upstream = self.upstream.unwrap_or("-"),
             cache = self.cache,
+            tier = self.tier.unwrap_or("-"),
             duration_ms = elapsed * 1000.0,
             error = self.error.as_deref().unwrap_or_default(),
         );

@@ -15,5 +15,6 @@ mod peers;
 mod prefetch;
 mod raw;
 mod safety;
+mod shared_tier;
 mod tenants;
 mod tls;

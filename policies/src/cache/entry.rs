@@ -47,6 +47,35 @@ impl Answer<'_> {
 
 const ENTRY_MAGIC: u8 = 0xE2;
 const ENTRY_HEADER: usize = 1 + 8 + 8 + 1 + 4 + 4 + 4;
+/// Flags (the header's byte 17).
+const FLAG_RESTATE_TTL: u8 = 1;
+const FLAG_CONFIRMED: u8 = 2;
+/// With [`FLAG_CONFIRMED`], the entry ends with the time it was confirmed (8 bytes).
+const CONFIRMED_TRAILER: usize = 8;
+
+/// An encoded entry marked as confirmed at `at_ms`: a copy read from the shared tier after its
+/// invalidation markers were checked, so it is as trustworthy as an answer fetched then (see
+/// [`confirmed_at_ms`]). A confirmation already there is replaced. `None`: not an entry.
+pub fn confirmed(encoded: &[u8], at_ms: u64) -> Option<Vec<u8>> {
+    Entry::decode(encoded)?;
+    let plain_len = encoded.len() - confirmed_at_ms(encoded).map_or(0, |_| CONFIRMED_TRAILER);
+    let mut out = Vec::with_capacity(plain_len + CONFIRMED_TRAILER);
+    out.extend_from_slice(&encoded[..plain_len]);
+    out[17] |= FLAG_CONFIRMED;
+    out.extend_from_slice(&at_ms.to_le_bytes());
+    Some(out)
+}
+
+/// When an encoded entry was confirmed by the shared tier (see [`confirmed`]), if it was.
+pub fn confirmed_at_ms(encoded: &[u8]) -> Option<u64> {
+    if encoded.len() < ENTRY_HEADER + CONFIRMED_TRAILER
+        || encoded[0] != ENTRY_MAGIC
+        || encoded[17] & FLAG_CONFIRMED == 0
+    {
+        return None;
+    }
+    Some(u64::from_le_bytes(encoded[encoded.len() - CONFIRMED_TRAILER..].try_into().ok()?))
+}
 
 impl<'a> Entry<'a> {
     pub fn encode(&self) -> Vec<u8> {
@@ -55,7 +84,7 @@ impl<'a> Entry<'a> {
         out.push(ENTRY_MAGIC);
         out.extend_from_slice(&self.fetched_at_ms.to_le_bytes());
         out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
-        out.push(self.restate_ttl as u8);
+        out.push(if self.restate_ttl { FLAG_RESTATE_TTL } else { 0 });
         out.extend_from_slice(&(self.result.len() as u32).to_le_bytes());
         out.extend_from_slice(&deflated.crc32.to_le_bytes());
         out.extend_from_slice(&(deflated.bytes.len() as u32).to_le_bytes());
@@ -74,16 +103,18 @@ impl<'a> Entry<'a> {
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         let result_len = u32_at(18) as usize;
         let deflated_len = u32_at(26) as usize;
-        if bytes.len() != ENTRY_HEADER + result_len + deflated_len || result_len == 0 {
+        let trailer = if bytes[17] & FLAG_CONFIRMED != 0 { CONFIRMED_TRAILER } else { 0 };
+        if bytes.len() != ENTRY_HEADER + result_len + deflated_len + trailer || result_len == 0 {
             return None;
         }
         let result = &bytes[ENTRY_HEADER..ENTRY_HEADER + result_len];
-        let deflated =
-            (deflated_len > 0).then(|| Deflated { crc32: u32_at(22), bytes: &bytes[ENTRY_HEADER + result_len..] });
+        let deflated_at = ENTRY_HEADER + result_len;
+        let deflated = (deflated_len > 0)
+            .then(|| Deflated { crc32: u32_at(22), bytes: &bytes[deflated_at..deflated_at + deflated_len] });
         Some(Entry {
             fetched_at_ms: u64_at(1),
             expires_at_ms: u64_at(9),
-            restate_ttl: bytes[17] == 1,
+            restate_ttl: bytes[17] & FLAG_RESTATE_TTL != 0,
             result,
             deflated,
         })

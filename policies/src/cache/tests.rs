@@ -336,3 +336,28 @@ fn notifications_name_targets() {
     assert_eq!(Target::from_notification("notifications/progress", None), None);
     assert_ne!(marker_key("r", &Target::Route), marker_key("r2", &Target::Route));
 }
+
+#[test]
+fn a_confirmed_entry_keeps_its_content_and_carries_when_it_was_confirmed() {
+    let entry = Entry {
+        fetched_at_ms: 1_000,
+        expires_at_ms: 61_000,
+        restate_ttl: true,
+        result: br#"{"contents":[]}"#,
+        deflated: Some(Deflated { crc32: 7, bytes: b"\x01\x02" }),
+    };
+    let plain = entry.encode();
+    assert_eq!(entry::confirmed_at_ms(&plain), None, "an answer as fetched is not confirmed");
+    let confirmed = entry::confirmed(&plain, 5_000).unwrap();
+    assert_eq!(entry::confirmed_at_ms(&confirmed), Some(5_000));
+    assert_eq!(Entry::decode(&confirmed).unwrap(), entry, "same entry, same fetch time");
+    let again = entry::confirmed(&confirmed, 9_000).unwrap();
+    assert_eq!((entry::confirmed_at_ms(&again), again.len()), (Some(9_000), confirmed.len()), "replaced, not stacked");
+    let without_deflated = Entry { deflated: None, restate_ttl: false, ..entry.clone() };
+    let confirmed = entry::confirmed(&without_deflated.encode(), 5_000).unwrap();
+    assert_eq!(Entry::decode(&confirmed).unwrap(), without_deflated);
+    assert_eq!(entry::confirmed(b"garbage", 1), None);
+    let mut truncated = confirmed.clone();
+    truncated.pop();
+    assert!(Entry::decode(&truncated).is_none(), "a confirmed record missing a byte is refused");
+}

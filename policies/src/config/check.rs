@@ -14,6 +14,33 @@ use crate::problem::{Problem, SourceMap, unplaced};
 use crate::units::{parse_duration, parse_size};
 use crate::upstream::UpstreamUrl;
 
+/// A Redis URL mcp-edge accepts: `redis://` or `rediss://`, a host, and no password (it
+/// belongs in `password_file`, never in the configuration).
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url:?} is not a URL like \"redis://127.0.0.1:6379\""));
+    };
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(format!("scheme {scheme:?} is not redis:// or rediss://"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.rsplit_once('@') {
+        Some((user, _)) if user.contains(':') => {
+            return Err("the URL carries a password: put it in cache.shared.password_file".into());
+        }
+        Some((_, host)) => host,
+        None => authority,
+    };
+    if host.is_empty() || host.parse::<http::uri::Authority>().is_err() {
+        return Err(format!("{url:?} has no valid host"));
+    }
+    let database = rest[authority.len()..].split(['?', '#']).next().unwrap_or_default().trim_start_matches('/');
+    if !database.is_empty() && database.parse::<u16>().is_err() {
+        return Err(format!("database {database:?} is not a number (e.g. redis://host:6379/0)"));
+    }
+    Ok(())
+}
+
 /// Collects problems while turning raw values into validated ones.
 pub(super) struct Checker<'a> {
     pub(super) map: &'a SourceMap,
@@ -176,6 +203,49 @@ impl Checker<'_> {
             disk_path: raw.disk_path.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
             disk_size: self.size(&raw.disk_size, 4 << 30, "cache.disk_size"),
             max_entry_size: self.size(&raw.max_entry_size, 8 << 20, "cache.max_entry_size"),
+            shared: raw.shared.as_ref().map(|shared| self.shared(shared)),
+        }
+    }
+
+    fn shared(&mut self, raw: &Spanned<RawShared>) -> SharedConfig {
+        let shared = raw.get_ref();
+        let url = match &shared.url {
+            Some(url) => {
+                if let Err(e) = check_redis_url(url.get_ref()) {
+                    self.report(url.span(), format!("cache.shared.url: {e}"));
+                }
+                url.get_ref().clone()
+            }
+            None => {
+                self.report(raw.span(), "[cache.shared] needs url = \"redis://host:6379\"".into());
+                String::new()
+            }
+        };
+        let timeout = self.duration(&shared.timeout, Duration::from_millis(20), "cache.shared.timeout");
+        if let Some(text) = &shared.timeout
+            && (timeout.is_zero() || timeout > Duration::from_secs(5))
+        {
+            self.report(text.span(), "cache.shared.timeout must be between 1ms and 5s".into());
+        }
+        let ttl_cap = self.duration(&shared.ttl_cap, Duration::from_secs(3600), "cache.shared.ttl_cap");
+        if let Some(text) = &shared.ttl_cap
+            && ttl_cap < Duration::from_secs(1)
+        {
+            self.report(text.span(), "cache.shared.ttl_cap must be at least 1s".into());
+        }
+        let key_prefix = shared.key_prefix.as_ref().map_or("mcp-edge", |p| p.get_ref().as_str()).to_string();
+        if let Some(text) = &shared.key_prefix
+            && (key_prefix.is_empty() || key_prefix.len() > 64 || !key_prefix.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            self.report(text.span(), "cache.shared.key_prefix must be 1 to 64 printable characters, no spaces".into());
+        }
+        SharedConfig {
+            url,
+            password_file: shared.password_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
+            timeout,
+            max_entry_size: self.size(&shared.max_entry_size, 1 << 20, "cache.shared.max_entry_size"),
+            ttl_cap,
+            key_prefix,
         }
     }
 

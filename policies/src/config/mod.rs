@@ -85,6 +85,29 @@ pub struct CacheConfig {
     pub disk_path: Option<PathBuf>,
     pub disk_size: u64,
     pub max_entry_size: u64,
+    /// The tier shared by every node (`[cache.shared]`), between the local tiers and the
+    /// upstream.
+    pub shared: Option<SharedConfig>,
+}
+
+/// `[cache.shared]`: a Redis (or Valkey) server that nodes share answers and invalidations
+/// through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS), without a password.
+    pub url: String,
+    /// A file holding the server's password (`AUTH`), read at start.
+    pub password_file: Option<PathBuf>,
+    /// Longest wait for one shared-tier operation before it counts as failed and the request
+    /// goes on without it.
+    pub timeout: Duration,
+    /// Larger answers are kept only in the local tiers.
+    pub max_entry_size: u64,
+    /// Longest life of a shared entry (and of an invalidation marker, plus a margin).
+    pub ttl_cap: Duration,
+    /// Prefix of every key and of the invalidation channel: deployments that share one
+    /// server keep apart by it.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

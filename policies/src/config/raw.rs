@@ -51,6 +51,18 @@ pub(super) struct RawCache {
     pub(super) disk_path: Option<String>,
     pub(super) disk_size: Text,
     pub(super) max_entry_size: Text,
+    pub(super) shared: Option<Spanned<RawShared>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawShared {
+    pub(super) url: Text,
+    pub(super) password_file: Option<String>,
+    pub(super) timeout: Text,
+    pub(super) max_entry_size: Text,
+    pub(super) ttl_cap: Text,
+    pub(super) key_prefix: Text,
 }
 
 #[derive(Deserialize, Default)]

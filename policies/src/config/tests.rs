@@ -139,3 +139,32 @@ fn prefetch_keys_are_checked() {
         assert!(problems.iter().any(|p| p.to_string().contains(says)), "{bad}: {problems:?}");
     }
 }
+
+#[test]
+fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
+    let config = Config::from_toml(&format!("[cache.shared]\nurl = \"redis://10.0.0.5:6379/2\"\n{MINIMAL}")).unwrap();
+    let shared = config.cache.shared.expect("configured");
+    assert_eq!(shared.url, "redis://10.0.0.5:6379/2");
+    assert_eq!(shared.timeout, Duration::from_millis(20));
+    assert_eq!(shared.max_entry_size, 1 << 20);
+    assert_eq!(shared.ttl_cap, Duration::from_secs(3600));
+    assert_eq!(shared.key_prefix, "mcp-edge");
+    assert_eq!(Config::from_toml(MINIMAL).unwrap().cache.shared, None, "off unless configured");
+
+    let refused = |table: &str, needle: &str| {
+        let text: Vec<String> =
+            problems(&format!("[cache.shared]\n{table}\n{MINIMAL}")).iter().map(|p| p.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains(needle)), "{table}: no {needle:?} in {text:#?}");
+    };
+    refused("url = \"redis://:secret@cache:6379\"", "password_file");
+    refused("url = \"redis://user:secret@cache:6379\"", "password_file");
+    refused("url = \"http://cache:6379\"", "redis:// or rediss://");
+    refused("url = \"redis://\"", "no valid host");
+    refused("url = \"redis://cache:6379/zero\"", "is not a number");
+    refused("timeout = \"20ms\"", "needs url");
+    refused("url = \"redis://cache\"\ntimeout = \"0s\"", "between 1ms and 5s");
+    refused("url = \"redis://cache\"\nkey_prefix = \"a b\"", "key_prefix");
+    refused("url = \"redis://cache\"\npasword_file = \"/x\"", "pasword_file");
+    let tls = Config::from_toml(&format!("[cache.shared]\nurl = \"rediss://user@cache\"\n{MINIMAL}")).unwrap();
+    assert_eq!(tls.cache.shared.unwrap().url, "rediss://user@cache");
+}

@@ -48,6 +48,8 @@ pub struct Ctx {
     /// The request as the hit path understood it, when it handed it over (see `handover`).
     pub(super) understood: Option<Box<Understood>>,
     pub(super) outcome: Outcome,
+    /// The cache tier that answered a hit (`memory`, `disk`, `shared`).
+    pub(super) cache_tier: Option<&'static str>,
     /// Watches the upstream answer (result capture, notifications).
     pub(super) observer: Option<Observer>,
     /// The handshake-era session id the client sent, and how many server requests this
@@ -78,6 +80,7 @@ impl Ctx {
             rpc_method: None,
             rpc_id: None,
             stateless: false,
+            cache_tier: None,
             pinned: None,
             upstream_session: None,
             tried: Vec::new(),

@@ -73,6 +73,7 @@ impl McpProxy {
             Prepared::Hit(fresh) => {
                 let Some(answer) = render_cached(session, ctx, &fresh.stored, Outcome::Hit) else { return Ok(false) };
                 ctx.outcome = Outcome::Hit;
+                ctx.cache_tier = Some(fresh.stored.tier());
                 let answer = OwnedAnswer::from(answer);
                 respond_cached(session, answer, true).await?;
                 // No refresh from here: the service keeps no copy of the request's body.

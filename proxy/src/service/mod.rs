@@ -421,6 +421,7 @@ impl ProxyHttp for McpProxy {
             mcp_method: ctx.rpc_method.as_deref(),
             status: answered,
             cache: ctx.outcome.as_str(),
+            tier: ctx.cache_tier,
             upstream,
             started: ctx.started,
             error: error.map(|e| e.to_string()),

@@ -1,5 +1,6 @@
 //! The response cache: a foyer `HybridCache` (memory, plus disk when `cache.disk_path` is
-//! set) holding encoded [`Entry`]s, invalidation markers, and request coalescing.
+//! set) holding encoded [`Entry`]s, invalidation markers, request coalescing, and the tier
+//! nodes share (`[cache.shared]`, see `shared`), asked after the local tiers miss.
 //!
 //! Invalidation works by time (see `mcp_edge_policies::cache`): a marker records when a target
 //! (URI, list kind, route) was invalidated; entries fetched before it are dead. Markers are kept
@@ -7,10 +8,8 @@
 //! against invalidations from before the restart too. A watermark, the time of the latest
 //! marker, spares that check to every entry fetched after it: the common case of a hit.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,17 +18,22 @@ use foyer::{
     RecoverMode, S3FifoConfig,
 };
 use mcp_edge_policies::admission::MemoryAdmission;
-use mcp_edge_policies::cache::{Entry, Key, Lookup, Target, marker_key, markers_watermark_key};
+use mcp_edge_policies::cache::{Entry, Key, Lookup, Target, entry, marker_key, markers_watermark_key};
 use mcp_edge_policies::config::CacheConfig;
 
 use crate::coalesce::{Coalesce, Coalescer};
 use crate::cpu::{self, DiskRead, DiskReads};
 use crate::metrics::cache_operation;
 
+mod markers;
+mod shared;
 mod stored;
 #[cfg(test)]
 mod tests;
 
+use markers::{Markers, decode_ms, encode_ms};
+pub use shared::SharedStatus;
+use shared::SharedTier;
 pub use stored::{Found, Fresh, Life, StoreKey, Stored};
 
 /// What a memory-tier slot is sized for when counting how many entries the tier holds: a
@@ -42,11 +46,7 @@ pub fn now_ms() -> u64 {
 
 pub struct EdgeCache {
     store: HybridCache<StoreKey, Bytes>,
-    /// Marker key → wall-clock ms of the latest invalidation.
-    markers: Mutex<HashMap<Key, u64>>,
-    /// The latest marker this process has set (ms): no marker of its own kills an entry
-    /// fetched after it.
-    latest_marker_ms: AtomicU64,
+    markers: Arc<Markers>,
     /// Disk reads asked for and not yet answered, and when the last one was answered (or the
     /// first began, if none was since): see [`DiskReads::starving`].
     disk_reads: DiskReads,
@@ -57,14 +57,17 @@ pub struct EdgeCache {
     disk_markers_until_ms: u64,
     /// Concurrent misses of one request, and requests whose answers are not cacheable.
     flights: Coalescer,
+    /// The tier nodes share, if configured.
+    shared: Option<Arc<SharedTier>>,
     /// Runs foyer's background work (flushers, disk I/O) whatever runtime asks.
     runtime: tokio::runtime::Runtime,
 }
 
 impl EdgeCache {
     /// Opens the cache. A disk tier that cannot be opened (unwritable or corrupt directory)
-    /// is logged and replaced by a memory-only cache: the proxy still starts.
-    pub fn open(config: &CacheConfig) -> EdgeCache {
+    /// is logged and replaced by a memory-only cache: the proxy still starts. Fails only on a
+    /// shared tier that cannot be configured (its password file unreadable).
+    pub fn open(config: &CacheConfig) -> Result<EdgeCache, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             // A few disk threads: enough for parallel reads and a flush at once, few enough
@@ -90,18 +93,23 @@ impl EdgeCache {
         });
         // Without a disk tier nothing is read from disk: the doorkeeper is kept at its least.
         let admission_memory = if store.storage().is_enabled() { config.memory as usize } else { 0 };
+        let markers = Arc::new(Markers::new(store.clone()));
+        let shared = match &config.shared {
+            Some(shared) => Some(SharedTier::open(shared, &runtime, markers.clone())?),
+            None => None,
+        };
         let mut cache = EdgeCache {
             store,
-            markers: Mutex::new(HashMap::new()),
-            latest_marker_ms: AtomicU64::new(0),
+            markers,
             disk_reads: DiskReads::default(),
             memory_admission: MemoryAdmission::new(admission_memory, TYPICAL_ENTRY_BYTES),
             disk_markers_until_ms: 0,
             flights: Coalescer::default(),
+            shared,
             runtime,
         };
         cache.disk_markers_until_ms = cache.runtime.block_on(cache.read_disk_watermark());
-        cache
+        Ok(cache)
     }
 
     /// Reads the markers' watermark left on disk by earlier processes. A disk tier without
@@ -122,7 +130,8 @@ impl EdgeCache {
         now
     }
 
-    /// Looks a request up in each of its scopes, freshest first.
+    /// Looks a request up in each of its scopes, the caller's own first: in the local tiers,
+    /// then in the shared tier.
     pub async fn lookup(&self, route: &str, lookup: &Lookup, stale_if_error: Duration) -> Found {
         let now = now_ms();
         let mut stale = None;
@@ -136,7 +145,9 @@ impl EdgeCache {
                 self.store.remove(&key);
                 continue;
             };
-            if self.invalidated(route, &lookup.targets, entry.fetched_at_ms).await {
+            if self.markers.predates_fanout(&stored, entry.fetched_at_ms)
+                || self.invalidated(route, &lookup.targets, entry.fetched_at_ms).await
+            {
                 self.store.remove(&key);
                 continue;
             }
@@ -152,7 +163,68 @@ impl EdgeCache {
                 self.store.remove(&key);
             }
         }
+        if let Some(shared) = &self.shared {
+            match self.lookup_shared(shared, route, lookup, stale_if_error).await {
+                Found::Fresh(fresh) => return Found::Fresh(fresh),
+                Found::Stale(bytes) => {
+                    stale.get_or_insert(bytes);
+                }
+                Found::Nothing => {}
+            }
+        }
         stale.map_or(Found::Nothing, Found::Stale)
+    }
+
+    /// Looks a request up in the shared tier: its entries in every scope and the markers of
+    /// its targets, in one round trip. A fresh entry not invalidated since its fetch is copied
+    /// into the local tiers, marked as confirmed when it was asked for (see
+    /// `Markers::predates_fanout`).
+    async fn lookup_shared(
+        &self,
+        shared: &SharedTier,
+        route: &str,
+        lookup: &Lookup,
+        stale_if_error: Duration,
+    ) -> Found {
+        let keys: Vec<Key> = lookup.scopes.iter().map(|scope| lookup.key(scope)).collect();
+        let marker_keys: Vec<Key> = lookup.targets.iter().map(|target| marker_key(route, target)).collect();
+        let asked_at = now_ms();
+        let Some(read) = shared.read(&keys, &marker_keys).await else { return Found::Nothing };
+        let now = now_ms();
+        let mut stale = None;
+        for (key, value) in keys.into_iter().zip(read.entries) {
+            let Some(value) = value else {
+                count("lookup", "shared", "miss");
+                continue;
+            };
+            let Some(entry) = Entry::decode(&value) else {
+                count("lookup", "shared", "unreadable");
+                continue;
+            };
+            if entry.fetched_at_ms <= read.newest_marker_ms
+                || self.invalidated(route, &lookup.targets, entry.fetched_at_ms).await
+            {
+                count("lookup", "shared", "invalidated");
+                continue;
+            }
+            if now < entry.expires_at_ms {
+                let Some(confirmed) = entry::confirmed(&value, asked_at) else { continue };
+                let life = Life { key, fetched_at_ms: entry.fetched_at_ms, expires_at_ms: entry.expires_at_ms };
+                let stored = Stored::Shared(self.store.insert(StoreKey(key), Bytes::from(confirmed)));
+                stored.lookup_counter(true).inc();
+                return Found::Fresh(Fresh { stored, life });
+            }
+            count("lookup", "shared", "expired");
+            if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {
+                stale.get_or_insert_with(|| Bytes::from(value));
+            }
+        }
+        stale.map_or(Found::Nothing, Found::Stale)
+    }
+
+    /// The shared tier's state, if one is configured.
+    pub fn shared_status(&self) -> Option<SharedStatus> {
+        self.shared.as_ref().map(|shared| shared.status())
     }
 
     /// Reads `key` from the memory tier, else from the disk tier, copying what the disk had
@@ -222,38 +294,49 @@ impl EdgeCache {
         self.flights.answered(key, stored);
     }
 
+    /// Stores a fetched answer under `key` (a [`Lookup::key`]) in the local tiers, and in the
+    /// shared tier (in the background) for the other nodes.
+    pub fn store_answer(&self, key: Key, entry: &Entry<'_>, stale_if_error: Duration) {
+        let encoded = Bytes::from(entry.encode());
+        if let Some(shared) = &self.shared {
+            shared.write(key, encoded.clone(), entry.expires_at_ms, stale_if_error);
+        }
+        self.store.insert(StoreKey(key), encoded);
+        count("insert", "memory", "ok");
+    }
+
+    /// Stores `entry` under `key` in the local tiers only (a new form of an entry already
+    /// shared).
     pub fn insert(&self, key: Key, entry: &Entry<'_>) {
         self.store.insert(StoreKey(key), Bytes::from(entry.encode()));
         count("insert", "memory", "ok");
     }
 
-    /// Records that `targets` of `route` changed now: every entry fetched before is dead.
+    /// Records that `targets` of `route` changed now: every entry fetched before is dead, on
+    /// this node and (through the shared tier) on the others.
     pub fn invalidate(&self, route: &str, targets: &[Target]) {
         let now = now_ms();
-        let mut markers = self.markers.lock().expect("markers");
-        // The watermark first (foyer's one flusher writes records in the order they come): should
-        // the process die before every record reaches the disk, a watermark without its marker
-        // only costs the next process a needless look; a marker without its watermark could be
-        // skipped.
-        self.latest_marker_ms.fetch_max(now, Ordering::AcqRel);
-        self.store.insert(StoreKey(markers_watermark_key()), encode_ms(now));
-        for target in targets {
-            let key = marker_key(route, target);
-            markers.insert(key, now);
+        let keys: Vec<Key> = targets.iter().map(|target| marker_key(route, target)).collect();
+        self.markers.set(&keys, now);
+        for _ in targets {
             count("invalidate", "all", "ok");
-            self.store.insert(StoreKey(key), encode_ms(now));
+        }
+        if let Some(shared) = &self.shared {
+            shared.invalidate(keys, now);
         }
     }
 
     async fn invalidated(&self, route: &str, targets: &[Target], fetched_at_ms: u64) -> bool {
         let predates_disk_markers = fetched_at_ms <= self.disk_markers_until_ms;
-        if !predates_disk_markers && fetched_at_ms > self.latest_marker_ms.load(Ordering::Acquire) {
+        if !predates_disk_markers && !self.markers.may_kill(fetched_at_ms) {
             return false;
+        }
+        if self.markers.everything_kills(fetched_at_ms) {
+            return true;
         }
         for target in targets {
             let key = marker_key(route, target);
-            let in_memory = self.markers.lock().expect("markers").get(&key).copied();
-            let marker = match in_memory {
+            let marker = match self.markers.in_memory(&key) {
                 Some(ms) => Some(ms),
                 None if predates_disk_markers => self.get(&StoreKey(key)).await.and_then(|stored| decode_ms(&stored)),
                 None => None,
@@ -264,14 +347,6 @@ impl EdgeCache {
         }
         false
     }
-}
-
-fn encode_ms(ms: u64) -> Bytes {
-    Bytes::copy_from_slice(&ms.to_le_bytes())
-}
-
-fn decode_ms(stored: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(stored.get(..8)?.try_into().ok()?))
 }
 
 fn count(operation: &str, tier: &str, result: &str) {

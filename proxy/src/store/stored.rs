@@ -49,6 +49,8 @@ pub enum Stored {
     Loaded(MemoryEntry),
     /// Read from the disk tier and not copied into memory (see [`MemoryAdmission`]).
     Disk(Bytes),
+    /// Read from the shared tier (and now in the local tiers too).
+    Shared(MemoryEntry),
 }
 
 impl Stored {
@@ -58,8 +60,19 @@ impl Stored {
         match (self, fresh) {
             (Stored::Memory(_), true) => &counters.hit_memory,
             (Stored::Loaded(_) | Stored::Disk(_), true) => &counters.hit_disk,
+            (Stored::Shared(_), true) => &counters.hit_shared,
             (Stored::Memory(_), false) => &counters.expired_memory,
             (Stored::Loaded(_) | Stored::Disk(_), false) => &counters.expired_disk,
+            (Stored::Shared(_), false) => &counters.expired_shared,
+        }
+    }
+
+    /// The tier that answered, as the metrics and the access log name it.
+    pub fn tier(&self) -> &'static str {
+        match self {
+            Stored::Memory(_) => "memory",
+            Stored::Loaded(_) | Stored::Disk(_) => "disk",
+            Stored::Shared(_) => "shared",
         }
     }
 }
@@ -72,6 +85,8 @@ struct LookupCounters {
     hit_disk: IntCounter,
     expired_memory: IntCounter,
     expired_disk: IntCounter,
+    hit_shared: IntCounter,
+    expired_shared: IntCounter,
 }
 
 static LOOKUP_COUNTERS: LazyLock<LookupCounters> = LazyLock::new(|| {
@@ -82,6 +97,8 @@ static LOOKUP_COUNTERS: LazyLock<LookupCounters> = LazyLock::new(|| {
         hit_disk: lookup("disk", "hit"),
         expired_memory: lookup("memory", "expired"),
         expired_disk: lookup("disk", "expired"),
+        hit_shared: lookup("shared", "hit"),
+        expired_shared: lookup("shared", "expired"),
     }
 });
 
@@ -95,7 +112,7 @@ impl std::ops::Deref for Stored {
 
     fn deref(&self) -> &Bytes {
         match self {
-            Stored::Memory(entry) | Stored::Loaded(entry) => entry.value(),
+            Stored::Memory(entry) | Stored::Loaded(entry) | Stored::Shared(entry) => entry.value(),
             Stored::Disk(value) => value,
         }
     }

@@ -21,8 +21,9 @@ fn each_memory_shard_holds_entries_of_the_largest_cacheable_size() {
     assert_eq!(memory_shards(2 << 30, 8 << 20), 64);
     assert_eq!(memory_shards(8 << 20, 8 << 20), 1);
     assert_eq!(memory_shards(1 << 20, 0), 64);
-    let config = CacheConfig { memory: 256 << 20, disk_path: None, disk_size: 0, max_entry_size: 8 << 20 };
-    let cache = EdgeCache::open(&config);
+    let config =
+        CacheConfig { memory: 256 << 20, disk_path: None, disk_size: 0, max_entry_size: 8 << 20, shared: None };
+    let cache = EdgeCache::open(&config).unwrap();
     let key = StoreKey([2; 32]);
     cache.store.insert(key, Bytes::from(vec![b'x'; 8 << 20]));
     // A shard evicts when something else is inserted into it: touch every shard.
@@ -36,8 +37,8 @@ fn each_memory_shard_holds_entries_of_the_largest_cacheable_size() {
 
 #[test]
 fn cache_threads_yield_to_the_proxy_workers() {
-    let config = CacheConfig { memory: 1 << 20, disk_path: None, disk_size: 0, max_entry_size: 1 << 20 };
-    let cache = EdgeCache::open(&config);
+    let config = CacheConfig { memory: 1 << 20, disk_path: None, disk_size: 0, max_entry_size: 1 << 20, shared: None };
+    let cache = EdgeCache::open(&config).unwrap();
     assert!(!cache.store.storage().is_enabled(), "no disk path: memory only");
     let cache_thread_policies = || {
         let mut policies = Vec::new();
@@ -67,7 +68,13 @@ fn cache_threads_yield_to_the_proxy_workers() {
 }
 
 fn disk_config(dir: &Path) -> CacheConfig {
-    CacheConfig { memory: 16 << 20, disk_path: Some(dir.to_path_buf()), disk_size: 64 << 20, max_entry_size: 1 << 20 }
+    CacheConfig {
+        memory: 16 << 20,
+        disk_path: Some(dir.to_path_buf()),
+        disk_size: 64 << 20,
+        max_entry_size: 1 << 20,
+        shared: None,
+    }
 }
 
 fn read_lookup(uri: &str) -> Lookup {
@@ -106,15 +113,15 @@ fn an_invalidation_outlives_a_restart_through_the_markers_watermark() {
     let (dead, alive) = (read_lookup("a://dead"), read_lookup("a://alive"));
     let before_start = now_ms() - 1_000;
     let invalidated_at = {
-        let cache = EdgeCache::open(&disk_config(dir.path()));
+        let cache = EdgeCache::open(&disk_config(dir.path())).unwrap();
         assert!(cache.disk_markers_until_ms >= before_start, "a new disk tier gets a watermark of now");
         store_fetched_at(&cache, &dead, before_start);
         store_fetched_at(&cache, &alive, before_start);
         cache.invalidate("r", &[Target::Resource("a://dead".into())]);
         cache.runtime.block_on(cache.close());
-        cache.latest_marker_ms.load(Ordering::Acquire)
+        cache.markers.latest_ms()
     };
-    let cache = EdgeCache::open(&disk_config(dir.path()));
+    let cache = EdgeCache::open(&disk_config(dir.path())).unwrap();
     assert_eq!(cache.disk_markers_until_ms, invalidated_at, "read back from disk");
     assert!(!is_fresh(&cache, &dead), "killed by a marker of the previous process");
     assert!(is_fresh(&cache, &alive));
@@ -126,12 +133,12 @@ fn an_invalidation_outlives_a_restart_through_the_markers_watermark() {
 
 #[test]
 fn an_invalidation_kills_only_entries_fetched_up_to_it() {
-    let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) });
+    let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) }).unwrap();
     assert_eq!(cache.disk_markers_until_ms, 0, "memory only: no marker predates this process");
     let (before, after) = (read_lookup("a://1"), read_lookup("a://2"));
     store_fetched_at(&cache, &before, now_ms() - 1);
     cache.invalidate("r", &[Target::Route]);
-    let invalidated_at = cache.latest_marker_ms.load(Ordering::Acquire);
+    let invalidated_at = cache.markers.latest_ms();
     store_fetched_at(&cache, &after, invalidated_at + 1);
     assert!(!is_fresh(&cache, &before));
     assert!(is_fresh(&cache, &after));
@@ -142,7 +149,7 @@ fn an_invalidation_kills_only_entries_fetched_up_to_it() {
 #[test]
 fn a_full_memory_tier_copies_only_disk_hits_read_again() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = EdgeCache::open(&disk_config(dir.path()));
+    let cache = EdgeCache::open(&disk_config(dir.path())).unwrap();
     // Keys spread like digests: the doorkeeper tells keys apart by their first 64 bits.
     let key = |tag: u8, n: u16| {
         let mut key = [tag; 32];
@@ -177,7 +184,7 @@ fn a_full_memory_tier_copies_only_disk_hits_read_again() {
 #[test]
 fn disk_hits_are_copied_into_a_memory_tier_with_room() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = EdgeCache::open(&disk_config(dir.path()));
+    let cache = EdgeCache::open(&disk_config(dir.path())).unwrap();
     assert!(cache.store.storage().is_enabled());
     let key = StoreKey([1; 32]);
     // Written to disk as it is stored; then dropped from memory alone.
@@ -192,4 +199,46 @@ fn disk_hits_are_copied_into_a_memory_tier_with_room() {
         assert!(matches!(again, Stored::Memory(_)), "a disk hit is kept in memory");
         assert_eq!(&again[..], b"on disk");
     });
+}
+
+#[test]
+fn local_entries_got_before_the_current_subscription_are_not_served_unless_confirmed_since() {
+    let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) }).unwrap();
+    let (old, confirmed, new) = (read_lookup("a://old"), read_lookup("a://confirmed"), read_lookup("a://new"));
+    let subscribed_at = now_ms() - 1_000;
+    store_fetched_at(&cache, &old, subscribed_at - 10);
+    store_fetched_at(&cache, &new, subscribed_at + 1);
+    store_fetched_at(&cache, &confirmed, subscribed_at - 10);
+    assert!(is_fresh(&cache, &old), "no shared tier: every local entry is trusted");
+    // What a shared-tier hit leaves in the local tiers: the entry as fetched, confirmed later.
+    let key = StoreKey(confirmed.key(&Scope::Public(mcp_edge_policies::cache::Audience::Anonymous)));
+    let encoded = cache.store.memory().get(&key).unwrap().value().clone();
+    cache.store.insert(key, Bytes::from(entry::confirmed(&encoded, subscribed_at + 5).unwrap()));
+
+    cache.markers.trust_local_after(subscribed_at);
+    assert!(!is_fresh(&cache, &old), "got before the subscription: may have missed an invalidation");
+    assert!(is_fresh(&cache, &new), "fetched after it");
+    assert!(is_fresh(&cache, &confirmed), "confirmed by the shared tier after it");
+
+    // An announced invalidation of everything kills what was fetched up to it, confirmed or not.
+    cache.markers.set_everything(subscribed_at + 10);
+    assert!(!is_fresh(&cache, &new) && !is_fresh(&cache, &confirmed));
+    let later = read_lookup("a://later");
+    store_fetched_at(&cache, &later, subscribed_at + 11);
+    assert!(is_fresh(&cache, &later));
+}
+
+#[test]
+fn an_announced_marker_older_than_the_one_held_does_not_move_it_back() {
+    let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) }).unwrap();
+    let lookup = read_lookup("a://x");
+    let key = mcp_edge_policies::cache::marker_key("r", &Target::Resource("a://x".into()));
+    let base = now_ms() - 10_000;
+    cache.markers.set(&[key], base + 500);
+    cache.markers.set(&[key], base + 100);
+    assert_eq!(cache.markers.in_memory(&key), Some(base + 500));
+    store_fetched_at(&cache, &lookup, base + 400);
+    assert!(!is_fresh(&cache, &lookup), "the later marker holds");
+    store_fetched_at(&cache, &lookup, base + 501);
+    assert!(is_fresh(&cache, &lookup));
 }

@@ -1,0 +1,256 @@
+//! The rules of the tier nodes share (`[cache.shared]`, on Redis), apart from its I/O: what
+//! its keys are named, how long an entry lives there, what an invalidation message carries,
+//! when to stop asking a server that fails, and what a node keeps of the invalidations it
+//! could not publish.
+//!
+//! Coherence across nodes rests on two things. Every invalidation writes its markers into the
+//! shared tier and publishes them in the same step; a node checks a shared entry against those
+//! markers as it reads it, so the shared tier never answers with what was invalidated, even
+//! to a node that has just started. A node's local tiers learn of other nodes' invalidations
+//! only from the published messages: an entry a node stored locally before its current
+//! subscription began may have missed one, so it is not served from the local tiers any more
+//! (see [`Entry::confirmed`](crate::cache::entry::confirmed)) but read again from the shared
+//! tier, which checks it.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::cache::Key;
+
+/// Names of everything a deployment keeps in the shared server, all under its `key_prefix`.
+/// Keys are digests: no URI, argument or credential can be read from them.
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        Names { prefix: prefix.to_string() }
+    }
+
+    /// Where the entry stored under `key` lives.
+    pub fn entry(&self, key: &Key) -> String {
+        self.hex_key("e", key)
+    }
+
+    /// Where the invalidation marker `key` (a `marker_key`) lives: the time of the latest
+    /// invalidation of its target, in ms.
+    pub fn marker(&self, key: &Key) -> String {
+        self.hex_key("m", key)
+    }
+
+    /// The marker that kills every entry: set when a node could not keep the list of what it
+    /// invalidated while the server was away.
+    pub fn everything_marker(&self) -> String {
+        format!("{}:m:everything", self.prefix)
+    }
+
+    /// The pub/sub channel invalidations are announced on.
+    pub fn channel(&self) -> String {
+        format!("{}:invalidations", self.prefix)
+    }
+
+    fn hex_key(&self, kind: &str, key: &Key) -> String {
+        let mut name = String::with_capacity(self.prefix.len() + 3 + key.len() * 2);
+        name.push_str(&self.prefix);
+        name.push(':');
+        name.push_str(kind);
+        name.push(':');
+        for byte in key {
+            let _ = write!(name, "{byte:02x}");
+        }
+        name
+    }
+}
+
+/// How long (ms) an entry stored now lives in the shared tier: until it can no longer be
+/// served even as stale, capped by `ttl_cap`. `None`: it would not live at all.
+pub fn entry_life_ms(now_ms: u64, expires_at_ms: u64, stale_if_error: Duration, ttl_cap: Duration) -> Option<u64> {
+    let servable_until = expires_at_ms.saturating_add(stale_if_error.as_millis() as u64);
+    let life = servable_until.saturating_sub(now_ms).min(ttl_cap.as_millis() as u64);
+    (life > 0).then_some(life)
+}
+
+/// How long (ms) an invalidation marker lives in the shared tier: longer than any entry it can
+/// kill (those live at most `ttl_cap`, from a store that follows their fetch closely).
+pub fn marker_life_ms(ttl_cap: Duration) -> u64 {
+    ttl_cap.as_millis() as u64 + 5 * 60 * 1000
+}
+
+/// One invalidation as announced to the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// The node that invalidated (a node ignores its own announcements).
+    pub node: u64,
+    /// When (wall clock, ms): entries fetched up to then are dead.
+    pub at_ms: u64,
+    pub what: Invalidated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidated {
+    /// The targets of these marker keys.
+    Markers(Vec<Key>),
+    /// Every entry.
+    Everything,
+}
+
+const ANNOUNCEMENT_MAGIC: u8 = 0xA1;
+const KIND_MARKERS: u8 = 1;
+const KIND_EVERYTHING: u8 = 2;
+
+impl Announcement {
+    /// Magic, kind, node, time, then the marker keys (32 bytes each).
+    pub fn encode(&self) -> Vec<u8> {
+        let keys: &[Key] = match &self.what {
+            Invalidated::Markers(keys) => keys,
+            Invalidated::Everything => &[],
+        };
+        let mut out = Vec::with_capacity(18 + keys.len() * 32);
+        out.push(ANNOUNCEMENT_MAGIC);
+        out.push(match self.what {
+            Invalidated::Markers(_) => KIND_MARKERS,
+            Invalidated::Everything => KIND_EVERYTHING,
+        });
+        out.extend_from_slice(&self.node.to_le_bytes());
+        out.extend_from_slice(&self.at_ms.to_le_bytes());
+        for key in keys {
+            out.extend_from_slice(key);
+        }
+        out
+    }
+
+    /// `None` for anything that is not an announcement (another program on the channel).
+    pub fn decode(bytes: &[u8]) -> Option<Announcement> {
+        let (&[magic, kind], rest) = bytes.split_first_chunk::<2>()?;
+        let (node, rest) = rest.split_first_chunk::<8>()?;
+        let (at_ms, keys) = rest.split_first_chunk::<8>()?;
+        if magic != ANNOUNCEMENT_MAGIC {
+            return None;
+        }
+        let what = match kind {
+            KIND_EVERYTHING if keys.is_empty() => Invalidated::Everything,
+            KIND_MARKERS if !keys.is_empty() && keys.len() % 32 == 0 => {
+                Invalidated::Markers(keys.chunks_exact(32).map(|k| k.try_into().expect("32 bytes")).collect())
+            }
+            _ => return None,
+        };
+        Some(Announcement { node: u64::from_le_bytes(*node), at_ms: u64::from_le_bytes(*at_ms), what })
+    }
+}
+
+/// Invalidations a node made while the shared server was unreachable, to write and announce
+/// once it is back. Bounded: past `capacity` markers it keeps only "everything, as of the
+/// latest", which kills more than needed but misses nothing.
+#[derive(Debug, Default)]
+pub struct Pending {
+    markers: Vec<(Key, u64)>,
+    everything_at_ms: Option<u64>,
+    capacity: usize,
+}
+
+impl Pending {
+    pub fn with_capacity(capacity: usize) -> Pending {
+        Pending { capacity, ..Pending::default() }
+    }
+
+    pub fn add(&mut self, keys: &[Key], at_ms: u64) {
+        if self.everything_at_ms.is_some() || self.markers.len() + keys.len() > self.capacity {
+            let latest = self.markers.iter().map(|(_, at)| *at).fold(at_ms, u64::max);
+            self.add_everything(latest);
+            return;
+        }
+        self.markers.extend(keys.iter().map(|key| (*key, at_ms)));
+    }
+
+    pub fn add_everything(&mut self, at_ms: u64) {
+        self.markers.clear();
+        self.everything_at_ms = Some(self.everything_at_ms.map_or(at_ms, |at| at.max(at_ms)));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.markers.is_empty() && self.everything_at_ms.is_none()
+    }
+
+    /// Everything pending, as announcements of `node` (one per distinct time), emptied.
+    pub fn take(&mut self, node: u64) -> Vec<Announcement> {
+        if let Some(at_ms) = self.everything_at_ms.take() {
+            self.markers.clear();
+            return vec![Announcement { node, at_ms, what: Invalidated::Everything }];
+        }
+        let mut announcements: Vec<Announcement> = Vec::new();
+        for (key, at_ms) in self.markers.drain(..) {
+            match announcements.last_mut() {
+                Some(Announcement { at_ms: last, what: Invalidated::Markers(keys), .. }) if *last == at_ms => {
+                    keys.push(key)
+                }
+                _ => announcements.push(Announcement { node, at_ms, what: Invalidated::Markers(vec![key]) }),
+            }
+        }
+        announcements
+    }
+}
+
+/// Stops a node from asking a shared server that keeps failing: after `FAILURES_TO_OPEN`
+/// failures in a row it is not asked for a while (1 s, doubling while it stays down, up to
+/// 30 s); then one request tries it again, and a success closes the breaker.
+#[derive(Debug, Clone, Default)]
+pub struct Breaker {
+    failures_in_a_row: u32,
+    open_until_ms: u64,
+    /// How long the breaker stays open next time it opens (ms; 0 before the first time).
+    next_open_ms: u64,
+    /// One request was let through to try the server again and has not answered yet.
+    probing: bool,
+}
+
+pub const FAILURES_TO_OPEN: u32 = 3;
+const FIRST_OPEN_MS: u64 = 1_000;
+const LONGEST_OPEN_MS: u64 = 30_000;
+
+/// What a breaker lets through now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Ask the server.
+    Ask,
+    /// Ask the server: the one request trying it again after it failed.
+    Probe,
+    /// Do not ask: go on without the shared tier.
+    Skip,
+}
+
+impl Breaker {
+    pub fn admit(&mut self, now_ms: u64) -> Admit {
+        if self.failures_in_a_row < FAILURES_TO_OPEN {
+            return Admit::Ask;
+        }
+        if now_ms < self.open_until_ms || self.probing {
+            return Admit::Skip;
+        }
+        self.probing = true;
+        Admit::Probe
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Breaker::default();
+    }
+
+    pub fn failed(&mut self, now_ms: u64) {
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        self.probing = false;
+        // Failures of requests let through before it opened do not keep it open longer.
+        if self.failures_in_a_row >= FAILURES_TO_OPEN && now_ms >= self.open_until_ms {
+            self.next_open_ms = (self.next_open_ms * 2).clamp(FIRST_OPEN_MS, LONGEST_OPEN_MS);
+            self.open_until_ms = now_ms + self.next_open_ms;
+        }
+    }
+
+    /// Whether the server is being skipped (the node is degraded).
+    pub fn is_open(&self) -> bool {
+        self.failures_in_a_row >= FAILURES_TO_OPEN
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+use super::*;
+
+#[test]
+fn keys_are_digests_under_the_prefix() {
+    let names = Names::new("edge-a");
+    let key: Key = [0xab; 32];
+    assert_eq!(names.entry(&key), format!("edge-a:e:{}", "ab".repeat(32)));
+    assert_eq!(names.marker(&key), format!("edge-a:m:{}", "ab".repeat(32)));
+    assert_eq!(names.everything_marker(), "edge-a:m:everything");
+    assert_eq!(names.channel(), "edge-a:invalidations");
+}
+
+#[test]
+fn a_shared_entry_lives_while_it_can_be_served_capped() {
+    let (minute, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
+    assert_eq!(entry_life_ms(1_000, 61_000, Duration::ZERO, hour), Some(60_000));
+    assert_eq!(entry_life_ms(1_000, 61_000, minute, hour), Some(120_000), "kept for stale-if-error");
+    assert_eq!(entry_life_ms(1_000, 10_000_000, Duration::ZERO, hour), Some(3_600_000), "capped");
+    assert_eq!(entry_life_ms(61_000, 61_000, Duration::ZERO, hour), None, "already dead");
+    assert!(marker_life_ms(hour) > 3_600_000, "a marker outlives what it kills");
+}
+
+#[test]
+fn announcements_round_trip_and_strangers_are_refused() {
+    let markers = Announcement { node: 7, at_ms: 1_234, what: Invalidated::Markers(vec![[1; 32], [2; 32]]) };
+    assert_eq!(Announcement::decode(&markers.encode()), Some(markers.clone()));
+    let everything = Announcement { node: 9, at_ms: 5, what: Invalidated::Everything };
+    assert_eq!(Announcement::decode(&everything.encode()), Some(everything));
+    let mut torn = markers.encode();
+    torn.pop();
+    assert_eq!(Announcement::decode(&torn), None, "a key cut short");
+    assert_eq!(Announcement::decode(b"hello"), None);
+    assert_eq!(Announcement::decode(&[]), None);
+    let mut foreign = markers.encode();
+    foreign[0] = b'{';
+    assert_eq!(Announcement::decode(&foreign), None);
+    let no_keys = Announcement { node: 1, at_ms: 1, what: Invalidated::Markers(vec![]) };
+    assert_eq!(Announcement::decode(&no_keys.encode()), None, "markers of nothing mean nothing");
+}
+
+#[test]
+fn pending_invalidations_keep_their_times_and_overflow_into_everything() {
+    let mut pending = Pending::with_capacity(3);
+    assert!(pending.is_empty());
+    pending.add(&[[1; 32], [2; 32]], 100);
+    pending.add(&[[3; 32]], 200);
+    let sent = pending.take(4);
+    assert_eq!(
+        sent,
+        vec![
+            Announcement { node: 4, at_ms: 100, what: Invalidated::Markers(vec![[1; 32], [2; 32]]) },
+            Announcement { node: 4, at_ms: 200, what: Invalidated::Markers(vec![[3; 32]]) },
+        ]
+    );
+    assert!(pending.is_empty(), "taken once");
+
+    pending.add(&[[1; 32], [2; 32], [3; 32]], 300);
+    pending.add(&[[4; 32]], 250);
+    pending.add(&[[5; 32]], 260);
+    assert_eq!(
+        pending.take(4),
+        vec![Announcement { node: 4, at_ms: 300, what: Invalidated::Everything }],
+        "over capacity: everything, as of the latest time seen"
+    );
+}
+
+#[test]
+fn the_breaker_opens_after_failures_backs_off_and_closes_on_success() {
+    let mut breaker = Breaker::default();
+    for _ in 0..FAILURES_TO_OPEN - 1 {
+        assert_eq!(breaker.admit(0), Admit::Ask);
+        breaker.failed(0);
+    }
+    assert!(!breaker.is_open());
+    breaker.failed(0);
+    assert!(breaker.is_open());
+    assert_eq!(breaker.admit(500), Admit::Skip, "open for a second");
+    breaker.failed(600);
+    assert_eq!(breaker.admit(999), Admit::Skip, "a late failure does not extend it");
+    assert_eq!(breaker.admit(1_000), Admit::Probe, "then one request tries again");
+    assert_eq!(breaker.admit(1_000), Admit::Skip, "only one");
+    breaker.failed(1_010);
+    assert_eq!(breaker.admit(2_500), Admit::Skip, "open twice as long");
+    assert_eq!(breaker.admit(3_010), Admit::Probe);
+    breaker.succeeded();
+    assert!(!breaker.is_open());
+    assert_eq!(breaker.admit(3_011), Admit::Ask);
+    for at in 0..100 {
+        breaker.failed(at * 100_000);
+        let _ = breaker.admit(at * 100_000 + 1);
+    }
+    assert!(breaker.next_open_ms <= LONGEST_OPEN_MS, "backoff is capped");
+}

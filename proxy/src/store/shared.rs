@@ -1,0 +1,396 @@
+//! The shared tier's I/O (`[cache.shared]`): entries and invalidation markers in Redis, read
+//! and written through one reconnecting multiplexed connection, and a subscription to the
+//! other nodes' invalidations. The rules (names, lives, announcements, the breaker) are in
+//! `mcp_edge_policies::shared_tier`.
+//!
+//! Nothing that works without the shared tier fails because of it: every operation has a
+//! short deadline and counts as a miss when it passes, a breaker stops asking a failing server
+//! for a while, writes and announcements never delay a client, and invalidations made while
+//! the server is away are announced when it is back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use mcp_edge_policies::cache::Key;
+use mcp_edge_policies::config::SharedConfig;
+use mcp_edge_policies::shared_tier::{
+    Admit, Announcement, Breaker, Invalidated, Names, Pending, entry_life_ms, marker_life_ms,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+
+use super::markers::Markers;
+use super::now_ms;
+use crate::metrics::{METRICS, cache_operation};
+
+/// Invalidations kept while the server is away, before they collapse into "everything".
+const PENDING_CAPACITY: usize = 10_000;
+/// How often an idle subscription is checked (a PING), and how long the check may take.
+const SUBSCRIPTION_CHECK: Duration = Duration::from_secs(5);
+/// Waits between attempts to subscribe again: from the first to the longest, doubling.
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_LONGEST: Duration = Duration::from_secs(5);
+
+/// Sets each marker to the announced time unless a later one is there, then announces it: one
+/// step, so a node reading after it sees the marker and a node listening hears of it.
+const INVALIDATE_SCRIPT: &str = r"
+for _, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('GET', key) or '0') or 0
+  if current < tonumber(ARGV[1]) then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  end
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+pub struct SharedTier {
+    names: Names,
+    timeout: Duration,
+    max_entry_size: u64,
+    ttl_cap: Duration,
+    connection: ConnectionManager,
+    invalidate_script: redis::Script,
+    breaker: Mutex<Breaker>,
+    pending: Mutex<Pending>,
+    /// This process, in its announcements (it ignores its own).
+    node: u64,
+    health: Health,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What the shared tier held for one lookup.
+pub struct SharedRead {
+    /// The value under each entry key asked for, in order.
+    pub entries: Vec<Option<Vec<u8>>>,
+    /// The latest invalidation of any target asked for (0: none).
+    pub newest_marker_ms: u64,
+}
+
+/// The shared tier's state, for `/readyz` and the metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedStatus {
+    /// `up`, or `degraded` while the node goes on without it.
+    pub state: &'static str,
+    pub subscribed: bool,
+    pub breaker_open: bool,
+    /// When it was last found unreachable (ms since the epoch), if it was.
+    pub down_since_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// Invalidations waiting to be announced.
+    pub pending_invalidations: bool,
+}
+
+#[derive(Default)]
+struct Health {
+    subscribed: AtomicBool,
+    down_since_ms: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SharedTier {
+    /// Connects (lazily: a server down at start is reached once it is up) and starts listening
+    /// for other nodes' invalidations on `runtime`. Fails only on configuration (an unreadable
+    /// password file, a URL the client refuses).
+    pub(super) fn open(
+        config: &SharedConfig,
+        runtime: &tokio::runtime::Runtime,
+        markers: Arc<Markers>,
+    ) -> Result<Arc<SharedTier>, String> {
+        let client = client(config)?;
+        let connection_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(250))))
+            .set_response_timeout(Some(config.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(5));
+        let connection = {
+            let _inside = runtime.enter();
+            ConnectionManager::new_lazy_with_config(client.clone(), connection_config).map_err(|e| e.to_string())?
+        };
+        let tier = Arc::new(SharedTier {
+            names: mcp_edge_policies::shared_tier::Names::new(&config.key_prefix),
+            timeout: config.timeout,
+            max_entry_size: config.max_entry_size,
+            ttl_cap: config.ttl_cap,
+            connection,
+            invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
+            breaker: Mutex::new(Breaker::default()),
+            pending: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
+            node: node_id(),
+            health: Health::default(),
+            runtime: runtime.handle().clone(),
+        });
+        // Until it listens, the node may miss any announcement: nothing in its local tiers
+        // from before (a disk tier of an earlier process) is trusted.
+        markers.trust_local_after(now_ms());
+        METRICS.shared_tier_up.set(0);
+        runtime.spawn(listen(Arc::downgrade(&tier), client, markers));
+        Ok(tier)
+    }
+
+    /// Reads the entries under `entry_keys` and the markers of `marker_keys` in one round trip.
+    /// `None`: the tier was not asked (breaker open) or did not answer in time.
+    pub async fn read(&self, entry_keys: &[Key], marker_keys: &[Key]) -> Option<SharedRead> {
+        let mut command = redis::cmd("MGET");
+        for key in entry_keys {
+            command.arg(self.names.entry(key));
+        }
+        for key in marker_keys {
+            command.arg(self.names.marker(key));
+        }
+        command.arg(self.names.everything_marker());
+        let mut values: Vec<Option<Vec<u8>>> = self.run("lookup", &command).await?;
+        if values.len() != entry_keys.len() + marker_keys.len() + 1 {
+            return None;
+        }
+        let markers = values.split_off(entry_keys.len());
+        let newest_marker_ms = markers
+            .iter()
+            .flatten()
+            .filter_map(|text| std::str::from_utf8(text).ok()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        Some(SharedRead { entries: values, newest_marker_ms })
+    }
+
+    /// Writes an entry for the other nodes, in the background. It lives there while it could
+    /// be served (`stale_if_error` past expiry), at most `ttl_cap`.
+    pub fn write(self: &Arc<Self>, key: Key, encoded: Bytes, expires_at_ms: u64, stale_if_error: Duration) {
+        if encoded.len() as u64 > self.max_entry_size {
+            cache_operation("write", "shared", "too_large").inc();
+            return;
+        }
+        let Some(life_ms) = entry_life_ms(now_ms(), expires_at_ms, stale_if_error, self.ttl_cap) else { return };
+        let tier = self.clone();
+        self.runtime.spawn(async move {
+            let mut command = redis::cmd("SET");
+            command.arg(tier.names.entry(&key)).arg(&encoded[..]).arg("PX").arg(life_ms);
+            if tier.run::<()>("write", &command).await.is_some() {
+                cache_operation("write", "shared", "ok").inc();
+            }
+        });
+    }
+
+    /// Writes markers for `keys` at `at_ms` and announces them to the other nodes, in the
+    /// background; kept and sent later if the server cannot be reached now.
+    pub fn invalidate(self: &Arc<Self>, keys: Vec<Key>, at_ms: u64) {
+        let tier = self.clone();
+        self.runtime.spawn(async move {
+            let announcement = Announcement { node: tier.node, at_ms, what: Invalidated::Markers(keys) };
+            if !tier.announce(&announcement).await {
+                let Invalidated::Markers(keys) = &announcement.what else { unreachable!("markers announced") };
+                tier.pending.lock().expect("pending").add(keys, at_ms);
+                cache_operation("invalidate", "shared", "queued").inc();
+            }
+        });
+    }
+
+    pub fn status(&self) -> SharedStatus {
+        let subscribed = self.health.subscribed.load(Ordering::Acquire);
+        let breaker_open = self.breaker.lock().expect("breaker").is_open();
+        let down_since = self.health.down_since_ms.load(Ordering::Acquire);
+        SharedStatus {
+            state: if subscribed && !breaker_open { "up" } else { "degraded" },
+            subscribed,
+            breaker_open,
+            down_since_ms: (down_since != 0).then_some(down_since),
+            last_error: self.health.last_error.lock().expect("last error").clone(),
+            pending_invalidations: !self.pending.lock().expect("pending").is_empty(),
+        }
+    }
+
+    /// Writes an announcement's markers and publishes it; whether it reached the server.
+    async fn announce(&self, announcement: &Announcement) -> bool {
+        let mut invocation = self.invalidate_script.prepare_invoke();
+        match &announcement.what {
+            Invalidated::Markers(keys) => {
+                for key in keys {
+                    invocation.key(self.names.marker(key));
+                }
+            }
+            Invalidated::Everything => {
+                invocation.key(self.names.everything_marker());
+            }
+        }
+        invocation
+            .arg(announcement.at_ms)
+            .arg(marker_life_ms(self.ttl_cap))
+            .arg(self.names.channel())
+            .arg(announcement.encode());
+        let mut connection = self.connection.clone();
+        let sent = tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), async {
+            invocation.invoke_async::<i64>(&mut connection).await
+        })
+        .await;
+        let reached = matches!(sent, Ok(Ok(_)));
+        cache_operation("invalidate", "shared", if reached { "ok" } else { "error" }).inc();
+        reached
+    }
+
+    /// Announces what was invalidated while the server was away.
+    async fn send_pending(&self) {
+        let announcements = self.pending.lock().expect("pending").take(self.node);
+        for (i, announcement) in announcements.iter().enumerate() {
+            if !self.announce(announcement).await {
+                let mut pending = self.pending.lock().expect("pending");
+                for unsent in &announcements[i..] {
+                    match &unsent.what {
+                        Invalidated::Markers(keys) => pending.add(keys, unsent.at_ms),
+                        Invalidated::Everything => pending.add_everything(unsent.at_ms),
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    /// Runs one command under the breaker and the deadline; its answer, or `None` (counted as
+    /// `skipped`, `timeout` or `error` under `operation`).
+    async fn run<T: redis::FromRedisValue>(&self, operation: &str, command: &redis::Cmd) -> Option<T> {
+        if self.breaker.lock().expect("breaker").admit(now_ms()) == Admit::Skip {
+            cache_operation(operation, "shared", "skipped").inc();
+            return None;
+        }
+        let mut connection = self.connection.clone();
+        let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        let failure = match outcome {
+            Ok(Ok(value)) => {
+                self.breaker.lock().expect("breaker").succeeded();
+                if self.health.subscribed.load(Ordering::Acquire) {
+                    self.health.down_since_ms.store(0, Ordering::Release);
+                }
+                self.refresh_gauge();
+                return Some(value);
+            }
+            Ok(Err(e)) => ("error", e.to_string()),
+            Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
+        };
+        cache_operation(operation, "shared", failure.0).inc();
+        self.breaker.lock().expect("breaker").failed(now_ms());
+        self.health.went_down(&failure.1);
+        self.refresh_gauge();
+        None
+    }
+
+    fn refresh_gauge(&self) {
+        METRICS.shared_tier_up.set((self.status().state == "up") as i64);
+    }
+}
+
+impl Health {
+    fn went_down(&self, error: &str) {
+        let _ = self.down_since_ms.compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire);
+        *self.last_error.lock().expect("last error") = Some(error.to_string());
+    }
+
+    fn came_back(&self) {
+        self.down_since_ms.store(0, Ordering::Release);
+        self.subscribed.store(true, Ordering::Release);
+    }
+}
+
+/// Listens for other nodes' invalidations and applies them to the local tiers, subscribing
+/// again whenever the subscription is lost. Each new subscription moves the moment after
+/// which local entries are trusted: announcements made while it was down were missed. Ends
+/// when the tier is dropped.
+async fn listen(tier: std::sync::Weak<SharedTier>, client: redis::Client, markers: Arc<Markers>) {
+    let mut wait = RESUBSCRIBE_FIRST;
+    loop {
+        let Some(channel) = tier.upgrade().map(|tier| tier.names.channel()) else { return };
+        let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        let error = match subscribed {
+            Ok(Ok(pubsub)) => {
+                markers.trust_local_after(now_ms());
+                let node = match tier.upgrade() {
+                    Some(tier) => {
+                        tier.health.came_back();
+                        tier.breaker.lock().expect("breaker").succeeded();
+                        tier.refresh_gauge();
+                        tracing::info!(channel, "shared tier: listening for invalidations");
+                        tier.send_pending().await;
+                        tier.node
+                    }
+                    None => return,
+                };
+                wait = RESUBSCRIBE_FIRST;
+                hear(pubsub, node, &markers).await
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer to SUBSCRIBE within 2s".to_string(),
+        };
+        let Some(shared) = tier.upgrade() else { return };
+        if shared.health.subscribed.swap(false, Ordering::AcqRel) {
+            tracing::warn!(error, "shared tier: lost; local entries will be checked again once it is back");
+        }
+        shared.health.went_down(&error);
+        shared.refresh_gauge();
+        drop(shared);
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RESUBSCRIBE_LONGEST);
+    }
+}
+
+/// Applies announcements until the subscription ends (or stops answering a PING); why it ended.
+async fn hear(pubsub: redis::aio::PubSub, node: u64, markers: &Markers) -> String {
+    let (mut sink, mut messages) = pubsub.split();
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { return "the subscription closed".to_string() };
+                match Announcement::decode(message.get_payload_bytes()) {
+                    Some(announcement) if announcement.node != node => apply(&announcement, markers),
+                    Some(_) => {}
+                    None => tracing::debug!("shared tier: ignored a message that is no announcement"),
+                }
+            }
+            _ = tokio::time::sleep(SUBSCRIPTION_CHECK) => {
+                let pong = tokio::time::timeout(Duration::from_secs(1), sink.ping::<String>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return "the subscription stopped answering PING".to_string();
+                }
+            }
+        }
+    }
+}
+
+fn apply(announcement: &Announcement, markers: &Markers) {
+    match &announcement.what {
+        Invalidated::Markers(keys) => markers.set(keys, announcement.at_ms),
+        Invalidated::Everything => markers.set_everything(announcement.at_ms),
+    }
+    cache_operation("announcement", "shared", "applied").inc();
+}
+
+/// The client for `config`, with the password from its file (never in the configuration).
+fn client(config: &SharedConfig) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo;
+    let mut info = config.url.as_str().into_connection_info().map_err(|e| format!("cache.shared.url: {e}"))?;
+    if let Some(path) = &config.password_file {
+        let password =
+            std::fs::read_to_string(path).map_err(|e| format!("cache.shared.password_file {}: {e}", path.display()))?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(format!("cache.shared.password_file {} is empty", path.display()));
+        }
+        let redis = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(redis);
+    }
+    redis::Client::open(info).map_err(|e| format!("cache.shared.url: {e}"))
+}
+
+/// A number that tells this process's announcements apart from other nodes'.
+fn node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(now_ms());
+    hasher.finish()
+}

@@ -1,0 +1,440 @@
+//! The shared tier (`[cache.shared]`): several mcp-edge nodes and one real `redis-server`
+//! (Debian's, started by each test on a port of its own). Answers fetched by one node are
+//! served by the others; invalidations on one reach the others; Redis going away fails no
+//! request.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::*;
+
+/// A `redis-server` of its own, without persistence (a restart loses everything, as a crash
+/// of a cache-only Redis does).
+struct Redis {
+    process: Process,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        Redis::start_on(free_port()).await
+    }
+
+    async fn start_on(port: u16) -> Redis {
+        let process = Process::spawn(
+            "redis-server",
+            Command::new("redis-server").args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
+        );
+        wait_listening(port, &process).await;
+        Redis { process, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Every key in the server (`redis-cli --scan`).
+    fn keys(&self) -> Vec<String> {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--scan"]).output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+fn shared_section(url: &str) -> String {
+    format!("[cache.shared]\nurl = {url:?}\n")
+}
+
+/// A node on `upstream` sharing through `url`, with a route named `docs`.
+async fn node(upstream: &Upstream, url: &str) -> Proxy {
+    let routes = format!("[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [{:?}]\n", upstream.url());
+    let section = shared_section(url);
+    let proxy = proxy_full(&routes, "", |_| section).await;
+    wait_shared_state(&proxy, "up").await;
+    proxy
+}
+
+async fn readiness(proxy: &Proxy) -> (u16, Value) {
+    let reply = read_reply(reqwest::get(proxy.admin_url("/readyz")).await.unwrap()).await;
+    (reply.status, serde_json::from_str(&reply.body).unwrap())
+}
+
+/// Waits until `/readyz` reports the shared tier in `state` (within 15 s).
+async fn wait_shared_state(proxy: &Proxy, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = readiness(proxy).await;
+        if body["shared_tier"]["state"] == state {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "shared tier never {state}: {body}\n{}", proxy.process.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn purge(proxy: &Proxy, body: Value) {
+    let request = reqwest::Client::new()
+        .post(proxy.admin_url("/purge"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    let reply = read_reply(request.send().await.unwrap()).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+/// Whom a private answer says it was fetched for.
+fn fetched_for(reply: &Reply) -> String {
+    reply.json()["result"]["_meta"]["fetchedFor"]["authorization"].as_str().unwrap_or("(none)").to_string()
+}
+
+/// Reads through `proxy` until the answer is a hit (the other node's write reaches the shared
+/// tier in the background), for at most a second.
+async fn read_until_hit(mcp: &Mcp, uri: &str, authorization: Option<&str>) -> Reply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let reply = read(mcp, uri, authorization).await;
+        if x_cache(&reply) == "HIT" || tokio::time::Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_read_through_one_node_is_answered_by_another_without_reaching_the_upstream() {
+    let redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/1", None).await), "MISS");
+    // B has never seen it: the shared tier answers, once; then B's own memory does.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let from_shared = read(&b.mcp(), "demo://docs/1", None).await;
+    assert_eq!(x_cache(&from_shared), "HIT", "{from_shared:?}\n{}", b.process.log());
+    assert!(from_shared.body.contains("docs/1"), "{}", from_shared.body);
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/1", None).await), "HIT");
+    assert_eq!(upstream_reads(&upstream).await, 1, "only A's miss reached the upstream");
+    assert_eq!(
+        metric(&b, "mcp_cache_operations_total{operation=\"lookup\",result=\"hit\",tier=\"shared\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&b, "mcp_cache_operations_total{operation=\"lookup\",result=\"hit\",tier=\"memory\"}").await,
+        1.0
+    );
+    assert_eq!(metric(&b, "mcp_shared_tier_up").await, 1.0);
+    assert!(
+        b.process.log().contains("tier=\"shared\"") || b.process.log().contains("tier=shared"),
+        "access log names the tier"
+    );
+
+    // Lists and a new node started later: still answered from the shared tier.
+    a.mcp().stateless("resources/list", json!({}), &[]).await;
+    let c = node(&upstream, &redis.url()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(x_cache(&c.mcp().stateless("resources/list", json!({}), &[]).await), "HIT");
+    assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/1", None).await), "HIT");
+
+    // Nothing readable in Redis: keys are digests under the prefix.
+    let keys = redis.keys();
+    assert!(keys.len() >= 2, "{keys:?}");
+    for key in &keys {
+        assert!(key.starts_with("mcp-edge:"), "{key}");
+        assert!(!key.contains("demo") && !key.contains("docs") && !key.contains("Bearer"), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn private_answers_stay_with_their_identity_across_nodes() {
+    let redis = Redis::start().await;
+    let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;
+    let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
+    let uri = "demo://docs/7";
+    assert_eq!(fetched_for(&read(&a.mcp(), uri, Some("Bearer alice")).await), "Bearer alice");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let bob = read(&b.mcp(), uri, Some("Bearer bob")).await;
+    assert_eq!((x_cache(&bob), fetched_for(&bob).as_str()), ("MISS", "Bearer bob"));
+    let anonymous = read(&b.mcp(), uri, None).await;
+    assert_eq!((x_cache(&anonymous), fetched_for(&anonymous).as_str()), ("MISS", "(none)"));
+    let alice = read_until_hit(&b.mcp(), uri, Some("Bearer alice")).await;
+    assert_eq!((x_cache(&alice), fetched_for(&alice).as_str()), ("HIT", "Bearer alice"));
+    // Bob's answer, fetched on B, is his on A too; and Alice's stays hers.
+    let bob_on_a = read_until_hit(&a.mcp(), uri, Some("Bearer bob")).await;
+    assert_eq!((x_cache(&bob_on_a), fetched_for(&bob_on_a).as_str()), ("HIT", "Bearer bob"));
+    assert_eq!(fetched_for(&read(&a.mcp(), uri, Some("Bearer alice")).await), "Bearer alice");
+    let eve = read(&a.mcp(), uri, Some("Bearer eve")).await;
+    assert_eq!((x_cache(&eve), fetched_for(&eve).as_str()), ("MISS", "Bearer eve"));
+}
+
+#[tokio::test]
+async fn a_notification_or_a_purge_on_one_node_stops_the_others_serving_the_old_answer_within_100ms() {
+    let redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
+    let x = "demo://versioned/x";
+    assert!(read(&a.mcp(), x, None).await.body.contains("x at version 1"));
+    // B holds x in its own memory now.
+    assert_eq!(x_cache(&read_until_hit(&b.mcp(), x, None).await), "HIT");
+    assert_eq!(x_cache(&read(&b.mcp(), x, None).await), "HIT");
+    read(&b.mcp(), "demo://docs/2", None).await;
+
+    // The touch's SSE answer passes through A carrying notifications/resources/updated for x.
+    let touched = a.mcp().stateless("tools/call", json!({"name": "touch", "arguments": {"uri": x}}), &[]).await;
+    assert_eq!(touched.tool_text(), "version 2");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = read(&b.mcp(), x, None).await;
+    assert_eq!(x_cache(&after), "MISS", "{after:?}");
+    assert!(after.body.contains("x at version 2"), "{}", after.body);
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/2", None).await), "HIT", "other URIs stay cached");
+
+    // A purge on A: B's copy and the shared copy are dead within 100 ms.
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/2", None).await), "HIT");
+    purge(&a, json!({"route": "docs", "uri": "demo://docs/2"})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/2", None).await), "MISS");
+    // Purge everything on B: A's copies go too.
+    assert_eq!(x_cache(&read(&a.mcp(), x, None).await), "HIT");
+    purge(&b, json!({"route": "docs", "all": true})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(x_cache(&read(&a.mcp(), x, None).await), "MISS");
+    // A node started after the purge finds the marker in Redis: B's shared copy of docs/2 is
+    // from before it, A's copy of x from after.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fresh = node(&upstream, &redis.url()).await;
+    assert_eq!(x_cache(&read(&fresh.mcp(), "demo://docs/2", None).await), "MISS", "purged, though still in Redis");
+    assert_eq!(x_cache(&read(&fresh.mcp(), x, None).await), "HIT", "fetched after the purge");
+}
+
+/// A TCP relay to Redis that a test can cut (dropping every connection and refusing new ones)
+/// and restore: one node losing Redis while the others keep it.
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, generation) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (cut_flag, generations) = (cut.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if cut_flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let (born, generations) = (generations.load(Ordering::SeqCst), generations.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    let relay = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while generations.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    };
+                    tokio::select! { _ = relay => {}, _ = watch => {} }
+                });
+            }
+        });
+        Relay { port, cut, generation }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn an_invalidation_made_while_cut_off_from_redis_reaches_the_others_once_back() {
+    let redis = Redis::start().await;
+    let relay = Relay::start(redis.port).await;
+    let upstream = demo_upstream("u", &[]).await;
+    let (a, b) = (node(&upstream, &relay.url()).await, node(&upstream, &redis.url()).await);
+    let uri = "demo://docs/3";
+    read(&a.mcp(), uri, None).await;
+    assert_eq!(x_cache(&read_until_hit(&b.mcp(), uri, None).await), "HIT");
+
+    relay.cut();
+    let degraded = wait_shared_state(&a, "degraded").await;
+    assert_eq!(degraded["ready"], true, "a node without its shared tier still serves: {degraded}");
+    assert!(degraded["shared_tier"]["last_error"].is_string(), "{degraded}");
+    assert_eq!(metric(&a, "mcp_shared_tier_up").await, 0.0);
+    purge(&a, json!({"route": "docs", "uri": uri})).await;
+    assert_eq!(x_cache(&read(&a.mcp(), uri, None).await), "MISS", "A applied its own purge at once");
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT", "B cannot know yet");
+
+    relay.restore();
+    wait_shared_state(&a, "up").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while x_cache(&read(&b.mcp(), uri, None).await) == "HIT" {
+        assert!(tokio::time::Instant::now() < deadline, "the purge never reached B\n{}", a.process.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric(&a, "mcp_cache_operations_total{operation=\"invalidate\",result=\"queued\",tier=\"shared\"}").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn redis_killed_under_load_fails_no_request_and_the_node_recovers() {
+    let mut redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let a = node(&upstream, &redis.url()).await;
+    let errors = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..8u32 {
+        let (mcp, errors, served, stop) = (a.mcp(), errors.clone(), served.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                // Half hits, half new URIs (misses that write to the shared tier).
+                let uri = if n.is_multiple_of(2) {
+                    format!("demo://docs/{client}")
+                } else {
+                    format!("demo://docs/{}", 1000 + client * 100_000 + n)
+                };
+                let reply = read(&mcp, &uri, None).await;
+                let ok = reply.status == 200 && reply.json()["result"]["contents"].is_array();
+                if !ok && errors.fetch_add(1, Ordering::SeqCst) < 3 {
+                    eprintln!("failed: {reply:?}");
+                }
+                if ok {
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.process.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = wait_shared_state(&a, "degraded").await;
+    assert_eq!(during["ready"], true, "{during}");
+    let port = redis.port;
+    drop(redis);
+    let redis = Redis::start_on(port).await;
+    wait_shared_state(&a, "up").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::SeqCst), 0, "no request failed ({} served)", served.load(Ordering::SeqCst));
+    assert!(served.load(Ordering::SeqCst) > 100, "the load ran");
+    // Writing again after the outage: a second node reads what A fetches now.
+    read(&a.mcp(), "demo://docs/999999999", None).await;
+    let b = node(&upstream, &redis.url()).await;
+    assert_eq!(x_cache(&read_until_hit(&b.mcp(), "demo://docs/999999999", None).await), "HIT");
+}
+
+#[tokio::test]
+async fn what_a_node_cached_while_redis_was_away_is_fetched_again_once_it_is_back() {
+    let mut redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let a = node(&upstream, &redis.url()).await;
+    let port = redis.port;
+    redis.process.kill();
+    wait_shared_state(&a, "degraded").await;
+    // Cached locally while nobody could tell A of another node's invalidation.
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/9", None).await), "MISS");
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/9", None).await), "HIT", "the local tiers still serve");
+    drop(redis);
+    let _redis = Redis::start_on(port).await;
+    wait_shared_state(&a, "up").await;
+    let reads = upstream_reads(&upstream).await;
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/9", None).await), "MISS", "may have missed an invalidation");
+    assert_eq!(upstream_reads(&upstream).await, reads + 1);
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/9", None).await), "HIT");
+}
+
+#[tokio::test]
+async fn a_shared_tier_that_is_down_at_start_is_joined_once_it_is_up() {
+    let port = free_port();
+    let upstream = demo_upstream("u", &[]).await;
+    let routes = format!("[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [{:?}]\n", upstream.url());
+    let section = shared_section(&format!("redis://127.0.0.1:{port}"));
+    let a = proxy_full(&routes, "", |_| section).await;
+    let (status, body) = readiness(&a).await;
+    assert_eq!((status, &body["shared_tier"]["state"]), (200, &json!("degraded")), "{body}");
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/1", None).await), "MISS");
+    let redis = Redis::start_on(port).await;
+    wait_shared_state(&a, "up").await;
+    read(&a.mcp(), "demo://docs/2", None).await;
+    let b = node(&upstream, &redis.url()).await;
+    assert_eq!(x_cache(&read_until_hit(&b.mcp(), "demo://docs/2", None).await), "HIT");
+}
+
+#[tokio::test]
+async fn a_password_file_is_used_and_a_missing_one_is_refused_at_start() {
+    let port = free_port();
+    let process = Process::spawn(
+        "redis-server",
+        Command::new("redis-server").args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--requirepass",
+            "s3cret",
+        ]),
+    );
+    wait_listening(port, &process).await;
+    let upstream = demo_upstream("u", &[]).await;
+    let routes = format!("[[route]]\npath = \"/mcp\"\nupstreams = [{:?}]\n", upstream.url());
+    let a = proxy_full(&routes, "", |dir| {
+        std::fs::write(dir.join("redis.password"), "s3cret\n").unwrap();
+        format!(
+            "[cache.shared]\nurl = \"redis://127.0.0.1:{port}\"\npassword_file = {:?}\n",
+            dir.join("redis.password")
+        )
+    })
+    .await;
+    wait_shared_state(&a, "up").await;
+    read(&a.mcp(), "demo://docs/1", None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(metric(&a, "mcp_cache_operations_total{operation=\"write\",result=\"ok\",tier=\"shared\"}").await, 1.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp-edge.toml");
+    std::fs::write(
+        &config,
+        format!("[cache.shared]\nurl = \"redis://127.0.0.1:{port}\"\npassword_file = \"/nonexistent/redis.password\"\n{routes}"),
+    )
+    .unwrap();
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cache.shared.password_file") && stderr.contains("/nonexistent/redis.password"),
+        "{stderr}"
+    );
+}
