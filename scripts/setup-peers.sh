@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the end-to-end tests drive: the official Python SDK (in .venv),
-# @modelcontextprotocol/server-everything (in tests/peers/node) and redis-server. Idempotent.
+# @modelcontextprotocol/server-everything (in tests/peers/node), redis-server and chromium.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,11 +16,14 @@ if [ ! -f tests/peers/node/node_modules/@modelcontextprotocol/server-everything/
   (cd tests/peers/node && npm install --no-audit --no-fund --loglevel=error)
 fi
 
-# The shared-tier tests start their own redis-server (Debian's; Valkey speaks the same).
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  echo "setup-peers: installing redis-server"
+# Debian's packages: redis-server for the shared-tier tests (they start their own servers;
+# Valkey speaks the same), chromium for the dashboard's browser test.
+missing=()
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-peers: installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  # No service is wanted: the tests start their own servers.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

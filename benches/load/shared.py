@@ -2,7 +2,8 @@
 
 `run`: CLIENTS keep-alive clients read zipf-distributed public documents for SECONDS; prints
 JSON: requests, hit ratio overall and per 10 s, upstream reads during the run, p50 and p99.
-`walk`: reads the documents FIRST..FIRST+COUNT-1 once each, in order, one connection.
+`walk`: reads the documents FIRST..FIRST+COUNT-1 once each, on CLIENTS connections (each
+document once, in order on each).
 """
 import argparse
 import asyncio
@@ -77,10 +78,13 @@ async def run(args):
 
 
 async def walk(args):
-    http = Connection(args.edge)
-    for n in range(args.first, args.first + args.count):
-        uri = f"demo://docs/{n}"
-        await http.request("POST", headers_for(uri), body(uri, n).encode())
+    async def one(numbers):
+        http = Connection(args.edge)
+        for n in numbers:
+            uri = f"demo://docs/{n}"
+            await http.request("POST", headers_for(uri), body(uri, n).encode())
+    numbers = list(range(args.first, args.first + args.count))
+    await asyncio.gather(*(one(numbers[i::args.clients]) for i in range(args.clients)))
 
 
 def main():

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The shared tier (`[cache.shared]`) on one real redis-server:
 # 1. a new node's first minute: an established node A serves a zipf trace for WARM seconds,
-#    then a new node B joins and serves the same trace for RUN_SECONDS, with the shared tier and
-#    (another new node) without it: hit ratio per 10 s and upstream reads;
+#    then a new node B joins and serves the trace for RUN_SECONDS (the same distribution, other
+#    requests: another seed), with the shared tier and (another new node, same seed) without it:
+#    hit ratio per 10 s and upstream reads;
 # 2. the cost of a shared-tier hit against a local disk hit, in one node and one run: a node
 #    with a 1 MiB memory tier and a disk tier reads COUNT documents that A fetched (shared
 #    hits), then reads them again (disk hits, the memory tier holding few); the medians come
@@ -44,22 +45,22 @@ TOML
   wait_port "$EDGE"; wait_port "$admin"
   sleep 0.3 # the subscription
 }
-trace() { # seconds
+trace() { # seconds seed
   python3 benches/load/shared.py run "http://127.0.0.1:$EDGE/mcp" --upstream "http://127.0.0.1:$UP/mcp" \
-    --clients "$CLIENTS" --seconds "$1"
+    --clients "$CLIENTS" --seconds "$1" --seed "$2"
 }
 
 echo "== a new node's first ${SECONDS_RUN} s: $CLIENTS clients, zipf(1.1) over 20000 public documents, upstream 20-50 ms"
 node a true
 A_EDGE=$EDGE
-trace "$WARM" > "$DIR/a.json"
+trace "$WARM" 7 > "$DIR/a.json"
 printf '%-26s %s\n' "established node A (warm)" "$(cat "$DIR/a.json")"
 node b true
-trace "$SECONDS_RUN" > "$DIR/b.json"
+trace "$SECONDS_RUN" 8 > "$DIR/b.json"
 kill "$EDGE_PID"
 printf '%-26s %s\n' "new node, shared tier" "$(cat "$DIR/b.json")"
 node c false
-trace "$SECONDS_RUN" > "$DIR/c.json"
+trace "$SECONDS_RUN" 8 > "$DIR/c.json"
 kill "$EDGE_PID"
 printf '%-26s %s\n' "new node, no shared tier" "$(cat "$DIR/c.json")"
 python3 - "$DIR/c.json" "$DIR/b.json" <<'PY'
@@ -72,13 +73,13 @@ PY
 
 echo "== a shared-tier hit against a local disk hit: $COUNT documents of node A, one node, one run"
 FIRST=1000000
-# Node A fetches them (into Redis).
-python3 benches/load/shared.py walk "http://127.0.0.1:$A_EDGE/mcp" --first $FIRST --count "$COUNT"
+# Node A fetches them (into Redis), on many connections (each is a 20-50 ms miss).
+python3 benches/load/shared.py walk "http://127.0.0.1:$A_EDGE/mcp" --first $FIRST --count "$COUNT" --clients 64
 sleep 0.5
 LOG="warn,mcp_edge::access=info" node d true $'memory = "1MiB"\ndisk_path = "'"$DIR/disk"$'"\ndisk_size = "256MiB"'
-python3 benches/load/shared.py walk "http://127.0.0.1:$EDGE/mcp" --first $FIRST --count "$COUNT"
+python3 benches/load/shared.py walk "http://127.0.0.1:$EDGE/mcp" --first $FIRST --count "$COUNT" --clients 1
 sleep 1 # the disk tier's flusher
-python3 benches/load/shared.py walk "http://127.0.0.1:$EDGE/mcp" --first $FIRST --count "$COUNT"
+python3 benches/load/shared.py walk "http://127.0.0.1:$EDGE/mcp" --first $FIRST --count "$COUNT" --clients 1
 python3 - "$DIR/d.log" <<'PY'
 import re, statistics, sys
 by_tier = {}

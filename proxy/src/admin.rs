@@ -1,11 +1,14 @@
-//! The admin listener, apart from the public ones: `GET /healthz` (process up), `GET /readyz`
+//! The admin listener, apart from the public ones: `GET /` (the dashboard, a page that reads
+//! `GET /stats` every second), `GET /stats` (see `stats`), `GET /healthz` (process up), `GET /readyz`
 //! (every route has a healthy upstream; the shared tier's state as detail), `GET /metrics` (Prometheus text), `POST /purge`
 //! (`{"route": "...", "uri": "..."}` or `{"route": "...", "all": true}`).
 //!
-//! It is not for browsers: a request carrying `Origin` is refused, and `POST /purge` takes
+//! Apart from the dashboard's own same-origin reads, it is not for browsers: a request carrying
+//! `Origin` is refused, and `POST /purge` takes
 //! only `application/json` (which a page cannot send to another origin without a CORS
 //! preflight, which this listener never grants). With `admin.token_file`, every request but
-//! `/healthz` needs `Authorization: Bearer <token>`.
+//! `/healthz` and the dashboard page itself (which holds no data) needs `Authorization: Bearer
+//! <token>`; the page asks for the token when `/stats` wants one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,22 +27,28 @@ use serde_json::json;
 
 use crate::metrics::METRICS;
 use crate::runtime::Live;
+use crate::stats::Stats;
 use crate::store::EdgeCache;
+
+/// The dashboard: one self-contained page (no external assets), drawn from `/stats`.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 struct Admin {
     live: Live,
     cache: Arc<EdgeCache>,
+    stats: Arc<Stats>,
 }
 
 /// Binds the admin listener and serves it on a thread of its own.
 pub fn spawn(addr: SocketAddr, live: Live, cache: Arc<EdgeCache>) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
-    let admin = Arc::new(Admin { live, cache });
+    let admin = Arc::new(Admin { live, cache, stats: Arc::new(Stats::default()) });
     std::thread::Builder::new().name("admin".into()).spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("admin runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("admin listener");
+            admin.stats.spawn_sampler(admin.cache.clone());
             let mut last_warning: Option<std::time::Instant> = None;
             loop {
                 let stream = match listener.accept().await {
@@ -87,7 +96,7 @@ impl Admin {
                 &format!("the admin API does not answer browsers (Origin {origin})"),
             );
         }
-        if req.uri().path() != "/healthz"
+        if !matches!(req.uri().path(), "/healthz" | "/")
             && let Some(token) = &self.live.load().admin_token
             && !bearer_matches(req.headers().get("authorization"), token)
         {
@@ -97,6 +106,19 @@ impl Admin {
             return response;
         }
         match (req.method(), req.uri().path()) {
+            (&Method::GET, "/") => {
+                let mut response = text(StatusCode::OK, DASHBOARD);
+                let headers = response.headers_mut();
+                headers.insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+                // Nothing from elsewhere: scripts and styles are inline, data from this origin.
+                let policy = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'";
+                headers.insert("content-security-policy", policy.parse().unwrap());
+                response
+            }
+            (&Method::GET, "/stats") => {
+                let snapshot = self.stats.snapshot(&self.live, &self.cache);
+                json_response(StatusCode::OK, serde_json::to_value(snapshot).unwrap_or_default())
+            }
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => self.readiness(),
             (&Method::GET, "/metrics") => {
@@ -106,10 +128,10 @@ impl Admin {
                 response
             }
             (&Method::POST, "/purge") => self.purge(req).await,
-            (_, "/healthz" | "/readyz" | "/metrics" | "/purge") => {
+            (_, "/" | "/stats" | "/healthz" | "/readyz" | "/metrics" | "/purge") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
-            _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /metrics or POST /purge\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found: try /, /stats, /healthz, /readyz, /metrics or POST /purge\n"),
         }
     }
 

@@ -147,6 +147,9 @@ pub enum SetupError {
     Tls(String),
     #[error("admin.token_file {path}: {reason}")]
     AdminToken { path: String, reason: String },
+    /// `[cache.shared]`: the message names the key.
+    #[error("{0}")]
+    SharedTier(String),
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ mod runtime;
 mod served;
 mod service;
 mod session_signals;
+mod stats;
+mod status;
 mod store;
 mod supervisor;
 mod tls;
@@ -68,6 +70,16 @@ enum Command {
     Check {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Print what a running mcp-edge is doing, as one screen of text (from its admin listener's
+    /// `/stats`).
+    Status {
+        /// The admin listener (`admin.listen`).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+        /// A file holding the admin bearer token (`admin.token_file`), when one is required.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Serve a built-in demo MCP server and mcp-edge in front of it, on localhost.
     Demo {
@@ -139,6 +151,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
+        Command::Status { admin, token_file } => status::run(&admin, token_file.as_deref()),
         Command::Demo { port, upstream_port } => demo(port, upstream_port),
         Command::Upstream {
             listen,
@@ -183,6 +196,9 @@ fn check(path: &std::path::Path) -> ExitCode {
         // reloading would do: check them too.
         if let Some(tls_config) = &config.server.tls {
             tls::load(tls_config)?;
+        }
+        if let Some(shared) = &config.cache.shared {
+            store::check_shared(shared).map_err(error::SetupError::SharedTier)?;
         }
         let notes = check_notes(&config);
         Runtime::build(config).map(|_| notes)
@@ -270,6 +286,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    metrics::METRICS.config_loaded();
     let cache = match store::EdgeCache::open(&runtime.config.cache) {
         Ok(cache) => Arc::new(cache),
         Err(problem) => {
@@ -285,7 +302,9 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
             eprintln!("cannot listen on the admin address {addr}: {e}");
             return ExitCode::FAILURE;
         }
-        tracing::info!("admin listening on http://{addr} (/metrics, /healthz, /readyz, POST /purge)");
+        tracing::info!(
+            "admin listening on http://{addr} (dashboard /, /stats, /metrics, /healthz, /readyz, POST /purge)"
+        );
     }
 
     let conf = ServerConf {

@@ -29,6 +29,9 @@ impl Served<'_> {
         let elapsed = self.started.elapsed().as_secs_f64();
         METRICS.requests.with_label_values(&[self.route, method, &status, self.cache]).inc();
         METRICS.request_duration.with_label_values(&[self.route, method, self.cache]).observe(elapsed);
+        if let Some(tier) = self.tier {
+            count_hit(self.route, tier);
+        }
         if let Some(upstream) = self.upstream {
             METRICS.upstream_requests.with_label_values(&[self.route, upstream, &status]).inc();
         }
@@ -45,6 +48,28 @@ impl Served<'_> {
             error = self.error.as_deref().unwrap_or_default(),
         );
     }
+}
+
+/// Counts a hit in `mcp_cache_hits_total`, through counters each thread resolved once (a
+/// labelled counter is found by hashing its labels under a lock: too much for every hit).
+fn count_hit(route: &str, tier: &'static str) {
+    thread_local! {
+        static RESOLVED: std::cell::RefCell<Vec<(String, &'static str, prometheus::IntCounter)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RESOLVED.with_borrow_mut(|resolved| {
+        if let Some((_, _, counter)) = resolved.iter().find(|(r, t, _)| *t == tier && r == route) {
+            counter.inc();
+            return;
+        }
+        let counter = METRICS.cache_hits.with_label_values(&[route, tier]);
+        counter.inc();
+        // Routes come and go with reloads: a bounded list, rebuilt when it fills.
+        if resolved.len() >= 64 {
+            resolved.clear();
+        }
+        resolved.push((route.to_string(), tier, counter));
+    });
 }
 
 /// The `status` label: the common ones without building a string per request.

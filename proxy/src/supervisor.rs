@@ -69,6 +69,7 @@ impl Supervisor {
                 spawn_health_checks(&runtime);
                 self.live.store(runtime);
                 crate::metrics::METRICS.config_reloads.with_label_values(&["ok"]).inc();
+                crate::metrics::METRICS.config_loaded();
                 tracing::info!(config = %path.display(), "configuration reloaded");
             }
             Err(problems) => {

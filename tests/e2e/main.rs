@@ -10,6 +10,7 @@ mod fidelity;
 mod harness;
 mod hit_path;
 mod limits;
+mod operator;
 mod passthrough;
 mod peers;
 mod prefetch;

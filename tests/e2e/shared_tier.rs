@@ -430,11 +430,11 @@ async fn a_password_file_is_used_and_a_missing_one_is_refused_at_start() {
         format!("[cache.shared]\nurl = \"redis://127.0.0.1:{port}\"\npassword_file = \"/nonexistent/redis.password\"\n{routes}"),
     )
     .unwrap();
-    let out = Command::new(bin()).args(["run", "--config"]).arg(&config).output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cache.shared.password_file") && stderr.contains("/nonexistent/redis.password"),
-        "{stderr}"
-    );
+    for command in ["check", "run"] {
+        let out = Command::new(bin()).args([command, "--config"]).arg(&config).output().unwrap();
+        assert!(!out.status.success(), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named = stderr.contains("cache.shared.password_file") && stderr.contains("/nonexistent/redis.password");
+        assert!(named, "{command}: {stderr}");
+    }
 }

@@ -32,8 +32,8 @@ mod stored;
 mod tests;
 
 use markers::{Markers, decode_ms, encode_ms};
-pub use shared::SharedStatus;
 use shared::SharedTier;
+pub use shared::{SharedStatus, check as check_shared};
 pub use stored::{Found, Fresh, Life, StoreKey, Stored};
 
 /// What a memory-tier slot is sized for when counting how many entries the tier holds: a
@@ -276,6 +276,15 @@ impl EdgeCache {
         if let Err(e) = self.store.close().await {
             tracing::warn!(error = %e, "closing the cache");
         }
+    }
+
+    /// Bytes read from and written to the disk tier since the start.
+    pub fn disk_io_bytes(&self) -> (u64, u64) {
+        if !self.store.storage().is_enabled() {
+            return (0, 0);
+        }
+        let statistics = self.store.storage().statistics();
+        (statistics.disk_read_bytes() as u64, statistics.disk_write_bytes() as u64)
     }
 
     /// Bytes held by the memory tier.

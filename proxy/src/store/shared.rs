@@ -369,6 +369,12 @@ fn apply(announcement: &Announcement, markers: &Markers) {
     cache_operation("announcement", "shared", "applied").inc();
 }
 
+/// Checks what opening the shared tier would check (`mcp-edge check`): the URL and the
+/// password file. Connecting is left to the start: the server may rightly be down now.
+pub fn check(config: &SharedConfig) -> Result<(), String> {
+    client(config).map(|_| ())
+}
+
 /// The client for `config`, with the password from its file (never in the configuration).
 fn client(config: &SharedConfig) -> Result<redis::Client, String> {
     use redis::IntoConnectionInfo;
