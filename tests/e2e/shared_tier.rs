@@ -157,6 +157,26 @@ async fn a_read_through_one_node_is_answered_by_another_without_reaching_the_ups
 }
 
 #[tokio::test]
+async fn an_idle_subscription_stays_up_and_local_entries_stay_trusted() {
+    let redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let a = node(&upstream, &redis.url()).await;
+    read(&a.mcp(), "demo://docs/1", None).await;
+    // Past the subscription's idle check (a PING every 5 s).
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/1", None).await), "HIT");
+    assert_eq!(
+        metric(&a, "mcp_cache_operations_total{operation=\"lookup\",result=\"hit\",tier=\"memory\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&a, "mcp_cache_operations_total{operation=\"lookup\",result=\"hit\",tier=\"shared\"}").await,
+        0.0
+    );
+    assert!(!a.process.log().contains("shared tier: lost"), "{}", a.process.log());
+}
+
+#[tokio::test]
 async fn private_answers_stay_with_their_identity_across_nodes() {
     let redis = Redis::start().await;
     let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;

@@ -352,7 +352,8 @@ async fn hear(pubsub: redis::aio::PubSub, node: u64, markers: &Markers) -> Strin
                 }
             }
             _ = tokio::time::sleep(SUBSCRIPTION_CHECK) => {
-                let pong = tokio::time::timeout(Duration::from_secs(1), sink.ping::<String>()).await;
+                // Any answer will do (a subscribed RESP2 connection answers `["pong", ""]`).
+                let pong = tokio::time::timeout(Duration::from_secs(1), sink.ping::<redis::Value>()).await;
                 if !matches!(pong, Ok(Ok(_))) {
                     return "the subscription stopped answering PING".to_string();
                 }
