@@ -27,19 +27,14 @@ impl Redis {
     }
 
     async fn start_on(port: u16) -> Redis {
-        let process = Process::spawn(
-            "redis-server",
-            Command::new("redis-server").args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]),
-        );
+        Redis::start_with(port, &[]).await
+    }
+
+    /// A server on `port` with more options (e.g. `--requirepass`).
+    async fn start_with(port: u16, options: &[&str]) -> Redis {
+        let port_text = port.to_string();
+        let base = ["--port", &port_text, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let process = Process::spawn("redis-server", Command::new("redis-server").args(base).args(options));
         wait_listening(port, &process).await;
         Redis { process, port }
     }
@@ -413,21 +408,8 @@ async fn a_shared_tier_that_is_down_at_start_is_joined_once_it_is_up() {
 
 #[tokio::test]
 async fn a_password_file_is_used_and_a_missing_one_is_refused_at_start() {
-    let port = free_port();
-    let process = Process::spawn(
-        "redis-server",
-        Command::new("redis-server").args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--requirepass",
-            "s3cret",
-        ]),
-    );
-    wait_listening(port, &process).await;
+    let redis = Redis::start_with(free_port(), &["--requirepass", "s3cret"]).await;
+    let port = redis.port;
     let upstream = demo_upstream("u", &[]).await;
     let routes = format!("[[route]]\npath = \"/mcp\"\nupstreams = [{:?}]\n", upstream.url());
     let a = proxy_full(&routes, "", |dir| {

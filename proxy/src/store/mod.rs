@@ -95,7 +95,7 @@ impl EdgeCache {
         let admission_memory = if store.storage().is_enabled() { config.memory as usize } else { 0 };
         let markers = Arc::new(Markers::new(store.clone()));
         let shared = match &config.shared {
-            Some(shared) => Some(SharedTier::open(shared, &runtime, markers.clone())?),
+            Some(shared) => Some(SharedTier::open(shared, markers.clone())?),
             None => None,
         };
         let mut cache = EdgeCache {

@@ -93,14 +93,11 @@ struct Health {
 
 impl SharedTier {
     /// Connects (lazily: a server down at start is reached once it is up) and starts listening
-    /// for other nodes' invalidations on `runtime`. Fails only on configuration (an unreadable
-    /// password file, a URL the client refuses).
-    pub(super) fn open(
-        config: &SharedConfig,
-        runtime: &tokio::runtime::Runtime,
-        markers: Arc<Markers>,
-    ) -> Result<Arc<SharedTier>, String> {
+    /// for other nodes' invalidations. Fails only on configuration (an unreadable password
+    /// file, a URL the client refuses).
+    pub(super) fn open(config: &SharedConfig, markers: Arc<Markers>) -> Result<Arc<SharedTier>, String> {
         let client = client(config)?;
+        let runtime = io_runtime();
         let connection_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(config.timeout))
@@ -121,7 +118,7 @@ impl SharedTier {
             pending: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
             node: node_id(),
             health: Health::default(),
-            runtime: runtime.handle().clone(),
+            runtime: runtime.clone(),
         });
         // Until it listens, the node may miss any announcement: nothing in its local tiers
         // from before (a disk tier of an earlier process) is trusted.
@@ -374,6 +371,24 @@ fn apply(announcement: &Announcement, markers: &Markers) {
 /// password file. Connecting is left to the start: the server may rightly be down now.
 pub fn check(config: &SharedConfig) -> Result<(), String> {
     client(config).map(|_| ())
+}
+
+/// A thread of its own for the connection's I/O, the subscription and the background writes,
+/// at normal priority: a request that misses locally waits on it (the cache's I/O threads run
+/// as `SCHED_BATCH`, which on a busy machine would delay every shared-tier answer).
+fn io_runtime() -> tokio::runtime::Handle {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("shared-tier".into())
+        .spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("shared-tier runtime");
+            let _ = sender.send(runtime.handle().clone());
+            // It serves the process's whole life.
+            runtime.block_on(std::future::pending::<()>());
+        })
+        .expect("shared-tier thread");
+    receiver.recv().expect("the shared-tier runtime starts")
 }
 
 /// The client for `config`, with the password from its file (never in the configuration).
