@@ -1,7 +1,10 @@
 //! What is recorded of every answered request, whichever path answered it: the request
 //! metrics of DESIGN.md and the access log line (target `mcp_edge::access`, level info).
 
+use std::cell::RefCell;
 use std::time::Instant;
+
+use prometheus::{Histogram, IntCounter};
 
 use mcp_edge_policies::method::Method;
 
@@ -25,15 +28,16 @@ pub struct Served<'a> {
 impl Served<'_> {
     pub fn record(&self) {
         let method = Method::label(self.mcp_method);
-        let status = status_label(self.status);
         let elapsed = self.started.elapsed().as_secs_f64();
-        METRICS.requests.with_label_values(&[self.route, method, &status, self.cache]).inc();
-        METRICS.request_duration.with_label_values(&[self.route, method, self.cache]).observe(elapsed);
-        if let Some(tier) = self.tier {
-            count_hit(self.route, tier);
-        }
+        RequestSeries::with(self, method, |series| {
+            series.requests.inc();
+            series.duration.observe(elapsed);
+            if let Some(hits) = &series.hits {
+                hits.inc();
+            }
+        });
         if let Some(upstream) = self.upstream {
-            METRICS.upstream_requests.with_label_values(&[self.route, upstream, &status]).inc();
+            UpstreamSeries::with(self.route, upstream, self.status, |requests| requests.inc());
         }
         tracing::info!(
             target: "mcp_edge::access",
@@ -50,26 +54,90 @@ impl Served<'_> {
     }
 }
 
-/// Counts a hit in `mcp_cache_hits_total`, through counters each thread resolved once (a
-/// labelled counter is found by hashing its labels under a lock: too much for every hit).
-fn count_hit(route: &str, tier: &'static str) {
-    thread_local! {
-        static RESOLVED: std::cell::RefCell<Vec<(String, &'static str, prometheus::IntCounter)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
+/// Series each thread keeps before it resolves them again: finding a labelled series hashes
+/// its labels under a lock and clones a shared handle (a cache line the workers pass back and
+/// forth), on every request. Routes come and go with reloads, so the list is bounded.
+const RESOLVED_PER_THREAD: usize = 256;
+
+/// The series one answered request counts in.
+struct RequestSeries {
+    route: String,
+    method: &'static str,
+    status: u16,
+    cache: &'static str,
+    tier: Option<&'static str>,
+    requests: IntCounter,
+    duration: Histogram,
+    hits: Option<IntCounter>,
+}
+
+impl RequestSeries {
+    fn with(served: &Served<'_>, method: &'static str, count: impl FnOnce(&RequestSeries)) {
+        thread_local! {
+            static RESOLVED: RefCell<Vec<RequestSeries>> = const { RefCell::new(Vec::new()) };
+        }
+        RESOLVED.with_borrow_mut(|resolved| {
+            let same = |s: &&RequestSeries| {
+                s.status == served.status
+                    && s.method == method
+                    && s.cache == served.cache
+                    && s.tier == served.tier
+                    && s.route == served.route
+            };
+            if let Some(series) = resolved.iter().find(same) {
+                return count(series);
+            }
+            let status = status_label(served.status);
+            let series = RequestSeries {
+                route: served.route.to_string(),
+                method,
+                status: served.status,
+                cache: served.cache,
+                tier: served.tier,
+                requests: METRICS.requests.with_label_values(&[served.route, method, &status, served.cache]),
+                duration: METRICS.request_duration.with_label_values(&[served.route, method, served.cache]),
+                hits: served.tier.map(|tier| METRICS.cache_hits.with_label_values(&[served.route, tier])),
+            };
+            count(&series);
+            if resolved.len() >= RESOLVED_PER_THREAD {
+                resolved.clear();
+            }
+            resolved.push(series);
+        });
     }
-    RESOLVED.with_borrow_mut(|resolved| {
-        if let Some((_, _, counter)) = resolved.iter().find(|(r, t, _)| *t == tier && r == route) {
-            counter.inc();
-            return;
+}
+
+/// The series of requests sent to one upstream with one status.
+struct UpstreamSeries {
+    route: String,
+    upstream: String,
+    status: u16,
+    requests: IntCounter,
+}
+
+impl UpstreamSeries {
+    fn with(route: &str, upstream: &str, status: u16, count: impl FnOnce(&IntCounter)) {
+        thread_local! {
+            static RESOLVED: RefCell<Vec<UpstreamSeries>> = const { RefCell::new(Vec::new()) };
         }
-        let counter = METRICS.cache_hits.with_label_values(&[route, tier]);
-        counter.inc();
-        // Routes come and go with reloads: a bounded list, rebuilt when it fills.
-        if resolved.len() >= 64 {
-            resolved.clear();
-        }
-        resolved.push((route.to_string(), tier, counter));
-    });
+        RESOLVED.with_borrow_mut(|resolved| {
+            let same = |s: &&UpstreamSeries| s.status == status && s.upstream == upstream && s.route == route;
+            if let Some(series) = resolved.iter().find(same) {
+                return count(&series.requests);
+            }
+            let requests = METRICS.upstream_requests.with_label_values(&[route, upstream, &status_label(status)]);
+            count(&requests);
+            if resolved.len() >= RESOLVED_PER_THREAD {
+                resolved.clear();
+            }
+            resolved.push(UpstreamSeries {
+                route: route.to_string(),
+                upstream: upstream.to_string(),
+                status,
+                requests,
+            });
+        });
+    }
 }
 
 /// The `status` label: the common ones without building a string per request.
