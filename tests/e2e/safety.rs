@@ -316,7 +316,7 @@ async fn the_admin_api_does_not_answer_web_pages() {
 }
 
 #[tokio::test]
-async fn an_admin_token_guards_everything_but_healthz() {
+async fn an_admin_token_guards_everything_but_healthz_and_the_dashboard_page() {
     let upstream = demo_upstream("a", &[]).await;
     // The sections follow `[admin]` in the harness's file: this line lands in it.
     let proxy = proxy_full(&route(&[&upstream], ""), "", |dir| {
@@ -333,6 +333,9 @@ async fn an_admin_token_guards_everything_but_healthz() {
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(get("/healthz", None).await, 200);
+    assert_eq!(get("/", None).await, 200, "the dashboard page holds no data; it asks for the token");
+    assert_eq!(get("/stats", None).await, 401);
+    assert_eq!(get("/stats", Some("s3cret-token-0123456789")).await, 200);
     assert_eq!(get("/metrics", None).await, 401);
     assert_eq!(get("/readyz", Some("wrong-token-0123456789")).await, 401);
     assert_eq!(get("/metrics", Some("s3cret-token-0123456789")).await, 200);

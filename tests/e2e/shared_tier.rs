@@ -440,3 +440,37 @@ async fn a_password_file_is_used_and_a_missing_one_is_refused_at_start() {
         assert!(named, "{command}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn garbage_in_redis_is_ignored_and_answered_from_the_upstream() {
+    let redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let a = node(&upstream, &redis.url()).await;
+    read(&a.mcp(), "demo://docs/1", None).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli").args(["-p", &redis.port.to_string()]).args(args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let entries: Vec<String> = redis.keys().into_iter().filter(|k| k.starts_with("mcp-edge:e:")).collect();
+    assert!(!entries.is_empty());
+    for key in &entries {
+        cli(&["SET", key, "\u{e2}not an entry"]);
+    }
+    // Strangers on the channel, and a marker that is no number.
+    cli(&["PUBLISH", "mcp-edge:invalidations", "hello"]);
+    cli(&["SET", "mcp-edge:m:everything", "soon"]);
+    let b = node(&upstream, &redis.url()).await;
+    let reply = read(&b.mcp(), "demo://docs/1", None).await;
+    assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "{reply:?}");
+    assert!(reply.body.contains("docs/1"), "{}", reply.body);
+    assert!(
+        metric(&b, "mcp_cache_operations_total{operation=\"lookup\",result=\"unreadable\",tier=\"shared\"}").await
+            >= 1.0
+    );
+    // B's own answer replaced the garbage: a third node reads it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = node(&upstream, &redis.url()).await;
+    assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/1", None).await), "HIT");
+    assert_eq!(readiness(&a).await.1["shared_tier"]["state"], "up", "the stranger's message broke nothing");
+}
