@@ -18,4 +18,4 @@ mod raw;
 mod safety;
 mod shared_tier;
 mod tenants;
-mod tls;
+pub mod tls;

@@ -474,3 +474,46 @@ async fn garbage_in_redis_is_ignored_and_answered_from_the_upstream() {
     assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/1", None).await), "HIT");
     assert_eq!(readiness(&a).await.1["shared_tier"]["state"], "up", "the stranger's message broke nothing");
 }
+
+#[tokio::test]
+async fn a_tls_redis_is_reached_over_rediss_with_a_private_ca() {
+    let pki = crate::tls::pki("redis");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, pem) in [("ca.pem", &pki.ca_pem), ("cert.pem", &pki.cert_pem), ("key.pem", &pki.key_pem)] {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let port = free_port();
+    let (cert, key, ca) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    let tls = ["--port", "0", "--tls-port", &port.to_string(), "--tls-cert-file", &cert, "--tls-key-file", &key];
+    let redis = Process::spawn(
+        "redis-server (TLS)",
+        Command::new("redis-server").args(tls).args([
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+        ]),
+    );
+    wait_listening(port, &redis).await;
+    let upstream = demo_upstream("u", &[]).await;
+    let routes = format!("[[route]]\npath = \"/mcp\"\nupstreams = [{:?}]\n", upstream.url());
+    let section = format!("[cache.shared]\nurl = \"rediss://127.0.0.1:{port}\"\nca_file = {ca:?}\n");
+    let (a, b) =
+        (proxy_full(&routes, "", |_| section.clone()).await, proxy_full(&routes, "", |_| section.clone()).await);
+    wait_shared_state(&a, "up").await;
+    wait_shared_state(&b, "up").await;
+    read(&a.mcp(), "demo://docs/4", None).await;
+    assert_eq!(x_cache(&read_until_hit(&b.mcp(), "demo://docs/4", None).await), "HIT");
+    assert_eq!(upstream_reads(&upstream).await, 1);
+
+    // Without the CA, the server's certificate is not trusted: the node serves without the tier.
+    let untrusting = format!("[cache.shared]\nurl = \"rediss://127.0.0.1:{port}\"\n");
+    let c = proxy_full(&routes, "", |_| untrusting).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = readiness(&c).await;
+    assert_eq!((status, &body["shared_tier"]["state"]), (200, &json!("degraded")), "{body}");
+    assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/4", None).await), "MISS");
+}

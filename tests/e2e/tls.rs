@@ -11,13 +11,13 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use crate::harness::*;
 
 /// A CA and a server certificate for 127.0.0.1 / localhost signed by it (ECDSA P-256).
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
-fn pki(name: &str) -> Pki {
+pub fn pki(name: &str) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, format!("mcp-edge test CA {name}"));

@@ -239,9 +239,14 @@ impl Checker<'_> {
         {
             self.report(text.span(), "cache.shared.key_prefix must be 1 to 64 printable characters, no spaces".into());
         }
+        let ca_file = shared.ca_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
+        if ca_file.is_some() && !url.starts_with("rediss://") {
+            self.report(raw.span(), "cache.shared.ca_file is for a rediss:// (TLS) url".into());
+        }
         SharedConfig {
             url,
             password_file: shared.password_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
+            ca_file,
             timeout,
             max_entry_size: self.size(&shared.max_entry_size, 1 << 20, "cache.shared.max_entry_size"),
             ttl_cap,

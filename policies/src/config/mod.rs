@@ -98,6 +98,9 @@ pub struct SharedConfig {
     pub url: String,
     /// A file holding the server's password (`AUTH`), read at start.
     pub password_file: Option<PathBuf>,
+    /// PEM CA certificates a `rediss://` server is verified against (instead of the system
+    /// roots).
+    pub ca_file: Option<PathBuf>,
     /// Longest wait for one shared-tier operation before it counts as failed and the request
     /// goes on without it.
     pub timeout: Duration,

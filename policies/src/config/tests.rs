@@ -165,6 +165,7 @@ fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
     refused("url = \"redis://cache\"\ntimeout = \"0s\"", "between 1ms and 5s");
     refused("url = \"redis://cache\"\nkey_prefix = \"a b\"", "key_prefix");
     refused("url = \"redis://cache\"\npasword_file = \"/x\"", "pasword_file");
+    refused("url = \"redis://cache\"\nca_file = \"/ca.pem\"", "rediss://");
     let tls = Config::from_toml(&format!("[cache.shared]\nurl = \"rediss://user@cache\"\n{MINIMAL}")).unwrap();
     assert_eq!(tls.cache.shared.unwrap().url, "rediss://user@cache");
 }

@@ -405,7 +405,15 @@ fn client(config: &SharedConfig) -> Result<redis::Client, String> {
         let redis = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(redis);
     }
-    redis::Client::open(info).map_err(|e| format!("cache.shared.url: {e}"))
+    match &config.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("cache.shared.ca_file {}: {e}", path.display()))?;
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+            redis::Client::build_with_tls(info, certificates)
+                .map_err(|e| format!("cache.shared.ca_file {}: {e}", path.display()))
+        }
+        None => redis::Client::open(info).map_err(|e| format!("cache.shared.url: {e}")),
+    }
 }
 
 /// A number that tells this process's announcements apart from other nodes'.
