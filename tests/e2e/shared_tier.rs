@@ -517,3 +517,44 @@ async fn a_tls_redis_is_reached_over_rediss_with_a_private_ca() {
     assert_eq!((status, &body["shared_tier"]["state"]), (200, &json!("degraded")), "{body}");
     assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/4", None).await), "MISS");
 }
+
+#[tokio::test]
+async fn a_stalled_redis_costs_a_request_at_most_its_timeout() {
+    let redis = Redis::start_with(free_port(), &["--enable-debug-command", "yes"]).await;
+    let upstream = demo_upstream("u", &[]).await;
+    let a = node(&upstream, &redis.url()).await;
+    read(&a.mcp(), "demo://docs/1", None).await;
+    // Redis answers nothing for 3 s (the connection stays open: no error, only silence).
+    let port = redis.port.to_string();
+    let stall = std::thread::spawn(move || {
+        Command::new("redis-cli").args(["-p", &port, "DEBUG", "SLEEP", "3"]).output().unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 2..20 {
+        let started = std::time::Instant::now();
+        let reply = read(&a.mcp(), &format!("demo://docs/{n}"), None).await;
+        assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "{reply:?}");
+        // The 20 ms timeout, then the upstream; the breaker stops asking after 3 timeouts.
+        assert!(started.elapsed() < Duration::from_millis(500), "read {n} took {:?}", started.elapsed());
+    }
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/1", None).await), "HIT", "the local tiers still answer");
+    let degraded = readiness(&a).await.1;
+    assert_eq!(degraded["shared_tier"]["breaker_open"], true, "{degraded}");
+    let counted = |result: &str| {
+        let sample = format!("mcp_cache_operations_total{{operation=\"lookup\",result=\"{result}\",tier=\"shared\"}}");
+        let a = &a;
+        async move { metric(a, &sample).await }
+    };
+    assert!(counted("timeout").await >= 1.0, "timed out, then");
+    assert!(counted("skipped").await >= 10.0, "not asked while the breaker is open");
+    stall.join().unwrap();
+    // Once it answers again, one probe closes the breaker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 100;
+    while readiness(&a).await.1["shared_tier"]["state"] != "up" {
+        assert!(tokio::time::Instant::now() < deadline, "the breaker never closed");
+        read(&a.mcp(), &format!("demo://docs/{n}"), None).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -262,6 +262,8 @@ impl SharedTier {
                 self.refresh_gauge();
                 return Some(value);
             }
+            // The connection's own response timeout (the same deadline) is a timeout too.
+            Ok(Err(e)) if e.is_timeout() => ("timeout", format!("no answer within {:?}", self.timeout)),
             Ok(Err(e)) => ("error", e.to_string()),
             Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
         };
