@@ -157,16 +157,25 @@ impl Pending {
 
     pub fn add(&mut self, keys: &[Key], at_ms: u64) {
         if self.everything_at_ms.is_some() || self.markers.len() + keys.len() > self.capacity {
-            let latest = self.markers.iter().map(|(_, at)| *at).fold(at_ms, u64::max);
-            self.add_everything(latest);
+            self.add_everything(at_ms);
             return;
         }
         self.markers.extend(keys.iter().map(|key| (*key, at_ms)));
     }
 
+    /// Everything, as of the latest time kept or given: the markers it replaces may be later
+    /// than `at_ms`.
     pub fn add_everything(&mut self, at_ms: u64) {
-        self.markers.clear();
-        self.everything_at_ms = Some(self.everything_at_ms.map_or(at_ms, |at| at.max(at_ms)));
+        let latest = self.markers.drain(..).map(|(_, at)| at).fold(at_ms, u64::max);
+        self.everything_at_ms = Some(self.everything_at_ms.map_or(latest, |at| at.max(latest)));
+    }
+
+    /// Keeps an announcement that could not be sent, whatever it invalidates.
+    pub fn keep(&mut self, announcement: &Announcement) {
+        match &announcement.what {
+            Invalidated::Markers(keys) => self.add(keys, announcement.at_ms),
+            Invalidated::Everything => self.add_everything(announcement.at_ms),
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -91,3 +91,17 @@ fn the_breaker_opens_after_failures_backs_off_and_closes_on_success() {
     }
     assert!(breaker.next_open_ms <= LONGEST_OPEN_MS, "backoff is capped");
 }
+
+#[test]
+fn an_unsent_announcement_is_kept_whatever_it_invalidates() {
+    let mut pending = Pending::with_capacity(10);
+    pending.keep(&Announcement { node: 1, at_ms: 100, what: Invalidated::Markers(vec![[1; 32]]) });
+    assert_eq!(pending.take(4), vec![Announcement { node: 4, at_ms: 100, what: Invalidated::Markers(vec![[1; 32]]) }]);
+    pending.keep(&Announcement { node: 1, at_ms: 100, what: Invalidated::Markers(vec![[1; 32]]) });
+    pending.keep(&Announcement { node: 1, at_ms: 50, what: Invalidated::Everything });
+    assert_eq!(
+        pending.take(4),
+        vec![Announcement { node: 4, at_ms: 100, what: Invalidated::Everything }],
+        "everything as of the later marker it replaced"
+    );
+}
