@@ -2,6 +2,7 @@
 //! metrics of DESIGN.md and the access log line (target `mcp_edge::access`, level info).
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 use std::time::Instant;
 
 use prometheus::{Histogram, IntCounter};
@@ -76,19 +77,16 @@ impl RequestSeries {
         thread_local! {
             static RESOLVED: RefCell<Vec<RequestSeries>> = const { RefCell::new(Vec::new()) };
         }
-        RESOLVED.with_borrow_mut(|resolved| {
-            let same = |s: &&RequestSeries| {
-                s.status == served.status
-                    && s.method == method
-                    && s.cache == served.cache
-                    && s.tier == served.tier
-                    && s.route == served.route
-            };
-            if let Some(series) = resolved.iter().find(same) {
-                return count(series);
-            }
+        let same = |s: &RequestSeries| {
+            s.status == served.status
+                && s.method == method
+                && s.cache == served.cache
+                && s.tier == served.tier
+                && s.route == served.route
+        };
+        let resolve = || {
             let status = status_label(served.status);
-            let series = RequestSeries {
+            RequestSeries {
                 route: served.route.to_string(),
                 method,
                 status: served.status,
@@ -97,13 +95,9 @@ impl RequestSeries {
                 requests: METRICS.requests.with_label_values(&[served.route, method, &status, served.cache]),
                 duration: METRICS.request_duration.with_label_values(&[served.route, method, served.cache]),
                 hits: served.tier.map(|tier| METRICS.cache_hits.with_label_values(&[served.route, tier])),
-            };
-            count(&series);
-            if resolved.len() >= RESOLVED_PER_THREAD {
-                resolved.clear();
             }
-            resolved.push(series);
-        });
+        };
+        with_resolved(&RESOLVED, same, resolve, count);
     }
 }
 
@@ -120,24 +114,36 @@ impl UpstreamSeries {
         thread_local! {
             static RESOLVED: RefCell<Vec<UpstreamSeries>> = const { RefCell::new(Vec::new()) };
         }
-        RESOLVED.with_borrow_mut(|resolved| {
-            let same = |s: &&UpstreamSeries| s.status == status && s.upstream == upstream && s.route == route;
-            if let Some(series) = resolved.iter().find(same) {
-                return count(&series.requests);
-            }
-            let requests = METRICS.upstream_requests.with_label_values(&[route, upstream, &status_label(status)]);
-            count(&requests);
-            if resolved.len() >= RESOLVED_PER_THREAD {
-                resolved.clear();
-            }
-            resolved.push(UpstreamSeries {
-                route: route.to_string(),
-                upstream: upstream.to_string(),
-                status,
-                requests,
-            });
-        });
+        let same = |s: &UpstreamSeries| s.status == status && s.upstream == upstream && s.route == route;
+        let resolve = || UpstreamSeries {
+            route: route.to_string(),
+            upstream: upstream.to_string(),
+            status,
+            requests: METRICS.upstream_requests.with_label_values(&[route, upstream, &status_label(status)]),
+        };
+        with_resolved(&RESOLVED, same, resolve, |series| count(&series.requests));
     }
+}
+
+/// Counts in the series `same` finds among those this thread resolved, else in a new one
+/// (`resolve`), which the thread keeps.
+fn with_resolved<S: 'static>(
+    resolved: &'static LocalKey<RefCell<Vec<S>>>,
+    same: impl Fn(&S) -> bool,
+    resolve: impl FnOnce() -> S,
+    count: impl FnOnce(&S),
+) {
+    resolved.with_borrow_mut(|resolved| {
+        if let Some(series) = resolved.iter().find(|series| same(series)) {
+            return count(series);
+        }
+        let series = resolve();
+        count(&series);
+        if resolved.len() >= RESOLVED_PER_THREAD {
+            resolved.clear();
+        }
+        resolved.push(series);
+    });
 }
 
 /// The `status` label: the common ones without building a string per request.

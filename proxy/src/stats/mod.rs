@@ -18,19 +18,27 @@ mod window;
 
 pub use window::{Histogram, RouteReading, RouteWindow, route_window};
 
-/// Readings kept: five minutes, one a second.
-const KEPT: usize = 301;
+/// Points of history kept: five minutes, one a second.
+const HISTORY: usize = 300;
 /// The "now" figures are over this many seconds (one-second percentiles are too noisy).
 const NOW_SECONDS: usize = 5;
 
-/// Every metric reading of the last minutes.
+/// The last readings of the metrics, and the history drawn from them.
 #[derive(Default)]
 pub struct Stats {
-    readings: Mutex<VecDeque<Reading>>,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    /// The readings the "now" window spans (`NOW_SECONDS` + 1).
+    readings: VecDeque<Reading>,
+    /// One point per second between consecutive readings, made once as each reading comes.
+    history: VecDeque<Point>,
 }
 
 /// The cumulative counters at one instant.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Reading {
     at_ms: u64,
     routes: BTreeMap<String, RouteReading>,
@@ -58,27 +66,36 @@ impl Stats {
     fn sample(&self, cache: &EdgeCache) {
         let mut reading = read_metrics(&METRICS.gather());
         (reading.disk_read_bytes, reading.disk_write_bytes) = cache.disk_io_bytes();
-        let mut readings = self.readings.lock().expect("readings");
-        if readings.len() == KEPT {
-            readings.pop_front();
+        let mut recent = self.recent.lock().expect("recent readings");
+        if let Some(before) = recent.readings.back() {
+            let point = Point::between(before, &reading);
+            if recent.history.len() == HISTORY {
+                recent.history.pop_front();
+            }
+            recent.history.push_back(point);
         }
-        readings.push_back(reading);
+        if recent.readings.len() == NOW_SECONDS + 1 {
+            recent.readings.pop_front();
+        }
+        recent.readings.push_back(reading);
     }
 
     /// What `GET /stats` answers.
     pub fn snapshot(&self, live: &Live, cache: &EdgeCache) -> Snapshot {
-        let readings = self.readings.lock().expect("readings").clone();
+        let recent = self.recent.lock().expect("recent readings");
         let runtime = live.load();
-        let latest = readings.back().cloned().unwrap_or_default();
-        let window_start = readings.len().saturating_sub(NOW_SECONDS + 1);
-        let earliest = readings.get(window_start).cloned().unwrap_or_default();
+        let none = Reading::default();
+        let latest = recent.readings.back().unwrap_or(&none);
+        let earliest = recent.readings.front().unwrap_or(&none);
         let seconds = (latest.at_ms.saturating_sub(earliest.at_ms)) as f64 / 1000.0;
+        let no_route = RouteReading::default();
         let routes = runtime
             .routes
             .iter()
             .map(|route| {
                 let name = &route.config.name;
-                let (now, then) = (latest.routes.get(name).cloned().unwrap_or_default(), earliest.routes.get(name));
+                let now = latest.routes.get(name).unwrap_or(&no_route);
+                let then = earliest.routes.get(name).unwrap_or(&no_route);
                 let upstreams: Vec<UpstreamNow> = route
                     .pool
                     .upstreams
@@ -94,29 +111,13 @@ impl Stats {
                     name: name.clone(),
                     path: route.config.path.clone(),
                     healthy: upstreams.iter().any(|u| u.healthy),
-                    totals: Totals::of(&now),
-                    now: route_window(then.unwrap_or(&RouteReading::default()), &now, seconds),
+                    totals: Totals::of(now),
+                    now: route_window(then, now, seconds),
                     upstreams,
                 }
             })
             .collect();
-        let history = readings
-            .iter()
-            .zip(readings.iter().skip(1))
-            .map(|(before, after)| Point {
-                at_ms: after.at_ms,
-                routes: after
-                    .routes
-                    .iter()
-                    .map(|(name, now)| {
-                        let seconds = after.at_ms.saturating_sub(before.at_ms) as f64 / 1000.0;
-                        let window =
-                            route_window(before.routes.get(name).unwrap_or(&RouteReading::default()), now, seconds);
-                        (name.clone(), PointRoute::from(&window))
-                    })
-                    .collect(),
-            })
-            .collect();
+        let history = recent.history.iter().cloned().collect();
         Snapshot {
             at_ms: now_ms(),
             window_seconds: seconds,
@@ -211,14 +212,31 @@ pub struct Reloads {
     pub last_ok_at_ms: u64,
 }
 
-/// One second of one route, for the trend graphs.
-#[derive(Debug, Serialize)]
+/// One second of every route, for the trend graphs.
+#[derive(Debug, Clone, Serialize)]
 pub struct Point {
     pub at_ms: u64,
     pub routes: BTreeMap<String, PointRoute>,
 }
 
-#[derive(Debug, Serialize)]
+impl Point {
+    /// The second between two consecutive readings.
+    fn between(before: &Reading, after: &Reading) -> Point {
+        let seconds = after.at_ms.saturating_sub(before.at_ms) as f64 / 1000.0;
+        let no_route = RouteReading::default();
+        let routes = after
+            .routes
+            .iter()
+            .map(|(name, now)| {
+                let window = route_window(before.routes.get(name).unwrap_or(&no_route), now, seconds);
+                (name.clone(), PointRoute::from(&window))
+            })
+            .collect();
+        Point { at_ms: after.at_ms, routes }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct PointRoute {
     pub requests_per_s: f64,
     pub hit_ratio: Option<f64>,

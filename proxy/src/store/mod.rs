@@ -214,7 +214,7 @@ impl EdgeCache {
                 stored.lookup_counter(true).inc();
                 return Found::Fresh(Fresh { stored, life });
             }
-            count("lookup", "shared", "expired");
+            stored::count_expired_shared();
             if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {
                 stale.get_or_insert_with(|| Bytes::from(value));
             }
@@ -327,9 +327,7 @@ impl EdgeCache {
         let now = now_ms();
         let keys: Vec<Key> = targets.iter().map(|target| marker_key(route, target)).collect();
         self.markers.set(&keys, now);
-        for _ in targets {
-            count("invalidate", "all", "ok");
-        }
+        cache_operation("invalidate", "all", "ok").inc_by(targets.len() as u64);
         if let Some(shared) = &self.shared {
             shared.invalidate(keys, now);
         }

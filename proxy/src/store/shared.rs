@@ -178,8 +178,7 @@ impl SharedTier {
         self.runtime.spawn(async move {
             let announcement = Announcement { node: tier.node, at_ms, what: Invalidated::Markers(keys) };
             if !tier.announce(&announcement).await {
-                let Invalidated::Markers(keys) = &announcement.what else { unreachable!("markers announced") };
-                tier.pending.lock().expect("pending").add(keys, at_ms);
+                tier.pending.lock().expect("pending").keep(&announcement);
                 cache_operation("invalidate", "shared", "queued").inc();
             }
         });
@@ -190,7 +189,7 @@ impl SharedTier {
         let breaker_open = self.breaker.lock().expect("breaker").is_open();
         let down_since = self.health.down_since_ms.load(Ordering::Acquire);
         SharedStatus {
-            state: if subscribed && !breaker_open { "up" } else { "degraded" },
+            state: if is_up(subscribed, breaker_open) { "up" } else { "degraded" },
             subscribed,
             breaker_open,
             down_since_ms: (down_since != 0).then_some(down_since),
@@ -233,12 +232,7 @@ impl SharedTier {
         for (i, announcement) in announcements.iter().enumerate() {
             if !self.announce(announcement).await {
                 let mut pending = self.pending.lock().expect("pending");
-                for unsent in &announcements[i..] {
-                    match &unsent.what {
-                        Invalidated::Markers(keys) => pending.add(keys, unsent.at_ms),
-                        Invalidated::Everything => pending.add_everything(unsent.at_ms),
-                    }
-                }
+                announcements[i..].iter().for_each(|unsent| pending.keep(unsent));
                 return;
             }
         }
@@ -262,10 +256,9 @@ impl SharedTier {
                 self.refresh_gauge();
                 return Some(value);
             }
-            // The connection's own response timeout (the same deadline) is a timeout too.
-            Ok(Err(e)) if e.is_timeout() => ("timeout", format!("no answer within {:?}", self.timeout)),
-            Ok(Err(e)) => ("error", e.to_string()),
-            Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
+            Ok(Err(e)) if !e.is_timeout() => ("error", e.to_string()),
+            // Past the deadline, or the connection's own response timeout (the same deadline).
+            _ => ("timeout", format!("no answer within {:?}", self.timeout)),
         };
         cache_operation(operation, "shared", failure.0).inc();
         self.breaker.lock().expect("breaker").failed(now_ms());
@@ -275,8 +268,15 @@ impl SharedTier {
     }
 
     fn refresh_gauge(&self) {
-        METRICS.shared_tier_up.set((self.status().state == "up") as i64);
+        let subscribed = self.health.subscribed.load(Ordering::Acquire);
+        let breaker_open = self.breaker.lock().expect("breaker").is_open();
+        METRICS.shared_tier_up.set(is_up(subscribed, breaker_open) as i64);
     }
+}
+
+/// Up: listening for announcements, and asked (the breaker closed).
+fn is_up(subscribed: bool, breaker_open: bool) -> bool {
+    subscribed && !breaker_open
 }
 
 impl Health {

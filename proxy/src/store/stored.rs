@@ -102,6 +102,11 @@ static LOOKUP_COUNTERS: LazyLock<LookupCounters> = LazyLock::new(|| {
     }
 });
 
+/// Counts an entry the shared tier held expired (nothing of it is kept to count it by).
+pub(super) fn count_expired_shared() {
+    LOOKUP_COUNTERS.expired_shared.inc();
+}
+
 /// Counts a lookup that found nothing in one of its scopes.
 pub(super) fn count_miss() {
     LOOKUP_COUNTERS.miss.inc();
