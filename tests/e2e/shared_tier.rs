@@ -558,3 +558,26 @@ async fn a_stalled_redis_costs_a_request_at_most_its_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The Python SDK's server behind two nodes: its private answers cross nodes only to the user
+/// they were fetched for.
+#[tokio::test]
+async fn python_sdk_private_answers_cross_nodes_only_to_their_user() {
+    let redis = Redis::start().await;
+    let (_server, port) = crate::peers::python_server(&["--hints", "private"]).await;
+    let routes = format!("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n");
+    let section = shared_section(&redis.url());
+    let (a, b) =
+        (proxy_full(&routes, "", |_| section.clone()).await, proxy_full(&routes, "", |_| section.clone()).await);
+    wait_shared_state(&a, "up").await;
+    wait_shared_state(&b, "up").await;
+    let text = |reply: &Reply| reply.json()["result"]["contents"][0]["text"].as_str().unwrap_or_default().to_string();
+    let ann_on_a = read(&a.mcp(), "docs://mine/3", Some("Bearer ann")).await;
+    assert_eq!((x_cache(&ann_on_a), text(&ann_on_a).as_str()), ("MISS", "page 3 of Bearer ann"), "{ann_on_a:?}");
+    let ann_on_b = read_until_hit(&b.mcp(), "docs://mine/3", Some("Bearer ann")).await;
+    assert_eq!((x_cache(&ann_on_b), text(&ann_on_b).as_str()), ("HIT", "page 3 of Bearer ann"));
+    let ben_on_b = read(&b.mcp(), "docs://mine/3", Some("Bearer ben")).await;
+    assert_eq!((x_cache(&ben_on_b), text(&ben_on_b).as_str()), ("MISS", "page 3 of Bearer ben"));
+    let nobody = read(&b.mcp(), "docs://mine/3", Some("")).await;
+    assert_ne!(text(&nobody), "page 3 of Bearer ann", "an empty credential is nobody's: {nobody:?}");
+}
