@@ -26,6 +26,11 @@ impl Outcome {
             Outcome::Stale => "STALE",
         }
     }
+
+    /// The `x-cache` header's value (static: nothing is allocated per response).
+    pub fn header_value(self) -> http::HeaderValue {
+        http::HeaderValue::from_static(self.as_str())
+    }
 }
 
 /// An answer mcp-edge writes itself from a cached entry: body and the headers beyond the

@@ -23,6 +23,8 @@ use std::path::Path;
 /// One upstream replica.
 pub struct Upstream {
     pub url: UpstreamUrl,
+    /// `url.authority` as the `Host` header value, made once (sent with every request).
+    pub host_header: http::HeaderValue,
     pub addr: SocketAddr,
     pub backend: Backend,
     /// Requests currently proxied to it (for `least_conn` and metrics).
@@ -69,8 +71,13 @@ impl Pool {
             }
             by_addr.insert(addr, upstreams.len());
             let backend = crate::health::backend_for(addr);
+            let host_header = http::HeaderValue::from_str(&url.authority).map_err(|e| SetupError::Upstream {
+                url: url.url.clone(),
+                reason: format!("its authority is not a valid Host header: {e}"),
+            })?;
             upstreams.push(Arc::new(Upstream {
                 url: url.clone(),
+                host_header,
                 addr,
                 backend,
                 inflight: AtomicUsize::new(0),
@@ -124,6 +131,12 @@ impl Pool {
         backend.addr.as_inet().and_then(|addr| self.by_addr.get(addr).copied())
     }
 
+    /// Whether `select` reads its key (only consistent hashing does): the key, the caller's
+    /// identity or address, is then made only where it is used.
+    pub fn hashes_callers(&self) -> bool {
+        self.balance == Balance::Consistent
+    }
+
     /// Whether the replica is healthy and not ejected.
     pub fn is_ready(&self, index: usize) -> bool {
         self.backends().ready(&self.upstreams[index].backend)
@@ -138,6 +151,10 @@ impl Pool {
     /// is ready, any replica not yet tried is picked (as Envoy's panic threshold does): a
     /// health check that ran before the upstream came up must not refuse every request.
     pub fn select(&self, key: &[u8], exclude: &[usize]) -> Option<usize> {
+        // One replica: it is the pick whether ready or not, unless it was tried already.
+        if self.upstreams.len() == 1 {
+            return (!exclude.contains(&0)).then_some(0);
+        }
         self.select_among(key, exclude, true).or_else(|| self.select_among(key, exclude, false))
     }
 
@@ -249,10 +266,40 @@ mod tests {
     use super::*;
 
     fn pool() -> Arc<Pool> {
-        let source = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\", \"http://127.0.0.1:2/mcp\"]\n\
-                      [route.health]\ninterval = \"2s\"\n";
-        let config = mcp_edge_policies::Config::from_toml(source).unwrap();
+        pool_of(&["http://127.0.0.1:1/mcp", "http://127.0.0.1:2/mcp"], "round_robin")
+    }
+
+    fn pool_of(upstreams: &[&str], balance: &str) -> Arc<Pool> {
+        let upstreams = upstreams.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
+        let source = format!(
+            "[[route]]\npath = \"/mcp\"\nupstreams = [{upstreams}]\nbalance = \"{balance}\"\n[route.health]\ninterval = \"2s\"\n"
+        );
+        let config = mcp_edge_policies::Config::from_toml(&source).unwrap();
         Arc::new(Pool::build(&config.routes[0]).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_replica_is_picked_ready_or_not_until_it_was_tried() {
+        let pool = pool_of(&["http://127.0.0.1:1/mcp"], "round_robin");
+        assert_eq!(pool.select(b"", &[]), Some(0));
+        pool.eject(0);
+        assert!(!pool.is_ready(0));
+        assert_eq!(pool.select(b"", &[]), Some(0), "an ejected lone replica is still tried");
+        assert_eq!(pool.select(b"", &[0]), None, "but not twice for one request");
+    }
+
+    #[test]
+    fn only_consistent_hashing_reads_the_callers_key() {
+        let two = ["http://127.0.0.1:1/mcp", "http://127.0.0.1:2/mcp"];
+        assert!(pool_of(&two, "consistent").hashes_callers());
+        assert!(!pool_of(&two, "round_robin").hashes_callers());
+        assert!(!pool_of(&two, "least_conn").hashes_callers());
+    }
+
+    #[test]
+    fn the_host_header_is_the_upstream_urls_authority() {
+        let pool = pool_of(&["http://localhost:3001/mcp"], "round_robin");
+        assert_eq!(pool.upstreams[0].host_header, "localhost:3001");
     }
 
     #[tokio::test(start_paused = true)]

@@ -186,10 +186,12 @@ impl ProxyHttp for McpProxy {
             }
             Some(pinned) => pinned,
             None => {
-                let identity = session.req_header().headers.get(route.config.policy.identity_header.as_str());
-                let client = client_ip(session);
+                let hashed = route.pool.hashes_callers();
+                let identity =
+                    hashed.then(|| session.req_header().headers.get(route.config.policy.identity_header.as_str()));
+                let client = if hashed { client_ip(session) } else { None };
                 let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
-                let key = consistent_key(identity.map(|v| v.as_bytes()), client);
+                let key = consistent_key(identity.flatten().map(|v| v.as_bytes()), client);
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
                     let route = route.config.name.clone();
                     let failure = match ctx.last_failure.clone() {
@@ -278,7 +280,7 @@ impl ProxyHttp for McpProxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        response.insert_header("x-cache", ctx.outcome.as_str())?;
+        response.insert_header("x-cache", ctx.outcome.header_value())?;
         let Some(snapshot) = ctx.snapshot.as_ref() else { return Ok(()) };
         ctx.gzip = crate::compress::prepare_response(&snapshot.config.compression, response, ctx.accepts_gzip)?;
         Ok(())

@@ -28,7 +28,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
     let client_host = session.req_header().headers.get(http::header::HOST).cloned();
     let client_host =
         client_host.or_else(|| request.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()));
-    request.insert_header("host", upstream.url.authority.as_str())?;
+    request.insert_header("host", upstream.host_header.clone())?;
     if let Some(host) = client_host {
         request.insert_header("x-forwarded-host", host)?;
     }
@@ -45,7 +45,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         None => {}
     }
     let scheme = if is_tls(session) { "https" } else { "http" };
-    request.insert_header("x-forwarded-proto", scheme)?;
+    request.insert_header("x-forwarded-proto", http::HeaderValue::from_static(scheme))?;
     if let Some(upstream_session) = &ctx.upstream_session {
         request.insert_header("mcp-session-id", upstream_session.as_str())?;
     }
