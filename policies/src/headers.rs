@@ -64,6 +64,15 @@ pub fn check_mirrored(headers: Mirrored<'_>, message: &Message) -> Result<(), St
         return Ok(());
     }
     let header_version = headers.protocol_version.unwrap_or_default();
+    let method = message.method.as_deref().unwrap_or_default();
+    let named = Method::named(method).and_then(Method::named_param);
+    // A mirrored member the body writes twice, differently, matches no header: the upstream's
+    // parser picks one of them, and a check against the other would be a bypass.
+    if let Some(member) = message.params.ambiguous
+        && (member == crate::jsonrpc::META_PROTOCOL_VERSION || Some(member) == named)
+    {
+        return Err(format!("Header mismatch: the body gives '{member}' more than once, with different values"));
+    }
     match message.params.protocol_version.as_deref() {
         Some(body_version) if body_version != header_version => {
             return Err(format!(
@@ -72,7 +81,6 @@ pub fn check_mirrored(headers: Mirrored<'_>, message: &Message) -> Result<(), St
         }
         _ => {}
     }
-    let method = message.method.as_deref().unwrap_or_default();
     match headers.method {
         None => return Err("Header mismatch: required header Mcp-Method is missing".into()),
         Some(value) if value != method => {
@@ -82,7 +90,7 @@ pub fn check_mirrored(headers: Mirrored<'_>, message: &Message) -> Result<(), St
         }
         Some(_) => {}
     }
-    let Some(field) = Method::named(method).and_then(Method::named_param) else {
+    let Some(field) = named else {
         return Ok(());
     };
     let body_value = if field == "uri" { &message.params.uri } else { &message.params.name };
@@ -113,6 +121,30 @@ mod tests {
 
     fn headers<'a>(method: Option<&'a str>, name: Option<&'a str>) -> Mirrored<'a> {
         Mirrored { protocol_version: Some("2026-07-28"), method, name }
+    }
+
+    #[test]
+    fn a_mirrored_member_written_twice_differently_matches_no_header() {
+        let version = Some("2026-07-28");
+        let headers = |name| Mirrored { protocol_version: version, method: Some("resources/read"), name };
+        let body = |params: &str| {
+            parse(format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{params}}}"#).as_bytes())
+                .unwrap()
+        };
+        let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+        let twice = body(&format!(r#"{{"uri":"a://1","uri":"a://2",{meta}}}"#));
+        for name in ["a://1", "a://2"] {
+            let refused = check_mirrored(headers(Some(name)), &twice).unwrap_err();
+            assert!(refused.contains("more than once"), "{refused}");
+        }
+        let alike = body(&format!(r#"{{"uri":"a://1","uri":"a://1",{meta}}}"#));
+        assert_eq!(check_mirrored(headers(Some("a://1")), &alike), Ok(()));
+        let cursor = body(&format!(r#"{{"uri":"a://1","cursor":"x","cursor":"y",{meta}}}"#));
+        assert_eq!(check_mirrored(headers(Some("a://1")), &cursor), Ok(()), "a cursor is not mirrored");
+        let versions = body(
+            r#"{"uri":"a://1","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/protocolVersion":"2099-01-01"}}"#,
+        );
+        assert!(check_mirrored(headers(Some("a://1")), &versions).is_err());
     }
 
     #[test]

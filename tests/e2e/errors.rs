@@ -20,6 +20,8 @@ async fn malformed_and_invalid_bodies() {
         (r#"{"jsonrpc":"2.0","id":5}"#, -32600),
         (r#"{"jsonrpc":"1.0","id":5,"method":"ping"}"#, -32600),
         ("[]", -32600),
+        // MCP request ids must not be null: not a notification either.
+        (r#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#, -32600),
     ] {
         let reply = mcp.post(body, &[]).await;
         assert_eq!(reply.status, 400, "{body:?}: {reply:?}");
@@ -54,6 +56,35 @@ async fn mirrored_header_mismatch_is_400_with_32020() {
         .post(body, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "resources/read"), ("mcp-name", encoded)])
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+/// A body that names its resource twice, differently, is read one way by one JSON parser and
+/// the other way by another (the SDK servers keep the last): no `Mcp-Name` can vouch for it,
+/// so it never reaches the upstream. Named twice alike, it is carried, uncached.
+#[tokio::test]
+async fn a_resource_named_twice_differently_matches_no_header() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let read = |uris: [&str; 2]| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{{"uri":"{}","uri":"{}","_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#,
+            uris[0], uris[1]
+        )
+    };
+    let headers = |name| [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "resources/read"), ("mcp-name", name)];
+    let reads_before = upstream_reads(&upstream).await;
+    for name in ["demo://docs/1", "demo://docs/2"] {
+        let reply = mcp.post(read(["demo://docs/1", "demo://docs/2"]), &headers(name)).await;
+        assert_eq!(reply.status, 400, "{reply:?}");
+        assert_eq!(error_code(&reply), -32020);
+        assert_eq!(reply.json()["id"], 3);
+    }
+    assert_eq!(upstream_reads(&upstream).await, reads_before, "refused before the upstream");
+    let reply = mcp.post(read(["demo://docs/1", "demo://docs/1"]), &headers("demo://docs/1")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(x_cache(&reply), "BYPASS", "never keyed on a body read leniently");
+    assert_eq!(reply.json()["result"]["contents"][0]["uri"], "demo://docs/1");
 }
 
 #[tokio::test]

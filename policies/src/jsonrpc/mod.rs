@@ -8,6 +8,8 @@ use serde_json::value::RawValue;
 
 use crate::canonical::{self, Key, KeySet, UniqueKeys};
 
+mod lenient;
+
 /// JSON-RPC error codes the proxy itself emits.
 pub mod codes {
     pub const PARSE_ERROR: i64 = -32700;
@@ -60,6 +62,10 @@ pub struct Params {
     /// `params` has members other than `uri`, `name`, `cursor`, `arguments`, `_meta`,
     /// `inputResponses` and `requestState` (their effect on the answer is unknown).
     pub other_members: bool,
+    /// A member written more than once with different values (`uri`, `name`, `cursor` or the
+    /// `_meta` protocol version): which one the upstream reads depends on its JSON parser, so
+    /// no header may be checked against either (see `lenient`).
+    pub ambiguous: Option<&'static str>,
 }
 
 impl Default for Params {
@@ -74,6 +80,7 @@ impl Default for Params {
             has_input_responses: false,
             exact: true,
             other_members: false,
+            ambiguous: None,
         }
     }
 }
@@ -90,7 +97,7 @@ pub struct Invalid {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     jsonrpc: Option<&'a str>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "written")]
     id: Option<&'a RawValue>,
     method: Option<String>,
     #[serde(borrow)]
@@ -101,25 +108,10 @@ struct Envelope<'a> {
     error: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize, Default)]
-struct RawParams<'a> {
-    uri: Option<String>,
-    name: Option<String>,
-    cursor: Option<String>,
-    #[serde(borrow)]
-    arguments: Option<&'a RawValue>,
-    #[serde(rename = "_meta", borrow)]
-    meta: Option<RawMeta<'a>>,
-    #[serde(rename = "inputResponses", borrow)]
-    input_responses: Option<&'a RawValue>,
-    #[serde(rename = "requestState", borrow)]
-    request_state: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize, Default)]
-struct RawMeta<'a> {
-    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
-    protocol_version: Option<&'a str>,
+/// `Some` for any id written, `null` included: MCP request ids must not be null, and serde's
+/// `Option` would read a `null` id as no id (a notification).
+fn written<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// Parses one POST body.
@@ -173,28 +165,13 @@ fn parse_failure(body: &[u8], error: &serde_json::Error) -> Invalid {
 /// Params are read twice over if need be. Strictly first ([`ExactParams`]): every member the
 /// proxy reads of its expected type and no duplicate key anywhere. What fails that is carried,
 /// not refused (the upstream is the judge of its own methods), read leniently for the header
-/// checks, and marked inexact so that no cache key is built from a guess.
+/// checks ([`lenient`]), and marked inexact so that no cache key is built from a guess.
 fn parse_params(raw: Option<&RawValue>) -> Params {
     let Some(raw) = raw else {
         return Params::default();
     };
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    match deserializer.deserialize_map(ExactParams) {
-        Ok(params) => params,
-        Err(_) => {
-            let lenient: RawParams = serde_json::from_str(raw.get()).unwrap_or_default();
-            Params {
-                uri: lenient.uri,
-                name: lenient.name,
-                cursor: lenient.cursor,
-                arguments: lenient.arguments.map(|a| a.get().to_string()),
-                protocol_version: lenient.meta.and_then(|m| m.protocol_version.map(str::to_string)),
-                has_input_responses: lenient.input_responses.is_some() || lenient.request_state.is_some(),
-                exact: false,
-                other_members: true,
-            }
-        }
-    }
+    deserializer.deserialize_map(ExactParams).unwrap_or_else(|_| lenient::read(raw.get()))
 }
 
 /// Reads `params` strictly, in one pass: fails on a duplicate key at any depth or a member the
@@ -354,6 +331,16 @@ mod tests {
         for body in [&b"{not json"[..], b"", b"{\"jsonrpc\":\"2.0\",", b"[1,"] {
             assert_eq!(parse(body).unwrap_err().code, codes::PARSE_ERROR, "{body:?}");
         }
+    }
+
+    #[test]
+    fn a_null_id_is_an_invalid_request_not_a_notification() {
+        let refused = parse(br#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#).unwrap_err();
+        assert_eq!((refused.code, refused.id.as_deref()), (codes::INVALID_REQUEST, Some("null")));
+        let response = parse(br#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#).unwrap_err();
+        assert_eq!(response.code, codes::INVALID_REQUEST);
+        let absent = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!((absent.kind, absent.id), (Kind::Notification, None));
     }
 
     #[test]
