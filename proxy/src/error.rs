@@ -31,6 +31,8 @@ pub enum EdgeError {
     /// Found too large while streaming (its size was not declared).
     #[error("request body too large: the limit is {limit} bytes")]
     StreamedBodyTooLarge { limit: u64 },
+    #[error("Request Header Fields Too Large: {0}")]
+    HeadTooLarge(&'static str),
     /// The body is not a valid JSON-RPC message (`code`: parse error or invalid request).
     #[error("{message}")]
     InvalidMessage { id: Option<String>, code: i64, message: String },
@@ -83,6 +85,7 @@ impl EdgeError {
             RequestTimeout(_) => 408,
             BodyTooLarge { .. } | StreamedBodyTooLarge { .. } => 413,
             UnsupportedMediaType { .. } => 415,
+            HeadTooLarge(_) => 431,
             TooManyRequests(_) => 429,
             Internal => 500,
             EveryUpstreamFailed { .. } | CannotConnect { .. } | UpstreamFailed { .. } => 502,
@@ -103,7 +106,8 @@ impl EdgeError {
             | RequestTimeout(_)
             | UnsupportedMediaType { .. }
             | BodyTooLarge { .. }
-            | StreamedBodyTooLarge { .. } => codes::INVALID_REQUEST,
+            | StreamedBodyTooLarge { .. }
+            | HeadTooLarge(_) => codes::INVALID_REQUEST,
             _ => codes::SERVER_ERROR,
         }
     }
@@ -172,6 +176,7 @@ mod tests {
             (EdgeError::UnsupportedMediaType { content_type: "text/plain".into() }, 415, codes::INVALID_REQUEST),
             (EdgeError::BodyTooLarge { size: 10, limit: 5 }, 413, codes::INVALID_REQUEST),
             (EdgeError::StreamedBodyTooLarge { limit: 5 }, 413, codes::INVALID_REQUEST),
+            (EdgeError::HeadTooLarge("big"), 431, codes::INVALID_REQUEST),
             (EdgeError::InvalidMessage { id: None, code: codes::PARSE_ERROR, message: "x".into() }, 400, -32700),
             (EdgeError::HeaderMismatch { id: None, reason: "x".into() }, 400, codes::HEADER_MISMATCH),
             (EdgeError::SessionNotFound, 404, codes::SESSION_NOT_FOUND),

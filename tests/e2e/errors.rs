@@ -137,6 +137,34 @@ async fn guards_reject_what_an_mcp_endpoint_must_not_take() {
     assert!(error_code(&nowhere) != 0);
 }
 
+/// Heads past 64 KiB or 256 fields get 431 with a JSON-RPC error (Pingora alone takes 1 MiB,
+/// and answers more fields with an empty 400); within the limits a large head is served.
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let big = format!("X-Big: {}", "a".repeat(70 * 1024));
+    let many: Vec<String> = (0..300).map(|n| format!("X-{n}: v")).collect();
+    for headers in [vec![big.as_str()], many.iter().map(String::as_str).collect()] {
+        let reply = raw_exchange(&proxy, &raw_post(ping, &headers)).await;
+        assert_eq!(reply.status, 431, "{:?}", reply.body);
+        assert_eq!(reply.body["error"]["code"], -32600);
+        assert!(reply.body["error"]["message"].as_str().unwrap().starts_with("Request Header Fields Too Large"));
+    }
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    let within = "a".repeat(40 * 1024);
+    // More fields than the hit path parses (48), fewer than the demo upstream takes (100).
+    let names: Vec<String> = (0..80).map(|n| format!("x-{n}")).collect();
+    let fields: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "v")).collect();
+    for mut headers in [vec![("x-big", within.as_str())], fields] {
+        headers.push(("mcp-session-id", &session));
+        let reply = mcp.post(ping, &headers).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+}
+
 #[tokio::test]
 async fn unknown_sessions_get_404() {
     let upstream = demo_upstream("a", &[]).await;

@@ -7,6 +7,12 @@ use crate::service::INSPECT_LIMIT;
 
 /// Requests with more header lines than this are left to the proxy service.
 const MAX_HEADERS: usize = 48;
+/// The most header fields a request may have (Pingora's own limit, which it answers with a
+/// bare 400): more are refused here with 431 and a JSON-RPC error.
+pub(super) const MAX_HEADER_FIELDS: usize = 256;
+/// The largest request head taken (as Envoy's default, 60 KiB, and nginx's 4 × 8 KiB): a
+/// larger one is refused with 431 (Pingora alone would take 1 MiB).
+pub(super) const MAX_HEAD: usize = 64 * 1024;
 
 /// What the hit path makes of what has arrived of a request. (Returned once per request, on
 /// the stack: boxing the large variant would allocate per request instead.)
@@ -19,6 +25,9 @@ pub(super) enum Probe<'b> {
     /// Not a valid HTTP/1.1 request head: answered here with a JSON-RPC error (Pingora's own
     /// parser would answer a bare 400), and the connection closed.
     Malformed(&'static str),
+    /// Larger than [`MAX_HEAD`] or with more fields than [`MAX_HEADER_FIELDS`]: refused (431),
+    /// the connection closed.
+    TooLarge(&'static str),
 }
 
 /// A complete request head the hit path may take, read once (it borrows the request's bytes).
@@ -58,11 +67,14 @@ pub(super) fn probe_head<'b, 'r>(
     let mut parsed = httparse::Request::new(&mut header_slots);
     let head_len = match parsed.parse(buffer) {
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buffer.len() > MAX_HEAD => return Probe::TooLarge(HEAD_TOO_LARGE),
         Ok(httparse::Status::Partial) => return Probe::Partial,
-        // The service allows more header lines than the hit path parses.
-        Err(httparse::Error::TooManyHeaders) => return Probe::Unsuitable,
+        Err(httparse::Error::TooManyHeaders) => return probe_many_fields(buffer),
         Err(_) => return Probe::Malformed("malformed request head"),
     };
+    if head_len > MAX_HEAD {
+        return Probe::TooLarge(HEAD_TOO_LARGE);
+    }
     let target = parsed.path.unwrap_or_default();
     if !valid_target(target) {
         return Probe::Malformed("invalid request target");
@@ -84,6 +96,24 @@ pub(super) fn probe_head<'b, 'r>(
             Probe::Complete(Head { head_len, body_len: body_len as usize, path, route, known })
         }
         _ => Probe::Unsuitable,
+    }
+}
+
+const HEAD_TOO_LARGE: &str = "the request head is larger than 64 KiB";
+const TOO_MANY_FIELDS: &str = "the request head has more than 256 header fields";
+
+/// A head with more fields than the hit path parses, parsed again with room for
+/// [`MAX_HEADER_FIELDS`] (only such rare heads pay for it): the service takes it whole, within
+/// the same limits.
+fn probe_many_fields(buffer: &[u8]) -> Probe<'_> {
+    let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
+    match httparse::Request::new(&mut slots).parse(buffer) {
+        Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD => Probe::TooLarge(HEAD_TOO_LARGE),
+        Ok(httparse::Status::Complete(_)) => Probe::Unsuitable,
+        Ok(httparse::Status::Partial) if buffer.len() > MAX_HEAD => Probe::TooLarge(HEAD_TOO_LARGE),
+        Ok(httparse::Status::Partial) => Probe::Partial,
+        Err(httparse::Error::TooManyHeaders) => Probe::TooLarge(TOO_MANY_FIELDS),
+        Err(_) => Probe::Malformed("malformed request head"),
     }
 }
 
@@ -145,6 +175,21 @@ mod tests {
         }
         let many: String = (0..MAX_HEADERS + 4).map(|n| format!("X-{n}: v\r\n")).collect();
         assert!(matches!(probe(&GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{many}"))), Probe::Unsuitable));
+    }
+
+    #[test]
+    fn refuses_heads_past_the_limits() {
+        let fields = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+        let with = |extra: &str| GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{extra}"));
+        // Up to the limit (the Host and the others make 3 more): the service takes it.
+        assert!(matches!(probe(&with(&fields(MAX_HEADER_FIELDS - 3))), Probe::Unsuitable));
+        assert!(matches!(probe(&with(&fields(MAX_HEADER_FIELDS))), Probe::TooLarge(TOO_MANY_FIELDS)));
+        let big = format!("X-Big: {}\r\n", "a".repeat(MAX_HEAD));
+        assert!(matches!(probe(&with(&big)), Probe::TooLarge(HEAD_TOO_LARGE)), "complete and too large");
+        let partial = with(&big);
+        assert!(matches!(probe(&partial[..MAX_HEAD + 1]), Probe::TooLarge(HEAD_TOO_LARGE)), "still arriving");
+        let many_partial = with(&fields(100));
+        assert!(matches!(probe(&many_partial[..many_partial.len() - 10]), Probe::Partial), "many fields, arriving");
     }
 
     #[test]

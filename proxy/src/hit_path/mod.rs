@@ -42,8 +42,6 @@ use crate::store::{EdgeCache, Found, Life, Stored};
 use head::{Head, Probe, probe_head, route_and_identity};
 use wire::{KEEPALIVE, Read, encode_head, read_more, write_parts};
 
-/// Request heads larger than this are left to the proxy service (which allows more).
-const MAX_HEAD: usize = 16 * 1024;
 /// Why a request that trickles in past `server.header_timeout` is refused (408).
 const TOO_SLOW: &str = "the request did not arrive in time";
 
@@ -128,7 +126,7 @@ impl EdgeApp {
                     Probe::Complete(head) => awaiting = head.request_len(),
                     Probe::Unsuitable => return Step::HandOver(None),
                     Probe::Malformed(reason) => return refuse(stream, EdgeError::bad_request(reason)).await,
-                    Probe::Partial if buffer.len() > MAX_HEAD => return Step::HandOver(None),
+                    Probe::TooLarge(reason) => return refuse(stream, EdgeError::HeadTooLarge(reason)).await,
                     Probe::Partial => {}
                 }
             }
