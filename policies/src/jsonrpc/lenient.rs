@@ -161,6 +161,17 @@ mod tests {
     }
 
     #[test]
+    fn nesting_past_serdes_depth_limit_hides_no_duplicate() {
+        let deep = format!("{}{}", "[".repeat(3000), "]".repeat(3000));
+        let read = params(&format!(r#"{{"uri":"a://1","x":{deep},"uri":"a://2"}}"#));
+        assert_eq!((read.uri, read.ambiguous), (None, Some("uri")));
+        let meta = params(&format!(
+            r#"{{"uri":"a://1","_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","x":{deep},"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}}"#
+        ));
+        assert_eq!(meta.ambiguous, Some("io.modelcontextprotocol/protocolVersion"));
+    }
+
+    #[test]
     fn one_odd_member_does_not_hide_the_others() {
         let read =
             params(r#"{"uri":"a://1","name":5,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#);
