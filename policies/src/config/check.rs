@@ -11,7 +11,6 @@ use toml::Spanned;
 use super::raw::*;
 use super::*;
 use crate::problem::{Problem, SourceMap, unplaced};
-use crate::units::{parse_duration, parse_size};
 use crate::upstream::UpstreamUrl;
 
 /// A Redis URL mcp-edge accepts: `redis://` or `rediss://`, a host, and no password (it
@@ -48,58 +47,8 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn report(&mut self, span: std::ops::Range<usize>, message: String) {
+    pub(super) fn report(&mut self, span: std::ops::Range<usize>, message: String) {
         self.problems.push(self.map.problem(span, message));
-    }
-
-    fn size(&mut self, value: &Text, default: u64, key: &str) -> u64 {
-        let Some(text) = value else { return default };
-        parse_size(text.get_ref()).unwrap_or_else(|e| {
-            self.report(text.span(), format!("{key}: {e}"));
-            default
-        })
-    }
-
-    fn duration(&mut self, value: &Text, default: Duration, key: &str) -> Duration {
-        let Some(text) = value else { return default };
-        parse_duration(text.get_ref()).unwrap_or_else(|e| {
-            self.report(text.span(), format!("{key}: {e}"));
-            default
-        })
-    }
-
-    fn socket_addr(&mut self, text: &Spanned<String>, key: &str) -> Option<SocketAddr> {
-        match text.get_ref().parse() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                let message = format!(
-                    "{key}: {:?} is not an IP address with a port, e.g. \"127.0.0.1:8080\" or \"[::]:8080\"",
-                    text.get_ref()
-                );
-                self.report(text.span(), message);
-                None
-            }
-        }
-    }
-
-    /// A whole number of 0 or more (0 usually meaning "no limit").
-    fn count(&mut self, value: &Option<Spanned<i64>>, default: usize, key: &str) -> usize {
-        let Some(number) = value else { return default };
-        usize::try_from(*number.get_ref()).unwrap_or_else(|_| {
-            self.report(number.span(), format!("{key} must be a whole number, 0 or more (0: no limit)"));
-            default
-        })
-    }
-
-    fn positive(&mut self, value: &Option<Spanned<i64>>, default: usize, key: &str) -> usize {
-        let Some(number) = value else { return default };
-        match usize::try_from(*number.get_ref()) {
-            Ok(n) if n > 0 => n,
-            _ => {
-                self.report(number.span(), format!("{key} must be a positive whole number"));
-                default
-            }
-        }
     }
 
     pub(super) fn config(&mut self, raw: RawConfig) -> Config {
@@ -147,7 +96,11 @@ impl Checker<'_> {
                 .collect(),
             allowed_hosts: Vec::new(),
             allowed_hosts_default: raw.allowed_hosts.is_none(),
-            header_timeout: self.duration(&raw.header_timeout, Duration::from_secs(10), "server.header_timeout"),
+            header_timeout: self.nonzero_duration(
+                &raw.header_timeout,
+                Duration::from_secs(10),
+                "server.header_timeout",
+            ),
             max_streams_per_client: self.count(&raw.max_streams_per_client, 64, "server.max_streams_per_client"),
             tls,
         };
@@ -227,7 +180,7 @@ impl Checker<'_> {
         {
             self.report(text.span(), "cache.shared.timeout must be between 1ms and 5s".into());
         }
-        let ttl_cap = self.duration(&shared.ttl_cap, Duration::from_secs(3600), "cache.shared.ttl_cap");
+        let ttl_cap = self.nonzero_duration(&shared.ttl_cap, Duration::from_secs(3600), "cache.shared.ttl_cap");
         if let Some(text) = &shared.ttl_cap
             && ttl_cap < Duration::from_secs(1)
         {
@@ -297,8 +250,8 @@ impl Checker<'_> {
             },
         };
         RouteConfig {
-            connect_timeout: self.duration(&route.connect_timeout, Duration::from_secs(3), "connect_timeout"),
-            read_timeout: self.duration(&route.read_timeout, Duration::from_secs(60), "read_timeout"),
+            connect_timeout: self.nonzero_duration(&route.connect_timeout, Duration::from_secs(3), "connect_timeout"),
+            read_timeout: self.nonzero_duration(&route.read_timeout, Duration::from_secs(60), "read_timeout"),
             ca_file: route.ca_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
             policy: self.policy(&route.policy),
             prefetch: self.prefetch(&route.prefetch),
@@ -402,30 +355,10 @@ impl Checker<'_> {
     }
 
     /// A number between 0 and 1.
-    fn fraction(&mut self, value: &Option<Spanned<f64>>, default: f64, key: &str) -> f64 {
-        match value {
-            Some(number) if !(0.0..=1.0).contains(number.get_ref()) => {
-                self.report(number.span(), format!("{key} must be between 0 and 1"));
-                default
-            }
-            Some(number) => *number.get_ref(),
-            None => default,
-        }
-    }
-
     fn health(&mut self, raw: &RawHealth) -> HealthConfig {
-        let mut nonzero = |value: &Text, default: Duration, key: &str| {
-            let d = self.duration(value, default, key);
-            if d.is_zero() {
-                let span = value.as_ref().map(|v| v.span()).unwrap_or(0..0);
-                self.report(span, format!("{key} must be longer than 0"));
-                return default;
-            }
-            d
-        };
         HealthConfig {
-            interval: nonzero(&raw.interval, Duration::from_secs(5), "health.interval"),
-            timeout: nonzero(&raw.timeout, Duration::from_secs(1), "health.timeout"),
+            interval: self.nonzero_duration(&raw.interval, Duration::from_secs(5), "health.interval"),
+            timeout: self.nonzero_duration(&raw.timeout, Duration::from_secs(1), "health.timeout"),
         }
     }
 

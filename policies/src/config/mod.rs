@@ -14,6 +14,7 @@ mod check;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod values;
 
 use check::Checker;
 use raw::RawConfig;

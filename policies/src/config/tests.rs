@@ -169,3 +169,23 @@ fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
     let tls = Config::from_toml(&format!("[cache.shared]\nurl = \"rediss://user@cache\"\n{MINIMAL}")).unwrap();
     assert_eq!(tls.cache.shared.unwrap().url, "rediss://user@cache");
 }
+
+#[test]
+fn zero_timeouts_are_refused() {
+    let route = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
+    for (section, key) in [
+        (format!("[server]\nheader_timeout = \"0s\"\n{route}"), "server.header_timeout"),
+        (format!("{route}connect_timeout = \"0ms\"\n"), "connect_timeout"),
+        (format!("{route}read_timeout = \"0s\"\n"), "read_timeout"),
+        (format!("{route}[route.health]\ninterval = \"0s\"\n"), "health.interval"),
+        (
+            format!("[cache.shared]\nurl = \"redis://127.0.0.1:6379\"\nttl_cap = \"0s\"\n{route}"),
+            "cache.shared.ttl_cap",
+        ),
+    ] {
+        let found = problems(&section);
+        assert_eq!(found.len(), 1, "{section}: {found:?}");
+        let text = found[0].to_string();
+        assert!(text.contains(&format!("{key} must be longer than 0")), "{text}");
+    }
+}
