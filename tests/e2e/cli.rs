@@ -181,3 +181,30 @@ fn check_explains_who_may_call() {
     assert!(stdout.contains("same origin") || stdout.contains("own origin"), "{stdout}");
     assert!(stdout.contains("warning: admin.listen 0.0.0.0:9090 is not loopback"), "{stdout}");
 }
+
+/// SIGTERM stops mcp-edge with exit code 0 and nothing panicking, also without an admin
+/// listener (whose thread otherwise keeps the cache alive to the end): the last handle to the
+/// cache then goes on a service's async thread, where dropping foyer's runtime used to panic.
+#[tokio::test]
+async fn sigterm_stops_cleanly_without_an_admin_listener() {
+    let upstream = demo_upstream("a", &[]).await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let routes = route(&[&upstream], "");
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"\"\n[cache]\ndisk_path = {:?}\ndisk_size = \"64MiB\"\n{routes}",
+        dir.path().join("cache")
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
+    wait_listening(port, &edge).await;
+    let reply =
+        Mcp::new(&format!("http://127.0.0.1:{port}/mcp")).stateless("tools/list", serde_json::json!({}), &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    edge.signal("TERM");
+    let code = edge.wait_exit(Duration::from_secs(15));
+    let log = edge.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -168,7 +168,11 @@ impl Proxy {
     /// Stops this mcp-edge (SIGTERM) and starts another on the same port and config.
     pub async fn restart(&mut self) {
         self.process.signal("TERM");
-        assert!(self.process.wait_exit(Duration::from_secs(15)).is_some(), "mcp-edge did not stop on SIGTERM");
+        let code = self.process.wait_exit(Duration::from_secs(15));
+        let log = self.process.log();
+        assert_eq!(code, Some(0), "mcp-edge did not stop cleanly on SIGTERM:\n{log}");
+        // A panic while stopping (or before) is a bug even when the exit code hides it.
+        assert!(!log.contains("panicked"), "mcp-edge panicked:\n{log}");
         self.process = spawn_proxy(&self.config_path);
         wait_listening(self.port, &self.process).await;
     }

@@ -60,7 +60,28 @@ pub struct EdgeCache {
     /// The tier nodes share, if configured.
     shared: Option<Arc<SharedTier>>,
     /// Runs foyer's background work (flushers, disk I/O) whatever runtime asks.
-    runtime: tokio::runtime::Runtime,
+    runtime: CacheRuntime,
+}
+
+/// foyer's runtime, shut down without waiting for its threads when the cache is dropped: the
+/// last handle to the cache may go on any thread, an async one included, where dropping a
+/// runtime the usual (blocking) way panics. What must reach the disk was flushed by `close`.
+struct CacheRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for CacheRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime lives as long as the cache")
+    }
+}
+
+impl Drop for CacheRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl EdgeCache {
@@ -106,7 +127,7 @@ impl EdgeCache {
             disk_markers_until_ms: 0,
             flights: Coalescer::default(),
             shared,
-            runtime,
+            runtime: CacheRuntime(Some(runtime)),
         };
         cache.disk_markers_until_ms = cache.runtime.block_on(cache.read_disk_watermark());
         Ok(cache)
