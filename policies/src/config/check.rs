@@ -64,7 +64,30 @@ impl Checker<'_> {
                 .push(unplaced("no [[route]] is configured: add at least one route with a path and upstreams"));
         }
         self.check_unique_routes(&raw.route, &config.routes);
+        self.check_distinct_listeners(&raw);
         config
+    }
+
+    /// Each listener needs an address of its own (an unspecified IP covers every one on its
+    /// port): a clash would leave Pingora retrying the bind for ever, or panicking.
+    fn check_distinct_listeners(&mut self, raw: &RawConfig) {
+        let plain = raw.server.listen.iter().flatten().map(|a| (a, "server.listen"));
+        let tls = raw.server.tls.iter().flat_map(|t| &t.get_ref().listen).map(|a| (a, "server.tls.listen"));
+        let admin = raw.admin.listen.iter().map(|a| (a, "admin.listen"));
+        let mut taken: Vec<(SocketAddr, &str)> = Vec::new();
+        for (text, key) in plain.chain(tls).chain(admin) {
+            let Ok(addr) = text.get_ref().parse::<SocketAddr>() else { continue };
+            let clash = |(other, _): &&(SocketAddr, &str)| {
+                other.port() == addr.port()
+                    && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+            };
+            if let Some((other, other_key)) = taken.iter().find(clash) {
+                let message =
+                    format!("{key}: {addr} clashes with {other_key} {other}: each listener needs its own address");
+                self.report(text.span(), message);
+            }
+            taken.push((addr, key));
+        }
     }
 
     fn server(&mut self, raw: &RawServer) -> ServerConfig {
@@ -87,7 +110,7 @@ impl Checker<'_> {
         }
         let mut server = ServerConfig {
             listen,
-            threads: self.positive(&raw.threads, 2, "server.threads"),
+            threads: self.threads(&raw.threads),
             max_body,
             allowed_origins: raw
                 .allowed_origins
@@ -124,6 +147,18 @@ impl Checker<'_> {
             );
         }
         host
+    }
+
+    /// Worker threads: at least one, and not so many that the process cannot start them.
+    fn threads(&mut self, raw: &Option<Spanned<i64>>) -> usize {
+        const MOST: i64 = 1024;
+        match raw {
+            Some(number) if *number.get_ref() > MOST => {
+                self.report(number.span(), format!("server.threads must be at most {MOST}"));
+                2
+            }
+            _ => self.positive(raw, 2, "server.threads"),
+        }
     }
 
     fn tls(&mut self, raw: &Spanned<RawTls>) -> TlsConfig {

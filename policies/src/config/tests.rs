@@ -189,3 +189,30 @@ fn zero_timeouts_are_refused() {
         assert!(text.contains(&format!("{key} must be longer than 0")), "{text}");
     }
 }
+
+#[test]
+fn listeners_need_addresses_of_their_own() {
+    let route = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
+    for (server, admin) in [
+        ("listen = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]", "\"127.0.0.1:9090\""),
+        ("listen = [\"127.0.0.1:8080\"]", "\"127.0.0.1:8080\""),
+        ("listen = [\"0.0.0.0:8080\"]", "\"127.0.0.1:8080\""),
+        ("listen = [\"127.0.0.1:8080\"]\n[server.tls]\nlisten = [\"[::]:8080\"]\ncert = \"c\"\nkey = \"k\"", "\"\""),
+    ] {
+        let source = format!("[server]\n{server}\n[admin]\nlisten = {admin}\n{route}");
+        let found = problems(&source);
+        assert_eq!(found.len(), 1, "{source}: {found:?}");
+        assert!(found[0].to_string().contains("each listener needs its own address"), "{}", found[0]);
+    }
+    let apart = format!(
+        "[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.2:8080\"]\n[admin]\nlisten = \"127.0.0.1:9090\"\n{route}"
+    );
+    assert!(Config::from_toml(&apart).is_ok(), "two IPs on one port are two addresses");
+}
+
+#[test]
+fn threads_are_bounded() {
+    let found = problems(&format!("[server]\nthreads = 100000\n{MINIMAL}"));
+    assert!(found[0].to_string().contains("server.threads must be at most 1024"), "{}", found[0]);
+    assert_eq!(Config::from_toml(&format!("[server]\nthreads = 64\n{MINIMAL}")).unwrap().server.threads, 64);
+}
