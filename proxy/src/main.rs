@@ -267,6 +267,17 @@ fn demo(port: u16, upstream_port: u16) -> ExitCode {
     serve(config, None)
 }
 
+/// Binds each listener address once before Pingora does, and lets it go: Pingora retries a
+/// taken address for 30 s and then panics without exiting. This names the address and stops
+/// at once, as nginx does.
+fn check_listeners_free<'a>(addrs: impl IntoIterator<Item = &'a std::net::SocketAddr>) -> Result<(), String> {
+    for addr in addrs {
+        // std sets SO_REUSEADDR, as Pingora does: only an address another socket listens on fails.
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Runs the proxy until SIGTERM/SIGINT.
 fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let listeners = config.server.listen.clone();
@@ -279,6 +290,10 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     let tls_listeners = config.server.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+    if let Err(problem) = check_listeners_free(listeners.iter().chain(&tls_listeners)) {
+        eprintln!("{problem}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match Runtime::build(config) {
         Ok(runtime) => runtime,
         Err(problem) => {

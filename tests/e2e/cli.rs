@@ -208,3 +208,23 @@ async fn sigterm_stops_cleanly_without_an_admin_listener() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A listener address another process holds stops mcp-edge at once with its name (Pingora
+/// alone retries for 30 s, then panics without exiting).
+#[test]
+fn run_stops_at_once_when_a_listener_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"\"\n[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
+    let code = edge.wait_exit(Duration::from_secs(5));
+    let log = edge.log();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{log}");
+    drop(taken);
+}
