@@ -137,6 +137,8 @@ mod tests {
             let refused = check_mirrored(headers(Some(name)), &twice).unwrap_err();
             assert!(refused.contains("more than once"), "{refused}");
         }
+        let escaped = body(&format!(r#"{{"\u0075ri":"a://2",{meta}}}"#));
+        assert!(check_mirrored(headers(Some("a://1")), &escaped).is_err(), "an escaped key is the same key");
         let alike = body(&format!(r#"{{"uri":"a://1","uri":"a://1",{meta}}}"#));
         assert_eq!(check_mirrored(headers(Some("a://1")), &alike), Ok(()));
         let cursor = body(&format!(r#"{{"uri":"a://1","cursor":"x","cursor":"y",{meta}}}"#));
