@@ -261,5 +261,14 @@ impl Breaker {
     }
 }
 
+/// What Redis says of its memory in its `INFO memory` answer: the bytes it uses, and its
+/// `maxmemory` (`None`: no limit set). `None` when the answer has no `used_memory` field.
+pub fn redis_memory(info: &str) -> Option<(u64, Option<u64>)> {
+    let field = |name: &str| {
+        info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok())
+    };
+    Some((field("used_memory")?, field("maxmemory").filter(|&limit| limit > 0)))
+}
+
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,8 @@ pub struct Metrics {
     /// 1 while the shared tier (`[cache.shared]`) is connected and asked, 0 while the node
     /// goes on without it (absent when none is configured).
     pub shared_tier_up: IntGauge,
+    /// Bytes the shared tier's Redis server uses (0 until read).
+    pub shared_tier_memory: IntGauge,
     /// Hits by route and the tier that answered them.
     pub cache_hits: IntCounterVec,
     /// When the configuration was last loaded (at start or by a reload), in seconds since the
@@ -69,6 +71,10 @@ impl Metrics {
         let requests_in_flight = int_gauge("mcp_requests_in_flight", "Requests being answered");
         let shared_tier_up =
             int_gauge("mcp_shared_tier_up", "1 while the shared cache tier is connected and asked, 0 while degraded");
+        let shared_tier_memory = int_gauge(
+            "mcp_shared_tier_memory_bytes",
+            "Bytes the shared tier's Redis server uses (the whole server's figure; 0 until read)",
+        );
         let config_last_reload = prometheus::Gauge::new(
             "mcp_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded, at start or by a reload",
@@ -112,6 +118,7 @@ impl Metrics {
                 &["route", "kind", "outcome"],
             ),
             shared_tier_up,
+            shared_tier_memory,
             cache_hits: counter(
                 &registry,
                 "mcp_cache_hits_total",

@@ -77,13 +77,21 @@ pub fn render(admin: &str, stats: &Value) -> String {
         ),
         None => "off".to_string(),
     };
+    let mut shared_text = shared["state"].as_str().unwrap_or("off").to_string();
+    if let Some(used) = shared["memory_bytes"].as_u64() {
+        let _ = write!(shared_text, " (Redis {}", bytes(used));
+        if let Some(limit) = shared["max_memory_bytes"].as_u64() {
+            let _ = write!(shared_text, " of {}", bytes(limit));
+        }
+        shared_text.push(')');
+    }
     let _ = writeln!(
         out,
         "cache     memory {} of {}, disk {}, shared {}",
         bytes(cache["memory_bytes"].as_u64().unwrap_or(0)),
         bytes(cache["memory_capacity_bytes"].as_u64().unwrap_or(0)),
         disk,
-        shared["state"].as_str().unwrap_or("off"),
+        shared_text,
     );
     let reloads = &stats["reloads"];
     let _ = writeln!(
@@ -194,7 +202,7 @@ mod tests {
         let stats = json!({
             "at_ms": 1_800_000_000_000u64, "window_seconds": 5.0,
             "cache": {"memory_bytes": 3 << 20, "memory_capacity_bytes": 256 << 20, "disk_capacity_bytes": null,
-                      "disk_read_bytes": 0, "disk_write_bytes": 0, "shared": {"state": "degraded"}},
+                      "disk_read_bytes": 0, "disk_write_bytes": 0, "shared": {"state": "degraded", "memory_bytes": 2097152, "max_memory_bytes": null}},
             "reloads": {"ok": 2, "failed": 1, "last_ok_at_ms": 1_800_000_000_000u64},
             "routes": [{
                 "name": "docs", "path": "/mcp", "healthy": false,
@@ -209,7 +217,7 @@ mod tests {
         let text = render("127.0.0.1:9090", &stats);
         for expected in [
             "mcp-edge at 127.0.0.1:9090: 1 route(s) without a healthy upstream",
-            "memory 3.0 MiB of 256.0 MiB, disk off, shared degraded",
+            "memory 3.0 MiB of 256.0 MiB, disk off, shared degraded (Redis 2.0 MiB)",
             "2 ok, 1 failed; configuration loaded at 08:00:00 UTC",
             "route docs (/mcp): NO HEALTHY UPSTREAM",
             "requests/s         24.0   in all 120: 100 hits, 20 misses, 3 failed",

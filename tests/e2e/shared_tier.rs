@@ -171,6 +171,29 @@ async fn an_idle_subscription_stays_up_and_local_entries_stay_trusted() {
     assert!(!a.process.log().contains("shared tier: lost"), "{}", a.process.log());
 }
 
+/// What Redis holds is on the node's `/readyz`, `/stats` and metrics (read at once, then every
+/// 10 s): the operator sees the shared tier fill up against its `maxmemory`.
+#[tokio::test]
+async fn the_shared_tiers_memory_is_reported() {
+    let redis = Redis::start_with(free_port(), &["--maxmemory", "64mb"]).await;
+    let upstream = demo_upstream("u", &[]).await;
+    let a = node(&upstream, &redis.url()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let shared = loop {
+        let (_, body) = readiness(&a).await;
+        if body["shared_tier"]["memory_bytes"].as_u64().is_some_and(|used| used > 0) {
+            break body["shared_tier"].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no memory figure: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(shared["max_memory_bytes"], 64 << 20, "{shared}");
+    let stats: Value =
+        serde_json::from_str(&read_reply(reqwest::get(a.admin_url("/stats")).await.unwrap()).await.body).unwrap();
+    assert!(stats["cache"]["shared"]["memory_bytes"].as_u64().unwrap() > 0, "{}", stats["cache"]);
+    assert!(metric(&a, "mcp_shared_tier_memory_bytes").await > 0.0);
+}
+
 #[tokio::test]
 async fn private_answers_stay_with_their_identity_across_nodes() {
     let redis = Redis::start().await;

@@ -105,3 +105,12 @@ fn an_unsent_announcement_is_kept_whatever_it_invalidates() {
         "everything as of the later marker it replaced"
     );
 }
+
+#[test]
+fn redis_memory_is_read_from_info() {
+    let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nused_memory_rss:9000000\r\nmaxmemory:67108864\r\nmaxmemory_human:64.00M\r\n";
+    assert_eq!(redis_memory(info), Some((1 << 20, Some(64 << 20))));
+    assert_eq!(redis_memory("used_memory:10\r\nmaxmemory:0\r\n"), Some((10, None)), "0: no limit");
+    assert_eq!(redis_memory("used_memory_human:1.00M\r\n"), None);
+    assert_eq!(redis_memory("garbage"), None);
+}

@@ -27,6 +27,7 @@ use crate::metrics::cache_operation;
 
 mod markers;
 mod shared;
+mod shared_memory;
 mod stored;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,8 @@ use mcp_edge_policies::shared_tier::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
+use super::shared_memory::RedisMemory;
+
 use super::markers::Markers;
 use super::now_ms;
 use crate::metrics::{METRICS, cache_operation};
@@ -59,6 +61,7 @@ pub struct SharedTier {
     /// This process, in its announcements (it ignores its own).
     node: u64,
     health: Health,
+    memory: Arc<RedisMemory>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -82,6 +85,10 @@ pub struct SharedStatus {
     pub last_error: Option<String>,
     /// Invalidations waiting to be announced.
     pub pending_invalidations: bool,
+    /// Bytes the Redis server uses (all of it, not only this tier's), once read.
+    pub memory_bytes: Option<u64>,
+    /// The server's `maxmemory`, when it has one.
+    pub max_memory_bytes: Option<u64>,
 }
 
 #[derive(Default)]
@@ -118,8 +125,10 @@ impl SharedTier {
             pending: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
             node: node_id(),
             health: Health::default(),
+            memory: Arc::default(),
             runtime: runtime.clone(),
         });
+        tier.memory.watch(tier.connection.clone(), &runtime);
         // Until it listens, the node may miss any announcement: nothing in its local tiers
         // from before (a disk tier of an earlier process) is trusted.
         markers.trust_local_after(now_ms());
@@ -195,6 +204,8 @@ impl SharedTier {
             down_since_ms: (down_since != 0).then_some(down_since),
             last_error: self.health.last_error.lock().expect("last error").clone(),
             pending_invalidations: !self.pending.lock().expect("pending").is_empty(),
+            memory_bytes: self.memory.used(),
+            max_memory_bytes: self.memory.limit(),
         }
     }
 
