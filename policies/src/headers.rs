@@ -68,9 +68,8 @@ pub fn check_mirrored(headers: Mirrored<'_>, message: &Message) -> Result<(), St
     let named = Method::named(method).and_then(Method::named_param);
     // A mirrored member the body writes twice, differently, matches no header: the upstream's
     // parser picks one of them, and a check against the other would be a bypass.
-    if let Some(member) = message.params.ambiguous
-        && (member == crate::jsonrpc::META_PROTOCOL_VERSION || Some(member) == named)
-    {
+    let mirrored = |&member: &&str| member == crate::jsonrpc::META_PROTOCOL_VERSION || Some(member) == named;
+    if let Some(member) = message.params.ambiguous.iter().copied().find(mirrored) {
         return Err(format!("Header mismatch: the body gives '{member}' more than once, with different values"));
     }
     match message.params.protocol_version.as_deref() {
@@ -147,6 +146,17 @@ mod tests {
             r#"{"uri":"a://1","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/protocolVersion":"2099-01-01"}}"#,
         );
         assert!(check_mirrored(headers(Some("a://1")), &versions).is_err());
+        // A member that is not mirrored, ambiguous too, hides no mirrored one.
+        let with_cursor = body(
+            r#"{"uri":"a://1","cursor":"x","cursor":"y","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/protocolVersion":"2099-01-01"}}"#,
+        );
+        assert!(check_mirrored(headers(Some("a://1")), &with_cursor).is_err());
+        let call = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"uri":1,"uri":2,"name":"a","name":"b","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        )
+        .unwrap();
+        let call_headers = Mirrored { protocol_version: version, method: Some("tools/call"), name: Some("a") };
+        assert!(check_mirrored(call_headers, &call).is_err(), "an ambiguous uri does not hide the name");
     }
 
     #[test]

@@ -30,7 +30,9 @@ struct Occurrences {
 }
 
 impl Occurrences {
-    fn saw(&mut self, value: Option<String>) {
+    /// One more occurrence; a value that is not a JSON string counts as different from any.
+    fn saw(&mut self, raw: &RawValue) {
+        let value = string_of(raw);
         self.seen += 1;
         if self.seen > 1 && (value.is_none() || value != self.value) {
             self.conflicting = true;
@@ -38,10 +40,10 @@ impl Occurrences {
         self.value = value;
     }
 
-    /// The value, unless the occurrences disagree (then `ambiguous` names the member).
-    fn settle(self, member: &'static str, ambiguous: &mut Option<&'static str>) -> Option<String> {
+    /// The value, unless the occurrences disagree (then the member joins `ambiguous`).
+    fn settle(self, member: &'static str, ambiguous: &mut Vec<&'static str>) -> Option<String> {
         if self.conflicting {
-            ambiguous.get_or_insert(member);
+            ambiguous.push(member);
             return None;
         }
         self.value
@@ -63,13 +65,13 @@ impl<'de> Visitor<'de> for LenientParams {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
-        let (mut uri, mut name, mut cursor, mut version) = Default::default();
+        let [mut uri, mut name, mut cursor, mut version]: [Occurrences; 4] = Default::default();
         let mut params = Params::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
-                "uri" => record(&mut uri, map.next_value::<&RawValue>()?),
-                "name" => record(&mut name, map.next_value::<&RawValue>()?),
-                "cursor" => record(&mut cursor, map.next_value::<&RawValue>()?),
+                "uri" => uri.saw(map.next_value()?),
+                "name" => name.saw(map.next_value()?),
+                "cursor" => cursor.saw(map.next_value()?),
                 "arguments" => params.arguments = Some(map.next_value::<&RawValue>()?.get().to_string()),
                 "_meta" => map.next_value_seed(LenientMeta(&mut version))?,
                 "inputResponses" | "requestState" => {
@@ -81,19 +83,13 @@ impl<'de> Visitor<'de> for LenientParams {
                 }
             }
         }
-        let mut ambiguous = None;
-        params.uri = uri.settle("uri", &mut ambiguous);
-        params.name = name.settle("name", &mut ambiguous);
-        params.cursor = cursor.settle("cursor", &mut ambiguous);
-        params.protocol_version = version.settle(META_PROTOCOL_VERSION, &mut ambiguous);
-        params.ambiguous = ambiguous;
+        let ambiguous = &mut params.ambiguous;
+        params.uri = uri.settle("uri", ambiguous);
+        params.name = name.settle("name", ambiguous);
+        params.cursor = cursor.settle("cursor", ambiguous);
+        params.protocol_version = version.settle(META_PROTOCOL_VERSION, ambiguous);
         Ok(params)
     }
-}
-
-/// One more occurrence of a member read as a string.
-fn record(member: &mut Occurrences, raw: &RawValue) {
-    member.saw(string_of(raw));
 }
 
 /// `_meta`'s protocol version, every occurrence of it; anything but an object is ignored.
@@ -121,7 +117,7 @@ impl<'de> Visitor<'de> for LenientMeta<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key == META_PROTOCOL_VERSION {
-                self.0.saw(string_of(map.next_value::<&RawValue>()?));
+                self.0.saw(map.next_value()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -142,7 +138,8 @@ mod tests {
     #[test]
     fn a_member_written_twice_alike_is_read_and_differently_is_ambiguous() {
         let alike = params(r#"{"uri":"a://1","uri":"a://1"}"#);
-        assert_eq!((alike.exact, alike.uri.as_deref(), alike.ambiguous), (false, Some("a://1"), None));
+        assert_eq!((alike.exact, alike.uri.as_deref()), (false, Some("a://1")));
+        assert!(alike.ambiguous.is_empty());
         for twice in [
             r#"{"uri":"a://1","uri":"a://2"}"#,
             r#"{"uri":"a://1","\u0075ri":"a://2"}"#,
@@ -151,24 +148,28 @@ mod tests {
             r#"{"uri":"a://1","x":1,"uri":"a://1","uri":"a://3"}"#,
         ] {
             let read = params(twice);
-            assert_eq!((read.uri, read.ambiguous), (None, Some("uri")), "{twice}");
+            assert_eq!((read.uri, read.ambiguous), (None, vec!["uri"]), "{twice}");
         }
         let versions = params(
             r#"{"uri":"a://1","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/protocolVersion":"2025-11-25"}}"#,
         );
-        assert_eq!(versions.ambiguous, Some("io.modelcontextprotocol/protocolVersion"));
+        assert_eq!(versions.ambiguous, vec!["io.modelcontextprotocol/protocolVersion"]);
         assert_eq!(versions.uri.as_deref(), Some("a://1"));
+        let every = params(
+            r#"{"uri":1,"uri":2,"name":"a","name":"b","cursor":"x","cursor":"y","_meta":{"io.modelcontextprotocol/protocolVersion":"1","io.modelcontextprotocol/protocolVersion":"2"}}"#,
+        );
+        assert_eq!(every.ambiguous, vec!["uri", "name", "cursor", "io.modelcontextprotocol/protocolVersion"]);
     }
 
     #[test]
     fn nesting_past_serdes_depth_limit_hides_no_duplicate() {
         let deep = format!("{}{}", "[".repeat(3000), "]".repeat(3000));
         let read = params(&format!(r#"{{"uri":"a://1","x":{deep},"uri":"a://2"}}"#));
-        assert_eq!((read.uri, read.ambiguous), (None, Some("uri")));
+        assert_eq!((read.uri, read.ambiguous), (None, vec!["uri"]));
         let meta = params(&format!(
             r#"{{"uri":"a://1","_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","x":{deep},"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}}"#
         ));
-        assert_eq!(meta.ambiguous, Some("io.modelcontextprotocol/protocolVersion"));
+        assert_eq!(meta.ambiguous, vec!["io.modelcontextprotocol/protocolVersion"]);
     }
 
     #[test]
@@ -179,7 +180,7 @@ mod tests {
         assert_eq!(read.uri.as_deref(), Some("a://1"));
         assert_eq!(read.name, None, "not a string: the upstream judges it");
         assert_eq!(read.protocol_version.as_deref(), Some("2026-07-28"));
-        assert_eq!(read.ambiguous, None);
+        assert!(read.ambiguous.is_empty());
         let odd_meta = params(r#"{"uri":"a://1","_meta":[1],"arguments":{"k":1,"k":2}}"#);
         assert_eq!((odd_meta.uri.as_deref(), odd_meta.protocol_version), (Some("a://1"), None));
         assert_eq!(odd_meta.arguments.as_deref(), Some(r#"{"k":1,"k":2}"#));

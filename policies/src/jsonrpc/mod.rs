@@ -62,10 +62,10 @@ pub struct Params {
     /// `params` has members other than `uri`, `name`, `cursor`, `arguments`, `_meta`,
     /// `inputResponses` and `requestState` (their effect on the answer is unknown).
     pub other_members: bool,
-    /// A member written more than once with different values (`uri`, `name`, `cursor` or the
-    /// `_meta` protocol version): which one the upstream reads depends on its JSON parser, so
-    /// no header may be checked against either (see `lenient`).
-    pub ambiguous: Option<&'static str>,
+    /// Members written more than once with different values (of `uri`, `name`, `cursor` and
+    /// the `_meta` protocol version): which one the upstream reads depends on its JSON parser,
+    /// so no header may be checked against either (see `lenient`).
+    pub ambiguous: Vec<&'static str>,
 }
 
 impl Default for Params {
@@ -80,7 +80,7 @@ impl Default for Params {
             has_input_responses: false,
             exact: true,
             other_members: false,
-            ambiguous: None,
+            ambiguous: Vec::new(),
         }
     }
 }
