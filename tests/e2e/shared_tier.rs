@@ -70,13 +70,19 @@ async fn readiness(proxy: &Proxy) -> (u16, Value) {
 
 /// Waits until `/readyz` reports the shared tier in `state` (within 15 s).
 async fn wait_shared_state(proxy: &Proxy, state: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    wait_shared(proxy, state, Duration::from_secs(15), |shared| shared["state"] == state).await
+}
+
+/// Waits until `/readyz`'s `shared_tier` detail is `what` (as `seen` tells), within `limit`;
+/// returns the whole `/readyz` body.
+async fn wait_shared(proxy: &Proxy, what: &str, limit: Duration, seen: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let (_, body) = readiness(proxy).await;
-        if body["shared_tier"]["state"] == state {
+        if seen(&body["shared_tier"]) {
             return body;
         }
-        assert!(tokio::time::Instant::now() < deadline, "shared tier never {state}: {body}\n{}", proxy.process.log());
+        assert!(tokio::time::Instant::now() < deadline, "shared tier never {what}: {body}\n{}", proxy.process.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -178,15 +184,9 @@ async fn the_shared_tiers_memory_is_reported() {
     let redis = Redis::start_with(free_port(), &["--maxmemory", "64mb"]).await;
     let upstream = demo_upstream("u", &[]).await;
     let a = node(&upstream, &redis.url()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let shared = loop {
-        let (_, body) = readiness(&a).await;
-        if body["shared_tier"]["memory_bytes"].as_u64().is_some_and(|used| used > 0) {
-            break body["shared_tier"].clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no memory figure: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let reported = |shared: &Value| shared["memory_bytes"].as_u64().is_some_and(|used| used > 0);
+    let body = wait_shared(&a, "reporting its memory", Duration::from_secs(5), reported).await;
+    let shared = &body["shared_tier"];
     assert_eq!(shared["max_memory_bytes"], 64 << 20, "{shared}");
     let stats: Value =
         serde_json::from_str(&read_reply(reqwest::get(a.admin_url("/stats")).await.unwrap()).await.body).unwrap();

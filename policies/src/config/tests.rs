@@ -172,14 +172,13 @@ fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
 
 #[test]
 fn zero_timeouts_are_refused() {
-    let route = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
     for (section, key) in [
-        (format!("[server]\nheader_timeout = \"0s\"\n{route}"), "server.header_timeout"),
-        (format!("{route}connect_timeout = \"0ms\"\n"), "connect_timeout"),
-        (format!("{route}read_timeout = \"0s\"\n"), "read_timeout"),
-        (format!("{route}[route.health]\ninterval = \"0s\"\n"), "health.interval"),
+        (format!("[server]\nheader_timeout = \"0s\"\n{MINIMAL}"), "server.header_timeout"),
+        (format!("{MINIMAL}connect_timeout = \"0ms\"\n"), "connect_timeout"),
+        (format!("{MINIMAL}read_timeout = \"0s\"\n"), "read_timeout"),
+        (format!("{MINIMAL}[route.health]\ninterval = \"0s\"\n"), "health.interval"),
         (
-            format!("[cache.shared]\nurl = \"redis://127.0.0.1:6379\"\nttl_cap = \"0s\"\n{route}"),
+            format!("[cache.shared]\nurl = \"redis://127.0.0.1:6379\"\nttl_cap = \"0s\"\n{MINIMAL}"),
             "cache.shared.ttl_cap",
         ),
     ] {
@@ -192,20 +191,19 @@ fn zero_timeouts_are_refused() {
 
 #[test]
 fn listeners_need_addresses_of_their_own() {
-    let route = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:3001/mcp\"]\n";
     for (server, admin) in [
         ("listen = [\"127.0.0.1:8080\", \"127.0.0.1:8080\"]", "\"127.0.0.1:9090\""),
         ("listen = [\"127.0.0.1:8080\"]", "\"127.0.0.1:8080\""),
         ("listen = [\"0.0.0.0:8080\"]", "\"127.0.0.1:8080\""),
         ("listen = [\"127.0.0.1:8080\"]\n[server.tls]\nlisten = [\"[::]:8080\"]\ncert = \"c\"\nkey = \"k\"", "\"\""),
     ] {
-        let source = format!("[server]\n{server}\n[admin]\nlisten = {admin}\n{route}");
+        let source = format!("[server]\n{server}\n[admin]\nlisten = {admin}\n{MINIMAL}");
         let found = problems(&source);
         assert_eq!(found.len(), 1, "{source}: {found:?}");
         assert!(found[0].to_string().contains("each listener needs its own address"), "{}", found[0]);
     }
     let apart = format!(
-        "[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.2:8080\"]\n[admin]\nlisten = \"127.0.0.1:9090\"\n{route}"
+        "[server]\nlisten = [\"127.0.0.1:8080\", \"127.0.0.2:8080\"]\n[admin]\nlisten = \"127.0.0.1:9090\"\n{MINIMAL}"
     );
     assert!(Config::from_toml(&apart).is_ok(), "two IPs on one port are two addresses");
 }

@@ -186,12 +186,11 @@ impl ProxyHttp for McpProxy {
             }
             Some(pinned) => pinned,
             None => {
-                let hashed = route.pool.hashes_callers();
-                let identity =
-                    hashed.then(|| session.req_header().headers.get(route.config.policy.identity_header.as_str()));
-                let client = if hashed { client_ip(session) } else { None };
+                let identity = session.req_header().headers.get(route.config.policy.identity_header.as_str());
+                // The address is written out as text only for a balancer that reads the key.
+                let client = if route.pool.hashes_callers() { client_ip(session) } else { None };
                 let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
-                let key = consistent_key(identity.flatten().map(|v| v.as_bytes()), client);
+                let key = consistent_key(identity.map(|v| v.as_bytes()), client);
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
                     let route = route.config.name.clone();
                     let failure = match ctx.last_failure.clone() {

@@ -22,10 +22,9 @@ use mcp_edge_policies::shared_tier::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
-use super::shared_memory::RedisMemory;
-
 use super::markers::Markers;
 use super::now_ms;
+use super::shared_memory::RedisMemory;
 use crate::metrics::{METRICS, cache_operation};
 
 /// Invalidations kept while the server is away, before they collapse into "everything".
