@@ -66,15 +66,12 @@ pub(super) fn probe_head<'b, 'r>(
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut header_slots);
     let head_len = match parsed.parse(buffer) {
+        Ok(status) if over_head_limit(status, buffer) => return Probe::TooLarge(HEAD_TOO_LARGE),
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buffer.len() > MAX_HEAD => return Probe::TooLarge(HEAD_TOO_LARGE),
         Ok(httparse::Status::Partial) => return Probe::Partial,
         Err(httparse::Error::TooManyHeaders) => return probe_many_fields(buffer),
         Err(_) => return Probe::Malformed("malformed request head"),
     };
-    if head_len > MAX_HEAD {
-        return Probe::TooLarge(HEAD_TOO_LARGE);
-    }
     let target = parsed.path.unwrap_or_default();
     if !valid_target(target) {
         return Probe::Malformed("invalid request target");
@@ -102,15 +99,23 @@ pub(super) fn probe_head<'b, 'r>(
 const HEAD_TOO_LARGE: &str = "the request head is larger than 64 KiB";
 const TOO_MANY_FIELDS: &str = "the request head has more than 256 header fields";
 
+/// Whether a head is past [`MAX_HEAD`]: complete and longer, or still arriving and already
+/// longer.
+fn over_head_limit(status: httparse::Status<usize>, buffer: &[u8]) -> bool {
+    match status {
+        httparse::Status::Complete(head_len) => head_len > MAX_HEAD,
+        httparse::Status::Partial => buffer.len() > MAX_HEAD,
+    }
+}
+
 /// A head with more fields than the hit path parses, parsed again with room for
 /// [`MAX_HEADER_FIELDS`] (only such rare heads pay for it): the service takes it whole, within
 /// the same limits.
 fn probe_many_fields(buffer: &[u8]) -> Probe<'_> {
     let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
     match httparse::Request::new(&mut slots).parse(buffer) {
-        Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD => Probe::TooLarge(HEAD_TOO_LARGE),
+        Ok(status) if over_head_limit(status, buffer) => Probe::TooLarge(HEAD_TOO_LARGE),
         Ok(httparse::Status::Complete(_)) => Probe::Unsuitable,
-        Ok(httparse::Status::Partial) if buffer.len() > MAX_HEAD => Probe::TooLarge(HEAD_TOO_LARGE),
         Ok(httparse::Status::Partial) => Probe::Partial,
         Err(httparse::Error::TooManyHeaders) => Probe::TooLarge(TOO_MANY_FIELDS),
         Err(_) => Probe::Malformed("malformed request head"),
