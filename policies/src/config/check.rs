@@ -389,7 +389,6 @@ impl Checker<'_> {
         }
     }
 
-    /// A number between 0 and 1.
     fn health(&mut self, raw: &RawHealth) -> HealthConfig {
         HealthConfig {
             interval: self.nonzero_duration(&raw.interval, Duration::from_secs(5), "health.interval"),

@@ -72,6 +72,7 @@ impl Checker<'_> {
         }
     }
 
+    /// A number between 0 and 1.
     pub(super) fn fraction(&mut self, value: &Option<Spanned<f64>>, default: f64, key: &str) -> f64 {
         match value {
             Some(number) if !(0.0..=1.0).contains(number.get_ref()) => {

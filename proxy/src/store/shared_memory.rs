@@ -39,12 +39,12 @@ impl RedisMemory {
     }
 
     /// Reads the figure now and every [`READ_EVERY`] on `runtime`, until the tier is dropped.
-    pub(super) fn watch(self: &Arc<Self>, connection: ConnectionManager, runtime: &tokio::runtime::Handle) {
+    pub(super) fn watch(self: &Arc<Self>, mut connection: ConnectionManager, runtime: &tokio::runtime::Handle) {
         let memory = Arc::downgrade(self);
         runtime.spawn(async move {
             loop {
                 let Some(memory) = memory.upgrade() else { return };
-                memory.read(&mut connection.clone()).await;
+                memory.read(&mut connection).await;
                 drop(memory);
                 tokio::time::sleep(READ_EVERY).await;
             }
