@@ -114,17 +114,18 @@ pub fn prepare_response(
     response: &mut ResponseHeader,
     client_accepts_gzip: bool,
 ) -> pingora::Result<Option<Gzip>> {
-    let header = |name: &str| response.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let content_type = header("content-type");
+    // Named by the `http` crate's constants: a name given as text is parsed again on every look-up.
+    let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = header(http::header::CONTENT_TYPE);
     let sse = content_type.starts_with("text/event-stream");
     // RFC 9110 §7.7: a proxy must not transform a no-transform response, unless the operator
     // explicitly asked for compressed SSE (SDK servers mark every SSE answer no-transform).
-    let no_transform = contains_ignoring_case(header("cache-control"), "no-transform");
+    let no_transform = contains_ignoring_case(header(http::header::CACHE_CONTROL), "no-transform");
     let kind_ok = content_type.starts_with("application/json") || (sse && config.sse);
     let transform_allowed = sse || !no_transform;
     let compressible =
-        config.gzip && kind_ok && transform_allowed && response.headers.get("content-encoding").is_none();
-    let large_enough = header("content-length").parse::<u64>().ok().is_none_or(|n| n >= config.min_size);
+        config.gzip && kind_ok && transform_allowed && response.headers.get(http::header::CONTENT_ENCODING).is_none();
+    let large_enough = header(http::header::CONTENT_LENGTH).parse::<u64>().ok().is_none_or(|n| n >= config.min_size);
     if !compressible {
         return Ok(None);
     }
@@ -139,7 +140,7 @@ pub fn prepare_response(
 }
 
 fn add_vary(response: &mut ResponseHeader) -> pingora::Result<()> {
-    let existing = response.headers.get("vary").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let existing = response.headers.get(http::header::VARY).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if existing.split(',').any(|v| v.trim().eq_ignore_ascii_case("accept-encoding") || v.trim() == "*") {
         return Ok(());
     }

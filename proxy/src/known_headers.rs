@@ -196,6 +196,11 @@ fn names_close(value: &[u8]) -> bool {
     value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
+/// Names looked up on every forwarded request, parsed once here: a name given as text is
+/// parsed (and checked) again on every look-up.
+pub const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,7 +229,8 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, resu
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
 /// answer of a cacheable request (for its result).
 pub fn observer_for(response: &ResponseHeader, want_id: Option<String>, max_entry: u64) -> Option<Observer> {
-    let content_type = response.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type =
+        response.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
     let capture = want_id.filter(|_| response.status.as_u16() == 200);

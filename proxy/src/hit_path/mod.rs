@@ -40,7 +40,7 @@ mod wire;
 
 use crate::store::{EdgeCache, Found, Life, Stored};
 use head::{Head, Probe, probe_head, route_and_identity};
-use wire::{KEEPALIVE, Read, encode_head, read_more, write_parts};
+use wire::{IdleTimer, KEEPALIVE, Read, encode_head, read_more, write_parts};
 
 /// Why a request that trickles in past `server.header_timeout` is refused (408).
 const TOO_SLOW: &str = "the request did not arrive in time";
@@ -72,8 +72,9 @@ impl ServerApp for EdgeApp {
         let mut buffer = BytesMut::with_capacity(4096);
         // Our own receiver, so an idle read can also wait for shutdown without a clone per read.
         let mut shutdown_watch = shutdown.clone();
+        let mut idle_timer = IdleTimer::new(KEEPALIVE);
         loop {
-            match self.serve_one(&mut stream, &mut buffer, &mut shutdown_watch).await {
+            match self.serve_one(&mut stream, &mut buffer, &mut shutdown_watch, &mut idle_timer).await {
                 Step::Answered => continue,
                 Step::Close => return None,
                 Step::HandOver(understood) => {
@@ -101,7 +102,13 @@ enum Step {
 }
 
 impl EdgeApp {
-    async fn serve_one(&self, stream: &mut Stream, buffer: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Step {
+    async fn serve_one(
+        &self,
+        stream: &mut Stream,
+        buffer: &mut BytesMut,
+        shutdown: &mut ShutdownWatch,
+        idle_timer: &mut IdleTimer,
+    ) -> Step {
         // A request's head (and a body the hit path reads) must arrive within
         // `server.header_timeout` of its first byte, as with nginx's `client_header_timeout`:
         // a client trickling a byte now and then must not hold a connection for ever.
@@ -133,7 +140,7 @@ impl EdgeApp {
             if deadline.is_none() && !buffer.is_empty() {
                 deadline = Some(header_timeout());
             }
-            match read_more(stream, buffer, shutdown, deadline).await {
+            match read_more(stream, buffer, shutdown, idle_timer, deadline).await {
                 Read::More => {}
                 Read::Over => return Step::Close,
                 Read::TooSlow => return refuse(stream, EdgeError::RequestTimeout(TOO_SLOW.into())).await,

@@ -1,6 +1,7 @@
 //! The hit path's side of the wire: reading more of a request (with its deadline and the
 //! keep-alive timeout) and writing a cached answer in one vectored write.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
@@ -9,6 +10,7 @@ use pingora::protocols::http::date::get_cached_date;
 use pingora::server::ShutdownWatch;
 use pingora::time::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use crate::answer::{self};
 
@@ -30,23 +32,60 @@ pub(super) async fn read_more(
     stream: &mut Stream,
     buffer: &mut BytesMut,
     shutdown: &mut ShutdownWatch,
+    idle_timer: &mut IdleTimer,
     deadline: Option<Instant>,
 ) -> Read {
     buffer.reserve(4096);
-    let idle = buffer.is_empty();
+    if buffer.is_empty() {
+        // Between requests: the keep-alive timer, and a shutdown ends the wait too.
+        return tokio::select! {
+            biased;
+            result = stream.read_buf(buffer) => match result {
+                Ok(n) if n > 0 => Read::More,
+                _ => Read::Over,
+            },
+            _ = idle_timer.expired() => Read::Over,
+            _ = shutdown.wait_for(|stopping| *stopping) => Read::Over,
+        };
+    }
+    // A request under way (rare: most arrive in one read). Pingora's coarse timer (10 ms
+    // ticks, armed only if the read has to wait), as Pingora's own reads use.
     let limit = deadline.map_or(KEEPALIVE, |d| d.saturating_duration_since(Instant::now()));
-    // Pingora's coarse timer (10 ms ticks, armed only if the read has to wait), as Pingora's
-    // own reads use: a Tokio timer per read woke the worker's own event loop (an eventfd
-    // write, then an extra epoll round) on most requests (`benches/README.md`, twelfth session).
-    let read = fast_timeout(limit, stream.read_buf(buffer));
-    tokio::select! {
-        biased;
-        result = read => match result {
-            Ok(Ok(n)) if n > 0 => Read::More,
-            Err(_) if !idle => Read::TooSlow,
-            _ => Read::Over,
-        },
-        _ = shutdown.wait_for(|stopping| *stopping), if idle => Read::Over,
+    match fast_timeout(limit, stream.read_buf(buffer)).await {
+        Ok(Ok(n)) if n > 0 => Read::More,
+        Err(_) => Read::TooSlow,
+        _ => Read::Over,
+    }
+}
+
+/// The keep-alive timer of one connection: a connection may sit idle between requests for
+/// `period`. One Tokio timer serves the connection's whole life and is moved on only when it
+/// fires early (for an idle spell that began later), so a wait that ends with a request costs
+/// no timer at all. Arming one per wait (Pingora's coarse timer, or a Tokio timer) cost about
+/// as much as parsing the request head (`benches/README.md`, thirteenth session).
+pub(super) struct IdleTimer {
+    period: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    pub(super) fn new(period: Duration) -> IdleTimer {
+        IdleTimer { period, sleep: None }
+    }
+
+    /// Completes once the connection has been idle for a whole period, counted from this
+    /// future's first poll (when the read it races against first had to wait).
+    pub(super) async fn expired(&mut self) {
+        let until = tokio::time::Instant::now() + self.period;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        loop {
+            sleep.as_mut().await;
+            // A deadline set for an earlier idle spell: this one lasts its own whole period.
+            if sleep.deadline() >= until {
+                return;
+            }
+            sleep.as_mut().reset(until);
+        }
     }
 }
 
@@ -113,6 +152,46 @@ mod tests {
         );
         assert!(text.starts_with(&head), "{text}");
         assert!(text.ends_with(&format!("\r\nconnection: close\r\n\r\n{body}")), "{text}");
+    }
+
+    /// Waits for the timer, or gives up after `busy_after` (a request arriving first).
+    async fn idle_spell(timer: &mut IdleTimer, busy_after: Duration) -> bool {
+        tokio::select! {
+            _ = timer.expired() => true,
+            _ = tokio::time::sleep(busy_after) => false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_times_out_after_one_period() {
+        let mut timer = IdleTimer::new(Duration::from_secs(60));
+        let started = tokio::time::Instant::now();
+        timer.expired().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_idle_spell_lasts_a_whole_period_of_its_own() {
+        let mut timer = IdleTimer::new(Duration::from_secs(60));
+        assert!(!idle_spell(&mut timer, Duration::from_secs(50)).await, "a request came after 50 s");
+        // The timer still points at the first spell's end (60 s); the second spell began at 50 s.
+        let second = tokio::time::Instant::now();
+        assert!(!idle_spell(&mut timer, Duration::from_secs(59)).await, "not idle for 60 s yet");
+        let third = tokio::time::Instant::now();
+        assert!(idle_spell(&mut timer, Duration::from_secs(61)).await);
+        assert_eq!(third.elapsed(), Duration::from_secs(60));
+        assert_eq!(second.elapsed(), Duration::from_secs(119));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_that_lapsed_while_the_connection_was_busy_starts_over() {
+        let mut timer = IdleTimer::new(Duration::from_secs(60));
+        assert!(!idle_spell(&mut timer, Duration::from_secs(1)).await);
+        // Busy (no idle wait polled) well past the first spell's deadline.
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let spell = tokio::time::Instant::now();
+        timer.expired().await;
+        assert_eq!(spell.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ use crate::answer::Outcome;
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
+use crate::known_headers::MCP_SESSION_ID;
 use crate::prefetch::Prefetcher;
 use crate::request_cache::{self, LookupInput};
 use crate::runtime::Live;
@@ -264,7 +265,7 @@ impl ProxyHttp for McpProxy {
             return Ok(());
         };
         // Name the owning upstream in the session id the client sees (see `affinity`).
-        let minted = response.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let minted = response.headers.get(&MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_string);
         if let Some(upstream_session) = minted {
             let edge_session = affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
             response.insert_header("mcp-session-id", edge_session.as_str())?;

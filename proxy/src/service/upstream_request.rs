@@ -9,7 +9,8 @@ use pingora::{Error, ErrorType, Result};
 use mcp_edge_policies::routing::upstream_path;
 
 use super::ctx::Ctx;
-use super::respond::{IpText, client_ip, header_str, is_tls};
+use super::respond::{IpText, client_ip, is_tls};
+use crate::known_headers::X_FORWARDED_FOR;
 use crate::prefetch::KIND_HEADER;
 
 /// Rewrites `request` (Pingora's copy of the client's head) for the upstream `ctx` chose.
@@ -34,7 +35,8 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
     }
     let client = client_ip(session);
     let client = client.as_ref().map_or("", IpText::as_str);
-    let forwarded_for = match header_str(session, "x-forwarded-for") {
+    let earlier = session.req_header().headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let forwarded_for = match earlier {
         Some(earlier) if !client.is_empty() => Some(format!("{earlier}, {client}")),
         Some(earlier) => Some(earlier.to_string()),
         None => None,
