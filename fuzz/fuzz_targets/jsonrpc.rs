@@ -1,12 +1,14 @@
 #![no_main]
-//! Any POST body: parsing never panics, and a cacheable request's lookup and key are built
-//! without panicking either.
+//! Any POST body: parsing never panics, reads the body exactly as the two-pass reference
+//! does, and a cacheable request's lookup and key are built without panicking either.
 use libfuzzer_sys::fuzz_target;
 use mcp_edge_policies::cache::{Caller, lookup_for};
 use mcp_edge_policies::config::Config;
 
 fuzz_target!(|body: &[u8]| {
-    let Ok(message) = mcp_edge_policies::jsonrpc::parse(body) else { return };
+    let parsed = mcp_edge_policies::jsonrpc::parse(body);
+    assert_eq!(parsed, mcp_edge_policies::jsonrpc::parse_in_two_passes(body));
+    let Ok(message) = parsed else { return };
     let config = Config::from_toml(
         "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n[route.policy]\nreadonly_tools = true\n",
     )

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use crate::canonical::{self, Key, KeySet, UniqueKeys};
 
 mod lenient;
+mod one_pass;
 
 /// JSON-RPC error codes the proxy itself emits.
 pub mod codes {
@@ -115,33 +116,74 @@ fn written<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 }
 
 /// Parses one POST body.
+///
+/// A well-formed request is read in one pass ([`one_pass`]); anything that pass does not take
+/// as it is (a duplicate member, an unexpected type, invalid JSON) is read again by
+/// [`parse_in_two_passes`], which is the reference and words every error.
 pub fn parse(body: &[u8]) -> Result<Message, Invalid> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         return parse_batch(body);
     }
+    match one_pass::read(body) {
+        Some(parts) => parts.into_message(),
+        None => parse_in_two_passes(body),
+    }
+}
+
+/// [`parse`] as it was before the one-pass reader: the envelope first (params kept as raw
+/// text), then the params. Public so tests and the fuzzer can hold the one-pass reader to it.
+#[doc(hidden)]
+pub fn parse_in_two_passes(body: &[u8]) -> Result<Message, Invalid> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return parse_batch(body);
+    }
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| parse_failure(body, &e))?;
-    let id = envelope.id.map(|raw| raw.get().to_string());
-    let invalid = |message: &str| Invalid { code: codes::INVALID_REQUEST, message: message.into(), id: id.clone() };
-    if envelope.jsonrpc != Some("2.0") {
-        return Err(invalid("Invalid Request: \"jsonrpc\" must be \"2.0\""));
+    Parts {
+        jsonrpc: envelope.jsonrpc,
+        id: envelope.id,
+        method: envelope.method,
+        answered: envelope.result.is_some() || envelope.error.is_some(),
+        params: parse_params(envelope.params),
     }
-    if let Some(raw) = envelope.id
-        && !(raw.get().starts_with('"') || raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()))
-    {
-        return Err(invalid("Invalid Request: \"id\" must be a string or a number"));
-    }
-    let kind = match (&envelope.method, &envelope.id, envelope.result.is_some() || envelope.error.is_some()) {
-        (Some(_), Some(_), _) => Kind::Request,
-        (Some(_), None, _) => Kind::Notification,
-        (None, Some(_), true) => Kind::Response,
-        _ => {
-            return Err(invalid(
-                "Invalid Request: a message needs a \"method\", or an \"id\" with a \"result\" or \"error\"",
-            ));
+    .into_message()
+}
+
+/// A message's members as read, before they are checked.
+struct Parts<'a> {
+    jsonrpc: Option<&'a str>,
+    id: Option<&'a RawValue>,
+    method: Option<String>,
+    /// A `result` or an `error` (neither `null`).
+    answered: bool,
+    params: Params,
+}
+
+impl Parts<'_> {
+    fn into_message(self) -> Result<Message, Invalid> {
+        let id = self.id.map(|raw| raw.get().to_string());
+        let invalid = |message: &str| Invalid { code: codes::INVALID_REQUEST, message: message.into(), id: id.clone() };
+        if self.jsonrpc != Some("2.0") {
+            return Err(invalid("Invalid Request: \"jsonrpc\" must be \"2.0\""));
         }
-    };
-    Ok(Message { kind, method: envelope.method, id, params: parse_params(envelope.params) })
+        if let Some(raw) = self.id
+            && !(raw.get().starts_with('"') || raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+        {
+            return Err(invalid("Invalid Request: \"id\" must be a string or a number"));
+        }
+        let kind = match (&self.method, &self.id, self.answered) {
+            (Some(_), Some(_), _) => Kind::Request,
+            (Some(_), None, _) => Kind::Notification,
+            (None, Some(_), true) => Kind::Response,
+            _ => {
+                return Err(invalid(
+                    "Invalid Request: a message needs a \"method\", or an \"id\" with a \"result\" or \"error\"",
+                ));
+            }
+        };
+        Ok(Message { kind, method: self.method, id, params: self.params })
+    }
 }
 
 fn parse_batch(body: &[u8]) -> Result<Message, Invalid> {

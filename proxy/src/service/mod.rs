@@ -62,20 +62,27 @@ pub struct McpProxy {
 
 #[async_trait]
 impl ProxyHttp for McpProxy {
-    type CTX = Ctx;
+    /// Boxed: Pingora keeps the context inside the request's future, which is moved (copied
+    /// whole) twice per request; a 744-byte context made every one of those copies larger.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new())
     }
 
     /// The hit path hands a request over with what it learned of it.
-    fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut Ctx, handed_over: Box<dyn Any + Send + Sync>) {
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+        handed_over: Box<dyn Any + Send + Sync>,
+    ) {
         if let Ok(understood) = handed_over.downcast::<Understood>() {
             ctx.understood = Some(understood);
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if let Some(understood) = ctx.understood.take() {
             return self.take_over(session, ctx, *understood).await;
         }
@@ -147,7 +154,7 @@ impl ProxyHttp for McpProxy {
         session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(chunk) = body {
             ctx.streamed_body += chunk.len() as u64;
@@ -178,7 +185,7 @@ impl ProxyHttp for McpProxy {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let snapshot = ctx.snapshot.clone().expect("request_filter ran");
         let route = &snapshot.routes[ctx.route];
         let index = match ctx.pinned {
@@ -228,7 +235,7 @@ impl ProxyHttp for McpProxy {
         &self,
         session: &mut Session,
         request: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         upstream_request::rewrite(session, request, ctx)
     }
@@ -237,7 +244,7 @@ impl ProxyHttp for McpProxy {
         &self,
         _session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         self.report_upstream(ctx, response.status.is_server_error());
         if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream())
@@ -278,7 +285,7 @@ impl ProxyHttp for McpProxy {
         &self,
         _session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         response.insert_header("x-cache", ctx.outcome.header_value())?;
         let Some(snapshot) = ctx.snapshot.as_ref() else { return Ok(()) };
@@ -291,7 +298,7 @@ impl ProxyHttp for McpProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
         let Some(gzip) = ctx.gzip.as_mut() else { return Ok(None) };
         let mut out = body.as_ref().map(|chunk| gzip.chunk(chunk)).unwrap_or_default();
@@ -309,7 +316,7 @@ impl ProxyHttp for McpProxy {
         session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
         let Some(observer) = ctx.observer.as_mut() else { return Ok(None) };
         if let Some(chunk) = body {
@@ -347,7 +354,13 @@ impl ProxyHttp for McpProxy {
         Ok(None)
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        e: Box<Error>,
+    ) -> Box<Error> {
         self.report_upstream(ctx, true);
         connect_failed(ctx, e)
     }
@@ -357,7 +370,7 @@ impl ProxyHttp for McpProxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
         proxy_failed(peer, session, e, ctx, client_reused)
@@ -373,7 +386,7 @@ impl ProxyHttp for McpProxy {
     /// which this phase may write a whole response of its own. (Pingora's own serve-stale lives
     /// in pingora-cache's state machine, keyed on the HTTP request; mcp-edge's keys come from
     /// the JSON-RPC body, so it keeps its own cache and takes this seam.)
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
         let route_name = ctx.route().map_or("?", |r| r.config.name.as_str()).to_string();
         if session.response_written().is_none()
             && e.esource() != &ErrorSource::Downstream
@@ -404,7 +417,7 @@ impl ProxyHttp for McpProxy {
         FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
-    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         let route = ctx.route();
         let answered = session.response_written().map_or(0, |r| r.status.as_u16());
         if let (Some(route), Some(edge_session), true) = (route, &ctx.edge_session, (200..300).contains(&answered))
