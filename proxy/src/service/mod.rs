@@ -194,9 +194,12 @@ impl ProxyHttp for McpProxy {
             }
             Some(pinned) => pinned,
             None => {
-                let identity = session.req_header().headers.get(route.config.policy.identity_header.as_str());
-                // The address is written out as text only for a balancer that reads the key.
-                let client = if route.pool.hashes_callers() { client_ip(session) } else { None };
+                // Who the caller is (identity header, else address) is read only by a balancer
+                // that hashes on it; the others ignore the key.
+                let hashes = route.pool.hashes_callers();
+                let headers = &session.req_header().headers;
+                let identity = hashes.then(|| headers.get(route.config.policy.identity_header.as_str())).flatten();
+                let client = if hashes { client_ip(session) } else { None };
                 let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client);
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
