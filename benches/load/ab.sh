@@ -21,16 +21,7 @@ TTL=3600000; [ "$MODE" = hits ] || TTL=0
 "${SERVER[@]}" "$A" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms $TTL 2>"$DIR/upstream.log" & PIDS+=($!)
 for side in A B; do
   port_var=EDGE_$side
-  cat > "$DIR/$side.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${!port_var}"]
-threads = $WORKERS
-[admin]
-listen = ""
-[[route]]
-path = "/mcp"
-upstreams = ["http://127.0.0.1:$UP/mcp"]
-TOML
+  one_route_config "$DIR/$side.toml" "${!port_var}" $UP "threads = $WORKERS"
   bin_var=$side
   RUST_LOG=warn "${SERVER[@]}" "${!bin_var}" run --config "$DIR/$side.toml" 2>"$DIR/$side.log" & PIDS+=($!)
 done

@@ -20,16 +20,7 @@ OUT=${OUT:-$(mktemp -d)}
 scratch
 UP=$(port); EDGE=$(port); PINGORA=$(port)
 "$BIN" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms 0 2>"$DIR/upstream.log" & PIDS+=($!)
-cat > "$DIR/edge.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$EDGE"]
-threads = 1
-[admin]
-listen = ""
-[[route]]
-path = "/mcp"
-upstreams = ["http://127.0.0.1:$UP/mcp"]
-TOML
+one_route_config "$DIR/edge.toml" $EDGE $UP "threads = 1"
 # exec: so that $! is valgrind itself, the pid callgrind_control needs.
 counted() { exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$1.%p" "${@:2}"; }
 RUST_LOG=warn counted mcp-edge "$BIN" run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & EDGE_PID=$!; PIDS+=($!)

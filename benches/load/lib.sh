@@ -36,6 +36,15 @@ start_nginx() { # upstream_port port: nginx as a reverse proxy of the upstream, 
     benches/load/nginx.conf.in > "$DIR/nginx.conf"
   "${SERVER[@]}" nginx -c "$DIR/nginx.conf" -p "$DIR" 2>"$DIR/nginx.log" & PIDS+=($!)
 }
+one_route_config() { # file port upstream_port [server lines...]: mcp-edge serving /mcp from the upstream, no admin listener
+  local file=$1 port=$2 upstream=$3
+  shift 3
+  {
+    printf '[server]\nlisten = ["127.0.0.1:%s"]\n' "$port"
+    [ $# -gt 0 ] && printf '%s\n' "$@"
+    printf '[admin]\nlisten = ""\n[[route]]\npath = "/mcp"\nupstreams = ["http://127.0.0.1:%s/mcp"]\n' "$upstream"
+  } > "$file"
+}
 disk_config() { # file port admin_listen cache_dir: mcp-edge with the disk case's cache (8 MiB memory, the rest on disk) before UP
   cat > "$1" <<TOML
 [server]

@@ -18,16 +18,7 @@ raise_descriptor_limit 100000
 echo "descriptor limit: $(ulimit -n)"
 UP=$(port); EDGE=$(port)
 $BIN upstream --listen 127.0.0.1:$UP --name streams 2>"$DIR/upstream.log" & PIDS+=($!)
-cat > "$DIR/edge.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$EDGE"]
-max_streams_per_client = 0
-[admin]
-listen = ""
-[[route]]
-path = "/mcp"
-upstreams = ["http://127.0.0.1:$UP/mcp"]
-TOML
+one_route_config "$DIR/edge.toml" $EDGE $UP "max_streams_per_client = 0"
 RUST_LOG=warn $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & EDGE_PID=$!; PIDS+=($EDGE_PID)
 wait_port $UP; wait_port $EDGE
 echo "== $STREAMS idle streams, then $ACTIVE connections reading cached resources for ${SECONDS_RUN}s"
