@@ -121,13 +121,12 @@ fn written<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 /// as it is (a duplicate member, an unexpected type, invalid JSON) is read again by
 /// [`parse_in_two_passes`], which is the reference and words every error.
 pub fn parse(body: &[u8]) -> Result<Message, Invalid> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
+    if is_batch(body) {
         return parse_batch(body);
     }
     match one_pass::read(body) {
         Some(parts) => parts.into_message(),
-        None => parse_in_two_passes(body),
+        None => parse_message_in_two_passes(body),
     }
 }
 
@@ -135,10 +134,19 @@ pub fn parse(body: &[u8]) -> Result<Message, Invalid> {
 /// text), then the params. Public so tests and the fuzzer can hold the one-pass reader to it.
 #[doc(hidden)]
 pub fn parse_in_two_passes(body: &[u8]) -> Result<Message, Invalid> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
+    if is_batch(body) {
         return parse_batch(body);
     }
+    parse_message_in_two_passes(body)
+}
+
+/// A JSON array of messages (its first character other than whitespace is `[`).
+fn is_batch(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// One message (not a batch): the envelope first (params kept as raw text), then the params.
+fn parse_message_in_two_passes(body: &[u8]) -> Result<Message, Invalid> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| parse_failure(body, &e))?;
     Parts {
         jsonrpc: envelope.jsonrpc,

@@ -9,7 +9,7 @@ use pingora::{Error, ErrorType, Result};
 use mcp_edge_policies::routing::upstream_path;
 
 use super::ctx::Ctx;
-use super::respond::{IpText, client_ip, is_tls};
+use super::respond::{IpText, client_ip, header_str, is_tls};
 use crate::known_headers::X_FORWARDED_FOR;
 use crate::prefetch::KIND_HEADER;
 
@@ -35,8 +35,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
     }
     let client = client_ip(session);
     let client = client.as_ref().map_or("", IpText::as_str);
-    let earlier = session.req_header().headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    let forwarded_for = match earlier {
+    let forwarded_for = match header_str(session, &X_FORWARDED_FOR) {
         Some(earlier) if !client.is_empty() => Some(format!("{earlier}, {client}")),
         Some(earlier) => Some(earlier.to_string()),
         None => None,
