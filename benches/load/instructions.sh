@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 MODE=${1:-call}; SECONDS_COUNTED=${2:-5}
 BIN=${BIN:-target/release/mcp-edge}; FLOOR=${FLOOR:-target/release/examples/pingora_floor}
 SCRIPT=benches/load/call.lua; [ "$MODE" = read ] && SCRIPT=benches/load/random-read.lua
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 scratch
 UP=$(port); EDGE=$(port); PINGORA=$(port)
 "$BIN" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms 0 2>"$DIR/upstream.log" & PIDS+=($!)

@@ -6,9 +6,10 @@
 use async_compression::Level;
 use async_compression::tokio::write::{DeflateEncoder, GzipEncoder};
 use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use mcp_edge_policies::cache::{Answer, Deflated};
 use mcp_edge_policies::config::CompressionConfig;
-use pingora::http::ResponseHeader;
 use tokio::io::AsyncWriteExt;
 
 use crate::poll::now_or_never;
@@ -109,46 +110,50 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
 /// Decides, once per proxied response, what compression does to it: a response that may be
 /// compressed at all varies on Accept-Encoding; it is gzipped when the client accepts gzip and
 /// it is not known to be smaller than `min_size`. Returns the encoder for its body, if any.
+/// `headers`: the response's, edited in place (see `service::head_edit`).
 pub fn prepare_response(
     config: &CompressionConfig,
-    response: &mut ResponseHeader,
+    status: StatusCode,
+    headers: &mut HeaderMap,
     client_accepts_gzip: bool,
-) -> pingora::Result<Option<Gzip>> {
-    // Named by the `http` crate's constants: a name given as text is parsed again on every look-up.
-    let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let content_type = header(http::header::CONTENT_TYPE);
+) -> Option<Gzip> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = header(CONTENT_TYPE);
     let sse = content_type.starts_with("text/event-stream");
     // RFC 9110 §7.7: a proxy must not transform a no-transform response, unless the operator
     // explicitly asked for compressed SSE (SDK servers mark every SSE answer no-transform).
-    let no_transform = contains_ignoring_case(header(http::header::CACHE_CONTROL), "no-transform");
+    let no_transform = contains_ignoring_case(header(CACHE_CONTROL), "no-transform");
     let kind_ok = content_type.starts_with("application/json") || (sse && config.sse);
     let transform_allowed = sse || !no_transform;
-    let compressible =
-        config.gzip && kind_ok && transform_allowed && response.headers.get(http::header::CONTENT_ENCODING).is_none();
-    let large_enough = header(http::header::CONTENT_LENGTH).parse::<u64>().ok().is_none_or(|n| n >= config.min_size);
+    let compressible = config.gzip && kind_ok && transform_allowed && headers.get(CONTENT_ENCODING).is_none();
+    let large_enough = header(CONTENT_LENGTH).parse::<u64>().ok().is_none_or(|n| n >= config.min_size);
     if !compressible {
-        return Ok(None);
+        return None;
     }
-    add_vary(response)?;
-    if !client_accepts_gzip || !large_enough || response.status.as_u16() == 204 {
-        return Ok(None);
+    add_vary(headers);
+    if !client_accepts_gzip || !large_enough || status == StatusCode::NO_CONTENT {
+        return None;
     }
     // The length changes.
-    response.remove_header("content-length");
-    response.insert_header("content-encoding", "gzip")?;
-    Ok(Some(Gzip::new(sse)))
+    headers.remove(CONTENT_LENGTH);
+    headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    Some(Gzip::new(sse))
 }
 
-fn add_vary(response: &mut ResponseHeader) -> pingora::Result<()> {
-    let existing = response.headers.get(http::header::VARY).and_then(|v| v.to_str().ok()).unwrap_or_default();
+fn add_vary(headers: &mut HeaderMap) {
+    let existing = headers.get(VARY).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if existing.split(',').any(|v| v.trim().eq_ignore_ascii_case("accept-encoding") || v.trim() == "*") {
-        return Ok(());
+        return;
     }
-    if existing.is_empty() {
-        return response.insert_header("vary", "Accept-Encoding");
-    }
-    let value = format!("{existing}, Accept-Encoding");
-    response.insert_header("vary", value)
+    let vary = match existing.is_empty() {
+        true => HeaderValue::from_static("Accept-Encoding"),
+        // Visible ASCII (it was read as text) and more of it: valid.
+        false => match HeaderValue::try_from(format!("{existing}, Accept-Encoding")) {
+            Ok(value) => value,
+            Err(_) => return,
+        },
+    };
+    headers.insert(VARY, vary);
 }
 
 /// Whether `text` contains `word` (ASCII letters in any case), without lowering a copy.
@@ -160,13 +165,13 @@ fn contains_ignoring_case(text: &str, word: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn json_response(extra: &[(&'static str, &str)]) -> ResponseHeader {
-        let mut response = ResponseHeader::build(200, None).unwrap();
-        response.insert_header("content-type", "application/json").unwrap();
+    fn json_response(extra: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in extra {
-            response.insert_header(*name, *value).unwrap();
+            headers.insert(*name, HeaderValue::from_str(value).unwrap());
         }
-        response
+        headers
     }
 
     const GZIP_ON: CompressionConfig = CompressionConfig { gzip: true, min_size: 0, sse: false };
@@ -175,20 +180,20 @@ mod tests {
     fn no_transform_is_read_in_any_case() {
         for cache_control in ["no-transform", "max-age=0, No-Transform", "NO-TRANSFORM"] {
             let mut response = json_response(&[("cache-control", cache_control)]);
-            assert!(prepare_response(&GZIP_ON, &mut response, true).unwrap().is_none(), "{cache_control}");
-            assert!(response.headers.get("content-encoding").is_none());
+            assert!(prepare_response(&GZIP_ON, StatusCode::OK, &mut response, true).is_none(), "{cache_control}");
+            assert!(response.get("content-encoding").is_none());
         }
         let mut response = json_response(&[("cache-control", "no-store")]);
-        assert!(prepare_response(&GZIP_ON, &mut response, true).unwrap().is_some());
-        assert_eq!(response.headers["content-encoding"], "gzip");
+        assert!(prepare_response(&GZIP_ON, StatusCode::OK, &mut response, true).is_some());
+        assert_eq!(response["content-encoding"], "gzip");
     }
 
     #[test]
     fn vary_names_accept_encoding_once() {
         let vary_after = |existing: Option<&str>| {
             let mut response = json_response(&existing.map(|v| ("vary", v)).into_iter().collect::<Vec<_>>());
-            prepare_response(&GZIP_ON, &mut response, false).unwrap();
-            response.headers["vary"].to_str().unwrap().to_string()
+            prepare_response(&GZIP_ON, StatusCode::OK, &mut response, false);
+            response["vary"].to_str().unwrap().to_string()
         };
         assert_eq!(vary_after(None), "Accept-Encoding");
         assert_eq!(vary_after(Some("Origin")), "Origin, Accept-Encoding");

@@ -196,10 +196,13 @@ fn names_close(value: &[u8]) -> bool {
     value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
-/// Names looked up on every forwarded request, parsed once here: a name given as text is
-/// parsed (and checked) again on every look-up.
+/// Names looked up or set on every forwarded request, parsed once here: a name given as text
+/// is parsed (and checked) again on every use.
 pub const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
 pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+pub const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
 
 #[cfg(test)]
 mod tests {

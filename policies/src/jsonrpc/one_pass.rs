@@ -3,8 +3,9 @@
 //! that text again; on a `tools/call` that was about a third of the proxy's JSON work.
 //!
 //! This pass gives up (`None`) on anything it would not read exactly as the two-pass reader
-//! does: a repeated envelope member, params that are not read strictly ([`ExactParams`]),
-//! invalid JSON. The caller then reads the body the other way, which also words the error.
+//! does: a repeated envelope member, params that are not read strictly ([`ExactParams`]), a body
+//! that is not UTF-8, invalid JSON. The caller then reads the body the other way, which also
+//! words the error.
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -14,7 +15,10 @@ use crate::canonical::Key;
 
 /// The body's members, if this pass can take the body as it is.
 pub(super) fn read(body: &[u8]) -> Option<Parts<'_>> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // Checked as UTF-8 once here (JSON text is UTF-8 throughout), so the reader need not check
+    // each string again as it does reading bytes. Not UTF-8: the other reader decides.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let parts = deserializer.deserialize_map(EnvelopeVisitor).ok()?;
     deserializer.end().ok()?;
     Some(parts)

@@ -11,6 +11,7 @@
 
 mod ctx;
 mod failure;
+mod head_edit;
 mod intake;
 mod respond;
 mod upstream_request;
@@ -39,7 +40,7 @@ use crate::answer::Outcome;
 use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
-use crate::known_headers::MCP_SESSION_ID;
+use crate::known_headers::{MCP_SESSION_ID, X_CACHE};
 use crate::prefetch::Prefetcher;
 use crate::request_cache::{self, LookupInput};
 use crate::runtime::Live;
@@ -290,9 +291,12 @@ impl ProxyHttp for McpProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        response.insert_header("x-cache", ctx.outcome.header_value())?;
-        let Some(snapshot) = ctx.snapshot.as_ref() else { return Ok(()) };
-        ctx.gzip = crate::compress::prepare_response(&snapshot.config.compression, response, ctx.accepts_gzip)?;
+        let compression = ctx.snapshot.as_ref().map(|snapshot| &snapshot.config.compression);
+        let outcome = ctx.outcome.header_value();
+        ctx.gzip = head_edit::edit_response(response, |status, headers| {
+            headers.insert(X_CACHE, outcome);
+            compression.and_then(|config| crate::compress::prepare_response(config, status, headers, ctx.accepts_gzip))
+        })?;
         Ok(())
     }
 

@@ -2,6 +2,8 @@
 //! `Host` (the client's goes in `X-Forwarded-Host`), `X-Forwarded-For` and `-Proto`, the
 //! upstream's own session id, and never the internal prefetch marker.
 
+use http::HeaderValue;
+use http::header::HOST;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -9,8 +11,9 @@ use pingora::{Error, ErrorType, Result};
 use mcp_edge_policies::routing::upstream_path;
 
 use super::ctx::Ctx;
+use super::head_edit::edit_request;
 use super::respond::{IpText, client_ip, header_str, is_tls};
-use crate::known_headers::X_FORWARDED_FOR;
+use crate::known_headers::{MCP_SESSION_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::prefetch::KIND_HEADER;
 
 /// Rewrites `request` (Pingora's copy of the client's head) for the upstream `ctx` chose.
@@ -20,38 +23,45 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
     let original = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let path = upstream_path(&route.config.path, &upstream.url.path, original);
     // Rewritten only when the target on the wire would change (usually it does not).
-    if path.as_bytes() != request.raw_path() {
-        let uri =
-            path.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
-        request.set_uri(uri);
-    }
-
-    let client_host = session.req_header().headers.get(http::header::HOST).cloned();
+    let new_uri = (path.as_bytes() != request.raw_path())
+        .then(|| path.parse::<http::Uri>())
+        .transpose()
+        .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
+    let client_host = session.req_header().headers.get(HOST).cloned();
     let client_host =
-        client_host.or_else(|| request.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()));
-    request.insert_header("host", upstream.host_header.clone())?;
-    if let Some(host) = client_host {
-        request.insert_header("x-forwarded-host", host)?;
-    }
+        client_host.or_else(|| request.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let forwarded_for = forwarded_for(session)?;
+    let scheme = HeaderValue::from_static(if is_tls(session) { "https" } else { "http" });
+    let upstream_session = (ctx.upstream_session.as_ref().map(|id| HeaderValue::from_str(id.as_str())).transpose())
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream session id", e))?;
+    edit_request(request, new_uri, |headers| {
+        headers.insert(HOST, upstream.host_header.clone());
+        if let Some(host) = client_host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        if let Some(chain) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, chain);
+        }
+        headers.insert(X_FORWARDED_PROTO, scheme);
+        if let Some(id) = upstream_session {
+            headers.insert(MCP_SESSION_ID, id);
+        }
+        if ctx.prefetch.is_some() {
+            headers.remove(KIND_HEADER);
+        }
+    })
+}
+
+/// `X-Forwarded-For`: the client's address after any the client's own proxies named.
+fn forwarded_for(session: &Session) -> Result<Option<HeaderValue>> {
     let client = client_ip(session);
     let client = client.as_ref().map_or("", IpText::as_str);
-    let forwarded_for = match header_str(session, &X_FORWARDED_FOR) {
-        Some(earlier) if !client.is_empty() => Some(format!("{earlier}, {client}")),
-        Some(earlier) => Some(earlier.to_string()),
-        None => None,
+    let chain = match header_str(session, &X_FORWARDED_FOR) {
+        Some(earlier) if !client.is_empty() => format!("{earlier}, {client}"),
+        Some(earlier) => earlier.to_string(),
+        None if !client.is_empty() => client.to_string(),
+        None => return Ok(None),
     };
-    match forwarded_for {
-        Some(chain) => request.insert_header("x-forwarded-for", chain)?,
-        None if !client.is_empty() => request.insert_header("x-forwarded-for", client)?,
-        None => {}
-    }
-    let scheme = if is_tls(session) { "https" } else { "http" };
-    request.insert_header("x-forwarded-proto", http::HeaderValue::from_static(scheme))?;
-    if let Some(upstream_session) = &ctx.upstream_session {
-        request.insert_header("mcp-session-id", upstream_session.as_str())?;
-    }
-    if ctx.prefetch.is_some() {
-        request.remove_header(KIND_HEADER);
-    }
-    Ok(())
+    let invalid = |e| Error::because(ErrorType::InvalidHTTPHeader, "X-Forwarded-For", e);
+    HeaderValue::try_from(chain).map(Some).map_err(invalid)
 }
