@@ -30,8 +30,9 @@ pub enum Value<'a> {
 
 impl<'a> Value<'a> {
     fn of(bytes: &'a [u8]) -> Value<'a> {
-        let visible = |b: &u8| *b == b'\t' || (b' '..=b'~').contains(b);
-        match bytes.iter().all(visible) {
+        let visible = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b);
+        // Without an early exit the loop runs on whole vectors (values are short and visible).
+        match bytes.iter().fold(true, |all, &b| all & visible(b)) {
             // Visible ASCII is UTF-8.
             true => Value::Text(std::str::from_utf8(bytes).unwrap_or_default()),
             false => Value::Opaque(bytes),

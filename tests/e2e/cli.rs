@@ -209,6 +209,48 @@ async fn sigterm_stops_cleanly_without_an_admin_listener() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// A client connection kept alive and idle between requests is closed as soon as mcp-edge
+/// begins to stop (not after the keep-alive timeout, nor the graceful-shutdown timeout of
+/// 5 s), and mcp-edge exits cleanly.
+#[tokio::test]
+async fn sigterm_closes_an_idle_kept_alive_connection_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = demo_upstream("a", &[]).await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"\"\n{}",
+        route(&[&upstream], "")
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
+    wait_listening(port, &edge).await;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-protocol-version: 2026-07-28\r\n\
+         mcp-method: tools/list\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"jsonrpc\"") {
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(read > 0, "closed before answering: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    // The connection now waits for its next request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    edge.signal("TERM");
+    let closed = tokio::time::timeout(Duration::from_secs(3), client.read(&mut chunk)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle connection was not closed at once: {closed:?}");
+    assert_eq!(edge.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.log());
+}
+
 /// A listener address another process holds stops mcp-edge at once with its name (Pingora
 /// alone retries for 30 s, then panics without exiting).
 #[test]

@@ -40,7 +40,7 @@ mod wire;
 
 use crate::store::{EdgeCache, Found, Life, Stored};
 use head::{Head, Probe, probe_head, route_and_identity};
-use wire::{IdleTimer, KEEPALIVE, Read, encode_head, read_more, write_parts};
+use wire::{IdleTimer, KEEPALIVE, Read, ShutdownSignal, encode_head, read_more, write_parts};
 
 /// Why a request that trickles in past `server.header_timeout` is refused (408).
 const TOO_SLOW: &str = "the request did not arrive in time";
@@ -70,11 +70,10 @@ impl ServerApp for EdgeApp {
         }
         let mut stream = stream;
         let mut buffer = BytesMut::with_capacity(4096);
-        // Our own receiver, so an idle read can also wait for shutdown without a clone per read.
-        let mut shutdown_watch = shutdown.clone();
+        let mut shutdown_signal = ShutdownSignal::new(shutdown.clone());
         let mut idle_timer = IdleTimer::new(KEEPALIVE);
         loop {
-            match self.serve_one(&mut stream, &mut buffer, &mut shutdown_watch, &mut idle_timer).await {
+            match self.serve_one(&mut stream, &mut buffer, &mut shutdown_signal, &mut idle_timer).await {
                 Step::Answered => continue,
                 Step::Close => return None,
                 Step::HandOver(understood) => {
@@ -106,7 +105,7 @@ impl EdgeApp {
         &self,
         stream: &mut Stream,
         buffer: &mut BytesMut,
-        shutdown: &mut ShutdownWatch,
+        shutdown: &mut ShutdownSignal,
         idle_timer: &mut IdleTimer,
     ) -> Step {
         // A request's head (and a body the hit path reads) must arrive within
@@ -153,7 +152,7 @@ impl EdgeApp {
     async fn serve_whole(
         &self,
         stream: &mut Stream,
-        shutdown: &ShutdownWatch,
+        shutdown: &ShutdownSignal,
         head: Head<'_>,
         request: &[u8],
         snapshot: Arc<Runtime>,
@@ -168,7 +167,7 @@ impl EdgeApp {
             Lookout::Hit(hit) => hit,
             Lookout::Missed(understood) => return Step::HandOver(understood),
         };
-        let closing = head.known.connection_close || *shutdown.borrow();
+        let closing = head.known.connection_close || shutdown.has_begun();
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();

@@ -31,7 +31,7 @@ pub(super) enum Read {
 pub(super) async fn read_more(
     stream: &mut Stream,
     buffer: &mut BytesMut,
-    shutdown: &mut ShutdownWatch,
+    shutdown: &mut ShutdownSignal,
     idle_timer: &mut IdleTimer,
     deadline: Option<Instant>,
 ) -> Read {
@@ -45,7 +45,7 @@ pub(super) async fn read_more(
                 _ => Read::Over,
             },
             _ = idle_timer.expired() => Read::Over,
-            _ = shutdown.wait_for(|stopping| *stopping) => Read::Over,
+            () = shutdown.begun() => Read::Over,
         };
     }
     // A request under way (rare: most arrive in one read). Pingora's coarse timer (10 ms
@@ -86,6 +86,45 @@ impl IdleTimer {
             }
             sleep.as_mut().reset(until);
         }
+    }
+}
+
+/// Shutdown as one connection sees it. A wait between requests races the start of shutdown;
+/// one future made at the first such wait serves them all, as [`IdleTimer`] does for the
+/// keep-alive timeout: a wait made anew each time registered with the watch and left it again
+/// (300 instructions per forwarded request, counted by `benches/load/instructions.sh`).
+pub(super) struct ShutdownSignal {
+    watch: ShutdownWatch,
+    begun: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    seen: bool,
+}
+
+impl ShutdownSignal {
+    pub(super) fn new(watch: ShutdownWatch) -> ShutdownSignal {
+        ShutdownSignal { watch, begun: None, seen: false }
+    }
+
+    /// Whether shutdown has begun.
+    pub(super) fn has_begun(&self) -> bool {
+        self.seen || *self.watch.borrow()
+    }
+
+    /// Completes once shutdown has begun (or nothing can announce it any more).
+    pub(super) async fn begun(&mut self) {
+        if self.seen {
+            return;
+        }
+        let watch = &self.watch;
+        let begun = self.begun.get_or_insert_with(|| {
+            let mut watch = watch.clone();
+            Box::pin(async move {
+                let _ = watch.wait_for(|stopping| *stopping).await;
+            })
+        });
+        begun.as_mut().await;
+        // Done: a finished future must not be polled again.
+        self.seen = true;
+        self.begun = None;
     }
 }
 
@@ -192,6 +231,35 @@ mod tests {
         let spell = tokio::time::Instant::now();
         timer.expired().await;
         assert_eq!(spell.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_shutdown_signal_serves_every_wait_and_stays_given() {
+        let (announce, watch) = tokio::sync::watch::channel(false);
+        let mut shutdown = ShutdownSignal::new(watch);
+        for _ in 0..3 {
+            // Waits that end with a request (here: a second) leave the signal waiting.
+            let ended_by_shutdown = tokio::select! {
+                () = shutdown.begun() => true,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            };
+            assert!(!ended_by_shutdown && !shutdown.has_begun());
+        }
+        announce.send(true).unwrap();
+        assert!(shutdown.has_begun());
+        shutdown.begun().await;
+        // Given once, it stays given (the finished wait is not polled again).
+        shutdown.begun().await;
+        assert!(shutdown.has_begun());
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_signal_whose_sender_is_gone_ends_every_wait() {
+        let (announce, watch) = tokio::sync::watch::channel(false);
+        let mut shutdown = ShutdownSignal::new(watch);
+        drop(announce);
+        shutdown.begun().await;
+        shutdown.begun().await;
     }
 
     #[tokio::test]
