@@ -44,6 +44,18 @@ impl Gzip {
         self.take()
     }
 
+    /// Pingora's body filter: replaces `body` (a chunk, or none at the end) with its gzip
+    /// bytes, the trailer included at the end of the stream.
+    pub fn filter(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+        let mut out = body.as_ref().map(|chunk| self.chunk(chunk)).unwrap_or_default();
+        if end_of_stream {
+            let mut whole = out.to_vec();
+            whole.extend_from_slice(&self.finish());
+            out = Bytes::from(whole);
+        }
+        *body = Some(out);
+    }
+
     fn take(&mut self) -> Bytes {
         Bytes::from(std::mem::take(self.encoder.get_mut()))
     }
@@ -222,6 +234,21 @@ mod tests {
         }
         out.extend_from_slice(&stream.finish());
         assert_eq!(gunzip(&out), "data: one\n\ndata: two\n\n");
+    }
+
+    #[test]
+    fn the_body_filter_ends_the_stream_with_the_last_chunk_or_without_one() {
+        for last in [Some(Bytes::from_static(b"}")), None] {
+            let mut stream = Gzip::new(false);
+            let mut out = Vec::new();
+            for (chunk, end) in [(Some(Bytes::from_static(b"{\"a\":1")), false), (last.clone(), true)] {
+                let mut body = chunk;
+                stream.filter(&mut body, end);
+                out.extend_from_slice(&body.expect("the filter always leaves a body"));
+            }
+            let expected = if last.is_some() { "{\"a\":1}" } else { "{\"a\":1" };
+            assert_eq!(gunzip(&out), expected);
+        }
     }
 
     #[test]

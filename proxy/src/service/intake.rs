@@ -88,6 +88,15 @@ impl McpProxy {
         }
     }
 
+    /// Tells the prefetcher how the current upstream attempt went (its latency, whether it
+    /// failed), on routes that prefetch (only those time their attempts).
+    pub(super) fn report_upstream(&self, ctx: &Ctx, failed: bool) {
+        if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.prefetch.upstream_answered(route, latency_ms, failed, ctx.prefetch.is_some());
+        }
+    }
+
     /// A client's `resources/read`, for the prefetcher to learn from.
     pub(super) fn learn_read(&self, session: &Session, route: &Route, message: &Message, caller: &Caller) {
         if message.method.as_deref() == Some(Method::ResourcesRead.as_str())

@@ -7,7 +7,8 @@
 //!   what the hit path understood), the cache, admission;
 //! - [`failure`]: what a failure means to the client;
 //! - [`respond`]: answers mcp-edge writes itself;
-//! - [`upstream_request`]: what the upstream is sent (its path, `Host`, `X-Forwarded-*`, session).
+//! - [`upstream_request`]: what the upstream is sent (its path, `Host`, `X-Forwarded-*`, session);
+//! - [`head_edit`]: setting headers on Pingora's heads through the `http` crate's map.
 
 mod ctx;
 mod failure;
@@ -307,14 +308,9 @@ impl ProxyHttp for McpProxy {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
-        let Some(gzip) = ctx.gzip.as_mut() else { return Ok(None) };
-        let mut out = body.as_ref().map(|chunk| gzip.chunk(chunk)).unwrap_or_default();
-        if end_of_stream {
-            let mut whole = out.to_vec();
-            whole.extend_from_slice(&gzip.finish());
-            out = Bytes::from(whole);
+        if let Some(gzip) = ctx.gzip.as_mut() {
+            gzip.filter(body, end_of_stream);
         }
-        *body = Some(out);
         Ok(None)
     }
 
@@ -449,16 +445,5 @@ impl ProxyHttp for McpProxy {
             error: error.map(|e| e.to_string()),
         }
         .record();
-    }
-}
-
-impl McpProxy {
-    /// Tells the prefetcher how the current upstream attempt went (its latency, whether it
-    /// failed), on routes that prefetch (only those time their attempts).
-    fn report_upstream(&self, ctx: &Ctx, failed: bool) {
-        if let (Some(route), Some(started)) = (ctx.route(), ctx.upstream_started) {
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            self.prefetch.upstream_answered(route, latency_ms, failed, ctx.prefetch.is_some());
-        }
     }
 }
