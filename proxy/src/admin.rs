@@ -1,6 +1,6 @@
 //! The admin listener, apart from the public ones: `GET /` (the dashboard, a page that reads
 //! `GET /stats` every second), `GET /stats` (see `stats`), `GET /healthz` (process up), `GET /readyz`
-//! (every route has a healthy upstream; the shared tier's state as detail), `GET /metrics` (Prometheus text), `POST /purge`
+//! (every route has a healthy upstream and mcp-edge is not draining to stop; the shared tier's state as detail), `GET /metrics` (Prometheus text), `POST /purge`
 //! (`{"route": "...", "uri": "..."}` or `{"route": "...", "all": true}`).
 //!
 //! Apart from the dashboard's own same-origin reads, it is not for browsers: a request carrying
@@ -135,7 +135,7 @@ impl Admin {
         }
     }
 
-    /// Ready when every route has a healthy upstream. The shared tier's state is reported but
+    /// Ready when every route has a healthy upstream and mcp-edge is not draining. The shared tier's state is reported but
     /// does not make the node unready: without it the node still answers (see `store::shared`).
     fn readiness(&self) -> Response<Full<Bytes>> {
         let runtime = self.live.load();
@@ -145,14 +145,20 @@ impl Admin {
             .filter(|r| !(0..r.pool.upstreams.len()).any(|i| r.pool.is_ready(i)))
             .map(|r| r.config.name.as_str())
             .collect();
-        let mut body = json!({"ready": unready.is_empty()});
+        // Draining before a stop: load balancers should send new clients elsewhere.
+        let draining = crate::drain::draining();
+        let ready = unready.is_empty() && !draining;
+        let mut body = json!({"ready": ready});
         if !unready.is_empty() {
             body["routes_without_healthy_upstream"] = json!(unready);
+        }
+        if draining {
+            body["draining"] = json!(true);
         }
         if let Some(shared) = self.cache.shared_status() {
             body["shared_tier"] = serde_json::to_value(shared).unwrap_or_default();
         }
-        let status = if unready.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         json_response(status, body)
     }
 

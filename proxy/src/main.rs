@@ -6,6 +6,7 @@ mod coalesce;
 mod compress;
 mod cpu;
 mod demo_upstream;
+mod drain;
 mod error;
 mod guards;
 mod handover;
@@ -61,7 +62,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve with the given configuration (SIGHUP reloads it, SIGTERM stops gracefully).
+    /// Serve with the given configuration (SIGHUP reloads it, SIGTERM drains and stops).
     Run {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -324,8 +325,9 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
 
     let conf = ServerConf {
         threads,
-        // No other instance takes over our listeners: stop accepting at once, and give
-        // in-flight requests a few seconds to finish.
+        // Pingora hears of SIGTERM only once the requests in flight are done (`drain`), so no
+        // grace period: stop listening at once. Shutting the runtimes down cancels what is left,
+        // and waits up to 5 s for their blocking threads.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
@@ -367,5 +369,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     for addr in &listeners {
         tracing::info!("mcp-edge listening on http://{addr}");
     }
-    server.run_forever()
+    // Pingora's own signal watch, but SIGTERM drains first (see `drain`).
+    server.run(pingora::server::RunArgs { shutdown_signal: Box::new(drain::DrainingSignals) });
+    ExitCode::SUCCESS
 }

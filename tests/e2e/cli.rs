@@ -251,6 +251,47 @@ async fn sigterm_closes_an_idle_kept_alive_connection_at_once() {
     assert_eq!(edge.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.log());
 }
 
+/// SIGTERM lets the requests in flight finish before mcp-edge stops (Pingora alone cancelled
+/// them at once: an empty reply), closes the connections of answers given meanwhile, and then
+/// exits cleanly without waiting for the drain's limit.
+#[tokio::test]
+async fn sigterm_lets_the_requests_in_flight_finish() {
+    let upstream = demo_upstream("a", &[]).await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"\"\n{}",
+        route(&[&upstream], "")
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
+    wait_listening(port, &edge).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mcp = Mcp::new(&url);
+    let slow = tokio::spawn({
+        let mcp = Mcp::new(&url);
+        async move {
+            mcp.stateless("tools/call", serde_json::json!({"name": "sleep", "arguments": {"ms": 1500}}), &[]).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    edge.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining: still answered, and told to close.
+    let meanwhile = mcp.stateless("tools/list", serde_json::json!({}), &[]).await;
+    assert_eq!(meanwhile.status, 200, "{meanwhile:?}");
+    assert_eq!(meanwhile.header("connection"), Some("close"), "{meanwhile:?}");
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200, "{slow:?}");
+    assert!(slow.body.contains("slept"), "{slow:?}");
+    assert_eq!(edge.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.log());
+    // The drain waits at most 10 s; it ended with the slow call.
+    assert!(signalled.elapsed() < Duration::from_secs(8), "stopped once nothing was in flight");
+    assert!(edge.log().contains("finishing the requests in flight"), "{}", edge.log());
+}
+
 /// A listener address another process holds stops mcp-edge at once with its name (Pingora
 /// alone retries for 30 s, then panics without exiting).
 #[test]

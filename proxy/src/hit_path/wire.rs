@@ -104,9 +104,9 @@ impl ShutdownSignal {
         ShutdownSignal { watch, begun: None, seen: false }
     }
 
-    /// Whether shutdown has begun.
+    /// Whether shutdown has begun, or mcp-edge is draining before it (see `drain`).
     pub(super) fn has_begun(&self) -> bool {
-        self.seen || *self.watch.borrow()
+        self.seen || crate::drain::draining() || *self.watch.borrow()
     }
 
     /// Completes once shutdown has begun (or nothing can announce it any more).

@@ -85,6 +85,7 @@ impl ProxyHttp for McpProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        crate::drain::close_when_draining(session);
         if let Some(understood) = ctx.understood.take() {
             return self.take_over(session, ctx, *understood).await;
         }

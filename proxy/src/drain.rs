@@ -1,0 +1,106 @@
+//! Stopping on SIGTERM without dropping the requests in flight.
+//!
+//! Pingora answers SIGTERM by telling its services to stop and, after its grace period (a
+//! fixed sleep, 0 here so that an idle proxy stops at once), shutting its runtimes down, which
+//! cancels every task at once: a request under way got an empty reply. mcp-edge gives Pingora
+//! its own watch of the signals ([`DrainingSignals`]): on SIGTERM it first drains, as nginx
+//! does on a graceful stop. While draining, every answer closes its connection (kept-alive
+//! clients reconnect, to the next instance once this one has stopped listening), and Pingora
+//! hears of the signal once no request is in flight (`mcp_requests_in_flight`), or after
+//! [`DRAIN_LIMIT`] (a stream may last for ever). SIGINT stops at once and SIGQUIT hands the
+//! listeners over, as Pingora's own watch does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::metrics::METRICS;
+
+/// How long a stop waits for the requests in flight: under systemd's stop timeout (20 s) with
+/// Pingora's own 5 s for its runtimes.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How often the drain looks at the requests in flight.
+const POLL: Duration = Duration::from_millis(10);
+
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Whether mcp-edge is draining: answers then close their connections.
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::Relaxed)
+}
+
+/// Answers the request in `session` with `Connection: close` while draining (Pingora decides
+/// keep-alive from the request it read, so this is said after reading it).
+pub fn close_when_draining(session: &mut pingora::proxy::Session) {
+    if draining() {
+        session.set_keepalive(None);
+    }
+}
+
+/// The signal watch mcp-edge runs Pingora with.
+pub struct DrainingSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainingSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        let listen = |kind| signal(kind).expect("signal handlers can be installed");
+        let (mut quit, mut terminate, mut interrupt) =
+            (listen(SignalKind::quit()), listen(SignalKind::terminate()), listen(SignalKind::interrupt()));
+        tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+            _ = terminate.recv() => {
+                DRAINING.store(true, Ordering::Relaxed);
+                tokio::select! {
+                    () = drain(DRAIN_LIMIT) => ShutdownSignal::GracefulTerminate,
+                    // A second signal stops at once.
+                    _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+                    _ = terminate.recv() => ShutdownSignal::GracefulTerminate,
+                }
+            }
+        }
+    }
+}
+
+/// Waits until no request is in flight, or `limit`.
+async fn drain(limit: Duration) {
+    let in_flight = || METRICS.requests_in_flight.get();
+    tracing::info!(in_flight = in_flight(), "SIGTERM: finishing the requests in flight before stopping");
+    let quiet = async {
+        while in_flight() > 0 {
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    if tokio::time::timeout(limit, quiet).await.is_err() {
+        tracing::warn!(in_flight = in_flight(), ?limit, "stopping with requests still in flight");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ActiveRequest;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_waits_for_the_requests_in_flight_and_no_longer_than_its_limit() {
+        let request = ActiveRequest::start();
+        let started = tokio::time::Instant::now();
+        let finish = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(request);
+        });
+        drain(Duration::from_secs(60)).await;
+        // Other tests' requests may be in flight too: at least this one was waited for.
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        finish.await.unwrap();
+
+        let forever = ActiveRequest::start();
+        let started = tokio::time::Instant::now();
+        drain(Duration::from_secs(3)).await;
+        assert_eq!(started.elapsed().as_secs(), 3, "a request that never ends holds the stop only until the limit");
+        drop(forever);
+    }
+}
