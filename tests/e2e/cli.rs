@@ -215,17 +215,7 @@ async fn sigterm_stops_cleanly_without_an_admin_listener() {
 #[tokio::test]
 async fn sigterm_closes_an_idle_kept_alive_connection_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let upstream = demo_upstream("a", &[]).await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"\"\n{}",
-        route(&[&upstream], "")
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
-    wait_listening(port, &edge).await;
+    let (_upstream, _dir, port, mut edge) = one_route_edge().await;
     let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
     let request = format!(
@@ -256,17 +246,7 @@ async fn sigterm_closes_an_idle_kept_alive_connection_at_once() {
 /// exits cleanly without waiting for the drain's limit.
 #[tokio::test]
 async fn sigterm_lets_the_requests_in_flight_finish() {
-    let upstream = demo_upstream("a", &[]).await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"\"\n{}",
-        route(&[&upstream], "")
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
-    wait_listening(port, &edge).await;
+    let (_upstream, _dir, port, mut edge) = one_route_edge().await;
     let url = format!("http://127.0.0.1:{port}/mcp");
     let mcp = Mcp::new(&url);
     let slow = tokio::spawn({
@@ -290,6 +270,23 @@ async fn sigterm_lets_the_requests_in_flight_finish() {
     // The drain waits at most 10 s; it ended with the slow call.
     assert!(signalled.elapsed() < Duration::from_secs(8), "stopped once nothing was in flight");
     assert!(edge.log().contains("finishing the requests in flight"), "{}", edge.log());
+}
+
+/// mcp-edge with one route to a demo upstream and no admin listener, listening: the upstream
+/// and the config's directory (both live as long as they are held), the port, the process.
+async fn one_route_edge() -> (Upstream, tempfile::TempDir, u16, Process) {
+    let upstream = demo_upstream("a", &[]).await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"\"\n{}",
+        route(&[&upstream], "")
+    );
+    std::fs::write(&config, text).unwrap();
+    let edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
+    wait_listening(port, &edge).await;
+    (upstream, dir, port, edge)
 }
 
 /// A listener address another process holds stops mcp-edge at once with its name (Pingora
