@@ -215,7 +215,8 @@ async fn sigterm_stops_cleanly_without_an_admin_listener() {
 #[tokio::test]
 async fn sigterm_closes_an_idle_kept_alive_connection_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_upstream, _dir, port, mut edge) = one_route_edge().await;
+    let mut edge = one_route_edge().await;
+    let port = edge.port;
     let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
     let request = format!(
@@ -235,10 +236,10 @@ async fn sigterm_closes_an_idle_kept_alive_connection_at_once() {
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
     // The connection now waits for its next request.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    edge.signal("TERM");
+    edge.process.signal("TERM");
     let closed = tokio::time::timeout(Duration::from_secs(3), client.read(&mut chunk)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle connection was not closed at once: {closed:?}");
-    assert_eq!(edge.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.log());
+    assert_eq!(edge.process.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.process.log());
 }
 
 /// SIGTERM lets the requests in flight finish before mcp-edge stops (Pingora alone cancelled
@@ -246,7 +247,8 @@ async fn sigterm_closes_an_idle_kept_alive_connection_at_once() {
 /// exits cleanly without waiting for the drain's limit.
 #[tokio::test]
 async fn sigterm_lets_the_requests_in_flight_finish() {
-    let (_upstream, _dir, port, mut edge) = one_route_edge().await;
+    let mut edge = one_route_edge().await;
+    let port = edge.port;
     let url = format!("http://127.0.0.1:{port}/mcp");
     let mcp = Mcp::new(&url);
     let slow = tokio::spawn({
@@ -257,36 +259,46 @@ async fn sigterm_lets_the_requests_in_flight_finish() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = std::time::Instant::now();
-    edge.signal("TERM");
+    edge.process.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Draining: still answered, and told to close.
+    // Draining: still answered, and told to close; not ready for new clients.
     let meanwhile = mcp.stateless("tools/list", serde_json::json!({}), &[]).await;
     assert_eq!(meanwhile.status, 200, "{meanwhile:?}");
     assert_eq!(meanwhile.header("connection"), Some("close"), "{meanwhile:?}");
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", edge.admin_port)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(ready.text().await.unwrap().contains("\"draining\":true"));
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, 200, "{slow:?}");
     assert!(slow.body.contains("slept"), "{slow:?}");
-    assert_eq!(edge.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.log());
+    assert_eq!(edge.process.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.process.log());
     // The drain waits at most 10 s; it ended with the slow call.
     assert!(signalled.elapsed() < Duration::from_secs(8), "stopped once nothing was in flight");
-    assert!(edge.log().contains("finishing the requests in flight"), "{}", edge.log());
+    assert!(edge.process.log().contains("finishing the requests in flight"), "{}", edge.process.log());
 }
 
-/// mcp-edge with one route to a demo upstream and no admin listener, listening: the upstream
-/// and the config's directory (both live as long as they are held), the port, the process.
-async fn one_route_edge() -> (Upstream, tempfile::TempDir, u16, Process) {
+/// mcp-edge with one route to a demo upstream and an admin listener, listening.
+struct OneRouteEdge {
+    port: u16,
+    admin_port: u16,
+    process: Process,
+    _upstream: Upstream,
+    _config_dir: tempfile::TempDir,
+}
+
+async fn one_route_edge() -> OneRouteEdge {
     let upstream = demo_upstream("a", &[]).await;
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge.toml");
     let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"\"\n{}",
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}",
         route(&[&upstream], "")
     );
     std::fs::write(&config, text).unwrap();
-    let edge = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
-    wait_listening(port, &edge).await;
-    (upstream, dir, port, edge)
+    let process = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
+    wait_listening(port, &process).await;
+    OneRouteEdge { port, admin_port, process, _upstream: upstream, _config_dir: dir }
 }
 
 /// A listener address another process holds stops mcp-edge at once with its name (Pingora
