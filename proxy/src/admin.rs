@@ -1,6 +1,7 @@
 //! The admin listener, apart from the public ones: `GET /` (the dashboard, a page that reads
 //! `GET /stats` every second), `GET /stats` (see `stats`), `GET /healthz` (process up), `GET /readyz`
-//! (every route has a healthy upstream and mcp-edge is not draining to stop; the shared tier's state as detail), `GET /metrics` (Prometheus text), `POST /purge`
+//! (every route has a healthy upstream and mcp-edge is not draining to stop; the shared tier's
+//! state as detail), `GET /metrics` (Prometheus text), `POST /purge`
 //! (`{"route": "...", "uri": "..."}` or `{"route": "...", "all": true}`).
 //!
 //! Apart from the dashboard's own same-origin reads, it is not for browsers: a request carrying
@@ -135,8 +136,9 @@ impl Admin {
         }
     }
 
-    /// Ready when every route has a healthy upstream and mcp-edge is not draining. The shared tier's state is reported but
-    /// does not make the node unready: without it the node still answers (see `store::shared`).
+    /// Ready when every route has a healthy upstream and mcp-edge is not draining. The shared
+    /// tier's state is reported but does not make the node unready: without it the node still
+    /// answers (see `store::shared`).
     fn readiness(&self) -> Response<Full<Bytes>> {
         let runtime = self.live.load();
         let unready: Vec<&str> = runtime

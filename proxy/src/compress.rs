@@ -157,13 +157,12 @@ fn add_vary(headers: &mut HeaderMap) {
     if existing.split(',').any(|v| v.trim().eq_ignore_ascii_case("accept-encoding") || v.trim() == "*") {
         return;
     }
-    let vary = match existing.is_empty() {
-        true => HeaderValue::from_static("Accept-Encoding"),
+    let vary = if existing.is_empty() {
+        HeaderValue::from_static("Accept-Encoding")
+    } else {
         // Visible ASCII (it was read as text) and more of it: valid.
-        false => match HeaderValue::try_from(format!("{existing}, Accept-Encoding")) {
-            Ok(value) => value,
-            Err(_) => return,
-        },
+        let Ok(value) = HeaderValue::try_from(format!("{existing}, Accept-Encoding")) else { return };
+        value
     };
     headers.insert(VARY, vary);
 }

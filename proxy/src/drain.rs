@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
-use tokio::signal::unix::{SignalKind, signal};
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
+use tokio::signal::unix::{self, SignalKind};
 
 use crate::metrics::METRICS;
 
@@ -46,21 +46,19 @@ pub struct DrainingSignals;
 #[async_trait]
 impl ShutdownSignalWatch for DrainingSignals {
     async fn recv(&self) -> ShutdownSignal {
-        let listen = |kind| signal(kind).expect("signal handlers can be installed");
-        let (mut quit, mut terminate, mut interrupt) =
-            (listen(SignalKind::quit()), listen(SignalKind::terminate()), listen(SignalKind::interrupt()));
+        // Pingora's own watch decides which signal came; only SIGTERM is answered differently.
+        let signal = UnixShutdownSignalWatch.recv().await;
+        if !matches!(signal, ShutdownSignal::GracefulTerminate) {
+            return signal;
+        }
+        DRAINING.store(true, Ordering::Relaxed);
+        let listen = |kind| unix::signal(kind).expect("signal handlers can be installed");
+        let (mut terminate, mut interrupt) = (listen(SignalKind::terminate()), listen(SignalKind::interrupt()));
         tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            () = drain(DRAIN_LIMIT) => ShutdownSignal::GracefulTerminate,
+            // A second signal stops at once.
             _ = interrupt.recv() => ShutdownSignal::FastShutdown,
-            _ = terminate.recv() => {
-                DRAINING.store(true, Ordering::Relaxed);
-                tokio::select! {
-                    () = drain(DRAIN_LIMIT) => ShutdownSignal::GracefulTerminate,
-                    // A second signal stops at once.
-                    _ = interrupt.recv() => ShutdownSignal::FastShutdown,
-                    _ = terminate.recv() => ShutdownSignal::GracefulTerminate,
-                }
-            }
+            _ = terminate.recv() => ShutdownSignal::GracefulTerminate,
         }
     }
 }
