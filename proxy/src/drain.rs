@@ -7,8 +7,10 @@
 //! does on a graceful stop. While draining, every answer closes its connection (kept-alive
 //! clients reconnect, to the next instance once this one has stopped listening), and Pingora
 //! hears of the signal once no request is in flight (`mcp_requests_in_flight`), or after
-//! [`DRAIN_LIMIT`] (a stream may last for ever). SIGINT stops at once and SIGQUIT hands the
-//! listeners over, as Pingora's own watch does.
+//! [`DRAIN_LIMIT`]. Server-to-client streams (`mcp_streams_open`: a handshake-era GET stream,
+//! `subscriptions/listen`) are not waited for: they may last for ever, and their clients
+//! reconnect (a GET stream resumes with `Last-Event-ID`); they end when mcp-edge stops.
+//! SIGINT stops at once and SIGQUIT hands the listeners over, as Pingora's own watch does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -63,12 +65,20 @@ impl ShutdownSignalWatch for DrainingSignals {
     }
 }
 
-/// Waits until no request is in flight, or `limit`.
+/// Waits until no request is in flight but server-to-client streams, or `limit`.
 async fn drain(limit: Duration) {
-    let in_flight = || METRICS.requests_in_flight.get();
-    tracing::info!(in_flight = in_flight(), "SIGTERM: finishing the requests in flight before stopping");
+    // The two gauges are read one after the other: a stream opening or closing between the
+    // reads can make one reading low, so quiet means quiet twice in a row.
+    let in_flight = || METRICS.requests_in_flight.get() - METRICS.streams_open.get();
+    tracing::info!(
+        in_flight = in_flight(),
+        streams = METRICS.streams_open.get(),
+        "SIGTERM: finishing the requests in flight before stopping (open streams are not waited for)"
+    );
     let quiet = async {
-        while in_flight() > 0 {
+        let mut quiet_polls = 0;
+        while quiet_polls < 2 {
+            quiet_polls = if in_flight() > 0 { 0 } else { quiet_polls + 1 };
             tokio::time::sleep(POLL).await;
         }
     };
@@ -84,6 +94,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_drain_waits_for_the_requests_in_flight_and_no_longer_than_its_limit() {
+        let _alone = crate::metrics::IN_FLIGHT_GAUGES_IN_TEST.lock().await;
         let request = ActiveRequest::start();
         let started = tokio::time::Instant::now();
         let finish = tokio::spawn(async move {
@@ -100,5 +111,17 @@ mod tests {
         drain(Duration::from_secs(3)).await;
         assert_eq!(started.elapsed().as_secs(), 3, "a request that never ends holds the stop only until the limit");
         drop(forever);
+    }
+
+    /// A server-to-client stream (a request in flight that is a stream) does not hold the stop.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_does_not_wait_for_open_streams() {
+        let _alone = crate::metrics::IN_FLIGHT_GAUGES_IN_TEST.lock().await;
+        let stream_request = ActiveRequest::start();
+        let stream = crate::limits::open_stream(None, 0).unwrap();
+        let started = tokio::time::Instant::now();
+        drain(Duration::from_secs(60)).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "waited {:?} for a stream", started.elapsed());
+        drop((stream, stream_request));
     }
 }

@@ -13,6 +13,7 @@ use mcp_edge_policies::config::LimitsConfig;
 use pingora_limits::rate::Rate;
 
 use crate::error::EdgeError;
+use crate::metrics::METRICS;
 
 /// Hashes and columns of the per-client rate estimator (a count-min sketch, two of them): it
 /// never undercounts, and overcounts little below tens of thousands of active clients per
@@ -86,29 +87,37 @@ impl Drop for Forwarding {
 /// Open server-to-client streams per client address.
 static STREAMS: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Default::default);
 
-/// One open stream of a client, counted while it lives.
+/// One open server-to-client stream, counted while it lives: in `mcp_streams_open`, and
+/// against its client's limit when there is one.
 #[derive(Debug)]
-pub struct OpenStream(IpAddr);
+pub struct OpenStream {
+    limited_client: Option<IpAddr>,
+}
 
 /// Opens a stream for `client`; refused when it already holds `max` (0: no limit).
-pub fn open_stream(client: Option<IpAddr>, max: usize) -> Result<Option<OpenStream>, EdgeError> {
-    let Some(client) = client.filter(|_| max > 0) else { return Ok(None) };
-    let mut streams = STREAMS.lock().expect("streams");
-    let open = streams.entry(client).or_insert(0);
-    if *open >= max {
-        return Err(EdgeError::TooManyRequests(format!("{client} already holds {max} open streams")));
+pub fn open_stream(client: Option<IpAddr>, max: usize) -> Result<OpenStream, EdgeError> {
+    let limited_client = client.filter(|_| max > 0);
+    if let Some(client) = limited_client {
+        let mut streams = STREAMS.lock().expect("streams");
+        let open = streams.entry(client).or_insert(0);
+        if *open >= max {
+            return Err(EdgeError::TooManyRequests(format!("{client} already holds {max} open streams")));
+        }
+        *open += 1;
     }
-    *open += 1;
-    Ok(Some(OpenStream(client)))
+    METRICS.streams_open.inc();
+    Ok(OpenStream { limited_client })
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
+        METRICS.streams_open.dec();
+        let Some(client) = self.limited_client else { return };
         let mut streams = STREAMS.lock().expect("streams");
-        if let Some(open) = streams.get_mut(&self.0) {
+        if let Some(open) = streams.get_mut(&client) {
             *open -= 1;
             if *open == 0 {
-                streams.remove(&self.0);
+                streams.remove(&client);
             }
         }
     }
@@ -146,12 +155,24 @@ mod tests {
     }
 
     #[test]
-    fn streams_per_client_are_capped() {
-        let client = Some("10.9.9.9".parse().unwrap());
+    fn streams_per_client_are_capped_and_every_stream_is_counted() {
+        let _alone = crate::metrics::IN_FLIGHT_GAUGES_IN_TEST.blocking_lock();
+        let gauge = || METRICS.streams_open.get();
+        let before = gauge();
+        let address: IpAddr = "10.9.9.9".parse().unwrap();
+        let client = Some(address);
         let first = open_stream(client, 2).unwrap();
-        let _second = open_stream(client, 2).unwrap();
+        let second = open_stream(client, 2).unwrap();
         assert!(open_stream(client, 2).is_err());
+        assert_eq!(gauge(), before + 2, "a refused stream is not counted");
         drop(first);
-        assert!(open_stream(client, 2).is_ok());
+        let third = open_stream(client, 2).unwrap();
+        // No limit, or no known address: not capped, still counted.
+        let unlimited = open_stream(client, 0).unwrap();
+        let anonymous = open_stream(None, 2).unwrap();
+        assert_eq!(gauge(), before + 4);
+        drop((second, third, unlimited, anonymous));
+        assert_eq!(gauge(), before);
+        assert!(STREAMS.lock().unwrap().get(&address).is_none(), "a client's count ends with its streams");
     }
 }

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub active_connections: IntGauge,
     /// Requests being answered.
     pub requests_in_flight: IntGauge,
+    /// Of those, the server-to-client streams (a stop does not wait for them).
+    pub streams_open: IntGauge,
     pub config_reloads: IntCounterVec,
     /// Prefetches by route, kind and outcome (see `prefetch`).
     pub prefetches: IntCounterVec,
@@ -69,6 +71,10 @@ impl Metrics {
         };
         let active_connections = int_gauge("mcp_active_connections", "Client connections open");
         let requests_in_flight = int_gauge("mcp_requests_in_flight", "Requests being answered");
+        let streams_open = int_gauge(
+            "mcp_streams_open",
+            "Server-to-client streams open (handshake-era GET streams, subscriptions/listen), counted in mcp_requests_in_flight too",
+        );
         let shared_tier_up =
             int_gauge("mcp_shared_tier_up", "1 while the shared cache tier is connected and asked, 0 while degraded");
         let shared_tier_memory = int_gauge(
@@ -110,6 +116,7 @@ impl Metrics {
             ),
             active_connections,
             requests_in_flight,
+            streams_open,
             config_reloads,
             prefetches: counter(
                 &registry,
@@ -154,6 +161,11 @@ impl Metrics {
 pub fn cache_operation(operation: &str, tier: &str, result: &str) -> IntCounter {
     METRICS.cache_operations.with_label_values(&[operation, tier, result])
 }
+
+/// Held by unit tests that read `mcp_requests_in_flight` or `mcp_streams_open` as exact (or
+/// open streams), so that they do not run at once.
+#[cfg(test)]
+pub static IN_FLIGHT_GAUGES_IN_TEST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Counts a request in `mcp_requests_in_flight` while it lives.
 pub struct ActiveRequest;

@@ -277,6 +277,42 @@ async fn sigterm_lets_the_requests_in_flight_finish() {
     assert!(edge.process.log().contains("finishing the requests in flight"), "{}", edge.process.log());
 }
 
+/// An open server-to-client stream (a handshake-era GET stream) does not hold a stop for the
+/// drain's limit (10 s): it is not a request that finishes. A call in flight beside it still
+/// gets its answer; the stream ends when mcp-edge stops, and its client reconnects.
+#[tokio::test]
+async fn sigterm_does_not_wait_for_an_open_stream() {
+    use futures_util::StreamExt;
+    let mut edge = one_route_edge().await;
+    let url = format!("http://127.0.0.1:{}/mcp", edge.port);
+    let mcp = Mcp::new(&url);
+    let session = mcp.initialize().await;
+    let stream = mcp.open_stream(&session, &[]).await;
+    assert_eq!(stream.status(), 200);
+    let mut events = stream.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap();
+    assert!(matches!(first, Some(Ok(_))), "the GET stream is open: {first:?}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", edge.admin_port)).await.unwrap();
+    assert!(metrics.text().await.unwrap().contains("mcp_streams_open 1"), "the stream is counted");
+    let slow = tokio::spawn({
+        let mcp = Mcp::new(&url);
+        async move {
+            mcp.stateless("tools/call", serde_json::json!({"name": "sleep", "arguments": {"ms": 1000}}), &[]).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    edge.process.signal("TERM");
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200, "the call in flight is answered: {slow:?}");
+    assert_eq!(edge.process.wait_exit(Duration::from_secs(15)), Some(0), "{}", edge.process.log());
+    assert!(signalled.elapsed() < Duration::from_secs(5), "the stop waited {:?}", signalled.elapsed());
+    // The stream ended with mcp-edge (cut, or closed at the end of its data).
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = events.next().await {} }).await;
+    assert!(ended.is_ok(), "the stream outlived mcp-edge");
+}
+
 /// mcp-edge with one route to a demo upstream and an admin listener, listening.
 struct OneRouteEdge {
     port: u16,

@@ -222,7 +222,7 @@ pub(super) async fn admit_upstream(
     max_streams: usize,
 ) -> Result<bool> {
     let admitted = match ctx.is_long_lived_stream(method) {
-        true => limits::open_stream(client, max_streams).map(|stream| ctx.open_stream = stream),
+        true => limits::open_stream(client, max_streams).map(|stream| ctx.open_stream = Some(stream)),
         false => route.limits.forward().map(|forwarding| ctx.forwarding = forwarding),
     };
     match admitted {
