@@ -191,3 +191,53 @@ async fn upstream_405_for_get_and_delete_passes_through() {
         assert_eq!(response.headers()["x-cache"], "BYPASS");
     }
 }
+
+/// A client that waits to send its body (`Expect: 100-continue`) is told to go on once its
+/// head passes the checks (it used to wait out its own timeout: curl's is 1 s); the upstream
+/// is not asked again, and the connection stays open. A head refused outright gets its final
+/// answer instead, and the connection closes (the body was never read).
+#[tokio::test]
+async fn a_client_expecting_100_continue_is_told_to_send_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let (body, _) = stateless_body("tools/call", json!({"name": "request_headers", "arguments": {}}), json!(7));
+    let head = |length: usize| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2026-07-28\r\n\
+             Mcp-Method: tools/call\r\nMcp-Name: request_headers\r\nExpect: 100-continue\r\n\
+             Content-Length: {length}\r\n\r\n"
+        )
+    };
+    let mut stream = crate::raw::connect(&proxy).await;
+    stream.write_all(head(body.len()).as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_millis(900), stream.read_exact(&mut interim))
+        .await
+        .expect("told to continue before the client's own timeout")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut pending = Vec::new();
+    let reply = crate::raw::read_response(&mut stream, &mut pending).await;
+    assert_eq!((reply.status, reply.body["id"].as_i64()), (200, Some(7)), "{}", reply.head);
+    let seen = reply.body["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(!seen.to_ascii_lowercase().contains("expect:"), "the upstream was asked to continue again:\n{seen}");
+    assert!(seen.contains("mcp-name: request_headers\n"), "{seen}");
+    assert_ne!(reply.header("connection"), Some("close"), "{}", reply.head);
+    // The same connection takes the next request.
+    stream.write_all(head(body.len()).as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(crate::raw::read_response(&mut stream, &mut pending).await.status, 200);
+
+    let mut refused = crate::raw::connect(&proxy).await;
+    refused.write_all(head(100 << 20).as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+}

@@ -69,6 +69,8 @@ pub struct Ctx {
     pub(super) watch_initialize: bool,
     /// The session id the client was given, when the upstream minted one for this request.
     pub(super) minted_session: Option<String>,
+    /// The client was told `100 Continue` (it sent `Expect: 100-continue`).
+    pub(super) body_invited: bool,
 }
 
 impl Ctx {
@@ -103,6 +105,7 @@ impl Ctx {
             upstream_started: None,
             watch_initialize: false,
             minted_session: None,
+            body_invited: false,
         }
     }
 

@@ -148,6 +148,7 @@ impl McpProxy {
         route: &Route,
         length: Option<u64>,
     ) -> Result<Inspected> {
+        invite_body(session, ctx).await?;
         if length.is_none_or(|n| n > INSPECT_LIMIT) {
             // Large or chunked: streamed through, size-checked in request_body_filter. In the
             // stateless era its mirrored headers must still be checked against it: it is held
@@ -183,6 +184,26 @@ pub(super) enum Inspected {
     Streamed,
     /// The body's message, and who is asking (for the cache).
     Message(Message, Caller),
+}
+
+/// Tells a client that waits before sending its body (`Expect: 100-continue`, HTTP/1.1) to
+/// send it, now that its head passed every check (RFC 9110 §10.1.1): the proxy reads bodies
+/// before forwarding them, so without this the client waited out its own timeout (curl: 1 s).
+/// A request refused before this is answered without it, and Pingora then closes the
+/// connection, the body unread. The upstream is not asked again (`Expect` is not forwarded).
+async fn invite_body(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    let head = session.req_header();
+    let expects_continue = head.version == http::Version::HTTP_11
+        && head.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // Pingora turns keep-alive off when it writes any answer before the body has been
+        // read, this `100` too; the final answer is checked again when it is written.
+        let keepalive = session.get_keepalive();
+        session.write_continue_response().await?;
+        session.set_keepalive(keepalive);
+        ctx.body_invited = true;
+    }
+    Ok(())
 }
 
 /// Reads a small request body whole; Pingora keeps it in its retry buffer and forwards it

@@ -1,9 +1,10 @@
 //! What the upstream is sent of a request: the path under the upstream URL's, the upstream's
 //! `Host` (the client's goes in `X-Forwarded-Host`), `X-Forwarded-For` and `-Proto`, the
-//! upstream's own session id, and never the internal prefetch marker.
+//! upstream's own session id, and never the internal prefetch marker nor an `Expect` the
+//! proxy answered.
 
 use http::HeaderValue;
-use http::header::HOST;
+use http::header::{EXPECT, HOST};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -48,6 +49,10 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         }
         if ctx.prefetch.is_some() {
             headers.remove(KIND_HEADER);
+        }
+        // The client was already told to send its body, which mcp-edge reads.
+        if ctx.body_invited {
+            headers.remove(EXPECT);
         }
     })
 }
