@@ -43,12 +43,16 @@ pub fn check_request_head(
     check_origin(&server.allowed_origins, host, headers.origin)
 }
 
-/// [`check_request_head`] for a request Pingora parsed.
+/// [`check_request_head`] for a request Pingora parsed; an HTTP/1.1 request must also carry a
+/// `Host` (RFC 9112 §3.2; the hit path takes only requests with one).
 pub fn check_request(
     server: &ServerConfig,
     request: &http::request::Parts,
     headers: &KnownHeaders<'_>,
 ) -> Result<(), EdgeError> {
+    if request.version == http::Version::HTTP_11 && headers.host_lines == 0 {
+        return Err(EdgeError::bad_request("an HTTP/1.1 request must carry a Host header"));
+    }
     let authority = request.uri.authority().map(|a| a.as_str());
     check_request_head(server, request.uri.path(), authority, headers)
 }

@@ -354,6 +354,21 @@ async fn malformed_heads_get_a_json_rpc_400() {
         assert_eq!(reply.status, 400, "{head:?}");
         assert_eq!((reply.body["error"]["code"].as_i64(), reply.header("x-cache")), (Some(-32600), Some("BYPASS")));
     }
+    // HTTP/1.1 requires a Host (RFC 9112 §3.2), also with an absolute target; HTTP/1.0 does not.
+    let (body, _) = stateless_body("tools/list", json!({}), json!(1));
+    let without_host = |line: &str| {
+        format!(
+            "{line}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Mcp-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for line in ["POST /mcp HTTP/1.1", "POST http://localhost/mcp HTTP/1.1"] {
+        let reply = raw_exchange(&proxy, without_host(line).as_bytes()).await;
+        assert_eq!(reply.status, 400, "{line}");
+        assert!(reply.body["error"]["message"].as_str().unwrap().contains("Host"), "{line}: {}", reply.body);
+    }
+    assert_eq!(raw_exchange(&proxy, without_host("POST /mcp HTTP/1.0").as_bytes()).await.status, 200);
 }
 
 #[tokio::test]

@@ -77,9 +77,18 @@ impl Replay {
     }
 
     /// From Pingora's parsed request head (the proxy service's).
+    /// An HTTP/2 request names its host in its target (`:authority`), not in a `Host`: the
+    /// prefetch, written in HTTP/1.1, carries it as one.
     pub fn from_request(request: &pingora::http::RequestHeader) -> Replay {
         let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        Replay::new(path, request.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())))
+        let mut replay =
+            Replay::new(path, request.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
+        if let Some(authority) = request.uri.authority()
+            && replay.header("host").is_none()
+        {
+            replay.headers.push(("host".into(), Bytes::copy_from_slice(authority.as_str().as_bytes())));
+        }
+        replay
     }
 
     /// The repeated value of `name` (lower case).
@@ -153,6 +162,18 @@ mod tests {
         assert!(refresh.contains("mcp-name: docs://1\r\n"), "a refresh repeats the request: {refresh}");
         let legacy = String::from_utf8(replay.request(Kind::SessionStart, b"{}", Mirror::Drop)).unwrap();
         assert!(!legacy.contains("mcp-name") && !legacy.contains("mcp-method"), "{legacy}");
+    }
+
+    #[test]
+    fn a_prefetch_of_an_http2_request_names_its_host() {
+        let mut request = pingora::http::RequestHeader::build("POST", b"/mcp", None).unwrap();
+        request.set_uri("https://edge.example:8443/mcp".parse().unwrap());
+        request.insert_header("authorization", "Bearer a").unwrap();
+        let replay = Replay::from_request(&request);
+        assert_eq!(replay.header("host"), Some(&b"edge.example:8443"[..]));
+        // A Host of its own is kept as it is.
+        request.insert_header("host", "other").unwrap();
+        assert_eq!(Replay::from_request(&request).header("host"), Some(&b"other"[..]));
     }
 
     #[test]
