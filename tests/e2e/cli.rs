@@ -251,12 +251,7 @@ async fn sigterm_lets_the_requests_in_flight_finish() {
     let port = edge.port;
     let url = format!("http://127.0.0.1:{port}/mcp");
     let mcp = Mcp::new(&url);
-    let slow = tokio::spawn({
-        let mcp = Mcp::new(&url);
-        async move {
-            mcp.stateless("tools/call", serde_json::json!({"name": "sleep", "arguments": {"ms": 1500}}), &[]).await
-        }
-    });
+    let slow = call_sleep_in_background(&url, 1500);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = std::time::Instant::now();
     edge.process.signal("TERM");
@@ -294,12 +289,7 @@ async fn sigterm_does_not_wait_for_an_open_stream() {
     assert!(matches!(first, Some(Ok(_))), "the GET stream is open: {first:?}");
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", edge.admin_port)).await.unwrap();
     assert!(metrics.text().await.unwrap().contains("mcp_streams_open 1"), "the stream is counted");
-    let slow = tokio::spawn({
-        let mcp = Mcp::new(&url);
-        async move {
-            mcp.stateless("tools/call", serde_json::json!({"name": "sleep", "arguments": {"ms": 1000}}), &[]).await
-        }
-    });
+    let slow = call_sleep_in_background(&url, 1000);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = std::time::Instant::now();
     edge.process.signal("TERM");
@@ -311,6 +301,14 @@ async fn sigterm_does_not_wait_for_an_open_stream() {
     let ended =
         tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = events.next().await {} }).await;
     assert!(ended.is_ok(), "the stream outlived mcp-edge");
+}
+
+/// A `tools/call` of the demo's `sleep` tool for `ms`, sent in the background.
+fn call_sleep_in_background(url: &str, ms: u64) -> tokio::task::JoinHandle<Reply> {
+    let mcp = Mcp::new(url);
+    tokio::spawn(async move {
+        mcp.stateless("tools/call", serde_json::json!({"name": "sleep", "arguments": {"ms": ms}}), &[]).await
+    })
 }
 
 /// mcp-edge with one route to a demo upstream and an admin listener, listening.
