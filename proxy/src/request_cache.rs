@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mcp_edge_policies::cache::{Caller, Deflated, Entry, Key, Lookup, Store, lookup_for, result_facts, store_decision};
+use mcp_edge_policies::cache::{
+    Caller, Deflated, Entry, Key, Lookup, Store, http_forbids_storing, lookup_for, result_facts, store_decision,
+};
 use mcp_edge_policies::config::CachePolicy;
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::observe::Observer;
@@ -227,12 +229,20 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, resu
 }
 
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
-/// answer of a cacheable request (for its result).
-pub fn observer_for(response: &ResponseHeader, want_id: Option<String>, max_entry: u64) -> Option<Observer> {
+/// answer of a request whose result is wanted (`want_id`): a cacheable one's, unless the
+/// upstream's `Cache-Control` forbids storing it, or an `initialize`'s (`initialize`).
+pub fn observer_for(
+    response: &ResponseHeader,
+    want_id: Option<String>,
+    initialize: bool,
+    max_entry: u64,
+) -> Option<Observer> {
     let content_type =
         response.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
-    let capture = want_id.filter(|_| response.status.as_u16() == 200);
+    let storable =
+        || !http_forbids_storing(response.headers.get_all(http::header::CACHE_CONTROL).iter().map(|v| v.as_bytes()));
+    let capture = want_id.filter(|_| response.status.as_u16() == 200 && (initialize || storable()));
     (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))
 }

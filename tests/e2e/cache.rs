@@ -85,6 +85,32 @@ async fn what_must_not_be_cached_is_not() {
     assert_eq!(upstream_reads(&private).await, 2);
 }
 
+/// An upstream's HTTP `Cache-Control: no-store` or `private` keeps its answer out of the
+/// cache whatever its MCP hints say (as nginx's `proxy_cache` does); `no-cache`, which the SDK
+/// servers put on every SSE answer, does not.
+#[tokio::test]
+async fn an_upstreams_no_store_or_private_keeps_its_answer_out_of_the_cache() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    for directives in ["no-store", "max-age=60,private"] {
+        let uri = format!("demo://cache-control/{directives}");
+        for _ in 0..2 {
+            let reply = read(&mcp, &uri, None).await;
+            assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "{uri}: {}", reply.body);
+            assert!(
+                reply.json()["result"]["ttlMs"].as_u64().is_some_and(|ttl| ttl > 0),
+                "hinted cacheable: {}",
+                reply.body
+            );
+        }
+    }
+    assert_eq!(upstream_reads(&upstream).await, 4);
+    let no_cache = "demo://cache-control/no-cache";
+    assert_eq!(x_cache(&read(&mcp, no_cache, None).await), "MISS");
+    assert_eq!(x_cache(&read(&mcp, no_cache, None).await), "HIT");
+}
+
 #[tokio::test]
 async fn private_entries_never_reach_another_user_under_concurrency() {
     let upstream = demo_upstream("p", &["--scope", "private"]).await;

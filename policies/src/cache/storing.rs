@@ -64,6 +64,17 @@ fn object_members(raw: &str) -> Option<Vec<(String, Box<RawValue>)>> {
     deserializer.deserialize_map(Members).ok()
 }
 
+/// Whether the upstream's HTTP `Cache-Control` (all its lines, joined) forbids a shared cache
+/// to keep the answer: `no-store`, or `private` (with or without field names), as nginx's
+/// `proxy_cache` reads them. Its other directives are left to the MCP hints: the SDK servers
+/// mark every SSE answer `no-cache`, meant for the stream, not the result it carries.
+pub fn http_forbids_storing<'a>(cache_control: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    cache_control.into_iter().flat_map(|line| line.split(|&b| b == b',')).any(|directive| {
+        let name = directive.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+        name.eq_ignore_ascii_case(b"no-store") || name.eq_ignore_ascii_case(b"private")
+    })
+}
+
 /// How an answer is to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {

@@ -361,3 +361,21 @@ fn a_confirmed_entry_keeps_its_content_and_carries_when_it_was_confirmed() {
     truncated.pop();
     assert!(Entry::decode(&truncated).is_none(), "a confirmed record missing a byte is refused");
 }
+
+#[test]
+fn an_upstreams_no_store_or_private_forbids_storing_and_its_other_directives_do_not() {
+    let forbids = |lines: &[&str]| http_forbids_storing(lines.iter().map(|line| line.as_bytes()));
+    for lines in [
+        &["no-store"][..],
+        &["No-Store"],
+        &["max-age=60, private"],
+        &["private=\"set-cookie\""],
+        &["public", " PRIVATE "],
+        &["no-cache,no-store"],
+    ] {
+        assert!(forbids(lines), "{lines:?}");
+    }
+    for lines in [&[][..], &["no-cache, no-transform"], &["public, max-age=0"], &["x-private-thing=1", "no-storey"]] {
+        assert!(!forbids(lines), "{lines:?}");
+    }
+}

@@ -11,7 +11,8 @@
 //! `Authorization`), `demo://account` (a public "please log in" without `Authorization`, the
 //! caller's private account with one), `demo://slow` (answers after 500 ms), `demo://versioned/{name}` (shows a
 //! version the `touch` tool bumps), `demo://kib/{n}` (1 KiB of text, for benchmarks),
-//! `demo://large/{k}` (`k` KiB of text, at most 6 MiB: answers larger than a socket takes at once).
+//! `demo://large/{k}` (`k` KiB of text, at most 6 MiB: answers larger than a socket takes at once),
+//! `demo://cache-control/{directives}` (answered with that HTTP `Cache-Control`).
 //! Tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
 //! `resources/read` it served), `request_headers` (what arrived), `sleep {ms}`,
 //! `slow_events {delay_ms}` (an SSE progress event, a pause, then the result), `touch {uri}`
@@ -291,10 +292,18 @@ async fn answer(
             (status, jsonrpc::error_body(Some(&id), code, &message))
         }
     };
-    if stateless || state.options.json || status != StatusCode::OK {
-        return json_response(status, text, session.as_deref());
+    let mut response = if stateless || state.options.json || status != StatusCode::OK {
+        json_response(status, text, session.as_deref())
+    } else {
+        sse_headers(full(format!("event: message\ndata: {text}\n\n")), session.as_deref())
+    };
+    let http_cache_control = params["uri"].as_str().and_then(|uri| uri.strip_prefix("demo://cache-control/"));
+    if let Some(value) = http_cache_control.filter(|_| method == "resources/read")
+        && let Ok(value) = value.parse()
+    {
+        response.headers_mut().insert("cache-control", value);
     }
-    sse_headers(full(format!("event: message\ndata: {text}\n\n")), session.as_deref())
+    response
 }
 
 /// Bumps the version of `demo://versioned/*` and answers with SSE: a

@@ -273,7 +273,7 @@ impl ProxyHttp for McpProxy {
             && ctx.route().is_some_and(|r| r.config.prefetch.enabled);
         let want_id = if ctx.cache.is_some() || ctx.watch_initialize { ctx.rpc_id.clone() } else { None };
         let max_entry = ctx.snapshot.as_ref().map_or(0, |s| s.config.cache.max_entry_size);
-        ctx.observer = request_cache::observer_for(response, want_id, max_entry);
+        ctx.observer = request_cache::observer_for(response, want_id, ctx.watch_initialize, max_entry);
         let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
             return Ok(());
         };
