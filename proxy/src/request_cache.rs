@@ -230,7 +230,8 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, resu
 
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
 /// answer of a request whose result is wanted (`want_id`): a cacheable one's, unless the
-/// upstream's `Cache-Control` forbids storing it, or an `initialize`'s (`initialize`).
+/// upstream's `Cache-Control` forbids storing it or it sets a cookie, or an `initialize`'s
+/// (`initialize`).
 pub fn observer_for(
     response: &ResponseHeader,
     want_id: Option<String>,
@@ -241,8 +242,11 @@ pub fn observer_for(
         response.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
-    let storable =
-        || !http_forbids_storing(response.headers.get_all(http::header::CACHE_CONTROL).iter().map(|v| v.as_bytes()));
+    // An answer that sets a cookie is someone's (nginx's `proxy_cache` does not keep it either).
+    let storable = || {
+        !response.headers.contains_key(http::header::SET_COOKIE)
+            && !http_forbids_storing(response.headers.get_all(http::header::CACHE_CONTROL).iter().map(|v| v.as_bytes()))
+    };
     let capture = want_id.filter(|_| response.status.as_u16() == 200 && (initialize || storable()));
     (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))
 }

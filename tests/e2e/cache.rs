@@ -85,9 +85,9 @@ async fn what_must_not_be_cached_is_not() {
     assert_eq!(upstream_reads(&private).await, 2);
 }
 
-/// An upstream's HTTP `Cache-Control: no-store` or `private` keeps its answer out of the
-/// cache whatever its MCP hints say (as nginx's `proxy_cache` does); `no-cache`, which the SDK
-/// servers put on every SSE answer, does not.
+/// An upstream's HTTP `Cache-Control: no-store` or `private`, or a `Set-Cookie`, keeps its
+/// answer out of the cache whatever its MCP hints say (as nginx's `proxy_cache` does);
+/// `no-cache`, which the SDK servers put on every SSE answer, does not.
 #[tokio::test]
 async fn an_upstreams_no_store_or_private_keeps_its_answer_out_of_the_cache() {
     let upstream = demo_upstream("a", &[]).await;
@@ -105,7 +105,12 @@ async fn an_upstreams_no_store_or_private_keeps_its_answer_out_of_the_cache() {
             );
         }
     }
-    assert_eq!(upstream_reads(&upstream).await, 4);
+    for _ in 0..2 {
+        let reply = read(&mcp, "demo://set-cookie", None).await;
+        assert_eq!(x_cache(&reply), "MISS", "{}", reply.body);
+        assert_eq!(reply.header("set-cookie"), Some("demo=1; Path=/; HttpOnly"), "the cookie reaches its client");
+    }
+    assert_eq!(upstream_reads(&upstream).await, 6);
     let no_cache = "demo://cache-control/no-cache";
     assert_eq!(x_cache(&read(&mcp, no_cache, None).await), "MISS");
     assert_eq!(x_cache(&read(&mcp, no_cache, None).await), "HIT");

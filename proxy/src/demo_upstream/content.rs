@@ -94,6 +94,9 @@ pub(super) fn read_resource(state: &State, call: Call<'_>) -> Result<Value, (i64
     } else if let Some(kib) = uri.strip_prefix("demo://large/").and_then(|k| k.parse::<usize>().ok()) {
         // Text that differs along its length, so a part lost or repeated shows.
         (0..kib.min(6 * 1024)).map(|k| format!("{k:<1023}\n")).collect()
+    } else if uri == "demo://set-cookie" {
+        // Answered with a `Set-Cookie` (see `answer`).
+        "served with a cookie".to_string()
     } else if let Some(directives) = uri.strip_prefix("demo://cache-control/") {
         // Answered with this `Cache-Control` (see `answer`).
         format!("served with Cache-Control: {directives}")

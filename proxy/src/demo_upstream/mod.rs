@@ -12,7 +12,8 @@
 //! caller's private account with one), `demo://slow` (answers after 500 ms), `demo://versioned/{name}` (shows a
 //! version the `touch` tool bumps), `demo://kib/{n}` (1 KiB of text, for benchmarks),
 //! `demo://large/{k}` (`k` KiB of text, at most 6 MiB: answers larger than a socket takes at once),
-//! `demo://cache-control/{directives}` (answered with that HTTP `Cache-Control`).
+//! `demo://cache-control/{directives}` (answered with that HTTP `Cache-Control`),
+//! `demo://set-cookie` (answered with a `Set-Cookie`).
 //! Tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
 //! `resources/read` it served), `request_headers` (what arrived), `sleep {ms}`,
 //! `slow_events {delay_ms}` (an SSE progress event, a pause, then the result), `touch {uri}`
@@ -302,6 +303,9 @@ async fn answer(
         && let Ok(value) = value.parse()
     {
         response.headers_mut().insert("cache-control", value);
+    }
+    if method == "resources/read" && params["uri"] == "demo://set-cookie" {
+        response.headers_mut().insert("set-cookie", "demo=1; Path=/; HttpOnly".parse().unwrap());
     }
     response
 }
