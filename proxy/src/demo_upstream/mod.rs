@@ -298,14 +298,15 @@ async fn answer(
     } else {
         sse_headers(full(format!("event: message\ndata: {text}\n\n")), session.as_deref())
     };
-    let http_cache_control = params["uri"].as_str().and_then(|uri| uri.strip_prefix("demo://cache-control/"));
-    if let Some(value) = http_cache_control.filter(|_| method == "resources/read")
-        && let Ok(value) = value.parse()
-    {
-        response.headers_mut().insert("cache-control", value);
-    }
-    if method == "resources/read" && params["uri"] == "demo://set-cookie" {
-        response.headers_mut().insert("set-cookie", "demo=1; Path=/; HttpOnly".parse().unwrap());
+    if method == "resources/read" {
+        // The resources answered with HTTP headers of their own (see `content::read_resource`).
+        let (uri, headers) = (params["uri"].as_str().unwrap_or_default(), response.headers_mut());
+        if let Some(Ok(value)) = uri.strip_prefix("demo://cache-control/").map(str::parse) {
+            headers.insert("cache-control", value);
+        }
+        if uri == "demo://set-cookie" {
+            headers.insert("set-cookie", "demo=1; Path=/; HttpOnly".parse().unwrap());
+        }
     }
     response
 }

@@ -7,6 +7,7 @@ use mcp_edge_policies::cache::{Caller, Lookup};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::method::Method;
 use pingora::Result;
+use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
@@ -192,10 +193,7 @@ pub(super) enum Inspected {
 /// A request refused before this is answered without it, and Pingora then closes the
 /// connection, the body unread. The upstream is not asked again (`Expect` is not forwarded).
 async fn invite_body(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-    let head = session.req_header();
-    let expects_continue = head.version == http::Version::HTTP_11
-        && head.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
+    if is_expect_continue_req(session.req_header()) {
         // Pingora turns keep-alive off when it writes any answer before the body has been
         // read, this `100` too; the final answer is checked again when it is written.
         let keepalive = session.get_keepalive();
