@@ -13,7 +13,6 @@ use mcp_edge_policies::config::CachePolicy;
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::observe::Observer;
 use pingora::http::ResponseHeader;
-use serde_json::value::RawValue;
 
 use crate::coalesce::{Coalesce, Leader, wait_for_leader};
 use crate::readonly_tools::ReadonlyTools;
@@ -197,14 +196,13 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, resu
     if ctx.session_was_asked() {
         return None;
     }
-    let raw = serde_json::from_str::<Box<RawValue>>(result).ok()?;
-    let facts = result_facts(&raw)?;
+    let facts = result_facts(result)?;
     let Store { scope, ttl, restate_ttl } = store_decision(&ctx.lookup, &ctx.caller, &facts, policy)?;
-    if facts.stored_result.len() as u64 > max_entry {
+    let result = facts.stored_result();
+    if result.len() as u64 > max_entry {
         return None;
     }
     let key = ctx.lookup.key(&scope);
-    let result = facts.stored_result.into_bytes();
     let inline = result.len() <= DEFLATE_INLINE_LIMIT;
     let deflated = (precompress && inline).then(|| crate::compress::deflate_segment(&result[1..]));
     let entry = Entry {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use super::*;
 use crate::config::{CachePolicy, Config};
 use crate::jsonrpc::{Message, parse};
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 fn policy() -> CachePolicy {
@@ -40,8 +39,8 @@ fn legacy(session: &str) -> Caller {
     }
 }
 
-fn facts(result: &str) -> ResultFacts {
-    result_facts(&serde_json::from_str::<Box<RawValue>>(result).unwrap()).unwrap()
+fn facts(result: &str) -> ResultFacts<'_> {
+    result_facts(result).unwrap()
 }
 
 #[test]
@@ -289,14 +288,36 @@ fn errors_and_input_required_are_never_stored() {
 }
 
 #[test]
+fn the_stored_result_is_the_results_members_but_ttl_ms_written_back_as_they_came() {
+    let stored = |result: &str| String::from_utf8(facts(result).stored_result()).unwrap();
+    // Values keep their text (spacing, number forms, escapes); names are written back as JSON.
+    assert_eq!(
+        stored(r#" { "contents" : [ {"text":"a\u00e9\n"} ], "ttlMs": 5, "n":1.50e3, "k\u0065y":null } "#),
+        r#"{"contents":[ {"text":"a\u00e9\n"} ],"n":1.50e3,"key":null}"#
+    );
+    // Every ttlMs goes (the last one read decides the freshness), whatever its place.
+    let twice = facts(r#"{"ttlMs":1,"a":true,"ttlMs":2500.9}"#);
+    assert_eq!(twice.ttl_ms, Some(2500));
+    assert_eq!(twice.stored_result(), br#"{"a":true}"#);
+    assert_eq!(stored(r#"{"ttlMs":-4}"#), "{}");
+    assert_eq!(facts(r#"{"ttlMs":-4}"#).ttl_ms, Some(0));
+    assert_eq!(stored("{}"), "{}");
+    // Not one JSON object: nothing to store.
+    for not_an_object in [r#"{"a":1} {"b":2}"#, r#"{"a":1}x"#, "[1]", "7", r#""s""#, r#"{"a":}"#, "", "{"] {
+        assert!(result_facts(not_an_object).is_none(), "{not_an_object}");
+    }
+}
+
+#[test]
 fn hits_splice_the_id_and_restate_the_ttl() {
     let f = facts(r#"{"contents":[{"text":"é \"q\""}],"ttlMs":60000,"cacheScope":"public","resultType":"complete"}"#);
-    assert!(!f.stored_result.contains("ttlMs"));
+    let stored = f.stored_result();
+    assert!(!String::from_utf8_lossy(&stored).contains("ttlMs"));
     let entry = Entry {
         fetched_at_ms: 1_000,
         expires_at_ms: 61_000,
         restate_ttl: true,
-        result: f.stored_result.as_bytes(),
+        result: &stored,
         deflated: Some(Deflated { crc32: 7, bytes: b"\x01\x02" }),
     };
     let encoded = entry.encode();
