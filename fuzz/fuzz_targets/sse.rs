@@ -1,6 +1,7 @@
 #![no_main]
 //! An upstream answer's bytes, cut into two chunks anywhere: the SSE parser and the observer
-//! never panic, and where the cut falls changes nothing they see.
+//! never panic, and where the cut falls changes nothing they see; a result the cache would
+//! keep is stored as one JSON object.
 use libfuzzer_sys::fuzz_target;
 use mcp_edge_policies::observe::Observer;
 use mcp_edge_policies::sse::SseParser;
@@ -18,6 +19,12 @@ fuzz_target!(|data: &[u8]| {
         observer.feed(&body[..at]);
         observer.feed(&body[at..]);
         observer.finish();
-        let _ = observer.cacheable_result();
+        // What would be stored is one JSON object, and it restates no freshness of its own.
+        if let Some(facts) = observer.cacheable_result() {
+            // (Values are read past, not into numbers: the upstream's 1e999 is carried as is.)
+            let members: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+                serde_json::from_str(&facts.stored_result).expect("the stored form is one JSON object");
+            assert!(!members.contains_key("ttlMs"));
+        }
     }
 });

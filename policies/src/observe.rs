@@ -6,9 +6,10 @@
 //! notification (to invalidate).
 
 use serde::Deserialize;
+use serde::de::{Deserializer, Visitor};
 use serde_json::value::RawValue;
 
-use crate::cache::Target;
+use crate::cache::{ResultFacts, Target, read_result};
 use crate::sse::SseParser;
 
 #[derive(Deserialize)]
@@ -16,10 +17,33 @@ struct Envelope<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
     method: Option<String>,
-    #[serde(borrow)]
-    result: Option<&'a RawValue>,
+    /// Read as it is parsed (one pass). `null` or absent: `None`; any other value that is not
+    /// an object: `Some(None)`.
+    #[serde(default, deserialize_with = "result_if_any")]
+    result: Option<Option<ResultFacts>>,
     #[serde(borrow)]
     params: Option<&'a RawValue>,
+}
+
+/// A `result` member: `null` is none (as `Option` reads it), anything else is read once.
+fn result_if_any<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<ResultFacts>>, D::Error> {
+    struct IfAny;
+    impl<'de> Visitor<'de> for IfAny {
+        type Value = Option<Option<ResultFacts>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON-RPC result")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            read_result(deserializer).map(Some)
+        }
+    }
+    deserializer.deserialize_option(IfAny)
 }
 
 #[derive(Deserialize)]
@@ -35,8 +59,9 @@ pub struct Observer {
     sse: Option<SseParser>,
     json: Vec<u8>,
     limit: usize,
-    /// The raw `result` of the wanted response, once seen.
-    pub result: Option<String>,
+    /// The wanted response's `result`, once seen; inside, its facts if it is an object (the
+    /// only results the cache keeps or the proxy reads).
+    result: Option<Option<ResultFacts>>,
     /// Server-to-client requests seen so far (sampling, elicitation, roots): the proxy tells
     /// the other requests of the same session (see `session_signals` in the proxy).
     pub server_requests: u64,
@@ -107,23 +132,31 @@ impl Observer {
                 }
             }
             (None, Some(id)) => {
-                if self.want_id.as_deref() == Some(id.get())
-                    && let Some(result) = envelope.result
-                {
-                    self.result = Some(result.get().to_string());
+                if self.want_id.as_deref() == Some(id.get()) {
+                    self.result = envelope.result;
                 }
             }
             (None, None) => {}
         }
     }
 
+    /// Whether the wanted response's result has been seen.
+    pub fn answered(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// The wanted response's result, once seen, if it is an object.
+    pub fn result(&self) -> Option<&ResultFacts> {
+        self.result.as_ref()?.as_ref()
+    }
+
     /// The result, if it may be cached: found, complete, and nothing but change notifications
     /// came with it (no server-to-client request, no progress, no log message).
-    pub fn cacheable_result(&self) -> Option<&str> {
+    pub fn cacheable_result(&self) -> Option<&ResultFacts> {
         if self.server_requests > 0 || self.side_notification_seen || self.too_large {
             return None;
         }
-        self.result.as_deref()
+        self.result()
     }
 }
 
@@ -132,13 +165,17 @@ mod tests {
     use super::*;
     use crate::cache::ListKind;
 
+    fn stored(o: &Observer) -> Option<&str> {
+        o.cacheable_result().map(|facts| facts.stored_result.as_str())
+    }
+
     #[test]
     fn json_answers_are_captured_whole() {
         let mut o = Observer::new(Some("7".into()), false, 1 << 20);
         o.feed(br#"{"jsonrpc":"2.0","id":7,"#);
         o.feed(br#""result":{"contents":[]}}"#);
         o.finish();
-        assert_eq!(o.cacheable_result(), Some(r#"{"contents":[]}"#));
+        assert_eq!(stored(&o), Some(r#"{"contents":[]}"#));
     }
 
     #[test]
@@ -147,7 +184,7 @@ mod tests {
         o.feed(b"id: p\r\ndata:\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\r\n\r\n");
         o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":\"q\",\"result\":{\"tools\":[]}}\r\n\r\n");
         o.finish();
-        assert_eq!(o.cacheable_result(), Some(r#"{"tools":[]}"#), "a change notification is no part of the answer");
+        assert_eq!(stored(&o), Some(r#"{"tools":[]}"#), "a change notification is no part of the answer");
     }
 
     #[test]
@@ -156,7 +193,7 @@ mod tests {
             let mut o = Observer::new(Some("1".into()), true, 1 << 20);
             o.feed(format!("data: {{\"jsonrpc\":\"2.0\",\"method\":\"{method}\",\"params\":{{}}}}\n\n").as_bytes());
             o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n\n");
-            assert!(o.result.is_some());
+            assert!(o.answered() && o.result().is_some());
             assert_eq!(o.cacheable_result(), None, "{method}");
         }
     }
@@ -184,6 +221,32 @@ mod tests {
         other.feed(br#"{"jsonrpc":"2.0","id":2,"result":{}}"#);
         other.finish();
         assert_eq!(other.cacheable_result(), None, "a result for another id");
+    }
+
+    #[test]
+    fn the_result_is_read_for_the_cache_as_it_is_parsed() {
+        // The result before the id, as JSON allows: its facts and stored form come with it.
+        let mut o = Observer::new(Some("3".into()), false, 1 << 20);
+        o.feed(br#"{"result":{"ttlMs":500,"cacheScope":"public","contents":[1, 2]},"id":3,"jsonrpc":"2.0"}"#);
+        o.finish();
+        let facts = o.cacheable_result().unwrap();
+        assert_eq!((facts.ttl_ms, facts.scope.as_deref()), (Some(500), Some("public")));
+        assert_eq!(facts.stored_result, r#"{"cacheScope":"public","contents":[1, 2]}"#);
+        // A result that is not an object answers the request, but nothing is kept of it.
+        for odd in [r#"[{"a":1}]"#, r#""text""#, "7", "true"] {
+            let mut o = Observer::new(Some("1".into()), false, 1 << 20);
+            o.feed(format!(r#"{{"jsonrpc":"2.0","id":1,"result":{odd}}}"#).as_bytes());
+            o.finish();
+            assert!(o.answered() && o.result().is_none(), "{odd}");
+        }
+        // A null result is no result (as before), and a repeated one no response at all.
+        for body in [r#"{"jsonrpc":"2.0","id":1,"result":null}"#, r#"{"jsonrpc":"2.0","id":1,"result":{},"result":{}}"#]
+        {
+            let mut o = Observer::new(Some("1".into()), false, 1 << 20);
+            o.feed(body.as_bytes());
+            o.finish();
+            assert!(!o.answered(), "{body}");
+        }
     }
 
     #[test]

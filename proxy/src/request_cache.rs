@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::{
-    Caller, Deflated, Entry, Key, Lookup, Store, http_forbids_storing, lookup_for, result_facts, store_decision,
+    Caller, Deflated, Entry, Key, Lookup, ResultFacts, Store, http_forbids_storing, lookup_for, store_decision,
 };
 use mcp_edge_policies::config::CachePolicy;
 use mcp_edge_policies::jsonrpc::Message;
@@ -69,7 +69,7 @@ impl RequestCache {
     pub fn record_answer(
         &mut self,
         cache: &Arc<EdgeCache>,
-        result: Option<&str>,
+        result: Option<&ResultFacts>,
         rules: StoreRules<'_>,
     ) -> Option<Option<StoredAs>> {
         if std::mem::replace(&mut self.recorded, true) {
@@ -191,14 +191,13 @@ pub struct StoredAs {
 }
 
 /// Stores a captured result if its facts allow; where it was stored.
-fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, result: &str) -> Option<StoredAs> {
+fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, facts: &ResultFacts) -> Option<StoredAs> {
     let StoreRules { policy, max_entry, precompress } = rules;
     if ctx.session_was_asked() {
         return None;
     }
-    let facts = result_facts(result)?;
-    let Store { scope, ttl, restate_ttl } = store_decision(&ctx.lookup, &ctx.caller, &facts, policy)?;
-    let result = facts.stored_result();
+    let Store { scope, ttl, restate_ttl } = store_decision(&ctx.lookup, &ctx.caller, facts, policy)?;
+    let result = facts.stored_result.as_bytes().to_vec();
     if result.len() as u64 > max_entry {
         return None;
     }

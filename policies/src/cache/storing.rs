@@ -1,10 +1,9 @@
 //! Whether and how an upstream answer is kept: what it says about its own caching (hints and
 //! flags) and the route's policy decide its scope and lifetime.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::keys::{Caller, Lookup, Scope};
@@ -12,83 +11,110 @@ use crate::canonical::Key;
 use crate::config::CachePolicy;
 use crate::method::Method;
 
-/// What a result says about its own caching (SEP-2549 hints and result flags), read in one
-/// pass over its text; its members are kept borrowed, so the stored form is only written for
-/// an answer that is stored (most answers a proxy sees are not: `ttlMs: 0`, an error, a tool).
-#[derive(Debug, Clone, Default)]
-pub struct ResultFacts<'a> {
+/// A response's `result` as the cache reads it: what it says about its own caching (SEP-2549
+/// hints and result flags) and the form it is stored in, both from one pass over its text as
+/// the response is read (see [`crate::observe`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultFacts {
     pub ttl_ms: Option<u64>,
     pub scope: Option<String>,
     pub input_required: bool,
     pub is_error: bool,
-    /// The result's members except `ttlMs`, in order, values as raw JSON text.
-    kept: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The result's members except `ttlMs` (a hit restates the freshness left), as JSON text
+    /// `{...}`: values as the upstream wrote them, names written back as JSON.
+    pub stored_result: String,
 }
 
-impl ResultFacts<'_> {
-    /// The result as it is stored: its members except `ttlMs` (a hit restates the freshness
-    /// left), as raw JSON text `{...}`, values not re-serialised.
-    pub fn stored_result(&self) -> Vec<u8> {
-        let length = self.kept.iter().map(|(name, value)| name.len() + value.get().len() + 4).sum::<usize>();
-        let mut stored = Vec::with_capacity(length + 2);
-        stored.push(b'{');
-        for (at, (name, value)) in self.kept.iter().enumerate() {
-            if at > 0 {
-                stored.push(b',');
-            }
-            // A name is written back escaped as JSON (writing to a Vec cannot fail).
-            let _ = serde_json::to_writer(&mut stored, name.as_ref());
-            stored.push(b':');
-            stored.extend_from_slice(value.get().as_bytes());
-        }
-        stored.push(b'}');
-        stored
-    }
-}
-
-/// Reads a `result` object (its JSON text) without copying or re-serialising its values.
-/// `None` if it is not one JSON object.
-pub fn result_facts(result: &str) -> Option<ResultFacts<'_>> {
-    let mut facts = ResultFacts::default();
-    for (name, value) in object_members(result)? {
-        match name.as_ref() {
-            "ttlMs" => {
-                // Absent or negative means 0 (spec); fractions are truncated.
-                facts.ttl_ms = Some(serde_json::from_str::<f64>(value.get()).map(|v| v.max(0.0) as u64).unwrap_or(0));
-                continue;
-            }
-            "cacheScope" => facts.scope = serde_json::from_str::<String>(value.get()).ok(),
-            "resultType" => facts.input_required = value.get() == r#""input_required""#,
-            "isError" => facts.is_error = value.get() == "true",
-            _ => {}
-        }
-        facts.kept.push((name, value));
-    }
+/// Reads a `result` (its JSON text). `None` if it is not one JSON object.
+pub fn result_facts(result: &str) -> Option<ResultFacts> {
+    let mut deserializer = serde_json::Deserializer::from_str(result);
+    let facts = read_result(&mut deserializer).ok()??;
+    // Nothing but whitespace may follow the object.
+    deserializer.end().ok()?;
     Some(facts)
 }
 
-/// The members of a JSON object in order, names and values borrowed from its text where they
-/// can be (a name with an escape is unescaped).
-fn object_members(raw: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
-    struct Members;
-    impl<'de> Visitor<'de> for Members {
-        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
-            while let Some(name) = map.next_key_seed(Key)? {
-                out.push((name, map.next_value()?));
-            }
-            Ok(out)
-        }
+/// Reads one `result` value where it stands in a larger document (a response being read):
+/// `Some` facts for an object, `None` for any other JSON value, an error for invalid JSON.
+pub fn read_result<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<ResultFacts>, D::Error> {
+    deserializer.deserialize_any(ResultVisitor)
+}
+
+struct ResultVisitor;
+
+impl<'de> Visitor<'de> for ResultVisitor {
+    type Value = Option<ResultFacts>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON-RPC result")
     }
-    let mut deserializer = serde_json::Deserializer::from_str(raw);
-    let members = deserializer.deserialize_map(Members).ok()?;
-    // Nothing but whitespace may follow the object.
-    deserializer.end().ok()?;
-    Some(members)
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut facts = ResultFacts::default();
+        let mut stored = String::with_capacity(256);
+        stored.push('{');
+        while let Some(name) = map.next_key_seed(Key)? {
+            let value: &RawValue = map.next_value()?;
+            match name.as_ref() {
+                "ttlMs" => {
+                    // Absent or negative means 0 (spec); fractions are truncated.
+                    let ttl = serde_json::from_str::<f64>(value.get()).map(|v| v.max(0.0) as u64);
+                    facts.ttl_ms = Some(ttl.unwrap_or(0));
+                    continue;
+                }
+                "cacheScope" => facts.scope = serde_json::from_str::<String>(value.get()).ok(),
+                "resultType" => facts.input_required = value.get() == r#""input_required""#,
+                "isError" => facts.is_error = value.get() == "true",
+                _ => {}
+            }
+            if stored.len() > 1 {
+                stored.push(',');
+            }
+            write_json_string(&mut stored, &name);
+            stored.push(':');
+            stored.push_str(value.get());
+        }
+        stored.push('}');
+        facts.stored_result = stored;
+        Ok(Some(facts))
+    }
+
+    // Any other value is read past: not a result the cache keeps.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Appends `text` as a JSON string (quoted, escaped as serde_json escapes it).
+fn write_json_string(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // Nothing to escape (the common case): no allocation.
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        // Serialising a str cannot fail.
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+    }
 }
 
 /// Whether the upstream's HTTP `Cache-Control` (all its lines, joined) forbids a shared cache
@@ -112,12 +138,7 @@ pub struct Store {
 }
 
 /// Decides whether (and how) a result may be stored. `None`: pass it through, never cache.
-pub fn store_decision(
-    lookup: &Lookup,
-    caller: &Caller,
-    facts: &ResultFacts<'_>,
-    policy: &CachePolicy,
-) -> Option<Store> {
+pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, policy: &CachePolicy) -> Option<Store> {
     if facts.input_required || facts.is_error {
         return None;
     }

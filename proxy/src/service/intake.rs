@@ -127,13 +127,13 @@ impl McpProxy {
         let recorded = request_cache.record_answer(&self.cache, result, rules);
         let method = request_cache.method();
         if recorded.is_some() && route.config.policy.readonly_tools && method == Method::ToolsList {
-            result.into_iter().for_each(|tools| route.readonly.learn(tools));
+            result.into_iter().for_each(|tools| route.readonly.learn(&tools.stored_result));
         }
         match (recorded, ctx.prefetch) {
             (Some(Some(stored)), Some(kind)) => self.prefetch.prefetch_stored(route, kind, stored, method),
             (Some(_), None) if method.is_list() => {
                 if let Some(result) = result {
-                    self.prefetch.list_answered(route, method.as_str(), result, || replay_of(session));
+                    self.prefetch.list_answered(route, method.as_str(), &result.stored_result, || replay_of(session));
                 }
             }
             _ => {}

@@ -343,15 +343,14 @@ impl ProxyHttp for McpProxy {
             self.cache.invalidate(&route.config.name, &invalidations);
         }
         if ctx.watch_initialize
-            && let (Some(result), Some(session)) =
-                (ctx.observer.as_ref().and_then(|o| o.result.as_ref()), &ctx.minted_session)
+            && let (Some(result), Some(session)) = (ctx.observer.as_ref().and_then(|o| o.result()), &ctx.minted_session)
         {
-            self.prefetch.session_initialized(route, session, result);
+            self.prefetch.session_initialized(route, session, &result.stored_result);
         }
-        ctx.watch_initialize &= ctx.observer.as_ref().is_none_or(|o| o.result.is_none());
+        ctx.watch_initialize &= ctx.observer.as_ref().is_none_or(|o| !o.answered());
         // Store as soon as the answer is known: an SSE client may close the stream right
         // after the response event, before the upstream's end of stream arrives.
-        let answered = ctx.observer.as_ref().is_some_and(|o| o.result.is_some());
+        let answered = ctx.observer.as_ref().is_some_and(|o| o.answered());
         if answered || end_of_stream {
             self.store_captured(session, ctx);
         }
