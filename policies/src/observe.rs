@@ -132,7 +132,7 @@ impl Observer {
                 }
             }
             (None, Some(id)) => {
-                if self.want_id.as_deref() == Some(id.get()) {
+                if self.want_id.as_deref() == Some(id.get()) && envelope.result.is_some() {
                     self.result = envelope.result;
                 }
             }
