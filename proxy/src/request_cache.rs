@@ -197,7 +197,7 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
         return None;
     }
     let Store { scope, ttl, restate_ttl } = store_decision(&ctx.lookup, &ctx.caller, facts, policy)?;
-    let result = facts.stored_result.as_bytes().to_vec();
+    let result = facts.stored_result.as_bytes();
     if result.len() as u64 > max_entry {
         return None;
     }
@@ -208,13 +208,15 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
         fetched_at_ms: ctx.fetched_at_ms,
         expires_at_ms: ctx.fetched_at_ms + ttl.as_millis() as u64,
         restate_ttl,
-        result: &result,
+        result,
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
     cache.store_answer(key, &entry, policy.stale_if_error);
     let stored_as = StoredAs { key, expires_at_ms: entry.expires_at_ms };
     if precompress && !inline {
         let (cache, fetched_at_ms, expires_at_ms) = (cache.clone(), entry.fetched_at_ms, entry.expires_at_ms);
+        // Its own copy: the blocking thread outlives the observer that holds the result.
+        let result = result.to_vec();
         // The entry keeps its fetch time: an invalidation since still kills it.
         tokio::task::spawn_blocking(move || {
             let (crc32, bytes) = crate::compress::deflate_segment(&result[1..]);

@@ -21,7 +21,9 @@ pub mod storing;
 pub use entry::{Answer, Deflated, Entry};
 pub use invalidation::{ListKind, Target, marker_key, markers_watermark_key};
 pub use keys::{Audience, Caller, Key, Lookup, Scope, identity_hash, identity_of, lookup_for};
-pub use storing::{ResultFacts, Store, http_forbids_storing, read_result, result_facts, store_decision};
+#[cfg(test)]
+pub use storing::result_facts;
+pub use storing::{ResultFacts, Store, http_forbids_storing, read_result, store_decision};
 
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,9 @@ pub struct ResultFacts {
     pub stored_result: String,
 }
 
-/// Reads a `result` (its JSON text). `None` if it is not one JSON object.
+/// Reads a `result` on its own (its JSON text). `None` if it is not one JSON object. The
+/// proxy reads results inside responses ([`read_result`]); this is for tests.
+#[cfg(test)]
 pub fn result_facts(result: &str) -> Option<ResultFacts> {
     let mut deserializer = serde_json::Deserializer::from_str(result);
     let facts = read_result(&mut deserializer).ok()??;
@@ -70,7 +72,8 @@ impl<'de> Visitor<'de> for ResultVisitor {
             if stored.len() > 1 {
                 stored.push(',');
             }
-            write_json_string(&mut stored, &name);
+            // The name written back as JSON (serialising a str cannot fail).
+            stored.push_str(&serde_json::to_string(name.as_ref()).unwrap_or_default());
             stored.push(':');
             stored.push_str(value.get());
         }
@@ -101,19 +104,6 @@ impl<'de> Visitor<'de> for ResultVisitor {
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(None)
-    }
-}
-
-/// Appends `text` as a JSON string (quoted, escaped as serde_json escapes it).
-fn write_json_string(out: &mut String, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        // Nothing to escape (the common case): no allocation.
-        out.push('"');
-        out.push_str(text);
-        out.push('"');
-    } else {
-        // Serialising a str cannot fail.
-        out.push_str(&serde_json::to_string(text).unwrap_or_default());
     }
 }
 
