@@ -345,15 +345,28 @@ async fn an_admin_token_guards_everything_but_healthz_and_the_dashboard_page() {
 async fn malformed_heads_get_a_json_rpc_400() {
     let upstream = demo_upstream("a", &[]).await;
     let proxy = proxy(&route(&[&upstream], "")).await;
-    for head in [
+    let refused = r#"mcp_requests_total{cache="BYPASS",method="-",route="-",status="400"}"#;
+    let heads = [
         "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
         "GET /mcp?q=\"x\" HTTP/1.1\r\nHost: localhost\r\n\r\n",
         "POST /mcp HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n",
-    ] {
+        // What Pingora's own reader refuses (with a bare 400 no hook sees): an absolute target
+        // naming another authority than Host, userinfo, a body framing that ends in no chunk.
+        "POST http://localhost:1/mcp HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
+        "GET http://elsewhere/mcp HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET /mcp HTTP/1.1\r\nHost: user@localhost\r\n\r\n",
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        "POST /mcp HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    let refused_before = metric(&proxy, refused).await;
+    for head in heads {
         let reply = raw_exchange(&proxy, head.as_bytes()).await;
         assert_eq!(reply.status, 400, "{head:?}");
         assert_eq!((reply.body["error"]["code"].as_i64(), reply.header("x-cache")), (Some(-32600), Some("BYPASS")));
     }
+    assert_eq!(metric(&proxy, refused).await - refused_before, heads.len() as f64, "each refusal is counted");
+    let connect = raw_exchange(&proxy, b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n").await;
+    assert_eq!((connect.status, connect.header("allow")), (405, Some("GET, POST, DELETE, OPTIONS")));
     // HTTP/1.1 requires a Host (RFC 9112 §3.2), also with an absolute target; HTTP/1.0 does not.
     let (body, _) = stateless_body("tools/list", json!({}), json!(1));
     let without_host = |line: &str| {

@@ -1,6 +1,10 @@
 //! Reading a request head on the hit path: whether what has arrived is a complete HTTP/1.1
 //! request the hit path may take, and the headers its checks need, parsed once.
 
+use pingora::http::RequestHeader;
+use pingora::protocols::http::authority::validate_request_authority;
+
+use crate::error::EdgeError;
 use crate::known_headers::KnownHeaders;
 use crate::runtime::Runtime;
 use crate::service::INSPECT_LIMIT;
@@ -22,12 +26,11 @@ pub(super) enum Probe<'b> {
     Partial,
     /// Not the shape the hit path answers: the proxy service takes it.
     Unsuitable,
-    /// Not a valid HTTP/1.1 request head: answered here with a JSON-RPC error (Pingora's own
-    /// parser would answer a bare 400), and the connection closed.
-    Malformed(&'static str),
-    /// Larger than [`MAX_HEAD`] or with more fields than [`MAX_HEADER_FIELDS`]: refused (431),
-    /// the connection closed.
-    TooLarge(&'static str),
+    /// Answered here with a JSON-RPC error, and the connection closed: a head that is not a
+    /// valid HTTP/1.1 request (400), one larger than [`MAX_HEAD`] or with more fields than
+    /// [`MAX_HEADER_FIELDS`] (431), a `CONNECT` (405). Pingora would answer each with a bare
+    /// status before any hook of mcp-edge runs: no JSON-RPC error, no access-log line.
+    Refused(EdgeError),
 }
 
 /// A complete request head the hit path may take, read once (it borrows the request's bytes).
@@ -66,21 +69,27 @@ pub(super) fn probe_head<'b, 'r>(
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut header_slots);
     let head_len = match parsed.parse(buffer) {
-        Ok(status) if over_head_limit(status, buffer) => return Probe::TooLarge(HEAD_TOO_LARGE),
+        Ok(status) if over_head_limit(status, buffer) => return too_large(HEAD_TOO_LARGE),
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Probe::Partial,
         Err(httparse::Error::TooManyHeaders) => return probe_many_fields(buffer),
-        Err(_) => return Probe::Malformed("malformed request head"),
+        Err(_) => return malformed("malformed request head"),
     };
     let target = parsed.path.unwrap_or_default();
     if !valid_target(target) {
-        return Probe::Malformed("invalid request target");
+        return malformed("invalid request target");
     }
     let path = target.split('?').next().unwrap_or_default();
     let (route, identity_header) = route_of(path);
     let known = KnownHeaders::from_parsed(parsed.headers, identity_header);
     if let Some(reason) = malformed_framing(&known) {
-        return Probe::Malformed(reason);
+        return malformed(reason);
+    }
+    if parsed.method == Some("CONNECT") {
+        return Probe::Refused(EdgeError::MethodNotAllowed { method: "CONNECT".into() });
+    }
+    if let Some(reason) = refused_by_pingora(&parsed, target, &known) {
+        return malformed(reason);
     }
     let suitable_line = parsed.method == Some("POST") && parsed.version == Some(1) && target.starts_with('/');
     let framing_plain = !known.transfer_encoding
@@ -94,6 +103,14 @@ pub(super) fn probe_head<'b, 'r>(
         }
         _ => Probe::Unsuitable,
     }
+}
+
+fn malformed(reason: impl Into<String>) -> Probe<'static> {
+    Probe::Refused(EdgeError::bad_request(reason))
+}
+
+fn too_large(reason: &'static str) -> Probe<'static> {
+    Probe::Refused(EdgeError::HeadTooLarge(reason))
 }
 
 const HEAD_TOO_LARGE: &str = "the request head is larger than 64 KiB";
@@ -114,11 +131,11 @@ fn over_head_limit(status: httparse::Status<usize>, buffer: &[u8]) -> bool {
 fn probe_many_fields(buffer: &[u8]) -> Probe<'_> {
     let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
     match httparse::Request::new(&mut slots).parse(buffer) {
-        Ok(status) if over_head_limit(status, buffer) => Probe::TooLarge(HEAD_TOO_LARGE),
+        Ok(status) if over_head_limit(status, buffer) => too_large(HEAD_TOO_LARGE),
         Ok(httparse::Status::Complete(_)) => Probe::Unsuitable,
         Ok(httparse::Status::Partial) => Probe::Partial,
-        Err(httparse::Error::TooManyHeaders) => Probe::TooLarge(TOO_MANY_FIELDS),
-        Err(_) => Probe::Malformed("malformed request head"),
+        Err(httparse::Error::TooManyHeaders) => too_large(TOO_MANY_FIELDS),
+        Err(_) => malformed("malformed request head"),
     }
 }
 
@@ -133,6 +150,42 @@ fn malformed_framing(known: &KnownHeaders<'_>) -> Option<&'static str> {
         return Some("Content-Length and Transfer-Encoding together");
     }
     (known.host_lines > 1).then_some("more than one Host header")
+}
+
+/// What Pingora's HTTP/1 reader refuses in a head it has parsed (its `validate_request`):
+/// an absolute-form target whose authority is ambiguous, carries userinfo or differs from
+/// `Host`; userinfo in `Host`; `Transfer-Encoding` on HTTP/1.0, or not ending in `chunked`.
+/// The authority is checked by Pingora's own function, on the rare heads it can refuse.
+fn refused_by_pingora(parsed: &httparse::Request<'_, '_>, target: &str, known: &KnownHeaders<'_>) -> Option<String> {
+    let host = known.host.bytes();
+    if !target.starts_with('/') || host.is_some_and(|host| host.contains(&b'@')) {
+        let mut request = match RequestHeader::build(parsed.method.unwrap_or_default(), target.as_bytes(), Some(1)) {
+            Ok(request) => request,
+            Err(refused) => return Some(reason_of(&refused)),
+        };
+        if let Some(host) = host {
+            request.append_header(http::header::HOST, host).ok()?;
+        }
+        if let Err(refused) = validate_request_authority(&request) {
+            return Some(reason_of(&refused));
+        }
+    }
+    if !known.transfer_encoding {
+        return None;
+    }
+    if parsed.version == Some(0) {
+        return Some("Transfer-Encoding on an HTTP/1.0 request".into());
+    }
+    // The final coding of the last `Transfer-Encoding` line must be `chunked` (RFC 9112 §6.3).
+    let last = parsed.headers.iter().rev().find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))?;
+    let final_coding = last.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+    (!final_coding.eq_ignore_ascii_case(b"chunked"))
+        .then(|| "Transfer-Encoding whose final coding is not chunked".into())
+}
+
+/// Pingora's explanation of a refusal (e.g. "Host header differs from request-target authority").
+fn reason_of(refused: &pingora::Error) -> String {
+    refused.context.as_ref().map_or_else(|| "invalid request target".into(), |context| context.as_str().to_string())
 }
 
 /// Whether `http::Uri` takes `target` (and it has no `"`, which Pingora refuses). The common
@@ -176,10 +229,36 @@ mod tests {
             GOOD.replace("POST", "GET").replace("/mcp", "/mcp?q=\"x\""),
         ];
         for text in malformed {
-            assert!(matches!(probe(&text), Probe::Malformed(_)), "{text:?}");
+            assert!(matches!(probe(&text), Probe::Refused(EdgeError::BadRequest(_))), "{text:?}");
         }
         let many: String = (0..MAX_HEADERS + 4).map(|n| format!("X-{n}: v\r\n")).collect();
         assert!(matches!(probe(&GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{many}"))), Probe::Unsuitable));
+    }
+
+    /// Heads Pingora's reader would answer with a bare 400 (its `validate_request`), before
+    /// any hook of mcp-edge could answer with a JSON-RPC error or log the request.
+    #[test]
+    fn refuses_what_pingora_would_refuse_bare() {
+        let chunked = |coding: &str| GOOD.replace("Content-Length: 2", &format!("Transfer-Encoding: {coding}"));
+        let refused = [
+            (GOOD.replace("/mcp", "http://a:8080/mcp"), "Host header differs from request-target authority"),
+            (GOOD.replace("/mcp", "http://b/mcp"), "Host header differs from request-target authority"),
+            (GOOD.replace("/mcp", "http://u@a/mcp"), "userinfo in request target"),
+            (GOOD.replace("Host: a", "Host: u@a"), "userinfo in Host header"),
+            (chunked("gzip"), "Transfer-Encoding whose final coding is not chunked"),
+            (chunked("chunked, gzip"), "Transfer-Encoding whose final coding is not chunked"),
+            (chunked("chunked").replace("HTTP/1.1", "HTTP/1.0"), "Transfer-Encoding on an HTTP/1.0 request"),
+        ];
+        for (text, reason) in refused {
+            let Probe::Refused(EdgeError::BadRequest(said)) = probe(&text) else { panic!("not refused: {text:?}") };
+            assert_eq!(said, reason, "{text:?}");
+        }
+        let connect = "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n";
+        assert!(matches!(probe(connect), Probe::Refused(EdgeError::MethodNotAllowed { .. })));
+        // What Pingora takes, the service takes.
+        for text in [GOOD.replace("/mcp", "http://a/mcp"), chunked("gzip, chunked"), chunked("CHUNKED")] {
+            assert!(matches!(probe(&text), Probe::Unsuitable), "{text:?}");
+        }
     }
 
     #[test]
@@ -188,11 +267,20 @@ mod tests {
         let with = |extra: &str| GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{extra}"));
         // Up to the limit (the Host and the others make 3 more): the service takes it.
         assert!(matches!(probe(&with(&fields(MAX_HEADER_FIELDS - 3))), Probe::Unsuitable));
-        assert!(matches!(probe(&with(&fields(MAX_HEADER_FIELDS))), Probe::TooLarge(TOO_MANY_FIELDS)));
+        assert!(matches!(
+            probe(&with(&fields(MAX_HEADER_FIELDS))),
+            Probe::Refused(EdgeError::HeadTooLarge(TOO_MANY_FIELDS))
+        ));
         let big = format!("X-Big: {}\r\n", "a".repeat(MAX_HEAD));
-        assert!(matches!(probe(&with(&big)), Probe::TooLarge(HEAD_TOO_LARGE)), "complete and too large");
+        assert!(
+            matches!(probe(&with(&big)), Probe::Refused(EdgeError::HeadTooLarge(HEAD_TOO_LARGE))),
+            "complete and too large"
+        );
         let partial = with(&big);
-        assert!(matches!(probe(&partial[..MAX_HEAD + 1]), Probe::TooLarge(HEAD_TOO_LARGE)), "still arriving");
+        assert!(
+            matches!(probe(&partial[..MAX_HEAD + 1]), Probe::Refused(EdgeError::HeadTooLarge(HEAD_TOO_LARGE))),
+            "still arriving"
+        );
         let many_partial = with(&fields(100));
         assert!(matches!(probe(&many_partial[..many_partial.len() - 10]), Probe::Partial), "many fields, arriving");
     }

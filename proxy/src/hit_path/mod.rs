@@ -131,8 +131,7 @@ impl EdgeApp {
                     }
                     Probe::Complete(head) => awaiting = head.request_len(),
                     Probe::Unsuitable => return Step::HandOver(None),
-                    Probe::Malformed(reason) => return refuse(stream, EdgeError::bad_request(reason)).await,
-                    Probe::TooLarge(reason) => return refuse(stream, EdgeError::HeadTooLarge(reason)).await,
+                    Probe::Refused(refused) => return refuse(stream, refused).await,
                     Probe::Partial => {}
                 }
             }
@@ -358,8 +357,9 @@ async fn refuse(stream: &mut Stream, refused: EdgeError) -> Step {
     let status = refused.status();
     let body = refused.body(None);
     let phrase = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    let extra: String = refused.extra_headers().iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let head = format!(
-        "HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-cache: BYPASS\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}x-cache: BYPASS\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let _ = write_parts(stream, [head.as_bytes(), body.as_bytes(), &[], &[]]).await;
