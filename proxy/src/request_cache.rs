@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::{
-    Caller, Deflated, Entry, Key, Lookup, ResultFacts, Store, http_forbids_storing, lookup_for, store_decision,
+    Caller, Deflated, Entry, Key, Lookup, ResultFacts, Store, http_forbids_storing, http_vary_forbids_storing,
+    lookup_for, store_decision,
 };
 use mcp_edge_policies::config::CachePolicy;
 use mcp_edge_policies::jsonrpc::Message;
@@ -229,8 +230,8 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
 
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
 /// answer of a request whose result is wanted (`want_id`): a cacheable one's, unless the
-/// upstream's `Cache-Control` forbids storing it or it sets a cookie, or an `initialize`'s
-/// (`initialize`).
+/// upstream's `Cache-Control` or `Vary` forbids storing it or it sets a cookie, or an
+/// `initialize`'s (`initialize`).
 pub fn observer_for(
     response: &ResponseHeader,
     want_id: Option<String>,
@@ -245,6 +246,7 @@ pub fn observer_for(
     let storable = || {
         !response.headers.contains_key(http::header::SET_COOKIE)
             && !http_forbids_storing(response.headers.get_all(http::header::CACHE_CONTROL).iter().map(|v| v.as_bytes()))
+            && !http_vary_forbids_storing(response.headers.get_all(http::header::VARY).iter().map(|v| v.as_bytes()))
     };
     let capture = want_id.filter(|_| response.status.as_u16() == 200 && (initialize || storable()));
     (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))

@@ -116,6 +116,27 @@ async fn an_upstreams_no_store_or_private_keeps_its_answer_out_of_the_cache() {
     assert_eq!(x_cache(&read(&mcp, no_cache, None).await), "HIT");
 }
 
+/// An answer that varies on a request header the cache key does not hold (`Vary: *`,
+/// `Authorization`, `Accept-Language`) is not stored: a hit could give one client the variant
+/// meant for another's headers. Varying on the encoding or the mirrored MCP headers is keyed.
+#[tokio::test]
+async fn an_answer_varying_on_an_unkeyed_header_is_not_stored() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    for names in ["*", "Authorization", "Accept-Encoding, Accept-Language"] {
+        let uri = format!("demo://vary/{names}");
+        for _ in 0..2 {
+            let reply = read(&mcp, &uri, None).await;
+            assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "{uri}: {}", reply.body);
+        }
+    }
+    assert_eq!(upstream_reads(&upstream).await, 6);
+    let keyed = "demo://vary/Accept-Encoding, Mcp-Name";
+    assert_eq!(x_cache(&read(&mcp, keyed, None).await), "MISS");
+    assert_eq!(x_cache(&read(&mcp, keyed, None).await), "HIT");
+}
+
 #[tokio::test]
 async fn private_entries_never_reach_another_user_under_concurrency() {
     let upstream = demo_upstream("p", &["--scope", "private"]).await;

@@ -23,7 +23,7 @@ pub use invalidation::{ListKind, Target, marker_key, markers_watermark_key};
 pub use keys::{Audience, Caller, Key, Lookup, Scope, identity_hash, identity_of, lookup_for};
 #[cfg(test)]
 pub use storing::result_facts;
-pub use storing::{ResultFacts, Store, http_forbids_storing, read_result, store_decision};
+pub use storing::{ResultFacts, Store, http_forbids_storing, http_vary_forbids_storing, read_result, store_decision};
 
 #[cfg(test)]
 mod tests;

@@ -118,6 +118,23 @@ pub fn http_forbids_storing<'a>(cache_control: impl IntoIterator<Item = &'a [u8]
     })
 }
 
+/// Request headers an answer may vary on and still be stored: the cache key holds what they
+/// say (the protocol version; the method and name mirror the body) or mcp-edge answers them
+/// itself (the encoding).
+const VARY_KEYED: [&[u8]; 4] = [b"accept-encoding", b"mcp-protocol-version", b"mcp-method", b"mcp-name"];
+
+/// Whether the upstream's `Vary` (all its lines) forbids keeping the answer: `*`, or a request
+/// header the cache key does not hold (`Authorization`, `Accept-Language`, `Origin`, …), where
+/// a hit could hand one client the variant meant for another's headers. nginx's `proxy_cache`
+/// keeps a variant per such header's value; mcp-edge keys entries by the JSON-RPC request
+/// and its caller, so it does not store them at all.
+pub fn http_vary_forbids_storing<'a>(vary: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    vary.into_iter()
+        .flat_map(|line| line.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|name| !name.is_empty() && !VARY_KEYED.iter().any(|keyed| name.eq_ignore_ascii_case(keyed)))
+}
+
 /// How an answer is to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {

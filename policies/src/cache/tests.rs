@@ -401,3 +401,15 @@ fn an_upstreams_no_store_or_private_forbids_storing_and_its_other_directives_do_
         assert!(!forbids(lines), "{lines:?}");
     }
 }
+
+#[test]
+fn a_vary_on_a_header_the_key_does_not_hold_forbids_storing() {
+    let forbids = |lines: &[&str]| http_vary_forbids_storing(lines.iter().map(|line| line.as_bytes()));
+    for lines in [&["*"][..], &["Authorization"], &["accept-encoding, Accept-Language"], &["Accept-Encoding", "Origin"]]
+    {
+        assert!(forbids(lines), "{lines:?}");
+    }
+    for lines in [&[][..], &[""], &["Accept-Encoding"], &["MCP-Protocol-Version, mcp-method ,Mcp-Name"]] {
+        assert!(!forbids(lines), "{lines:?}");
+    }
+}

@@ -100,6 +100,9 @@ pub(super) fn read_resource(state: &State, call: Call<'_>) -> Result<Value, (i64
     } else if let Some(directives) = uri.strip_prefix("demo://cache-control/") {
         // Answered with this `Cache-Control` (see `answer`).
         format!("served with Cache-Control: {directives}")
+    } else if let Some(names) = uri.strip_prefix("demo://vary/") {
+        // Answered with this `Vary` (see `answer`).
+        format!("served with Vary: {names}")
     } else if uri == "demo://slow" {
         "slow resource".to_string()
     } else if let Some(name) = uri.strip_prefix("demo://versioned/") {

@@ -13,6 +13,7 @@
 //! version the `touch` tool bumps), `demo://kib/{n}` (1 KiB of text, for benchmarks),
 //! `demo://large/{k}` (`k` KiB of text, at most 6 MiB: answers larger than a socket takes at once),
 //! `demo://cache-control/{directives}` (answered with that HTTP `Cache-Control`),
+//! `demo://vary/{names}` (answered with that HTTP `Vary`),
 //! `demo://set-cookie` (answered with a `Set-Cookie`).
 //! Tools: `echo`, `add` (read-only), `whoami` (the server's name), `reads` (how many
 //! `resources/read` it served), `request_headers` (what arrived), `sleep {ms}`,
@@ -303,6 +304,9 @@ async fn answer(
         let (uri, headers) = (params["uri"].as_str().unwrap_or_default(), response.headers_mut());
         if let Some(Ok(value)) = uri.strip_prefix("demo://cache-control/").map(str::parse) {
             headers.insert("cache-control", value);
+        }
+        if let Some(Ok(value)) = uri.strip_prefix("demo://vary/").map(str::parse) {
+            headers.insert("vary", value);
         }
         if uri == "demo://set-cookie" {
             headers.insert("set-cookie", "demo=1; Path=/; HttpOnly".parse().unwrap());
