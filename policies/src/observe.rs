@@ -69,6 +69,11 @@ pub struct Observer {
     /// log message, …): the client's handlers expect it, a cached result would not carry it.
     pub side_notification_seen: bool,
     pub too_large: bool,
+    /// More than one response carried the wanted id. A client takes the first (and mcp-edge
+    /// keeps only that one); another client library may take the last: such an answer is
+    /// passed through, not cached.
+    answered_again: bool,
+    responses_seen: bool,
     /// Invalidation targets named by notifications seen so far, drained by the caller.
     pub invalidations: Vec<Target>,
 }
@@ -86,6 +91,8 @@ impl Observer {
             server_requests: 0,
             side_notification_seen: false,
             too_large: false,
+            answered_again: false,
+            responses_seen: false,
             invalidations: Vec::new(),
         }
     }
@@ -131,11 +138,16 @@ impl Observer {
                     None => self.side_notification_seen = true,
                 }
             }
-            (None, Some(id)) => {
-                if self.want_id.as_deref() == Some(id.get()) && envelope.result.is_some() {
+            (None, Some(id)) if self.want_id.as_deref() == Some(id.get()) => {
+                // Every response to the request counts (an error, a `null` result); the first
+                // result is the answer.
+                self.answered_again |= self.responses_seen;
+                self.responses_seen = true;
+                if !self.answered_again {
                     self.result = envelope.result;
                 }
             }
+            (None, Some(_)) => {}
             (None, None) => {}
         }
     }
@@ -153,7 +165,7 @@ impl Observer {
     /// The result, if it may be cached: found, complete, and nothing but change notifications
     /// came with it (no server-to-client request, no progress, no log message).
     pub fn cacheable_result(&self) -> Option<&ResultFacts> {
-        if self.server_requests > 0 || self.side_notification_seen || self.too_large {
+        if self.server_requests > 0 || self.side_notification_seen || self.too_large || self.answered_again {
             return None;
         }
         self.result()
@@ -247,6 +259,34 @@ mod tests {
             o.finish();
             assert!(!o.answered(), "{body}");
         }
+    }
+
+    /// Two responses with the request's id (a misbehaving upstream): the first is the answer,
+    /// and nothing is cached, since client libraries differ in which one they take.
+    #[test]
+    fn a_request_answered_twice_is_not_cacheable() {
+        let result = |text: &str| format!("data: {{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"t\":\"{text}\"}}}}\n\n");
+        let error = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":1,\"message\":\"m\"}}\n\n";
+        let null = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":null}\n\n";
+        for (first, second) in [(result("a"), result("b")), (error.into(), result("b")), (null.into(), result("b"))] {
+            let mut o = Observer::new(Some("1".into()), true, 1 << 20);
+            o.feed(first.as_bytes());
+            o.feed(second.as_bytes());
+            o.finish();
+            assert_eq!(o.cacheable_result(), None, "{first} then {second}");
+        }
+        let mut o = Observer::new(Some("1".into()), true, 1 << 20);
+        o.feed(format!("{}{}", result("a"), result("b")).as_bytes());
+        assert_eq!(
+            o.result().map(|facts| facts.stored_result.as_str()),
+            Some(r#"{"t":"a"}"#),
+            "the first is the answer"
+        );
+        // A response to another id is none of this request's.
+        let mut o = Observer::new(Some("1".into()), true, 1 << 20);
+        o.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n");
+        o.feed(result("a").as_bytes());
+        assert_eq!(stored(&o), Some(r#"{"t":"a"}"#));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! What a server sends beside a result reaches every client: an answer that came with progress
 //! or log notifications, or while the server asked the session's client something on any of
-//! its streams, is never stored; health checks work for every upstream as written.
+//! its streams, is never stored, nor one a server answered twice; health checks work for every
+//! upstream as written.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
 
@@ -98,4 +100,51 @@ async fn active_connections_count_connections_and_requests_in_flight_count_reque
     drop(idle);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(metric(&proxy, "mcp_active_connections").await, 0.0);
+}
+
+/// An upstream that answers every request with one SSE body carrying two cacheable results
+/// for its id, "first" then "second" (a protocol violation).
+async fn answers_twice_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    let Some((_, body)) = text.split_once("\r\n\r\n") else { continue };
+                    let Ok(message) = serde_json::from_str::<Value>(body) else { continue };
+                    request.clear();
+                    let result = |text: &str| {
+                        json!({"jsonrpc": "2.0", "id": message["id"], "result": {"contents": [{"uri": "a://x", "text": text}],
+                            "ttlMs": 60000, "cacheScope": "public", "resultType": "complete"}})
+                    };
+                    let events = format!("data: {}\n\ndata: {}\n\n", result("first"), result("second"));
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                        events.len()
+                    );
+                    let _ = stream.write_all(format!("{head}{events}").as_bytes()).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_answer_the_server_sent_twice_is_passed_through_not_stored() {
+    let port = answers_twice_server().await;
+    let proxy = proxy(&format!("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n")).await;
+    let mcp = proxy.mcp();
+    for _ in 0..2 {
+        let reply = read(&mcp, "a://x", None).await;
+        assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "{}", reply.body);
+        let texts: Vec<_> =
+            sse_messages(&reply.body).iter().map(|m| m["result"]["contents"][0]["text"].clone()).collect();
+        assert_eq!(texts, [json!("first"), json!("second")], "the client gets what the server sent");
+    }
 }
