@@ -51,8 +51,9 @@ pub enum EdgeError {
     // The upstreams' doing.
     #[error("route {route}: no healthy upstream is available")]
     NoHealthyUpstream { route: String },
+    /// `timed_out`: the last attempt timed out (then a 504, as nginx answers).
     #[error("route {route}: every upstream failed (last error: {last})")]
-    EveryUpstreamFailed { route: String, last: String },
+    EveryUpstreamFailed { route: String, last: String, timed_out: bool },
     /// The upstream answered this status where mcp-edge had to answer itself (e.g. a 5xx
     /// with a stale entry that could not be sent).
     #[error("route {route}: HTTP {status}")]
@@ -88,9 +89,9 @@ impl EdgeError {
             HeadTooLarge(_) => 431,
             TooManyRequests(_) => 429,
             Internal => 500,
-            EveryUpstreamFailed { .. } | CannotConnect { .. } | UpstreamFailed { .. } => 502,
+            EveryUpstreamFailed { timed_out: false, .. } | CannotConnect { .. } | UpstreamFailed { .. } => 502,
             NoHealthyUpstream { .. } => 503,
-            ConnectTimedOut { .. } | UpstreamTimedOut { .. } => 504,
+            EveryUpstreamFailed { timed_out: true, .. } | ConnectTimedOut { .. } | UpstreamTimedOut { .. } => 504,
             UpstreamStatus { status, .. } => *status,
         }
     }
@@ -183,7 +184,16 @@ mod tests {
             (EdgeError::SessionUpstreamGone, 404, codes::SESSION_NOT_FOUND),
             (EdgeError::TooManyRequests("x".into()), 429, codes::SERVER_ERROR),
             (EdgeError::NoHealthyUpstream { route: route() }, 503, codes::SERVER_ERROR),
-            (EdgeError::EveryUpstreamFailed { route: route(), last: "x".into() }, 502, codes::SERVER_ERROR),
+            (
+                EdgeError::EveryUpstreamFailed { route: route(), last: "x".into(), timed_out: false },
+                502,
+                codes::SERVER_ERROR,
+            ),
+            (
+                EdgeError::EveryUpstreamFailed { route: route(), last: "x".into(), timed_out: true },
+                504,
+                codes::SERVER_ERROR,
+            ),
             (EdgeError::UpstreamStatus { route: route(), status: 502 }, 502, codes::SERVER_ERROR),
             (EdgeError::ConnectTimedOut { route: route() }, 504, codes::SERVER_ERROR),
             (EdgeError::UpstreamTimedOut { route: route() }, 504, codes::SERVER_ERROR),

@@ -224,4 +224,7 @@ async fn slow_upstreams_give_504() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
     let fast = proxy.mcp().stateless("tools/call", json!({"name": "sleep", "arguments": {"ms": 10}}), &[]).await;
     assert_eq!(fast.status, 200);
+    // A read is tried on every replica (here the one) before it fails: still a timeout, 504.
+    let slow_read = read(&proxy.mcp(), "demo://slow", None).await;
+    assert_eq!(slow_read.status, 504, "{slow_read:?}");
 }

@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use mcp_edge_policies::method::Method;
 use mcp_edge_policies::observe::Observer;
 use mcp_edge_policies::prefetch::Kind;
+use pingora::ErrorType;
 
 use crate::answer::Outcome;
 use crate::error::EdgeError;
@@ -41,8 +42,8 @@ pub struct Ctx {
     pub(super) forwarding: Option<limits::Forwarding>,
     pub(super) open_stream: Option<limits::OpenStream>,
     /// Why the last attempt failed, connecting or proxying (named in the error if none
-    /// succeeds).
-    pub(super) last_failure: Option<String>,
+    /// succeeds, and whether that error is a 504).
+    pub(super) last_failure: Option<ErrorType>,
     /// Cache state of a cacheable request.
     pub(super) cache: Option<Box<RequestCache>>,
     /// The request as the hit path understood it, when it handed it over (see `handover`).

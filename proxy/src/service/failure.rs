@@ -52,6 +52,19 @@ pub(super) fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> Option<Edge
     })
 }
 
+/// Why a request found no upstream to try: none healthy, or every one tried failed (`last`:
+/// how the last attempt failed; a timeout makes it a 504, as nginx answers).
+pub(super) fn no_upstream_left(route: String, last: Option<ErrorType>) -> EdgeError {
+    match last {
+        Some(last) => EdgeError::EveryUpstreamFailed {
+            route,
+            timed_out: matches!(last, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout),
+            last: last.as_str().to_string(),
+        },
+        None => EdgeError::NoHealthyUpstream { route },
+    }
+}
+
 /// Fails the request with `failure`, which `fail_to_proxy` answers.
 pub(super) fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
     let explain = failure.to_string();
@@ -62,7 +75,7 @@ pub(super) fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
 /// A connection to the upstream failed: the replica is ejected for a while, and the request
 /// may go to another (the upstream never saw it), unless its session lives on this one.
 pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
-    ctx.last_failure = Some(e.etype().as_str().to_string());
+    ctx.last_failure = Some(e.etype().clone());
     if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
         tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
         route.pool.eject(index);
@@ -88,10 +101,45 @@ pub(super) fn proxy_failed(
     } else if e.esource() == &ErrorSource::Upstream && session.response_written().is_none() {
         // A read that changes nothing, whose upstream failed before answering (it died,
         // reset the connection, answered garbage): another replica may answer it.
-        ctx.last_failure = Some(e.etype().as_str().to_string());
+        ctx.last_failure = Some(e.etype().clone());
         e.set_retry(true);
     } else {
         e.retry.decide_reuse(client_reused);
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(etype: ErrorType, source: ErrorSource) -> Box<Error> {
+        let mut e = Error::new(etype);
+        e.esource = source;
+        e
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504s_and_other_failures_502s() {
+        let ctx = Ctx::new();
+        let status = |etype, source| classify_failure(&failure(etype, source), &ctx, "r").map(|e| e.status());
+        assert_eq!(status(ErrorType::ReadTimedout, ErrorSource::Upstream), Some(504));
+        assert_eq!(status(ErrorType::ConnectTimedout, ErrorSource::Upstream), Some(504));
+        assert_eq!(status(ErrorType::ConnectRefused, ErrorSource::Upstream), Some(502));
+        assert_eq!(status(ErrorType::InvalidHTTPHeader, ErrorSource::Upstream), Some(502));
+        assert_eq!(status(ErrorType::HTTPStatus(503), ErrorSource::Upstream), Some(503));
+        // The client left: nothing to answer.
+        assert_eq!(status(ErrorType::ReadError, ErrorSource::Downstream), None);
+    }
+
+    #[test]
+    fn every_replica_failing_is_a_504_when_the_last_attempt_timed_out() {
+        let left = |last| no_upstream_left("r".into(), last).status();
+        assert_eq!(left(None), 503);
+        assert_eq!(left(Some(ErrorType::ReadTimedout)), 504);
+        assert_eq!(left(Some(ErrorType::ConnectTimedout)), 504);
+        assert_eq!(left(Some(ErrorType::ConnectRefused)), 502);
+        let message = no_upstream_left("docs".into(), Some(ErrorType::ReadTimedout)).to_string();
+        assert_eq!(message, "route docs: every upstream failed (last error: ReadTimedout)");
+    }
 }

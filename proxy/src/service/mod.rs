@@ -18,7 +18,7 @@ mod respond;
 mod upstream_request;
 
 use ctx::Ctx;
-use failure::{classify_failure, connect_failed, fail, proxy_failed};
+use failure::{classify_failure, connect_failed, fail, no_upstream_left, proxy_failed};
 use intake::{Inspected, admit_upstream};
 use respond::*;
 
@@ -206,11 +206,7 @@ impl ProxyHttp for McpProxy {
                 let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client);
                 let Some(index) = route.pool.select(key, &ctx.tried) else {
-                    let route = route.config.name.clone();
-                    let failure = match ctx.last_failure.clone() {
-                        Some(last) => EdgeError::EveryUpstreamFailed { route, last },
-                        None => EdgeError::NoHealthyUpstream { route },
-                    };
+                    let failure = no_upstream_left(route.config.name.clone(), ctx.last_failure.clone());
                     return fail(ctx, failure);
                 };
                 index
