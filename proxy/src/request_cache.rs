@@ -230,7 +230,8 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
 
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
 /// answer of a request whose result is wanted (`want_id`): a cacheable one's, unless the
-/// upstream's `Cache-Control` or `Vary` forbids storing it or it sets a cookie, or an
+/// upstream's `Cache-Control` or `Vary` forbids storing it, it sets a cookie or it is encoded
+/// (the upstream is not asked for an encoding; one that sends one anyway is not read), or an
 /// `initialize`'s (`initialize`).
 pub fn observer_for(
     response: &ResponseHeader,
@@ -244,10 +245,47 @@ pub fn observer_for(
     let json = content_type.starts_with("application/json");
     // An answer that sets a cookie is someone's (nginx's `proxy_cache` does not keep it either).
     let storable = || {
-        !response.headers.contains_key(http::header::SET_COOKIE)
+        let encoding = response.headers.get(http::header::CONTENT_ENCODING).map(|v| v.as_bytes().trim_ascii());
+        encoding.is_none_or(|encoding| encoding.eq_ignore_ascii_case(b"identity"))
+            && !response.headers.contains_key(http::header::SET_COOKIE)
             && !http_forbids_storing(response.headers.get_all(http::header::CACHE_CONTROL).iter().map(|v| v.as_bytes()))
             && !http_vary_forbids_storing(response.headers.get_all(http::header::VARY).iter().map(|v| v.as_bytes()))
     };
     let capture = want_id.filter(|_| response.status.as_u16() == 200 && (initialize || storable()));
     (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_answer(headers: &[(&'static str, &'static str)]) -> ResponseHeader {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        response.insert_header("content-type", "application/json").unwrap();
+        for (name, value) in headers {
+            response.append_header(*name, *value).unwrap();
+        }
+        response
+    }
+
+    /// A JSON answer is watched only when its result could be stored.
+    #[test]
+    fn an_answer_is_watched_for_its_result_only_when_it_may_be_stored() {
+        let watched = |headers: &[(&'static str, &'static str)]| {
+            observer_for(&json_answer(headers), Some("1".into()), false, 1 << 20).is_some()
+        };
+        assert!(watched(&[]));
+        assert!(watched(&[("content-encoding", "identity"), ("vary", "accept-encoding")]));
+        for unstorable in [
+            ("content-encoding", "gzip"),
+            ("content-encoding", "br"),
+            ("set-cookie", "a=1"),
+            ("cache-control", "no-store"),
+            ("vary", "*"),
+        ] {
+            assert!(!watched(&[unstorable]), "{unstorable:?}");
+        }
+        // An initialize's answer is read whatever its headers say (the session's setup).
+        assert!(observer_for(&json_answer(&[("set-cookie", "a=1")]), Some("1".into()), true, 1 << 20).is_some());
+    }
 }

@@ -1,10 +1,13 @@
 //! What the upstream is sent of a request: the path under the upstream URL's, the upstream's
 //! `Host` (the client's goes in `X-Forwarded-Host`), `X-Forwarded-For` and `-Proto`, the
-//! upstream's own session id, and never the internal prefetch marker nor an `Expect` the
-//! proxy answered.
+//! upstream's own session id, and never the internal prefetch marker, an `Expect` the proxy
+//! answered, nor the client's `Accept-Encoding`: mcp-edge reads every answer (results to
+//! cache, notifications that invalidate, server requests) and compresses for the client
+//! itself, so the upstream is asked for the plain text (as nginx is told to when it must read
+//! a body).
 
 use http::HeaderValue;
-use http::header::{EXPECT, HOST};
+use http::header::{ACCEPT_ENCODING, EXPECT, HOST};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -44,6 +47,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             headers.insert(X_FORWARDED_FOR, chain);
         }
         headers.insert(X_FORWARDED_PROTO, scheme);
+        headers.remove(ACCEPT_ENCODING);
         if let Some(id) = upstream_session {
             headers.insert(MCP_SESSION_ID, id);
         }
