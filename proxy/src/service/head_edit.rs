@@ -61,6 +61,15 @@ pub(super) fn edit_response<T>(
     Ok(edited)
 }
 
+/// A `204` has no body, whatever an upstream says: its `Content-Length` (which RFC 9110 §8.6
+/// forbids there) or `Transfer-Encoding` would have a client wait for a body that never comes.
+pub(super) fn drop_framing_of_204(status: StatusCode, headers: &mut HeaderMap) {
+    if status == StatusCode::NO_CONTENT {
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.remove(http::header::TRANSFER_ENCODING);
+    }
+}
+
 /// Heads that stand in while the real one is edited: made without parsing or allocating.
 fn empty_request() -> RequestHeader {
     RequestHeader::from(http::Request::new(()).into_parts().0)
@@ -137,5 +146,20 @@ mod tests {
         let mut response = ResponseHeader::build(503, None).unwrap();
         edit_response(&mut response, |_, _| ()).unwrap();
         assert_eq!(response.get_reason_phrase(), Some("Service Unavailable"));
+    }
+
+    #[test]
+    fn a_204_loses_any_body_framing_and_other_statuses_keep_theirs() {
+        let framed = || {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("153"));
+            headers
+        };
+        let mut headers = framed();
+        drop_framing_of_204(StatusCode::NO_CONTENT, &mut headers);
+        assert!(headers.is_empty());
+        let mut headers = framed();
+        drop_framing_of_204(StatusCode::OK, &mut headers);
+        assert_eq!(headers[http::header::CONTENT_LENGTH], "153");
     }
 }

@@ -293,6 +293,7 @@ impl ProxyHttp for McpProxy {
         let outcome = ctx.outcome.header_value();
         ctx.gzip = head_edit::edit_response(response, |status, headers| {
             headers.insert(X_CACHE, outcome);
+            head_edit::drop_framing_of_204(status, headers);
             compression.and_then(|config| crate::compress::prepare_response(config, status, headers, ctx.accepts_gzip))
         })?;
         Ok(())
