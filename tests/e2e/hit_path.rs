@@ -70,6 +70,18 @@ async fn pipelined_and_fragmented_requests_are_answered_in_order() {
         let reply = read_response(&mut stream, &mut pending).await;
         assert_eq!((reply.status, reply.header("x-cache"), reply.body["id"].clone()), (200, Some("HIT"), json!(i)));
     }
+    // Misses and hits in one write: each miss goes upstream with only its own bytes, and the
+    // requests behind it are still answered, in order (Pingora alone would drop them).
+    let mixed: String =
+        [("demo://docs/7", "m1"), ("demo://docs/1", "h1"), ("demo://docs/8", "m2"), ("demo://docs/9", "m3")]
+            .iter()
+            .map(|(uri, id)| read_request(uri, json!(id), ""))
+            .collect();
+    stream.write_all(mixed.as_bytes()).await.unwrap();
+    for (id, cache) in [("m1", "MISS"), ("h1", "HIT"), ("m2", "MISS"), ("m3", "MISS")] {
+        let reply = read_response(&mut stream, &mut pending).await;
+        assert_eq!((reply.status, reply.header("x-cache"), reply.body["id"].clone()), (200, Some(cache), json!(id)));
+    }
     // One hit dribbled out a few bytes at a time, head and body split anywhere.
     let request = read_request("demo://docs/1", json!("slow"), "");
     for piece in request.as_bytes().chunks(7) {

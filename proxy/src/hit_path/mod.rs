@@ -76,8 +76,14 @@ impl ServerApp for EdgeApp {
             match self.serve_one(&mut stream, &mut buffer, &mut shutdown_signal, &mut idle_timer).await {
                 Step::Answered => continue,
                 Step::Close => return None,
-                Step::HandOver(understood) => {
-                    stream = self.hand_over(stream, buffer.split(), understood, shutdown).await?;
+                Step::HandOver { understood, request_len } => {
+                    // Only this request's bytes: requests pipelined behind it stay in the
+                    // buffer for the hit path (Pingora would drop them).
+                    let request = match request_len {
+                        Some(len) => buffer.split_to(len),
+                        None => buffer.split(),
+                    };
+                    stream = self.hand_over(stream, request, understood, shutdown).await?;
                 }
             }
         }
@@ -97,7 +103,8 @@ enum Step {
     Close,
     /// The proxy service takes this request (with all the hit path learned of it, if it
     /// passed the checks).
-    HandOver(Option<Box<Understood>>),
+    /// `request_len`: how many of the bytes read are this request, when the hit path knows.
+    HandOver { understood: Option<Box<Understood>>, request_len: Option<usize> },
 }
 
 impl EdgeApp {
@@ -123,14 +130,19 @@ impl EdgeApp {
                 match probe_head(buffer, |path| route_and_identity(&snapshot, path)) {
                     Probe::Complete(head) if buffer.len() >= head.request_len() => {
                         let request_len = head.request_len();
-                        let step = self.serve_whole(stream, shutdown, head, &buffer[..request_len], snapshot).await;
-                        if matches!(step, Step::Answered) {
-                            buffer.advance(request_len);
-                        }
-                        return step;
+                        return match self.serve_whole(stream, shutdown, head, &buffer[..request_len], snapshot).await {
+                            Step::Answered => {
+                                buffer.advance(request_len);
+                                Step::Answered
+                            }
+                            Step::HandOver { understood, .. } => {
+                                Step::HandOver { understood, request_len: Some(request_len) }
+                            }
+                            Step::Close => Step::Close,
+                        };
                     }
                     Probe::Complete(head) => awaiting = head.request_len(),
-                    Probe::Unsuitable => return Step::HandOver(None),
+                    Probe::Unsuitable => return Step::HandOver { understood: None, request_len: None },
                     Probe::Refused(refused) => return refuse(stream, refused).await,
                     Probe::Partial => {}
                 }
@@ -164,14 +176,14 @@ impl EdgeApp {
         let internal = crate::prefetch::is_internal(stream);
         let hit = match self.try_hit(&head, body, snapshot, client, internal).await {
             Lookout::Hit(hit) => hit,
-            Lookout::Missed(understood) => return Step::HandOver(understood),
+            Lookout::Missed(understood) => return Step::HandOver { understood, request_len: None },
         };
         let closing = head.known.connection_close || shutdown.has_begun();
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
         let Some(answer) = answer::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
-            return Step::HandOver(None);
+            return Step::HandOver { understood: None, request_len: None };
         };
         let response_head = encode_head(&answer, closing);
         let [first, entry_bytes, last] = answer.body.parts();
