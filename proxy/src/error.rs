@@ -26,6 +26,9 @@ pub enum EdgeError {
     OriginNotAllowed { origin: String },
     #[error("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}")]
     UnsupportedMediaType { content_type: String },
+    /// A compressed request body: mcp-edge reads each body (and its upstream may not decode it).
+    #[error("Unsupported Media Type: the request body must be plain JSON, not encoded ({coding})")]
+    EncodedBody { coding: String },
     #[error("request body of {size} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge { size: u64, limit: u64 },
     /// Found too large while streaming (its size was not declared).
@@ -85,7 +88,7 @@ impl EdgeError {
             MethodNotAllowed { .. } => 405,
             RequestTimeout(_) => 408,
             BodyTooLarge { .. } | StreamedBodyTooLarge { .. } => 413,
-            UnsupportedMediaType { .. } => 415,
+            UnsupportedMediaType { .. } | EncodedBody { .. } => 415,
             HeadTooLarge(_) => 431,
             TooManyRequests(_) => 429,
             Internal => 500,
@@ -106,6 +109,7 @@ impl EdgeError {
             BadRequest(_)
             | RequestTimeout(_)
             | UnsupportedMediaType { .. }
+            | EncodedBody { .. }
             | BodyTooLarge { .. }
             | StreamedBodyTooLarge { .. }
             | HeadTooLarge(_) => codes::INVALID_REQUEST,
@@ -131,6 +135,8 @@ impl EdgeError {
         match self {
             EdgeError::MethodNotAllowed { .. } => &[("allow", "GET, POST, DELETE, OPTIONS")],
             EdgeError::TooManyRequests(_) => &[("retry-after", "1")],
+            // RFC 9110 §12.5.3: the codings the server takes in a request.
+            EdgeError::EncodedBody { .. } => &[("accept-encoding", "identity")],
             _ => &[],
         }
     }
@@ -175,6 +181,7 @@ mod tests {
             (EdgeError::HostNotAllowed { host: "evil".into() }, 403, codes::SERVER_ERROR),
             (EdgeError::OriginNotAllowed { origin: "http://evil".into() }, 403, codes::SERVER_ERROR),
             (EdgeError::UnsupportedMediaType { content_type: "text/plain".into() }, 415, codes::INVALID_REQUEST),
+            (EdgeError::EncodedBody { coding: "gzip".into() }, 415, codes::INVALID_REQUEST),
             (EdgeError::BodyTooLarge { size: 10, limit: 5 }, 413, codes::INVALID_REQUEST),
             (EdgeError::StreamedBodyTooLarge { limit: 5 }, 413, codes::INVALID_REQUEST),
             (EdgeError::HeadTooLarge("big"), 431, codes::INVALID_REQUEST),

@@ -174,6 +174,9 @@ pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<Option<u6
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         return Err(EdgeError::UnsupportedMediaType { content_type: content_type.to_string() });
     }
+    if let Some(coding) = headers.content_encoding.bytes() {
+        return Err(EdgeError::EncodedBody { coding: String::from_utf8_lossy(coding).into_owned() });
+    }
     if headers.invalid_content_length {
         return Err(EdgeError::bad_request("invalid Content-Length"));
     }

@@ -81,6 +81,8 @@ pub struct KnownHeaders<'a> {
     pub name: Value<'a>,
     pub origin: Value<'a>,
     pub accept_encoding: Value<'a>,
+    /// The body's `Content-Encoding`, unless it says `identity`.
+    pub content_encoding: Value<'a>,
     /// The route's identity header (e.g. `Authorization`).
     pub identity: Value<'a>,
     /// `x-mcp-edge-prefetch`: the kind of an internal prefetch (trusted only on the proxy's own
@@ -142,6 +144,12 @@ impl<'a> KnownHeaders<'a> {
                 14 if is("mcp-session-id") => (&mut known.session_id, Singleton::SessionId),
                 15 if is("accept-encoding") => {
                     known.accept_encoding = known.accept_encoding.or(value);
+                    continue;
+                }
+                16 if is("content-encoding") => {
+                    if !value.trim_ascii().eq_ignore_ascii_case(b"identity") {
+                        known.content_encoding = known.content_encoding.or(value);
+                    }
                     continue;
                 }
                 17 if is("transfer-encoding") => {
