@@ -147,8 +147,7 @@ impl Observer {
                     self.result = envelope.result;
                 }
             }
-            (None, Some(_)) => {}
-            (None, None) => {}
+            (None, _) => {}
         }
     }
 

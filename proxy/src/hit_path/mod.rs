@@ -130,16 +130,11 @@ impl EdgeApp {
                 match probe_head(buffer, |path| route_and_identity(&snapshot, path)) {
                     Probe::Complete(head) if buffer.len() >= head.request_len() => {
                         let request_len = head.request_len();
-                        return match self.serve_whole(stream, shutdown, head, &buffer[..request_len], snapshot).await {
-                            Step::Answered => {
-                                buffer.advance(request_len);
-                                Step::Answered
-                            }
-                            Step::HandOver { understood, .. } => {
-                                Step::HandOver { understood, request_len: Some(request_len) }
-                            }
-                            Step::Close => Step::Close,
-                        };
+                        let step = self.serve_whole(stream, shutdown, head, &buffer[..request_len], snapshot).await;
+                        if matches!(step, Step::Answered) {
+                            buffer.advance(request_len);
+                        }
+                        return step;
                     }
                     Probe::Complete(head) => awaiting = head.request_len(),
                     Probe::Unsuitable => return Step::HandOver { understood: None, request_len: None },
@@ -176,14 +171,14 @@ impl EdgeApp {
         let internal = crate::prefetch::is_internal(stream);
         let hit = match self.try_hit(&head, body, snapshot, client, internal).await {
             Lookout::Hit(hit) => hit,
-            Lookout::Missed(understood) => return Step::HandOver { understood, request_len: None },
+            Lookout::Missed(understood) => return Step::HandOver { understood, request_len: Some(request.len()) },
         };
         let closing = head.known.connection_close || shutdown.has_begun();
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
         let Some(answer) = answer::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
-            return Step::HandOver { understood: None, request_len: None };
+            return Step::HandOver { understood: None, request_len: Some(request.len()) };
         };
         let response_head = encode_head(&answer, closing);
         let [first, entry_bytes, last] = answer.body.parts();
