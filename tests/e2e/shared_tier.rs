@@ -43,6 +43,13 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Runs one command through `redis-cli`, which must succeed.
+    fn cli(&self, args: &[&str]) {
+        let out =
+            Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli");
+        assert!(out.status.success() && !out.stdout.starts_with(b"ERR"), "redis-cli {args:?}: {out:?}");
+    }
+
     /// Every key in the server (`redis-cli --scan`).
     fn keys(&self) -> Vec<String> {
         let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--scan"]).output().expect("redis-cli");
@@ -101,15 +108,18 @@ fn fetched_for(reply: &Reply) -> String {
     reply.json()["result"]["_meta"]["fetchedFor"]["authorization"].as_str().unwrap_or("(none)").to_string()
 }
 
-/// Reads through `proxy` until the answer is a hit (the other node's write reaches the shared
-/// tier in the background), for at most a second.
-async fn read_until_hit(mcp: &Mcp, uri: &str, authorization: Option<&str>) -> Reply {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        let reply = read(mcp, uri, authorization).await;
-        if x_cache(&reply) == "HIT" || tokio::time::Instant::now() > deadline {
-            return reply;
-        }
+/// How many entries `proxy` has written to the shared tier.
+async fn written(proxy: &Proxy) -> u32 {
+    let sample = "mcp_cache_operations_total{operation=\"write\",result=\"ok\",tier=\"shared\"}";
+    metric(proxy, sample).await as u32
+}
+
+/// Waits until `proxy` has written `count` entries to the shared tier (it writes in the
+/// background, after answering), within 5 s.
+async fn wait_written(proxy: &Proxy, count: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while written(proxy).await < count {
+        assert!(tokio::time::Instant::now() < deadline, "never wrote {count} entries\n{}", proxy.process.log());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -121,7 +131,7 @@ async fn a_read_through_one_node_is_answered_by_another_without_reaching_the_ups
     let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
     assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/1", None).await), "MISS");
     // B has never seen it: the shared tier answers, once; then B's own memory does.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_written(&a, 1).await;
     let from_shared = read(&b.mcp(), "demo://docs/1", None).await;
     assert_eq!(x_cache(&from_shared), "HIT", "{from_shared:?}\n{}", b.process.log());
     assert!(from_shared.body.contains("docs/1"), "{}", from_shared.body);
@@ -144,7 +154,7 @@ async fn a_read_through_one_node_is_answered_by_another_without_reaching_the_ups
     // Lists and a new node started later: still answered from the shared tier.
     a.mcp().stateless("resources/list", json!({}), &[]).await;
     let c = node(&upstream, &redis.url()).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_written(&a, 2).await;
     assert_eq!(x_cache(&c.mcp().stateless("resources/list", json!({}), &[]).await), "HIT");
     assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/1", None).await), "HIT");
 
@@ -201,15 +211,17 @@ async fn private_answers_stay_with_their_identity_across_nodes() {
     let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
     let uri = "demo://docs/7";
     assert_eq!(fetched_for(&read(&a.mcp(), uri, Some("Bearer alice")).await), "Bearer alice");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_written(&a, 1).await;
     let bob = read(&b.mcp(), uri, Some("Bearer bob")).await;
     assert_eq!((x_cache(&bob), fetched_for(&bob).as_str()), ("MISS", "Bearer bob"));
     let anonymous = read(&b.mcp(), uri, None).await;
     assert_eq!((x_cache(&anonymous), fetched_for(&anonymous).as_str()), ("MISS", "(none)"));
-    let alice = read_until_hit(&b.mcp(), uri, Some("Bearer alice")).await;
+    let alice = read(&b.mcp(), uri, Some("Bearer alice")).await;
     assert_eq!((x_cache(&alice), fetched_for(&alice).as_str()), ("HIT", "Bearer alice"));
     // Bob's answer, fetched on B, is his on A too; and Alice's stays hers.
-    let bob_on_a = read_until_hit(&a.mcp(), uri, Some("Bearer bob")).await;
+    // B stored Bob's answer only: a private answer without an identity is not stored.
+    wait_written(&b, 1).await;
+    let bob_on_a = read(&a.mcp(), uri, Some("Bearer bob")).await;
     assert_eq!((x_cache(&bob_on_a), fetched_for(&bob_on_a).as_str()), ("HIT", "Bearer bob"));
     assert_eq!(fetched_for(&read(&a.mcp(), uri, Some("Bearer alice")).await), "Bearer alice");
     let eve = read(&a.mcp(), uri, Some("Bearer eve")).await;
@@ -224,7 +236,8 @@ async fn a_notification_or_a_purge_on_one_node_stops_the_others_serving_the_old_
     let x = "demo://versioned/x";
     assert!(read(&a.mcp(), x, None).await.body.contains("x at version 1"));
     // B holds x in its own memory now.
-    assert_eq!(x_cache(&read_until_hit(&b.mcp(), x, None).await), "HIT");
+    wait_written(&a, 1).await;
+    assert_eq!(x_cache(&read(&b.mcp(), x, None).await), "HIT");
     assert_eq!(x_cache(&read(&b.mcp(), x, None).await), "HIT");
     read(&b.mcp(), "demo://docs/2", None).await;
 
@@ -249,7 +262,7 @@ async fn a_notification_or_a_purge_on_one_node_stops_the_others_serving_the_old_
     assert_eq!(x_cache(&read(&a.mcp(), x, None).await), "MISS");
     // A node started after the purge finds the marker in Redis: B's shared copy of docs/2 is
     // from before it, A's copy of x from after.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_written(&a, 2).await;
     let fresh = node(&upstream, &redis.url()).await;
     assert_eq!(x_cache(&read(&fresh.mcp(), "demo://docs/2", None).await), "MISS", "purged, though still in Redis");
     assert_eq!(x_cache(&read(&fresh.mcp(), x, None).await), "HIT", "fetched after the purge");
@@ -314,7 +327,8 @@ async fn an_invalidation_made_while_cut_off_from_redis_reaches_the_others_once_b
     let (a, b) = (node(&upstream, &relay.url()).await, node(&upstream, &redis.url()).await);
     let uri = "demo://docs/3";
     read(&a.mcp(), uri, None).await;
-    assert_eq!(x_cache(&read_until_hit(&b.mcp(), uri, None).await), "HIT");
+    wait_written(&a, 1).await;
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
 
     relay.cut();
     let degraded = wait_shared_state(&a, "degraded").await;
@@ -324,6 +338,8 @@ async fn an_invalidation_made_while_cut_off_from_redis_reaches_the_others_once_b
     purge(&a, json!({"route": "docs", "uri": uri})).await;
     assert_eq!(x_cache(&read(&a.mcp(), uri, None).await), "MISS", "A applied its own purge at once");
     assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT", "B cannot know yet");
+    wait_shared(&a, "holding the purge", Duration::from_secs(5), |shared| shared["pending_invalidations"] == true)
+        .await;
 
     relay.restore();
     wait_shared_state(&a, "up").await;
@@ -336,6 +352,39 @@ async fn an_invalidation_made_while_cut_off_from_redis_reaches_the_others_once_b
         metric(&a, "mcp_cache_operations_total{operation=\"invalidate\",result=\"queued\",tier=\"shared\"}").await,
         1.0
     );
+}
+
+/// Redis refusing writes (out of memory under `noeviction`) while every node stays
+/// subscribed: the announcement fails with nothing lost from the subscription, so no
+/// resubscription would ever send it. It is sent once Redis takes writes again.
+#[tokio::test]
+async fn an_invalidation_redis_refused_while_subscribed_reaches_the_others_once_it_takes_writes() {
+    let redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
+    let uri = "demo://docs/4";
+    read(&a.mcp(), uri, None).await;
+    wait_written(&a, 1).await;
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
+    // B holds it in memory too, so the refused purge cannot be seen by reading Redis.
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
+
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    purge(&a, json!({"route": "docs", "uri": uri})).await;
+    let holding = |shared: &Value| shared["pending_invalidations"] == true;
+    let status = wait_shared(&a, "holding the purge", Duration::from_secs(5), holding).await;
+    assert_eq!(status["shared_tier"]["subscribed"], true, "{status}");
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT", "B cannot know yet");
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while x_cache(&read(&b.mcp(), uri, None).await) == "HIT" {
+        assert!(tokio::time::Instant::now() < deadline, "the purge never reached B\n{}", a.process.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let empty = |shared: &Value| shared["pending_invalidations"] == false;
+    wait_shared(&a, "done with the purge", Duration::from_secs(1), empty).await;
 }
 
 #[tokio::test]
@@ -386,10 +435,21 @@ async fn redis_killed_under_load_fails_no_request_and_the_node_recovers() {
     }
     assert_eq!(errors.load(Ordering::SeqCst), 0, "no request failed ({} served)", served.load(Ordering::SeqCst));
     assert!(served.load(Ordering::SeqCst) > 100, "the load ran");
-    // Writing again after the outage: a second node reads what A fetches now.
+    // Writing again after the outage: a second node reads what A fetches now (once the
+    // load's last background writes have landed, so that A's count names this one).
+    let mut before = written(&a).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = written(&a).await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     read(&a.mcp(), "demo://docs/999999999", None).await;
+    wait_written(&a, before + 1).await;
     let b = node(&upstream, &redis.url()).await;
-    assert_eq!(x_cache(&read_until_hit(&b.mcp(), "demo://docs/999999999", None).await), "HIT");
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/999999999", None).await), "HIT");
 }
 
 #[tokio::test]
@@ -426,7 +486,8 @@ async fn a_shared_tier_that_is_down_at_start_is_joined_once_it_is_up() {
     wait_shared_state(&a, "up").await;
     read(&a.mcp(), "demo://docs/2", None).await;
     let b = node(&upstream, &redis.url()).await;
-    assert_eq!(x_cache(&read_until_hit(&b.mcp(), "demo://docs/2", None).await), "HIT");
+    wait_written(&a, 1).await;
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/2", None).await), "HIT");
 }
 
 #[tokio::test]
@@ -470,19 +531,15 @@ async fn garbage_in_redis_is_ignored_and_answered_from_the_upstream() {
     let upstream = demo_upstream("u", &[]).await;
     let a = node(&upstream, &redis.url()).await;
     read(&a.mcp(), "demo://docs/1", None).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli").args(["-p", &redis.port.to_string()]).args(args).output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
+    wait_written(&a, 1).await;
     let entries: Vec<String> = redis.keys().into_iter().filter(|k| k.starts_with("mcp-edge:e:")).collect();
     assert!(!entries.is_empty());
     for key in &entries {
-        cli(&["SET", key, "\u{e2}not an entry"]);
+        redis.cli(&["SET", key, "\u{e2}not an entry"]);
     }
     // Strangers on the channel, and a marker that is no number.
-    cli(&["PUBLISH", "mcp-edge:invalidations", "hello"]);
-    cli(&["SET", "mcp-edge:m:everything", "soon"]);
+    redis.cli(&["PUBLISH", "mcp-edge:invalidations", "hello"]);
+    redis.cli(&["SET", "mcp-edge:m:everything", "soon"]);
     let b = node(&upstream, &redis.url()).await;
     let reply = read(&b.mcp(), "demo://docs/1", None).await;
     assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "{reply:?}");
@@ -492,7 +549,7 @@ async fn garbage_in_redis_is_ignored_and_answered_from_the_upstream() {
             >= 1.0
     );
     // B's own answer replaced the garbage: a third node reads it.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_written(&b, 1).await;
     let c = node(&upstream, &redis.url()).await;
     assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/1", None).await), "HIT");
     assert_eq!(readiness(&a).await.1["shared_tier"]["state"], "up", "the stranger's message broke nothing");
@@ -529,7 +586,8 @@ async fn a_tls_redis_is_reached_over_rediss_with_a_private_ca() {
     wait_shared_state(&a, "up").await;
     wait_shared_state(&b, "up").await;
     read(&a.mcp(), "demo://docs/4", None).await;
-    assert_eq!(x_cache(&read_until_hit(&b.mcp(), "demo://docs/4", None).await), "HIT");
+    wait_written(&a, 1).await;
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/4", None).await), "HIT");
     assert_eq!(upstream_reads(&upstream).await, 1);
 
     // Without the CA, the server's certificate is not trusted: the node serves without the tier.
@@ -597,7 +655,8 @@ async fn python_sdk_private_answers_cross_nodes_only_to_their_user() {
     let text = |reply: &Reply| reply.json()["result"]["contents"][0]["text"].as_str().unwrap_or_default().to_string();
     let ann_on_a = read(&a.mcp(), "docs://mine/3", Some("Bearer ann")).await;
     assert_eq!((x_cache(&ann_on_a), text(&ann_on_a).as_str()), ("MISS", "page 3 of Bearer ann"), "{ann_on_a:?}");
-    let ann_on_b = read_until_hit(&b.mcp(), "docs://mine/3", Some("Bearer ann")).await;
+    wait_written(&a, 1).await;
+    let ann_on_b = read(&b.mcp(), "docs://mine/3", Some("Bearer ann")).await;
     assert_eq!((x_cache(&ann_on_b), text(&ann_on_b).as_str()), ("HIT", "page 3 of Bearer ann"));
     let ben_on_b = read(&b.mcp(), "docs://mine/3", Some("Bearer ben")).await;
     assert_eq!((x_cache(&ben_on_b), text(&ben_on_b).as_str()), ("MISS", "page 3 of Bearer ben"));

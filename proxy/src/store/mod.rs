@@ -27,7 +27,6 @@ use crate::metrics::cache_operation;
 
 mod markers;
 mod shared;
-mod shared_memory;
 mod stored;
 #[cfg(test)]
 mod tests;

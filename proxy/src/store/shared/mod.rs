@@ -6,14 +6,13 @@
 //! Nothing that works without the shared tier fails because of it: every operation has a
 //! short deadline and counts as a miss when it passes, a breaker stops asking a failing server
 //! for a while, writes and announcements never delay a client, and invalidations made while
-//! the server is away are announced when it is back.
+//! the server is away, or refusing them, are announced when it takes them (`subscription`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use mcp_edge_policies::cache::Key;
 use mcp_edge_policies::config::SharedConfig;
 use mcp_edge_policies::shared_tier::{
@@ -24,8 +23,12 @@ use serde::Serialize;
 
 use super::markers::Markers;
 use super::now_ms;
-use super::shared_memory::RedisMemory;
 use crate::metrics::{METRICS, cache_operation};
+use memory::RedisMemory;
+use subscription::{listen, retry_pending};
+
+mod memory;
+mod subscription;
 
 /// Invalidations kept while the server is away, before they collapse into "everything".
 const PENDING_CAPACITY: usize = 10_000;
@@ -133,6 +136,7 @@ impl SharedTier {
         markers.trust_local_after(now_ms());
         METRICS.shared_tier_up.set(0);
         runtime.spawn(listen(Arc::downgrade(&tier), client, markers));
+        runtime.spawn(retry_pending(Arc::downgrade(&tier)));
         Ok(tier)
     }
 
@@ -299,84 +303,6 @@ impl Health {
         self.down_since_ms.store(0, Ordering::Release);
         self.subscribed.store(true, Ordering::Release);
     }
-}
-
-/// Listens for other nodes' invalidations and applies them to the local tiers, subscribing
-/// again whenever the subscription is lost. Each new subscription moves the moment after
-/// which local entries are trusted: announcements made while it was down were missed. Ends
-/// when the tier is dropped.
-async fn listen(tier: std::sync::Weak<SharedTier>, client: redis::Client, markers: Arc<Markers>) {
-    let mut wait = RESUBSCRIBE_FIRST;
-    loop {
-        let Some(channel) = tier.upgrade().map(|tier| tier.names.channel()) else { return };
-        let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        })
-        .await;
-        let error = match subscribed {
-            Ok(Ok(pubsub)) => {
-                markers.trust_local_after(now_ms());
-                let node = match tier.upgrade() {
-                    Some(tier) => {
-                        tier.health.came_back();
-                        tier.breaker.lock().expect("breaker").succeeded();
-                        tier.refresh_gauge();
-                        tracing::info!(channel, "shared tier: listening for invalidations");
-                        tier.send_pending().await;
-                        tier.node
-                    }
-                    None => return,
-                };
-                wait = RESUBSCRIBE_FIRST;
-                hear(pubsub, node, &markers).await
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer to SUBSCRIBE within 2s".to_string(),
-        };
-        let Some(shared) = tier.upgrade() else { return };
-        if shared.health.subscribed.swap(false, Ordering::AcqRel) {
-            tracing::warn!(error, "shared tier: lost; local entries will be checked again once it is back");
-        }
-        shared.health.went_down(&error);
-        shared.refresh_gauge();
-        drop(shared);
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(RESUBSCRIBE_LONGEST);
-    }
-}
-
-/// Applies announcements until the subscription ends (or stops answering a PING); why it ended.
-async fn hear(pubsub: redis::aio::PubSub, node: u64, markers: &Markers) -> String {
-    let (mut sink, mut messages) = pubsub.split();
-    loop {
-        tokio::select! {
-            message = messages.next() => {
-                let Some(message) = message else { return "the subscription closed".to_string() };
-                match Announcement::decode(message.get_payload_bytes()) {
-                    Some(announcement) if announcement.node != node => apply(&announcement, markers),
-                    Some(_) => {}
-                    None => tracing::debug!("shared tier: ignored a message that is no announcement"),
-                }
-            }
-            _ = tokio::time::sleep(SUBSCRIPTION_CHECK) => {
-                // Any answer will do (a subscribed RESP2 connection answers `["pong", ""]`).
-                let pong = tokio::time::timeout(Duration::from_secs(1), sink.ping::<redis::Value>()).await;
-                if !matches!(pong, Ok(Ok(_))) {
-                    return "the subscription stopped answering PING".to_string();
-                }
-            }
-        }
-    }
-}
-
-fn apply(announcement: &Announcement, markers: &Markers) {
-    match &announcement.what {
-        Invalidated::Markers(keys) => markers.set(keys, announcement.at_ms),
-        Invalidated::Everything => markers.set_everything(announcement.at_ms),
-    }
-    cache_operation("announcement", "shared", "applied").inc();
 }
 
 /// Checks what opening the shared tier would check (`mcp-edge check`): the URL and the
