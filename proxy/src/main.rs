@@ -14,6 +14,7 @@ mod health;
 mod hit_path;
 mod known_headers;
 mod limits;
+mod linger;
 mod metrics;
 mod poll;
 mod pool;

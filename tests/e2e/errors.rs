@@ -1,6 +1,9 @@
 //! Bad input and failing upstreams get a clear HTTP status and JSON-RPC error, never a hang.
 
+use std::time::Duration;
+
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
 
@@ -85,6 +88,48 @@ async fn a_resource_named_twice_differently_matches_no_header() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(x_cache(&reply), "BYPASS", "never keyed on a body read leniently");
     assert_eq!(reply.json()["result"]["contents"][0]["uri"], "demo://docs/1");
+}
+
+/// A client still sending a body it was refused for reads the whole refusal: the proxy reads
+/// on after answering (lingering close, as nginx does) instead of closing on unread bytes,
+/// which resets the connection and can destroy the answer before the client reads it.
+#[tokio::test]
+async fn a_client_still_sending_a_refused_body_reads_the_whole_refusal() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy_with(&route(&[&upstream], ""), "max_body = \"64KiB\"").await;
+    let big = "x".repeat(8 << 20);
+    let (body, _) = stateless_body("tools/call", json!({"name": "echo", "arguments": {"message": big}}), json!(1));
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let cases = [
+        // Refused by the hit path, on its Content-Length, before the body is read.
+        ("content-length", crate::raw::raw_post(&body, &[])),
+        // Refused by the proxy service, while the body streams in.
+        ("chunked", crate::raw::raw_post(&chunked, &["Transfer-Encoding: chunked"])),
+        // Refused on its head (a host not allowed): the body is unread too.
+        ("head", crate::raw::raw_post(&body, &["Host: elsewhere.example"])),
+    ];
+    for (case, request) in cases {
+        for attempt in 0..4 {
+            let (mut reading, mut writing) = crate::raw::connect(&proxy).await.into_split();
+            let request = request.clone();
+            let sender = tokio::spawn(async move {
+                // Fails once the proxy closes: the client is told of that after the answer.
+                let _ = writing.write_all(&request).await;
+                writing
+            });
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(40), reading.read_to_end(&mut answer)).await;
+            let text = String::from_utf8_lossy(&answer);
+            let read = read.unwrap_or_else(|_| panic!("{case} #{attempt}: no end of the answer\n{text}"));
+            assert!(read.is_ok(), "{case} #{attempt}: {read:?} after reading\n{text}");
+            let (head, json) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{case}: {text}"));
+            let expected = if case == "head" { " 403 " } else { " 413 " };
+            assert!(head.starts_with("HTTP/1.1") && head.contains(expected), "{case}: {head}");
+            let error: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("{case}: {json}"));
+            assert!(error["error"]["code"].is_i64(), "{case}: {json}");
+            drop(sender.await.unwrap());
+        }
+    }
 }
 
 #[tokio::test]

@@ -369,8 +369,9 @@ async fn refuse(stream: &mut Stream, refused: EdgeError) -> Step {
         "HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}x-cache: BYPASS\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    let _ = write_parts(stream, [head.as_bytes(), body.as_bytes(), &[], &[]]).await;
-    let _ = stream.flush().await;
+    let written = write_parts(stream, [head.as_bytes(), body.as_bytes(), &[], &[]]).await;
+    let flushed = written.is_ok() && stream.flush().await.is_ok();
+    let waited_for = matches!(refused, EdgeError::RequestTimeout(_));
     Served {
         route: "-",
         http_method: "-",
@@ -383,5 +384,10 @@ async fn refuse(stream: &mut Stream, refused: EdgeError) -> Step {
         error: Some(refused.to_string()),
     }
     .record();
+    // The rest of the request may be on its way. A client too slow to send its head in
+    // time is not waited for again.
+    if flushed && !waited_for {
+        crate::linger::linger(stream).await;
+    }
     Step::Close
 }

@@ -187,6 +187,16 @@ pub(super) enum Inspected {
     Message(Message, Caller),
 }
 
+/// On a connection that closes after this answer: reads what is left of the request's body
+/// first, so that closing does not reset the connection before the client reads the answer
+/// (`linger`). A client waiting for `100 Continue` sends its body only once invited.
+pub(super) async fn drain_if_closing(session: &mut Session, ctx: &Ctx) {
+    if session.as_downstream().get_keepalive().is_none() {
+        let body_expected = ctx.body_invited || !is_expect_continue_req(session.req_header());
+        crate::linger::drain_unread_body(session.as_downstream_mut(), body_expected).await;
+    }
+}
+
 /// Tells a client that waits before sending its body (`Expect: 100-continue`, HTTP/1.1) to
 /// send it, now that its head passed every check (RFC 9110 §10.1.1): the proxy reads bodies
 /// before forwarding them, so without this the client waited out its own timeout (curl: 1 s).

@@ -442,5 +442,6 @@ impl ProxyHttp for McpProxy {
             error: error.map(|e| e.to_string()),
         }
         .record();
+        intake::drain_if_closing(session, ctx).await;
     }
 }
