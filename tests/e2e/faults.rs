@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
 
@@ -42,25 +41,9 @@ async fn an_upstream_killed_mid_answer_ends_it_and_the_next_request_fails_over()
     }
 }
 
-/// A TCP server that answers every connection with bytes that are not HTTP.
-async fn garbage_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request).await;
-                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\x00\xff\xfe garbage\r\n\r\n").await;
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn garbage_from_an_upstream_is_a_clear_502() {
-    let port = garbage_server().await;
+    let port = raw_upstream(|_| b"SSH-2.0-OpenSSH_9.2\r\n\x00\xff\xfe garbage\r\n\r\n".to_vec()).await;
     let proxy =
         proxy(&format!("[[route]]\nname = \"junk\"\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n"))
             .await;

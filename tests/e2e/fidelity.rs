@@ -102,42 +102,24 @@ async fn active_connections_count_connections_and_requests_in_flight_count_reque
     assert_eq!(metric(&proxy, "mcp_active_connections").await, 0.0);
 }
 
-/// An upstream that answers every request with one SSE body carrying two cacheable results
-/// for its id, "first" then "second" (a protocol violation).
-async fn answers_twice_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
-                    request.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&request).into_owned();
-                    let Some((_, body)) = text.split_once("\r\n\r\n") else { continue };
-                    let Ok(message) = serde_json::from_str::<Value>(body) else { continue };
-                    request.clear();
-                    let result = |text: &str| {
-                        json!({"jsonrpc": "2.0", "id": message["id"], "result": {"contents": [{"uri": "a://x", "text": text}],
-                            "ttlMs": 60000, "cacheScope": "public", "resultType": "complete"}})
-                    };
-                    let events = format!("data: {}\n\ndata: {}\n\n", result("first"), result("second"));
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
-                        events.len()
-                    );
-                    let _ = stream.write_all(format!("{head}{events}").as_bytes()).await;
-                }
-            });
-        }
-    });
-    port
+/// An upstream's answer to any request: one SSE body carrying two cacheable results for its
+/// id, "first" then "second" (a protocol violation).
+fn answers_twice(request: &str) -> Vec<u8> {
+    let (_, body) = request.split_once("\r\n\r\n").unwrap_or_default();
+    let id = serde_json::from_str::<Value>(body).map(|message| message["id"].clone()).unwrap_or(Value::Null);
+    let result = |text: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "result": {"contents": [{"uri": "a://x", "text": text}],
+            "ttlMs": 60000, "cacheScope": "public", "resultType": "complete"}})
+    };
+    let events = format!("data: {}\n\ndata: {}\n\n", result("first"), result("second"));
+    let head =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n", events.len());
+    format!("{head}{events}").into_bytes()
 }
 
 #[tokio::test]
 async fn an_answer_the_server_sent_twice_is_passed_through_not_stored() {
-    let port = answers_twice_server().await;
+    let port = raw_upstream(answers_twice).await;
     let proxy = proxy(&format!("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n")).await;
     let mcp = proxy.mcp();
     for _ in 0..2 {
@@ -146,5 +128,37 @@ async fn an_answer_the_server_sent_twice_is_passed_through_not_stored() {
         let texts: Vec<_> =
             sse_messages(&reply.body).iter().map(|m| m["result"]["contents"][0]["text"].clone()).collect();
         assert_eq!(texts, [json!("first"), json!("second")], "the client gets what the server sent");
+    }
+}
+
+/// A `204` that came with body framing (here `Transfer-Encoding: chunked`, which some servers
+/// send with it) reaches the client without it: a `204` has no body (RFC 9110 §15.3.5), and a
+/// client that believed the header would wait for chunks that never come.
+#[tokio::test]
+async fn a_204_reaches_the_client_without_body_framing() {
+    let port =
+        raw_upstream(|_| b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\nx-seen: yes\r\n\r\n".to_vec())
+            .await;
+    let proxy = proxy(&format!("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n")).await;
+    let notification = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}});
+    let request = raw_post(&notification.to_string(), &["MCP-Protocol-Version: 2025-06-18"]);
+    let mut stream = connect(&proxy).await;
+    for turn in 0..2 {
+        stream.write_all(&request).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+            assert!(
+                matches!(read, Ok(Ok(1))),
+                "turn {turn}: the answer ended early: {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 204"), "turn {turn}: {head}");
+        assert!(head.contains("x-seen: yes"), "the upstream's own headers pass: {head}");
+        assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "turn {turn}: {head}");
     }
 }

@@ -83,3 +83,40 @@ pub fn raw_post(body: &str, headers: &[&str]) -> Vec<u8> {
     }
     format!("{head}\r\n{body}").into_bytes()
 }
+
+/// A hand-written upstream for what the demo upstream will not send: on every connection, for
+/// every request read whole (its head and `Content-Length` body, as text), writes the bytes
+/// `answer` makes of it. Returns its port.
+pub async fn raw_upstream(answer: fn(&str) -> Vec<u8>) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                    pending.extend_from_slice(&chunk[..n]);
+                    while let Some(length) = whole_request_length(&pending) {
+                        let request: Vec<u8> = pending.drain(..length).collect();
+                        let reply = answer(&String::from_utf8_lossy(&request));
+                        if stream.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The length of the request at the start of `bytes` once it has all arrived (framed by
+/// `Content-Length`, or none).
+fn whole_request_length(bytes: &[u8]) -> Option<usize> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let body = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok()).unwrap_or(0);
+    (bytes.len() >= end + body).then_some(end + body)
+}
