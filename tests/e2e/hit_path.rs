@@ -82,6 +82,21 @@ async fn pipelined_and_fragmented_requests_are_answered_in_order() {
         let reply = read_response(&mut stream, &mut pending).await;
         assert_eq!((reply.status, reply.header("x-cache"), reply.body["id"].clone()), (200, Some(cache), json!(id)));
     }
+    // Requests the hit path leaves to the service (HTTP/1.0 asking to keep alive, an
+    // absolute-form target) keep the requests behind them too.
+    let old_http =
+        read_request("demo://docs/1", json!("h10"), "Connection: keep-alive\r\n").replacen("HTTP/1.1", "HTTP/1.0", 1);
+    let absolute = read_request("demo://docs/7", json!("abs"), "").replacen("/mcp", "http://localhost:8080/mcp", 1);
+    let left: String = [old_http, read_request("demo://docs/1", json!("h2"), ""), absolute]
+        .into_iter()
+        .chain([read_request("demo://docs/1", json!("h3"), "")])
+        .collect();
+    stream.write_all(left.as_bytes()).await.unwrap();
+    for (id, cache) in [("h10", "HIT"), ("h2", "HIT"), ("abs", "HIT"), ("h3", "HIT")] {
+        let reply = read_response(&mut stream, &mut pending).await;
+        let seen = (reply.status, reply.header("x-cache"), reply.body["id"].clone());
+        assert_eq!(seen, (200, Some(cache), json!(id)), "{}", reply.body);
+    }
     // One hit dribbled out a few bytes at a time, head and body split anywhere.
     let request = read_request("demo://docs/1", json!("slow"), "");
     for piece in request.as_bytes().chunks(7) {
@@ -91,6 +106,39 @@ async fn pipelined_and_fragmented_requests_are_answered_in_order() {
     }
     let reply = read_response(&mut stream, &mut pending).await;
     assert_eq!((reply.header("x-cache"), reply.body["id"].clone()), (Some("HIT"), json!("slow")));
+    assert!(pending.is_empty(), "nothing beyond the answers");
+}
+
+/// Requests that arrive while the one before them is being forwarded (Pingora reads them
+/// then, not the hit path) are answered after it, in order, and the connection goes on.
+#[tokio::test]
+async fn requests_pipelined_behind_a_forwarded_one_are_answered_after_it() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    let mut stream = connect(&proxy).await;
+    let mut pending = Vec::new();
+    // The slow read is still upstream (500 ms) when the next two arrive.
+    stream.write_all(read_request("demo://slow", json!("slow"), "").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let behind = read_request("demo://docs/1", json!("h1"), "") + &read_request("demo://docs/5", json!("m1"), "");
+    stream.write_all(behind.as_bytes()).await.unwrap();
+    // A body too large for the hit path to read whole, with a hit right behind it.
+    let (large, _) = stateless_body(
+        "tools/call",
+        json!({"name": "echo", "arguments": {"message": "x".repeat(70_000)}}),
+        json!("big"),
+    );
+    let mut large = raw_post(&large, &["MCP-Protocol-Version: 2026-07-28", "Mcp-Method: tools/call", "Mcp-Name: echo"]);
+    large.extend(read_request("demo://docs/1", json!("h2"), "").as_bytes());
+    stream.write_all(&large).await.unwrap();
+    for (id, cache) in [("slow", "MISS"), ("h1", "HIT"), ("m1", "MISS"), ("big", "BYPASS"), ("h2", "HIT")] {
+        let reply = read_response(&mut stream, &mut pending).await;
+        let seen = (reply.status, reply.header("x-cache"), reply.body["id"].clone());
+        assert_eq!(seen, (200, Some(cache), json!(id)), "{}", reply.body);
+    }
+    // The connection goes on.
+    stream.write_all(read_request("demo://docs/1", json!("h3"), "").as_bytes()).await.unwrap();
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!((reply.header("x-cache"), reply.body["id"].clone()), (Some("HIT"), json!("h3")));
     assert!(pending.is_empty(), "nothing beyond the answers");
 }
 

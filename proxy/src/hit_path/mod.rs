@@ -36,6 +36,7 @@ use crate::served::Served;
 use crate::service::McpProxy;
 
 mod head;
+mod pipelined;
 mod wire;
 
 use crate::store::{EdgeCache, Found, Life, Stored};
@@ -76,14 +77,11 @@ impl ServerApp for EdgeApp {
             match self.serve_one(&mut stream, &mut buffer, &mut shutdown_signal, &mut idle_timer).await {
                 Step::Answered => continue,
                 Step::Close => return None,
-                Step::HandOver { understood, request_len } => {
-                    // Only this request's bytes: requests pipelined behind it stay in the
-                    // buffer for the hit path (Pingora would drop them).
-                    let request = match request_len {
-                        Some(len) => buffer.split_to(len),
-                        None => buffer.split(),
-                    };
-                    stream = self.hand_over(stream, request, understood, shutdown).await?;
+                Step::HandOver { understood } => {
+                    // Everything read so far: requests pipelined behind this one are Pingora's
+                    // to serve after it, in order, with what it reads meanwhile (`pipelined`).
+                    let read_so_far = buffer.split();
+                    stream = self.hand_over(stream, read_so_far, understood, shutdown).await?;
                 }
             }
         }
@@ -103,8 +101,7 @@ enum Step {
     Close,
     /// The proxy service takes this request (with all the hit path learned of it, if it
     /// passed the checks).
-    /// `request_len`: how many of the bytes read are this request, when the hit path knows.
-    HandOver { understood: Option<Box<Understood>>, request_len: Option<usize> },
+    HandOver { understood: Option<Box<Understood>> },
 }
 
 impl EdgeApp {
@@ -137,7 +134,7 @@ impl EdgeApp {
                         return step;
                     }
                     Probe::Complete(head) => awaiting = head.request_len(),
-                    Probe::Unsuitable => return Step::HandOver { understood: None, request_len: None },
+                    Probe::Unsuitable => return Step::HandOver { understood: None },
                     Probe::Refused(refused) => return refuse(stream, refused).await,
                     Probe::Partial => {}
                 }
@@ -171,14 +168,14 @@ impl EdgeApp {
         let internal = crate::prefetch::is_internal(stream);
         let hit = match self.try_hit(&head, body, snapshot, client, internal).await {
             Lookout::Hit(hit) => hit,
-            Lookout::Missed(understood) => return Step::HandOver { understood, request_len: Some(request.len()) },
+            Lookout::Missed(understood) => return Step::HandOver { understood },
         };
         let closing = head.known.connection_close || shutdown.has_begun();
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
         let Some(answer) = answer::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
-            return Step::HandOver { understood: None, request_len: Some(request.len()) };
+            return Step::HandOver { understood: None };
         };
         let response_head = encode_head(&answer, closing);
         let [first, entry_bytes, last] = answer.body.parts();
@@ -300,7 +297,9 @@ impl EdgeApp {
     }
 
     /// Gives one request to the proxy service: a Pingora HTTP/1 session whose parser starts
-    /// with the bytes read so far. Returns the connection if it may serve another request.
+    /// with the bytes read so far. Pingora serves the requests pipelined behind it too, while
+    /// it holds bytes of them (`pipelined`). Returns the connection once it holds none, if it
+    /// may serve another request.
     async fn hand_over(
         &self,
         stream: Stream,
@@ -310,6 +309,7 @@ impl EdgeApp {
     ) -> Option<Stream> {
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(KEEPALIVE.as_secs()) });
+        session.set_pipelining_enabled(true);
         if !read_so_far.is_empty() {
             session.set_pipelined_prefix(read_so_far);
         }
@@ -317,10 +317,17 @@ impl EdgeApp {
             // Delivered to `McpProxy::on_connection_reuse` for this very request.
             session.set_connection_user_context(Some(understood));
         }
-        // The service never enables pipelining nor persists a connection context, so the
-        // settings Pingora hands back carry nothing the next request needs.
-        let (stream, _settings) = self.proxy.process_new_http(session, shutdown).await?.consume();
-        Some(stream)
+        loop {
+            let (stream, settings) = self.proxy.process_new_http(session, shutdown).await?.consume();
+            // The service persists no connection context: the settings matter only for the
+            // bytes read ahead.
+            let Some(settings) = settings.filter(pipelined::holds_next_request) else { return Some(stream) };
+            session = ServerSession::new_http1(stream);
+            settings.apply_to_session(&mut session);
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+        }
     }
 }
 
