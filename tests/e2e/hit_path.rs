@@ -142,6 +142,25 @@ async fn requests_pipelined_behind_a_forwarded_one_are_answered_after_it() {
     assert!(pending.is_empty(), "nothing beyond the answers");
 }
 
+/// A head pipelined behind a forwarded request and then left unfinished holds the
+/// connection no longer than `server.header_timeout` (not a whole keep-alive period).
+#[tokio::test]
+async fn an_unfinished_head_pipelined_behind_a_forwarded_request_is_not_waited_for() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy_with(&route(&[&upstream], ""), "header_timeout = \"1s\"").await;
+    let mut stream = connect(&proxy).await;
+    stream.write_all(read_request("demo://slow", json!("slow"), "").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"POST /mcp HTTP/1.1\r\nHost: loc").await.unwrap();
+    let reply = read_response(&mut stream, &mut Vec::new()).await;
+    assert_eq!((reply.status, reply.body["id"].clone()), (200, json!("slow")));
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_))), "still open after 10 s: {closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn a_hit_honours_connection_close() {
     let (_upstream, proxy) = warmed_proxy().await;

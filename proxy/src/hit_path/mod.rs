@@ -324,9 +324,11 @@ impl EdgeApp {
             let Some(settings) = settings.filter(pipelined::holds_next_request) else { return Some(stream) };
             session = ServerSession::new_http1(stream);
             settings.apply_to_session(&mut session);
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
+            // The next request has begun arriving: the rest of its head is waited for as the
+            // hit path would (`server.header_timeout`, here for each read), not for a whole
+            // keep-alive period.
+            let header_timeout = self.live.load().config.server.header_timeout.as_secs().max(1);
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(header_timeout) });
         }
     }
 }
