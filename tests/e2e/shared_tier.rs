@@ -94,6 +94,29 @@ async fn wait_shared(proxy: &Proxy, what: &str, limit: Duration, seen: impl Fn(&
     }
 }
 
+/// Reads `uri` through `a`, then through `b` once `a` has written it: the shared tier answers.
+async fn cached_on_both(a: &Proxy, b: &Proxy, uri: &str) {
+    read(&a.mcp(), uri, None).await;
+    wait_written(a, 1).await;
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
+}
+
+/// Waits until `proxy` holds invalidations it could not announce (within 5 s).
+async fn wait_holding_invalidations(proxy: &Proxy) -> Value {
+    let holding = |shared: &Value| shared["pending_invalidations"] == true;
+    wait_shared(proxy, "holding an invalidation", Duration::from_secs(5), holding).await
+}
+
+/// Reads `uri` through `reader` until it is no hit (`purger`'s invalidation reached it),
+/// for at most `limit`.
+async fn wait_until_not_a_hit(reader: &Proxy, purger: &Proxy, uri: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while x_cache(&read(&reader.mcp(), uri, None).await) == "HIT" {
+        assert!(tokio::time::Instant::now() < deadline, "the purge never arrived\n{}", purger.process.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn purge(proxy: &Proxy, body: Value) {
     let request = reqwest::Client::new()
         .post(proxy.admin_url("/purge"))
@@ -326,9 +349,7 @@ async fn an_invalidation_made_while_cut_off_from_redis_reaches_the_others_once_b
     let upstream = demo_upstream("u", &[]).await;
     let (a, b) = (node(&upstream, &relay.url()).await, node(&upstream, &redis.url()).await);
     let uri = "demo://docs/3";
-    read(&a.mcp(), uri, None).await;
-    wait_written(&a, 1).await;
-    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
+    cached_on_both(&a, &b, uri).await;
 
     relay.cut();
     let degraded = wait_shared_state(&a, "degraded").await;
@@ -338,16 +359,11 @@ async fn an_invalidation_made_while_cut_off_from_redis_reaches_the_others_once_b
     purge(&a, json!({"route": "docs", "uri": uri})).await;
     assert_eq!(x_cache(&read(&a.mcp(), uri, None).await), "MISS", "A applied its own purge at once");
     assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT", "B cannot know yet");
-    wait_shared(&a, "holding the purge", Duration::from_secs(5), |shared| shared["pending_invalidations"] == true)
-        .await;
+    wait_holding_invalidations(&a).await;
 
     relay.restore();
     wait_shared_state(&a, "up").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while x_cache(&read(&b.mcp(), uri, None).await) == "HIT" {
-        assert!(tokio::time::Instant::now() < deadline, "the purge never reached B\n{}", a.process.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_not_a_hit(&b, &a, uri, Duration::from_secs(2)).await;
     assert_eq!(
         metric(&a, "mcp_cache_operations_total{operation=\"invalidate\",result=\"queued\",tier=\"shared\"}").await,
         1.0
@@ -363,26 +379,19 @@ async fn an_invalidation_redis_refused_while_subscribed_reaches_the_others_once_
     let upstream = demo_upstream("u", &[]).await;
     let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
     let uri = "demo://docs/4";
-    read(&a.mcp(), uri, None).await;
-    wait_written(&a, 1).await;
-    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
+    cached_on_both(&a, &b, uri).await;
     // B holds it in memory too, so the refused purge cannot be seen by reading Redis.
     assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
 
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
     purge(&a, json!({"route": "docs", "uri": uri})).await;
-    let holding = |shared: &Value| shared["pending_invalidations"] == true;
-    let status = wait_shared(&a, "holding the purge", Duration::from_secs(5), holding).await;
+    let status = wait_holding_invalidations(&a).await;
     assert_eq!(status["shared_tier"]["subscribed"], true, "{status}");
     assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT", "B cannot know yet");
 
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while x_cache(&read(&b.mcp(), uri, None).await) == "HIT" {
-        assert!(tokio::time::Instant::now() < deadline, "the purge never reached B\n{}", a.process.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_not_a_hit(&b, &a, uri, Duration::from_secs(3)).await;
     let empty = |shared: &Value| shared["pending_invalidations"] == false;
     wait_shared(&a, "done with the purge", Duration::from_secs(1), empty).await;
 }

@@ -308,7 +308,7 @@ impl EdgeApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(KEEPALIVE.as_secs()) });
+        session.set_keepalive(unless_shutting_down(shutdown, KEEPALIVE.as_secs()));
         session.set_pipelining_enabled(true);
         if !read_so_far.is_empty() {
             session.set_pipelined_prefix(read_so_far);
@@ -328,9 +328,14 @@ impl EdgeApp {
             // hit path would (`server.header_timeout`, here for each read), not for a whole
             // keep-alive period.
             let header_timeout = self.live.load().config.server.header_timeout.as_secs().max(1);
-            session.set_keepalive(if *shutdown.borrow() { None } else { Some(header_timeout) });
+            session.set_keepalive(unless_shutting_down(shutdown, header_timeout));
         }
     }
+}
+
+/// A handed-over session's keep-alive (in seconds): none once the server is shutting down.
+fn unless_shutting_down(shutdown: &ShutdownWatch, seconds: u64) -> Option<u64> {
+    (!*shutdown.borrow()).then_some(seconds)
 }
 
 /// (Returned once per request, on the stack: boxing the hit would allocate per hit instead.)
