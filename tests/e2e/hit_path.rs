@@ -159,6 +159,35 @@ async fn an_unfinished_head_pipelined_behind_a_forwarded_request_is_not_waited_f
     let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     assert!(matches!(closed, Ok(Ok(_))), "still open after 10 s: {closed:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    // Refused as a head trickling in on its own would be: a JSON-RPC 408.
+    let refusal = read_response(&mut stream, &mut rest).await;
+    assert_eq!((refusal.status, refusal.body["error"]["code"].clone()), (408, json!(-32600)), "{}", refusal.body);
+}
+
+/// A malformed head pipelined behind a forwarded request, in the same packet or arriving
+/// while that request is upstream, is refused as the hit path refuses one on its own (a
+/// JSON-RPC 400, not Pingora's bare one), after the answer of the request before it.
+#[tokio::test]
+async fn a_malformed_head_pipelined_behind_a_forwarded_request_gets_a_json_rpc_400() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    for arrives_while_upstream in [false, true] {
+        let mut stream = connect(&proxy).await;
+        let mut pending = Vec::new();
+        let forwarded = read_request("demo://slow", json!("slow"), "");
+        let malformed = "POST /mcp HTTP/1.1\r\nHost localhost\r\n\r\n";
+        if arrives_while_upstream {
+            stream.write_all(forwarded.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stream.write_all(malformed.as_bytes()).await.unwrap();
+        } else {
+            stream.write_all((forwarded + malformed).as_bytes()).await.unwrap();
+        }
+        let reply = read_response(&mut stream, &mut pending).await;
+        assert_eq!((reply.status, reply.body["id"].clone()), (200, json!("slow")));
+        let refusal = read_response(&mut stream, &mut pending).await;
+        let seen = (refusal.status, refusal.header("x-cache"), refusal.body["error"]["code"].clone());
+        assert_eq!(seen, (400, Some("BYPASS"), json!(-32600)), "{}", refusal.body);
+    }
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ mod wire;
 
 use crate::store::{EdgeCache, Found, Life, Stored};
 use head::{Head, Probe, probe_head, route_and_identity};
+use pipelined::ReadAhead;
 use wire::{IdleTimer, KEEPALIVE, Read, ShutdownSignal, encode_head, read_more, write_parts};
 
 /// Why a request that trickles in past `server.header_timeout` is refused (408).
@@ -77,11 +78,15 @@ impl ServerApp for EdgeApp {
             match self.serve_one(&mut stream, &mut buffer, &mut shutdown_signal, &mut idle_timer).await {
                 Step::Answered => continue,
                 Step::Close => return None,
-                Step::HandOver { understood } => {
-                    // Everything read so far: requests pipelined behind this one are Pingora's
-                    // to serve after it, in order, with what it reads meanwhile (`pipelined`).
-                    let read_so_far = buffer.split();
-                    stream = self.hand_over(stream, read_so_far, understood, shutdown).await?;
+                Step::HandOver { understood, request_len } => {
+                    // The request alone when its end is known, else all read so far; what
+                    // follows it comes back here after it, with what Pingora reads meanwhile
+                    // (`pipelined`).
+                    let handed = match request_len {
+                        Some(len) => buffer.split_to(len),
+                        None => buffer.split(),
+                    };
+                    stream = self.hand_over(stream, handed, understood, &mut buffer, shutdown).await?;
                 }
             }
         }
@@ -100,8 +105,8 @@ enum Step {
     /// client asked to close).
     Close,
     /// The proxy service takes this request (with all the hit path learned of it, if it
-    /// passed the checks).
-    HandOver { understood: Option<Box<Understood>> },
+    /// passed the checks); `request_len`: where it ends in the buffer, when known.
+    HandOver { understood: Option<Box<Understood>>, request_len: Option<usize> },
 }
 
 impl EdgeApp {
@@ -134,7 +139,7 @@ impl EdgeApp {
                         return step;
                     }
                     Probe::Complete(head) => awaiting = head.request_len(),
-                    Probe::Unsuitable => return Step::HandOver { understood: None },
+                    Probe::Unsuitable => return Step::HandOver { understood: None, request_len: None },
                     Probe::Refused(refused) => return refuse(stream, refused).await,
                     Probe::Partial => {}
                 }
@@ -168,14 +173,14 @@ impl EdgeApp {
         let internal = crate::prefetch::is_internal(stream);
         let hit = match self.try_hit(&head, body, snapshot, client, internal).await {
             Lookout::Hit(hit) => hit,
-            Lookout::Missed(understood) => return Step::HandOver { understood },
+            Lookout::Missed(understood) => return Step::HandOver { understood, request_len: Some(request.len()) },
         };
         let closing = head.known.connection_close || shutdown.has_begun();
         let compression = &hit.snapshot.config.compression;
         let id = hit.id.as_deref().unwrap_or("null");
         let session = head.known.session_id.text();
         let Some(answer) = answer::render(&hit.entry, id, Outcome::Hit, compression, hit.accepts_gzip, session) else {
-            return Step::HandOver { understood: None };
+            return Step::HandOver { understood: None, request_len: Some(request.len()) };
         };
         let response_head = encode_head(&answer, closing);
         let [first, entry_bytes, last] = answer.body.parts();
@@ -297,21 +302,23 @@ impl EdgeApp {
     }
 
     /// Gives one request to the proxy service: a Pingora HTTP/1 session whose parser starts
-    /// with the bytes read so far. Pingora serves the requests pipelined behind it too, while
-    /// it holds bytes of them (`pipelined`). Returns the connection once it holds none, if it
-    /// may serve another request.
+    /// with `handed` (the request, or all read so far). Returns the connection if it may serve
+    /// another request, with the bytes Pingora read past that request appended to `kept` (what
+    /// the hit path read behind it), so the requests that follow are the hit path's again
+    /// (`pipelined`).
     async fn hand_over(
         &self,
         stream: Stream,
-        read_so_far: BytesMut,
+        handed: BytesMut,
         understood: Option<Box<Understood>>,
+        kept: &mut BytesMut,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(unless_shutting_down(shutdown, KEEPALIVE.as_secs()));
         session.set_pipelining_enabled(true);
-        if !read_so_far.is_empty() {
-            session.set_pipelined_prefix(read_so_far);
+        if !handed.is_empty() {
+            session.set_pipelined_prefix(handed);
         }
         if let Some(understood) = understood {
             // Delivered to `McpProxy::on_connection_reuse` for this very request.
@@ -321,7 +328,21 @@ impl EdgeApp {
             let (stream, settings) = self.proxy.process_new_http(session, shutdown).await?.consume();
             // The service persists no connection context: the settings matter only for the
             // bytes read ahead.
-            let Some(settings) = settings.filter(pipelined::holds_next_request) else { return Some(stream) };
+            let read_ahead = settings.as_ref().map_or(ReadAhead::Nothing, pipelined::read_ahead);
+            let settings = match read_ahead {
+                ReadAhead::Nothing => return Some(stream),
+                ReadAhead::Bytes(bytes) => {
+                    kept.extend_from_slice(&bytes);
+                    return Some(stream);
+                }
+                ReadAhead::Unreadable if !kept.is_empty() => {
+                    // Pingora's bytes came after the hit path's and cannot be put behind them.
+                    tracing::error!("bytes read ahead by Pingora could not be read back; closing the connection");
+                    return None;
+                }
+                ReadAhead::Unreadable => settings?,
+            };
+            // Fallback for a form `pipelined` does not know: Pingora serves what it read.
             session = ServerSession::new_http1(stream);
             settings.apply_to_session(&mut session);
             // The next request has begun arriving: the rest of its head is waited for as the

@@ -1,19 +1,20 @@
 //! Requests a client pipelines behind one the proxy service is answering.
 //!
-//! The hit path hands Pingora all it has read: the request and whatever followed it. While
-//! Pingora answers, it also keeps reading the connection (to notice a client that leaves), so
-//! more of what follows may reach it then. Left to itself, Pingora fails the request it is
-//! answering ("data after the end of the body") or closes on the bytes behind it. With
-//! pipelining enabled it keeps them instead, in order, and hands them back with the
-//! connection, in its `HttpPersistentSettings`, for the next session to parse: the requests
-//! they start are served by Pingora too, one after the other, and the hit path takes the
-//! connection back once nothing read ahead is left.
+//! The hit path hands Pingora the one request it takes (all it has read, when it could not
+//! tell where that request ends) and keeps what follows. While Pingora answers, it also keeps
+//! reading the connection (to notice a client that leaves), so more of what follows may reach
+//! it then. Left to itself, Pingora fails the request it is answering ("data after the end of
+//! the body") or closes on the bytes behind it. With pipelining enabled it keeps them instead,
+//! in order, and hands them back with the connection, in its `HttpPersistentSettings`. The
+//! hit path reads them back ([`read_ahead`]) behind what it kept, and serves every request
+//! that follows itself: hits from the cache, and refusals as JSON-RPC errors.
 //!
-//! Pingora has no accessor for those bytes, so whether the settings hold any is read from
-//! their `Debug` form, into a sink that stops at the one field it looks for (no allocation).
-//! The unit tests below pin that form: a Pingora upgrade that changes it fails them, and
-//! until then an unreadable answer counts as "bytes held" (served by Pingora: slower, never
-//! lost).
+//! Pingora has no accessor for those bytes, so they are read from the settings' `Debug` form
+//! (the `bytes` crate writes them as a Rust byte string: `b"POST /mcp\r\n…"`), into a sink
+//! that stops at once when the field is `None` (no allocation on the common path). The unit
+//! tests below pin that form for every byte value: a Pingora or `bytes` upgrade that changes
+//! it fails them, and until then a form the reader does not know is [`ReadAhead::Unreadable`],
+//! which leaves those bytes to Pingora (the caller's fallback).
 
 use std::fmt::{self, Write};
 
@@ -22,32 +23,104 @@ use pingora::apps::HttpPersistentSettings;
 /// The field of `HttpPersistentSettings` holding the bytes read past the last request.
 const PREFIX_FIELD: &str = "pipelined_prefix";
 
-/// Whether Pingora handed back bytes of a request that follows the one it answered.
-pub(super) fn holds_next_request(settings: &HttpPersistentSettings) -> bool {
-    let mut probe = FieldProbe::default();
-    let _ = write!(probe, "{settings:?}");
-    probe.is_some.unwrap_or(true)
+/// What Pingora read past the end of the request it answered.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ReadAhead {
+    Nothing,
+    /// The start of the requests that follow, in the order they arrived.
+    Bytes(Vec<u8>),
+    /// Pingora holds bytes, or may, but their `Debug` form was not understood.
+    Unreadable,
 }
 
-/// Reads whether [`PREFIX_FIELD`] is `Some` as the `Debug` form is written, then stops it.
+/// Reads what Pingora read past the end of the request it answered.
+pub(super) fn read_ahead(settings: &HttpPersistentSettings) -> ReadAhead {
+    let mut probe = FieldProbe::default();
+    let _ = write!(probe, "{settings:?}");
+    match probe.state {
+        Probe::Done(read_ahead) => read_ahead,
+        Probe::InValue => decode_byte_string(&probe.value).map_or(ReadAhead::Unreadable, ReadAhead::Bytes),
+        Probe::BeforeField | Probe::AtField => ReadAhead::Unreadable,
+    }
+}
+
+/// Where the `Debug` form being written is, for [`FieldProbe`].
+#[derive(Default)]
+enum Probe {
+    #[default]
+    BeforeField,
+    /// The field's name was written: its value comes next (after `": "`).
+    AtField,
+    /// The field holds `Some`: the rest of the form is kept in `value`.
+    InValue,
+    Done(ReadAhead),
+}
+
+/// Finds [`PREFIX_FIELD`] as the `Debug` form is written: stops the formatting at once when it
+/// is `None`, else keeps the rest of the form for [`decode_byte_string`].
 #[derive(Default)]
 struct FieldProbe {
-    at_field: bool,
-    is_some: Option<bool>,
+    state: Probe,
+    value: String,
 }
 
 impl Write for FieldProbe {
     fn write_str(&mut self, written: &str) -> fmt::Result {
-        match (self.at_field, written) {
-            (false, PREFIX_FIELD) => self.at_field = true,
-            (false, _) | (true, ": ") => {}
-            (true, value) => {
-                self.is_some = Some(value.starts_with("Some"));
+        match (&self.state, written) {
+            (Probe::BeforeField, PREFIX_FIELD) => self.state = Probe::AtField,
+            (Probe::BeforeField, _) | (Probe::AtField, ": ") => {}
+            (Probe::AtField, value) if value.starts_with("None") => {
+                self.state = Probe::Done(ReadAhead::Nothing);
                 // Nothing more is needed: stop formatting.
                 return Err(fmt::Error);
             }
+            (Probe::AtField, value) => {
+                self.state = Probe::InValue;
+                self.value.push_str(value);
+            }
+            (Probe::InValue, value) => self.value.push_str(value),
+            (Probe::Done(_), _) => return Err(fmt::Error),
         }
         Ok(())
+    }
+}
+
+/// The bytes of `Some(b"…")` (and whatever follows it), as the `bytes` crate writes them:
+/// printable ASCII as itself, `\n`, `\r`, `\t`, `\\`, `\"`, `\0`, and `\xNN` for the rest.
+/// Anything else is not that form: `None`.
+fn decode_byte_string(text: &str) -> Option<Vec<u8>> {
+    let mut rest = text.strip_prefix("Some(b\"")?.as_bytes();
+    let mut bytes = Vec::with_capacity(rest.len());
+    loop {
+        let (byte, tail) = match rest {
+            [b'"', b')', ..] => return Some(bytes),
+            [b'\\', b'x', high, low, tail @ ..] => (hex_digit(*high)? << 4 | hex_digit(*low)?, tail),
+            [b'\\', escaped, tail @ ..] => (unescape(*escaped)?, tail),
+            [byte, tail @ ..] if (0x20..0x7f).contains(byte) && !matches!(byte, b'"' | b'\\') => (*byte, tail),
+            _ => return None,
+        };
+        bytes.push(byte);
+        rest = tail;
+    }
+}
+
+fn unescape(escaped: u8) -> Option<u8> {
+    Some(match escaped {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'0' => 0,
+        b'\\' | b'"' => escaped,
+        _ => return None,
+    })
+}
+
+/// A lower-case hexadecimal digit's value (the form writes `{:02x}`).
+fn hex_digit(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
     }
 }
 
@@ -71,17 +144,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reads_whether_pingora_holds_bytes_of_the_next_request() {
-        assert!(!holds_next_request(&settings(None).await));
-        assert!(holds_next_request(&settings(Some(b"POST /mcp HTTP/1.1\r\n")).await));
-        // Bytes that look like the field's name change nothing.
-        assert!(holds_next_request(&settings(Some(b"pipelined_prefix: None")).await));
+    async fn reads_back_what_pingora_read_ahead() {
+        assert_eq!(read_ahead(&settings(None).await), ReadAhead::Nothing);
+        let next = b"POST /mcp HTTP/1.1\r\nHost: a\r\n";
+        assert_eq!(read_ahead(&settings(Some(next)).await), ReadAhead::Bytes(next.to_vec()));
+        // Bytes that look like the field or the form change nothing.
+        for tricky in [&b"pipelined_prefix: None"[..], b"\")", b"\\x41\\", b"", b"Some(b\""] {
+            assert_eq!(read_ahead(&settings(Some(tricky)).await), ReadAhead::Bytes(tricky.to_vec()));
+        }
+    }
+
+    /// Pins the `Debug` form: every byte value comes back as it was, in any order.
+    #[tokio::test]
+    async fn every_byte_value_comes_back() {
+        let mut every: Vec<u8> = (0..=255).collect();
+        every.extend((0..=255u8).rev());
+        assert_eq!(read_ahead(&settings(Some(&every)).await), ReadAhead::Bytes(every));
     }
 
     #[test]
-    fn an_unreadable_form_counts_as_bytes_held() {
+    fn an_unknown_form_is_unreadable() {
+        let unreadable = |form: &str| {
+            let mut probe = FieldProbe::default();
+            let _ = probe.write_str(form);
+            let _ = probe.write_str(PREFIX_FIELD);
+            let _ = probe.write_str(": ");
+            let _ = probe.write_str(form);
+            match probe.state {
+                Probe::InValue => decode_byte_string(&probe.value).is_none(),
+                _ => false,
+            }
+        };
+        for form in ["Some([80, 79])", "Some(b\"\\u{7f}\")", "Some(b\"\\x4G\")", "Some(b\"\u{e9}\")", "Some(b\"open"] {
+            assert!(unreadable(form), "{form}");
+        }
         let mut probe = FieldProbe::default();
         let _ = write!(probe, "Settings {{ other: None }}");
-        assert_eq!(probe.is_some, None);
+        assert!(matches!(probe.state, Probe::BeforeField));
     }
 }
