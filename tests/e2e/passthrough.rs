@@ -244,3 +244,21 @@ async fn a_client_expecting_100_continue_is_told_to_send_its_body() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
 }
+
+/// A batch (2025-03-26) is carried to the upstream as the client wrote it, and its answer
+/// back, never from the cache: here the demo refuses batches as the Python SDK does.
+#[tokio::test]
+async fn a_batch_is_carried_through_and_never_cached() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let read =
+        |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": {"uri": "demo://docs/1"}});
+    let batch = serde_json::to_string(&json!([read(1), read(2)])).unwrap();
+    let direct = Mcp::new(&upstream.url()).post(batch.clone(), &[]).await;
+    assert_eq!((direct.status, direct.json()["error"]["code"].clone()), (400, json!(-32600)));
+    for _ in 0..2 {
+        let through = proxy.mcp().post(batch.clone(), &[]).await;
+        assert_eq!((through.status, through.json()), (direct.status, direct.json()));
+        assert_eq!(x_cache(&through), "BYPASS");
+    }
+}

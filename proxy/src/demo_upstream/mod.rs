@@ -192,8 +192,16 @@ async fn post(state: Arc<State>, req: Request<Incoming>, stateless: bool) -> Res
             return json_error(StatusCode::BAD_REQUEST, e.id.as_deref(), e.code, &e.message, None);
         }
     };
-    if message.kind != jsonrpc::Kind::Request {
-        return empty(StatusCode::ACCEPTED, session.as_deref());
+    match message.kind {
+        jsonrpc::Kind::Request => {}
+        // As the Python SDK: batching left MCP after 2025-03-26.
+        jsonrpc::Kind::Batch => {
+            let refusal = "Invalid Request: batches are not supported (MCP 2025-06-18 and later)";
+            return json_error(StatusCode::BAD_REQUEST, None, jsonrpc::codes::INVALID_REQUEST, refusal, None);
+        }
+        jsonrpc::Kind::Notification | jsonrpc::Kind::Response => {
+            return empty(StatusCode::ACCEPTED, session.as_deref());
+        }
     }
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = message.id.clone();
