@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Load benchmark: resources/read POSTs sent direct to the demo upstream, through nginx (plain
 # reverse proxy, the baseline) and through mcp-edge, in one run on this machine.
-# usage: [REPEAT=3] [MILLION=1000000] [BIN=target/release/mcp-edge] benches/load/run.sh [pass|hits|disk|all] [DURATION_SECONDS=5] [CONNECTIONS=64]
-#   pass: pass-through (direct vs nginx vs mcp-edge); hits: cache hits of 1 KiB resources vs
-#   nginx returning a fixed 1 KiB body, as the cache grows, and from the disk tier (disk: only that).
+# usage: [REPEAT=3] [MILLION=1000000] [BIN=target/release/mcp-edge] benches/load/run.sh [pass|floor|hits|disk|all] [DURATION_SECONDS=5] [CONNECTIONS=64]
+#   pass: pass-through (direct vs nginx vs mcp-edge); floor: only mcp-edge against the Pingora
+#   floor, uncached tools/call and resources/read (REPEAT=30 2 for a figure whose interval is
+#   narrow enough to quote); hits: cache hits of 1 KiB resources vs nginx returning a fixed
+#   1 KiB body, as the cache grows, and from the disk tier (disk: only that).
 # Needs: wrk and nginx (apt-get install -y wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -112,10 +114,7 @@ measure_vs_floor() {
   line=$(printf '%s' "$edge_lines" | python3 benches/load/median.py)
   printf '%-40s %s\n' "mcp-edge, $1" "$line"
   eval "$(echo "${line% rps_range=*}" | sed 's/ /;/g; s/\([a-z0-9]*\)=/\U\1_'"$4"'=/g')"
-  printf '%s' "$ratios" | python3 -c '
-import statistics, sys
-rounds = [float(e) / float(f) for e, f in (line.split() for line in sys.stdin if line.strip())]
-print(f"  mcp-edge / Pingora floor, by round: median {statistics.median(rounds):.2f} (range {min(rounds):.2f}-{max(rounds):.2f})")'
+  printf '%s' "$ratios" | python3 benches/load/ratio_median.py
 }
 rps_of() { local rest=${1#*rps=}; echo "${rest%% *}"; }
 tier_split() { # which tier the disk edge's hits came from (its counters start at its restart)
@@ -149,6 +148,13 @@ if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
   unset PAUSE_MS
   python3 -c "import sys; d,n,f,e=map(float,sys.argv[1:]); print(f'paced p99 added over direct: nginx {n-d:+.3f} ms, Pingora floor {f-d:+.3f} ms, mcp-edge {e-d:+.3f} ms')" \
     "$P99_PACED_DIRECT" "$P99_PACED_NGINX" "$P99_PACED_FLOOR" "$P99_PACED_EDGE"
+fi
+
+if [ "$MODE" = floor ]; then
+  echo "== mcp-edge against the Pingora floor: $CONNECTIONS connections, ${REPEAT}x${DURATION}s rounds, $WORKERS proxy workers, PIN=$PIN"
+  measure_vs_floor "tools/call" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" CALL_EDGE \
+    benches/load/call.lua
+  measure_vs_floor "resources/read" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" EDGE
 fi
 
 if [ "$MODE" = hits ] || [ "$MODE" = all ]; then

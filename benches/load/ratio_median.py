@@ -1,0 +1,26 @@
+"""Reads "edge_rps floor_rps" lines (one per round) and prints the median of the rounds' ratios,
+their range and a 95% interval for that median (order statistics, no assumption about the
+distribution): with rounds this noisy, the interval says whether a median can be quoted."""
+import math
+import statistics
+import sys
+
+
+def median_interval(values):
+    """Ranks of the 95% distribution-free interval for a median (normal approximation of the
+    binomial): a few rounds give the whole range."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half_width = 1.96 * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half_width))
+    high = min(n - 1, math.ceil(n / 2 + half_width) - 1)
+    return ordered[low], ordered[high]
+
+
+rounds = [float(e) / float(f) for e, f in (line.split() for line in sys.stdin if line.strip())]
+low, high = median_interval(rounds)
+print(
+    f"  mcp-edge / Pingora floor, by round: median {statistics.median(rounds):.2f} "
+    f"(range {min(rounds):.2f}-{max(rounds):.2f}, 95% interval of the median {low:.2f}-{high:.2f}, "
+    f"{len(rounds)} rounds)"
+)
