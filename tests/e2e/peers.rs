@@ -120,6 +120,34 @@ async fn server_everything_through_the_proxy() {
     assert_eq!(reply.header("x-accel-buffering"), Some("no"));
 }
 
+/// A batch (which server-everything still takes on a 2025-11-25 session) reaches it whole, and
+/// both answers come back in its one SSE stream with their ids, as they do direct.
+#[tokio::test]
+async fn a_batch_reaches_server_everything_and_both_answers_come_back() {
+    let (_server, port) = everything_server().await;
+    let proxy = proxy(&upstream_route(port)).await;
+    let echo = |id: u64, message: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": message}}})
+    };
+    let batch = serde_json::json!([echo(7, "a"), echo(8, "b")]).to_string();
+    let mut answers = Vec::new();
+    for mcp in [Mcp::new(&format!("http://127.0.0.1:{port}/mcp")), proxy.mcp()] {
+        let session = mcp.initialize().await;
+        let reply =
+            mcp.post(batch.clone(), &[("mcp-session-id", &session), ("mcp-protocol-version", "2025-11-25")]).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let mut messages: Vec<(u64, String)> = sse_messages(&reply.body)
+            .iter()
+            .filter_map(|m| Some((m["id"].as_u64()?, m["result"]["content"][0]["text"].as_str()?.to_string())))
+            .collect();
+        messages.sort();
+        answers.push(messages);
+    }
+    assert_eq!(answers[0], vec![(7, "Echo: a".to_string()), (8, "Echo: b".to_string())]);
+    assert_eq!(answers[1], answers[0], "through the proxy as direct");
+}
+
 /// The `reads` count the SDK client's last call reported (the Python server counts reads).
 fn reads_reported(run: &serde_json::Value) -> &str {
     run["call"]["text"].as_str().expect("reads tool text")
