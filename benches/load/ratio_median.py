@@ -7,8 +7,8 @@ import sys
 
 
 def median_interval(values):
-    """Ranks of the 95% distribution-free interval for a median (normal approximation of the
-    binomial): a few rounds give the whole range."""
+    """The 95% distribution-free interval for a median: the two order statistics whose ranks
+    the normal approximation of the binomial gives (a few rounds give the whole range)."""
     ordered = sorted(values)
     n = len(ordered)
     half_width = 1.96 * math.sqrt(n) / 2

@@ -117,6 +117,13 @@ measure_vs_floor() {
   printf '%s' "$ratios" | python3 benches/load/ratio_median.py
 }
 rps_of() { local rest=${1#*rps=}; echo "${rest%% *}"; }
+# Uncached resources/read (sets RPS_EDGE) and tools/call (RPS_CALL_EDGE) against the floor. An
+# uncached tools/call takes no cache path at all (no lookup, no coalescing, no capture).
+compare_with_floor() {
+  measure_vs_floor "resources/read" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" EDGE
+  measure_vs_floor "tools/call" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" CALL_EDGE \
+    benches/load/call.lua
+}
 tier_split() { # which tier the disk edge's hits came from (its counters start at its restart)
   curl -s "http://127.0.0.1:$DISK_ADMIN/metrics" | python3 -c '
 import re, sys
@@ -130,11 +137,8 @@ if [ "$MODE" = pass ] || [ "$MODE" = all ]; then
   measure "direct to upstream" "http://127.0.0.1:$UP_NOCACHE/mcp" DIRECT
   measure "nginx reverse proxy" "http://127.0.0.1:$NGINX/mcp_nocache" NGINX
   # The Pingora floor and mcp-edge in turns (see measure_vs_floor): their ratio is the figure.
-  measure_vs_floor "resources/read" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" EDGE
-  echo "mcp-edge / nginx req/s: $(ratio "$RPS_EDGE" "$RPS_NGINX")"
-  # An uncached tools/call takes no cache path at all (no lookup, no coalescing, no capture).
-  measure_vs_floor "tools/call" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" CALL_EDGE \
-    benches/load/call.lua
+  compare_with_floor
+  echo "mcp-edge / nginx req/s (resources/read): $(ratio "$RPS_EDGE" "$RPS_NGINX")"
   python3 -c "import sys; d,e,f,g=map(float,sys.argv[1:]); print(f'added latency vs direct: p50 {e-d:+.3f} ms, p99 {g-f:+.3f} ms')" \
     "$P50_DIRECT" "$P50_EDGE" "$P99_DIRECT" "$P99_EDGE"
   # At full load a proxy's added latency is mostly its queue (64 connections / its req/s); paced
@@ -152,9 +156,7 @@ fi
 
 if [ "$MODE" = floor ]; then
   echo "== mcp-edge against the Pingora floor: $CONNECTIONS connections, ${REPEAT}x${DURATION}s rounds, $WORKERS proxy workers, PIN=$PIN"
-  measure_vs_floor "tools/call" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" CALL_EDGE \
-    benches/load/call.lua
-  measure_vs_floor "resources/read" "http://127.0.0.1:$FLOOR/mcp" "http://127.0.0.1:$EDGE/nocache" EDGE
+  compare_with_floor
 fi
 
 if [ "$MODE" = hits ] || [ "$MODE" = all ]; then

@@ -37,11 +37,7 @@ pub(super) enum ReadAhead {
 pub(super) fn read_ahead(settings: &HttpPersistentSettings) -> ReadAhead {
     let mut probe = FieldProbe::default();
     let _ = write!(probe, "{settings:?}");
-    match probe.state {
-        Probe::Done(read_ahead) => read_ahead,
-        Probe::InValue => decode_byte_string(&probe.value).map_or(ReadAhead::Unreadable, ReadAhead::Bytes),
-        Probe::BeforeField | Probe::AtField => ReadAhead::Unreadable,
-    }
+    probe.read_ahead()
 }
 
 /// Where the `Debug` form being written is, for [`FieldProbe`].
@@ -53,7 +49,8 @@ enum Probe {
     AtField,
     /// The field holds `Some`: the rest of the form is kept in `value`.
     InValue,
-    Done(ReadAhead),
+    /// The field holds `None`.
+    Empty,
 }
 
 /// Finds [`PREFIX_FIELD`] as the `Debug` form is written: stops the formatting at once when it
@@ -70,7 +67,7 @@ impl Write for FieldProbe {
             (Probe::BeforeField, PREFIX_FIELD) => self.state = Probe::AtField,
             (Probe::BeforeField, _) | (Probe::AtField, ": ") => {}
             (Probe::AtField, value) if value.starts_with("None") => {
-                self.state = Probe::Done(ReadAhead::Nothing);
+                self.state = Probe::Empty;
                 // Nothing more is needed: stop formatting.
                 return Err(fmt::Error);
             }
@@ -79,9 +76,20 @@ impl Write for FieldProbe {
                 self.value.push_str(value);
             }
             (Probe::InValue, value) => self.value.push_str(value),
-            (Probe::Done(_), _) => return Err(fmt::Error),
+            (Probe::Empty, _) => return Err(fmt::Error),
         }
         Ok(())
+    }
+}
+
+impl FieldProbe {
+    /// What the form written so far says Pingora read ahead.
+    fn read_ahead(self) -> ReadAhead {
+        match self.state {
+            Probe::Empty => ReadAhead::Nothing,
+            Probe::InValue => decode_byte_string(&self.value).map_or(ReadAhead::Unreadable, ReadAhead::Bytes),
+            Probe::BeforeField | Probe::AtField => ReadAhead::Unreadable,
+        }
     }
 }
 
@@ -164,22 +172,18 @@ mod tests {
 
     #[test]
     fn an_unknown_form_is_unreadable() {
-        let unreadable = |form: &str| {
+        let read_from = |form: &str| {
             let mut probe = FieldProbe::default();
-            let _ = probe.write_str(form);
             let _ = probe.write_str(PREFIX_FIELD);
             let _ = probe.write_str(": ");
             let _ = probe.write_str(form);
-            match probe.state {
-                Probe::InValue => decode_byte_string(&probe.value).is_none(),
-                _ => false,
-            }
+            probe.read_ahead()
         };
         for form in ["Some([80, 79])", "Some(b\"\\u{7f}\")", "Some(b\"\\x4G\")", "Some(b\"\u{e9}\")", "Some(b\"open"] {
-            assert!(unreadable(form), "{form}");
+            assert_eq!(read_from(form), ReadAhead::Unreadable, "{form}");
         }
         let mut probe = FieldProbe::default();
         let _ = write!(probe, "Settings {{ other: None }}");
-        assert!(matches!(probe.state, Probe::BeforeField));
+        assert_eq!(probe.read_ahead(), ReadAhead::Unreadable);
     }
 }
