@@ -90,6 +90,16 @@ struct Purge {
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        // A page on the operator's machine can point a name it controls at 127.0.0.1 (DNS
+        // rebinding) and read the answers as same-origin: only the listener's own names pass.
+        // `/healthz` says nothing but "up": liveness probes may name any address.
+        let host = req.headers().get(http::header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
+        if req.uri().path() != "/healthz"
+            && let Err(refused) = crate::guards::check_host(&self.live.load().config.admin.allowed_hosts, host)
+        {
+            let status = StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::FORBIDDEN);
+            return json_error(status, &refused.to_string());
+        }
         if let Some(origin) = req.headers().get("origin") {
             let origin = String::from_utf8_lossy(origin.as_bytes());
             return json_error(

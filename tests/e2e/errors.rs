@@ -34,6 +34,50 @@ async fn malformed_and_invalid_bodies() {
     assert_eq!(reply.json()["id"], "q-7", "the error answers the request's id");
 }
 
+/// How a body is framed (Content-Length, chunked, too large to read before forwarding) does not
+/// change what is accepted: an invalid message is refused before the upstream in every framing,
+/// in both eras.
+#[tokio::test]
+async fn invalid_messages_are_refused_whatever_their_framing() {
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let chunked = |body: &str| format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    // Over the 64 KiB read before forwarding: JSON allows the padding after the value.
+    let large = |body: &str| format!("{body}{}", " ".repeat(70_000));
+    let ids = ["null", "true", "{}", "[1]", r#"{"a":1}"#];
+    let eras: [&[&str]; 2] = [&[], &["MCP-Protocol-Version: 2026-07-28", "Mcp-Method: tools/list"]];
+    for era in eras {
+        for id in ids {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+            let framings = [
+                ("content-length", crate::raw::raw_post(&body, era)),
+                ("chunked", crate::raw::raw_post(&chunked(&body), &[era, &["Transfer-Encoding: chunked"]].concat())),
+                ("large", crate::raw::raw_post(&large(&body), era)),
+            ];
+            for (framing, request) in framings {
+                let reply = crate::raw::raw_exchange(&proxy, &request).await;
+                assert_eq!(
+                    (reply.status, reply.body["error"]["code"].as_i64()),
+                    (400, Some(-32600)),
+                    "id {id}, {framing}, {era:?}: {}",
+                    reply.body
+                );
+            }
+        }
+    }
+    // A valid message still goes through in each framing.
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+    let stateless = eras[1];
+    for request in [
+        crate::raw::raw_post(&chunked(body), &[stateless, &["Transfer-Encoding: chunked"]].concat()),
+        crate::raw::raw_post(&large(body), stateless),
+    ] {
+        let reply = crate::raw::raw_exchange(&proxy, &request).await;
+        assert_eq!((reply.status, &reply.body["id"]), (200, &json!(7)), "{}", reply.body);
+        assert!(reply.body["result"]["tools"].is_array(), "{}", reply.body);
+    }
+}
+
 #[tokio::test]
 async fn mirrored_header_mismatch_is_400_with_32020() {
     let upstream = demo_upstream("a", &[]).await;

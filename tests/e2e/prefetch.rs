@@ -206,7 +206,10 @@ async fn what_was_learned_survives_a_restart() {
 #[tokio::test]
 async fn warm_uris_are_cached_before_anyone_asks_and_kept_fresh() {
     let upstream = demo_upstream("u", &["--ttl-ms", "2000"]).await;
-    let warm = format!("{PREFETCH}warm = [\"demo://docs/3\"]\n");
+    // Warm requests name mcp-edge as their client: the route vouches client names change no
+    // answer, so clients of other names share what was warmed.
+    let unkeyed = "[route.policy]\nunkeyed_meta = [\"io.modelcontextprotocol/clientInfo\"]\n";
+    let warm = format!("{unkeyed}{PREFETCH}warm = [\"demo://docs/3\"]\n");
     let proxy = proxy(&route(&[&upstream], &warm)).await;
     let mcp = proxy.mcp();
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -297,6 +297,40 @@ async fn a_client_byte_during_a_miss_is_the_clients_doing() {
     );
 }
 
+/// In the stateless era `_meta` carries the client's capabilities and information, and servers
+/// answer by them: a public entry fetched with one `_meta` is not served for another, except
+/// for members that never change an answer (progress token, trace context).
+#[tokio::test]
+async fn an_entry_is_served_only_for_the_meta_it_was_fetched_with() {
+    let upstream = demo_upstream("a", &["--scope", "public"]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let ask = |meta: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}});
+        let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")];
+        let mcp = &mcp;
+        async move { x_cache(&mcp.post(body.to_string(), &headers).await).to_string() }
+    };
+    let version = "io.modelcontextprotocol/protocolVersion";
+    let capabilities = "io.modelcontextprotocol/clientCapabilities";
+    let plain = json!({version: "2026-07-28", capabilities: {}});
+    assert_eq!(ask(plain.clone()).await, "MISS");
+    assert_eq!(ask(plain.clone()).await, "HIT");
+    for other in [
+        json!({version: "2026-07-28", capabilities: {"sampling": {}, "elicitation": {}}}),
+        json!({version: "2026-07-28", capabilities: {}, "com.example/tenant": "b"}),
+        json!({version: "2026-07-28", capabilities: {}, "io.modelcontextprotocol/clientInfo": {"name": "x", "version": "1"}}),
+        json!({version: "2026-07-28"}),
+    ] {
+        assert_eq!(ask(other.clone()).await, "MISS", "{other}");
+        assert_eq!(ask(other.clone()).await, "HIT", "{other}: its own entry");
+    }
+    let mut unchanged = plain.clone();
+    unchanged["progressToken"] = json!("p-1");
+    unchanged["traceparent"] = json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert_eq!(ask(unchanged).await, "HIT", "a progress token and trace context change no answer");
+}
+
 #[tokio::test]
 async fn the_admin_api_does_not_answer_web_pages() {
     let upstream = demo_upstream("a", &[]).await;
@@ -313,6 +347,41 @@ async fn the_admin_api_does_not_answer_web_pages() {
     assert_eq!(purge("application/json", Some("http://127.0.0.1")).await, 403, "no Origin is the admin's own");
     assert_eq!(purge("text/plain", None).await, 415);
     assert_eq!(purge("application/json", None).await, 200);
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_hosts_it_does_not_serve() {
+    // DNS rebinding: a page on the operator's machine points its own name at 127.0.0.1 and
+    // reads the admin listener as same-origin (no Origin header on a same-origin GET).
+    let upstream = demo_upstream("a", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let client = reqwest::Client::new();
+    let get = |path: &'static str, host: &'static str| {
+        let request = client.get(proxy.admin_url(path)).header("host", host);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for path in ["/stats", "/metrics", "/", "/readyz"] {
+        assert_eq!(get(path, "attacker.example").await, 403, "{path} for a foreign Host");
+        assert_eq!(get(path, "attacker.example:9090").await, 403, "{path} for a foreign Host with a port");
+        assert_eq!(get(path, "localhost:9090").await, 200, "{path} for the listener's own name");
+        assert_eq!(get(path, "127.0.0.1").await, 200, "{path} for the listener's address");
+    }
+    assert_eq!(get("/healthz", "10.1.2.3:9090").await, 200, "liveness probes may name any address");
+    let purge = client
+        .post(proxy.admin_url("/purge"))
+        .header("host", "attacker.example")
+        .header("content-type", "application/json")
+        .body(r#"{"route":"/mcp","all":true}"#);
+    assert_eq!(purge.send().await.unwrap().status(), 403);
+
+    // Names the operator lists are served, and only those.
+    let listed = proxy_full(&route(&[&upstream], ""), "", |_| "allowed_hosts = [\"admin.internal\"]\n".into()).await;
+    let get = |host: &'static str| {
+        let request = client.get(listed.admin_url("/stats")).header("host", host);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("admin.internal:9090").await, 200);
+    assert_eq!(get("localhost").await, 403);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The cross-tenant matrix: (public / private / no hint) × (credential / empty credential /
-//! none) × (handshake / stateless era) × (memory / disk tier) × (read / list / tool). Every
-//! answer says whom the upstream fetched it for (`--echo-caller`); none may reach an identity
-//! it was not fetched for.
+//! none / another's session id) × (handshake / stateless era) × (memory / disk tier) × (read /
+//! list / tool). Every answer says whom the upstream fetched it for (`--echo-caller`); none may
+//! reach an identity it was not fetched for.
 
 use serde_json::{Value, json};
 
@@ -121,6 +121,13 @@ async fn matrix(disk: bool) {
             for _ in 0..2 {
                 of_route.push(handshake_tenant(&mcp, credential).await);
             }
+        }
+        // A leaked session id: another credential, or none, presenting alice's session (after
+        // her, so that her answers are cached by then). A session id is no credential.
+        let alice = of_route.iter().find(|t| t.session.is_some() && t.credential == Some("Bearer alice"));
+        let leaked = alice.and_then(|t| t.session.clone()).expect("alice has a session");
+        for credential in [Some("Bearer mallory"), None] {
+            of_route.push(Tenant { credential, session: Some(leaked.clone()) });
         }
         tenants.push((mcp, of_route));
     }

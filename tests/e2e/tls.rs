@@ -41,8 +41,12 @@ fn client_trusting(pki: &Pki, h2: bool) -> reqwest::Client {
 }
 
 async fn tls_proxy(upstream: &Upstream, first: &Pki) -> (Proxy, u16) {
+    tls_proxy_with(upstream, first, "").await
+}
+
+async fn tls_proxy_with(upstream: &Upstream, first: &Pki, route_extra: &str) -> (Proxy, u16) {
     let tls_port = free_port();
-    let proxy = proxy_full(&route(&[upstream], ""), "", |dir| {
+    let proxy = proxy_full(&route(&[upstream], route_extra), "", |dir| {
         install(first, dir);
         format!(
             "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = {:?}\nkey = {:?}\n",
@@ -83,6 +87,40 @@ async fn https_with_http1_and_h2() {
         .unwrap();
     let reply = read(&Mcp { client: tls12, url: url.clone() }, "demo://docs/1", None).await;
     assert_eq!(reply.status, 200, "TLS 1.2: {reply:?}");
+}
+
+/// HTTP/2 clients may split `cookie` into a field per crumb (RFC 9113 §8.2.3): on a route whose
+/// identity header is `cookie` that is one identity, not a header sent twice, and the upstream
+/// gets it as one line.
+#[tokio::test]
+async fn h2_cookie_crumbs_are_one_header() {
+    let upstream = demo_upstream("a", &["--scope", "private"]).await;
+    let pki = pki("one");
+    let (_proxy, tls_port) = tls_proxy_with(&upstream, &pki, "[route.policy]\nidentity_header = \"cookie\"").await;
+    let url = format!("https://127.0.0.1:{tls_port}/mcp");
+    let crumbs = [("cookie", "session=alice"), ("cookie", "theme=dark")];
+    let h2 = Mcp { client: client_trusting(&pki, true), url: url.clone() };
+    let seen =
+        h2.stateless("tools/call", serde_json::json!({"name": "request_headers", "arguments": {}}), &crumbs).await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    assert!(seen.tool_text().contains("cookie: session=alice; theme=dark\n"), "{}", seen.tool_text());
+
+    // The same identity as the joined line an HTTP/1.1 client sends: its private entry is shared.
+    let first = h2.stateless("resources/read", serde_json::json!({"uri": "demo://me"}), &crumbs).await;
+    assert_eq!((first.status, x_cache(&first)), (200, "MISS"), "{first:?}");
+    let h1 = Mcp { client: client_trusting(&pki, false), url };
+    let again = h1
+        .stateless(
+            "resources/read",
+            serde_json::json!({"uri": "demo://me"}),
+            &[("cookie", "session=alice; theme=dark")],
+        )
+        .await;
+    assert_eq!((again.status, x_cache(&again)), (200, "HIT"), "{again:?}");
+    let other = h1
+        .stateless("resources/read", serde_json::json!({"uri": "demo://me"}), &[("cookie", "session=bob; theme=dark")])
+        .await;
+    assert_eq!((other.status, x_cache(&other)), (200, "MISS"), "another identity: {other:?}");
 }
 
 #[tokio::test]

@@ -17,8 +17,11 @@ pub enum Scope {
     Public(Audience),
     /// Hash of the caller's identity (authorization context).
     Private(String),
-    /// A handshake-era session id (as the client sees it).
-    Session(String),
+    /// A handshake-era session id (as the client sees it), bound to the caller's identity
+    /// hash: a session id is no credential, so one that leaks (logs, a shared proxy, a
+    /// guessable server) unlocks nothing cached for another identity, nor for a caller
+    /// without one.
+    Session { id: String, identity: Option<String> },
 }
 
 /// Whether a caller presented a credential (a non-blank identity header).
@@ -29,16 +32,24 @@ pub enum Audience {
 }
 
 impl Scope {
-    /// The scope's part of a key, as a prefix and a value (hashed one after the other, so no
-    /// string is built per lookup): `public:anonymous`, `public:authenticated`,
-    /// `private:<identity hash>`, `session:<id>`.
-    fn key_parts(&self) -> [&[u8]; 2] {
+    /// The scope's part of a key, in parts hashed one after the other (no string is built per
+    /// lookup): `public:anonymous`, `public:authenticated`, `private:<identity hash>`,
+    /// `session:<id>\0as:<identity hash or ->`.
+    fn key_parts(&self) -> [&[u8]; 4] {
         match self {
-            Scope::Public(Audience::Anonymous) => [b"public:", b"anonymous"],
-            Scope::Public(Audience::Authenticated) => [b"public:", b"authenticated"],
-            Scope::Private(identity) => [b"private:", identity.as_bytes()],
-            Scope::Session(session) => [b"session:", session.as_bytes()],
+            Scope::Public(Audience::Anonymous) => [b"public:", b"anonymous", b"", b""],
+            Scope::Public(Audience::Authenticated) => [b"public:", b"authenticated", b"", b""],
+            Scope::Private(identity) => [b"private:", identity.as_bytes(), b"", b""],
+            Scope::Session { id, identity } => {
+                [b"session:", id.as_bytes(), b"\0as:", identity.as_deref().map_or(&b"-"[..], str::as_bytes)]
+            }
         }
+    }
+
+    /// The session scope of `caller`'s session, if it has one (handshake era).
+    pub fn session_of(caller: &Caller) -> Option<Scope> {
+        let id = caller.session.clone().filter(|_| !caller.stateless)?;
+        Some(Scope::Session { id, identity: caller.identity.clone() })
     }
 }
 
@@ -97,8 +108,8 @@ pub struct Lookup {
 impl Lookup {
     /// The storage key of this request's entry in `scope`.
     pub fn key(&self, scope: &Scope) -> Key {
-        let [prefix, value] = scope.key_parts();
-        digest(&[self.base.as_bytes(), b"\0", prefix, value])
+        let [prefix, value, bound_prefix, bound] = scope.key_parts();
+        digest(&[self.base.as_bytes(), b"\0", prefix, value, bound_prefix, bound])
     }
 
     /// The key concurrent misses coalesce on: same request, same caller (its identity, else
@@ -154,14 +165,25 @@ pub fn lookup_for(
         _ => return None,
     };
     let version = caller.protocol_version.as_deref().unwrap_or("-");
-    let base =
-        join(&[route, "\u{0}", method.as_str(), "\u{0}", params[0], params[1], params[2], params[3], "\u{0}", version]);
+    let meta = meta_part(message.params.meta.as_deref(), &policy.unkeyed_meta)?;
+    let base = join(&[
+        route,
+        "\u{0}",
+        method.as_str(),
+        "\u{0}",
+        params[0],
+        params[1],
+        params[2],
+        params[3],
+        "\u{0}",
+        version,
+        "\u{0}meta=",
+        &meta,
+    ]);
     // The caller's own scopes first: a public answer fetched later for somebody else must not
     // hide the answer this caller was given.
     let mut scopes = Vec::with_capacity(3);
-    if let (false, Some(session)) = (caller.stateless, &caller.session) {
-        scopes.push(Scope::Session(session.clone()));
-    }
+    scopes.extend(Scope::session_of(caller));
     if let Some(identity) = &caller.identity {
         scopes.push(Scope::Private(identity.clone()));
     }
@@ -169,9 +191,27 @@ pub fn lookup_for(
     Some(Lookup { method, base, targets, scopes })
 }
 
+/// `_meta` members the specification defines as not changing a result: the progress token
+/// (asks for progress notifications, which a hit does not send) and the W3C trace context
+/// (names the request's trace). Every other member is keyed: in the stateless era `_meta`
+/// carries the client's capabilities and information, and servers answer by them (e.g.
+/// server-everything lists 13 or 17 tools), and an unknown member may mean anything.
+pub const META_NEVER_KEYED: [&str; 4] = ["progressToken", "traceparent", "tracestate", "baggage"];
+
+/// The key's part for `_meta`: its canonical JSON without the members that never change an
+/// answer (empty when nothing is left, as without `_meta`). `None`: not an object read exactly
+/// (never keyed on a guess).
+fn meta_part(meta: Option<&str>, unkeyed: &[String]) -> Option<String> {
+    let Some(meta) = meta else { return Some(String::new()) };
+    let mut left_out: Vec<&str> = META_NEVER_KEYED.to_vec();
+    left_out.extend(unkeyed.iter().map(String::as_str));
+    let canonical = crate::canonical::canonical_object_without(meta, &left_out)?;
+    Some(if canonical == "{}" { String::new() } else { canonical })
+}
+
 /// Whether a key can be built from exactly what the upstream reads of these params: they were
 /// understood completely (no duplicate key anywhere, expected types) and hold nothing but the
-/// members the key is made of (plus `_meta`, which carries no request content). Anything else
+/// members the key is made of (`_meta` included). Anything else
 /// (a `cursor` on a read, a `task` on a call, …) may change the answer in ways the key cannot
 /// tell: such requests are forwarded uncached.
 fn keyable_params(method: Method, params: &crate::jsonrpc::Params) -> bool {

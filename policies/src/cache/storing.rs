@@ -169,10 +169,10 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
         // No hint: the operator may vouch that this route's answers are the same for all.
         None if policy.shared => Scope::Public(caller.audience()),
         // Handshake-era lists vary per session (client capabilities): never shared across sessions.
-        None if !caller.stateless && lookup.method.is_list() => Scope::Session(caller.session.clone()?),
+        None if !caller.stateless && lookup.method.is_list() => Scope::session_of(caller)?,
         _ => match (&caller.identity, caller.stateless, &caller.session) {
             (Some(identity), _, _) => Scope::Private(identity.clone()),
-            (None, false, Some(session)) => Scope::Session(session.clone()),
+            (None, false, Some(_)) => Scope::session_of(caller)?,
             _ => return None,
         },
     };

@@ -15,7 +15,7 @@ fn policy() -> CachePolicy {
 
 fn read(uri: &str) -> Message {
     parse(
-        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}","_meta":{{"x":1}}}}}}"#)
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}","_meta":{{"progressToken":1}}}}}}"#)
             .as_bytes(),
     )
     .unwrap()
@@ -80,21 +80,87 @@ fn tools_are_cached_only_when_opted_in() {
 
 #[test]
 fn keys_are_the_digests_disk_caches_were_written_with() {
-    // A key is SHA-256 of "<route>\0<method>\0<params>\0<version>\0<scope>": entries on
-    // disk from earlier versions are found only while this holds. (Public entries were keyed
-    // `public` before audiences split them; those are left behind on purpose: any of them
-    // may have been fetched without a credential.)
+    // A key is SHA-256 of "<route>\0<method>\0<params>\0<version>\0meta=<_meta>\0<scope>":
+    // entries on disk from earlier versions are found only while this holds. (Public entries
+    // were keyed `public` before audiences split them, and every entry without `_meta` before
+    // `_meta` was keyed; those are left behind on purpose: any of them may have been fetched
+    // without a credential, or for other client capabilities.)
     let lookup = lookup_for("r", &read("a://1"), &stateless(None), &policy(), |_| false).unwrap();
-    let expect =
-        |scope: &str| -> Key { Sha256::digest(format!("r\0resources/read\0uri=a://1\02026-07-28\0{scope}")).into() };
+    let expect = |scope: &str| -> Key {
+        Sha256::digest(format!("r\0resources/read\0uri=a://1\02026-07-28\0meta=\0{scope}")).into()
+    };
     assert_eq!(lookup.key(&Scope::Public(Audience::Anonymous)), expect("public:anonymous"));
     assert_eq!(lookup.key(&Scope::Public(Audience::Authenticated)), expect("public:authenticated"));
     assert_eq!(lookup.key(&Scope::Private("h".into())), expect("private:h"));
-    assert_eq!(lookup.key(&Scope::Session("s".into())), expect("session:s"));
+    // Session entries are bound to the caller's identity since a leaked session id unlocked
+    // them: older session entries on disk are left behind on purpose.
+    let session = |identity: Option<&str>| Scope::Session { id: "s".into(), identity: identity.map(String::from) };
+    assert_eq!(lookup.key(&session(None)), expect("session:s\0as:-"));
+    assert_eq!(lookup.key(&session(Some("h"))), expect("session:s\0as:h"));
 }
 
 #[test]
-fn keys_ignore_meta_and_id_but_not_params_scope_or_version() {
+fn a_session_id_alone_unlocks_nothing_cached_for_another_identity() {
+    let p = policy();
+    let list = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+    let alice = Caller { identity: Some(identity_hash(b"Bearer alice")), ..legacy("s1") };
+    let mallory = Caller { identity: Some(identity_hash(b"Bearer mallory")), ..legacy("s1") };
+    let anonymous = legacy("s1");
+    let stored =
+        store_decision(&lookup_for("r", &list, &alice, &p, |_| false).unwrap(), &alice, &facts(r#"{"tools":[]}"#), &p)
+            .unwrap();
+    let stored_key = lookup_for("r", &list, &alice, &p, |_| false).unwrap().key(&stored.scope);
+    for (who, caller) in [("mallory", &mallory), ("anonymous", &anonymous)] {
+        let theirs = lookup_for("r", &list, caller, &p, |_| false).unwrap();
+        let keys: Vec<Key> = theirs.scopes.iter().map(|scope| theirs.key(scope)).collect();
+        assert!(!keys.contains(&stored_key), "{who} with alice's session id probes her entry");
+    }
+    let again = lookup_for("r", &list, &alice, &p, |_| false).unwrap();
+    assert!(again.scopes.iter().any(|scope| again.key(scope) == stored_key), "alice finds her own");
+}
+
+#[test]
+fn meta_is_keyed_but_for_what_never_changes_an_answer() {
+    let p = policy();
+    let caller = stateless(None);
+    let key = |meta: &str, policy: &CachePolicy| {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{meta}}}}}"#);
+        lookup_for("r", &parse(body.as_bytes()).unwrap(), &caller, policy, |_| false)
+            .map(|lookup| lookup.key(&Scope::Public(Audience::Anonymous)))
+    };
+    let base = r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}"#;
+    let base_key = key(base, &p).unwrap();
+    // Other capabilities, other client information, unknown members: other answers maybe.
+    for other in [
+        r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#,
+        r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"io.modelcontextprotocol/clientInfo":{"name":"x"}}"#,
+        r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"com.example/tenant":"b"}"#,
+        r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#,
+    ] {
+        assert_ne!(key(other, &p), Some(base_key), "{other}");
+    }
+    // The same members in another order or spacing, or with only a progress token or trace
+    // context added: the same answer.
+    for same in [
+        r#"{ "io.modelcontextprotocol/clientCapabilities" : {"sampling":{}}, "io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#,
+        r#"{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}"#,
+        r#"{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"a=b","baggage":"k=v","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}"#,
+    ] {
+        assert_eq!(key(same, &p), Some(base_key), "{same}");
+    }
+    // What the operator vouches for is left out too.
+    let mut vouched = policy();
+    vouched.unkeyed_meta = vec!["io.modelcontextprotocol/clientInfo".into()];
+    let with_info = r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"io.modelcontextprotocol/clientInfo":{"name":"x"}}"#;
+    assert_eq!(key(with_info, &vouched), key(base, &vouched));
+    assert_ne!(key(with_info, &p), key(base, &p));
+    // A `_meta` that is not an object read exactly is never keyed on a guess.
+    assert_eq!(key(r#"{"a":1,"a":2}"#, &p), None);
+    assert_eq!(key("[1]", &p), None);
+}
+
+#[test]
+fn keys_ignore_the_id_but_not_params_scope_or_version() {
     let p = policy();
     #[allow(non_snake_case)]
     let Public = Scope::Public(Audience::Anonymous);
@@ -115,7 +181,8 @@ fn lookups_probe_the_callers_own_scopes_then_its_audiences_public_one() {
     let l = lookup_for("r", &read("a://1"), &stateless(Some("Bearer t")), &p, |_| false).unwrap();
     assert_eq!(l.scopes, vec![Scope::Private(identity_hash(b"Bearer t")), Scope::Public(Audience::Authenticated)]);
     let l = lookup_for("r", &read("a://1"), &legacy("s1"), &p, |_| false).unwrap();
-    assert_eq!(l.scopes, vec![Scope::Session("s1".into()), Scope::Public(Audience::Anonymous)]);
+    let session = Scope::Session { id: "s1".into(), identity: None };
+    assert_eq!(l.scopes, vec![session, Scope::Public(Audience::Anonymous)]);
     let l = lookup_for("r", &read("a://1"), &stateless(None), &p, |_| false).unwrap();
     assert_eq!(l.scopes, vec![Scope::Public(Audience::Anonymous)]);
     assert!(!identity_hash(b"Bearer secret").contains("secret"));
@@ -251,7 +318,7 @@ fn private_answers_without_a_credential_are_not_shared() {
     let l = lookup_for("r", &read("a://1"), &caller, &p, |_| false).unwrap();
     assert_eq!(
         store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p).unwrap().scope,
-        Scope::Session("s1".into())
+        Scope::Session { id: "s1".into(), identity: None }
     );
 }
 
@@ -261,7 +328,8 @@ fn handshake_era_lists_are_per_session_unless_shared() {
     let caller = Caller { identity: Some("u".into()), ..legacy("s1") };
     let list = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
     let l = lookup_for("r", &list, &caller, &p, |_| false).unwrap();
-    assert_eq!(store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &p).unwrap().scope, Scope::Session("s1".into()));
+    let session = Scope::Session { id: "s1".into(), identity: Some("u".into()) };
+    assert_eq!(store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &p).unwrap().scope, session);
     let mut shared = policy();
     shared.shared = true;
     assert_eq!(

@@ -128,22 +128,26 @@ impl Checker<'_> {
             tls,
         };
         server.allowed_hosts = match &raw.allowed_hosts {
-            Some(hosts) => hosts.iter().map(|h| self.allowed_host(h)).collect(),
+            Some(hosts) => hosts.iter().map(|h| self.allowed_host(h, "server.allowed_hosts")).collect(),
             None if server.loopback_only() => LOOPBACK_HOSTS.map(str::to_string).to_vec(),
             None => vec!["*".to_string()],
         };
         server
     }
 
-    /// One `server.allowed_hosts` entry: a host name or address without port, or `"*"`.
-    fn allowed_host(&mut self, text: &Spanned<String>) -> String {
+    /// One `server.allowed_hosts` (or `admin.allowed_hosts`) entry: a host name or address
+    /// without port, or `"*"`.
+    fn allowed_host(&mut self, text: &Spanned<String>, key: &str) -> String {
         let host = text.get_ref().trim().to_ascii_lowercase();
         let valid = host == "*"
             || (!host.is_empty() && !host.contains(['@', '/', ' ']) && host.parse::<http::uri::Authority>().is_ok());
         if !valid || (host.contains(':') && !host.starts_with('[')) {
             self.report(
                 text.span(),
-                format!("server.allowed_hosts: {:?} is not a host name without port (e.g. \"mcp.example.com\", \"[::1]\", or \"*\")", text.get_ref()),
+                format!(
+                    "{key}: {:?} is not a host name without port (e.g. \"mcp.example.com\", \"[::1]\", or \"*\")",
+                    text.get_ref()
+                ),
             );
         }
         host
@@ -182,7 +186,13 @@ impl Checker<'_> {
             Some(text) => self.socket_addr(text, "admin.listen"),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         };
-        AdminConfig { listen, token_file: raw.token_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from) }
+        let allowed_hosts = match &raw.allowed_hosts {
+            Some(hosts) => hosts.iter().map(|h| self.allowed_host(h, "admin.allowed_hosts")).collect(),
+            None if listen.is_none_or(|addr| addr.ip().is_loopback()) => LOOPBACK_HOSTS.map(str::to_string).to_vec(),
+            None => vec!["*".to_string()],
+        };
+        let token_file = raw.token_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
+        AdminConfig { listen, token_file, allowed_hosts }
     }
 
     fn cache(&mut self, raw: &RawCache) -> CacheConfig {
@@ -344,6 +354,7 @@ impl Checker<'_> {
             cache_tools: raw.cache_tools.clone(),
             readonly_tools: raw.readonly_tools.unwrap_or(false),
             stale_if_error: self.duration(&raw.stale_if_error, Duration::from_secs(600), "stale_if_error"),
+            unkeyed_meta: raw.unkeyed_meta.clone(),
         }
     }
 

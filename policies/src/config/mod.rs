@@ -78,6 +78,10 @@ pub struct AdminConfig {
     /// A file holding the bearer token every admin request must carry (`Authorization: Bearer
     /// <token>`); read at start and on reload. Meant for admin listeners beyond loopback.
     pub token_file: Option<PathBuf>,
+    /// Host names (without port) an admin request's `Host` may name (DNS-rebinding
+    /// protection, as `server.allowed_hosts`); `"*"` allows any. When not configured:
+    /// loopback names if the admin listener is on loopback, else any.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +177,9 @@ pub struct CachePolicy {
     pub cache_tools: Vec<String>,
     pub readonly_tools: bool,
     pub stale_if_error: Duration,
+    /// `_meta` members the operator vouches never change an answer, left out of cache keys
+    /// besides those the specification defines so ([`crate::cache::META_NEVER_KEYED`]).
+    pub unkeyed_meta: Vec<String>,
 }
 
 /// `[route.prefetch]`: fetching what a client is likely to read next (see

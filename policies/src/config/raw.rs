@@ -42,6 +42,7 @@ pub(super) struct RawTls {
 pub(super) struct RawAdmin {
     pub(super) listen: Text,
     pub(super) token_file: Option<String>,
+    pub(super) allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +111,7 @@ pub(super) struct RawPolicy {
     pub(super) cache_tools: Vec<String>,
     pub(super) readonly_tools: Option<bool>,
     pub(super) stale_if_error: Text,
+    pub(super) unkeyed_meta: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -214,3 +214,20 @@ fn threads_are_bounded() {
     assert!(found[0].to_string().contains("server.threads must be at most 1024"), "{}", found[0]);
     assert_eq!(Config::from_toml(&format!("[server]\nthreads = 64\n{MINIMAL}")).unwrap().server.threads, 64);
 }
+
+#[test]
+fn the_admin_listener_serves_its_own_names() {
+    let admin = |section: &str| Config::from_toml(&format!("[admin]\n{section}\n{MINIMAL}")).unwrap().admin;
+    let loopback: Vec<String> = LOOPBACK_HOSTS.map(str::to_string).to_vec();
+    assert_eq!(admin("").allowed_hosts, loopback, "loopback by default");
+    assert_eq!(admin("listen = \"[::1]:9090\"").allowed_hosts, loopback);
+    assert_eq!(admin("listen = \"0.0.0.0:9090\"").allowed_hosts, ["*"], "beyond loopback: any, as the main listener");
+    let listed = admin("listen = \"0.0.0.0:9090\"\nallowed_hosts = [\"Admin.Internal\"]");
+    assert_eq!(listed.allowed_hosts, ["admin.internal"]);
+    let found = problems(&format!("[admin]\nallowed_hosts = [\"admin.internal:9090\"]\n{MINIMAL}"));
+    assert!(
+        found[0].to_string().contains("admin.allowed_hosts: \"admin.internal:9090\" is not a host name"),
+        "{}",
+        found[0]
+    );
+}

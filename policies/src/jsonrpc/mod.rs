@@ -54,6 +54,9 @@ pub struct Params {
     pub arguments: Option<String>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]`.
     pub protocol_version: Option<String>,
+    /// `params._meta` as written (raw JSON), when it was read strictly: what of it may change
+    /// an answer is part of a cache key (see [`crate::cache::lookup_for`]).
+    pub meta: Option<String>,
     /// The request carries `inputResponses` or `requestState` (MRTR retry): never cacheable.
     pub has_input_responses: bool,
     /// `params` was understood completely: absent, or an object without a duplicate key at
@@ -78,6 +81,7 @@ impl Default for Params {
             cursor: None,
             arguments: None,
             protocol_version: None,
+            meta: None,
             has_input_responses: false,
             exact: true,
             other_members: false,
@@ -253,7 +257,14 @@ impl<'de> Visitor<'de> for ExactParams {
                     }
                     params.arguments = Some(arguments.get().to_string());
                 }
-                "_meta" => params.protocol_version = map.next_value_seed(MetaVersion)?,
+                "_meta" => {
+                    // Kept as written, then read for its version (an object without duplicate
+                    // keys, or the params are not read strictly).
+                    let meta: &RawValue = map.next_value()?;
+                    let mut reader = serde_json::Deserializer::from_str(meta.get());
+                    params.protocol_version = MetaVersion.deserialize(&mut reader).map_err(de::Error::custom)?;
+                    params.meta = Some(meta.get().to_string());
+                }
                 "inputResponses" | "requestState" => {
                     map.next_value_seed(UniqueKeys)?;
                     params.has_input_responses = true;

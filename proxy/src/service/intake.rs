@@ -151,12 +151,11 @@ impl McpProxy {
     ) -> Result<Inspected> {
         invite_body(session, ctx).await?;
         if length.is_none_or(|n| n > INSPECT_LIMIT) {
-            // Large or chunked: streamed through, size-checked in request_body_filter. In the
-            // stateless era its mirrored headers must still be checked against it: it is held
-            // back until read whole (at most max_body).
-            if ctx.stateless {
-                ctx.held_body = Some(BytesMut::new());
-            }
+            // Large or chunked: size-checked in request_body_filter as it comes, and held back
+            // until read whole (at most max_body), then checked by the same rules as a small
+            // body (a valid message; in the stateless era, its mirrored headers): the framing
+            // a client picks must not decide what reaches the upstream.
+            ctx.held_body = Some(BytesMut::new());
             return Ok(Inspected::Streamed);
         }
         let body = read_whole_body(session).await?;

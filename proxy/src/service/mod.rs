@@ -89,6 +89,7 @@ impl ProxyHttp for McpProxy {
         if let Some(understood) = ctx.understood.take() {
             return self.take_over(session, ctx, *understood).await;
         }
+        join_cookie_crumbs(session)?;
         let snapshot = self.live.load_full();
         let path = session.req_header().uri.path().to_string();
         let Some(route_index) = snapshot.route_for(&path) else {
@@ -177,7 +178,7 @@ impl ProxyHttp for McpProxy {
         }
         let whole = ctx.held_body.take().unwrap_or_default().freeze();
         let Some(route) = ctx.route() else { return Ok(()) };
-        match guards::understand(&whole, &known_headers(session, route), true) {
+        match guards::understand(&whole, &known_headers(session, route), ctx.stateless) {
             Ok(message) => {
                 ctx.rpc_method = message.method;
                 ctx.rpc_id = message.id;
@@ -444,4 +445,17 @@ impl ProxyHttp for McpProxy {
         .record();
         intake::drain_if_closing(session, ctx).await;
     }
+}
+
+/// HTTP/2 may send `cookie` as one field per crumb (RFC 9113 §8.2.3): they are one header.
+/// Joined with "; " before anything reads it (a route whose identity header is `cookie` must
+/// not see it as sent twice) and before it is forwarded over HTTP/1.1, which wants one line.
+fn join_cookie_crumbs(session: &mut Session) -> Result<()> {
+    let head = session.req_header();
+    if head.version != http::Version::HTTP_2 || head.headers.get_all(http::header::COOKIE).iter().nth(1).is_none() {
+        return Ok(());
+    }
+    let crumbs: Vec<&[u8]> = head.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
+    let joined = crumbs.join(&b"; "[..]);
+    session.req_header_mut().insert_header(http::header::COOKIE, joined)
 }
