@@ -6,13 +6,14 @@
 # the rounds' B/A ratios say how often B won. Unlike ab-disk.sh the builds need not share a
 # cache format: each fills its own memory tier.
 # call: uncached tools/call (no cache path at all).
-# usage: [ROUNDS=8] [KEYS=1000] benches/load/ab.sh hits|pass|call BIN_A BIN_B [DURATION_SECONDS=3] [CONNECTIONS=64]
+# SDK_META=1: hits of requests with the _meta an SDK client sends (see random-read.lua).
+# usage: [ROUNDS=8] [KEYS=1000] [SDK_META=1] benches/load/ab.sh hits|pass|call BIN_A BIN_B [DURATION_SECONDS=3] [CONNECTIONS=64]
 # Needs: wrk (apt-get install -y wrk).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=benches/load/lib.sh
 . benches/load/lib.sh
-[ $# -ge 3 ] || { sed -n 2,9p "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,10p "$0" >&2; exit 2; }
 MODE=$1; A=$(realpath "$2"); B=$(realpath "$3")
 DURATION=${4:-3}; CONNECTIONS=${5:-64}; ROUNDS=${ROUNDS:-8}; export KEYS=${KEYS:-1000}
 scratch

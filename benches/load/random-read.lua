@@ -1,8 +1,14 @@
 -- wrk script: stateless-era resources/read of demo://kib/{1..KEYS}, chosen at random, so the
 -- cache holds KEYS entries of 1 KiB each once warmed up.
 local keys = tonumber(os.getenv("KEYS") or "1000")
+-- SDK_META=1: the `_meta` a stateless-era SDK client sends (its information and capabilities,
+-- which are part of the cache key), not only the protocol version.
+local sdk_meta = os.getenv("SDK_META") == "1" and
+  ',"io.modelcontextprotocol/clientInfo":{"name":"mcp","version":"2.3.0"},' ..
+  '"io.modelcontextprotocol/clientCapabilities":{"sampling":{},"elicitation":{"form":{}},"roots":{"listChanged":true}}'
+  or ''
 local template = '{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"%s",' ..
-  '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}'
+  '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"' .. sdk_meta .. '}}}'
 local headers = {
   ["Content-Type"] = "application/json",
   ["Accept"] = "application/json, text/event-stream",

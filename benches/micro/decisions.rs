@@ -63,6 +63,27 @@ fn lookup_and_public_key(bencher: Bencher) {
     });
 }
 
+const READ_SDK_META: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://kib/4242","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp","version":"2.3.0"},"io.modelcontextprotocol/clientCapabilities":{"sampling":{},"elicitation":{"form":{}},"roots":{"listChanged":true}},"progressToken":7}}}"#;
+
+/// `lookup_and_public_key` for the `_meta` an SDK client sends (its information and
+/// capabilities, keyed; a progress token, not keyed).
+#[divan::bench]
+fn lookup_and_public_key_sdk_meta(bencher: Bencher) {
+    let message = parse(READ_SDK_META).expect("valid");
+    let (caller, config) = (stateless_caller(), one_route());
+    let policy = &config.routes[0].policy;
+    bencher.bench_local(|| {
+        let lookup = lookup_for("mcp", black_box(&message), &caller, policy, |_| false).expect("cacheable");
+        lookup.key(&Scope::Public(mcp_edge_policies::cache::Audience::Anonymous))
+    });
+}
+
+/// Parsing the `resources/read` body of an SDK client (see `READ_SDK_META`).
+#[divan::bench]
+fn parse_resources_read_sdk_meta() -> Message {
+    parse(black_box(READ_SDK_META)).expect("valid")
+}
+
 /// The key of a URI's invalidation marker (looked up for hits on entries older than a marker).
 #[divan::bench]
 fn invalidation_marker_key(bencher: Bencher) {

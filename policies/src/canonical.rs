@@ -168,29 +168,6 @@ pub fn canonical_json(raw: &str) -> Option<String> {
     Some(out)
 }
 
-/// The canonical form ([`canonical_json`]) of the JSON object `raw` without its top-level
-/// members named in `left_out`. `None` for anything but a valid object without duplicate keys.
-pub fn canonical_object_without(raw: &str, left_out: &[&str]) -> Option<String> {
-    if !raw.trim_start().starts_with('{') || !unique_keys(raw) {
-        return None;
-    }
-    let mut members: Vec<(String, &RawValue)> = serde_json::from_str::<Members>(raw).ok()?.0;
-    members.retain(|(name, _)| !left_out.contains(&name.as_str()));
-    members.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::with_capacity(raw.len());
-    out.push('{');
-    for (at, (name, value)) in members.iter().enumerate() {
-        if at > 0 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(name).ok()?);
-        out.push(':');
-        write_canonical(value.get(), &mut out)?;
-    }
-    out.push('}');
-    Some(out)
-}
-
 /// Appends the canonical form of the JSON value `raw` (already known valid, duplicate-free and
 /// at most serde_json's recursion limit deep, which bounds this recursion).
 fn write_canonical(raw: &str, out: &mut String) -> Option<()> {

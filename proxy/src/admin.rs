@@ -93,12 +93,14 @@ impl Admin {
         // A page on the operator's machine can point a name it controls at 127.0.0.1 (DNS
         // rebinding) and read the answers as same-origin: only the listener's own names pass.
         // `/healthz` says nothing but "up": liveness probes may name any address.
-        let host = req.headers().get(http::header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
-        if req.uri().path() != "/healthz"
-            && let Err(refused) = crate::guards::check_host(&self.live.load().config.admin.allowed_hosts, host)
-        {
-            let status = StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::FORBIDDEN);
-            return json_error(status, &refused.to_string());
+        if req.uri().path() != "/healthz" {
+            let checked = addressed_to(&req).and_then(|host| {
+                crate::guards::check_host(&self.live.load().config.admin.allowed_hosts, host)
+                    .map_err(|refused| (refused.status(), refused.to_string()))
+            });
+            if let Err((status, reason)) = checked {
+                return json_error(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), &reason);
+            }
         }
         if let Some(origin) = req.headers().get("origin") {
             let origin = String::from_utf8_lossy(origin.as_bytes());
@@ -237,6 +239,28 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<
     let mut response = text(status, value.to_string());
     response.headers_mut().insert("content-type", "application/json".parse().unwrap());
     response
+}
+
+/// The name an admin request is addressed to: the target's authority in absolute form (which
+/// overrides `Host`, RFC 9112 §3.2.2), else its one `Host`. Refused (`400`): two `Host`s, or
+/// none on HTTP/1.1, as the main listener refuses them.
+fn addressed_to(req: &Request<Incoming>) -> Result<Option<&str>, (u16, String)> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err((400, "header host appears more than once".to_string()));
+    }
+    if let Some(authority) = req.uri().authority() {
+        return Ok(Some(authority.as_str()));
+    }
+    match host {
+        // Not text: no name the list can hold.
+        Some(host) => Ok(Some(host.to_str().unwrap_or("\u{fffd}"))),
+        None if req.version() == http::Version::HTTP_11 => {
+            Err((400, "an HTTP/1.1 request must carry a Host header".to_string()))
+        }
+        None => Ok(None),
+    }
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {

@@ -34,6 +34,12 @@ pub fn check_request_head(
 ) -> Result<(), EdgeError> {
     check_path(path)?;
     check_singletons(headers)?;
+    if let Some(named) = headers.connection_names_singleton {
+        return Err(EdgeError::bad_request(format!(
+            "Connection names {}, which decides who is asking or what is asked: a proxy would drop it",
+            named.to_ascii_lowercase()
+        )));
+    }
     let host = match headers.host {
         Value::Absent => target_authority,
         Value::Text(host) => Some(host),

@@ -92,6 +92,9 @@ pub struct KnownHeaders<'a> {
     pub connection_close: bool,
     /// The first singleton header (above) that appeared twice, as the client spelled it.
     pub repeated: Option<&'a str>,
+    /// A `Connection` line names a singleton header (or the identity header): a proxy drops
+    /// what `Connection` names, so the upstream would not see what the request was keyed on.
+    pub connection_names_singleton: Option<&'a str>,
     /// How the body is framed (and how many `Host` lines: HTTP/1.1 wants exactly one).
     pub host_lines: usize,
     pub content_length_lines: usize,
@@ -134,6 +137,9 @@ impl<'a> KnownHeaders<'a> {
                 10 if is("mcp-method") => (&mut known.method, Singleton::Method),
                 10 if is("connection") => {
                     known.connection_close |= names_close(value);
+                    if known.connection_names_singleton.is_none() {
+                        known.connection_names_singleton = named_singleton(value, identity_header);
+                    }
                     continue;
                 }
                 12 if is("content-type") => (&mut known.content_type, Singleton::ContentType),
@@ -200,6 +206,18 @@ pub fn parse_content_length(value: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The first token of a `Connection` value that names a singleton header or the identity
+/// header, if one does.
+fn named_singleton<'a>(value: &'a [u8], identity_header: &str) -> Option<&'a str> {
+    const SINGLETONS: [&str; 7] =
+        ["host", "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "origin"];
+    let tokens = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+    tokens.filter_map(|token| std::str::from_utf8(token).ok()).find(|token| {
+        SINGLETONS.iter().any(|s| token.eq_ignore_ascii_case(s))
+            || (!identity_header.is_empty() && token.eq_ignore_ascii_case(identity_header))
+    })
+}
+
 /// Whether a `Connection` value lists the `close` token.
 fn names_close(value: &[u8]) -> bool {
     value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
@@ -263,6 +281,19 @@ mod tests {
         assert_eq!(read(&[("host", "a"), ("HOST", "a"), ("origin", "o"), ("origin", "o")]).repeated, Some("HOST"));
         let twice_but_not_singletons = read(&[("authorization", "a"), ("accept", "x"), ("accept", "y")]);
         assert_eq!(twice_but_not_singletons.repeated, None);
+    }
+
+    #[test]
+    fn notes_a_connection_header_naming_a_singleton() {
+        let named = |value: &'static str| {
+            KnownHeaders::read([("connection", value.as_bytes())], "cookie").connection_names_singleton
+        };
+        assert_eq!(named("keep-alive, Cookie"), Some("Cookie"));
+        assert_eq!(named("close,mcp-method"), Some("mcp-method"));
+        assert_eq!(named(" Host "), Some("Host"));
+        assert_eq!(named("keep-alive, close, te"), None);
+        assert_eq!(named("authorization"), None, "not the identity header on this route");
+        assert_eq!(read(&[("connection", "Authorization")]).connection_names_singleton, Some("Authorization"));
     }
 
     #[test]

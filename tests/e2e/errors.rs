@@ -65,6 +65,25 @@ async fn invalid_messages_are_refused_whatever_their_framing() {
             }
         }
     }
+    // A client that waits before sending its body is told to go on, then refused all the same.
+    let null_id = r#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#;
+    for request in [
+        crate::raw::raw_post(
+            &chunked(null_id),
+            &["Expect: 100-continue", "Transfer-Encoding: chunked", "Connection: close"],
+        ),
+        crate::raw::raw_post(&large(null_id), &["Expect: 100-continue", "Connection: close"]),
+    ] {
+        let mut stream = crate::raw::connect(&proxy).await;
+        stream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let last = answer.rsplit("HTTP/1.1 ").next().unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 100"), "{answer}");
+        assert!(last.starts_with("400") && last.contains("-32600"), "the refusal follows the 100: {answer}");
+    }
+
     // A valid message still goes through in each framing.
     let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
     let stateless = eras[1];

@@ -331,6 +331,63 @@ async fn an_entry_is_served_only_for_the_meta_it_was_fetched_with() {
     assert_eq!(ask(unchanged).await, "HIT", "a progress token and trace context change no answer");
 }
 
+/// A proxy drops the headers `Connection` names. Naming the identity header made the upstream
+/// answer anonymously a request keyed as signed in: with a public answer, signed-in callers
+/// were then served the anonymous one ("please log in"). A request whose `Connection` names a
+/// header that decides who asks or what is asked is refused, hits and misses alike.
+#[tokio::test]
+async fn connection_cannot_strip_what_a_request_is_keyed_on() {
+    let upstream = demo_upstream("a", &["--scope", "public", "--echo-caller"]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let me = json!({"uri": "demo://me"});
+    for named in
+        ["authorization", "Authorization, keep-alive", "mcp-method", "mcp-name", "mcp-protocol-version", "host"]
+    {
+        let reply = mcp
+            .stateless("resources/read", me.clone(), &[("authorization", "Bearer evil"), ("connection", named)])
+            .await;
+        assert_eq!(reply.status, 400, "Connection: {named}: {reply:?}");
+        assert!(reply.body.contains("Connection names"), "{}", reply.body);
+    }
+    let alice = mcp.stateless("resources/read", me.clone(), &[("authorization", "Bearer alice")]).await;
+    assert_eq!(alice.json()["result"]["contents"][0]["text"], "you are Bearer alice", "{alice:?}");
+    // Once cached, a hit refuses it too.
+    let hit =
+        mcp.stateless("resources/read", me, &[("authorization", "Bearer bob"), ("connection", "authorization")]).await;
+    assert_eq!(hit.status, 400, "{hit:?}");
+    // Hop-by-hop names stay fine.
+    let fine =
+        mcp.stateless("resources/read", json!({"uri": "demo://docs/1"}), &[("connection", "keep-alive, te")]).await;
+    assert_eq!(fine.status, 200, "{fine:?}");
+}
+
+/// `x-mcp-edge-prefetch` marks a prefetch only on the prefetcher's own in-process connections:
+/// a client that sends it is served as any client, and nothing of its request is taken for a
+/// prefetch (whose answer would go to the prefetcher, and whose entry would count as used).
+#[tokio::test]
+async fn a_client_cannot_pass_for_the_prefetcher() {
+    let upstream = demo_upstream("a", &["--scope", "private"]).await;
+    let proxy = proxy(&route(&[&upstream], "[route.prefetch]\nenabled = true\n")).await;
+    let mcp = proxy.mcp();
+    let credential = ("authorization", "Bearer alice");
+    for kind in ["sequence", "page", "refresh", "warm", "session_start"] {
+        let uri = format!("demo://docs/{}", kind.len());
+        let forged =
+            mcp.stateless("resources/read", json!({"uri": uri}), &[credential, ("x-mcp-edge-prefetch", kind)]).await;
+        assert_eq!(forged.status, 200, "{kind}: {forged:?}");
+        assert!(forged.json()["result"]["contents"][0]["text"].is_string(), "{kind}: the client's own answer");
+        let again = mcp.stateless("resources/read", json!({"uri": uri}), &[credential]).await;
+        assert_eq!(x_cache(&again), "HIT", "{kind}");
+    }
+    for outcome in ["issued", "used"] {
+        for kind in ["sequence", "page", "refresh", "warm", "session_start"] {
+            let sample = format!("mcp_prefetch_total{{kind=\"{kind}\",outcome=\"{outcome}\",route=\"/mcp\"}}");
+            assert_eq!(metric(&proxy, &sample).await, 0.0, "{sample}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_admin_api_does_not_answer_web_pages() {
     let upstream = demo_upstream("a", &[]).await;
@@ -373,6 +430,22 @@ async fn the_admin_api_refuses_hosts_it_does_not_serve() {
         .header("content-type", "application/json")
         .body(r#"{"route":"/mcp","all":true}"#);
     assert_eq!(purge.send().await.unwrap().status(), 403);
+
+    // What the main listener refuses: two Hosts, none on HTTP/1.1; an absolute-form target
+    // names the host instead of `Host` (RFC 9112 §3.2.2).
+    for (head, expected) in [
+        ("GET /stats HTTP/1.1\r\nHost: localhost\r\nHost: attacker.example\r\n", " 400 "),
+        ("GET /stats HTTP/1.1\r\n", " 400 "),
+        ("GET http://attacker.example/stats HTTP/1.1\r\nHost: localhost\r\n", " 403 "),
+        ("GET http://localhost/stats HTTP/1.1\r\nHost: localhost\r\n", " 200 "),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.admin_port)).await.unwrap();
+        stream.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1") && answer[8..13].contains(expected.trim()), "{head:?}: {answer}");
+    }
 
     // Names the operator lists are served, and only those.
     let listed = proxy_full(&route(&[&upstream], ""), "", |_| "allowed_hosts = [\"admin.internal\"]\n".into()).await;

@@ -77,10 +77,12 @@ pub fn identity_hash(value: &[u8]) -> String {
     hex(&Sha256::digest(value)[..16])
 }
 
-/// The identity of a caller whose identity header has `value`: none when the value is empty or
-/// blank (an empty credential is no credential, never an identity two callers could share).
+/// The identity of a caller whose identity header has `value`: none when the value is empty,
+/// blank or nothing but list separators (an empty credential, or a `Cookie: ;` without a
+/// cookie, is no credential, never an identity two callers could share).
 pub fn identity_of(value: Option<&[u8]>) -> Option<String> {
-    value.map(<[u8]>::trim_ascii).filter(|v| !v.is_empty()).map(identity_hash)
+    let says_something = |v: &&[u8]| v.iter().any(|b| !matches!(b, b';' | b',' | b' ' | b'\t'));
+    value.map(<[u8]>::trim_ascii).filter(says_something).map(identity_hash)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -165,7 +167,13 @@ pub fn lookup_for(
         _ => return None,
     };
     let version = caller.protocol_version.as_deref().unwrap_or("-");
-    let meta = meta_part(message.params.meta.as_deref(), &policy.unkeyed_meta)?;
+    let meta = message.params.keyed_meta.key_part(&policy.unkeyed_meta);
+    // The body's `_meta` protocol version is keyed when it is not the header's (the stateless
+    // era requires them equal; a handshake-era request may carry either alone).
+    let body_version = match message.params.protocol_version.as_deref() {
+        Some(body) if Some(body) != caller.protocol_version.as_deref() => ["\u{0}body-version=", body],
+        _ => ["", ""],
+    };
     let base = join(&[
         route,
         "\u{0}",
@@ -179,6 +187,8 @@ pub fn lookup_for(
         version,
         "\u{0}meta=",
         &meta,
+        body_version[0],
+        body_version[1],
     ]);
     // The caller's own scopes first: a public answer fetched later for somebody else must not
     // hide the answer this caller was given.
@@ -189,24 +199,6 @@ pub fn lookup_for(
     }
     scopes.push(Scope::Public(caller.audience()));
     Some(Lookup { method, base, targets, scopes })
-}
-
-/// `_meta` members the specification defines as not changing a result: the progress token
-/// (asks for progress notifications, which a hit does not send) and the W3C trace context
-/// (names the request's trace). Every other member is keyed: in the stateless era `_meta`
-/// carries the client's capabilities and information, and servers answer by them (e.g.
-/// server-everything lists 13 or 17 tools), and an unknown member may mean anything.
-pub const META_NEVER_KEYED: [&str; 4] = ["progressToken", "traceparent", "tracestate", "baggage"];
-
-/// The key's part for `_meta`: its canonical JSON without the members that never change an
-/// answer (empty when nothing is left, as without `_meta`). `None`: not an object read exactly
-/// (never keyed on a guess).
-fn meta_part(meta: Option<&str>, unkeyed: &[String]) -> Option<String> {
-    let Some(meta) = meta else { return Some(String::new()) };
-    let mut left_out: Vec<&str> = META_NEVER_KEYED.to_vec();
-    left_out.extend(unkeyed.iter().map(String::as_str));
-    let canonical = crate::canonical::canonical_object_without(meta, &left_out)?;
-    Some(if canonical == "{}" { String::new() } else { canonical })
 }
 
 /// Whether a key can be built from exactly what the upstream reads of these params: they were

@@ -20,7 +20,7 @@ pub mod storing;
 
 pub use entry::{Answer, Deflated, Entry};
 pub use invalidation::{ListKind, Target, marker_key, markers_watermark_key};
-pub use keys::{Audience, Caller, Key, Lookup, META_NEVER_KEYED, Scope, identity_hash, identity_of, lookup_for};
+pub use keys::{Audience, Caller, Key, Lookup, Scope, identity_hash, identity_of, lookup_for};
 #[cfg(test)]
 pub use storing::result_facts;
 pub use storing::{ResultFacts, Store, http_forbids_storing, http_vary_forbids_storing, read_result, store_decision};

@@ -157,6 +157,21 @@ fn meta_is_keyed_but_for_what_never_changes_an_answer() {
     // A `_meta` that is not an object read exactly is never keyed on a guess.
     assert_eq!(key(r#"{"a":1,"a":2}"#, &p), None);
     assert_eq!(key("[1]", &p), None);
+    // The body's protocol version is keyed when it is not the header's.
+    let header_version = Caller { protocol_version: Some("2025-11-25".into()), ..stateless(None) };
+    let versioned = |body: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"{body}"}}}}}}"#
+        );
+        lookup_for("r", &parse(body.as_bytes()).unwrap(), &header_version, &p, |_| false)
+            .unwrap()
+            .key(&Scope::Public(Audience::Anonymous))
+    };
+    assert_ne!(versioned("2026-07-28"), versioned("2025-11-25"));
+    // Values are keyed as written: another spelling of the same value is another entry (a
+    // miss), never the same entry for another value.
+    assert_ne!(key(r#"{"x":"\u0041"}"#, &p), key(r#"{"x":"A"}"#, &p));
+    assert_ne!(key(r#"{"x":1.0}"#, &p), key(r#"{"x":1}"#, &p));
 }
 
 #[test]
@@ -204,7 +219,7 @@ fn a_public_answer_fetched_anonymously_never_reaches_a_credential() {
 
 #[test]
 fn blank_credentials_are_no_identity() {
-    for blank in [&b""[..], b" ", b"\t  "] {
+    for blank in [&b""[..], b" ", b"\t  ", b";", b" ; , ;"] {
         assert_eq!(identity_of(Some(blank)), None, "{blank:?}");
     }
     assert_eq!(identity_of(None), None);

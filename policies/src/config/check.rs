@@ -139,8 +139,11 @@ impl Checker<'_> {
     /// without port, or `"*"`.
     fn allowed_host(&mut self, text: &Spanned<String>, key: &str) -> String {
         let host = text.get_ref().trim().to_ascii_lowercase();
+        // A wildcard is the whole list's "*" alone: `*.example.com` would match nothing.
         let valid = host == "*"
-            || (!host.is_empty() && !host.contains(['@', '/', ' ']) && host.parse::<http::uri::Authority>().is_ok());
+            || (!host.is_empty()
+                && !host.contains(['@', '/', ' ', '*'])
+                && host.parse::<http::uri::Authority>().is_ok());
         if !valid || (host.contains(':') && !host.starts_with('[')) {
             self.report(
                 text.span(),

@@ -178,7 +178,7 @@ pub struct CachePolicy {
     pub readonly_tools: bool,
     pub stale_if_error: Duration,
     /// `_meta` members the operator vouches never change an answer, left out of cache keys
-    /// besides those the specification defines so ([`crate::cache::META_NEVER_KEYED`]).
+    /// besides those the specification defines so ([`crate::jsonrpc::META_NEVER_KEYED`]).
     pub unkeyed_meta: Vec<String>,
 }
 

@@ -224,6 +224,8 @@ fn the_admin_listener_serves_its_own_names() {
     assert_eq!(admin("listen = \"0.0.0.0:9090\"").allowed_hosts, ["*"], "beyond loopback: any, as the main listener");
     let listed = admin("listen = \"0.0.0.0:9090\"\nallowed_hosts = [\"Admin.Internal\"]");
     assert_eq!(listed.allowed_hosts, ["admin.internal"]);
+    let wildcard = problems(&format!("[admin]\nallowed_hosts = [\"*.example.com\"]\n{MINIMAL}"));
+    assert!(wildcard[0].to_string().contains("\"*.example.com\" is not a host name"), "{}", wildcard[0]);
     let found = problems(&format!("[admin]\nallowed_hosts = [\"admin.internal:9090\"]\n{MINIMAL}"));
     assert!(
         found[0].to_string().contains("admin.allowed_hosts: \"admin.internal:9090\" is not a host name"),

@@ -3,13 +3,16 @@
 //! (the id, tool arguments) stay raw JSON text, never re-serialised.
 
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::canonical::{self, Key, KeySet, UniqueKeys};
 
 mod lenient;
+mod meta;
 mod one_pass;
+
+pub use meta::{KeyedMeta, META_NEVER_KEYED};
 
 /// JSON-RPC error codes the proxy itself emits.
 pub mod codes {
@@ -54,9 +57,9 @@ pub struct Params {
     pub arguments: Option<String>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]`.
     pub protocol_version: Option<String>,
-    /// `params._meta` as written (raw JSON), when it was read strictly: what of it may change
-    /// an answer is part of a cache key (see [`crate::cache::lookup_for`]).
-    pub meta: Option<String>,
+    /// The members of `params._meta` that may change an answer, when it was read strictly:
+    /// part of a cache key (see [`crate::cache::lookup_for`]).
+    pub keyed_meta: KeyedMeta,
     /// The request carries `inputResponses` or `requestState` (MRTR retry): never cacheable.
     pub has_input_responses: bool,
     /// `params` was understood completely: absent, or an object without a duplicate key at
@@ -81,7 +84,7 @@ impl Default for Params {
             cursor: None,
             arguments: None,
             protocol_version: None,
-            meta: None,
+            keyed_meta: KeyedMeta::default(),
             has_input_responses: false,
             exact: true,
             other_members: false,
@@ -258,12 +261,9 @@ impl<'de> Visitor<'de> for ExactParams {
                     params.arguments = Some(arguments.get().to_string());
                 }
                 "_meta" => {
-                    // Kept as written, then read for its version (an object without duplicate
-                    // keys, or the params are not read strictly).
-                    let meta: &RawValue = map.next_value()?;
-                    let mut reader = serde_json::Deserializer::from_str(meta.get());
-                    params.protocol_version = MetaVersion.deserialize(&mut reader).map_err(de::Error::custom)?;
-                    params.meta = Some(meta.get().to_string());
+                    let meta = map.next_value_seed(meta::ReadMeta)?;
+                    params.protocol_version = meta.protocol_version;
+                    params.keyed_meta = meta.keyed;
                 }
                 "inputResponses" | "requestState" => {
                     map.next_value_seed(UniqueKeys)?;
@@ -276,41 +276,6 @@ impl<'de> Visitor<'de> for ExactParams {
             }
         }
         Ok(params)
-    }
-}
-
-/// Reads `_meta` strictly: an object without duplicate keys; returns its protocol version.
-struct MetaVersion;
-
-impl<'de> DeserializeSeed<'de> for MetaVersion {
-    type Value = Option<String>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<String>, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MetaVersion {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a _meta object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
-        let mut seen = KeySet::default();
-        let mut version = None;
-        while let Some(name) = map.next_key_seed(Key)? {
-            if !seen.insert(name.clone()) {
-                return Err(de::Error::custom("duplicate key"));
-            }
-            if name == META_PROTOCOL_VERSION {
-                version = Some(map.next_value::<String>()?);
-            } else {
-                map.next_value_seed(UniqueKeys)?;
-            }
-        }
-        Ok(version)
     }
 }
 

@@ -389,7 +389,7 @@ impl ProxyHttp for McpProxy {
     /// the JSON-RPC body, so it keeps its own cache and takes this seam.)
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
         let route_name = ctx.route().map_or("?", |r| r.config.name.as_str()).to_string();
-        if session.response_written().is_none()
+        if !final_answer_written(session)
             && e.esource() != &ErrorSource::Downstream
             && let Some(stale) = ctx.cache.as_mut().and_then(|c| c.take_stale())
             && let Some(answer) = render_cached(session, ctx, &stale, Outcome::Stale)
@@ -406,7 +406,7 @@ impl ProxyHttp for McpProxy {
         let failure = ctx.failure.take().or_else(|| classify_failure(e, ctx, &route_name));
         let status = failure.as_ref().map_or(0, EdgeError::status);
         if let Some(failure) = failure
-            && session.response_written().is_none()
+            && !final_answer_written(session)
         {
             let body = Bytes::from(failure.body(ctx.rpc_id.as_deref()));
             let headers =
@@ -447,6 +447,13 @@ impl ProxyHttp for McpProxy {
     }
 }
 
+/// Whether the client was sent its answer's head. A `100 Continue` (sent to a client that
+/// waits before sending its body) is not it: a body held and refused after it still gets its
+/// error.
+fn final_answer_written(session: &Session) -> bool {
+    session.response_written().is_some_and(|head| !head.status.is_informational())
+}
+
 /// HTTP/2 may send `cookie` as one field per crumb (RFC 9113 §8.2.3): they are one header.
 /// Joined with "; " before anything reads it (a route whose identity header is `cookie` must
 /// not see it as sent twice) and before it is forwarded over HTTP/1.1, which wants one line.
@@ -455,7 +462,18 @@ fn join_cookie_crumbs(session: &mut Session) -> Result<()> {
     if head.version != http::Version::HTTP_2 || head.headers.get_all(http::header::COOKIE).iter().nth(1).is_none() {
         return Ok(());
     }
-    let crumbs: Vec<&[u8]> = head.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
+    // Empty crumbs are no cookie: left out, so that crumbs that are all empty are no credential.
+    let crumbs: Vec<&[u8]> = head
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes().trim_ascii())
+        .filter(|crumb| !crumb.is_empty())
+        .collect();
+    if crumbs.is_empty() {
+        session.req_header_mut().remove_header(&http::header::COOKIE);
+        return Ok(());
+    }
     let joined = crumbs.join(&b"; "[..]);
     session.req_header_mut().insert_header(http::header::COOKIE, joined)
 }
