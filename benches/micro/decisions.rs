@@ -126,7 +126,7 @@ fn prefetch_learn_one_read(bencher: Bencher) {
     bencher.bench_local(|| {
         step += 1;
         let context = Context { id: step % 1_000, credentialed: true };
-        let page = ((step / 1_000) as usize + context as usize * 7) % uris.len();
+        let page = ((step / 1_000) as usize + context.id as usize * 7) % uris.len();
         model.observe(context, &uris[page], step);
     });
 }

@@ -56,15 +56,23 @@ async fn logging_upstream(ttl_ms: u64) -> (u16, Log) {
         let token = authorization.strip_prefix("Bearer ").unwrap_or_default();
         let refused = authorization.contains("forged") || uri.contains(&format!("deny={token}"));
         let (status, answer) = if refused {
-            ("401 Unauthorized", json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32001, "message": "unauthorized"}}))
+            (
+                "401 Unauthorized",
+                json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32001, "message": "unauthorized"}}),
+            )
         } else {
-            let contents = [json!({"uri": uri, "mimeType": "text/plain", "text": format!("{uri} for {authorization}")})];
-            let result = json!({"contents": contents, "resultType": "complete", "ttlMs": ttl_ms, "cacheScope": "private"});
+            let contents =
+                [json!({"uri": uri, "mimeType": "text/plain", "text": format!("{uri} for {authorization}")})];
+            let result =
+                json!({"contents": contents, "resultType": "complete", "ttlMs": ttl_ms, "cacheScope": "private"});
             ("200 OK", json!({"jsonrpc": "2.0", "id": message["id"], "result": result}))
         };
         let answer = answer.to_string();
-        format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len())
-            .into_bytes()
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        )
+        .into_bytes()
     })
     .await;
     (port, log)

@@ -116,13 +116,14 @@ impl Prefetcher {
         if !sent {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
-        crate::metrics::METRICS.prefetch_queued_bytes.set(self.queued_bytes.load(Ordering::Relaxed) as i64);
         sent
     }
 
-    /// The worker took `event` off the queue.
+    /// The worker took `event` off the queue (and shows what the queue still holds: the
+    /// worker's view, so the gauge settles on the truth whenever the queue is drained).
     pub(crate) fn taken(&self, event: &Event) {
-        let queued = self.queued_bytes.fetch_sub(event.bytes(), Ordering::Relaxed).saturating_sub(event.bytes());
+        self.queued_bytes.fetch_sub(event.bytes(), Ordering::Relaxed);
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
         crate::metrics::METRICS.prefetch_queued_bytes.set(queued as i64);
     }
 
