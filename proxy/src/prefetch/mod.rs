@@ -284,6 +284,25 @@ mod tests {
     }
 
     #[test]
+    fn queued_events_hold_at_most_queue_bytes_of_requests() {
+        let prefetcher = Prefetcher::default();
+        let padding = vec![b'p'; 60_000];
+        let read = || {
+            let replay = Replay::new("/mcp", [("authorization", &b"Bearer a"[..]), ("x-padding", &padding[..])]);
+            let context = Context { id: 1, credentialed: true };
+            Event::Read { route: "r".into(), context, uri: "docs://a".into(), replay }
+        };
+        let sent = (0..1_000).take_while(|_| prefetcher.send(read())).count();
+        assert_eq!(sent, QUEUE_BYTES / read().bytes(), "a 4 MiB queue holds about 70 of them, not 1 000");
+        assert!(prefetcher.queued_bytes.load(Ordering::Relaxed) <= QUEUE_BYTES);
+        // Taking one off the queue makes room for one more.
+        let mut receiver = prefetcher.take_receiver().unwrap();
+        prefetcher.taken(&receiver.try_recv().unwrap());
+        assert!(prefetcher.send(read()));
+        assert!(!prefetcher.send(read()));
+    }
+
+    #[test]
     fn a_refresh_is_claimed_once_until_released() {
         let gate = RefreshGate::default();
         assert!(gate.claim(&[7; 32]));
