@@ -11,7 +11,8 @@
 //!   X's own history (its own recent transitions, [`own`](super::own)), or from a transition
 //!   that at least `min_identities` distinct contexts made (its *witnesses*). A context with a
 //!   credential is corroborated only by witnesses with a credential: anonymous sessions cost
-//!   nothing to open, so they never vouch for a credential's fetches.
+//!   nothing to open, so they never vouch for a credential's fetches (nor push a credential
+//!   out of a full set of witnesses).
 //! - A source needs recent evidence (`MIN_SUPPORT` decayed transitions) to predict anything, so
 //!   an old habit no longer observed fades out: counts halve every `half_life`.
 //! - Memory is bounded: at most `max_sources` sources, `MAX_SUCCESSORS` successors each (the
@@ -120,8 +121,19 @@ impl Successor {
         let witness = Witness { print, counted_at_s: now_s };
         if self.witnesses.len() < MAX_WITNESSES {
             self.witnesses.push(witness);
-        } else if let Some(oldest) = self.witnesses.iter_mut().min_by_key(|w| w.counted_at_s) {
-            *oldest = witness;
+            return true;
+        }
+        // Full: the newcomer takes the place of the least recently counted witness of no more
+        // standing than its own (anonymous sessions never push out credentials); with none
+        // such it is not counted (so it cannot count again and again either).
+        let place = self
+            .witnesses
+            .iter_mut()
+            .filter(|w| who.credentialed || !w.credentialed())
+            .min_by_key(|w| (w.credentialed(), w.counted_at_s));
+        match place {
+            Some(place) => *place = witness,
+            None => return false,
         }
         true
     }

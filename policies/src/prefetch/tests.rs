@@ -352,6 +352,22 @@ fn anonymous_sessions_never_vouch_for_a_credential() {
 }
 
 #[test]
+fn anonymous_sessions_never_push_out_credentialed_witnesses() {
+    let mut model = SequenceModel::new(Limits::default());
+    let mut now = 0;
+    for u in 0..sequence::MAX_WITNESSES as u64 {
+        now = walks_a_to_b(&mut model, user(u), 1, now);
+    }
+    let before = predict(&model, "a", now, 0.0);
+    for s in 0..100 {
+        now = walks_a_to_b(&mut model, session(s), 1, now);
+    }
+    let after = model.predict(NEWCOMER, "a", now, 0.0, sequence::MAX_WITNESSES);
+    assert_eq!(after.len(), 1, "the credentials still vouch: {after:?}");
+    assert_eq!(before, after, "and the sessions, not counted, moved no confidence");
+}
+
+#[test]
 fn a_walk_of_ones_own_is_predicted_for_oneself_alone() {
     let mut model = SequenceModel::new(Limits::default());
     let alice = user(7);
