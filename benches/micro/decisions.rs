@@ -140,14 +140,14 @@ fn scramble(n: u64) -> u64 {
 /// read on a route with prefetching does: 1 000 clients walking 10 000 pages.
 #[divan::bench]
 fn prefetch_learn_one_read(bencher: Bencher) {
-    use mcp_edge_policies::prefetch::sequence::{Limits, SequenceModel};
+    use mcp_edge_policies::prefetch::sequence::{Context, Limits, SequenceModel};
     let mut model = SequenceModel::new(Limits::default());
     let uris: Vec<String> = (0..10_000).map(|n| format!("docs://book/{}/page/{}", n / 100, n % 100)).collect();
     let mut step = 0u64;
     bencher.bench_local(|| {
         step += 1;
-        let context = step % 1_000;
-        let page = ((step / 1_000) as usize + context as usize * 7) % uris.len();
+        let context = Context { id: step % 1_000, credentialed: true };
+        let page = ((step / 1_000) as usize + context.id as usize * 7) % uris.len();
         model.observe(context, &uris[page], step);
     });
 }
@@ -155,12 +155,14 @@ fn prefetch_learn_one_read(bencher: Bencher) {
 /// What a route's model predicts after a read (done after every learned read).
 #[divan::bench]
 fn prefetch_predict_after_read(bencher: Bencher) {
-    use mcp_edge_policies::prefetch::sequence::{Limits, SequenceModel};
+    use mcp_edge_policies::prefetch::sequence::{Context, Limits, SequenceModel};
     let mut model = SequenceModel::new(Limits::default());
     for user in 0..20 {
         for page in 0..10 {
-            model.observe(user, &format!("docs://book/1/page/{page}"), user * 100 + page);
+            let context = Context { id: user, credentialed: true };
+            model.observe(context, &format!("docs://book/1/page/{page}"), user * 100 + page);
         }
     }
-    bencher.bench_local(|| model.predict(black_box("docs://book/1/page/4"), 10_000, 0.4));
+    let newcomer = Context { id: 1_000, credentialed: true };
+    bencher.bench_local(|| model.predict(newcomer, black_box("docs://book/1/page/4"), 10_000, 0.4, 3));
 }

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Prefetches by route, kind and outcome (see `prefetch`).
     pub prefetches: IntCounterVec,
+    /// Predictions waiting for their delay, and the bytes of requests they hold.
+    pub prefetch_pending: IntGauge,
+    pub prefetch_pending_bytes: IntGauge,
+    /// Bytes of requests the prefetcher's queued events hold.
+    pub prefetch_queued_bytes: IntGauge,
     /// 1 while the shared tier (`[cache.shared]`) is connected and asked, 0 while the node
     /// goes on without it (absent when none is configured).
     pub shared_tier_up: IntGauge,
@@ -81,6 +86,16 @@ impl Metrics {
             "mcp_shared_tier_memory_bytes",
             "Bytes the shared tier's Redis server uses (the whole server's figure; 0 until read)",
         );
+        let prefetch_pending =
+            int_gauge("mcp_prefetch_pending", "Predicted reads waiting for their delay (bounded: 1000, 16 per client)");
+        let prefetch_pending_bytes = int_gauge(
+            "mcp_prefetch_pending_bytes",
+            "Bytes of triggering requests the predicted reads waiting for their delay hold (bounded: 16 MiB, 1 MiB per client)",
+        );
+        let prefetch_queued_bytes = int_gauge(
+            "mcp_prefetch_queued_bytes",
+            "Bytes of client requests the events waiting for the prefetcher hold (bounded: 4 MiB)",
+        );
         let config_last_reload = prometheus::Gauge::new(
             "mcp_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded, at start or by a reload",
@@ -124,6 +139,9 @@ impl Metrics {
                 "Prefetches: issued, used, wasted, failed, dropped",
                 &["route", "kind", "outcome"],
             ),
+            prefetch_pending,
+            prefetch_pending_bytes,
+            prefetch_queued_bytes,
             shared_tier_up,
             shared_tier_memory,
             cache_hits: counter(

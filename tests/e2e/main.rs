@@ -14,6 +14,7 @@ mod operator;
 mod passthrough;
 mod peers;
 mod prefetch;
+mod prefetch_trust;
 mod raw;
 mod safety;
 mod shared_tier;

@@ -140,25 +140,6 @@ async fn a_prefetch_goes_to_the_replica_that_owns_the_session() {
     assert!(used >= 3.0, "{used}\n{}", proxy.process.log());
 }
 
-#[tokio::test]
-async fn a_failed_prefetch_reaches_no_client_and_is_counted() {
-    let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;
-    let proxy = proxy(&route(&[&upstream], PREFETCH)).await;
-    let mcp = proxy.mcp();
-    // The walk goes to a page that does not exist: its prefetch gets an error.
-    for user in ["Bearer u1", "Bearer u2", "Bearer u3"] {
-        read(&mcp, &doc(1), Some(user)).await;
-        read(&mcp, "demo://missing", Some(user)).await;
-    }
-    read(&mcp, &doc(1), Some("Bearer u4")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let failed = metric(&proxy, "mcp_prefetch_total{kind=\"sequence\",outcome=\"failed\",route=\"/mcp\"}").await;
-    assert!(failed >= 1.0, "{failed}\n{}", proxy.process.log());
-    let reply = read(&mcp, "demo://missing", Some("Bearer u4")).await;
-    assert_eq!(x_cache(&reply), "MISS", "errors are never stored, a prefetched one neither");
-    assert!(reply.json()["error"].is_object(), "{reply:?}");
-}
-
 /// The Python SDK's server, private results: a user who walks pages others walked before gets
 /// most next pages from the cache, each fetched with their own credential.
 #[tokio::test]

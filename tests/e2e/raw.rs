@@ -88,11 +88,18 @@ pub fn raw_post(body: &str, headers: &[&str]) -> Vec<u8> {
 /// every request read whole (its head and `Content-Length` body, as text), writes the bytes
 /// `answer` makes of it. Returns its port.
 pub async fn raw_upstream(answer: fn(&str) -> Vec<u8>) -> u16 {
+    raw_upstream_with(answer).await
+}
+
+/// [`raw_upstream`] with an `answer` that may keep state (e.g. a log of what it was asked).
+pub async fn raw_upstream_with(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
     use tokio::io::AsyncWriteExt;
+    let answer = std::sync::Arc::new(answer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut pending = Vec::new();
                 let mut chunk = [0u8; 4096];

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::raw::*;
 use super::*;
+use crate::prefetch::sequence::MAX_WITNESSES;
 use crate::problem::{Problem, SourceMap, unplaced};
 use crate::upstream::UpstreamUrl;
 
@@ -380,6 +381,12 @@ impl Checker<'_> {
             self.report(span, "prefetch.refresh_ahead must be below 1 (0: off)".into());
             refresh_ahead = defaults.refresh_ahead;
         }
+        let mut min_identities = self.positive(&raw.min_identities, defaults.min_identities, "prefetch.min_identities");
+        if min_identities > MAX_WITNESSES {
+            let span = raw.min_identities.as_ref().map_or(0..0, |c| c.span());
+            self.report(span, format!("prefetch.min_identities must be at most {MAX_WITNESSES}"));
+            min_identities = defaults.min_identities;
+        }
         let warm = raw
             .warm
             .iter()
@@ -395,6 +402,7 @@ impl Checker<'_> {
             enabled: raw.enabled.unwrap_or(defaults.enabled),
             immediate_confidence,
             min_confidence,
+            min_identities,
             delay: self.duration(&raw.delay, defaults.delay, "prefetch.delay"),
             max_inflight: self.positive(&raw.max_inflight, defaults.max_inflight, "prefetch.max_inflight"),
             max_share: self.fraction(&raw.max_share, defaults.max_share, "prefetch.max_share"),

@@ -191,6 +191,9 @@ pub struct PrefetchConfig {
     pub immediate_confidence: f64,
     /// At least this likely: fetched after `delay`, if the client has not asked meanwhile.
     pub min_confidence: f64,
+    /// Distinct client contexts that must have made a transition before it is fetched for a
+    /// context that did not make it itself (1 ..= `prefetch::sequence::MAX_WITNESSES`).
+    pub min_identities: usize,
     pub delay: Duration,
     /// Prefetches of the route in flight at once.
     pub max_inflight: usize,
@@ -209,6 +212,7 @@ impl Default for PrefetchConfig {
             enabled: false,
             immediate_confidence: 0.7,
             min_confidence: 0.4,
+            min_identities: 3,
             delay: Duration::from_secs(5),
             max_inflight: 4,
             max_share: 0.2,

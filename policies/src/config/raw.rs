@@ -120,6 +120,7 @@ pub(super) struct RawPrefetch {
     pub(super) enabled: Option<bool>,
     pub(super) immediate_confidence: Option<Spanned<f64>>,
     pub(super) min_confidence: Option<Spanned<f64>>,
+    pub(super) min_identities: Option<Spanned<i64>>,
     pub(super) delay: Text,
     pub(super) max_inflight: Option<Spanned<i64>>,
     pub(super) max_share: Option<Spanned<f64>>,

@@ -124,6 +124,7 @@ fn prefetch_keys_are_checked() {
     assert_eq!(prefetch.delay, Duration::from_secs(2));
     assert_eq!((prefetch.max_share, prefetch.refresh_ahead), (0.1, 0.25));
     assert_eq!(prefetch.warm, vec!["docs://index".to_string()]);
+    assert_eq!(prefetch.min_identities, 3, "by default");
     assert!(!Config::from_toml(MINIMAL).unwrap().routes[0].prefetch.enabled, "off unless enabled");
 
     for (bad, says) in [
@@ -134,6 +135,8 @@ fn prefetch_keys_are_checked() {
         ("delay = \"soon\"", "prefetch.delay"),
         ("warm = [\"\"]", "prefetch.warm: a URI cannot be empty"),
         ("max_inflight = 0", "prefetch.max_inflight must be a positive whole number"),
+        ("min_identities = 0", "prefetch.min_identities must be a positive whole number"),
+        ("min_identities = 9", "prefetch.min_identities must be at most 8"),
     ] {
         let problems = Config::from_toml(&format!("{MINIMAL}[route.prefetch]\n{bad}\n")).unwrap_err();
         assert!(problems.iter().any(|p| p.to_string().contains(says)), "{bad}: {problems:?}");

@@ -1,6 +1,8 @@
 //! Predictive prefetching: what to fetch before a client asks, and when not to.
 //!
-//! - [`sequence`]: learned transitions between consecutive reads (which resource follows);
+//! - [`sequence`]: learned transitions between consecutive reads (which resource follows), and
+//!   whose walks may steer whose fetches; [`own`]: a context's own recent transitions;
+//! - [`pending`]: predictions waiting for their delay, bounded in count and bytes;
 //! - [`budget`]: whether a prefetch may go upstream now (in flight, share of upstream traffic,
 //!   the upstream's health, latency and errors);
 //! - [`tracker`]: which stored answers came from prefetches, to count them used or wasted;
@@ -10,6 +12,8 @@
 //! The proxy side (`proxy/src/prefetch`) issues what these decide, as ordinary requests.
 
 pub mod budget;
+pub mod own;
+pub mod pending;
 pub mod sequence;
 pub mod tracker;
 
@@ -88,13 +92,14 @@ impl Outcome {
 
 /// The client context sequences are learned per: the authorization context, else the
 /// handshake-era session; `None` (an anonymous stateless client) learns nothing.
-pub fn context_of(caller: &Caller) -> Option<u64> {
+pub fn context_of(caller: &Caller) -> Option<sequence::Context> {
     let (tag, value): (u8, &str) = match (&caller.identity, &caller.session) {
         (Some(identity), _) => (1, identity),
         (None, Some(session)) => (2, session),
         (None, None) => return None,
     };
-    Some(fnv1a(std::iter::once(tag).chain(value.bytes())))
+    let id = fnv1a(std::iter::once(tag).chain(value.bytes()));
+    Some(sequence::Context { id, credentialed: tag == 1 })
 }
 
 fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {

@@ -213,9 +213,12 @@ impl EdgeApp {
         let route = &hit.snapshot.routes[hit.route];
         let (head, body) = request.split_at(head_len);
         let client = prefetching.kind.is_none();
-        if let (true, Some(uri)) = (client, &prefetching.read) {
+        if client
+            && let Some(uri) = &prefetching.read
+            && let Some(context) = self.prefetch.context(route, &prefetching.caller)
+        {
             let replay = || Replay::from_head(head).map(|replay| replay.with_meta_of(body));
-            self.prefetch.client_read(route, &prefetching.caller, uri, replay);
+            self.prefetch.client_read(route, context, uri, replay);
         }
         let again = || Replay::from_head(head).map(|replay| (replay, bytes::Bytes::copy_from_slice(body)));
         self.prefetch.hit(route, &prefetching.life, client, again);

@@ -11,9 +11,11 @@
 //! in-process connections (a client cannot open one), and never forwarded upstream.
 //!
 //! The request paths only send events ([`Prefetcher`]'s methods, each a `try_send`; nothing
-//! waits, and a full queue drops the event): the [`worker`] learns, decides and issues.
+//! waits, and a full queue drops the event): the [`worker`] learns, decides and issues. The
+//! queue is bounded in events and in the bytes of the requests they copy (`QUEUE_BYTES`).
 //!
-//! - [`Prefetcher::client_read`]: a client's `resources/read` (learned; may predict the next);
+//! - [`Prefetcher::client_read`]: a client's `resources/read` answered from the cache or
+//!   stored (learned; may predict the next);
 //! - [`Prefetcher::hit`]: a hit (a prefetched entry used by a client; refresh-ahead);
 //! - [`Prefetcher::list_answered`]: a list page with `nextCursor` (the next page);
 //! - [`Prefetcher::prefetch_stored`]: where a prefetch's answer was stored (used or wasted later);
@@ -22,15 +24,18 @@
 //!   session, whose start-up list calls are fetched once its client has said it is initialized.
 
 mod internal;
+mod models;
 mod replay;
+mod sequence;
 mod worker;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::{Caller, Key};
 use mcp_edge_policies::method::Method;
+use mcp_edge_policies::prefetch::sequence::Context;
 use mcp_edge_policies::prefetch::{Kind, context_of};
 use tokio::sync::mpsc;
 
@@ -46,11 +51,15 @@ use crate::store::Life;
 pub const KIND_HEADER: &str = "x-mcp-edge-prefetch";
 /// Events waiting for the worker before new ones are dropped.
 const QUEUE: usize = 4096;
+/// Bytes of requests (heads, bodies) the waiting events may copy before new ones are dropped:
+/// the worker takes an event in microseconds, so the queue fills only while it lags, and then
+/// 4 MiB is a thousand typical heads of 4 KiB, or 64 of the largest (64 KiB).
+const QUEUE_BYTES: usize = 4 << 20;
 
 /// What the request paths tell the worker.
 pub(crate) enum Event {
     /// A client read `uri` (its context, for sequences).
-    Read { route: String, context: u64, uri: String, replay: Replay },
+    Read { route: String, context: Context, uri: String, replay: Replay },
     /// A client hit the entry `key` (refresh: the request to send again, if its entry is near
     /// its end).
     Hit { route: String, key: Key, client: bool, refresh: Option<(Replay, Bytes)> },
@@ -66,10 +75,25 @@ pub(crate) enum Event {
     SessionReady { route: String, session: String, replay: Replay },
 }
 
+impl Event {
+    /// What the event holds of a client's request (what `QUEUE_BYTES` bounds).
+    fn bytes(&self) -> usize {
+        match self {
+            Event::Read { uri, replay, .. } => uri.len() + replay.bytes(),
+            Event::Hit { refresh: Some((replay, body)), .. } => body.len() + replay.bytes(),
+            Event::Page { cursor, replay, .. } => cursor.len() + replay.bytes(),
+            Event::SessionReady { replay, .. } => replay.bytes(),
+            _ => 0,
+        }
+    }
+}
+
 /// The request paths' handle on prefetching.
 pub struct Prefetcher {
     events: mpsc::Sender<Event>,
     receiver: Mutex<Option<mpsc::Receiver<Event>>>,
+    /// Bytes the queued events hold (see `QUEUE_BYTES`).
+    queued_bytes: AtomicUsize,
     /// Entries whose refresh is under way, by a slot per key hash: a hot entry in the last part
     /// of its lifetime is hit many times before its refresh lands, and each hit must not copy
     /// its request to ask again.
@@ -79,21 +103,41 @@ pub struct Prefetcher {
 impl Default for Prefetcher {
     fn default() -> Self {
         let (events, receiver) = mpsc::channel(QUEUE);
-        Prefetcher { events, receiver: Mutex::new(Some(receiver)), refreshing: RefreshGate::default() }
+        let queued_bytes = AtomicUsize::new(0);
+        Prefetcher { events, receiver: Mutex::new(Some(receiver)), queued_bytes, refreshing: RefreshGate::default() }
     }
 }
 
 impl Prefetcher {
     fn send(&self, event: Event) -> bool {
-        self.events.try_send(event).is_ok()
+        let bytes = event.bytes();
+        let queued = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let sent = queued <= QUEUE_BYTES && self.events.try_send(event).is_ok();
+        if !sent {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        sent
     }
 
-    /// A client's cacheable `resources/read` of `uri` on `route` (hit or miss).
-    pub fn client_read(&self, route: &Route, caller: &Caller, uri: &str, replay: impl FnOnce() -> Option<Replay>) {
-        if !route.config.prefetch.enabled {
-            return;
-        }
-        let (Some(context), Some(replay)) = (context_of(caller), replay()) else { return };
+    /// The worker took `event` off the queue (and shows what the queue still holds: the
+    /// worker's view, so the gauge settles on the truth whenever the queue is drained).
+    pub(crate) fn taken(&self, event: &Event) {
+        self.queued_bytes.fetch_sub(event.bytes(), Ordering::Relaxed);
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        crate::metrics::METRICS.prefetch_queued_bytes.set(queued as i64);
+    }
+
+    /// The context whose read of a `resources/read` on `route` is learned (`None`: prefetching
+    /// is off, or the caller is an anonymous stateless client).
+    pub fn context(&self, route: &Route, caller: &Caller) -> Option<Context> {
+        route.config.prefetch.enabled.then(|| context_of(caller)).flatten()
+    }
+
+    /// A client's `resources/read` of `uri` on `route` whose answer is in the cache (a hit, or a
+    /// miss whose answer was stored): a read the upstream refused teaches nothing, so a forged
+    /// credential is no witness.
+    pub fn client_read(&self, route: &Route, context: Context, uri: &str, replay: impl FnOnce() -> Option<Replay>) {
+        let Some(replay) = replay() else { return };
         let route = route.config.name.clone();
         self.send(Event::Read { route, context, uri: uri.to_string(), replay });
     }
@@ -237,6 +281,25 @@ mod tests {
         assert_eq!(start_up_lists(result), [Method::ToolsList, Method::ResourcesList, Method::ResourcesTemplatesList]);
         assert!(start_up_lists(r#"{"capabilities":{}}"#).is_empty());
         assert!(start_up_lists("not json").is_empty());
+    }
+
+    #[test]
+    fn queued_events_hold_at_most_queue_bytes_of_requests() {
+        let prefetcher = Prefetcher::default();
+        let padding = vec![b'p'; 60_000];
+        let read = || {
+            let replay = Replay::new("/mcp", [("authorization", &b"Bearer a"[..]), ("x-padding", &padding[..])]);
+            let context = Context { id: 1, credentialed: true };
+            Event::Read { route: "r".into(), context, uri: "docs://a".into(), replay }
+        };
+        let sent = (0..1_000).take_while(|_| prefetcher.send(read())).count();
+        assert_eq!(sent, QUEUE_BYTES / read().bytes(), "a 4 MiB queue holds about 70 of them, not 1 000");
+        assert!(prefetcher.queued_bytes.load(Ordering::Relaxed) <= QUEUE_BYTES);
+        // Taking one off the queue makes room for one more.
+        let mut receiver = prefetcher.take_receiver().unwrap();
+        prefetcher.taken(&receiver.try_recv().unwrap());
+        assert!(prefetcher.send(read()));
+        assert!(!prefetcher.send(read()));
     }
 
     #[test]

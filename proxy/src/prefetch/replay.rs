@@ -31,6 +31,8 @@ pub struct Replay {
     /// context), without its `progressToken`: a prefetch carries what its trigger said of the
     /// client, and asks for no progress.
     meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// An upper bound of what `meta` holds: the length of the body it came from.
+    meta_bytes: usize,
 }
 
 impl Replay {
@@ -40,7 +42,14 @@ impl Replay {
             .filter(|(name, _)| !NOT_REPEATED.iter().any(|skip| name.eq_ignore_ascii_case(skip)))
             .map(|(name, value)| (name.to_ascii_lowercase(), Bytes::copy_from_slice(value)))
             .collect();
-        Replay { path: path.to_string(), headers, meta: None }
+        Replay { path: path.to_string(), headers, meta: None, meta_bytes: 0 }
+    }
+
+    /// About what the replay holds in memory: its path, headers (with a slot's overhead each)
+    /// and `_meta` (bounded by its body's length).
+    pub fn bytes(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(name, value)| name.len() + value.len() + 64).sum();
+        self.path.len() + headers + self.meta_bytes
     }
 
     /// With the `_meta` of the JSON-RPC request `body`.
@@ -59,6 +68,7 @@ impl Replay {
             meta.remove("progressToken");
             meta
         });
+        self.meta_bytes = if self.meta.is_some() { body.len() } else { 0 };
         self
     }
 

@@ -1,8 +1,8 @@
 //! The prefetcher's one task: it takes the request paths' events in order, keeps each route's
 //! model, budget and tracker (so no lock is shared with a request), decides, and sends the
 //! prefetches (each on its own task, reporting back here when done). It also keeps `warm`
-//! URIs fresh, counts what prefetches became, and saves the learned models beside the disk
-//! cache so they survive a restart.
+//! URIs fresh, counts what prefetches became, holds the predictions waiting for their delay
+//! (see `sequence`), and saves the learned models beside the disk cache (see `models`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,27 +15,25 @@ use mcp_edge_policies::headers::{STATELESS_ERA, is_stateless_era};
 use mcp_edge_policies::jsonrpc::META_PROTOCOL_VERSION;
 use mcp_edge_policies::method::Method;
 use mcp_edge_policies::prefetch::budget::{Budget, Caps};
+use mcp_edge_policies::prefetch::pending::{Bounds, Pending};
 use mcp_edge_policies::prefetch::sequence::{Limits, SequenceModel, Snapshot};
 use mcp_edge_policies::prefetch::tracker::Tracker;
-use mcp_edge_policies::prefetch::{Kind, Outcome, Thresholds, When};
+use mcp_edge_policies::prefetch::{Kind, Outcome};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
-use super::{Event, Mirror, Prefetcher, Replay, internal};
+use super::sequence::Deferred;
+use super::{Event, Mirror, Prefetcher, Replay, internal, models};
 use crate::hit_path::EdgeApp;
 use crate::metrics;
 use crate::runtime::{Live, Route, Runtime};
 use crate::store::now_ms;
 
-/// Predicted reads fetched per read, at most.
-const PER_READ: usize = 2;
 /// Prefetched entries tracked per route until used or expired.
 const TRACKED: usize = 100_000;
 /// How often the learned models are saved.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
-/// The file the models are saved to, in the disk cache's directory.
-const MODEL_FILE: &str = "mcp-edge-prefetch.json";
 /// New sessions whose start-up lists wait for their clients' `notifications/initialized`.
 const MAX_OFFERS: usize = 10_000;
 /// How long a session's offer waits for its client.
@@ -57,8 +55,8 @@ impl BackgroundService for PrefetchService {
     async fn start(&self, shutdown: ShutdownWatch) {
         let Some(events) = self.prefetcher.take_receiver() else { return };
         let (done, finished) = mpsc::unbounded_channel();
-        let model_path = self.live.load().config.cache.disk_path.as_ref().map(|dir| dir.join(MODEL_FILE));
-        let saved = model_path.as_ref().map(load_models).unwrap_or_default();
+        let model_path = self.live.load().config.cache.disk_path.as_deref().map(models::path_in);
+        let saved = model_path.as_ref().map(models::load).unwrap_or_default();
         let mut worker = Worker {
             prefetcher: self.prefetcher.clone(),
             app: Arc::new(self.app.clone()),
@@ -67,6 +65,7 @@ impl BackgroundService for PrefetchService {
             routes: HashMap::new(),
             saved,
             offers: HashMap::new(),
+            pending: Pending::new(Bounds::default()),
             done,
             next_id: 0,
             model_path,
@@ -75,17 +74,18 @@ impl BackgroundService for PrefetchService {
     }
 }
 
-/// What a prefetch task (or a delay) reports back.
-enum Done {
-    /// A prefetch came back: what it became, the refresh it held and the start-up list it
-    /// fetched, if any.
-    Sent { route: String, kind: Kind, outcome: Option<Outcome>, refreshing: Option<Key>, list: Option<Method> },
-    /// A delayed prediction is due.
-    Due { route: String, uri: String, replay: Replay },
+/// What a prefetch task reports back: what it became, the refresh it held and the start-up
+/// list it fetched, if any.
+struct Done {
+    route: String,
+    kind: Kind,
+    outcome: Option<Outcome>,
+    refreshing: Option<Key>,
+    list: Option<Method>,
 }
 
-struct RouteState {
-    model: SequenceModel,
+pub(super) struct RouteState {
+    pub(super) model: SequenceModel,
     budget: Budget,
     tracker: Tracker,
     /// Which start-up list a stored session-start prefetch was, until a client reads it.
@@ -94,7 +94,7 @@ struct RouteState {
     session_stats: HashMap<Method, (u64, u64)>,
 }
 
-struct Worker {
+pub(super) struct Worker {
     prefetcher: Arc<Prefetcher>,
     app: Arc<EdgeApp>,
     live: Live,
@@ -104,6 +104,8 @@ struct Worker {
     saved: HashMap<String, Snapshot>,
     /// New sessions' start-up lists, until their clients say they are initialized.
     offers: HashMap<String, (Vec<Method>, u64)>,
+    /// Predictions waiting for their delay (bounded, see `sequence`).
+    pub(super) pending: Pending<Deferred>,
     done: mpsc::UnboundedSender<Done>,
     next_id: u64,
     /// Where the learned models are saved (beside the disk cache), if anywhere.
@@ -140,9 +142,14 @@ impl Worker {
         let mut last_save = tokio::time::Instant::now();
         let mut shutdown = self.shutdown.clone();
         loop {
+            let next_due = self.pending.next_due().map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
             tokio::select! {
-                Some(event) = events.recv() => self.on_event(event),
+                Some(event) = events.recv() => {
+                    self.prefetcher.taken(&event);
+                    self.on_event(event);
+                }
                 Some(done) = finished.recv() => self.on_done(done),
+                _ = tokio::time::sleep(next_due.unwrap_or_default()), if next_due.is_some() => self.send_due(),
                 _ = tick.tick() => {
                     self.expire_tracked();
                     self.warm();
@@ -157,13 +164,13 @@ impl Worker {
     }
 
     /// The route named `name` in the live configuration, if prefetching is on for it.
-    fn route(&self, name: &str) -> Option<(Arc<Runtime>, usize)> {
+    pub(super) fn route(&self, name: &str) -> Option<(Arc<Runtime>, usize)> {
         let snapshot = self.live.load_full();
         let index = snapshot.routes.iter().position(|r| r.config.name == name)?;
         snapshot.routes[index].config.prefetch.enabled.then_some((snapshot, index))
     }
 
-    fn state(&mut self, route: &str) -> &mut RouteState {
+    pub(super) fn state(&mut self, route: &str) -> &mut RouteState {
         if !self.routes.contains_key(route) {
             let mut model = SequenceModel::new(Limits::default());
             if let Some(saved) = self.saved.remove(route) {
@@ -234,52 +241,19 @@ impl Worker {
         }
     }
 
-    /// Learns a client's read, then fetches what likely follows: at once, or after the route's
-    /// delay.
-    fn on_read(&mut self, route: String, context: u64, uri: String, replay: Replay) {
-        let Some((snapshot, index)) = self.route(&route) else { return };
-        let config = snapshot.routes[index].config.prefetch.clone();
-        let now = now_ms();
-        let state = self.state(&route);
-        state.model.observe(context, &uri, now);
-        let thresholds = Thresholds { immediate: config.immediate_confidence, later: config.min_confidence };
-        let predictions = state.model.predict(&uri, now, config.min_confidence);
-        for prediction in predictions.into_iter().take(PER_READ) {
-            match thresholds.when(prediction.confidence) {
-                Some(When::Now) => self.send_read(&route, Kind::Sequence, &replay, &prediction.uri),
-                Some(When::Later) => {
-                    let due =
-                        Done::Due { route: route.clone(), uri: prediction.uri.to_string(), replay: replay.clone() };
-                    let done = self.done.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(config.delay).await;
-                        let _ = done.send(due);
-                    });
-                }
-                None => {}
+    fn on_done(&mut self, done: Done) {
+        let Done { route, kind, outcome, refreshing, list } = done;
+        if let Some(key) = refreshing {
+            self.prefetcher.refreshing.release(&key);
+        }
+        if let Some(state) = self.routes.get_mut(&route) {
+            state.budget.finish();
+            if let (Some(method), Some(Outcome::Issued)) = (list, outcome) {
+                state.session_stats.entry(method).or_default().0 += 1;
             }
         }
-    }
-
-    fn on_done(&mut self, done: Done) {
-        match done {
-            Done::Sent { route, kind, outcome, refreshing, list } => {
-                if let Some(key) = refreshing {
-                    self.prefetcher.refreshing.release(&key);
-                }
-                if let Some(state) = self.routes.get_mut(&route) {
-                    state.budget.finish();
-                    if let (Some(method), Some(Outcome::Issued)) = (list, outcome) {
-                        state.session_stats.entry(method).or_default().0 += 1;
-                    }
-                }
-                if let Some(outcome) = outcome {
-                    metrics::prefetch(&route, kind, outcome);
-                }
-            }
-            // Fetched now only if the client has not asked meanwhile: then the entry is in
-            // the cache and the proxy answers the prefetch from it (counted as nothing).
-            Done::Due { route, uri, replay } => self.send_read(&route, Kind::Sequence, &replay, &uri),
+        if let Some(outcome) = outcome {
+            metrics::prefetch(&route, kind, outcome);
         }
     }
 
@@ -332,12 +306,12 @@ impl Worker {
             if outcome == Some(Outcome::Failed) {
                 metrics::prefetch(&route, kind, Outcome::Issued);
             }
-            let _ = done.send(Done::Sent { route, kind, outcome, refreshing, list });
+            let _ = done.send(Done { route, kind, outcome, refreshing, list });
         });
     }
 
     /// Sends a `resources/read` of `uri` as a prefetch of `kind`, with `replay`'s headers.
-    fn send_read(&mut self, route: &str, kind: Kind, replay: &Replay, uri: &str) {
+    pub(super) fn send_read(&mut self, route: &str, kind: Kind, replay: &Replay, uri: &str) {
         let params = serde_json::json!({ "uri": uri });
         let request = self.prefetch_request(kind, replay, "resources/read", params, Some(uri));
         self.send(route, Planned::new(kind, request));
@@ -406,16 +380,9 @@ impl Worker {
 
     fn save(&self) {
         let Some(path) = &self.model_path else { return };
-        let models: HashMap<&str, Snapshot> =
+        let snapshots: HashMap<&str, Snapshot> =
             self.routes.iter().map(|(name, state)| (name.as_str(), state.model.snapshot())).collect();
-        let written = serde_json::to_vec(&models).map_err(std::io::Error::other).and_then(|bytes| {
-            let partial = path.with_extension("json.partial");
-            std::fs::write(&partial, bytes)?;
-            std::fs::rename(&partial, path)
-        });
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "could not save the prefetch models");
-        }
+        models::save(path, &snapshots);
     }
 }
 
@@ -438,12 +405,4 @@ fn pays((issued, used): (u64, u64)) -> bool {
 
 fn any_ready(route: &Route) -> bool {
     (0..route.pool.upstreams.len()).any(|index| route.pool.is_ready(index))
-}
-
-fn load_models(path: &PathBuf) -> HashMap<String, Snapshot> {
-    let Ok(bytes) = std::fs::read(path) else { return HashMap::new() };
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable prefetch models");
-        HashMap::new()
-    })
 }

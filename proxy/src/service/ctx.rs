@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use mcp_edge_policies::method::Method;
 use mcp_edge_policies::observe::Observer;
 use mcp_edge_policies::prefetch::Kind;
+use mcp_edge_policies::prefetch::sequence::Context;
 use pingora::ErrorType;
 
 use crate::answer::Outcome;
@@ -64,6 +65,9 @@ pub struct Ctx {
     pub(super) gzip: Option<crate::compress::Gzip>,
     /// The kind of prefetch this request is (the prefetcher's own), if it is one.
     pub(super) prefetch: Option<Kind>,
+    /// A client's `resources/read` the prefetcher learns once it is answered from the cache or
+    /// its answer stored: its context and URI.
+    pub(super) learn: Option<(Context, String)>,
     /// When the current upstream attempt began (for the prefetcher's view of its latency).
     pub(super) upstream_started: Option<Instant>,
     /// An `initialize` whose answer the prefetcher wants (the server's capabilities).
@@ -103,6 +107,7 @@ impl Ctx {
             accepts_gzip: false,
             gzip: None,
             prefetch: None,
+            learn: None,
             upstream_started: None,
             watch_initialize: false,
             minted_session: None,

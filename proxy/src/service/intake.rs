@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use mcp_edge_policies::cache::{Caller, Lookup};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::method::Method;
+use mcp_edge_policies::prefetch::sequence::Context;
 use pingora::Result;
 use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::proxy::Session;
@@ -45,7 +46,7 @@ impl McpProxy {
         }
         fill_retry_buffer(session).await?;
         if prefetch.is_none() {
-            self.learn_read(session, route, &message, &caller);
+            ctx.learn = self.read_to_learn(route, &message, &caller);
         }
         ctx.rpc_method = message.method;
         ctx.rpc_id = message.id;
@@ -77,6 +78,9 @@ impl McpProxy {
                 ctx.cache_tier = Some(fresh.stored.tier());
                 let answer = OwnedAnswer::from(answer);
                 respond_cached(session, answer, true).await?;
+                if let Some((context, uri)) = ctx.learn.take() {
+                    self.prefetch.client_read(route, context, &uri, || Some(replay_of(session)));
+                }
                 // No refresh from here: the service keeps no copy of the request's body.
                 self.prefetch.hit(route, &fresh.life, ctx.prefetch.is_none(), || None);
                 Ok(true)
@@ -98,13 +102,13 @@ impl McpProxy {
         }
     }
 
-    /// A client's `resources/read`, for the prefetcher to learn from.
-    pub(super) fn learn_read(&self, session: &Session, route: &Route, message: &Message, caller: &Caller) {
-        if message.method.as_deref() == Some(Method::ResourcesRead.as_str())
-            && let Some(uri) = &message.params.uri
-        {
-            self.prefetch.client_read(route, caller, uri, || Some(replay_of(session)));
+    /// A client's `resources/read`, for the prefetcher to learn from once its answer is in the
+    /// cache (a hit, or a miss whose answer was stored).
+    pub(super) fn read_to_learn(&self, route: &Route, message: &Message, caller: &Caller) -> Option<(Context, String)> {
+        if message.method.as_deref() != Some(Method::ResourcesRead.as_str()) {
+            return None;
         }
+        Some((self.prefetch.context(route, caller)?, message.params.uri.clone()?))
     }
 
     /// Once the upstream has answered: store the result if the cache may keep it (once), then
@@ -128,6 +132,11 @@ impl McpProxy {
         let method = request_cache.method();
         if recorded.is_some() && route.config.policy.readonly_tools && method == Method::ToolsList {
             result.into_iter().for_each(|tools| route.readonly.learn(&tools.stored_result));
+        }
+        if let (Some(Some(_)), None) = (&recorded, ctx.prefetch)
+            && let Some((context, uri)) = ctx.learn.take()
+        {
+            self.prefetch.client_read(route, context, &uri, || Some(replay_of(session)));
         }
         match (recorded, ctx.prefetch) {
             (Some(Some(stored)), Some(kind)) => self.prefetch.prefetch_stored(route, kind, stored, method),

@@ -134,7 +134,7 @@ impl ProxyHttp for McpProxy {
                 Inspected::Answered => return Ok(true),
                 Inspected::Streamed => {}
                 Inspected::Message(message, caller) => {
-                    self.learn_read(session, route, &message, &caller);
+                    ctx.learn = self.read_to_learn(route, &message, &caller);
                     let input = LookupInput {
                         route: &route.config.name,
                         policy: &route.config.policy,
