@@ -231,3 +231,33 @@ async fn deferred_predictions_hold_bounded_memory() {
     assert!(dropped >= 50.0, "{dropped} dropped ({pending} pending, {pending_bytes} bytes)");
     assert!(metric(&proxy, "mcp_prefetch_queued_bytes").await <= (4 << 20) as f64);
 }
+
+/// Refresh-ahead sends a hit's request again before its entry expires, but never a tool call,
+/// even on a route that caches that tool: a prefetch calls no tool. Every call the upstream
+/// gets is one a client made (a miss).
+#[tokio::test]
+async fn refresh_ahead_never_calls_a_tool_again() {
+    let (port, log) = logging_upstream(600).await;
+    let proxy = proxy(&format!(
+        "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n\
+         [route.policy]\ncache_tools = [\"probe\"]\n[route.prefetch]\nenabled = true\nrefresh_ahead = 0.9\n"
+    ))
+    .await;
+    let mcp = proxy.mcp();
+    let (mut misses, mut hits) = (0, 0);
+    let until = tokio::time::Instant::now() + Duration::from_millis(2000);
+    while tokio::time::Instant::now() < until {
+        let call = json!({"name": "probe", "arguments": {}});
+        let reply = mcp.stateless("tools/call", call, &[("authorization", "Bearer alice")]).await;
+        match x_cache(&reply) {
+            "MISS" => misses += 1,
+            "HIT" => hits += 1,
+            other => panic!("{other}: {reply:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = log.0.lock().unwrap().iter().filter(|seen| seen.method == "tools/call").count();
+    assert!(hits > 0, "the tool's answers are cached");
+    assert_eq!(calls, misses, "every call upstream is a client's miss:\n{}", log.dump());
+}

@@ -220,7 +220,12 @@ impl EdgeApp {
             let replay = || Replay::from_head(head).map(|replay| replay.with_meta_of(body));
             self.prefetch.client_read(route, context, uri, replay);
         }
-        let again = || Replay::from_head(head).map(|replay| (replay, bytes::Bytes::copy_from_slice(body)));
+        // Never a tool call again: a prefetch calls no tool, whatever the route caches.
+        let refreshable = hit.mcp_method != Method::ToolsCall.as_str();
+        let again = || {
+            let replay = Replay::from_head(head).filter(|_| refreshable)?;
+            Some((replay, bytes::Bytes::copy_from_slice(body)))
+        };
         self.prefetch.hit(route, &prefetching.life, client, again);
     }
 
