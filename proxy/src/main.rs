@@ -200,7 +200,8 @@ fn check(path: &std::path::Path) -> ExitCode {
             tls::load(tls_config)?;
         }
         if let Some(shared) = &config.cache.shared {
-            store::check_shared(shared).map_err(error::SetupError::SharedTier)?;
+            store::check_shared(shared)
+                .map_err(|e| error::SetupError::SharedTier(format!("{}: {e}", path.display())))?;
         }
         let notes = check_notes(&config);
         Runtime::build(config).map(|_| notes)

@@ -32,7 +32,8 @@ mod stored;
 mod tests;
 
 use markers::{Markers, decode_ms, encode_ms};
-use shared::SharedTier;
+use mcp_edge_policies::shared_tier::bounded_expiry;
+use shared::{Held, SharedTier};
 pub use shared::{SharedStatus, check as check_shared};
 pub use stored::{Found, Fresh, Life, StoreKey, Stored};
 
@@ -152,8 +153,8 @@ impl EdgeCache {
     }
 
     /// Looks a request up in each of its scopes, the caller's own first: in the local tiers,
-    /// then in the shared tier.
-    pub async fn lookup(&self, route: &str, lookup: &Lookup, stale_if_error: Duration) -> Found {
+    /// then in the shared tier (whose entries live at most `max_ttl` from their fetch).
+    pub async fn lookup(&self, route: &str, lookup: &Lookup, stale_if_error: Duration, max_ttl: Duration) -> Found {
         let now = now_ms();
         let mut stale = None;
         for scope in &lookup.scopes {
@@ -185,7 +186,7 @@ impl EdgeCache {
             }
         }
         if let Some(shared) = &self.shared {
-            match self.lookup_shared(shared, route, lookup, stale_if_error).await {
+            match self.lookup_shared(shared, route, lookup, stale_if_error, max_ttl).await {
                 Found::Fresh(fresh) => return Found::Fresh(fresh),
                 Found::Stale(bytes) => {
                     stale.get_or_insert(bytes);
@@ -199,13 +200,16 @@ impl EdgeCache {
     /// Looks a request up in the shared tier: its entries in every scope and the markers of
     /// its targets, in one round trip. A fresh entry not invalidated since its fetch is copied
     /// into the local tiers, marked as confirmed when it was asked for (see
-    /// `Markers::predates_fanout`).
+    /// `Markers::predates_fanout`). Whoever can write to the server could have written what
+    /// it holds: its times are bounded (`shared_tier::bounded_expiry`), and with a secret
+    /// what does not open with it is refused.
     async fn lookup_shared(
         &self,
         shared: &SharedTier,
         route: &str,
         lookup: &Lookup,
         stale_if_error: Duration,
+        max_ttl: Duration,
     ) -> Found {
         let keys: Vec<Key> = lookup.scopes.iter().map(|scope| lookup.key(scope)).collect();
         let marker_keys: Vec<Key> = lookup.targets.iter().map(|target| marker_key(route, target)).collect();
@@ -213,13 +217,26 @@ impl EdgeCache {
         let Some(read) = shared.read(&keys, &marker_keys).await else { return Found::Nothing };
         let now = now_ms();
         let mut stale = None;
-        for (key, value) in keys.into_iter().zip(read.entries) {
-            let Some(value) = value else {
-                count("lookup", "shared", "miss");
+        for (key, held) in keys.into_iter().zip(read.entries) {
+            let value = match held {
+                Held::Value(value) => value,
+                Held::Nothing => {
+                    count("lookup", "shared", "miss");
+                    continue;
+                }
+                Held::Refused => {
+                    count("lookup", "shared", "refused");
+                    continue;
+                }
+            };
+            let Some(mut entry) = Entry::decode(&value) else {
+                count("lookup", "shared", "unreadable");
                 continue;
             };
-            let Some(entry) = Entry::decode(&value) else {
-                count("lookup", "shared", "unreadable");
+            let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
+            let bounded = bounded_expiry(now, entry.fetched_at_ms, entry.expires_at_ms, max_ttl_ms, shared.ttl_cap_ms());
+            let Some(expires_at_ms) = bounded else {
+                count("lookup", "shared", "refused");
                 continue;
             };
             if entry.fetched_at_ms <= read.newest_marker_ms
@@ -228,8 +245,16 @@ impl EdgeCache {
                 count("lookup", "shared", "invalidated");
                 continue;
             }
+            let capped;
+            let value = if expires_at_ms < entry.expires_at_ms {
+                entry.expires_at_ms = expires_at_ms;
+                capped = entry.encode();
+                &capped[..]
+            } else {
+                &value[..]
+            };
             if now < entry.expires_at_ms {
-                let Some(confirmed) = entry::confirmed(&value, asked_at) else { continue };
+                let Some(confirmed) = entry::confirmed(value, asked_at) else { continue };
                 let life = Life { key, fetched_at_ms: entry.fetched_at_ms, expires_at_ms: entry.expires_at_ms };
                 let stored = Stored::Shared(self.store.insert(StoreKey(key), Bytes::from(confirmed)));
                 stored.lookup_counter(true).inc();
@@ -237,7 +262,7 @@ impl EdgeCache {
             }
             stored::count_expired_shared();
             if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {
-                stale.get_or_insert_with(|| Bytes::from(value));
+                stale.get_or_insert_with(|| Bytes::copy_from_slice(value));
             }
         }
         stale.map_or(Found::Nothing, Found::Stale)

@@ -104,7 +104,7 @@ fn store_fetched_at(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64) {
 
 fn is_fresh(cache: &EdgeCache, lookup: &Lookup) -> bool {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    matches!(runtime.block_on(cache.lookup("r", lookup, Duration::ZERO)), Found::Fresh(_))
+    matches!(runtime.block_on(cache.lookup("r", lookup, Duration::ZERO, Duration::MAX)), Found::Fresh(_))
 }
 
 #[test]
