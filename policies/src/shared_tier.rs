@@ -12,7 +12,6 @@
 //! (see [`Entry::confirmed`](crate::cache::entry::confirmed)) but read again from the shared
 //! tier, which checks it.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cache::Key;
@@ -78,7 +77,10 @@ impl Names {
         name.push_str(kind);
         name.push(':');
         for byte in digest {
-            let _ = write!(name, "{byte:02x}");
+            // By hand: `write!` with `{:02x}` took 400 ns for 32 bytes.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            name.push(HEX[usize::from(byte >> 4)] as char);
+            name.push(HEX[usize::from(byte & 15)] as char);
         }
         name
     }

@@ -33,7 +33,13 @@ pub fn from_the_future(at_ms: u64, now_ms: u64) -> bool {
 /// When an entry read from the shared tier at `now_ms` expires, its times bounded: `None`
 /// when it must not be used at all (fetched in the future, or older than any shared entry
 /// can be: `ttl_cap` plus the skew), else its expiry capped at `max_ttl` after its fetch.
-pub fn bounded_expiry(now_ms: u64, fetched_at_ms: u64, expires_at_ms: u64, max_ttl_ms: u64, ttl_cap_ms: u64) -> Option<u64> {
+pub fn bounded_expiry(
+    now_ms: u64,
+    fetched_at_ms: u64,
+    expires_at_ms: u64,
+    max_ttl_ms: u64,
+    ttl_cap_ms: u64,
+) -> Option<u64> {
     if from_the_future(fetched_at_ms, now_ms)
         || now_ms > fetched_at_ms.saturating_add(ttl_cap_ms).saturating_add(CLOCK_SKEW_MS)
     {

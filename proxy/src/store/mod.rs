@@ -234,7 +234,8 @@ impl EdgeCache {
                 continue;
             };
             let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
-            let bounded = bounded_expiry(now, entry.fetched_at_ms, entry.expires_at_ms, max_ttl_ms, shared.ttl_cap_ms());
+            let bounded =
+                bounded_expiry(now, entry.fetched_at_ms, entry.expires_at_ms, max_ttl_ms, shared.ttl_cap_ms());
             let Some(expires_at_ms) = bounded else {
                 count("lookup", "shared", "refused");
                 continue;

@@ -70,8 +70,10 @@ async fn shared_count(proxy: &Proxy, operation: &str, result: &str) -> f64 {
 async fn with_a_secret_a_value_moved_to_another_identitys_name_is_refused_and_redis_shows_no_private_answer() {
     let redis = Redis::start().await;
     let upstream = demo_upstream("u", &["--scope", "private", "--echo-caller"]).await;
-    let (a, b) =
-        (node_with(&upstream, &redis.url(), Some(SECRET), "").await, node_with(&upstream, &redis.url(), Some(SECRET), "").await);
+    let (a, b) = (
+        node_with(&upstream, &redis.url(), Some(SECRET), "").await,
+        node_with(&upstream, &redis.url(), Some(SECRET), "").await,
+    );
     let uri = "demo://docs/7";
     assert_eq!(fetched_for(&read(&a.mcp(), uri, Some("Bearer alice")).await), "Bearer alice");
     wait_written(&a, 1).await;

@@ -28,7 +28,6 @@ use crate::metrics::{METRICS, cache_operation};
 use memory::RedisMemory;
 use subscription::{listen, retry_pending};
 
-
 mod memory;
 mod subscription;
 
@@ -431,7 +430,8 @@ pub fn check(config: &SharedConfig) -> Result<(), String> {
 /// The nodes' secret: the file's first line, its line ending trimmed, at least
 /// `MIN_SECRET_LEN` bytes. Errors start with the configuration's line naming the file.
 fn read_secret(file: &SecretFile) -> Result<Secret, String> {
-    let refused = |reason: String| format!("line {}: cache.shared.secret_file {}: {reason}", file.line, file.path.display());
+    let refused =
+        |reason: String| format!("line {}: cache.shared.secret_file {}: {reason}", file.line, file.path.display());
     let text = std::fs::read(&file.path).map_err(|e| refused(format!("cannot read: {e}")))?;
     let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
