@@ -18,8 +18,8 @@ use crate::cache::Key;
 
 mod trust;
 pub use trust::{
-    CLOCK_SKEW_MS, Heard, MIN_SECRET_LEN, NONCE_LEN, SEALING_OVERHEAD, Secret, bounded_expiry, from_the_future, hear,
-    marker_ms, publish,
+    CLOCK_SKEW_MS, Heard, MIN_SECRET_LEN, NONCE_LEN, SEALING_OVERHEAD, Secret, Unusable, bounded_expiry,
+    from_the_future, hear, marker_ms, publish,
 };
 
 /// Names of everything a deployment keeps in the shared server, all under its `key_prefix`.

@@ -144,7 +144,12 @@ async fn written(proxy: &Proxy) -> u32 {
 async fn wait_written(proxy: &Proxy, count: u32) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while written(proxy).await < count {
-        assert!(tokio::time::Instant::now() < deadline, "never wrote {count} entries\n{}", proxy.process.log());
+        if tokio::time::Instant::now() >= deadline {
+            let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+            let shared: Vec<&str> = metrics.lines().filter(|line| line.contains("shared")).collect();
+            let status = readiness(proxy).await.1;
+            panic!("never wrote {count} entries\n{}\n{status}\n{}", shared.join("\n"), proxy.process.log());
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -189,12 +189,20 @@ fn announcements_with_a_secret_are_signed_and_anything_else_is_refused() {
 #[test]
 fn times_read_back_are_bounded_by_now_plus_skew_and_entry_lives_by_the_caps() {
     let (now, minute, hour) = (10_000_000, 60_000, 3_600_000);
-    assert_eq!(bounded_expiry(now, now - 1_000, now + minute, hour, hour), Some(now + minute), "a fair entry");
-    assert_eq!(bounded_expiry(now, now + CLOCK_SKEW_MS, now + minute, hour, hour), Some(now + minute), "skewed");
-    assert_eq!(bounded_expiry(now, now + CLOCK_SKEW_MS + 1, u64::MAX, hour, hour), None, "fetched in the future");
-    assert_eq!(bounded_expiry(now, now - 1_000, u64::MAX, minute, hour), Some(now - 1_000 + minute), "max_ttl");
-    assert_eq!(bounded_expiry(now, now - hour - CLOCK_SKEW_MS - 1, u64::MAX, u64::MAX, hour), None, "past ttl_cap");
-    assert_eq!(bounded_expiry(now, 0, u64::MAX, u64::MAX, u64::MAX), Some(u64::MAX), "no overflow");
+    assert_eq!(bounded_expiry(now, now - 1_000, now + minute, hour, hour), Ok(now + minute), "a fair entry");
+    assert_eq!(bounded_expiry(now, now + CLOCK_SKEW_MS, now + minute, hour, hour), Ok(now + minute), "skewed");
+    assert_eq!(
+        bounded_expiry(now, now + CLOCK_SKEW_MS + 1, u64::MAX, hour, hour),
+        Err(Unusable::Future),
+        "fetched in the future"
+    );
+    assert_eq!(bounded_expiry(now, now - 1_000, u64::MAX, minute, hour), Ok(now - 1_000 + minute), "max_ttl");
+    assert_eq!(
+        bounded_expiry(now, now - hour - CLOCK_SKEW_MS - 1, u64::MAX, u64::MAX, hour),
+        Err(Unusable::Outlived),
+        "past ttl_cap"
+    );
+    assert_eq!(bounded_expiry(now, 0, u64::MAX, u64::MAX, u64::MAX), Ok(u64::MAX), "no overflow");
     assert_eq!(marker_ms(b"1234", now), Some(1234));
     assert_eq!(marker_ms(format!("{}", now + CLOCK_SKEW_MS + 1).as_bytes(), now), None, "from the future");
     assert_eq!(marker_ms(b"18446744073709551615", now), None);

@@ -30,22 +30,32 @@ pub fn from_the_future(at_ms: u64, now_ms: u64) -> bool {
     at_ms > now_ms.saturating_add(CLOCK_SKEW_MS)
 }
 
-/// When an entry read from the shared tier at `now_ms` expires, its times bounded: `None`
-/// when it must not be used at all (fetched in the future, or older than any shared entry
-/// can be: `ttl_cap` plus the skew), else its expiry capped at `max_ttl` after its fetch.
+/// Why an entry read from the shared tier is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// Fetched later than now allows: forged, or from a clock far ahead (refused).
+    Future,
+    /// Fetched longer ago than any shared entry lives (`ttl_cap`, plus the skew): forged
+    /// without an expiry, or the last seconds of one whose fetch took long (expired).
+    Outlived,
+}
+
+/// When an entry read from the shared tier at `now_ms` expires, its times bounded: its expiry
+/// capped at `max_ttl` after its fetch, unless the entry must not be used at all.
 pub fn bounded_expiry(
     now_ms: u64,
     fetched_at_ms: u64,
     expires_at_ms: u64,
     max_ttl_ms: u64,
     ttl_cap_ms: u64,
-) -> Option<u64> {
-    if from_the_future(fetched_at_ms, now_ms)
-        || now_ms > fetched_at_ms.saturating_add(ttl_cap_ms).saturating_add(CLOCK_SKEW_MS)
-    {
-        return None;
+) -> Result<u64, Unusable> {
+    if from_the_future(fetched_at_ms, now_ms) {
+        return Err(Unusable::Future);
     }
-    Some(expires_at_ms.min(fetched_at_ms.saturating_add(max_ttl_ms)))
+    if now_ms > fetched_at_ms.saturating_add(ttl_cap_ms).saturating_add(CLOCK_SKEW_MS) {
+        return Err(Unusable::Outlived);
+    }
+    Ok(expires_at_ms.min(fetched_at_ms.saturating_add(max_ttl_ms)))
 }
 
 /// A marker's time as stored (decimal text), unless it is no number or from the future.

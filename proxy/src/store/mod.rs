@@ -32,7 +32,7 @@ mod stored;
 mod tests;
 
 use markers::{Markers, decode_ms, encode_ms};
-use mcp_edge_policies::shared_tier::bounded_expiry;
+use mcp_edge_policies::shared_tier::{Unusable, bounded_expiry};
 use shared::{Held, SharedTier};
 pub use shared::{SharedStatus, check as check_shared};
 pub use stored::{Found, Fresh, Life, StoreKey, Stored};
@@ -236,9 +236,16 @@ impl EdgeCache {
             let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
             let bounded =
                 bounded_expiry(now, entry.fetched_at_ms, entry.expires_at_ms, max_ttl_ms, shared.ttl_cap_ms());
-            let Some(expires_at_ms) = bounded else {
-                count("lookup", "shared", "refused");
-                continue;
+            let expires_at_ms = match bounded {
+                Ok(expires_at_ms) => expires_at_ms,
+                Err(Unusable::Future) => {
+                    count("lookup", "shared", "refused");
+                    continue;
+                }
+                Err(Unusable::Outlived) => {
+                    stored::count_expired_shared();
+                    continue;
+                }
             };
             if entry.fetched_at_ms <= read.newest_marker_ms
                 || self.invalidated(route, &lookup.targets, entry.fetched_at_ms).await

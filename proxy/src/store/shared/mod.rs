@@ -337,6 +337,22 @@ impl SharedTier {
         }
     }
 
+    /// Waits (up to a second) for the command connection to answer a PING. Once subscribed
+    /// again after an outage it may still be waiting to reconnect: the breaker closed before
+    /// it answers would open again on the first reads' timeouts.
+    async fn commands_answer(&self) {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            let mut connection = self.connection.clone();
+            let ping = redis::cmd("PING");
+            let answered = tokio::time::timeout(Duration::from_millis(250), ping.query_async::<()>(&mut connection));
+            if matches!(answered.await, Ok(Ok(()))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Runs one command under the breaker and the deadline; its answer, or `None` (counted as
     /// `skipped`, `timeout` or `error` under `operation`). Only reads open and close the
     /// breaker: a server refusing writes (out of memory) may still answer every read.

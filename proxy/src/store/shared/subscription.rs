@@ -36,6 +36,7 @@ pub(super) async fn listen(tier: Weak<SharedTier>, client: redis::Client, marker
                 markers.trust_local_after(now_ms());
                 let (node, secret) = match tier.upgrade() {
                     Some(tier) => {
+                        tier.commands_answer().await;
                         tier.health.came_back();
                         tier.breaker.lock().expect("breaker").succeeded();
                         tier.refresh_gauge();
