@@ -259,3 +259,20 @@ async fn a_missing_or_short_secret_file_is_refused_by_check_and_at_start() {
         assert!(run.log().contains(&named) && run.log().contains(reason), "{}", run.log());
     }
 }
+
+#[test]
+fn check_warns_of_a_shared_tier_without_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp-edge.toml");
+    let routes = "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n";
+    let notes = |shared: &str| {
+        std::fs::write(&config, format!("[cache.shared]\nurl = \"redis://127.0.0.1:1\"\n{shared}\n{routes}")).unwrap();
+        let out = Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(notes("").contains("warning: cache.shared.secret_file is not set"));
+    std::fs::write(dir.path().join("shared.key"), SECRET).unwrap();
+    let with_secret = notes(&format!("secret_file = {:?}", dir.path().join("shared.key")));
+    assert!(!with_secret.contains("secret_file"), "{with_secret}");
+}
