@@ -32,7 +32,7 @@ mod stored;
 mod tests;
 
 use markers::{Markers, decode_ms, encode_ms};
-use mcp_edge_policies::shared_tier::{Unusable, bounded_expiry};
+use mcp_edge_policies::shared_tier::{CLOCK_SKEW_MS, Unusable, bounded_expiry, from_the_future};
 use shared::{Held, SharedTier};
 pub use shared::{SharedStatus, check as check_shared};
 pub use stored::{Found, Fresh, Life, StoreKey, Stored};
@@ -145,7 +145,8 @@ impl EdgeCache {
         if let Some(stored) = self.get(&key).await
             && let Some(ms) = decode_ms(&stored)
         {
-            return ms;
+            // No later than a marker can be (one from the future is ignored, see `invalidated`).
+            return ms.min(now_ms().saturating_add(CLOCK_SKEW_MS));
         }
         let now = now_ms();
         self.store.insert(key, encode_ms(now));
@@ -399,7 +400,13 @@ impl EdgeCache {
             let key = marker_key(route, target);
             let marker = match self.markers.in_memory(&key) {
                 Some(ms) => Some(ms),
-                None if predates_disk_markers => self.get(&StoreKey(key)).await.and_then(|stored| decode_ms(&stored)),
+                // A marker from the future (applied by an earlier version from a forged
+                // announcement) would kill its target for good: ignored.
+                None if predates_disk_markers => self
+                    .get(&StoreKey(key))
+                    .await
+                    .and_then(|stored| decode_ms(&stored))
+                    .filter(|&ms| !from_the_future(ms, now_ms())),
                 None => None,
             };
             if marker.is_some_and(|ms| fetched_at_ms <= ms) {
