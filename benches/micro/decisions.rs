@@ -8,6 +8,7 @@ use mcp_edge_policies::Config;
 use mcp_edge_policies::admission::Doorkeeper;
 use mcp_edge_policies::cache::{Caller, Entry, Lookup, Scope, lookup_for, marker_key};
 use mcp_edge_policies::jsonrpc::{Message, parse};
+use mcp_edge_policies::shared_tier::{NONCE_LEN, Names, Secret};
 
 fn main() {
     divan::main();
@@ -107,6 +108,63 @@ fn decode_and_answer_1kib(bencher: Bencher) {
         let entry = Entry::decode(black_box(&stored)).expect("an entry");
         entry.answer(black_box("42"), 1_000).len()
     });
+}
+
+/// A 1 KiB stored entry, as the shared tier holds it.
+fn shared_entry_1kib() -> Vec<u8> {
+    let result = format!(r#"{{"contents":[{{"uri":"demo://kib/4242","text":"{}"}}]}}"#, "x".repeat(1000));
+    Entry {
+        fetched_at_ms: 1,
+        expires_at_ms: u64::MAX / 2,
+        restate_ttl: true,
+        result: result.as_bytes(),
+        deflated: None,
+    }
+    .encode()
+}
+
+const SECRET: &[u8] = b"a secret of at least thirty-two bytes, for benchmarks";
+
+/// What a shared-tier write adds with `secret_file`: the keyed entry name and the sealed value
+/// (ChaCha20-Poly1305) of a 1 KiB entry.
+#[divan::bench]
+fn shared_seal_1kib(bencher: Bencher) {
+    let secret = Secret::new(SECRET).expect("long enough");
+    let names = Names::new("mcp-edge", Some(&secret));
+    let stored = shared_entry_1kib();
+    bencher.bench_local(|| {
+        let name = names.entry(black_box(&[7; 32]));
+        secret.seal(&name, black_box(&stored), [9; NONCE_LEN]).len()
+    });
+}
+
+/// What a shared-tier read adds with `secret_file`: the keyed entry name and opening the sealed
+/// 1 KiB entry.
+#[divan::bench]
+fn shared_open_1kib(bencher: Bencher) {
+    let secret = Secret::new(SECRET).expect("long enough");
+    let names = Names::new("mcp-edge", Some(&secret));
+    let name = names.entry(&[7; 32]);
+    let sealed = secret.seal(&name, &shared_entry_1kib(), [9; NONCE_LEN]);
+    bencher.bench_local(|| {
+        let name = names.entry(black_box(&[7; 32]));
+        secret.open(&name, black_box(&sealed)).expect("opens").len()
+    });
+}
+
+/// Baseline: the entry name without a secret (a hex digest, no HMAC).
+#[divan::bench]
+fn shared_plain_name(bencher: Bencher) {
+    let names = Names::new("mcp-edge", None);
+    bencher.bench_local(|| names.entry(black_box(&[7; 32])).len());
+}
+
+/// The entry name with a secret (HMAC-SHA256 of the key), alone.
+#[divan::bench]
+fn shared_keyed_name(bencher: Bencher) {
+    let secret = Secret::new(SECRET).expect("long enough");
+    let names = Names::new("mcp-edge", Some(&secret));
+    bencher.bench_local(|| names.entry(black_box(&[7; 32])).len());
 }
 
 /// The admission check made on every disk-tier hit once the memory tier is full (slots for a

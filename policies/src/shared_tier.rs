@@ -12,21 +12,29 @@
 //! (see [`Entry::confirmed`](crate::cache::entry::confirmed)) but read again from the shared
 //! tier, which checks it.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cache::Key;
 
+mod trust;
+pub use trust::{
+    CLOCK_SKEW_MS, Heard, MIN_SECRET_LEN, NONCE_LEN, SEALING_OVERHEAD, Secret, Unusable, bounded_expiry,
+    from_the_future, hear, marker_ms, publish,
+};
+
 /// Names of everything a deployment keeps in the shared server, all under its `key_prefix`.
-/// Keys are digests: no URI, argument or credential can be read from them.
+/// Keys are digests: no URI, argument or credential can be read from them. With a secret,
+/// entries and markers are named by keyed digests of their keys: without the secret, nobody
+/// can tell which name holds what, or compute the name of a given request.
 #[derive(Debug, Clone)]
 pub struct Names {
     prefix: String,
+    keyed: Option<ring::hmac::Key>,
 }
 
 impl Names {
-    pub fn new(prefix: &str) -> Names {
-        Names { prefix: prefix.to_string() }
+    pub fn new(prefix: &str, secret: Option<&Secret>) -> Names {
+        Names { prefix: prefix.to_string(), keyed: secret.map(Secret::names_key) }
     }
 
     /// Where the entry stored under `key` lives.
@@ -52,13 +60,27 @@ impl Names {
     }
 
     fn hex_key(&self, kind: &str, key: &Key) -> String {
-        let mut name = String::with_capacity(self.prefix.len() + 3 + key.len() * 2);
+        let keyed;
+        let digest = match &self.keyed {
+            Some(names) => {
+                let mut context = ring::hmac::Context::with_key(names);
+                context.update(kind.as_bytes());
+                context.update(key);
+                keyed = context.sign();
+                keyed.as_ref()
+            }
+            None => &key[..],
+        };
+        let mut name = String::with_capacity(self.prefix.len() + 3 + digest.len() * 2);
         name.push_str(&self.prefix);
         name.push(':');
         name.push_str(kind);
         name.push(':');
-        for byte in key {
-            let _ = write!(name, "{byte:02x}");
+        for byte in digest {
+            // By hand: `write!` with `{:02x}` took 400 ns for 32 bytes.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            name.push(HEX[usize::from(byte >> 4)] as char);
+            name.push(HEX[usize::from(byte & 15)] as char);
         }
         name
     }

@@ -200,7 +200,8 @@ fn check(path: &std::path::Path) -> ExitCode {
             tls::load(tls_config)?;
         }
         if let Some(shared) = &config.cache.shared {
-            store::check_shared(shared).map_err(error::SetupError::SharedTier)?;
+            store::check_shared(shared)
+                .map_err(|e| error::SetupError::SharedTier(format!("{}: {e}", path.display())))?;
         }
         let notes = check_notes(&config);
         Runtime::build(config).map(|_| notes)
@@ -236,6 +237,11 @@ fn check_notes(config: &Config) -> Vec<String> {
         true => "server.allowed_origins is empty: browsers may call only from the proxy's own origin (Origin equal to the request's Host); other origins get 403".to_string(),
         false => format!("server.allowed_origins: besides same-origin requests, {} may call", server.allowed_origins.join(", ")),
     });
+    if let Some(shared) = &config.cache.shared
+        && shared.secret_file.is_none()
+    {
+        notes.push("warning: cache.shared.secret_file is not set: whoever can write to the Redis server can make every node serve what it writes, under any key, and read every shared answer (README: \"Who can write to Redis\")".to_string());
+    }
     if let Some(addr) = config.admin.listen
         && !addr.ip().is_loopback()
     {

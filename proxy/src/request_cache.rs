@@ -142,7 +142,7 @@ pub async fn prepare(
 ) -> Prepared {
     let found = match found {
         Some(found) => found,
-        None => cache.lookup(route, &lookup, policy.stale_if_error).await,
+        None => cache.lookup(route, &lookup, policy.stale_if_error, policy.max_ttl).await,
     };
     let mut stale = match found {
         Found::Fresh(bytes) => return Prepared::Hit(bytes),
@@ -157,7 +157,7 @@ pub async fn prepare(
             // The leader's answer is stored before it releases us; a timeout or an
             // uncacheable answer sends this request upstream on its own.
             wait_for_leader(&mut progress, wait_limit).await;
-            match cache.lookup(route, &lookup, policy.stale_if_error).await {
+            match cache.lookup(route, &lookup, policy.stale_if_error, policy.max_ttl).await {
                 Found::Fresh(bytes) => return Prepared::Hit(bytes),
                 Found::Stale(bytes) => stale = Some(bytes),
                 Found::Nothing => {}

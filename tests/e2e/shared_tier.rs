@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::*;
 
+mod trust;
+
 /// A `redis-server` of its own, without persistence (a restart loses everything, as a crash
 /// of a cache-only Redis does).
 struct Redis {
@@ -142,7 +144,12 @@ async fn written(proxy: &Proxy) -> u32 {
 async fn wait_written(proxy: &Proxy, count: u32) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while written(proxy).await < count {
-        assert!(tokio::time::Instant::now() < deadline, "never wrote {count} entries\n{}", proxy.process.log());
+        if tokio::time::Instant::now() >= deadline {
+            let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+            let shared: Vec<&str> = metrics.lines().filter(|line| line.contains("shared")).collect();
+            let status = readiness(proxy).await.1;
+            panic!("never wrote {count} entries\n{}\n{status}\n{}", shared.join("\n"), proxy.process.log());
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -371,29 +378,76 @@ async fn an_invalidation_made_while_cut_off_from_redis_reaches_the_others_once_b
 }
 
 /// Redis refusing writes (out of memory under `noeviction`) while every node stays
-/// subscribed: the announcement fails with nothing lost from the subscription, so no
-/// resubscription would ever send it. It is sent once Redis takes writes again.
+/// subscribed: the announcement still goes out (`PUBLISH` is allowed out of memory) and the
+/// others stop serving the old answer at once; the marker the server refused is written again
+/// until it takes it, so a node started later finds it. The refused writes do not stop reads.
 #[tokio::test]
-async fn an_invalidation_redis_refused_while_subscribed_reaches_the_others_once_it_takes_writes() {
+async fn an_invalidation_reaches_the_others_while_redis_refuses_writes_and_its_marker_is_written_once_it_takes_them() {
     let redis = Redis::start().await;
     let upstream = demo_upstream("u", &[]).await;
     let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
     let uri = "demo://docs/4";
     cached_on_both(&a, &b, uri).await;
-    // B holds it in memory too, so the refused purge cannot be seen by reading Redis.
+    // B holds it in memory too, so only the announcement can stop it serving it.
     assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
+    // Only in Redis, for A to read while writes are refused.
+    read(&b.mcp(), "demo://docs/40", None).await;
+    wait_written(&b, 1).await;
 
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
     purge(&a, json!({"route": "docs", "uri": uri})).await;
+    wait_until_not_a_hit(&b, &a, uri, Duration::from_millis(150)).await;
     let status = wait_holding_invalidations(&a).await;
     assert_eq!(status["shared_tier"]["subscribed"], true, "{status}");
-    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT", "B cannot know yet");
+
+    // Writes fail (A misses new URIs and cannot share them); reads go on.
+    for n in 0..5 {
+        assert_eq!(x_cache(&read(&a.mcp(), &format!("demo://docs/{}", 100 + n), None).await), "MISS");
+    }
+    let failed = |shared: &Value| shared["breaker_open"] == false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metric(&a, "mcp_cache_operations_total{operation=\"write\",result=\"error\",tier=\"shared\"}").await < 5.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the writes never failed\n{}", a.process.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(failed(&readiness(&a).await.1["shared_tier"]), "write errors opened the breaker");
+    assert_eq!(x_cache(&read(&a.mcp(), "demo://docs/40", None).await), "HIT", "read from Redis");
+    assert_eq!(readiness(&a).await.1["shared_tier"]["state"], "up");
 
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
-    wait_until_not_a_hit(&b, &a, uri, Duration::from_secs(3)).await;
     let empty = |shared: &Value| shared["pending_invalidations"] == false;
     wait_shared(&a, "done with the purge", Duration::from_secs(1), empty).await;
+    // The entry A purged is still in Redis; its marker, written late, kills it for a new node.
+    let c = node(&upstream, &redis.url()).await;
+    assert_eq!(x_cache(&read(&c.mcp(), uri, None).await), "MISS", "the marker was written once Redis took it");
+}
+
+/// Redis down for a while (long enough for any reconnection backoff to grow): a purge made
+/// meanwhile reaches the other node within half a second of Redis answering again.
+#[tokio::test]
+async fn a_purge_made_while_redis_was_down_reaches_the_others_within_500ms_of_its_return() {
+    let mut redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let (a, b) = (node(&upstream, &redis.url()).await, node(&upstream, &redis.url()).await);
+    let uri = "demo://docs/6";
+    cached_on_both(&a, &b, uri).await;
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT");
+    let port = redis.port;
+    redis.process.kill();
+    wait_shared_state(&a, "degraded").await;
+    wait_shared_state(&b, "degraded").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    purge(&a, json!({"route": "docs", "uri": uri})).await;
+    wait_holding_invalidations(&a).await;
+    assert_eq!(x_cache(&read(&b.mcp(), uri, None).await), "HIT", "B cannot know yet");
+    drop(redis);
+    let _redis = Redis::start_on(port).await;
+    let back = tokio::time::Instant::now();
+    while x_cache(&read(&b.mcp(), uri, None).await) == "HIT" {
+        assert!(back.elapsed() < Duration::from_millis(500), "B still serves the purged answer\n{}", b.process.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

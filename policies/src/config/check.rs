@@ -248,6 +248,10 @@ impl Checker<'_> {
         SharedConfig {
             url,
             password_file: shared.password_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
+            secret_file: shared.secret_file.as_ref().filter(|p| !p.get_ref().is_empty()).map(|path| SecretFile {
+                path: PathBuf::from(path.get_ref()),
+                line: self.map.location(path.span().start).0,
+            }),
             ca_file,
             timeout,
             max_entry_size: self.size(&shared.max_entry_size, 1 << 20, "cache.shared.max_entry_size"),

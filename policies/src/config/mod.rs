@@ -103,6 +103,9 @@ pub struct SharedConfig {
     pub url: String,
     /// A file holding the server's password (`AUTH`), read at start.
     pub password_file: Option<PathBuf>,
+    /// A file holding the secret the nodes share (keyed names, sealed values, signed
+    /// announcements), read at start; none: the tier trusts whoever can write to the server.
+    pub secret_file: Option<SecretFile>,
     /// PEM CA certificates a `rediss://` server is verified against (instead of the system
     /// roots).
     pub ca_file: Option<PathBuf>,
@@ -116,6 +119,14 @@ pub struct SharedConfig {
     /// Prefix of every key and of the invalidation channel: deployments that share one
     /// server keep apart by it.
     pub key_prefix: String,
+}
+
+/// `cache.shared.secret_file`: the file, and the line of the configuration naming it (for
+/// `check`'s messages about its content).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretFile {
+    pub path: PathBuf,
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

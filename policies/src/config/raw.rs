@@ -60,6 +60,7 @@ pub(super) struct RawCache {
 pub(super) struct RawShared {
     pub(super) url: Text,
     pub(super) password_file: Option<String>,
+    pub(super) secret_file: Option<Spanned<String>>,
     pub(super) ca_file: Option<String>,
     pub(super) timeout: Text,
     pub(super) max_entry_size: Text,

@@ -144,6 +144,17 @@ fn prefetch_keys_are_checked() {
 }
 
 #[test]
+fn a_shared_tiers_secret_file_is_kept_with_its_line() {
+    let text =
+        format!("[cache.shared]\nurl = \"redis://10.0.0.5\"\n\nsecret_file = \"/etc/mcp-edge/shared.key\"\n{MINIMAL}");
+    let shared = Config::from_toml(&text).unwrap().cache.shared.expect("configured");
+    let file = shared.secret_file.expect("a secret file");
+    assert_eq!((file.path, file.line), (std::path::PathBuf::from("/etc/mcp-edge/shared.key"), 4));
+    let none = Config::from_toml(&format!("[cache.shared]\nurl = \"redis://10.0.0.5\"\nsecret_file = \"\"\n{MINIMAL}"));
+    assert_eq!(none.unwrap().cache.shared.unwrap().secret_file, None, "empty: none");
+}
+
+#[test]
 fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
     let config = Config::from_toml(&format!("[cache.shared]\nurl = \"redis://10.0.0.5:6379/2\"\n{MINIMAL}")).unwrap();
     let shared = config.cache.shared.expect("configured");

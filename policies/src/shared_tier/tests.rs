@@ -2,7 +2,7 @@ use super::*;
 
 #[test]
 fn keys_are_digests_under_the_prefix() {
-    let names = Names::new("edge-a");
+    let names = Names::new("edge-a", None);
     let key: Key = [0xab; 32];
     assert_eq!(names.entry(&key), format!("edge-a:e:{}", "ab".repeat(32)));
     assert_eq!(names.marker(&key), format!("edge-a:m:{}", "ab".repeat(32)));
@@ -113,4 +113,98 @@ fn redis_memory_is_read_from_info() {
     assert_eq!(redis_memory("used_memory:10\r\nmaxmemory:0\r\n"), Some((10, None)), "0: no limit");
     assert_eq!(redis_memory("used_memory_human:1.00M\r\n"), None);
     assert_eq!(redis_memory("garbage"), None);
+}
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn secret(text: &[u8]) -> Secret {
+    Secret::new(text).expect("long enough")
+}
+
+#[test]
+fn a_secret_must_be_long_and_keys_the_names() {
+    let short = Secret::new(&SECRET[..MIN_SECRET_LEN - 1]).unwrap_err();
+    assert!(short.contains("at least 32"), "{short}");
+    let key: Key = [0xab; 32];
+    let (plain, keyed) = (Names::new("p", None), Names::new("p", Some(&secret(SECRET))));
+    let name = keyed.entry(&key);
+    assert_eq!(name.len(), plain.entry(&key).len(), "as long as a plain name");
+    assert!(name.starts_with("p:e:") && !name.contains(&"ab".repeat(32)), "{name}");
+    assert_eq!(name, Names::new("p", Some(&secret(SECRET))).entry(&key), "every node names it alike");
+    assert_ne!(name, Names::new("p", Some(&secret(b"another secret of 32 bytes or more"))).entry(&key));
+    assert_ne!(keyed.marker(&key)[4..], name[4..], "markers and entries are named apart");
+    assert_eq!(keyed.everything_marker(), "p:m:everything");
+}
+
+#[test]
+fn a_sealed_value_opens_only_whole_under_its_own_name_and_secret() {
+    let secret = secret(SECRET);
+    let plain = b"{\"contents\":[{\"text\":\"alice's private answer\"}]}";
+    let sealed = secret.seal("p:e:alice", plain, [7; NONCE_LEN]);
+    assert_eq!(sealed.len(), plain.len() + SEALING_OVERHEAD);
+    assert!(!sealed.windows(7).any(|w| w == b"private"), "encrypted");
+    assert_eq!(secret.open("p:e:alice", &sealed).as_deref(), Some(&plain[..]));
+    assert_ne!(sealed, secret.seal("p:e:alice", plain, [8; NONCE_LEN]), "a fresh nonce, a different value");
+    assert_eq!(secret.open("p:e:bob", &sealed), None, "moved to another name");
+    for at in [0, 1, 13, sealed.len() / 2, sealed.len() - 1] {
+        let mut tampered = sealed.clone();
+        tampered[at] ^= 1;
+        assert_eq!(secret.open("p:e:alice", &tampered), None, "byte {at} changed");
+    }
+    assert_eq!(secret.open("p:e:alice", &sealed[..sealed.len() - 1]), None, "cut short");
+    assert_eq!(secret.open("p:e:alice", &sealed[..SEALING_OVERHEAD - 1]), None, "shorter than a seal");
+    assert_eq!(secret.open("p:e:alice", plain), None, "never sealed");
+    let other = Secret::new(b"another secret of 32 bytes or more").unwrap();
+    assert_eq!(other.open("p:e:alice", &sealed), None, "another secret");
+}
+
+#[test]
+fn announcements_with_a_secret_are_signed_and_anything_else_is_refused() {
+    let secret = secret(SECRET);
+    let now = 1_000_000;
+    let announcement = Announcement { node: 3, at_ms: now, what: Invalidated::Markers(vec![[1; 32]]) };
+    let signed = publish(&announcement, "p:invalidations", Some(&secret));
+    assert_eq!(hear(&signed, "p:invalidations", Some(&secret), now), Heard::Announcement(announcement.clone()));
+    assert_eq!(hear(&signed, "q:invalidations", Some(&secret), now), Heard::Refused, "another deployment's");
+    let unsigned = publish(&announcement, "p:invalidations", None);
+    assert_eq!(hear(&unsigned, "p:invalidations", Some(&secret), now), Heard::Refused);
+    let mut tampered = signed.clone();
+    tampered[10] ^= 1;
+    assert_eq!(hear(&tampered, "p:invalidations", Some(&secret), now), Heard::Refused);
+    assert_eq!(hear(b"hello", "p:invalidations", Some(&secret), now), Heard::Refused);
+    let other = Secret::new(b"another secret of 32 bytes or more").unwrap();
+    assert_eq!(hear(&signed, "p:invalidations", Some(&other), now), Heard::Refused);
+    // Without a secret: strangers are ignored, and announced times are still bounded.
+    assert_eq!(hear(&unsigned, "p:invalidations", None, now), Heard::Announcement(announcement));
+    assert_eq!(hear(b"hello", "p:invalidations", None, now), Heard::Stranger);
+    let huge = Announcement { node: 3, at_ms: u64::MAX, what: Invalidated::Everything };
+    assert_eq!(hear(&huge.encode(), "p:invalidations", None, now), Heard::Refused, "the 18 bytes that stopped caching");
+    let skewed = Announcement { node: 3, at_ms: now + CLOCK_SKEW_MS, what: Invalidated::Everything };
+    assert_eq!(hear(&skewed.encode(), "p", None, now), Heard::Announcement(skewed.clone()), "within the skew");
+    let signed_future =
+        publish(&Announcement { at_ms: now + CLOCK_SKEW_MS + 1, ..skewed }, "p:invalidations", Some(&secret));
+    assert_eq!(hear(&signed_future, "p:invalidations", Some(&secret), now), Heard::Refused, "even signed");
+}
+
+#[test]
+fn times_read_back_are_bounded_by_now_plus_skew_and_entry_lives_by_the_caps() {
+    let (now, minute, hour) = (10_000_000, 60_000, 3_600_000);
+    assert_eq!(bounded_expiry(now, now - 1_000, now + minute, hour, hour), Ok(now + minute), "a fair entry");
+    assert_eq!(bounded_expiry(now, now + CLOCK_SKEW_MS, now + minute, hour, hour), Ok(now + minute), "skewed");
+    assert_eq!(
+        bounded_expiry(now, now + CLOCK_SKEW_MS + 1, u64::MAX, hour, hour),
+        Err(Unusable::Future),
+        "fetched in the future"
+    );
+    assert_eq!(bounded_expiry(now, now - 1_000, u64::MAX, minute, hour), Ok(now - 1_000 + minute), "max_ttl");
+    assert_eq!(
+        bounded_expiry(now, now - hour - CLOCK_SKEW_MS - 1, u64::MAX, u64::MAX, hour),
+        Err(Unusable::Outlived),
+        "past ttl_cap"
+    );
+    assert_eq!(bounded_expiry(now, 0, u64::MAX, u64::MAX, u64::MAX), Ok(u64::MAX), "no overflow");
+    assert_eq!(marker_ms(b"1234", now), Some(1234));
+    assert_eq!(marker_ms(format!("{}", now + CLOCK_SKEW_MS + 1).as_bytes(), now), None, "from the future");
+    assert_eq!(marker_ms(b"18446744073709551615", now), None);
+    assert_eq!(marker_ms(b"soon", now), None);
 }

@@ -268,7 +268,9 @@ impl EdgeApp {
         let found = match &lookup {
             // A refresh replaces the entry, whatever the cache holds.
             Some(_) if prefetch.is_some_and(Kind::bypasses_cache) => Some(Found::Nothing),
-            Some(lookup) => Some(self.cache.lookup(&route.config.name, lookup, policy.stale_if_error).await),
+            Some(lookup) => {
+                Some(self.cache.lookup(&route.config.name, lookup, policy.stale_if_error, policy.max_ttl).await)
+            }
             None => None,
         };
         let found = match found {

@@ -32,7 +32,8 @@ mod stored;
 mod tests;
 
 use markers::{Markers, decode_ms, encode_ms};
-use shared::SharedTier;
+use mcp_edge_policies::shared_tier::{CLOCK_SKEW_MS, Unusable, bounded_expiry, from_the_future};
+use shared::{Held, SharedTier};
 pub use shared::{SharedStatus, check as check_shared};
 pub use stored::{Found, Fresh, Life, StoreKey, Stored};
 
@@ -144,7 +145,8 @@ impl EdgeCache {
         if let Some(stored) = self.get(&key).await
             && let Some(ms) = decode_ms(&stored)
         {
-            return ms;
+            // No later than a marker can be (one from the future is ignored, see `invalidated`).
+            return ms.min(now_ms().saturating_add(CLOCK_SKEW_MS));
         }
         let now = now_ms();
         self.store.insert(key, encode_ms(now));
@@ -152,8 +154,8 @@ impl EdgeCache {
     }
 
     /// Looks a request up in each of its scopes, the caller's own first: in the local tiers,
-    /// then in the shared tier.
-    pub async fn lookup(&self, route: &str, lookup: &Lookup, stale_if_error: Duration) -> Found {
+    /// then in the shared tier (whose entries live at most `max_ttl` from their fetch).
+    pub async fn lookup(&self, route: &str, lookup: &Lookup, stale_if_error: Duration, max_ttl: Duration) -> Found {
         let now = now_ms();
         let mut stale = None;
         for scope in &lookup.scopes {
@@ -185,7 +187,7 @@ impl EdgeCache {
             }
         }
         if let Some(shared) = &self.shared {
-            match self.lookup_shared(shared, route, lookup, stale_if_error).await {
+            match self.lookup_shared(shared, route, lookup, stale_if_error, max_ttl).await {
                 Found::Fresh(fresh) => return Found::Fresh(fresh),
                 Found::Stale(bytes) => {
                     stale.get_or_insert(bytes);
@@ -199,13 +201,16 @@ impl EdgeCache {
     /// Looks a request up in the shared tier: its entries in every scope and the markers of
     /// its targets, in one round trip. A fresh entry not invalidated since its fetch is copied
     /// into the local tiers, marked as confirmed when it was asked for (see
-    /// `Markers::predates_fanout`).
+    /// `Markers::predates_fanout`). Whoever can write to the server could have written what
+    /// it holds: its times are bounded (`shared_tier::bounded_expiry`), and with a secret
+    /// what does not open with it is refused.
     async fn lookup_shared(
         &self,
         shared: &SharedTier,
         route: &str,
         lookup: &Lookup,
         stale_if_error: Duration,
+        max_ttl: Duration,
     ) -> Found {
         let keys: Vec<Key> = lookup.scopes.iter().map(|scope| lookup.key(scope)).collect();
         let marker_keys: Vec<Key> = lookup.targets.iter().map(|target| marker_key(route, target)).collect();
@@ -213,14 +218,35 @@ impl EdgeCache {
         let Some(read) = shared.read(&keys, &marker_keys).await else { return Found::Nothing };
         let now = now_ms();
         let mut stale = None;
-        for (key, value) in keys.into_iter().zip(read.entries) {
-            let Some(value) = value else {
-                count("lookup", "shared", "miss");
-                continue;
+        for (key, held) in keys.into_iter().zip(read.entries) {
+            let value = match held {
+                Held::Value(value) => value,
+                Held::Nothing => {
+                    count("lookup", "shared", "miss");
+                    continue;
+                }
+                Held::Refused => {
+                    count("lookup", "shared", "refused");
+                    continue;
+                }
             };
-            let Some(entry) = Entry::decode(&value) else {
+            let Some(mut entry) = Entry::decode(&value) else {
                 count("lookup", "shared", "unreadable");
                 continue;
+            };
+            let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
+            let bounded =
+                bounded_expiry(now, entry.fetched_at_ms, entry.expires_at_ms, max_ttl_ms, shared.ttl_cap_ms());
+            let expires_at_ms = match bounded {
+                Ok(expires_at_ms) => expires_at_ms,
+                Err(Unusable::Future) => {
+                    count("lookup", "shared", "refused");
+                    continue;
+                }
+                Err(Unusable::Outlived) => {
+                    stored::count_expired_shared();
+                    continue;
+                }
             };
             if entry.fetched_at_ms <= read.newest_marker_ms
                 || self.invalidated(route, &lookup.targets, entry.fetched_at_ms).await
@@ -228,8 +254,16 @@ impl EdgeCache {
                 count("lookup", "shared", "invalidated");
                 continue;
             }
+            let capped;
+            let value = if expires_at_ms < entry.expires_at_ms {
+                entry.expires_at_ms = expires_at_ms;
+                capped = entry.encode();
+                &capped[..]
+            } else {
+                &value[..]
+            };
             if now < entry.expires_at_ms {
-                let Some(confirmed) = entry::confirmed(&value, asked_at) else { continue };
+                let Some(confirmed) = entry::confirmed(value, asked_at) else { continue };
                 let life = Life { key, fetched_at_ms: entry.fetched_at_ms, expires_at_ms: entry.expires_at_ms };
                 let stored = Stored::Shared(self.store.insert(StoreKey(key), Bytes::from(confirmed)));
                 stored.lookup_counter(true).inc();
@@ -237,7 +271,7 @@ impl EdgeCache {
             }
             stored::count_expired_shared();
             if now < entry.expires_at_ms.saturating_add(stale_if_error.as_millis() as u64) {
-                stale.get_or_insert_with(|| Bytes::from(value));
+                stale.get_or_insert_with(|| Bytes::copy_from_slice(value));
             }
         }
         stale.map_or(Found::Nothing, Found::Stale)
@@ -366,7 +400,13 @@ impl EdgeCache {
             let key = marker_key(route, target);
             let marker = match self.markers.in_memory(&key) {
                 Some(ms) => Some(ms),
-                None if predates_disk_markers => self.get(&StoreKey(key)).await.and_then(|stored| decode_ms(&stored)),
+                // A marker from the future (applied by an earlier version from a forged
+                // announcement) would kill its target for good: ignored.
+                None if predates_disk_markers => self
+                    .get(&StoreKey(key))
+                    .await
+                    .and_then(|stored| decode_ms(&stored))
+                    .filter(|&ms| !from_the_future(ms, now_ms())),
                 None => None,
             };
             if marker.is_some_and(|ms| fetched_at_ms <= ms) {

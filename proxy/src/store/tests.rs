@@ -104,7 +104,7 @@ fn store_fetched_at(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64) {
 
 fn is_fresh(cache: &EdgeCache, lookup: &Lookup) -> bool {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    matches!(runtime.block_on(cache.lookup("r", lookup, Duration::ZERO)), Found::Fresh(_))
+    matches!(runtime.block_on(cache.lookup("r", lookup, Duration::ZERO, Duration::MAX)), Found::Fresh(_))
 }
 
 #[test]
@@ -129,6 +129,25 @@ fn an_invalidation_outlives_a_restart_through_the_markers_watermark() {
     let later = read_lookup("a://later");
     store_fetched_at(&cache, &later, invalidated_at + 1);
     assert!(is_fresh(&cache, &later));
+}
+
+/// A disk tier an earlier version left with a marker from the future (applied from a forged
+/// announcement): it kills nothing, and the watermark read back is not later than now.
+#[test]
+fn a_marker_from_the_future_left_on_disk_kills_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let poisoned = read_lookup("a://poisoned");
+    let fetched_at = now_ms() - 1_000;
+    {
+        let cache = EdgeCache::open(&disk_config(dir.path())).unwrap();
+        store_fetched_at(&cache, &poisoned, fetched_at);
+        let key = marker_key("r", &Target::Resource("a://poisoned".into()));
+        cache.markers.set(&[key], u64::MAX);
+        cache.runtime.block_on(cache.close());
+    }
+    let cache = EdgeCache::open(&disk_config(dir.path())).unwrap();
+    assert!(cache.disk_markers_until_ms <= now_ms() + mcp_edge_policies::shared_tier::CLOCK_SKEW_MS);
+    assert!(is_fresh(&cache, &poisoned));
 }
 
 #[test]

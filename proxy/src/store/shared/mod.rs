@@ -1,7 +1,8 @@
 //! The shared tier's I/O (`[cache.shared]`): entries and invalidation markers in Redis, read
 //! and written through one reconnecting multiplexed connection, and a subscription to the
-//! other nodes' invalidations. The rules (names, lives, announcements, the breaker) are in
-//! `mcp_edge_policies::shared_tier`.
+//! other nodes' invalidations (`subscription`); markers and announcements are written in
+//! `invalidation`. The rules (names, lives, announcements, the breaker, what is trusted of
+//! what is read back) are in `mcp_edge_policies::shared_tier`.
 //!
 //! Nothing that works without the shared tier fails because of it: every operation has a
 //! short deadline and counts as a miss when it passes, a breaker stops asking a failing server
@@ -14,10 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::Key;
-use mcp_edge_policies::config::SharedConfig;
-use mcp_edge_policies::shared_tier::{
-    Admit, Announcement, Breaker, Invalidated, Names, Pending, entry_life_ms, marker_life_ms,
-};
+use mcp_edge_policies::config::{SecretFile, SharedConfig};
+use mcp_edge_policies::shared_tier::{Admit, Breaker, NONCE_LEN, Names, Pending, Secret, entry_life_ms, marker_ms};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
@@ -27,6 +26,7 @@ use crate::metrics::{METRICS, cache_operation};
 use memory::RedisMemory;
 use subscription::{listen, retry_pending};
 
+mod invalidation;
 mod memory;
 mod subscription;
 
@@ -34,25 +34,17 @@ mod subscription;
 const PENDING_CAPACITY: usize = 10_000;
 /// How often an idle subscription is checked (a PING), and how long the check may take.
 const SUBSCRIPTION_CHECK: Duration = Duration::from_secs(5);
-/// Waits between attempts to subscribe again: from the first to the longest, doubling.
+/// Waits between attempts to subscribe (and reconnect) again: from the first to the longest,
+/// doubling. Short: a node back within a quarter second of the server hears what was
+/// announced since (a refused connection costs the server nothing).
 const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_LONGEST: Duration = Duration::from_secs(5);
-
-/// Sets each marker to the announced time unless a later one is there, then announces it: one
-/// step, so a node reading after it sees the marker and a node listening hears of it.
-const INVALIDATE_SCRIPT: &str = r"
-for _, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('GET', key) or '0') or 0
-  if current < tonumber(ARGV[1]) then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-  end
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-";
+const RESUBSCRIBE_LONGEST: Duration = Duration::from_millis(250);
 
 pub struct SharedTier {
     names: Names,
+    /// The nodes' shared secret (`secret_file`): values sealed, announcements signed.
+    secret: Option<Arc<Secret>>,
+    nonces: ring::rand::SystemRandom,
     timeout: Duration,
     max_entry_size: u64,
     ttl_cap: Duration,
@@ -60,6 +52,9 @@ pub struct SharedTier {
     invalidate_script: redis::Script,
     breaker: Mutex<Breaker>,
     pending: Mutex<Pending>,
+    /// Invalidations announced whose markers the server refused (out of memory): written
+    /// again until it takes them, so a node that starts later still finds them.
+    unwritten: Mutex<Pending>,
     /// This process, in its announcements (it ignores its own).
     node: u64,
     health: Health,
@@ -69,10 +64,21 @@ pub struct SharedTier {
 
 /// What the shared tier held for one lookup.
 pub struct SharedRead {
-    /// The value under each entry key asked for, in order.
-    pub entries: Vec<Option<Vec<u8>>>,
-    /// The latest invalidation of any target asked for (0: none).
+    /// What each entry key asked for held, in order.
+    pub entries: Vec<Held>,
+    /// The latest invalidation of any target asked for (0: none), markers from the future
+    /// left out.
     pub newest_marker_ms: u64,
+}
+
+/// What the shared tier held under one entry key.
+pub enum Held {
+    Nothing,
+    /// A value that does not open with the secret (altered, moved, forged, or sealed with
+    /// another secret), or a plain one where sealed ones are expected.
+    Refused,
+    /// The encoded entry.
+    Value(Vec<u8>),
 }
 
 /// The shared tier's state, for `/readyz` and the metrics.
@@ -106,25 +112,29 @@ impl SharedTier {
     /// file, a URL the client refuses).
     pub(super) fn open(config: &SharedConfig, markers: Arc<Markers>) -> Result<Arc<SharedTier>, String> {
         let client = client(config)?;
+        let secret = config.secret_file.as_ref().map(read_secret).transpose()?.map(Arc::new);
         let runtime = io_runtime();
         let connection_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(config.timeout))
             .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(5));
+            .set_max_delay(RESUBSCRIBE_LONGEST);
         let connection = {
             let _inside = runtime.enter();
             ConnectionManager::new_lazy_with_config(client.clone(), connection_config).map_err(|e| e.to_string())?
         };
         let tier = Arc::new(SharedTier {
-            names: mcp_edge_policies::shared_tier::Names::new(&config.key_prefix),
+            names: Names::new(&config.key_prefix, secret.as_deref()),
+            secret,
+            nonces: ring::rand::SystemRandom::new(),
             timeout: config.timeout,
             max_entry_size: config.max_entry_size,
             ttl_cap: config.ttl_cap,
             connection,
-            invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
+            invalidate_script: redis::Script::new(invalidation::INVALIDATE_SCRIPT),
             breaker: Mutex::new(Breaker::default()),
             pending: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
+            unwritten: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
             node: node_id(),
             health: Health::default(),
             memory: Arc::default(),
@@ -143,26 +153,31 @@ impl SharedTier {
     /// Reads the entries under `entry_keys` and the markers of `marker_keys` in one round trip.
     /// `None`: the tier was not asked (breaker open) or did not answer in time.
     pub async fn read(&self, entry_keys: &[Key], marker_keys: &[Key]) -> Option<SharedRead> {
+        let entry_names: Vec<String> = entry_keys.iter().map(|key| self.names.entry(key)).collect();
         let mut command = redis::cmd("MGET");
-        for key in entry_keys {
-            command.arg(self.names.entry(key));
-        }
+        command.arg(&entry_names);
         for key in marker_keys {
             command.arg(self.names.marker(key));
         }
         command.arg(self.names.everything_marker());
-        let mut values: Vec<Option<Vec<u8>>> = self.run("lookup", &command).await?;
+        let mut values: Vec<Option<Vec<u8>>> = self.run("lookup", Kind::Read, &command).await?;
         if values.len() != entry_keys.len() + marker_keys.len() + 1 {
             return None;
         }
+        let now = now_ms();
         let markers = values.split_off(entry_keys.len());
-        let newest_marker_ms = markers
-            .iter()
-            .flatten()
-            .filter_map(|text| std::str::from_utf8(text).ok()?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        Some(SharedRead { entries: values, newest_marker_ms })
+        let newest_marker_ms = markers.iter().flatten().filter_map(|text| marker_ms(text, now)).max().unwrap_or(0);
+        let entries = values.into_iter().zip(&entry_names).map(|(value, name)| self.open_value(name, value)).collect();
+        Some(SharedRead { entries, newest_marker_ms })
+    }
+
+    /// A value read under `name`, opened with the secret if there is one.
+    fn open_value(&self, name: &str, value: Option<Vec<u8>>) -> Held {
+        match (value, &self.secret) {
+            (None, _) => Held::Nothing,
+            (Some(value), None) => Held::Value(value),
+            (Some(sealed), Some(secret)) => secret.open(name, &sealed).map_or(Held::Refused, Held::Value),
+        }
     }
 
     /// Writes an entry for the other nodes, in the background. It lives there while it could
@@ -175,25 +190,29 @@ impl SharedTier {
         let Some(life_ms) = entry_life_ms(now_ms(), expires_at_ms, stale_if_error, self.ttl_cap) else { return };
         let tier = self.clone();
         self.runtime.spawn(async move {
+            let name = tier.names.entry(&key);
+            let value = match &tier.secret {
+                Some(secret) => {
+                    let mut nonce = [0u8; NONCE_LEN];
+                    if ring::rand::SecureRandom::fill(&tier.nonces, &mut nonce).is_err() {
+                        cache_operation("write", "shared", "error").inc();
+                        return;
+                    }
+                    secret.seal(&name, &encoded, nonce)
+                }
+                None => encoded.to_vec(),
+            };
             let mut command = redis::cmd("SET");
-            command.arg(tier.names.entry(&key)).arg(&encoded[..]).arg("PX").arg(life_ms);
-            if tier.run::<()>("write", &command).await.is_some() {
+            command.arg(&name).arg(value).arg("PX").arg(life_ms);
+            if tier.run::<()>("write", Kind::Write, &command).await.is_some() {
                 cache_operation("write", "shared", "ok").inc();
             }
         });
     }
 
-    /// Writes markers for `keys` at `at_ms` and announces them to the other nodes, in the
-    /// background; kept and sent later if the server cannot be reached now.
-    pub fn invalidate(self: &Arc<Self>, keys: Vec<Key>, at_ms: u64) {
-        let tier = self.clone();
-        self.runtime.spawn(async move {
-            let announcement = Announcement { node: tier.node, at_ms, what: Invalidated::Markers(keys) };
-            if !tier.announce(&announcement).await {
-                tier.pending.lock().expect("pending").keep(&announcement);
-                cache_operation("invalidate", "shared", "queued").inc();
-            }
-        });
+    /// The longest life of a shared entry (ms).
+    pub fn ttl_cap_ms(&self) -> u64 {
+        self.ttl_cap.as_millis() as u64
     }
 
     pub fn status(&self) -> SharedStatus {
@@ -206,56 +225,38 @@ impl SharedTier {
             breaker_open,
             down_since_ms: (down_since != 0).then_some(down_since),
             last_error: self.health.last_error.lock().expect("last error").clone(),
-            pending_invalidations: !self.pending.lock().expect("pending").is_empty(),
+            pending_invalidations: !self.pending.lock().expect("pending").is_empty()
+                || !self.unwritten.lock().expect("unwritten").is_empty(),
             memory_bytes: self.memory.used(),
             max_memory_bytes: self.memory.limit(),
         }
     }
 
-    /// Writes an announcement's markers and publishes it; whether it reached the server.
-    async fn announce(&self, announcement: &Announcement) -> bool {
-        let mut invocation = self.invalidate_script.prepare_invoke();
-        match &announcement.what {
-            Invalidated::Markers(keys) => {
-                for key in keys {
-                    invocation.key(self.names.marker(key));
-                }
-            }
-            Invalidated::Everything => {
-                invocation.key(self.names.everything_marker());
-            }
-        }
-        invocation
-            .arg(announcement.at_ms)
-            .arg(marker_life_ms(self.ttl_cap))
-            .arg(self.names.channel())
-            .arg(announcement.encode());
-        let mut connection = self.connection.clone();
-        let sent = tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), async {
-            invocation.invoke_async::<i64>(&mut connection).await
-        })
-        .await;
-        let reached = matches!(sent, Ok(Ok(_)));
-        cache_operation("invalidate", "shared", if reached { "ok" } else { "error" }).inc();
-        reached
-    }
-
-    /// Announces what was invalidated while the server was away.
-    async fn send_pending(&self) {
-        let announcements = self.pending.lock().expect("pending").take(self.node);
-        for (i, announcement) in announcements.iter().enumerate() {
-            if !self.announce(announcement).await {
-                let mut pending = self.pending.lock().expect("pending");
-                announcements[i..].iter().for_each(|unsent| pending.keep(unsent));
+    /// Waits (up to a second) for the command connection to answer a PING. Once subscribed
+    /// again after an outage it may still be waiting to reconnect: the breaker closed before
+    /// it answers would open again on the first reads' timeouts.
+    async fn commands_answer(&self) {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            let mut connection = self.connection.clone();
+            let ping = redis::cmd("PING");
+            let answered = tokio::time::timeout(Duration::from_millis(250), ping.query_async::<()>(&mut connection));
+            if matches!(answered.await, Ok(Ok(()))) {
                 return;
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Runs one command under the breaker and the deadline; its answer, or `None` (counted as
-    /// `skipped`, `timeout` or `error` under `operation`).
-    async fn run<T: redis::FromRedisValue>(&self, operation: &str, command: &redis::Cmd) -> Option<T> {
-        if self.breaker.lock().expect("breaker").admit(now_ms()) == Admit::Skip {
+    /// `skipped`, `timeout` or `error` under `operation`). Only reads open and close the
+    /// breaker: a server refusing writes (out of memory) may still answer every read.
+    async fn run<T: redis::FromRedisValue>(&self, operation: &str, kind: Kind, command: &redis::Cmd) -> Option<T> {
+        let skip = match kind {
+            Kind::Read => self.breaker.lock().expect("breaker").admit(now_ms()) == Admit::Skip,
+            Kind::Write => self.breaker.lock().expect("breaker").is_open(),
+        };
+        if skip {
             cache_operation(operation, "shared", "skipped").inc();
             return None;
         }
@@ -263,6 +264,9 @@ impl SharedTier {
         let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
         let failure = match outcome {
             Ok(Ok(value)) => {
+                if kind == Kind::Write {
+                    return Some(value);
+                }
                 self.breaker.lock().expect("breaker").succeeded();
                 if self.health.subscribed.load(Ordering::Acquire) {
                     self.health.down_since_ms.store(0, Ordering::Release);
@@ -275,6 +279,10 @@ impl SharedTier {
             _ => ("timeout", format!("no answer within {:?}", self.timeout)),
         };
         cache_operation(operation, "shared", failure.0).inc();
+        if kind == Kind::Write {
+            *self.health.last_error.lock().expect("last error") = Some(failure.1);
+            return None;
+        }
         self.breaker.lock().expect("breaker").failed(now_ms());
         self.health.went_down(&failure.1);
         self.refresh_gauge();
@@ -286,6 +294,13 @@ impl SharedTier {
         let breaker_open = self.breaker.lock().expect("breaker").is_open();
         METRICS.shared_tier_up.set(is_up(subscribed, breaker_open) as i64);
     }
+}
+
+/// Whether a command reads (its failures open the breaker) or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
 }
 
 /// Up: listening for announcements, and asked (the breaker closed).
@@ -305,10 +320,23 @@ impl Health {
     }
 }
 
-/// Checks what opening the shared tier would check (`mcp-edge check`): the URL and the
-/// password file. Connecting is left to the start: the server may rightly be down now.
+/// Checks what opening the shared tier would check (`mcp-edge check`): the URL, the password
+/// file and the secret file. Connecting is left to the start: the server may rightly be down
+/// now.
 pub fn check(config: &SharedConfig) -> Result<(), String> {
-    client(config).map(|_| ())
+    client(config)?;
+    config.secret_file.as_ref().map(read_secret).transpose().map(|_| ())
+}
+
+/// The nodes' secret: the file's first line, its line ending trimmed, at least
+/// `MIN_SECRET_LEN` bytes. Errors start with the configuration's line naming the file.
+fn read_secret(file: &SecretFile) -> Result<Secret, String> {
+    let refused =
+        |reason: String| format!("line {}: cache.shared.secret_file {}: {reason}", file.line, file.path.display());
+    let text = std::fs::read(&file.path).map_err(|e| refused(format!("cannot read: {e}")))?;
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Secret::new(line).map_err(refused)
 }
 
 /// A thread of its own for the connection's I/O, the subscription and the background writes,

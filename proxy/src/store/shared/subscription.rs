@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mcp_edge_policies::shared_tier::{Announcement, Invalidated};
+use mcp_edge_policies::shared_tier::{Announcement, Heard, Invalidated, Secret, hear as read_message};
 
 use super::{RESUBSCRIBE_FIRST, RESUBSCRIBE_LONGEST, SUBSCRIPTION_CHECK, SharedTier};
 use crate::metrics::cache_operation;
@@ -34,19 +34,20 @@ pub(super) async fn listen(tier: Weak<SharedTier>, client: redis::Client, marker
         let error = match subscribed {
             Ok(Ok(pubsub)) => {
                 markers.trust_local_after(now_ms());
-                let node = match tier.upgrade() {
+                let (node, secret) = match tier.upgrade() {
                     Some(tier) => {
+                        tier.commands_answer().await;
                         tier.health.came_back();
                         tier.breaker.lock().expect("breaker").succeeded();
                         tier.refresh_gauge();
                         tracing::info!(channel, "shared tier: listening for invalidations");
                         tier.send_pending().await;
-                        tier.node
+                        (tier.node, tier.secret.clone())
                     }
                     None => return,
                 };
                 wait = RESUBSCRIBE_FIRST;
-                hear(pubsub, node, &markers).await
+                hear(pubsub, &channel, node, secret.as_deref(), &markers).await
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer to SUBSCRIBE within 2s".to_string(),
@@ -64,16 +65,25 @@ pub(super) async fn listen(tier: Weak<SharedTier>, client: redis::Client, marker
 }
 
 /// Applies announcements until the subscription ends (or stops answering a PING); why it ended.
-async fn hear(pubsub: redis::aio::PubSub, node: u64, markers: &Markers) -> String {
+/// With a secret, only announcements signed with it; never one from the future (see
+/// `shared_tier::hear`).
+async fn hear(
+    pubsub: redis::aio::PubSub,
+    channel: &str,
+    node: u64,
+    secret: Option<&Secret>,
+    markers: &Markers,
+) -> String {
     let (mut sink, mut messages) = pubsub.split();
     loop {
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else { return "the subscription closed".to_string() };
-                match Announcement::decode(message.get_payload_bytes()) {
-                    Some(announcement) if announcement.node != node => apply(&announcement, markers),
-                    Some(_) => {}
-                    None => tracing::debug!("shared tier: ignored a message that is no announcement"),
+                match read_message(message.get_payload_bytes(), channel, secret, now_ms()) {
+                    Heard::Announcement(announcement) if announcement.node != node => apply(&announcement, markers),
+                    Heard::Announcement(_) => {}
+                    Heard::Refused => cache_operation("announcement", "shared", "refused").inc(),
+                    Heard::Stranger => tracing::debug!("shared tier: ignored a message that is no announcement"),
                 }
             }
             _ = tokio::time::sleep(SUBSCRIPTION_CHECK) => {
@@ -96,7 +106,7 @@ fn apply(announcement: &Announcement, markers: &Markers) {
 }
 
 /// Offers the invalidations kept back to the server again, every [`PENDING_RETRY`] while the
-/// node listens. A new subscription sends them at once, but one kept while the subscription
+/// node listens, and writes again the markers it refused (whether or not the node listens). A new subscription sends them at once, but one kept while the subscription
 /// stayed up (Redis refusing writes when out of memory, the command connection lost alone, an
 /// announcement that timed out just as the server came back) would otherwise wait for the
 /// next loss, and the other nodes would go on serving what it invalidated.
@@ -109,6 +119,9 @@ pub(super) async fn retry_pending(tier: Weak<SharedTier>) {
         let listening = tier.health.subscribed.load(Ordering::Acquire);
         if listening && !tier.pending.lock().expect("pending").is_empty() {
             tier.send_pending().await;
+        }
+        if !tier.unwritten.lock().expect("unwritten").is_empty() {
+            tier.write_unwritten().await;
         }
     }
 }

@@ -1,0 +1,129 @@
+//! Invalidations through the shared tier: markers written into Redis and announcements
+//! published to the other nodes, in one script; what the server could not take is kept and
+//! offered again (see `subscription::retry_pending`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_edge_policies::cache::Key;
+use mcp_edge_policies::shared_tier::{Announcement, CLOCK_SKEW_MS, Invalidated, marker_life_ms, publish};
+
+use super::SharedTier;
+use crate::metrics::cache_operation;
+use crate::store::now_ms;
+
+/// Sets each marker to the announced time unless a later one is there (a marker from the
+/// future, past `ARGV[5]`, is overwritten), then announces it (unless `ARGV[4]` is empty): one
+/// step, so a node reading after it sees the marker and a node listening hears of it. A
+/// server out of memory refuses the `SET`s but not the `PUBLISH` (nor this script, which
+/// declares no flags): the announcement goes out anyway, and the answer (0) says the markers
+/// must be written again.
+pub(super) const INVALIDATE_SCRIPT: &str = r"
+local written = 1
+for _, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('GET', key) or '0') or 0
+  if current < tonumber(ARGV[1]) or current > tonumber(ARGV[5]) then
+    local set = redis.pcall('SET', key, ARGV[1], 'PX', ARGV[2])
+    if type(set) == 'table' and set.err then written = 0 end
+  end
+end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return written
+";
+
+/// How much of an announcement the server took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// Its markers and its message.
+    Whole,
+    /// Its message, not its markers (the server is out of memory).
+    NoMarkers,
+    Nothing,
+}
+
+impl SharedTier {
+    /// Writes markers for `keys` at `at_ms` and announces them to the other nodes, in the
+    /// background; kept and sent later if the server cannot be reached now.
+    pub fn invalidate(self: &Arc<Self>, keys: Vec<Key>, at_ms: u64) {
+        let tier = self.clone();
+        self.runtime.spawn(async move {
+            let announcement = Announcement { node: tier.node, at_ms, what: Invalidated::Markers(keys) };
+            match tier.announce(&announcement, true).await {
+                Reached::Whole => {}
+                Reached::NoMarkers => tier.unwritten.lock().expect("unwritten").keep(&announcement),
+                Reached::Nothing => {
+                    tier.pending.lock().expect("pending").keep(&announcement);
+                    cache_operation("invalidate", "shared", "queued").inc();
+                }
+            }
+        });
+    }
+
+    /// Writes an announcement's markers and publishes it (unless `publishing` is false: its
+    /// markers only); how much of it the server took.
+    async fn announce(&self, announcement: &Announcement, publishing: bool) -> Reached {
+        let mut invocation = self.invalidate_script.prepare_invoke();
+        match &announcement.what {
+            Invalidated::Markers(keys) => {
+                for key in keys {
+                    invocation.key(self.names.marker(key));
+                }
+            }
+            Invalidated::Everything => {
+                invocation.key(self.names.everything_marker());
+            }
+        }
+        let channel = self.names.channel();
+        let message = if publishing { publish(announcement, &channel, self.secret.as_deref()) } else { Vec::new() };
+        invocation
+            .arg(announcement.at_ms)
+            .arg(marker_life_ms(self.ttl_cap))
+            .arg(channel)
+            .arg(message)
+            .arg(now_ms().saturating_add(CLOCK_SKEW_MS));
+        let mut connection = self.connection.clone();
+        let sent = tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), async {
+            invocation.invoke_async::<i64>(&mut connection).await
+        })
+        .await;
+        let (reached, result) = match sent {
+            Ok(Ok(1)) => (Reached::Whole, "ok"),
+            Ok(Ok(_)) => (Reached::NoMarkers, "unwritten"),
+            Ok(Err(e)) => {
+                *self.health.last_error.lock().expect("last error") = Some(e.to_string());
+                (Reached::Nothing, "error")
+            }
+            Err(_) => (Reached::Nothing, "error"),
+        };
+        cache_operation("invalidate", "shared", result).inc();
+        reached
+    }
+
+    /// Announces what was invalidated while the server was away.
+    pub(super) async fn send_pending(&self) {
+        let announcements = self.pending.lock().expect("pending").take(self.node);
+        for (i, announcement) in announcements.iter().enumerate() {
+            match self.announce(announcement, true).await {
+                Reached::Whole => {}
+                Reached::NoMarkers => self.unwritten.lock().expect("unwritten").keep(announcement),
+                Reached::Nothing => {
+                    let mut pending = self.pending.lock().expect("pending");
+                    announcements[i..].iter().for_each(|unsent| pending.keep(unsent));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes again the markers of announcements the server refused to keep.
+    pub(super) async fn write_unwritten(&self) {
+        let announcements = self.unwritten.lock().expect("unwritten").take(self.node);
+        for (i, announcement) in announcements.iter().enumerate() {
+            if self.announce(announcement, false).await != Reached::Whole {
+                let mut unwritten = self.unwritten.lock().expect("unwritten");
+                announcements[i..].iter().for_each(|unsent| unwritten.keep(unsent));
+                return;
+            }
+        }
+    }
+}
