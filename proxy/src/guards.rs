@@ -213,10 +213,11 @@ pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> R
     Ok(message)
 }
 
-/// Who is asking, as far as cache scopes are concerned (the identity only as a hash).
-pub fn caller(headers: &KnownHeaders<'_>, stateless: bool) -> Caller {
+/// Who is asking, as far as cache scopes are concerned (the identity only as a hash of the
+/// route's `identity_header`, here `headers.identity`).
+pub fn caller(headers: &KnownHeaders<'_>, stateless: bool, identity_header: &str) -> Caller {
     Caller {
-        identity: identity_of(headers.identity.bytes()),
+        identity: identity_of(identity_header, headers.identity.bytes()),
         session: headers.session_id.text().map(str::to_string),
         stateless,
         protocol_version: headers.protocol_version.text().map(str::to_string),

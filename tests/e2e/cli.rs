@@ -354,3 +354,30 @@ fn run_stops_at_once_when_a_listener_address_is_taken() {
     assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{log}");
     drop(taken);
 }
+
+/// An admin token shorter than 16 characters guards nothing worth the name: `check` and the
+/// start refuse it, naming the file.
+#[test]
+fn a_short_admin_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "short-token\n").unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{}\"]\n[admin]\nlisten = \"127.0.0.1:{}\"\ntoken_file = {:?}\n\
+             [[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n",
+            free_port(),
+            free_port(),
+            token.display().to_string()
+        ),
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let output = std::process::Command::new(bin()).args([command, "--config"]).arg(&config).output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{command}: {said}");
+        assert!(said.contains("at least 16 characters") && said.contains("admin.token"), "{command}: {said}");
+    }
+}

@@ -132,6 +132,21 @@ async fn one_identity_never_steers_a_read_under_anothers_credential() {
     assert_eq!(log.reads(B, "Bearer mallory"), 1, "mallory's own walks were hits");
 }
 
+/// One credential spelled several ways (the scheme's case, the whitespace after it) is one
+/// credential to a server, and one identity here: it cannot make up `min_identities` alone.
+#[tokio::test]
+async fn one_credential_spelled_three_ways_is_one_identity() {
+    let (port, log) = logging_upstream(60_000).await;
+    let proxy = proxy_to(port, "delay = \"200ms\"").await;
+    let mcp = proxy.mcp();
+    for spelling in ["Bearer mallory", "bearer mallory", "BEARER  mallory", "Bearer\tmallory"] {
+        walk_a_to_b(&mcp, spelling, B).await;
+    }
+    read(&mcp, A, Some("Bearer alice")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(log.reads(B, "Bearer alice"), 0, "mallory steered a read as alice:\n{}", log.dump());
+}
+
 /// Credentials the upstream refuses are no witnesses: a read teaches only once its answer is
 /// in the cache, so three forged identities steer nothing.
 #[tokio::test]

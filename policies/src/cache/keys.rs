@@ -77,12 +77,30 @@ pub fn identity_hash(value: &[u8]) -> String {
     hex(&Sha256::digest(value)[..16])
 }
 
-/// The identity of a caller whose identity header has `value`: none when the value is empty,
-/// blank or nothing but list separators (an empty credential, or a `Cookie: ;` without a
-/// cookie, is no credential, never an identity two callers could share).
-pub fn identity_of(value: Option<&[u8]>) -> Option<String> {
+/// The identity of a caller whose identity header `header` (lower case) has `value`: none when
+/// the value is empty, blank or nothing but list separators (an empty credential, or a
+/// `Cookie: ;` without a cookie, is no credential, never an identity two callers could share).
+///
+/// An `Authorization` value is `<scheme> <credentials>` (RFC 9110 §11.4), whose scheme is read
+/// without regard to case and whose separating whitespace is any run of it: `Bearer x`,
+/// `bearer x` and `Bearer  x` are one credential to a server, so they are one identity here
+/// (else one credential spelled three ways would count as three identities, e.g. to vouch for
+/// a prefetch). The credentials themselves are kept as written.
+pub fn identity_of(header: &str, value: Option<&[u8]>) -> Option<String> {
     let says_something = |v: &&[u8]| v.iter().any(|b| !matches!(b, b';' | b',' | b' ' | b'\t'));
-    value.map(<[u8]>::trim_ascii).filter(says_something).map(identity_hash)
+    let value = value.map(<[u8]>::trim_ascii).filter(says_something)?;
+    if !matches!(header, "authorization" | "proxy-authorization") {
+        return Some(identity_hash(value));
+    }
+    let scheme_end = value.iter().position(u8::is_ascii_whitespace).unwrap_or(value.len());
+    let (scheme, credentials) = value.split_at(scheme_end);
+    let mut normal = scheme.to_ascii_lowercase();
+    let credentials = credentials.trim_ascii_start();
+    if !credentials.is_empty() {
+        normal.push(b' ');
+        normal.extend_from_slice(credentials);
+    }
+    Some(identity_hash(&normal))
 }
 
 fn hex(bytes: &[u8]) -> String {

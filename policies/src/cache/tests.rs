@@ -220,11 +220,24 @@ fn a_public_answer_fetched_anonymously_never_reaches_a_credential() {
 #[test]
 fn blank_credentials_are_no_identity() {
     for blank in [&b""[..], b" ", b"\t  ", b";", b" ; , ;"] {
-        assert_eq!(identity_of(Some(blank)), None, "{blank:?}");
+        assert_eq!(identity_of("authorization", Some(blank)), None, "{blank:?}");
+        assert_eq!(identity_of("cookie", Some(blank)), None, "{blank:?}");
     }
-    assert_eq!(identity_of(None), None);
-    assert_eq!(identity_of(Some(b" Bearer t ")), identity_of(Some(b"Bearer t")));
-    assert_ne!(identity_of(Some(b"Bearer t")), identity_of(Some(b"Bearer u")));
+    assert_eq!(identity_of("authorization", None), None);
+    assert_eq!(identity_of("authorization", Some(b" Bearer t ")), identity_of("authorization", Some(b"Bearer t")));
+    assert_ne!(identity_of("authorization", Some(b"Bearer t")), identity_of("authorization", Some(b"Bearer u")));
+}
+
+#[test]
+fn one_credential_spelled_otherwise_is_one_identity() {
+    let of = |value: &[u8]| identity_of("authorization", Some(value));
+    for spelling in [&b"bearer mallory"[..], b"BEARER mallory", b"Bearer  mallory", b"Bearer\tmallory"] {
+        assert_eq!(of(spelling), of(b"Bearer mallory"), "{:?}", String::from_utf8_lossy(spelling));
+    }
+    assert_ne!(of(b"Bearer Mallory"), of(b"Bearer mallory"), "the credentials themselves are kept as written");
+    assert_ne!(of(b"Basic mallory"), of(b"Bearer mallory"));
+    // Other identity headers are taken as written: cookie names are case-sensitive.
+    assert_ne!(identity_of("cookie", Some(b"A=1; b=2")), identity_of("cookie", Some(b"a=1; b=2")));
 }
 
 #[test]

@@ -254,7 +254,7 @@ impl EdgeApp {
             });
         let Ok((pinned, message)) = checked else { return Lookout::Missed(None) };
         let policy = &route.config.policy;
-        let caller = guards::caller(known, stateless);
+        let caller = guards::caller(known, stateless, &policy.identity_header);
         let input = LookupInput {
             route: &route.config.name,
             policy,

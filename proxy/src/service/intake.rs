@@ -171,7 +171,10 @@ impl McpProxy {
         // The headers are read again: the body was read since (the session was borrowed).
         let (understood, caller) = {
             let known = known_headers(session, route);
-            (guards::understand(&body, &known, ctx.stateless), guards::caller(&known, ctx.stateless))
+            (
+                guards::understand(&body, &known, ctx.stateless),
+                guards::caller(&known, ctx.stateless, &route.config.policy.identity_header),
+            )
         };
         let message = match understood {
             Ok(message) => message,
