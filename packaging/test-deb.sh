@@ -35,6 +35,13 @@ test -f /lib/systemd/system/mcp-edge.service || test -f /usr/lib/systemd/system/
 # early and cmd dies of SIGPIPE.)
 contains() { [[ "$1" == *"$2"* ]]; }
 contains "$(dpkg-query -W -f='${Conffiles}\n' mcp-edge)" /etc/mcp-edge/mcp-edge.toml || fail "config is not a conffile"
+# Who can read the cached answers (docs/SECURITY.md, disk cache): the service's user only.
+test "$(stat -c '%U:%G %a' /var/cache/mcp-edge)" = "mcp-edge:mcp-edge 750" || fail "cache directory: $(stat -c '%U:%G %a' /var/cache/mcp-edge)"
+test "$(stat -c '%U:%G %a' /etc/mcp-edge/mcp-edge.toml)" = "root:mcp-edge 640" || fail "config: $(stat -c '%U:%G %a' /etc/mcp-edge/mcp-edge.toml)"
+UNIT_TEXT=$(cat /lib/systemd/system/mcp-edge.service /usr/lib/systemd/system/mcp-edge.service 2>/dev/null || true)
+for line in User=mcp-edge CacheDirectoryMode=0750 UMask=0027; do
+  contains "$UNIT_TEXT" "$line" || fail "the unit lacks $line"
+done
 /usr/bin/mcp-edge check --config /etc/mcp-edge/mcp-edge.toml
 if command -v systemd-analyze >/dev/null; then
   say "systemd-analyze verify (installed unit)"

@@ -342,3 +342,27 @@ async fn slow_upstreams_give_504() {
     let slow_read = read(&proxy.mcp(), "demo://slow", None).await;
     assert_eq!(slow_read.status, 504, "{slow_read:?}");
 }
+
+/// Concurrent misses of one request wait for the first one's answer, but a leader whose
+/// upstream stays silent holds them no longer than its own `read_timeout`: each gets its 504
+/// within about two timeouts (the leader's, then its own attempt), not the upstream's silence.
+#[tokio::test]
+async fn waiters_behind_a_silent_leader_are_released_by_its_timeout() {
+    let upstream = demo_upstream("a", &["--json"]).await;
+    let routes = route(&[&upstream], "read_timeout = \"400ms\"\n[route.policy]\ncache_tools = [\"sleep\"]");
+    let proxy = proxy(&routes).await;
+    let started = std::time::Instant::now();
+    let calls = (0..4).map(|_| {
+        let mcp = proxy.mcp();
+        tokio::spawn(async move {
+            let call = json!({"name": "sleep", "arguments": {"ms": 8000}});
+            let reply = mcp.stateless("tools/call", call, &[("authorization", "Bearer alice")]).await;
+            (reply.status, started.elapsed())
+        })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        let (status, took) = call.await.unwrap();
+        assert_eq!(status, 504);
+        assert!(took < Duration::from_millis(2500), "a waiter was held {took:?}");
+    }
+}

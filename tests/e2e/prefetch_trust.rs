@@ -276,3 +276,27 @@ async fn refresh_ahead_never_calls_a_tool_again() {
     assert!(hits > 0, "the tool's answers are cached");
     assert_eq!(calls, misses, "every call upstream is a client's miss:\n{}", log.dump());
 }
+
+/// The prefetch models saved beside the disk cache hold URIs, never a credential: identities
+/// are kept as hashes.
+#[tokio::test]
+async fn the_saved_models_hold_no_credential() {
+    let upstream = demo_upstream("a", &["--scope", "private"]).await;
+    let routes = route(&[&upstream], "[route.prefetch]\nenabled = true\n");
+    let mut proxy = proxy_full(&routes, "", |dir| {
+        format!("[cache]\ndisk_path = {:?}\ndisk_size = \"64MiB\"\n", dir.join("cache").display().to_string())
+    })
+    .await;
+    let mcp = proxy.mcp();
+    for user in ["Bearer s3cret-credential-1", "Bearer s3cret-credential-2", "Bearer s3cret-credential-3"] {
+        for uri in ["demo://docs/1", "demo://docs/2"] {
+            assert_eq!(read(&mcp, uri, Some(user)).await.status, 200);
+        }
+    }
+    proxy.process.signal("TERM");
+    assert_eq!(proxy.process.wait_exit(Duration::from_secs(15)), Some(0), "{}", proxy.process.log());
+    let saved = proxy.config_path.with_file_name("cache").join("mcp-edge-prefetch.json");
+    let text = std::fs::read_to_string(&saved).unwrap_or_else(|e| panic!("{}: {e}", saved.display()));
+    assert!(text.contains("demo://docs/2"), "the walk was saved: {text}");
+    assert!(!text.contains("s3cret") && !text.contains("Bearer"), "a credential in {}: {text}", saved.display());
+}
