@@ -86,7 +86,7 @@ impl Method {
     /// Reads whose results are cacheable without opting in (`tools/call` needs the route's
     /// `cache_tools` or `readonly_tools`).
     pub fn is_cacheable_read(self) -> bool {
-        self.is_list() || self == Method::ResourcesRead
+        self.is_list() || matches!(self, Method::ResourcesRead | Method::ServerDiscover)
     }
 
     /// Lists: paged by `cursor`, invalidated by their kind's `list_changed`.
@@ -180,7 +180,8 @@ mod tests {
                 Method::ResourcesList,
                 Method::ResourcesTemplatesList,
                 Method::ToolsList,
-                Method::PromptsList
+                Method::PromptsList,
+                Method::ServerDiscover
             ]
         );
         assert!(Method::Ping.changes_nothing() && !Method::ToolsCall.changes_nothing());

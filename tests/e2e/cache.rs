@@ -480,3 +480,40 @@ fn assert_prometheus_text(text: &str) {
         }
     }
 }
+
+/// `server/discover`, which a stateless-era client sends first on every connection, is answered
+/// from the cache by its hints, per the protocol version and capabilities it is asked with; a
+/// server that gives no hint is asked every time.
+#[tokio::test]
+async fn server_discover_is_cached_by_its_hints_and_keyed_by_capabilities() {
+    let hinted = demo_upstream("a", &[]).await;
+    let silent = demo_upstream("b", &["--scope", "none"]).await;
+    let routes = format!(
+        "[[route]]\npath = \"/mcp\"\nupstreams = [{:?}]\n[[route]]\npath = \"/silent\"\nupstreams = [{:?}]\n",
+        hinted.url(),
+        silent.url()
+    );
+    let proxy = proxy(&routes).await;
+    let discover = |mcp: Mcp, capabilities: Value| async move {
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": capabilities});
+        let body = json!({"jsonrpc": "2.0", "id": 3, "method": "server/discover", "params": {"_meta": meta}});
+        let reply = mcp
+            .post(body.to_string(), &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "server/discover")])
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let instructions = reply.json()["result"]["instructions"].as_str().unwrap_or_default().to_string();
+        (x_cache(&reply).to_string(), instructions)
+    };
+    let mcp = || Mcp::new(&proxy.url("/mcp"));
+    assert_eq!(discover(mcp(), json!({})).await.0, "MISS");
+    assert_eq!(discover(mcp(), json!({})).await, ("HIT".to_string(), "asked with {}".to_string()));
+    let sampling = json!({"sampling": {}});
+    assert_eq!(discover(mcp(), sampling.clone()).await.0, "MISS", "other capabilities, other answer");
+    let (cache, instructions) = discover(mcp(), sampling).await;
+    assert_eq!((cache.as_str(), instructions.as_str()), ("HIT", r#"asked with {"sampling":{}}"#));
+    let silent = || Mcp::new(&proxy.url("/silent"));
+    for _ in 0..2 {
+        assert_eq!(discover(silent(), json!({})).await.0, "MISS", "no hint: asked every time");
+    }
+}

@@ -174,6 +174,9 @@ pub fn lookup_for(
         }
         Method::ToolsList => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Tools)]),
         Method::PromptsList => (cursor_part(message), vec![Target::Route, Target::List(ListKind::Prompts)]),
+        // The stateless era's first call: what the server supports, by the protocol version
+        // and the capabilities in `_meta` (both keyed). Handshake-era servers have none.
+        Method::ServerDiscover if caller.stateless => (["", "", "", ""], vec![Target::Route]),
         Method::ToolsCall => {
             let name = message.params.name.as_deref()?;
             if !tool_allowed(name) {
@@ -237,6 +240,7 @@ fn keyable_params(method: Method, params: &crate::jsonrpc::Params) -> bool {
     match method {
         Method::ResourcesRead => !name && !cursor && !arguments,
         Method::ToolsCall => !uri && !cursor,
+        Method::ServerDiscover => !uri && !name && !cursor && !arguments,
         _ => !uri && !name && !arguments,
     }
 }

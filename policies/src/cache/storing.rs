@@ -160,7 +160,9 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
         }
         .min(policy.max_ttl)
     };
-    if ttl.is_zero() {
+    // The specification has servers give `server/discover` its hints: without one, it is not
+    // kept on the route's own TTLs (meant for data, not for what the server supports).
+    if ttl.is_zero() || (lookup.method == Method::ServerDiscover && !hinted) {
         return None;
     }
     let hinted_scope = if policy.honor_server_hints { facts.scope.as_deref() } else { None };

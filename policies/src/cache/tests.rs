@@ -509,3 +509,29 @@ fn a_vary_on_a_header_the_key_does_not_hold_forbids_storing() {
         assert!(!forbids(lines), "{lines:?}");
     }
 }
+
+#[test]
+fn server_discover_is_kept_by_its_hints_in_the_stateless_era_only() {
+    let p = policy();
+    let discover = |meta: &str| {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{"_meta":{meta}}}}}"#);
+        parse(body.as_bytes()).unwrap()
+    };
+    let plain = discover(r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#);
+    let sampling = discover(
+        r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}"#,
+    );
+    let caller = stateless(None);
+    let lookup = lookup_for("r", &plain, &caller, &p, |_| false).expect("cacheable");
+    assert_eq!(lookup.targets, vec![Target::Route]);
+    let other = lookup_for("r", &sampling, &caller, &p, |_| false).unwrap();
+    let public = Scope::Public(Audience::Anonymous);
+    assert_ne!(lookup.key(&public), other.key(&public), "keyed by the capabilities it is asked with");
+    assert!(lookup_for("r", &plain, &legacy("s1"), &p, |_| false).is_none(), "no discover in the handshake era");
+    let hinted = facts(r#"{"supportedVersions":["2026-07-28"],"ttlMs":60000,"cacheScope":"public"}"#);
+    assert_eq!(store_decision(&lookup, &caller, &hinted, &p).unwrap().scope, public);
+    let unhinted = facts(r#"{"supportedVersions":["2026-07-28"]}"#);
+    let mut shared = policy();
+    shared.shared = true;
+    assert!(store_decision(&lookup, &caller, &unhinted, &shared).is_none(), "not on the route's own TTLs");
+}

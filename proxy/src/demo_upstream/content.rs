@@ -12,7 +12,12 @@ use super::*;
 pub(super) fn stamp_cache_hints(ttl_ms: u64, scope: &str, method: &str, result: &mut Value) {
     let cacheable = matches!(
         method,
-        "resources/read" | "resources/list" | "resources/templates/list" | "tools/list" | "prompts/list"
+        "resources/read"
+            | "resources/list"
+            | "resources/templates/list"
+            | "tools/list"
+            | "prompts/list"
+            | "server/discover"
     );
     if let Value::Object(map) = result {
         map.insert("resultType".into(), json!("complete"));
@@ -33,6 +38,14 @@ pub(super) fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, Str
             "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
         })),
         "ping" => Ok(json!({})),
+        // What the server supports, as a stateless-era client first asks; `instructions` say
+        // which client capabilities it was asked with (answers depend on them).
+        "server/discover" => Ok(json!({
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"resources": {"subscribe": false, "listChanged": true}, "tools": {"listChanged": true}, "prompts": {}},
+            "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
+            "instructions": format!("asked with {}", params["_meta"]["io.modelcontextprotocol/clientCapabilities"]),
+        })),
         "resources/list" => list_page(params["cursor"].as_str()),
         "resources/templates/list" => Ok(json!({"resourceTemplates": [
             {"uriTemplate": "demo://docs/{n}", "name": "doc", "mimeType": "text/plain"}
