@@ -29,6 +29,8 @@ pub struct Metrics {
     pub prefetch_pending_bytes: IntGauge,
     /// Bytes of requests the prefetcher's queued events hold.
     pub prefetch_queued_bytes: IntGauge,
+    /// `warm` URIs that failed and are left alone for a while.
+    pub prefetch_warm_backing_off: IntGauge,
     /// 1 while the shared tier (`[cache.shared]`) is connected and asked, 0 while the node
     /// goes on without it (absent when none is configured).
     pub shared_tier_up: IntGauge,
@@ -92,6 +94,10 @@ impl Metrics {
             "mcp_prefetch_pending_bytes",
             "Bytes of triggering requests the predicted reads waiting for their delay hold (bounded: 16 MiB, 1 MiB per client)",
         );
+        let prefetch_warm_backing_off = int_gauge(
+            "mcp_prefetch_warm_backing_off",
+            "warm URIs whose last read failed, asked again after a wait that doubles with each failure (2 s to 5 min)",
+        );
         let prefetch_queued_bytes = int_gauge(
             "mcp_prefetch_queued_bytes",
             "Bytes of client requests the events waiting for the prefetcher hold (bounded: 4 MiB)",
@@ -142,6 +148,7 @@ impl Metrics {
             prefetch_pending,
             prefetch_pending_bytes,
             prefetch_queued_bytes,
+            prefetch_warm_backing_off,
             shared_tier_up,
             shared_tier_memory,
             cache_hits: counter(

@@ -271,3 +271,20 @@ async fn empty_credentials_and_duplicate_keys_get_nothing_fetched_for_another() 
     }
     assert_eq!(metric(&proxy, used_sample).await, used_before, "nothing prefetched was used by these callers");
 }
+
+/// A `warm` URI the upstream refuses is not asked again every second: it waits 2 s after the
+/// first failure, doubling, and the gauge says it is backing off. The others go on.
+#[tokio::test]
+async fn a_warm_uri_that_fails_backs_off() {
+    let upstream = demo_upstream("u", &[]).await;
+    let unkeyed = "[route.policy]\nunkeyed_meta = [\"io.modelcontextprotocol/clientInfo\"]\n";
+    let warm = format!("{unkeyed}{PREFETCH}warm = [\"demo://nope\", \"demo://docs/3\"]\n");
+    let proxy = proxy(&route(&[&upstream], &warm)).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let failed = metric(&proxy, "mcp_prefetch_total{kind=\"warm\",outcome=\"failed\",route=\"/mcp\"}").await;
+    // Asked at about 1 s, then 3 s, then 7 s: two or three times, not six.
+    assert!((1.0..=3.0).contains(&failed), "{failed} failed warm reads in 6.5 s");
+    assert_eq!(metric(&proxy, "mcp_prefetch_warm_backing_off").await, 1.0);
+    let reply = read(&proxy.mcp(), "demo://docs/3", None).await;
+    assert_eq!(x_cache(&reply), "HIT", "the other warm URI is kept: {reply:?}");
+}

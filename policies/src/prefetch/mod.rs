@@ -90,6 +90,15 @@ impl Outcome {
     }
 }
 
+/// How long a `warm` URI that failed `failures` times in a row (at least once) is left alone:
+/// 2 s after the first failure, doubling, at most 5 minutes. A URI the upstream refuses is then
+/// asked about a dozen times an hour instead of every second.
+pub fn warm_backoff_ms(failures: u32) -> u64 {
+    const FIRST_MS: u64 = 2_000;
+    const LONGEST_MS: u64 = 5 * 60 * 1_000;
+    FIRST_MS.saturating_mul(1u64 << failures.saturating_sub(1).min(20)).min(LONGEST_MS)
+}
+
 /// The client context sequences are learned per: the authorization context, else the
 /// handshake-era session; `None` (an anonymous stateless client) learns nothing.
 pub fn context_of(caller: &Caller) -> Option<sequence::Context> {

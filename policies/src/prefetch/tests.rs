@@ -421,3 +421,12 @@ fn witnesses_survive_a_restart_and_old_models_still_load() {
     assert_eq!(from_old.len().0, 1);
     assert!(predict(&from_old, "a", 1, 0.0).is_empty());
 }
+
+#[test]
+fn a_failing_warm_uri_backs_off_exponentially_to_five_minutes() {
+    let waits: Vec<u64> = (1..=10).map(warm_backoff_ms).collect();
+    assert_eq!(&waits[..4], &[2_000, 4_000, 8_000, 16_000]);
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]));
+    assert_eq!(warm_backoff_ms(9), 300_000);
+    assert_eq!(warm_backoff_ms(u32::MAX), 300_000);
+}

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::sequence::Deferred;
 use super::{Event, Mirror, Prefetcher, Replay, internal, models};
 use crate::hit_path::EdgeApp;
-use crate::metrics;
+use crate::metrics::{self, METRICS};
 use crate::runtime::{Live, Route, Runtime};
 use crate::store::now_ms;
 
@@ -69,6 +69,7 @@ impl BackgroundService for PrefetchService {
             done,
             next_id: 0,
             model_path,
+            warm_failures: HashMap::new(),
         };
         worker.run(events, finished).await;
     }
@@ -82,6 +83,7 @@ struct Done {
     outcome: Option<Outcome>,
     refreshing: Option<Key>,
     list: Option<Method>,
+    warm: Option<String>,
 }
 
 pub(super) struct RouteState {
@@ -110,6 +112,8 @@ pub(super) struct Worker {
     next_id: u64,
     /// Where the learned models are saved (beside the disk cache), if anywhere.
     model_path: Option<PathBuf>,
+    /// `warm` URIs (route, URI) that failed: how many times in a row, and when to ask again.
+    warm_failures: HashMap<(String, String), (u32, u64)>,
 }
 
 /// The models are saved when the worker ends, however it ends: at shutdown Pingora stops the
@@ -128,11 +132,13 @@ struct Planned {
     refreshing: Option<Key>,
     /// The start-up list call this is (its pay is measured).
     list: Option<Method>,
+    /// The `warm` URI this asks for (its failures back off).
+    warm: Option<String>,
 }
 
 impl Planned {
     fn new(kind: Kind, request: Vec<u8>) -> Planned {
-        Planned { kind, request, refreshing: None, list: None }
+        Planned { kind, request, refreshing: None, list: None, warm: None }
     }
 }
 
@@ -242,9 +248,12 @@ impl Worker {
     }
 
     fn on_done(&mut self, done: Done) {
-        let Done { route, kind, outcome, refreshing, list } = done;
+        let Done { route, kind, outcome, refreshing, list, warm } = done;
         if let Some(key) = refreshing {
             self.prefetcher.refreshing.release(&key);
+        }
+        if let Some(uri) = warm {
+            self.warm_answered(route.clone(), uri, outcome != Some(Outcome::Failed));
         }
         if let Some(state) = self.routes.get_mut(&route) {
             state.budget.finish();
@@ -274,7 +283,7 @@ impl Worker {
 
     /// Sends `planned` if the route's budget and its upstreams allow; counts it dropped if not.
     fn send(&mut self, route_name: &str, planned: Planned) {
-        let Planned { kind, request, refreshing, list } = planned;
+        let Planned { kind, request, refreshing, list, warm } = planned;
         let dropped = |worker: &mut Worker| {
             if let Some(key) = refreshing {
                 worker.prefetcher.refreshing.release(&key);
@@ -306,7 +315,7 @@ impl Worker {
             if outcome == Some(Outcome::Failed) {
                 metrics::prefetch(&route, kind, Outcome::Issued);
             }
-            let _ = done.send(Done { route, kind, outcome, refreshing, list });
+            let _ = done.send(Done { route, kind, outcome, refreshing, list, warm });
         });
     }
 
@@ -357,16 +366,37 @@ impl Worker {
     }
 
     /// Asks for every `warm` URI of every route: the cache answers those still fresh (a hit
-    /// near its end refreshes itself), the rest are fetched.
+    /// near its end refreshes itself), the rest are fetched. One that failed is left alone for
+    /// a while, longer after each failure in a row (`warm_backoff_ms`).
     fn warm(&mut self) {
         let snapshot = self.live.load_full();
+        let now = now_ms();
         for route in snapshot.routes.iter().filter(|r| r.config.prefetch.enabled) {
             let host = snapshot.config.server.allowed_hosts.first().map_or("localhost", String::as_str);
             let replay = warm_replay(route, host);
             for uri in &route.config.prefetch.warm {
-                self.send_read(&route.config.name, Kind::Warm, &replay, uri);
+                let failed = self.warm_failures.get(&(route.config.name.clone(), uri.clone()));
+                if failed.is_some_and(|&(_, ask_again_at)| now < ask_again_at) {
+                    continue;
+                }
+                let params = serde_json::json!({ "uri": uri });
+                let request = self.prefetch_request(Kind::Warm, &replay, "resources/read", params, Some(uri));
+                let planned = Planned { warm: Some(uri.clone()), ..Planned::new(Kind::Warm, request) };
+                self.send(&route.config.name, planned);
             }
         }
+    }
+
+    /// A `warm` URI was answered (`ok`: from the cache or the upstream) or failed.
+    fn warm_answered(&mut self, route: String, uri: String, ok: bool) {
+        if ok {
+            self.warm_failures.remove(&(route, uri));
+        } else {
+            let failures = self.warm_failures.get(&(route.clone(), uri.clone())).map_or(0, |f| f.0) + 1;
+            let ask_again_at = now_ms() + mcp_edge_policies::prefetch::warm_backoff_ms(failures);
+            self.warm_failures.insert((route, uri), (failures, ask_again_at));
+        }
+        METRICS.prefetch_warm_backing_off.set(self.warm_failures.len() as i64);
     }
 
     fn expire_tracked(&mut self) {
