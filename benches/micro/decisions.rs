@@ -55,7 +55,12 @@ fn baseline_parse_to_json_value() -> serde_json::Value {
 /// From a parsed request to the storage key of its public scope: the whole key derivation.
 #[divan::bench]
 fn lookup_and_public_key(bencher: Bencher) {
-    let message = parse(READ).expect("valid");
+    bench_public_key(bencher, READ);
+}
+
+/// From the parsed `body` to the storage key of its public scope.
+fn bench_public_key(bencher: Bencher, body: &[u8]) {
+    let message = parse(body).expect("valid");
     let (caller, config) = (stateless_caller(), one_route());
     let policy = &config.routes[0].policy;
     bencher.bench_local(|| {
@@ -70,13 +75,7 @@ const READ_SDK_META: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"resources/rea
 /// capabilities, keyed; a progress token, not keyed).
 #[divan::bench]
 fn lookup_and_public_key_sdk_meta(bencher: Bencher) {
-    let message = parse(READ_SDK_META).expect("valid");
-    let (caller, config) = (stateless_caller(), one_route());
-    let policy = &config.routes[0].policy;
-    bencher.bench_local(|| {
-        let lookup = lookup_for("mcp", black_box(&message), &caller, policy, |_| false).expect("cacheable");
-        lookup.key(&Scope::Public(mcp_edge_policies::cache::Audience::Anonymous))
-    });
+    bench_public_key(bencher, READ_SDK_META);
 }
 
 /// Parsing the `resources/read` body of an SDK client (see `READ_SDK_META`).
