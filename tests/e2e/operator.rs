@@ -275,3 +275,29 @@ async fn the_grafana_dashboard_and_alert_rules_name_only_exported_metrics() {
         );
     }
 }
+
+/// `cache_tools` is the operator's word, but when the upstream's `tools/list` marks a listed
+/// tool as changing state, mcp-edge says so: one warning in the log per configuration, the
+/// tools in `/stats` (hence the dashboard) and in `mcp-edge status`.
+#[tokio::test]
+async fn cached_tools_the_upstream_says_change_state_are_pointed_out() {
+    let upstream = demo_upstream("a", &[]).await;
+    let routes = route(&[&upstream], "[route.policy]\ncache_tools = [\"add\", \"touch\", \"echo\"]");
+    let proxy = proxy(&routes).await;
+    for _ in 0..2 {
+        let list = proxy.mcp().stateless("tools/list", json!({}), &[]).await;
+        assert_eq!(list.status, 200, "{list:?}");
+    }
+    let doubtful = |stats: &Value| stats["routes"][0]["cached_tools_that_change_state"].clone();
+    assert_eq!(doubtful(&get_stats(&proxy).await), json!(["echo", "touch"]), "add is read-only");
+    let log = proxy.process.log();
+    assert_eq!(log.matches("cache_tools names \"touch\"").count(), 1, "once per configuration:\n{log}");
+    assert!(log.contains("marks destructive") && log.contains("marks not read-only"), "{log}");
+    let admin = format!("127.0.0.1:{}", proxy.admin_port);
+    let status = Command::new(bin()).args(["status", "--admin", &admin]).output().unwrap();
+    let screen = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        screen.contains("WARNING: cache_tools caches tools the upstream says change state: echo, touch"),
+        "{screen}"
+    );
+}

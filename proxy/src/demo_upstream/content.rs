@@ -145,6 +145,7 @@ pub(super) fn tool_list() -> Value {
         {"name": "request_headers", "description": "The request's headers as received, one per line",
          "inputSchema": object(json!({}))},
         {"name": "touch", "description": "Changes demo://versioned/* and notifies resources/updated for uri",
+         "annotations": {"readOnlyHint": false, "destructiveHint": true},
          "inputSchema": object(json!({"uri": {"type": "string"}}))},
         {"name": "sleep", "description": "Waits ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}}))},
         {"name": "slow_events", "description": "Sends a progress event, waits delay_ms, answers",

@@ -130,8 +130,12 @@ impl McpProxy {
         };
         let recorded = request_cache.record_answer(&self.cache, result, rules);
         let method = request_cache.method();
-        if recorded.is_some() && route.config.policy.readonly_tools && method == Method::ToolsList {
-            result.into_iter().for_each(|tools| route.readonly.learn(&tools.stored_result));
+        let policy = &route.config.policy;
+        if method == Method::ToolsList
+            && ((recorded.is_some() && policy.readonly_tools) || !policy.cache_tools.is_empty())
+        {
+            let name = &route.config.name;
+            result.into_iter().for_each(|tools| route.readonly.learn(&tools.stored_result, name, &policy.cache_tools));
         }
         if let (Some(Some(_)), None) = (&recorded, ctx.prefetch)
             && let Some((context, uri)) = ctx.learn.take()

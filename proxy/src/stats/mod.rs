@@ -114,6 +114,7 @@ impl Stats {
                     totals: Totals::of(now),
                     now: route_window(then, now, seconds),
                     upstreams,
+                    cached_tools_that_change_state: route.readonly.doubtful(),
                 }
             })
             .collect();
@@ -158,6 +159,9 @@ pub struct RouteNow {
     pub totals: Totals,
     pub now: RouteWindow,
     pub upstreams: Vec<UpstreamNow>,
+    /// Tools `cache_tools` names that the upstream's `tools/list` marks not read-only or
+    /// destructive.
+    pub cached_tools_that_change_state: Vec<String>,
 }
 
 /// Counts since the process started.
