@@ -112,8 +112,7 @@ fn render_route(out: &mut String, route: &Value) {
     let (now, totals) = (&route["now"], &route["totals"]);
     let health = if route["healthy"] == true { "healthy" } else { "NO HEALTHY UPSTREAM" };
     let _ = writeln!(out, "\nroute {} ({}): {health}", text(&route["name"]), text(&route["path"]));
-    let doubtful = route["cached_tools_that_change_state"].as_array().cloned().unwrap_or_default();
-    if !doubtful.is_empty() {
+    if let Some(doubtful) = route["cached_tools_that_change_state"].as_array().filter(|tools| !tools.is_empty()) {
         let names: Vec<&str> = doubtful.iter().filter_map(Value::as_str).collect();
         let _ =
             writeln!(out, "  WARNING: cache_tools caches tools the upstream says change state: {}", names.join(", "));

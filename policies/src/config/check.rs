@@ -128,12 +128,18 @@ impl Checker<'_> {
             max_streams_per_client: self.count(&raw.max_streams_per_client, 64, "server.max_streams_per_client"),
             tls,
         };
-        server.allowed_hosts = match &raw.allowed_hosts {
-            Some(hosts) => hosts.iter().map(|h| self.allowed_host(h, "server.allowed_hosts")).collect(),
-            None if server.loopback_only() => LOOPBACK_HOSTS.map(str::to_string).to_vec(),
-            None => vec!["*".to_string()],
-        };
+        server.allowed_hosts = self.allowed_hosts(&raw.allowed_hosts, "server.allowed_hosts", server.loopback_only());
         server
+    }
+
+    /// A listener's `allowed_hosts`: the names listed, else loopback names when it listens on
+    /// loopback only, else any (`"*"`).
+    fn allowed_hosts(&mut self, raw: &Option<Vec<Spanned<String>>>, key: &str, loopback_only: bool) -> Vec<String> {
+        match raw {
+            Some(hosts) => hosts.iter().map(|h| self.allowed_host(h, key)).collect(),
+            None if loopback_only => LOOPBACK_HOSTS.map(str::to_string).to_vec(),
+            None => vec!["*".to_string()],
+        }
     }
 
     /// One `server.allowed_hosts` (or `admin.allowed_hosts`) entry: a host name or address
@@ -190,11 +196,8 @@ impl Checker<'_> {
             Some(text) => self.socket_addr(text, "admin.listen"),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         };
-        let allowed_hosts = match &raw.allowed_hosts {
-            Some(hosts) => hosts.iter().map(|h| self.allowed_host(h, "admin.allowed_hosts")).collect(),
-            None if listen.is_none_or(|addr| addr.ip().is_loopback()) => LOOPBACK_HOSTS.map(str::to_string).to_vec(),
-            None => vec!["*".to_string()],
-        };
+        let on_loopback = listen.is_none_or(|addr| addr.ip().is_loopback());
+        let allowed_hosts = self.allowed_hosts(&raw.allowed_hosts, "admin.allowed_hosts", on_loopback);
         let token_file = raw.token_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
         AdminConfig { listen, token_file, allowed_hosts }
     }

@@ -321,9 +321,14 @@ impl Worker {
 
     /// Sends a `resources/read` of `uri` as a prefetch of `kind`, with `replay`'s headers.
     pub(super) fn send_read(&mut self, route: &str, kind: Kind, replay: &Replay, uri: &str) {
+        let planned = self.read_planned(kind, replay, uri);
+        self.send(route, planned);
+    }
+
+    /// A `resources/read` of `uri` as a prefetch of `kind`, with `replay`'s headers.
+    fn read_planned(&mut self, kind: Kind, replay: &Replay, uri: &str) -> Planned {
         let params = serde_json::json!({ "uri": uri });
-        let request = self.prefetch_request(kind, replay, "resources/read", params, Some(uri));
-        self.send(route, Planned::new(kind, request));
+        Planned::new(kind, self.prefetch_request(kind, replay, "resources/read", params, Some(uri)))
     }
 
     /// A JSON-RPC request of `method` with `params` (plus the trigger's `_meta`, or at least
@@ -379,9 +384,7 @@ impl Worker {
                 if failed.is_some_and(|&(_, ask_again_at)| now < ask_again_at) {
                     continue;
                 }
-                let params = serde_json::json!({ "uri": uri });
-                let request = self.prefetch_request(Kind::Warm, &replay, "resources/read", params, Some(uri));
-                let planned = Planned { warm: Some(uri.clone()), ..Planned::new(Kind::Warm, request) };
+                let planned = Planned { warm: Some(uri.clone()), ..self.read_planned(Kind::Warm, &replay, uri) };
                 self.send(&route.config.name, planned);
             }
         }
@@ -392,9 +395,9 @@ impl Worker {
         if ok {
             self.warm_failures.remove(&(route, uri));
         } else {
-            let failures = self.warm_failures.get(&(route.clone(), uri.clone())).map_or(0, |f| f.0) + 1;
-            let ask_again_at = now_ms() + mcp_edge_policies::prefetch::warm_backoff_ms(failures);
-            self.warm_failures.insert((route, uri), (failures, ask_again_at));
+            let (failures, ask_again_at) = self.warm_failures.entry((route, uri)).or_default();
+            *failures += 1;
+            *ask_again_at = now_ms() + mcp_edge_policies::prefetch::warm_backoff_ms(*failures);
         }
         METRICS.prefetch_warm_backing_off.set(self.warm_failures.len() as i64);
     }

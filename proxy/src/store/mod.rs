@@ -217,6 +217,7 @@ impl EdgeCache {
         let asked_at = now_ms();
         let Some(read) = shared.read(&keys, &marker_keys).await else { return Found::Nothing };
         let now = now_ms();
+        let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
         let mut stale = None;
         for (key, held) in keys.into_iter().zip(read.entries) {
             let value = match held {
@@ -234,7 +235,6 @@ impl EdgeCache {
                 count("lookup", "shared", "unreadable");
                 continue;
             };
-            let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
             let bounded =
                 bounded_expiry(now, entry.fetched_at_ms, entry.expires_at_ms, max_ttl_ms, shared.ttl_cap_ms());
             let expires_at_ms = match bounded {
