@@ -99,6 +99,7 @@ fn decode_and_answer_1kib(bencher: Bencher) {
         fetched_at_ms: 1,
         expires_at_ms: u64::MAX / 2,
         restate_ttl: true,
+        own_ttl: false,
         result: result.as_bytes(),
         deflated: None,
     }
@@ -116,6 +117,7 @@ fn shared_entry_1kib() -> Vec<u8> {
         fetched_at_ms: 1,
         expires_at_ms: u64::MAX / 2,
         restate_ttl: true,
+        own_ttl: false,
         result: result.as_bytes(),
         deflated: None,
     }

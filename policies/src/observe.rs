@@ -58,6 +58,10 @@ pub struct Observer {
     want_id: Option<String>,
     sse: Option<SseParser>,
     json: Vec<u8>,
+    /// The JSON answer was read whole (what follows is not read).
+    json_read: bool,
+    /// The body ended ([`Self::finish`]).
+    finished: bool,
     limit: usize,
     /// The wanted response's `result`, once seen; inside, its facts if it is an object (the
     /// only results the cache keeps or the proxy reads).
@@ -86,6 +90,8 @@ impl Observer {
             want_id,
             sse: sse.then(|| SseParser::new(limit)),
             json: Vec::new(),
+            json_read: false,
+            finished: false,
             limit,
             result: None,
             server_requests: 0,
@@ -104,12 +110,15 @@ impl Observer {
                     self.message(data.as_bytes());
                 }
             }
+            // Anything past a whole JSON answer makes it no one answer.
+            None if self.json_read => self.answered_again |= !chunk.trim_ascii().is_empty(),
             None if self.want_id.is_some() && !self.too_large => {
                 if self.json.len() + chunk.len() > self.limit {
                     self.too_large = true;
                     self.json = Vec::new();
                 } else {
                     self.json.extend_from_slice(chunk);
+                    self.read_json_if_whole();
                 }
             }
             None => {}
@@ -118,10 +127,25 @@ impl Observer {
 
     /// Call at the end of the body.
     pub fn finish(&mut self) {
-        if self.sse.is_none() && !self.json.is_empty() {
+        self.finished = true;
+        if self.sse.is_none() && !self.json.is_empty() && !self.json_read {
             let body = std::mem::take(&mut self.json);
             self.message(&body);
         }
+    }
+
+    /// Reads a JSON answer as soon as it is whole (an object closed), not at the end of the
+    /// body: the last chunk of a chunked body comes before its end, and what the answer says
+    /// (a write's outcome, an entry to store) must be acted on before the client is given it.
+    fn read_json_if_whole(&mut self) {
+        if self.json.trim_ascii_end().last() != Some(&b'}')
+            || serde_json::from_slice::<serde::de::IgnoredAny>(&self.json).is_err()
+        {
+            return;
+        }
+        let body = std::mem::take(&mut self.json);
+        self.json_read = true;
+        self.message(&body);
     }
 
     fn message(&mut self, data: &[u8]) {
@@ -151,9 +175,20 @@ impl Observer {
         }
     }
 
-    /// Whether the wanted response's result has been seen.
+    /// Whether the wanted response's result has been seen and may be acted on: an SSE event
+    /// as soon as it came, a JSON answer at the end of its body (nothing may follow it).
     pub fn answered(&self) -> bool {
-        self.result.is_some()
+        self.result.is_some() && (self.sse.is_some() || self.finished)
+    }
+
+    /// Whether a response to the wanted request has been seen (a result or an error).
+    pub fn responded(&self) -> bool {
+        self.responses_seen
+    }
+
+    /// The wanted response's result, once seen: inside, its facts if it is an object.
+    pub fn any_result(&self) -> Option<Option<&ResultFacts>> {
+        self.result.as_ref().map(Option::as_ref)
     }
 
     /// The wanted response's result, once seen, if it is an object.
@@ -184,9 +219,18 @@ mod tests {
     fn json_answers_are_captured_whole() {
         let mut o = Observer::new(Some("7".into()), false, 1 << 20);
         o.feed(br#"{"jsonrpc":"2.0","id":7,"#);
+        assert!(!o.responded());
         o.feed(br#""result":{"contents":[]}}"#);
+        assert!(o.responded(), "read as soon as it is whole");
+        assert!(!o.answered(), "stored only once nothing more can come");
+        o.feed(b"\r\n");
         o.finish();
         assert_eq!(stored(&o), Some(r#"{"contents":[]}"#));
+        let mut trailing = Observer::new(Some("7".into()), false, 1 << 20);
+        trailing.feed(br#"{"jsonrpc":"2.0","id":7,"result":{"contents":[]}}"#);
+        trailing.feed(br#"{"jsonrpc":"2.0","id":7,"result":{"contents":[1]}}"#);
+        trailing.finish();
+        assert_eq!(stored(&trailing), None, "two documents are no one answer");
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Admin {
             (None, true) => Target::Route,
             _ => return json_error(StatusCode::BAD_REQUEST, "give either \"uri\" or \"all\": true"),
         };
-        self.cache.invalidate(&purge.route, std::slice::from_ref(&target));
+        self.cache.invalidate(&purge.route, std::slice::from_ref(&target), "purge");
         tracing::info!(route = %purge.route, target = %target.key_part(), "purged");
         json_response(StatusCode::OK, json!({"purged": target.key_part(), "route": purge.route}))
     }

@@ -258,6 +258,7 @@ mod tests {
             fetched_at_ms: 0,
             expires_at_ms: 60_000,
             restate_ttl: true,
+            own_ttl: false,
             result,
             deflated: Some(Deflated { crc32, bytes: &bytes }),
         };

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub shared_tier_memory: IntGauge,
     /// Hits by route and the tier that answered them.
     pub cache_hits: IntCounterVec,
+    /// Invalidation targets applied, by route and cause (`notification`, `write`, `cursor`,
+    /// `purge`).
+    pub invalidations: IntCounterVec,
     /// When the configuration was last loaded (at start or by a reload), in seconds since the
     /// epoch.
     pub config_last_reload: prometheus::Gauge,
@@ -113,7 +116,14 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        let invalidations = counter(
+            &registry,
+            "mcp_invalidations_total",
+            "Invalidation targets applied (a URI, a list kind, the route's un-hinted entries, the route), by cause",
+            &["route", "cause"],
+        );
         Metrics {
+            invalidations,
             requests: counter(
                 &registry,
                 "mcp_requests_total",
@@ -249,6 +259,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DiskErrors {
     fn on_event(&self, _event: &tracing::Event<'_>, _context: tracing_subscriber::layer::Context<'_, S>) {
         self.0.inc();
     }
+}
+
+/// Counts invalidation targets applied on `route` for `cause`.
+pub fn invalidated(route: &str, cause: &str, targets: usize) {
+    METRICS.invalidations.with_label_values(&[route, cause]).inc_by(targets as u64);
 }
 
 /// Counts one prefetch outcome.

@@ -1,22 +1,40 @@
 //! What an upstream's `tools/list` says about its tools' safety, learned per route: a tool
 //! annotated read-only, idempotent and closed-world may be cached (`readonly_tools = true`);
+//! a call of a tool not annotated read-only is a write, which invalidates
+//! (`invalidate_on_write`);
 //! a tool the route caches by name (`cache_tools`) that the upstream marks as changing state
 //! is said plainly (a warning once per configuration, `/stats`, the dashboard, `status`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the upstream's `tools/list` said: the tools it declared read-only, idempotent and
 /// closed-world, and those of `cache_tools` it marks as not read-only or destructive.
 #[derive(Default)]
 pub struct ReadonlyTools {
     safe: Mutex<HashSet<String>>,
+    /// Tools annotated `readOnlyHint: true` (the safe ones among them).
+    read_only: Mutex<HashSet<String>>,
+    /// A `tools/list` result has been learned from (since the configuration was loaded).
+    learned: AtomicBool,
     doubtful: Mutex<BTreeSet<String>>,
 }
 
 impl ReadonlyTools {
     pub fn contains(&self, name: &str) -> bool {
         self.safe.lock().expect("readonly tools").contains(name)
+    }
+
+    /// Whether the upstream annotated `name` `readOnlyHint: true` (calling it is no write).
+    pub fn declared_read_only(&self, name: &str) -> bool {
+        self.read_only.lock().expect("read-only tools").contains(name)
+    }
+
+    /// Whether no `tools/list` result was learned from yet (a cached one, answered as a hit,
+    /// is then read once: after a reload or restart the list may never reach the upstream).
+    pub fn unlearned(&self) -> bool {
+        !self.learned.load(Ordering::Relaxed)
     }
 
     /// The tools `cache_tools` names that the upstream marks as changing state, by name.
@@ -28,6 +46,7 @@ impl ReadonlyTools {
     pub fn learn(&self, result: &str, route: &str, cache_tools: &[String]) {
         let Ok(list) = serde_json::from_str::<serde_json::Value>(result) else { return };
         let Some(tools) = list["tools"].as_array() else { return };
+        self.learned.store(true, Ordering::Relaxed);
         for tool in tools {
             let (Some(name), hints) = (tool["name"].as_str(), &tool["annotations"]) else { continue };
             let safe =
@@ -39,9 +58,27 @@ impl ReadonlyTools {
                 known.remove(name);
             }
             drop(known);
+            let mut read_only = self.read_only.lock().expect("read-only tools");
+            if hints["readOnlyHint"] == true {
+                read_only.insert(name.to_string());
+            } else {
+                read_only.remove(name);
+            }
+            drop(read_only);
             if cache_tools.iter().any(|listed| listed == name) {
                 self.judge_listed(name, hints, route);
             }
+        }
+    }
+
+    /// Learns from a cached `tools/list` answer (`stored`: an encoded entry) served as a hit,
+    /// if nothing was learned yet.
+    pub fn learn_from_hit(&self, stored: &[u8], route: &str, cache_tools: &[String]) {
+        if self.unlearned()
+            && let Some(entry) = mcp_edge_policies::cache::Entry::decode(stored)
+            && let Ok(result) = std::str::from_utf8(entry.result)
+        {
+            self.learn(result, route, cache_tools);
         }
     }
 

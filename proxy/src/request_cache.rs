@@ -197,7 +197,7 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
     if ctx.session_was_asked() {
         return None;
     }
-    let Store { scope, ttl, restate_ttl } = store_decision(&ctx.lookup, &ctx.caller, facts, policy)?;
+    let Store { scope, ttl, restate_ttl, own_ttl } = store_decision(&ctx.lookup, &ctx.caller, facts, policy)?;
     let result = facts.stored_result.as_bytes();
     if result.len() as u64 > max_entry {
         return None;
@@ -209,6 +209,7 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
         fetched_at_ms: ctx.fetched_at_ms,
         expires_at_ms: ctx.fetched_at_ms + ttl.as_millis() as u64,
         restate_ttl,
+        own_ttl,
         result,
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
@@ -222,7 +223,7 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
         tokio::task::spawn_blocking(move || {
             let (crc32, bytes) = crate::compress::deflate_segment(&result[1..]);
             let deflated = Some(Deflated { crc32, bytes: &bytes });
-            cache.insert(key, &Entry { fetched_at_ms, expires_at_ms, restate_ttl, result: &result, deflated });
+            cache.insert(key, &Entry { fetched_at_ms, expires_at_ms, restate_ttl, own_ttl, result: &result, deflated });
         });
     }
     Some(stored_as)
@@ -231,12 +232,12 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
 /// Watches an upstream answer: every SSE stream (for notifications), and the JSON or SSE
 /// answer of a request whose result is wanted (`want_id`): a cacheable one's, unless the
 /// upstream's `Cache-Control` or `Vary` forbids storing it, it sets a cookie or it is encoded
-/// (the upstream is not asked for an encoding; one that sends one anyway is not read), or an
-/// `initialize`'s (`initialize`).
+/// (the upstream is not asked for an encoding; one that sends one anyway is not read), or
+/// one read whatever its headers say (`read_anyway`: an `initialize`'s, a write's).
 pub fn observer_for(
     response: &ResponseHeader,
     want_id: Option<String>,
-    initialize: bool,
+    read_anyway: bool,
     max_entry: u64,
 ) -> Option<Observer> {
     let content_type =
@@ -251,7 +252,7 @@ pub fn observer_for(
             && !http_forbids_storing(response.headers.get_all(http::header::CACHE_CONTROL).iter().map(|v| v.as_bytes()))
             && !http_vary_forbids_storing(response.headers.get_all(http::header::VARY).iter().map(|v| v.as_bytes()))
     };
-    let capture = want_id.filter(|_| response.status.as_u16() == 200 && (initialize || storable()));
+    let capture = want_id.filter(|_| response.status.as_u16() == 200 && (read_anyway || storable()));
     (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))
 }
 

@@ -20,3 +20,4 @@ mod safety;
 mod shared_tier;
 mod tenants;
 pub mod tls;
+mod writes;

@@ -66,6 +66,18 @@ pub async fn sdk_client(url: &str, mode: &str, tool: &str, args: &str) -> serde_
     serde_json::from_slice(&output.stdout).expect("client prints JSON")
 }
 
+/// Runs `peer_mutable.py` (two clients, one writing `doc://mutable`) against `url`.
+async fn mutable_rounds(url: &str, mode: &str) -> serde_json::Value {
+    let output = tokio::process::Command::new(python())
+        .arg(peer_script("peer_mutable.py"))
+        .args([url, mode, "3"])
+        .output()
+        .await
+        .expect("python client");
+    assert!(output.status.success(), "{mode} against {url}:\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("client prints JSON")
+}
+
 fn upstream_route(port: u16) -> String {
     format!("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\n")
 }
@@ -293,4 +305,36 @@ async fn server_everything_progress_reaches_every_call_of_a_read_only_tool() {
     assert_eq!(sums[0], sums[1]);
     let tool_hits = r#"mcp_requests_total{cache="HIT",method="tools/call",route="/mcp",status="200"}"#;
     assert_eq!(metric(&proxy, tool_hits).await, 1.0, "get-sum's second call, and no other, was a hit");
+}
+
+/// A silent server (no hints, no notifications) in JSON response mode: a tool changes
+/// `doc://mutable`. Through the default configuration both clients read the new text after
+/// every write, as direct; with `invalidate_on_write = "none"` the other client's session
+/// keeps the old text (so this test can fail).
+#[tokio::test]
+async fn python_sdk_silent_json_server_writes_are_seen_at_once_through_the_default_config() {
+    let (_server, port) = python_server(&["--json"]).await;
+    let direct_url = format!("http://127.0.0.1:{port}/mcp");
+    let proxy = proxy(&upstream_route(port)).await;
+    for mode in ["legacy", "2026-07-28"] {
+        let direct = mutable_rounds(&direct_url, mode).await;
+        let proxied = mutable_rounds(&proxy.url("/mcp"), mode).await;
+        // Before and after each round's write; the first read sees what the last run left.
+        let expected: Vec<serde_json::Value> = (0..3)
+            .flat_map(|n: i32| [format!("text of round {}", n - 1), format!("text of round {n}")])
+            .map(serde_json::Value::from)
+            .collect();
+        let after_the_first = |run: &serde_json::Value, who: &str| run[who].as_array().unwrap()[1..].to_vec();
+        assert_eq!(after_the_first(&direct, "reader"), expected[1..], "{direct}");
+        assert_eq!(after_the_first(&proxied, "reader"), expected[1..], "{mode}: the other client, through the proxy");
+        assert_eq!(after_the_first(&proxied, "writer"), expected[1..], "{mode}: the writer, through the proxy");
+    }
+    assert!(metric(&proxy, r#"mcp_invalidations_total{cause="write",route="/mcp"}"#).await >= 3.0);
+
+    let careless =
+        super::harness::proxy(&format!("{}[route.policy]\ninvalidate_on_write = \"none\"\n", upstream_route(port)))
+            .await;
+    let stale = mutable_rounds(&careless.url("/mcp"), "legacy").await;
+    let reader = stale["reader"].as_array().unwrap();
+    assert_eq!(reader[1], reader[0], "without write invalidation the other session keeps the old text: {stale}");
 }

@@ -9,6 +9,9 @@ pub struct Entry<'a> {
     pub fetched_at_ms: u64,
     pub expires_at_ms: u64,
     pub restate_ttl: bool,
+    /// It lives on mcp-edge's own TTL, not on one the server gave (`ttlMs`): a write through
+    /// the route may have changed it (`invalidate_on_write = "unhinted"`).
+    pub own_ttl: bool,
     pub result: &'a [u8],
     /// `result` minus its opening `{`, deflated once at store time (see [`Answer`]).
     pub deflated: Option<Deflated<'a>>,
@@ -50,6 +53,7 @@ const ENTRY_HEADER: usize = 1 + 8 + 8 + 1 + 4 + 4 + 4;
 /// Flags (the header's byte 17).
 const FLAG_RESTATE_TTL: u8 = 1;
 const FLAG_CONFIRMED: u8 = 2;
+const FLAG_OWN_TTL: u8 = 4;
 /// With [`FLAG_CONFIRMED`], the entry ends with the time it was confirmed (8 bytes).
 const CONFIRMED_TRAILER: usize = 8;
 
@@ -84,7 +88,8 @@ impl<'a> Entry<'a> {
         out.push(ENTRY_MAGIC);
         out.extend_from_slice(&self.fetched_at_ms.to_le_bytes());
         out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
-        out.push(if self.restate_ttl { FLAG_RESTATE_TTL } else { 0 });
+        let restate = if self.restate_ttl { FLAG_RESTATE_TTL } else { 0 };
+        out.push(restate | if self.own_ttl { FLAG_OWN_TTL } else { 0 });
         out.extend_from_slice(&(self.result.len() as u32).to_le_bytes());
         out.extend_from_slice(&deflated.crc32.to_le_bytes());
         out.extend_from_slice(&(deflated.bytes.len() as u32).to_le_bytes());
@@ -115,6 +120,7 @@ impl<'a> Entry<'a> {
             fetched_at_ms: u64_at(1),
             expires_at_ms: u64_at(9),
             restate_ttl: bytes[17] & FLAG_RESTATE_TTL != 0,
+            own_ttl: bytes[17] & FLAG_OWN_TTL != 0,
             result,
             deflated,
         })

@@ -9,6 +9,9 @@ use crate::method::Notification;
 pub enum Target {
     /// Every entry of the route (purge all).
     Route,
+    /// Every entry of the route kept on mcp-edge's own TTL (no server hint): what a write
+    /// through the route invalidates (`invalidate_on_write = "unhinted"`).
+    Unhinted,
     /// `resources/read` of one URI.
     Resource(String),
     /// The results of `resources/list` and `resources/templates/list`, `tools/list` (and
@@ -28,6 +31,7 @@ impl Target {
     pub fn key_part(&self) -> String {
         match self {
             Target::Route => "route".into(),
+            Target::Unhinted => "unhinted".into(),
             Target::Resource(uri) => format!("uri:{uri}"),
             Target::List(ListKind::Resources) => "list:resources".into(),
             Target::List(ListKind::Tools) => "list:tools".into(),

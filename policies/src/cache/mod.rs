@@ -17,6 +17,7 @@ pub mod entry;
 pub mod invalidation;
 pub mod keys;
 pub mod storing;
+pub mod writes;
 
 pub use entry::{Answer, Deflated, Entry};
 pub use invalidation::{ListKind, Target, marker_key, markers_watermark_key};
@@ -24,6 +25,7 @@ pub use keys::{Audience, Caller, Key, Lookup, Scope, identity_hash, identity_of,
 #[cfg(test)]
 pub use storing::result_facts;
 pub use storing::{ResultFacts, Store, http_forbids_storing, http_vary_forbids_storing, read_result, store_decision};
+pub use writes::{WriteOutcome, is_write, write_targets};
 
 #[cfg(test)]
 mod tests;

@@ -142,6 +142,8 @@ pub struct Store {
     pub ttl: Duration,
     /// The result carried `ttlMs`: hits restate the remaining freshness.
     pub restate_ttl: bool,
+    /// The TTL is mcp-edge's own (the route's policy), not the server's hint.
+    pub own_ttl: bool,
 }
 
 /// Decides whether (and how) a result may be stored. `None`: pass it through, never cache.
@@ -178,5 +180,5 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
             _ => return None,
         },
     };
-    Some(Store { scope, ttl, restate_ttl: facts.ttl_ms.is_some() })
+    Some(Store { scope, ttl, restate_ttl: facts.ttl_ms.is_some(), own_ttl: !hinted })
 }

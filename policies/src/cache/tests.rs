@@ -414,6 +414,7 @@ fn hits_splice_the_id_and_restate_the_ttl() {
         fetched_at_ms: 1_000,
         expires_at_ms: 61_000,
         restate_ttl: true,
+        own_ttl: false,
         result: f.stored_result.as_bytes(),
         deflated: Some(Deflated { crc32: 7, bytes: b"\x01\x02" }),
     };
@@ -461,6 +462,7 @@ fn a_confirmed_entry_keeps_its_content_and_carries_when_it_was_confirmed() {
         fetched_at_ms: 1_000,
         expires_at_ms: 61_000,
         restate_ttl: true,
+        own_ttl: false,
         result: br#"{"contents":[]}"#,
         deflated: Some(Deflated { crc32: 7, bytes: b"\x01\x02" }),
     };

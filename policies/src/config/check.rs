@@ -355,9 +355,9 @@ impl Checker<'_> {
             None => "authorization".to_string(),
         };
         CachePolicy {
-            resource_ttl: self.duration(&raw.resource_ttl, Duration::from_secs(3600), "resource_ttl"),
-            list_ttl: self.duration(&raw.list_ttl, Duration::from_secs(300), "list_ttl"),
-            tool_ttl: self.duration(&raw.tool_ttl, Duration::from_secs(300), "tool_ttl"),
+            resource_ttl: self.duration(&raw.resource_ttl, UNHINTED_TTL, "resource_ttl"),
+            list_ttl: self.duration(&raw.list_ttl, UNHINTED_TTL, "list_ttl"),
+            tool_ttl: self.duration(&raw.tool_ttl, UNHINTED_TTL, "tool_ttl"),
             max_ttl: self.duration(&raw.max_ttl, Duration::from_secs(86_400), "max_ttl"),
             honor_server_hints: raw.honor_server_hints.unwrap_or(true),
             shared: raw.shared.unwrap_or(false),
@@ -366,7 +366,20 @@ impl Checker<'_> {
             readonly_tools: raw.readonly_tools.unwrap_or(false),
             stale_if_error: self.duration(&raw.stale_if_error, Duration::from_secs(600), "stale_if_error"),
             unkeyed_meta: raw.unkeyed_meta.clone(),
+            invalidate_on_write: self.write_invalidation(&raw.invalidate_on_write),
         }
+    }
+
+    fn write_invalidation(&mut self, raw: &Text) -> WriteInvalidation {
+        let Some(text) = raw else { return WriteInvalidation::default() };
+        WriteInvalidation::named(text.get_ref()).unwrap_or_else(|| {
+            let message = format!(
+                "invalidate_on_write {:?} is unknown (use \"unhinted\", \"named\" or \"none\")",
+                text.get_ref()
+            );
+            self.report(text.span(), message);
+            WriteInvalidation::default()
+        })
     }
 
     fn prefetch(&mut self, raw: &RawPrefetch) -> PrefetchConfig {

@@ -191,6 +191,39 @@ pub struct CachePolicy {
     /// `_meta` members the operator vouches never change an answer, left out of cache keys
     /// besides those the specification defines so ([`crate::jsonrpc::META_NEVER_KEYED`]).
     pub unkeyed_meta: Vec<String>,
+    /// What a successful `tools/call` of a tool not known to be read-only invalidates.
+    pub invalidate_on_write: WriteInvalidation,
+}
+
+/// The lifetime of an answer the server gave no `ttlMs` for, unless the route says otherwise
+/// (`resource_ttl`, `list_ttl`, `tool_ttl`): a guess, so a short one. Varnish's default TTL
+/// for answers without cache headers is 120 s; nginx keeps nothing without a stated lifetime.
+pub const UNHINTED_TTL: Duration = Duration::from_secs(120);
+
+/// `route.policy.invalidate_on_write`: how much a write (a successful `tools/call` of a tool
+/// the upstream does not call read-only) invalidates, as an unsafe method does in an HTTP
+/// cache (RFC 9111 §4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteInvalidation {
+    /// The resources its result names, and every entry of the route kept on mcp-edge's own
+    /// TTL (without a server hint): what the server did not vouch for may have changed.
+    #[default]
+    Unhinted,
+    /// Only the resources its result names (`resource_link` and embedded resource URIs).
+    Named,
+    /// Nothing: entries live by their TTLs and the notifications seen.
+    None,
+}
+
+impl WriteInvalidation {
+    pub fn named(name: &str) -> Option<WriteInvalidation> {
+        match name {
+            "unhinted" => Some(WriteInvalidation::Unhinted),
+            "named" => Some(WriteInvalidation::Named),
+            "none" => Some(WriteInvalidation::None),
+            _ => None,
+        }
+    }
 }
 
 /// `[route.prefetch]`: fetching what a client is likely to read next (see

@@ -113,6 +113,7 @@ pub(super) struct RawPolicy {
     pub(super) readonly_tools: Option<bool>,
     pub(super) stale_if_error: Text,
     pub(super) unkeyed_meta: Vec<String>,
+    pub(super) invalidate_on_write: Text,
 }
 
 #[derive(Deserialize, Default)]

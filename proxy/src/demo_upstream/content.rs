@@ -147,6 +147,8 @@ pub(super) fn tool_list() -> Value {
         {"name": "touch", "description": "Changes demo://versioned/* and notifies resources/updated for uri",
          "annotations": {"readOnlyHint": false, "destructiveHint": true},
          "inputSchema": object(json!({"uri": {"type": "string"}}))},
+        {"name": "bump", "description": "Changes demo://versioned/* and tells nobody; names link in its result if given",
+         "inputSchema": object(json!({"link": {"type": "string"}}))},
         {"name": "sleep", "description": "Waits ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}}))},
         {"name": "slow_events", "description": "Sends a progress event, waits delay_ms, answers",
          "inputSchema": object(json!({"delay_ms": {"type": "integer"}}))},
@@ -166,6 +168,14 @@ pub(super) fn call_tool(state: &State, call: Call<'_>) -> Result<Value, (i64, St
             );
         }
         "whoami" => state.options.name.clone(),
+        "bump" => {
+            let version = state.version.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut content = vec![json!({"type": "text", "text": format!("now at version {version}")})];
+            if let Some(link) = args["link"].as_str() {
+                content.push(json!({"type": "resource_link", "uri": link, "name": "changed"}));
+            }
+            return Ok(json!({"content": content}));
+        }
         "reads" => state.reads.load(Ordering::Relaxed).to_string(),
         "sleep" => "slept".to_string(),
         "ask_client" => "asked".to_string(),

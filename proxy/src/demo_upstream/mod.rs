@@ -19,6 +19,7 @@
 //! `resources/read` it served), `request_headers` (what arrived), `sleep {ms}`,
 //! `slow_events {delay_ms}` (an SSE progress event, a pause, then the result), `touch {uri}`
 //! (bumps the version; its SSE answer carries `notifications/resources/updated` for `uri`),
+//! `bump {link?}` (bumps the version silently; its result names `link` as a `resource_link`),
 //! `ask_client` (handshake era: asks the client `elicitation/create` on the session's GET
 //! stream, then answers). `resources/list` pages through `cursor` `p2`, `p3` (`nextCursor`).
 

@@ -281,6 +281,9 @@ impl EdgeApp {
                     return Lookout::Missed(None);
                 }
                 let mcp_method = Method::label(message.method.as_deref());
+                if mcp_method == Method::ToolsList.as_str() {
+                    route.readonly.learn_from_hit(&fresh.stored, &route.config.name, &policy.cache_tools);
+                }
                 // What prefetching needs of the hit, only on routes that prefetch.
                 let prefetching = route.config.prefetch.enabled.then(|| {
                     let read = (mcp_method == Method::ResourcesRead.as_str()).then_some(message.params.uri).flatten();

@@ -170,6 +170,7 @@ mod tests {
             fetched_at_ms: 0,
             expires_at_ms: u64::MAX,
             restate_ttl: false,
+            own_ttl: false,
             result,
             deflated: None,
         }

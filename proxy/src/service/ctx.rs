@@ -76,6 +76,9 @@ pub struct Ctx {
     pub(super) minted_session: Option<String>,
     /// The client was told `100 Continue` (it sent `Expect: 100-continue`).
     pub(super) body_invited: bool,
+    /// A write (a `tools/call` of a tool not known to be read-only) whose invalidation is
+    /// still to be applied: once its answer tells what became of it (see `writes`).
+    pub(super) write_pending: bool,
 }
 
 impl Ctx {
@@ -112,6 +115,7 @@ impl Ctx {
             watch_initialize: false,
             minted_session: None,
             body_invited: false,
+            write_pending: false,
         }
     }
 

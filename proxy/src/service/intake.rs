@@ -48,6 +48,7 @@ impl McpProxy {
         if prefetch.is_none() {
             ctx.learn = self.read_to_learn(route, &message, &caller);
         }
+        ctx.write_pending = super::writes::is_write_on(route, &message);
         ctx.rpc_method = message.method;
         ctx.rpc_id = message.id;
         if let Some(Prelooked { lookup, found }) = prelooked
@@ -74,6 +75,9 @@ impl McpProxy {
         match request_cache::prepare(&self.cache, (&route.config.name, policy), looked, caller, wait_limit).await {
             Prepared::Hit(fresh) => {
                 let Some(answer) = render_cached(session, ctx, &fresh.stored, Outcome::Hit) else { return Ok(false) };
+                if ctx.mcp_method() == Some(Method::ToolsList) {
+                    route.readonly.learn_from_hit(&fresh.stored, &route.config.name, &policy.cache_tools);
+                }
                 ctx.outcome = Outcome::Hit;
                 ctx.cache_tier = Some(fresh.stored.tier());
                 let answer = OwnedAnswer::from(answer);
@@ -131,9 +135,8 @@ impl McpProxy {
         let recorded = request_cache.record_answer(&self.cache, result, rules);
         let method = request_cache.method();
         let policy = &route.config.policy;
-        if method == Method::ToolsList
-            && ((recorded.is_some() && policy.readonly_tools) || !policy.cache_tools.is_empty())
-        {
+        // What the tools say of themselves: which may be cached, which calls are writes.
+        if method == Method::ToolsList && recorded.is_some() {
             let name = &route.config.name;
             result.into_iter().for_each(|tools| route.readonly.learn(&tools.stored_result, name, &policy.cache_tools));
         }

@@ -8,7 +8,8 @@
 //! - [`failure`]: what a failure means to the client;
 //! - [`respond`]: answers mcp-edge writes itself;
 //! - [`upstream_request`]: what the upstream is sent (its path, `Host`, `X-Forwarded-*`, session);
-//! - [`head_edit`]: setting headers on Pingora's heads through the `http` crate's map.
+//! - [`head_edit`]: setting headers on Pingora's heads through the `http` crate's map;
+//! - [`writes`]: what a write through the route invalidates.
 
 mod ctx;
 mod failure;
@@ -16,6 +17,7 @@ mod head_edit;
 mod intake;
 mod respond;
 mod upstream_request;
+mod writes;
 
 use ctx::Ctx;
 use failure::{classify_failure, connect_failed, fail, no_upstream_left, proxy_failed};
@@ -134,6 +136,7 @@ impl ProxyHttp for McpProxy {
                 Inspected::Answered => return Ok(true),
                 Inspected::Streamed => {}
                 Inspected::Message(message, caller) => {
+                    ctx.write_pending = writes::is_write_on(route, &message);
                     ctx.learn = self.read_to_learn(route, &message, &caller);
                     let input = LookupInput {
                         route: &route.config.name,
@@ -180,6 +183,8 @@ impl ProxyHttp for McpProxy {
         let Some(route) = ctx.route() else { return Ok(()) };
         match guards::understand(&whole, &known_headers(session, route), ctx.stateless) {
             Ok(message) => {
+                let write = writes::is_write_on(route, &message);
+                ctx.write_pending = write;
                 ctx.rpc_method = message.method;
                 ctx.rpc_id = message.id;
                 *body = Some(whole);
@@ -268,9 +273,12 @@ impl ProxyHttp for McpProxy {
         ctx.watch_initialize = ctx.prefetch.is_none()
             && ctx.mcp_method() == Some(Method::Initialize)
             && ctx.route().is_some_and(|r| r.config.prefetch.enabled);
-        let want_id = if ctx.cache.is_some() || ctx.watch_initialize { ctx.rpc_id.clone() } else { None };
+        // A write's answer is read whatever its headers say: what became of it decides what
+        // it invalidates.
+        let read_anyway = ctx.watch_initialize || ctx.write_pending;
+        let want_id = if ctx.cache.is_some() || read_anyway { ctx.rpc_id.clone() } else { None };
         let max_entry = ctx.snapshot.as_ref().map_or(0, |s| s.config.cache.max_entry_size);
-        ctx.observer = request_cache::observer_for(response, want_id, ctx.watch_initialize, max_entry);
+        ctx.observer = request_cache::observer_for(response, want_id, read_anyway, max_entry);
         let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
             return Ok(());
         };
@@ -335,10 +343,11 @@ impl ProxyHttp for McpProxy {
             ctx.server_requests_told = observer.server_requests;
         }
         let invalidations = std::mem::take(&mut observer.invalidations);
+        self.settle_write(ctx, end_of_stream);
         let route = ctx.route().expect("request_filter ran");
         if !invalidations.is_empty() {
             tracing::debug!(route = %route.config.name, ?invalidations, "invalidating on upstream notification");
-            self.cache.invalidate(&route.config.name, &invalidations);
+            self.cache.invalidate(&route.config.name, &invalidations, "notification");
         }
         if ctx.watch_initialize
             && let (Some(result), Some(session)) = (ctx.observer.as_ref().and_then(|o| o.result()), &ctx.minted_session)
@@ -419,6 +428,8 @@ impl ProxyHttp for McpProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        // A write whose answer was cut short may have changed anything all the same.
+        self.settle_write(ctx, true);
         let route = ctx.route();
         let answered = session.response_written().map_or(0, |r| r.status.as_u16());
         if let (Some(route), Some(edge_session), true) = (route, &ctx.edge_session, (200..300).contains(&answered))

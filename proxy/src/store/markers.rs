@@ -13,6 +13,12 @@ use mcp_edge_policies::cache::{Key, entry, markers_watermark_key};
 
 use super::StoreKey;
 
+/// Markers kept in memory at most. Each names a target (a URI, a list kind, a route), and
+/// URIs come from the upstream's notifications and write results: past this, the older half
+/// is folded into one "everything until" marker, so memory stays bounded and no invalidation
+/// is forgotten (entries fetched before the folded markers die, needed or not).
+const MAX_MARKERS: usize = 1 << 16;
+
 pub(super) struct Markers {
     /// Marker key → wall-clock ms of the latest invalidation.
     by_key: Mutex<HashMap<Key, u64>>,
@@ -55,6 +61,14 @@ impl Markers {
             *marker = (*marker).max(at_ms);
             self.store.insert(StoreKey(*key), encode_ms(*marker));
         }
+        if markers.len() > MAX_MARKERS {
+            let folded_until = fold_older_half(&mut markers);
+            self.everything_until_ms.fetch_max(folded_until, Ordering::AcqRel);
+            tracing::warn!(
+                kept = markers.len(),
+                "more than {MAX_MARKERS} invalidation markers: entries fetched before the older half's latest are dropped"
+            );
+        }
     }
 
     /// Records that every entry fetched up to `at_ms` is dead.
@@ -95,6 +109,15 @@ impl Markers {
             && fetched_at_ms <= trusted_after
             && entry::confirmed_at_ms(encoded).is_none_or(|confirmed| confirmed <= trusted_after)
     }
+}
+
+/// Removes the older half of `markers` (by time); returns the latest time removed.
+fn fold_older_half(markers: &mut HashMap<Key, u64>) -> u64 {
+    let mut times: Vec<u64> = markers.values().copied().collect();
+    let middle = times.len() / 2;
+    let (_, &mut cutoff, _) = times.select_nth_unstable(middle);
+    markers.retain(|_, at_ms| *at_ms > cutoff);
+    cutoff
 }
 
 pub(super) fn encode_ms(ms: u64) -> Bytes {

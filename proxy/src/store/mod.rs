@@ -169,7 +169,7 @@ impl EdgeCache {
                 continue;
             };
             if self.markers.predates_fanout(&stored, entry.fetched_at_ms)
-                || self.invalidated(route, &lookup.targets, entry.fetched_at_ms).await
+                || self.invalidated(route, &lookup.targets, &entry).await
             {
                 self.store.remove(&key);
                 continue;
@@ -214,8 +214,9 @@ impl EdgeCache {
     ) -> Found {
         let keys: Vec<Key> = lookup.scopes.iter().map(|scope| lookup.key(scope)).collect();
         let marker_keys: Vec<Key> = lookup.targets.iter().map(|target| marker_key(route, target)).collect();
+        let own_ttl_marker = marker_key(route, &Target::Unhinted);
         let asked_at = now_ms();
-        let Some(read) = shared.read(&keys, &marker_keys).await else { return Found::Nothing };
+        let Some(read) = shared.read(&keys, &marker_keys, &own_ttl_marker).await else { return Found::Nothing };
         let now = now_ms();
         let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
         let mut stale = None;
@@ -249,7 +250,8 @@ impl EdgeCache {
                 }
             };
             if entry.fetched_at_ms <= read.newest_marker_ms
-                || self.invalidated(route, &lookup.targets, entry.fetched_at_ms).await
+                || (entry.own_ttl && entry.fetched_at_ms <= read.own_ttl_marker_ms)
+                || self.invalidated(route, &lookup.targets, &entry).await
             {
                 count("lookup", "shared", "invalidated");
                 continue;
@@ -377,18 +379,24 @@ impl EdgeCache {
     }
 
     /// Records that `targets` of `route` changed now: every entry fetched before is dead, on
-    /// this node and (through the shared tier) on the others.
-    pub fn invalidate(&self, route: &str, targets: &[Target]) {
+    /// this node and (through the shared tier) on the others. `cause` labels the count
+    /// (`mcp_invalidations_total`).
+    pub fn invalidate(&self, route: &str, targets: &[Target], cause: &str) {
         let now = now_ms();
         let keys: Vec<Key> = targets.iter().map(|target| marker_key(route, target)).collect();
         self.markers.set(&keys, now);
         cache_operation("invalidate", "all", "ok").inc_by(targets.len() as u64);
+        crate::metrics::invalidated(route, cause, targets.len());
         if let Some(shared) = &self.shared {
             shared.invalidate(keys, now);
         }
     }
 
-    async fn invalidated(&self, route: &str, targets: &[Target], fetched_at_ms: u64) -> bool {
+    /// Whether `entry`, an entry of a request with `targets`, was invalidated after its fetch:
+    /// by a marker of one of its targets, or (kept on mcp-edge's own TTL) by a write.
+    async fn invalidated(&self, route: &str, targets: &[Target], entry: &Entry<'_>) -> bool {
+        let fetched_at_ms = entry.fetched_at_ms;
+        let own_ttl = entry.own_ttl.then_some(&Target::Unhinted);
         let predates_disk_markers = fetched_at_ms <= self.disk_markers_until_ms;
         if !predates_disk_markers && !self.markers.may_kill(fetched_at_ms) {
             return false;
@@ -396,7 +404,7 @@ impl EdgeCache {
         if self.markers.everything_kills(fetched_at_ms) {
             return true;
         }
-        for target in targets {
+        for target in targets.iter().chain(own_ttl) {
             let key = marker_key(route, target);
             let marker = match self.markers.in_memory(&key) {
                 Some(ms) => Some(ms),

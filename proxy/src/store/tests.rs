@@ -96,6 +96,7 @@ fn store_fetched_at(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64) {
         fetched_at_ms,
         expires_at_ms: fetched_at_ms + 3_600_000,
         restate_ttl: false,
+        own_ttl: false,
         result: br#"{"contents":[]}"#,
         deflated: None,
     };
@@ -117,7 +118,7 @@ fn an_invalidation_outlives_a_restart_through_the_markers_watermark() {
         assert!(cache.disk_markers_until_ms >= before_start, "a new disk tier gets a watermark of now");
         store_fetched_at(&cache, &dead, before_start);
         store_fetched_at(&cache, &alive, before_start);
-        cache.invalidate("r", &[Target::Resource("a://dead".into())]);
+        cache.invalidate("r", &[Target::Resource("a://dead".into())], "test");
         cache.runtime.block_on(cache.close());
         cache.markers.latest_ms()
     };
@@ -156,7 +157,7 @@ fn an_invalidation_kills_only_entries_fetched_up_to_it() {
     assert_eq!(cache.disk_markers_until_ms, 0, "memory only: no marker predates this process");
     let (before, after) = (read_lookup("a://1"), read_lookup("a://2"));
     store_fetched_at(&cache, &before, now_ms() - 1);
-    cache.invalidate("r", &[Target::Route]);
+    cache.invalidate("r", &[Target::Route], "test");
     let invalidated_at = cache.markers.latest_ms();
     store_fetched_at(&cache, &after, invalidated_at + 1);
     assert!(!is_fresh(&cache, &before));

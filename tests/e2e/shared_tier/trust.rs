@@ -125,6 +125,7 @@ async fn with_a_secret_a_forged_entry_or_announcement_is_refused() {
         fetched_at_ms: now_ms(),
         expires_at_ms: now_ms() + 3_600_000,
         restate_ttl: false,
+        own_ttl: false,
         result: br#"{"contents":[{"uri":"demo://docs/5","text":"forged"}]}"#,
         deflated: None,
     };
@@ -166,6 +167,7 @@ async fn without_a_secret_a_forged_entry_dies_within_max_ttl_and_at_a_purge_and_
             fetched_at_ms,
             expires_at_ms: u64::MAX / 2,
             restate_ttl: false,
+            own_ttl: false,
             result: br#"{"contents":[{"uri":"demo://docs/5","text":"forged"}]}"#,
             deflated: None,
         }

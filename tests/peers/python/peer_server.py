@@ -65,6 +65,22 @@ async def caller_roots(ctx: Context) -> str:
     return ",".join(str(root.uri) for root in roots.roots)
 
 
+MUTABLE = {"text": "the first text"}
+
+
+@mcp.resource("doc://mutable", name="mutable", mime_type="text/plain")
+def mutable() -> str:
+    """A document the set_mutable tool changes."""
+    return MUTABLE["text"]
+
+
+@mcp.tool()
+def set_mutable(text: str) -> str:
+    """Changes doc://mutable and tells nobody (no notification, no hint): a silent server."""
+    MUTABLE["text"] = text
+    return "set"
+
+
 @mcp.tool()
 def reads() -> int:
     """How many resource reads reached this server."""

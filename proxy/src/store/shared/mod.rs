@@ -69,6 +69,9 @@ pub struct SharedRead {
     /// The latest invalidation of any target asked for (0: none), markers from the future
     /// left out.
     pub newest_marker_ms: u64,
+    /// The latest invalidation of the entries kept on mcp-edge's own TTL (a write through
+    /// the route; see `Target::Unhinted`), markers from the future left out.
+    pub own_ttl_marker_ms: u64,
 }
 
 /// What the shared tier held under one entry key.
@@ -150,25 +153,31 @@ impl SharedTier {
         Ok(tier)
     }
 
-    /// Reads the entries under `entry_keys` and the markers of `marker_keys` in one round trip.
-    /// `None`: the tier was not asked (breaker open) or did not answer in time.
-    pub async fn read(&self, entry_keys: &[Key], marker_keys: &[Key]) -> Option<SharedRead> {
+    /// Reads the entries under `entry_keys`, the markers of `marker_keys` and the route's
+    /// own-TTL marker (`own_ttl_marker`) in one round trip. `None`: the tier was not asked
+    /// (breaker open) or did not answer in time.
+    pub async fn read(&self, entry_keys: &[Key], marker_keys: &[Key], own_ttl_marker: &Key) -> Option<SharedRead> {
         let entry_names: Vec<String> = entry_keys.iter().map(|key| self.names.entry(key)).collect();
         let mut command = redis::cmd("MGET");
         command.arg(&entry_names);
         for key in marker_keys {
             command.arg(self.names.marker(key));
         }
+        command.arg(self.names.marker(own_ttl_marker));
         command.arg(self.names.everything_marker());
         let mut values: Vec<Option<Vec<u8>>> = self.run("lookup", Kind::Read, &command).await?;
-        if values.len() != entry_keys.len() + marker_keys.len() + 1 {
+        if values.len() != entry_keys.len() + marker_keys.len() + 2 {
             return None;
         }
         let now = now_ms();
-        let markers = values.split_off(entry_keys.len());
-        let newest_marker_ms = markers.iter().flatten().filter_map(|text| marker_ms(text, now)).max().unwrap_or(0);
+        let mut markers = values.split_off(entry_keys.len());
+        let everything = markers.pop().flatten();
+        let own_ttl = markers.pop().flatten();
+        let newest = |texts: &mut dyn Iterator<Item = &Vec<u8>>| texts.filter_map(|text| marker_ms(text, now)).max();
+        let newest_marker_ms = newest(&mut markers.iter().flatten().chain(&everything)).unwrap_or(0);
+        let own_ttl_marker_ms = newest(&mut own_ttl.iter()).unwrap_or(0);
         let entries = values.into_iter().zip(&entry_names).map(|(value, name)| self.open_value(name, value)).collect();
-        Some(SharedRead { entries, newest_marker_ms })
+        Some(SharedRead { entries, newest_marker_ms, own_ttl_marker_ms })
     }
 
     /// A value read under `name`, opened with the secret if there is one.

@@ -1,0 +1,98 @@
+//! Writes through a route invalidate (`route.policy.invalidate_on_write`): a successful
+//! `tools/call` of a tool the upstream does not call read-only drops the resources its result
+//! names and, by default, the route's entries kept on mcp-edge's own TTL; entries the server
+//! gave a `ttlMs` live by it.
+
+use serde_json::json;
+
+use crate::harness::*;
+
+const UNHINTED: &str = "demo://versioned/a";
+const HINTED: &str = "demo://versioned/b";
+
+/// A handshake-era session's read (the demo gives those no hints: kept on the route's TTL).
+async fn session_read(mcp: &Mcp, session: &str, uri: &str) -> Reply {
+    mcp.in_session(session, 7, "resources/read", json!({"uri": uri})).await
+}
+
+fn text_of(reply: &Reply) -> String {
+    let messages = sse_messages(&reply.body);
+    let message = messages.last().cloned().unwrap_or_else(|| reply.json());
+    message["result"]["contents"][0]["text"].as_str().unwrap_or_default().to_string()
+}
+
+async fn call(mcp: &Mcp, name: &str, arguments: serde_json::Value) -> Reply {
+    let reply = mcp.stateless("tools/call", json!({"name": name, "arguments": arguments}), &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply
+}
+
+async fn writes_counted(proxy: &Proxy) -> f64 {
+    metric(proxy, r#"mcp_invalidations_total{cause="write",route="/mcp"}"#).await
+}
+
+#[tokio::test]
+async fn a_write_drops_the_routes_unhinted_entries_and_what_it_names_and_spares_hinted_ones() {
+    let upstream = demo_upstream("u", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    assert_eq!(text_of(&session_read(&mcp, &session, UNHINTED).await), "a at version 1");
+    assert_eq!(x_cache(&session_read(&mcp, &session, UNHINTED).await), "HIT");
+    assert_eq!(x_cache(&read(&mcp, HINTED, None).await), "MISS");
+    assert_eq!(x_cache(&read(&mcp, HINTED, None).await), "HIT");
+
+    // A silent write: its result names nothing, and nobody is notified.
+    assert_eq!(call(&mcp, "bump", json!({})).await.tool_text(), "now at version 2");
+    let after = session_read(&mcp, &session, UNHINTED).await;
+    assert_eq!((x_cache(&after), text_of(&after).as_str()), ("MISS", "a at version 2"), "kept on mcp-edge's TTL");
+    let hinted = read(&mcp, HINTED, None).await;
+    assert_eq!((x_cache(&hinted), text_of(&hinted).as_str()), ("HIT", "b at version 1"), "lives by its ttlMs");
+    assert_eq!(writes_counted(&proxy).await, 1.0, "one target: the route's un-hinted entries");
+
+    // A write whose result links the hinted resource drops it too.
+    call(&mcp, "bump", json!({"link": HINTED})).await;
+    let linked = read(&mcp, HINTED, None).await;
+    assert_eq!((x_cache(&linked), text_of(&linked).as_str()), ("MISS", "b at version 3"));
+    assert_eq!(writes_counted(&proxy).await, 3.0);
+}
+
+#[tokio::test]
+async fn calls_that_change_nothing_invalidate_nothing() {
+    let upstream = demo_upstream("u", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "[route.policy]\ncache_tools = [\"whoami\"]")).await;
+    let mcp = proxy.mcp();
+    // The upstream's tools/list says `add` is read-only.
+    assert_eq!(mcp.stateless("tools/list", json!({}), &[]).await.status, 200);
+    let session = mcp.initialize().await;
+    session_read(&mcp, &session, UNHINTED).await;
+    call(&mcp, "add", json!({"a": 1, "b": 2})).await;
+    call(&mcp, "whoami", json!({})).await;
+    // A tool error changed nothing: the demo answers an unknown tool with `isError: true`.
+    assert_eq!(call(&mcp, "nope", json!({})).await.json()["result"]["isError"], true);
+    assert_eq!(x_cache(&session_read(&mcp, &session, UNHINTED).await), "HIT");
+    assert_eq!(writes_counted(&proxy).await, 0.0);
+}
+
+#[tokio::test]
+async fn how_much_a_write_drops_is_the_operators_choice() {
+    let upstream = demo_upstream("u", &[]).await;
+    let named = proxy(&route(&[&upstream], "[route.policy]\ninvalidate_on_write = \"named\"")).await;
+    let mcp = named.mcp();
+    let session = mcp.initialize().await;
+    session_read(&mcp, &session, UNHINTED).await;
+    call(&mcp, "bump", json!({})).await;
+    let kept = session_read(&mcp, &session, UNHINTED).await;
+    assert_eq!((x_cache(&kept), text_of(&kept).as_str()), ("HIT", "a at version 1"), "names nothing: drops nothing");
+    call(&mcp, "bump", json!({"link": UNHINTED})).await;
+    let named_read = session_read(&mcp, &session, UNHINTED).await;
+    assert_eq!((x_cache(&named_read), text_of(&named_read).as_str()), ("MISS", "a at version 3"));
+
+    let none = proxy(&route(&[&upstream], "[route.policy]\ninvalidate_on_write = \"none\"")).await;
+    let mcp = none.mcp();
+    let session = mcp.initialize().await;
+    session_read(&mcp, &session, UNHINTED).await;
+    call(&mcp, "bump", json!({"link": UNHINTED})).await;
+    assert_eq!(x_cache(&session_read(&mcp, &session, UNHINTED).await), "HIT");
+    assert_eq!(writes_counted(&none).await, 0.0);
+}
