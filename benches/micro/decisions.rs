@@ -18,7 +18,7 @@ const READ: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","param
 
 /// A stateless-era caller without credentials.
 fn stateless_caller() -> Caller {
-    Caller { identity: None, session: None, stateless: true, protocol_version: Some("2026-07-28".into()) }
+    Caller { stateless: true, protocol_version: Some("2026-07-28".into()), ..Caller::default() }
 }
 
 /// One route with the default cache policy.

@@ -12,6 +12,7 @@ use mcp_edge_policies::jsonrpc::{self, Message};
 use crate::error::EdgeError;
 use crate::known_headers::{KnownHeaders, Value};
 use crate::runtime::Route;
+use crate::session_capabilities::SESSION_CAPABILITIES;
 
 /// Refuses a request that repeats a header it must carry at most once (the Host, its framing,
 /// its MCP headers, its origin and the route's identity header).
@@ -216,11 +217,14 @@ pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> R
 /// Who is asking, as far as cache scopes are concerned (the identity only as a hash of the
 /// route's `identity_header`, here `headers.identity`).
 pub fn caller(headers: &KnownHeaders<'_>, stateless: bool, identity_header: &str) -> Caller {
+    let session = headers.session_id.text().map(str::to_string);
+    let capabilities = session.as_deref().filter(|_| !stateless).and_then(|s| SESSION_CAPABILITIES.of(s));
     Caller {
         identity: identity_of(identity_header, headers.identity.bytes()),
-        session: headers.session_id.text().map(str::to_string),
+        session,
         stateless,
         protocol_version: headers.protocol_version.text().map(str::to_string),
+        capabilities,
     }
 }
 

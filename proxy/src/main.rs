@@ -24,6 +24,7 @@ mod request_cache;
 mod runtime;
 mod served;
 mod service;
+mod session_capabilities;
 mod session_signals;
 mod stats;
 mod status;

@@ -47,6 +47,11 @@ impl RequestCache {
         self.lookup.method
     }
 
+    /// The cursor a list request asked for its page with, if any.
+    pub fn cursor(&self) -> Option<&str> {
+        self.lookup.cursor.as_deref()
+    }
+
     /// The upstream has begun to answer: requests waiting on this one's fetch wait little more.
     pub fn answer_began(&self) {
         if let Some(leader) = &self.leader {

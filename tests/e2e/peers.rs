@@ -338,3 +338,42 @@ async fn python_sdk_silent_json_server_writes_are_seen_at_once_through_the_defau
     let reader = stale["reader"].as_array().unwrap();
     assert_eq!(reader[1], reader[0], "without write invalidation the other session keeps the old text: {stale}");
 }
+
+/// Initializes a handshake-era session declaring `capabilities`; its session id.
+async fn initialize_declaring(mcp: &Mcp, capabilities: serde_json::Value) -> String {
+    let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "e2e", "version": "0"}}});
+    let reply = mcp.post(initialize.to_string(), &[]).await;
+    let session = reply.header("mcp-session-id").expect("a session").to_string();
+    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    mcp.post(initialized, &[("mcp-session-id", &session), ("mcp-protocol-version", "2025-11-25")]).await;
+    session
+}
+
+/// The tools a session's `tools/list` answer names, and whether it was a hit.
+async fn tools_of(mcp: &Mcp, session: &str) -> (usize, String) {
+    let reply = mcp.in_session(session, 1, "tools/list", serde_json::json!({})).await;
+    let messages = sse_messages(&reply.body);
+    let message = messages.last().cloned().unwrap_or_else(|| reply.json());
+    (message["result"]["tools"].as_array().map_or(0, Vec::len), x_cache(&reply).to_string())
+}
+
+/// server-everything lists more tools to a client declaring sampling, elicitation and roots:
+/// with `shared = true` a list is shared only among sessions that declared the same.
+#[tokio::test]
+async fn server_everything_lists_are_shared_only_among_sessions_declaring_the_same_capabilities() {
+    let (_server, port) = everything_server().await;
+    let proxy = proxy(&format!("{}[route.policy]\nshared = true\n", upstream_route(port))).await;
+    let mcp = proxy.mcp();
+    let all = serde_json::json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}});
+    let bare = initialize_declaring(&mcp, serde_json::json!({})).await;
+    let (bare_tools, _) = tools_of(&mcp, &bare).await;
+    let rich = initialize_declaring(&mcp, all.clone()).await;
+    let (rich_tools, outcome) = tools_of(&mcp, &rich).await;
+    assert!(rich_tools > bare_tools, "{rich_tools} tools with capabilities, {bare_tools} without");
+    assert_eq!(outcome, "MISS", "another declaration, another entry");
+    let bare_again = initialize_declaring(&mcp, serde_json::json!({})).await;
+    assert_eq!(tools_of(&mcp, &bare_again).await, (bare_tools, "HIT".to_string()), "same declaration: shared");
+    let rich_again = initialize_declaring(&mcp, all).await;
+    assert_eq!(tools_of(&mcp, &rich_again).await, (rich_tools, "HIT".to_string()));
+}

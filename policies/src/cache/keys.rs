@@ -63,6 +63,30 @@ pub struct Caller {
     pub stateless: bool,
     /// `MCP-Protocol-Version` header (results differ between revisions).
     pub protocol_version: Option<String>,
+    /// A hash of the capabilities the client declared in its session's `initialize`
+    /// (handshake era), when this node saw it: lists may depend on them (see
+    /// [`declared_capabilities`]).
+    pub capabilities: Option<String>,
+}
+
+/// A hash of the `params.capabilities` a handshake-era `initialize` (`body`) declares, in
+/// canonical form (member order and spacing do not count). Lists may depend on them:
+/// server-everything's `tools/list` has 17 tools for a client declaring sampling, elicitation
+/// and roots, 13 for one declaring none. `None`: not an `initialize` with readable params.
+pub fn declared_capabilities(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Initialize<'a> {
+        #[serde(borrow)]
+        params: Option<InitializeParams<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct InitializeParams<'a> {
+        #[serde(borrow)]
+        capabilities: Option<&'a serde_json::value::RawValue>,
+    }
+    let initialize: Initialize = serde_json::from_slice(body).ok()?;
+    let declared = initialize.params?.capabilities.map_or("{}", |raw| raw.get());
+    Some(identity_hash(crate::canonical::canonical_json(declared)?.as_bytes()))
 }
 
 impl Caller {
@@ -123,6 +147,8 @@ pub struct Lookup {
     /// What invalidates entries of this request (see [`Target`]).
     pub targets: Vec<Target>,
     pub scopes: Vec<Scope>,
+    /// A list page's cursor (see `cursors`: an error for it may discard the list's pages).
+    pub cursor: Option<String>,
 }
 
 impl Lookup {
@@ -195,6 +221,12 @@ pub fn lookup_for(
         Some(body) if Some(body) != caller.protocol_version.as_deref() => ["\u{0}body-version=", body],
         _ => ["", ""],
     };
+    // A handshake-era list is keyed by the capabilities its session declared (`-`: unknown,
+    // so only its own session's scope may hold it: see `store_decision`).
+    let capabilities = match (caller.stateless, method.is_list()) {
+        (false, true) => ["\u{0}caps=", caller.capabilities.as_deref().unwrap_or("-")],
+        _ => ["", ""],
+    };
     let base = join(&[
         route,
         "\u{0}",
@@ -210,6 +242,8 @@ pub fn lookup_for(
         &meta,
         body_version[0],
         body_version[1],
+        capabilities[0],
+        capabilities[1],
     ]);
     // The caller's own scopes first: a public answer fetched later for somebody else must not
     // hide the answer this caller was given.
@@ -219,7 +253,8 @@ pub fn lookup_for(
         scopes.push(Scope::Private(identity.clone()));
     }
     scopes.push(Scope::Public(caller.audience()));
-    Some(Lookup { method, base, targets, scopes })
+    let cursor = if method.is_list() { message.params.cursor.clone() } else { None };
+    Some(Lookup { method, base, targets, scopes, cursor })
 }
 
 /// Whether a key can be built from exactly what the upstream reads of these params: they were

@@ -13,6 +13,7 @@
 //!   URI, a list kind, the whole route) and an entry whose fetch started before a marker of one
 //!   of its targets is dead.
 
+pub mod cursors;
 pub mod entry;
 pub mod invalidation;
 pub mod keys;
@@ -21,7 +22,7 @@ pub mod writes;
 
 pub use entry::{Answer, Deflated, Entry};
 pub use invalidation::{ListKind, Target, marker_key, markers_watermark_key};
-pub use keys::{Audience, Caller, Key, Lookup, Scope, identity_hash, identity_of, lookup_for};
+pub use keys::{Audience, Caller, Key, Lookup, Scope, declared_capabilities, identity_hash, identity_of, lookup_for};
 #[cfg(test)]
 pub use storing::result_facts;
 pub use storing::{ResultFacts, Store, http_forbids_storing, http_vary_forbids_storing, read_result, store_decision};

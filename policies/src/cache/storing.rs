@@ -170,10 +170,16 @@ pub fn store_decision(lookup: &Lookup, caller: &Caller, facts: &ResultFacts, pol
     let hinted_scope = if policy.honor_server_hints { facts.scope.as_deref() } else { None };
     let scope = match hinted_scope {
         Some("public") => Scope::Public(caller.audience()),
+        // Handshake-era lists vary with the capabilities the session declared: shared only
+        // among sessions known to have declared the same (they are in the key), else kept
+        // for their own session. Without a session the server cannot tell one client's
+        // capabilities from another's.
+        None if !caller.stateless && lookup.method.is_list() => match (&caller.capabilities, &caller.session) {
+            (Some(_), _) | (None, None) if policy.shared => Scope::Public(caller.audience()),
+            _ => Scope::session_of(caller)?,
+        },
         // No hint: the operator may vouch that this route's answers are the same for all.
         None if policy.shared => Scope::Public(caller.audience()),
-        // Handshake-era lists vary per session (client capabilities): never shared across sessions.
-        None if !caller.stateless && lookup.method.is_list() => Scope::session_of(caller)?,
         _ => match (&caller.identity, caller.stateless, &caller.session) {
             (Some(identity), _, _) => Scope::Private(identity.clone()),
             (None, false, Some(_)) => Scope::session_of(caller)?,

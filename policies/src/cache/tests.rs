@@ -27,6 +27,7 @@ fn stateless(identity: Option<&str>) -> Caller {
         session: None,
         stateless: true,
         protocol_version: Some("2026-07-28".into()),
+        capabilities: None,
     }
 }
 
@@ -36,6 +37,7 @@ fn legacy(session: &str) -> Caller {
         session: Some(session.into()),
         stateless: false,
         protocol_version: Some("2025-11-25".into()),
+        capabilities: None,
     }
 }
 
@@ -322,9 +324,15 @@ fn hints_decide_ttl_and_scope() {
     assert!(store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":0,"cacheScope":"public"}"#), &p).is_none());
     let capped = store_decision(&l, &caller, &facts(r#"{"ttlMs":999999999999,"cacheScope":"public"}"#), &p).unwrap();
     assert_eq!(capped.ttl, p.max_ttl);
+    assert!(!public.own_ttl && !capped.own_ttl, "the server's TTL, capped or not");
     // No hint: the policy's TTL, private.
     let unhinted = store_decision(&l, &caller, &facts(r#"{"contents":[]}"#), &p).unwrap();
-    assert_eq!((unhinted.ttl, unhinted.restate_ttl), (p.resource_ttl, false));
+    assert_eq!((unhinted.ttl, unhinted.restate_ttl, unhinted.own_ttl), (p.resource_ttl, false, true));
+    assert_eq!(p.resource_ttl, Duration::from_secs(120), "a guess lives two minutes by default");
+    let mut unheard = p.clone();
+    unheard.honor_server_hints = false;
+    let ignored = store_decision(&l, &caller, &facts(r#"{"contents":[],"ttlMs":60000}"#), &unheard).unwrap();
+    assert!(ignored.own_ttl, "a hint the route does not honour is no server TTL");
     assert!(matches!(unhinted.scope, Scope::Private(_)));
 }
 
@@ -362,7 +370,37 @@ fn handshake_era_lists_are_per_session_unless_shared() {
     shared.shared = true;
     assert_eq!(
         store_decision(&l, &caller, &facts(r#"{"tools":[]}"#), &shared).unwrap().scope,
-        Scope::Public(Audience::Authenticated)
+        session,
+        "capabilities unknown: kept for the session even when shared"
+    );
+    let declared = |body: &[u8]| declared_capabilities(body).unwrap();
+    let sampling =
+        declared(br#"{"method":"initialize","params":{"capabilities":{"sampling":{},"roots":{"listChanged":true}}}}"#);
+    let sampling_again = declared(br#"{"params":{"capabilities":{"roots":{ "listChanged" : true},"sampling":{}}}}"#);
+    assert_eq!(sampling, sampling_again, "member order and spacing do not count");
+    let none = declared(br#"{"params":{"capabilities":{}}}"#);
+    assert_ne!(sampling, none);
+    assert_eq!(declared(br#"{"params":{}}"#), none, "no capabilities declared: none");
+    assert_eq!(declared_capabilities(b"not json"), None);
+    let with = |caps: &str, session: &str| Caller { capabilities: Some(caps.into()), ..legacy(session) };
+    let public_key = |caller: &Caller| {
+        let l = lookup_for("r", &list, caller, &shared, |_| false).unwrap();
+        let stored = store_decision(&l, caller, &facts(r#"{"tools":[]}"#), &shared).unwrap();
+        assert_eq!(stored.scope, Scope::Public(Audience::Anonymous));
+        l.key(&stored.scope)
+    };
+    assert_eq!(public_key(&with(&sampling, "s1")), public_key(&with(&sampling, "s2")), "same declaration: shared");
+    assert_ne!(
+        public_key(&with(&sampling, "s1")),
+        public_key(&with(&none, "s2")),
+        "another declaration: another entry"
+    );
+    let sessionless = Caller { session: None, ..legacy("s") };
+    let l = lookup_for("r", &list, &sessionless, &shared, |_| false).unwrap();
+    assert_eq!(
+        store_decision(&l, &sessionless, &facts(r#"{"tools":[]}"#), &shared).unwrap().scope,
+        Scope::Public(Audience::Anonymous),
+        "without sessions a server cannot tell its clients' capabilities apart"
     );
 }
 
@@ -414,7 +452,7 @@ fn hits_splice_the_id_and_restate_the_ttl() {
         fetched_at_ms: 1_000,
         expires_at_ms: 61_000,
         restate_ttl: true,
-        own_ttl: false,
+        own_ttl: true,
         result: f.stored_result.as_bytes(),
         deflated: Some(Deflated { crc32: 7, bytes: b"\x01\x02" }),
     };

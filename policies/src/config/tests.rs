@@ -13,12 +13,26 @@ fn the_shipped_default_config_is_valid() {
     let config = Config::from_toml(include_str!("../../../conf/mcp-edge.toml")).unwrap();
     assert_eq!(config.server.max_body, 4 << 20);
     assert_eq!(config.routes[0].name, "default");
-    assert_eq!(config.routes[0].policy.resource_ttl, Duration::from_secs(3600));
+    assert_eq!(config.routes[0].policy.resource_ttl, UNHINTED_TTL);
+    assert_eq!(config.routes[0].policy.invalidate_on_write, WriteInvalidation::Unhinted);
     assert_eq!(config.routes[0].health.interval, Duration::from_secs(5));
     assert_eq!(config.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
     let packaged = Config::from_toml(include_str!("../../../packaging/mcp-edge.toml")).unwrap();
     assert_eq!(packaged.cache.disk_path, Some(PathBuf::from("/var/cache/mcp-edge")));
     assert_eq!(Config { cache: config.cache.clone(), ..packaged }, config, "only the disk cache differs");
+}
+
+#[test]
+fn write_invalidation_is_read_and_an_unknown_breadth_refused() {
+    let with = |value: &str| format!("{MINIMAL}[route.policy]\ninvalidate_on_write = \"{value}\"\n");
+    let breadth = |value: &str| Config::from_toml(&with(value)).unwrap().routes[0].policy.invalidate_on_write;
+    assert_eq!(breadth("named"), WriteInvalidation::Named);
+    assert_eq!(breadth("none"), WriteInvalidation::None);
+    assert_eq!(breadth("unhinted"), WriteInvalidation::Unhinted);
+    let refused = problems(&with("sometimes"));
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].to_string().contains("invalidate_on_write \"sometimes\" is unknown"), "{}", refused[0]);
+    assert!(refused[0].to_string().starts_with("line 5"), "{}", refused[0]);
 }
 
 #[test]

@@ -193,6 +193,7 @@ fn contexts_are_the_identity_else_the_session() {
         session: session.map(str::to_string),
         stateless: false,
         protocol_version: None,
+        capabilities: None,
     };
     assert_eq!(context_of(&caller(None, None)), None);
     assert_eq!(context_of(&caller(Some("a"), Some("s"))), context_of(&caller(Some("a"), None)));

@@ -46,7 +46,7 @@ pub(super) fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, Str
             "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
             "instructions": format!("asked with {}", params["_meta"]["io.modelcontextprotocol/clientCapabilities"]),
         })),
-        "resources/list" => list_page(params["cursor"].as_str()),
+        "resources/list" => list_page(params["cursor"].as_str(), state.cursors_retired.load(Ordering::Relaxed)),
         "resources/templates/list" => Ok(json!({"resourceTemplates": [
             {"uriTemplate": "demo://docs/{n}", "name": "doc", "mimeType": "text/plain"}
         ]})),
@@ -63,20 +63,22 @@ pub(super) fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, Str
 }
 
 /// `resources/list`: the first page (no cursor) lists docs 1-5 and the clock; `p2` and `p3`
-/// list docs 6-10 and 11-15, each page naming the next.
-pub(super) fn list_page(cursor: Option<&str>) -> Result<Value, (i64, String)> {
-    let page = match cursor {
+/// list docs 6-10 and 11-15, each page naming the next. Once `retired` (the `retire_cursors`
+/// tool), the cursors are `q2` and `q3`, and `p2` and `p3` are refused.
+pub(super) fn list_page(cursor: Option<&str>, retired: bool) -> Result<Value, (i64, String)> {
+    let prefix = if retired { "q" } else { "p" };
+    let page = match cursor.map(|c| c.split_at_checked(1).filter(|(p, _)| *p == prefix).map(|(_, n)| n)) {
         None => 1,
-        Some("p2") => 2,
-        Some("p3") => 3,
-        Some(other) => return Err((-32602, format!("Invalid cursor {other:?}"))),
+        Some(Some("2")) => 2,
+        Some(Some("3")) => 3,
+        Some(_) => return Err((-32602, format!("Invalid cursor {:?}", cursor.unwrap_or_default()))),
     };
     let docs = (page * 5 - 4..=page * 5)
         .map(|n| json!({"uri": format!("demo://docs/{n}"), "name": format!("doc-{n}"), "mimeType": "text/plain"}));
     let clock = (page == 1).then(|| json!({"uri": "demo://clock", "name": "clock", "mimeType": "text/plain"}));
     let mut result = json!({"resources": docs.chain(clock).collect::<Vec<_>>()});
     if page < 3 {
-        result["nextCursor"] = json!(format!("p{}", page + 1));
+        result["nextCursor"] = json!(format!("{prefix}{}", page + 1));
     }
     Ok(result)
 }
@@ -149,6 +151,8 @@ pub(super) fn tool_list() -> Value {
          "inputSchema": object(json!({"uri": {"type": "string"}}))},
         {"name": "bump", "description": "Changes demo://versioned/* and tells nobody; names link in its result if given",
          "inputSchema": object(json!({"link": {"type": "string"}}))},
+        {"name": "retire_cursors", "description": "Refuses the list cursors handed out so far; hands out others",
+         "inputSchema": object(json!({}))},
         {"name": "sleep", "description": "Waits ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}}))},
         {"name": "slow_events", "description": "Sends a progress event, waits delay_ms, answers",
          "inputSchema": object(json!({"delay_ms": {"type": "integer"}}))},
@@ -168,6 +172,10 @@ pub(super) fn call_tool(state: &State, call: Call<'_>) -> Result<Value, (i64, St
             );
         }
         "whoami" => state.options.name.clone(),
+        "retire_cursors" => {
+            state.cursors_retired.store(true, Ordering::Relaxed);
+            "cursors p2 and p3 are refused from now on".to_string()
+        }
         "bump" => {
             let version = state.version.fetch_add(1, Ordering::Relaxed) + 1;
             let mut content = vec![json!({"type": "text", "text": format!("now at version {version}")})];

@@ -20,6 +20,7 @@
 //! `slow_events {delay_ms}` (an SSE progress event, a pause, then the result), `touch {uri}`
 //! (bumps the version; its SSE answer carries `notifications/resources/updated` for `uri`),
 //! `bump {link?}` (bumps the version silently; its result names `link` as a `resource_link`),
+//! `retire_cursors` (`resources/list` refuses `p2`, `p3` from then on and pages with `q2`, `q3`),
 //! `ask_client` (handshake era: asks the client `elicitation/create` on the session's GET
 //! stream, then answers). `resources/list` pages through `cursor` `p2`, `p3` (`nextCursor`).
 
@@ -98,6 +99,8 @@ struct State {
     counter: AtomicU64,
     /// Bumped by the `touch` tool: `demo://versioned/*` resources show it.
     version: AtomicU64,
+    /// The `retire_cursors` tool was called: `resources/list` cursors change.
+    cursors_retired: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -122,6 +125,7 @@ pub async fn serve(listener: TcpListener, options: DemoOptions) {
         random: std::collections::hash_map::RandomState::new(),
         counter: AtomicU64::new(0),
         version: AtomicU64::new(1),
+        cursors_retired: Default::default(),
     });
     loop {
         let Ok((stream, _)) = listener.accept().await else {

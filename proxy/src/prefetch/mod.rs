@@ -169,17 +169,11 @@ impl Prefetcher {
         }
     }
 
-    /// A client's list answer: its next page, if it names one.
-    pub fn list_answered(&self, route: &Route, method: &'static str, result: &str, replay: impl FnOnce() -> Replay) {
-        if !route.config.prefetch.enabled || !result.contains("\"nextCursor\"") {
+    /// A client's list answer that names a next page (`cursor`).
+    pub fn list_answered(&self, route: &Route, method: &'static str, cursor: String, replay: impl FnOnce() -> Replay) {
+        if !route.config.prefetch.enabled {
             return;
         }
-        #[derive(serde::Deserialize)]
-        struct Page {
-            #[serde(rename = "nextCursor")]
-            next_cursor: Option<String>,
-        }
-        let Ok(Page { next_cursor: Some(cursor) }) = serde_json::from_str::<Page>(result) else { return };
         let route = route.config.name.clone();
         self.send(Event::Page { route, method, cursor, replay: replay() });
     }

@@ -3,6 +3,7 @@
 //! admitting it to the upstream.
 
 use bytes::BytesMut;
+use mcp_edge_policies::cache::cursors::next_cursor;
 use mcp_edge_policies::cache::{Caller, Lookup};
 use mcp_edge_policies::jsonrpc::Message;
 use mcp_edge_policies::method::Method;
@@ -145,14 +146,36 @@ impl McpProxy {
         {
             self.prefetch.client_read(route, context, &uri, || Some(replay_of(session)));
         }
-        match (recorded, ctx.prefetch) {
-            (Some(Some(stored)), Some(kind)) => self.prefetch.prefetch_stored(route, kind, stored, method),
-            (Some(_), None) if method.is_list() => {
-                if let Some(result) = result {
-                    self.prefetch.list_answered(route, method.as_str(), &result.stored_result, || replay_of(session));
+        if recorded.is_some() && method.is_list() {
+            self.follow_cursors(session, ctx, method);
+        }
+        if let (Some(Some(stored)), Some(kind)) = (recorded, ctx.prefetch) {
+            self.prefetch.prefetch_stored(route, kind, stored, method);
+        }
+    }
+
+    /// A list page's answer, once: the `nextCursor` it hands out is remembered (and its page
+    /// prefetched for a client, where the route prefetches); an error for a cursor the
+    /// upstream handed out discards the list's cached pages (see `cursors`).
+    fn follow_cursors(&self, session: &Session, ctx: &Ctx, method: Method) {
+        let (Some(observer), Some(request_cache), Some(route)) = (&ctx.observer, &ctx.cache, ctx.route()) else {
+            return;
+        };
+        let name = &route.config.name;
+        match observer.any_result() {
+            Some(result) => {
+                let Some(cursor) = result.and_then(|facts| next_cursor(&facts.stored_result)) else { return };
+                self.cache.cursor_handed(name, method, &cursor);
+                if ctx.prefetch.is_none() {
+                    self.prefetch.list_answered(route, method.as_str(), cursor, || replay_of(session));
                 }
             }
-            _ => {}
+            None if observer.responded() => {
+                if let Some(cursor) = request_cache.cursor() {
+                    self.cache.cursor_refused(name, method, cursor);
+                }
+            }
+            None => {}
         }
     }
 

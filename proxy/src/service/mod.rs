@@ -250,7 +250,7 @@ impl ProxyHttp for McpProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -287,6 +287,7 @@ impl ProxyHttp for McpProxy {
         if let Some(upstream_session) = minted {
             let edge_session = affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
             response.insert_header("mcp-session-id", edge_session.as_str())?;
+            remember_capabilities(session, ctx, &edge_session);
             ctx.minted_session = Some(edge_session);
         }
         Ok(())
@@ -455,6 +456,19 @@ impl ProxyHttp for McpProxy {
         }
         .record();
         intake::drain_if_closing(session, ctx).await;
+    }
+}
+
+/// Remembers what a handshake-era `initialize` that got session `edge_session` declared (its
+/// body is in Pingora's retry buffer: bodies held whole are not, and their session's lists
+/// stay its own).
+fn remember_capabilities(session: &Session, ctx: &Ctx, edge_session: &str) {
+    if ctx.mcp_method() != Some(Method::Initialize) {
+        return;
+    }
+    let body = session.as_ref().get_retry_buffer().unwrap_or_default();
+    if let Some(capabilities) = mcp_edge_policies::cache::declared_capabilities(&body) {
+        crate::session_capabilities::SESSION_CAPABILITIES.remember(edge_session, capabilities);
     }
 }
 

@@ -17,7 +17,7 @@ use super::StoreKey;
 /// URIs come from the upstream's notifications and write results: past this, the older half
 /// is folded into one "everything until" marker, so memory stays bounded and no invalidation
 /// is forgotten (entries fetched before the folded markers die, needed or not).
-const MAX_MARKERS: usize = 1 << 16;
+pub(super) const MAX_MARKERS: usize = 1 << 16;
 
 pub(super) struct Markers {
     /// Marker key → wall-clock ms of the latest invalidation.
@@ -84,6 +84,11 @@ impl Markers {
     /// Whether any marker this process knows of may be later than `fetched_at_ms`.
     pub(super) fn may_kill(&self, fetched_at_ms: u64) -> bool {
         fetched_at_ms <= self.latest_ms.load(Ordering::Acquire)
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_key.lock().expect("markers").len()
     }
 
     #[cfg(test)]

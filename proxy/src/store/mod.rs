@@ -18,8 +18,10 @@ use foyer::{
     RecoverMode, S3FifoConfig,
 };
 use mcp_edge_policies::admission::MemoryAdmission;
+use mcp_edge_policies::cache::cursors::HandedCursors;
 use mcp_edge_policies::cache::{Entry, Key, Lookup, Target, entry, marker_key, markers_watermark_key};
 use mcp_edge_policies::config::CacheConfig;
+use mcp_edge_policies::method::Method;
 
 use crate::coalesce::{Coalesce, Coalescer};
 use crate::cpu::{self, DiskRead, DiskReads};
@@ -60,6 +62,8 @@ pub struct EdgeCache {
     flights: Coalescer,
     /// The tier nodes share, if configured.
     shared: Option<Arc<SharedTier>>,
+    /// List cursors the upstreams handed out (see `cursors`).
+    cursors: std::sync::Mutex<HandedCursors>,
     /// Runs foyer's background work (flushers, disk I/O) whatever runtime asks.
     runtime: CacheRuntime,
 }
@@ -128,6 +132,7 @@ impl EdgeCache {
             disk_markers_until_ms: 0,
             flights: Coalescer::default(),
             shared,
+            cursors: Default::default(),
             runtime: CacheRuntime(Some(runtime)),
         };
         cache.disk_markers_until_ms = cache.runtime.block_on(cache.read_disk_watermark());
@@ -389,6 +394,22 @@ impl EdgeCache {
         crate::metrics::invalidated(route, cause, targets.len());
         if let Some(shared) = &self.shared {
             shared.invalidate(keys, now);
+        }
+    }
+
+    /// The upstream handed out `cursor` in a page of `method` on `route`.
+    pub fn cursor_handed(&self, route: &str, method: Method, cursor: &str) {
+        self.cursors.lock().expect("cursors").handed(route, method, cursor);
+    }
+
+    /// The upstream answered a page of `method` on `route` asked with `cursor` with an error:
+    /// if it had handed that cursor out, the list changed under it, and its cached pages go
+    /// (the specification's caching page).
+    pub fn cursor_refused(&self, route: &str, method: Method, cursor: &str) {
+        let refused = self.cursors.lock().expect("cursors").refused(route, method, cursor);
+        if let Some(kind) = refused {
+            tracing::debug!(route, ?kind, "a cursor handed out is refused now; discarding the list's pages");
+            self.invalidate(route, &[Target::List(kind)], "cursor");
         }
     }
 

@@ -85,6 +85,7 @@ fn read_lookup(uri: &str) -> Lookup {
         session: None,
         stateless: true,
         protocol_version: Some("2026-07-28".into()),
+        capabilities: None,
     };
     let config =
         mcp_edge_policies::Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n").unwrap();
@@ -92,11 +93,17 @@ fn read_lookup(uri: &str) -> Lookup {
 }
 
 fn store_fetched_at(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64) {
+    store_with_ttl_of(cache, lookup, fetched_at_ms, false);
+}
+
+/// Stores an entry fetched at `fetched_at_ms`, on mcp-edge's own TTL (`own_ttl`) or the
+/// server's.
+fn store_with_ttl_of(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64, own_ttl: bool) {
     let entry = Entry {
         fetched_at_ms,
         expires_at_ms: fetched_at_ms + 3_600_000,
-        restate_ttl: false,
-        own_ttl: false,
+        restate_ttl: !own_ttl,
+        own_ttl,
         result: br#"{"contents":[]}"#,
         deflated: None,
     };
@@ -149,6 +156,43 @@ fn a_marker_from_the_future_left_on_disk_kills_nothing() {
     let cache = EdgeCache::open(&disk_config(dir.path())).unwrap();
     assert!(cache.disk_markers_until_ms <= now_ms() + mcp_edge_policies::shared_tier::CLOCK_SKEW_MS);
     assert!(is_fresh(&cache, &poisoned));
+}
+
+#[test]
+fn a_write_kills_only_entries_kept_on_mcp_edges_own_ttl() {
+    let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) }).unwrap();
+    let (guessed, hinted) = (read_lookup("a://guessed"), read_lookup("a://hinted"));
+    store_with_ttl_of(&cache, &guessed, now_ms() - 1, true);
+    store_with_ttl_of(&cache, &hinted, now_ms() - 1, false);
+    cache.invalidate("r", &[Target::Unhinted], "test");
+    assert!(!is_fresh(&cache, &guessed));
+    assert!(is_fresh(&cache, &hinted), "the server vouched for it with ttlMs");
+    let other_route = marker_key("r2", &Target::Unhinted);
+    assert!(cache.markers.in_memory(&other_route).is_none(), "one route's write is that route's");
+}
+
+#[test]
+fn markers_past_their_bound_fold_into_one_that_kills_what_they_would_have() {
+    let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) }).unwrap();
+    let (named, unnamed) = (read_lookup("a://named-early"), read_lookup("a://unnamed"));
+    let fetched_at = now_ms() - 10_000;
+    store_fetched_at(&cache, &named, fetched_at);
+    store_fetched_at(&cache, &unnamed, fetched_at);
+    // Markers of ever newer times, the first naming `named`.
+    let start = now_ms() - 5_000;
+    let mut uri_marker = |n: u64, uri: String| {
+        cache.markers.set(&[marker_key("r", &Target::Resource(uri))], start + n / 64);
+    };
+    uri_marker(0, "a://named-early".into());
+    for n in 1..=(markers::MAX_MARKERS as u64 + 1) {
+        uri_marker(n, format!("a://flood/{n}"));
+    }
+    assert!(cache.markers.len() <= markers::MAX_MARKERS, "bounded: {}", cache.markers.len());
+    assert!(!is_fresh(&cache, &named), "its marker was folded, not forgotten");
+    assert!(!is_fresh(&cache, &unnamed), "the fold kills more than it must, never less");
+    let later = read_lookup("a://later");
+    store_fetched_at(&cache, &later, now_ms());
+    assert!(is_fresh(&cache, &later));
 }
 
 #[test]

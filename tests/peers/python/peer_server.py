@@ -81,7 +81,7 @@ def set_mutable(text: str) -> str:
     return "set"
 
 
-@mcp.tool()
+@mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
 def reads() -> int:
     """How many resource reads reached this server."""
     return READS["n"]

@@ -1,7 +1,8 @@
-//! Writes through a route invalidate (`route.policy.invalidate_on_write`): a successful
-//! `tools/call` of a tool the upstream does not call read-only drops the resources its result
-//! names and, by default, the route's entries kept on mcp-edge's own TTL; entries the server
-//! gave a `ttlMs` live by it.
+//! Fresh by default. Writes through a route invalidate (`route.policy.invalidate_on_write`): a
+//! successful `tools/call` of a tool the upstream does not call read-only drops the resources
+//! its result names and, by default, the route's entries kept on mcp-edge's own TTL; entries
+//! the server gave a `ttlMs` live by it. An error for a list cursor the upstream handed out
+//! discards that list's pages.
 
 use serde_json::json;
 
@@ -95,4 +96,37 @@ async fn how_much_a_write_drops_is_the_operators_choice() {
     call(&mcp, "bump", json!({"link": UNHINTED})).await;
     assert_eq!(x_cache(&session_read(&mcp, &session, UNHINTED).await), "HIT");
     assert_eq!(writes_counted(&none).await, 0.0);
+}
+
+async fn list_page(mcp: &Mcp, cursor: Option<&str>) -> Reply {
+    let params = cursor.map_or(json!({}), |cursor| json!({"cursor": cursor}));
+    mcp.stateless("resources/list", params, &[]).await
+}
+
+#[tokio::test]
+async fn an_error_for_a_cursor_the_upstream_handed_out_discards_the_lists_pages() {
+    let upstream = demo_upstream("u", &[]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let first = list_page(&mcp, None).await;
+    assert_eq!(first.json()["result"]["nextCursor"], "p2");
+    let second = list_page(&mcp, Some("p2")).await;
+    assert_eq!((x_cache(&second), &second.json()["result"]["nextCursor"]), ("MISS", &json!("p3")));
+    assert_eq!(x_cache(&list_page(&mcp, None).await), "HIT");
+    assert_eq!(x_cache(&list_page(&mcp, Some("p2")).await), "HIT");
+
+    // A made-up cursor's error says nothing of the list.
+    let made_up = list_page(&mcp, Some("p9")).await;
+    assert!(made_up.json()["error"].is_object(), "{made_up:?}");
+    assert_eq!(x_cache(&list_page(&mcp, None).await), "HIT");
+
+    // The list changes under its cursors: p3, which page 2 handed out, is refused now.
+    call(&mcp, "retire_cursors", json!({})).await;
+    assert_eq!(x_cache(&list_page(&mcp, None).await), "HIT", "hinted pages live by their ttlMs until then");
+    let refused = list_page(&mcp, Some("p3")).await;
+    assert!(refused.json()["error"].is_object(), "{refused:?}");
+    let fresh = list_page(&mcp, None).await;
+    assert_eq!((x_cache(&fresh), &fresh.json()["result"]["nextCursor"]), ("MISS", &json!("q2")), "pages discarded");
+    assert_eq!(metric(&proxy, r#"mcp_invalidations_total{cause="cursor",route="/mcp"}"#).await, 1.0);
+    assert_eq!(x_cache(&list_page(&mcp, Some("p2")).await), "MISS");
 }
