@@ -11,8 +11,8 @@ use mcp_edge_policies::jsonrpc::{self, Message};
 
 use crate::error::EdgeError;
 use crate::known_headers::{KnownHeaders, Value};
+use crate::live_sessions::LIVE_SESSIONS;
 use crate::runtime::Route;
-use crate::session_capabilities::SESSION_CAPABILITIES;
 
 /// Refuses a request that repeats a header it must carry at most once (the Host, its framing,
 /// its MCP headers, its origin and the route's identity header).
@@ -218,13 +218,14 @@ pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> R
 /// route's `identity_header`, here `headers.identity`).
 pub fn caller(headers: &KnownHeaders<'_>, stateless: bool, identity_header: &str) -> Caller {
     let session = headers.session_id.text().map(str::to_string);
-    let capabilities = session.as_deref().filter(|_| !stateless).and_then(|s| SESSION_CAPABILITIES.of(s));
+    let seen = session.as_deref().filter(|_| !stateless).and_then(|s| LIVE_SESSIONS.lookup(s));
     Caller {
         identity: identity_of(identity_header, headers.identity.bytes()),
         session,
         stateless,
         protocol_version: headers.protocol_version.text().map(str::to_string),
-        capabilities,
+        session_alive: seen.is_some(),
+        capabilities: seen.flatten(),
     }
 }
 

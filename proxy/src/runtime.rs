@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use arc_swap::ArcSwap;
 use mcp_edge_policies::Config;
@@ -20,6 +21,28 @@ pub struct Route {
     /// Tools this route's upstreams declared read-only (for `readonly_tools`).
     pub readonly: ReadonlyTools,
     pub limits: Arc<RouteLimits>,
+    /// Whether the route's upstream gives handshake-era sessions, as its `initialize` answers
+    /// through this node have said (unknown until one has).
+    pub sessions: UpstreamSessions,
+}
+
+/// What a route's upstream answers a handshake-era `initialize` with: a session or none.
+#[derive(Default)]
+pub struct UpstreamSessions(AtomicU8);
+
+impl UpstreamSessions {
+    const MINTED: u8 = 1;
+    const NONE: u8 = 2;
+
+    /// An `initialize` was answered, minting a session or not.
+    pub fn initialized(&self, minted: bool) {
+        self.0.store(if minted { Self::MINTED } else { Self::NONE }, Ordering::Relaxed);
+    }
+
+    /// Whether the upstream is known to give no sessions (requests without one are its normal).
+    pub fn known_sessionless(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::NONE
+    }
 }
 
 pub struct Runtime {
@@ -39,7 +62,8 @@ impl Runtime {
             .map(|route| {
                 let pool = Arc::new(Pool::build(route)?);
                 let limits = Arc::new(RouteLimits::new(route.limits));
-                Ok(Route { config: route.clone(), pool, readonly: ReadonlyTools::default(), limits })
+                let readonly = ReadonlyTools::default();
+                Ok(Route { config: route.clone(), pool, readonly, limits, sessions: UpstreamSessions::default() })
             })
             .collect::<Result<Vec<_>, SetupError>>()?;
         let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;

@@ -162,3 +162,44 @@ async fn a_204_reaches_the_client_without_body_framing() {
         assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "turn {turn}: {head}");
     }
 }
+
+/// A handshake-era request gets a cached answer only in a session this node knows alive: one
+/// that ended, or that the upstream never minted, or none at all (where the upstream gives
+/// sessions) is the upstream's to answer, as it would without mcp-edge.
+#[tokio::test]
+async fn cached_answers_go_only_to_sessions_the_upstream_would_answer() {
+    // Public hints on handshake-era answers: one entry that every session could be served.
+    let upstream = demo_upstream("u", &["--hint-handshake"]).await;
+    let proxy = proxy(&route(&[&upstream], "")).await;
+    let mcp = proxy.mcp();
+    let session = mcp.initialize().await;
+    let read_in = |session: String| {
+        let mcp = proxy.mcp();
+        async move { mcp.in_session(&session, 3, "resources/read", json!({"uri": "demo://docs/1"})).await }
+    };
+    assert_eq!(x_cache(&read_in(session.clone()).await), "MISS");
+    assert_eq!(x_cache(&read_in(session.clone()).await), "HIT");
+
+    // A session id the upstream never minted, on the same replica.
+    let (replica, _) = session.split_once('.').unwrap();
+    let forged = read_in(format!("{replica}.never-minted")).await;
+    assert_eq!((forged.status, x_cache(&forged)), (404, "MISS"), "{forged:?}");
+    // No session at all: the upstream wants one.
+    let sessionless = mcp
+        .post(
+            json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {"uri": "demo://docs/1"}})
+                .to_string(),
+            &[("mcp-protocol-version", "2025-11-25")],
+        )
+        .await;
+    assert_eq!(sessionless.status, 400, "{sessionless:?}");
+
+    // The session ends: its cached answers end with it.
+    let deleted = mcp.client.delete(&mcp.url).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(deleted.status(), 200);
+    let after = read_in(session.clone()).await;
+    assert_eq!((after.status, x_cache(&after)), (404, "MISS"), "{after:?}");
+    // A live session is served the public entry.
+    let other = mcp.initialize().await;
+    assert_eq!(x_cache(&read_in(other).await), "HIT");
+}

@@ -67,6 +67,9 @@ pub struct Caller {
     /// (handshake era), when this node saw it: lists may depend on them (see
     /// [`declared_capabilities`]).
     pub capabilities: Option<String>,
+    /// The session (handshake era) is known alive on this node: minted or answered through it
+    /// since, not ended (see [`Caller::may_take_hits`]).
+    pub session_alive: bool,
 }
 
 /// A hash of the `params.capabilities` a handshake-era `initialize` (`body`) declares, in
@@ -90,6 +93,15 @@ pub fn declared_capabilities(body: &[u8]) -> Option<String> {
 }
 
 impl Caller {
+    /// Whether a cached answer may be given to this caller, as its upstream would answer it: a
+    /// stateless-era caller; a handshake-era caller whose session is known alive; one without
+    /// a session where the route's upstream gives none (`upstream_sessionless`). Any other is
+    /// the upstream's to answer (a session that ended gets its `404`, a missing one its `400`),
+    /// and what it answers may still be stored.
+    pub fn may_take_hits(&self, upstream_sessionless: bool) -> bool {
+        self.stateless || if self.session.is_some() { self.session_alive } else { upstream_sessionless }
+    }
+
     /// Whom public answers fetched for this caller may be served to.
     pub fn audience(&self) -> Audience {
         if self.identity.is_some() { Audience::Authenticated } else { Audience::Anonymous }

@@ -28,6 +28,7 @@ fn stateless(identity: Option<&str>) -> Caller {
         stateless: true,
         protocol_version: Some("2026-07-28".into()),
         capabilities: None,
+        session_alive: false,
     }
 }
 
@@ -38,6 +39,7 @@ fn legacy(session: &str) -> Caller {
         stateless: false,
         protocol_version: Some("2025-11-25".into()),
         capabilities: None,
+        session_alive: false,
     }
 }
 

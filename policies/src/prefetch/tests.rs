@@ -194,6 +194,7 @@ fn contexts_are_the_identity_else_the_session() {
         stateless: false,
         protocol_version: None,
         capabilities: None,
+        session_alive: false,
     };
     assert_eq!(context_of(&caller(None, None)), None);
     assert_eq!(context_of(&caller(Some("a"), Some("s"))), context_of(&caller(Some("a"), None)));

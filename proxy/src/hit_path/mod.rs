@@ -268,6 +268,8 @@ impl EdgeApp {
         let found = match &lookup {
             // A refresh replaces the entry, whatever the cache holds.
             Some(_) if prefetch.is_some_and(Kind::bypasses_cache) => Some(Found::Nothing),
+            // A caller the upstream would refuse is its to answer (see `live_sessions`).
+            Some(_) if !caller.may_take_hits(route.sessions.known_sessionless()) => Some(Found::Nothing),
             Some(lookup) => {
                 Some(self.cache.lookup(&route.config.name, lookup, policy.stale_if_error, policy.max_ttl).await)
             }

@@ -44,12 +44,13 @@ use crate::error::EdgeError;
 use crate::guards;
 use crate::handover::Understood;
 use crate::known_headers::{MCP_SESSION_ID, X_CACHE};
+use crate::live_sessions::LIVE_SESSIONS;
 use crate::prefetch::Prefetcher;
 use crate::request_cache::{self, LookupInput};
 use crate::runtime::Live;
 use crate::served::Served;
 use crate::session_signals::SERVER_REQUESTS;
-use crate::store::EdgeCache;
+use crate::store::{EdgeCache, Found};
 
 /// Bodies up to this size are read and parsed before forwarding. Larger ones (never cacheable
 /// reads) stream straight through: Pingora's retry buffer, which replays a body read in
@@ -145,8 +146,10 @@ impl ProxyHttp for McpProxy {
                         message: &message,
                         caller: &caller,
                     };
+                    // A caller the upstream would refuse is its to answer (see `live_sessions`).
+                    let found = (!caller.may_take_hits(route.sessions.known_sessionless())).then_some(Found::Nothing);
                     if let Some(lookup) = input.lookup()
-                        && self.consult_cache(session, ctx, route, caller, (lookup, None)).await?
+                        && self.consult_cache(session, ctx, route, caller, (lookup, found)).await?
                     {
                         return Ok(true);
                     }
@@ -287,9 +290,9 @@ impl ProxyHttp for McpProxy {
         if let Some(upstream_session) = minted {
             let edge_session = affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
             response.insert_header("mcp-session-id", edge_session.as_str())?;
-            remember_capabilities(session, ctx, &edge_session);
             ctx.minted_session = Some(edge_session);
         }
+        keep_session_book(session, ctx, response.status.as_u16(), ctx.minted_session.as_deref());
         Ok(())
     }
 
@@ -459,16 +462,29 @@ impl ProxyHttp for McpProxy {
     }
 }
 
-/// Remembers what a handshake-era `initialize` that got session `edge_session` declared (its
-/// body is in Pingora's retry buffer: bodies held whole are not, and their session's lists
-/// stay its own).
-fn remember_capabilities(session: &Session, ctx: &Ctx, edge_session: &str) {
-    if ctx.mcp_method() != Some(Method::Initialize) {
+/// Keeps the book of live sessions (see `live_sessions`) from an upstream's answer (`status`):
+/// a session minted for an `initialize` (with what its body declared: it is in Pingora's
+/// retry buffer, unless it was held whole), a session the upstream answered, one it refused
+/// or that was deleted. Also learns whether the route's upstream gives sessions at all.
+fn keep_session_book(session: &Session, ctx: &Ctx, status: u16, minted: Option<&str>) {
+    let initialize = ctx.mcp_method() == Some(Method::Initialize);
+    if initialize && status == 200 && !ctx.stateless {
+        if let Some(route) = ctx.route() {
+            route.sessions.initialized(minted.is_some());
+        }
+        if let Some(minted) = minted {
+            let body = session.as_ref().get_retry_buffer().unwrap_or_default();
+            LIVE_SESSIONS.minted(minted, mcp_edge_policies::cache::declared_capabilities(&body));
+        }
         return;
     }
-    let body = session.as_ref().get_retry_buffer().unwrap_or_default();
-    if let Some(capabilities) = mcp_edge_policies::cache::declared_capabilities(&body) {
-        crate::session_capabilities::SESSION_CAPABILITIES.remember(edge_session, capabilities);
+    let Some(edge_session) = ctx.edge_session.as_deref() else { return };
+    let deleted = session.req_header().method == http::Method::DELETE;
+    match status {
+        200..=299 if deleted => LIVE_SESSIONS.ended(edge_session),
+        200..=299 => LIVE_SESSIONS.answered(edge_session),
+        400 | 404 => LIVE_SESSIONS.ended(edge_session),
+        _ => {}
     }
 }
 

@@ -86,6 +86,7 @@ fn read_lookup(uri: &str) -> Lookup {
         stateless: true,
         protocol_version: Some("2026-07-28".into()),
         capabilities: None,
+        session_alive: false,
     };
     let config =
         mcp_edge_policies::Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n").unwrap();
