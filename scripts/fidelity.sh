@@ -19,7 +19,7 @@
 #
 # Environment: MCP_EDGE, FIDELITY_OUT (artifacts: every run's output, proxy logs, /stats;
 # default /tmp/mcp-edge-fidelity, emptied first), FIDELITY_PORT (first port tried, default
-# 47300), FIDELITY_CACHE, FIDELITY_PEERS_ROOT (a checkout where scripts/setup-peers.sh ran, for
+# 21300), FIDELITY_CACHE, FIDELITY_PEERS_ROOT (a checkout where scripts/setup-peers.sh ran, for
 # .venv and tests/peers/node/node_modules; default this one). Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ HERE=$ROOT/scripts/fidelity
 EDGE=${MCP_EDGE:-target/release/mcp-edge}
 OUT=${FIDELITY_OUT:-/tmp/mcp-edge-fidelity}
 CACHE=${FIDELITY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mcp-edge-fidelity}
-PORT=${FIDELITY_PORT:-47300}
+PORT=${FIDELITY_PORT:-21300}  # below the usual ephemeral range (32768-60999): no outgoing connection holds it
 INSTALLED=${FIDELITY_PEERS_ROOT:-$ROOT}   # where scripts/setup-peers.sh installed (.venv, node_modules)
 PY=$INSTALLED/.venv/bin/python
 PEERS_NODE=$INSTALLED/tests/peers/node
@@ -88,10 +88,14 @@ next_port() { # sets P to a free port
   P=$PORT
   PORT=$((PORT + 1))
 }
-wait_port() {
+wait_port() { # PORT [PID]: waits until PORT listens; fails at once if PID has exited
   local i
-  for i in $(seq 100); do listening "$1" && return 0; sleep 0.1; done
-  die "nothing listens on 127.0.0.1:$1 (see $OUT)"
+  for i in $(seq 100); do
+    listening "$1" && return 0
+    if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then return 1; fi
+    sleep 0.1
+  done
+  return 1
 }
 start() { # LOG CMD...: starts a process in the background, remembers it in PIDS and LAST
   local log=$1
@@ -150,7 +154,7 @@ run_client() { # KIND ARG URL DEST: one run of a peer's flows
 peer() { # ID TITLE KIND ARG UPSTREAM_URL CONFIGS...
   local id=$1 title=$2 kind=$3 arg=$4 url=$5
   shift 5
-  local dir=$OUT/$id cfg run node pid
+  local dir=$OUT/$id cfg run node pid attempt
   mkdir -p "$dir/direct"
   printf '{"title": "%s", "kind": "%s", "mode": "%s", "configs": [%s]}\n' "$title" "$kind" "$arg" \
     "$(printf '"%s",' "$@" | sed 's/,$//')" >"$dir/meta.json"
@@ -165,12 +169,16 @@ peer() { # ID TITLE KIND ARG UPSTREAM_URL CONFIGS...
       if [[ $cfg == *redis* ]]; then node=$run; fi
       if [ "$run" = 1 ] || [ "$node" = 2 ]; then
         [ -n "$pid" ] && { curl -s "http://127.0.0.1:$ADMIN/stats" >"$dir/$cfg/node$((node - 1)).stats.json" || true; stop "$pid"; }
-        next_port; LISTEN=$P
-        next_port; ADMIN=$P
-        edge_config "$dir/$cfg/node$node.toml" "$cfg" "$url" "$LISTEN" "$ADMIN" "$id"
-        start "$dir/$cfg/node$node.log" "$EDGE" run --config "$dir/$cfg/node$node.toml"
-        pid=$LAST
-        wait_port "$LISTEN"
+        for attempt in 1 2 3; do # a port taken between the check and the bind: take others
+          next_port; LISTEN=$P
+          next_port; ADMIN=$P
+          edge_config "$dir/$cfg/node$node.toml" "$cfg" "$url" "$LISTEN" "$ADMIN" "$id"
+          start "$dir/$cfg/node$node.log" "$EDGE" run --config "$dir/$cfg/node$node.toml"
+          pid=$LAST
+          wait_port "$LISTEN" "$pid" && break
+          stop "$pid"
+          [ "$attempt" = 3 ] && die "mcp-edge did not start: $dir/$cfg/node$node.log"
+        done
       fi
       run_client "$kind" "$arg" "http://127.0.0.1:$LISTEN/mcp" "$dir/$cfg/run$run"
     done
@@ -184,7 +192,7 @@ peer() { # ID TITLE KIND ARG UPSTREAM_URL CONFIGS...
 next_port; CS=$P
 start "$OUT/conformance-server.log" node "$HERE/conformance-server.cjs" "$CS" "$PEERS_NODE/node_modules"
 CS_PID=$LAST
-wait_port "$CS"
+wait_port "$CS" "$CS_PID" || die "the conformance server did not start: $OUT/conformance-server.log"
 peer conformance "MCP conformance suite 0.1.16 (server scenarios, --suite all)" conformance - \
   "http://127.0.0.1:$CS/mcp" edge edge+shared+redis
 peer conformance-ts "The same server, TypeScript SDK 1.32.2 client flows (handshake era, 2025-11-25)" ts - \
@@ -196,7 +204,7 @@ next_port; SE=$P
 start "$OUT/server-everything.log" env PORT="$SE" node -r "$PEERS_NODE/loopback.cjs" \
   "$PEERS_NODE/node_modules/@modelcontextprotocol/server-everything/dist/index.js" streamableHttp
 SE_PID=$LAST
-wait_port "$SE"
+wait_port "$SE" "$SE_PID" || die "server-everything did not start: $OUT/server-everything.log"
 peer everything "@modelcontextprotocol/server-everything 2026.8.31 (Python SDK client, handshake era)" everything legacy \
   "http://127.0.0.1:$SE/mcp" edge edge+redis
 stop "$SE_PID"
@@ -212,7 +220,7 @@ for variant in sse json stateless hints; do
   [ "$variant" = hints ] && flags=(--hints private) && modes=(auto)
   start "$OUT/python-$variant.log" "$PY" "$ROOT/tests/peers/python/peer_server.py" "$PS" "${flags[@]}"
   PS_PID=$LAST
-  wait_port "$PS"
+  wait_port "$PS" "$PS_PID" || die "peer_server.py did not start: $OUT/python-$variant.log"
   for mode in "${modes[@]}"; do
     era="handshake era"
     [ "$mode" = auto ] && era="2026-07-28 era (mode auto)"

@@ -140,12 +140,12 @@ def diffs_of(a, b, path="", out=None):
     if len(out) >= 3:
         return out
     if type(a) is not type(b):
-        out.append(f"{path or '/'}: {json.dumps(a)[:120]} ≠ {json.dumps(b)[:120]}")
+        out.append(f"{path or '/'}: {json.dumps(a)[:60]} ≠ {json.dumps(b)[:60]}")
     elif isinstance(a, dict):
         for k in sorted(set(a) | set(b)):
             if k not in a or k not in b:
-                out.append(f"{path}/{k}: {'missing' if k not in a else json.dumps(a[k])[:120]} ≠ "
-                           f"{'missing' if k not in b else json.dumps(b[k])[:120]}")
+                out.append(f"{path}/{k}: {'missing' if k not in a else json.dumps(a[k])[:60]} ≠ "
+                           f"{'missing' if k not in b else json.dumps(b[k])[:60]}")
             else:
                 diffs_of(a[k], b[k], f"{path}/{k}", out)
     elif isinstance(a, list):
@@ -155,7 +155,7 @@ def diffs_of(a, b, path="", out=None):
             for i, (x, y) in enumerate(zip(a, b)):
                 diffs_of(x, y, f"{path}/{i}", out)
     elif a != b:
-        out.append(f"{path or '/'}: {json.dumps(a)[:120]} ≠ {json.dumps(b)[:120]}")
+        out.append(f"{path or '/'}: {json.dumps(a)[:60]} ≠ {json.dumps(b)[:60]}")
     return out[:3]
 
 
@@ -208,12 +208,18 @@ def peer(pid):
             if failed[("direct", 1)] != failed[("direct", 2)]:
                 unstable.append(name)
                 notes.append("direct runs disagree")
+            where = []
             for cfg in configs:
                 for r in (1, 2):
                     k = (cfg, r)
                     if failed[k] not in (failed[("direct", 1)], failed[("direct", 2)]):
-                        diffs.append(f"{name}: {cfg} run {r}: {cells[k]} (direct: {cells[('direct', 1)]})")
+                        where.append(f"{cfg} run {r}: {cells[k]}")
                         cells[k] += " ≠"
+            if where:
+                diffs.append(f"{name}: direct {cells[('direct', 1)]}, proxied: {'; '.join(where)}")
+            for cfg in configs:
+                for r in (1, 2):
+                    k = (cfg, r)
                     changed = {c: s for c, s in statuses[k].items()
                                if s not in (statuses[("direct", 1)].get(c), statuses[("direct", 2)].get(c))}
                     for c, s in changed.items():
@@ -244,14 +250,16 @@ def peer(pid):
             if val[("direct", 1)] != val[("direct", 2)]:
                 unstable.append(name)
                 notes.append("direct runs differ: " + (first_diff(val[("direct", 1)], val[("direct", 2)]) or ""))
+            found = {}  # the difference -> where it was seen
             for cfg in configs:
                 for r in (1, 2):
                     k = (cfg, r)
                     if val[k] not in (val[("direct", 1)], val[("direct", 2)]):
-                        d = first_diff(val[("direct", 1)], val[k])
-                        diffs.append(f"{name}: {cfg} run {r}: {d}")
-                        notes.append(f"{cfg} run {r}: `{d}`")
+                        found.setdefault(first_diff(val[("direct", 1)], val[k]), []).append(f"{cfg} run {r}")
                         cells[k] += " ≠"
+            for d, where in found.items():
+                diffs.append(f"{name}: {', '.join(where)}: direct → proxied: {d}")
+                notes.append(f"{', '.join(where)}: `{d}`")
             if kind == "python" and name.startswith("call reads"):
                 seen = {k: (v.get(name) or {}).get("structured", {}).get("result") for k, v in runs.items()}
                 notes.append("reads reaching the upstream: " + ", ".join(
@@ -288,7 +296,7 @@ def main():
         report.append(f"### {meta['title']}")
         report.append("")
         report.append(f"Configurations: {', '.join(meta['configs'])}. "
-                      f"{len(rows)} rows, {len(diffs)} differences between direct and proxied.")
+                      f"{len(rows)} rows; {len(diffs)} differ between direct and proxied.")
         if meta["kind"] in MASKS:
             report.append(f"Masked before comparing: {MASKS[meta['kind']]}.")
         report.append("")
@@ -303,7 +311,7 @@ def main():
             report.append("Direct runs disagreeing with each other (not counted as differences): " + ", ".join(unstable))
             report.append("")
         all_diffs += [f"{pid}: {d}" for d in diffs]
-    report.append(f"**{len(all_diffs)} differences between direct and proxied runs.**")
+    report.append(f"**{len(all_diffs)} scenarios or flows differ between direct and proxied runs.**")
     report += [f"- {d}" for d in all_diffs]
     text = "\n".join(report) + "\n"
     open(os.path.join(OUT, "report.md"), "w").write(text)
