@@ -25,10 +25,14 @@ const MAX_NAMED_URI: usize = 2048;
 /// declared `readOnlyHint: true` by the upstream's `tools/list` (`declared_read_only`). A
 /// call whose tool cannot be named is a write: nothing says it is not.
 pub fn is_write(message: &Message, policy: &CachePolicy, declared_read_only: impl Fn(&str) -> bool) -> bool {
-    if policy.invalidate_on_write == WriteInvalidation::None
-        || message.kind != Kind::Request
-        || message.method.as_deref() != Some(Method::ToolsCall.as_str())
-    {
+    if policy.invalidate_on_write == WriteInvalidation::None {
+        return false;
+    }
+    // A batch (2025-03-26) is carried unread: it may hold any call.
+    if message.kind == Kind::Batch {
+        return true;
+    }
+    if message.kind != Kind::Request || message.method.as_deref() != Some(Method::ToolsCall.as_str()) {
         return false;
     }
     let Some(name) = message.params.name.as_deref() else { return true };
@@ -154,6 +158,8 @@ mod tests {
         assert!(!is_write(&call("listed"), &p, read_only));
         let nameless = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#).unwrap();
         assert!(is_write(&nameless, &p, read_only), "a call nothing vouches for");
+        let batch = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://1"}}]"#).unwrap();
+        assert!(is_write(&batch, &p, read_only), "a batch is carried unread: it may hold a call");
         let read = parse(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://1"}}"#).unwrap();
         assert!(!is_write(&read, &p, read_only));
         let notification = parse(br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#).unwrap();

@@ -79,6 +79,8 @@ pub struct Ctx {
     /// A write (a `tools/call` of a tool not known to be read-only) whose invalidation is
     /// still to be applied: once its answer tells what became of it (see `writes`).
     pub(super) write_pending: bool,
+    /// The upstream answered the write with a `2xx` head.
+    pub(super) write_accepted: bool,
 }
 
 impl Ctx {
@@ -116,6 +118,7 @@ impl Ctx {
             minted_session: None,
             body_invited: false,
             write_pending: false,
+            write_accepted: false,
         }
     }
 

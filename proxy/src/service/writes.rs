@@ -18,11 +18,14 @@ pub(super) fn is_write_on(route: &Route, message: &Message) -> bool {
 impl McpProxy {
     /// Applies a pending write's invalidation once its answer says what became of it; at the
     /// end of the answer (`finished`), whatever it said: an answer the proxy could not read
-    /// may still have changed anything. Only a write the upstream answered (an observed
-    /// answer) is applied: one it refused or never got changed nothing.
+    /// (a batch, one too large, one cut off) may still have changed anything. Only a write the
+    /// upstream accepted (`2xx`, see `Ctx::write_accepted`) is applied: one it refused or
+    /// never got changed nothing.
     pub(super) fn settle_write(&self, ctx: &mut Ctx, finished: bool) {
-        let Some(observer) = ctx.observer.as_ref().filter(|_| ctx.write_pending) else { return };
-        let outcome = match WriteOutcome::observed(observer) {
+        if !ctx.write_pending || !ctx.write_accepted {
+            return;
+        }
+        let outcome = match ctx.observer.as_ref().and_then(WriteOutcome::observed) {
             Some(outcome) => outcome,
             None if finished => WriteOutcome::Unknown,
             None => return,

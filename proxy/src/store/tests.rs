@@ -181,7 +181,7 @@ fn markers_past_their_bound_fold_into_one_that_kills_what_they_would_have() {
     store_fetched_at(&cache, &unnamed, fetched_at);
     // Markers of ever newer times, the first naming `named`.
     let start = now_ms() - 5_000;
-    let mut uri_marker = |n: u64, uri: String| {
+    let uri_marker = |n: u64, uri: String| {
         cache.markers.set(&[marker_key("r", &Target::Resource(uri))], start + n / 64);
     };
     uri_marker(0, "a://named-early".into());
