@@ -12,7 +12,7 @@ use mcp_edge_policies::cache::{Answer, Deflated};
 use mcp_edge_policies::config::CompressionConfig;
 use tokio::io::AsyncWriteExt;
 
-use crate::poll::now_or_never;
+use futures_util::FutureExt;
 
 /// gzip level 6: zlib's default, the usual size/CPU balance for text.
 const LEVEL: i32 = 6;
@@ -31,16 +31,16 @@ impl Gzip {
 
     /// Compresses one chunk; returns the bytes ready to send.
     pub fn chunk(&mut self, data: &[u8]) -> Bytes {
-        now_or_never(self.encoder.write_all(data)).expect("writing to memory never waits").expect("in-memory gzip");
+        self.encoder.write_all(data).now_or_never().expect("writing to memory never waits").expect("in-memory gzip");
         if self.flush_each {
-            now_or_never(self.encoder.flush()).expect("in-memory").expect("in-memory gzip");
+            self.encoder.flush().now_or_never().expect("in-memory").expect("in-memory gzip");
         }
         self.take()
     }
 
     /// Ends the stream (trailer included); returns the last bytes.
     pub fn finish(&mut self) -> Bytes {
-        now_or_never(self.encoder.shutdown()).expect("in-memory").expect("in-memory gzip");
+        self.encoder.shutdown().now_or_never().expect("in-memory").expect("in-memory gzip");
         self.take()
     }
 
@@ -65,9 +65,9 @@ impl Gzip {
 /// not final, so it can sit in the middle of a gzip stream (see [`gzip_answer`]).
 pub fn deflate_segment(data: &[u8]) -> (u32, Vec<u8>) {
     let mut encoder = DeflateEncoder::with_quality(Vec::new(), Level::Precise(LEVEL));
-    now_or_never(encoder.write_all(data)).expect("in-memory").expect("in-memory deflate");
+    encoder.write_all(data).now_or_never().expect("in-memory").expect("in-memory deflate");
     // A sync flush ends the segment byte-aligned, with no final block.
-    now_or_never(encoder.flush()).expect("in-memory").expect("in-memory deflate");
+    encoder.flush().now_or_never().expect("in-memory").expect("in-memory deflate");
     (crc32fast::hash(data), std::mem::take(encoder.get_mut()))
 }
 
@@ -273,12 +273,13 @@ mod tests {
     }
 
     fn gunzip(bytes: &[u8]) -> String {
-        now_or_never(async {
+        async {
             use tokio::io::AsyncReadExt;
             let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(bytes);
             let mut text = String::new();
             decoder.read_to_string(&mut text).await.map(|_| text)
-        })
+        }
+        .now_or_never()
         .expect("in memory")
         .expect("valid gzip")
     }

@@ -17,7 +17,6 @@ mod limits;
 mod linger;
 mod live_sessions;
 mod metrics;
-mod poll;
 mod pool;
 mod prefetch;
 mod readonly_tools;

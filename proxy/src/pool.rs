@@ -112,10 +112,10 @@ impl Pool {
 
     /// Static discovery never waits, so the first update completes at once.
     fn load_backends(&self) {
-        use crate::poll::now_or_never;
+        use futures_util::FutureExt;
         let done = match &self.selector {
-            Selector::RoundRobin(lb) => now_or_never(lb.update()),
-            Selector::Consistent(lb) => now_or_never(lb.update()),
+            Selector::RoundRobin(lb) => lb.update().now_or_never(),
+            Selector::Consistent(lb) => lb.update().now_or_never(),
         };
         debug_assert!(matches!(done, Some(Ok(()))), "static discovery completes synchronously");
     }
