@@ -130,3 +130,54 @@ async fn an_error_for_a_cursor_the_upstream_handed_out_discards_the_lists_pages(
     assert_eq!(metric(&proxy, r#"mcp_invalidations_total{cause="cursor",route="/mcp"}"#).await, 1.0);
     assert_eq!(x_cache(&list_page(&mcp, Some("p2")).await), "MISS");
 }
+
+/// A write the proxy sent but whose answer it never read (here the upstream is slower than
+/// `read_timeout`: the client gets a 504) may have been applied: it invalidates all the same,
+/// and again once `read_timeout` has passed, for a write still under way upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_write_whose_answer_never_came_still_invalidates_now_and_once_more_later() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let version = Arc::new(AtomicU64::new(1));
+    let seen = version.clone();
+    let port = raw_upstream_with(move |request| {
+        let (_, body) = request.split_once("\r\n\r\n").unwrap_or_default();
+        let message: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let result = if message["method"] == "tools/call" {
+            // Applied at once, applied again while still under way, answered too late.
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(800));
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            json!({"content": [{"type": "text", "text": "done"}]})
+        } else {
+            let text = format!("version {}", seen.load(Ordering::SeqCst));
+            json!({"contents": [{"uri": "a://doc", "text": text}]})
+        };
+        let answer = json!({"jsonrpc": "2.0", "id": message["id"], "result": result}).to_string();
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len())
+            .into_bytes()
+    })
+    .await;
+    let routes = format!(
+        "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:{port}/mcp\"]\nread_timeout = \"500ms\"\n[route.policy]\nshared = true\n"
+    );
+    let proxy = proxy(&routes).await;
+    let mcp = proxy.mcp();
+    let text = |reply: &Reply| reply.json()["result"]["contents"][0]["text"].as_str().unwrap_or_default().to_string();
+    assert_eq!(text(&read(&mcp, "a://doc", None).await), "version 1");
+    assert_eq!(x_cache(&read(&mcp, "a://doc", None).await), "HIT");
+
+    let write = mcp.stateless("tools/call", json!({"name": "set", "arguments": {}}), &[]).await;
+    assert_eq!(write.status, 504, "{write:?}");
+    let answered_at = std::time::Instant::now();
+    let after = read(&mcp, "a://doc", None).await;
+    assert_eq!(x_cache(&after), "MISS", "applied though never answered: {after:?}");
+    assert_ne!(text(&after), "version 1");
+    // The write goes on upstream; the proxy invalidates again once read_timeout has passed:
+    // whatever was read meanwhile is not served after it.
+    while version.load(Ordering::SeqCst) < 3 || answered_at.elapsed() < std::time::Duration::from_millis(800) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(text(&read(&mcp, "a://doc", None).await), "version 3");
+}

@@ -79,8 +79,10 @@ pub struct Ctx {
     /// A write (a `tools/call` of a tool not known to be read-only) whose invalidation is
     /// still to be applied: once its answer tells what became of it (see `writes`).
     pub(super) write_pending: bool,
-    /// The upstream answered the write with a `2xx` head.
-    pub(super) write_accepted: bool,
+    /// The write was sent upstream (it may have been applied, answered or not).
+    pub(super) write_sent: bool,
+    /// The upstream refused it (a head other than `2xx`): nothing was changed.
+    pub(super) write_refused: bool,
 }
 
 impl Ctx {
@@ -118,7 +120,8 @@ impl Ctx {
             minted_session: None,
             body_invited: false,
             write_pending: false,
-            write_accepted: false,
+            write_sent: false,
+            write_refused: false,
         }
     }
 

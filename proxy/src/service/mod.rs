@@ -248,6 +248,7 @@ impl ProxyHttp for McpProxy {
         request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        ctx.write_sent |= ctx.write_pending;
         upstream_request::rewrite(session, request, ctx)
     }
 
@@ -276,7 +277,7 @@ impl ProxyHttp for McpProxy {
         ctx.watch_initialize = ctx.prefetch.is_none()
             && ctx.mcp_method() == Some(Method::Initialize)
             && ctx.route().is_some_and(|r| r.config.prefetch.enabled);
-        ctx.write_accepted = response.status.is_success();
+        ctx.write_refused = !response.status.is_success();
         // A write's answer is read whatever its headers say: what became of it decides what
         // it invalidates.
         let read_anyway = ctx.watch_initialize || ctx.write_pending;

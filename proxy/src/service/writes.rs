@@ -17,12 +17,16 @@ pub(super) fn is_write_on(route: &Route, message: &Message) -> bool {
 
 impl McpProxy {
     /// Applies a pending write's invalidation once its answer says what became of it; at the
-    /// end of the answer (`finished`), whatever it said: an answer the proxy could not read
-    /// (a batch, one too large, one cut off) may still have changed anything. Only a write the
-    /// upstream accepted (`2xx`, see `Ctx::write_accepted`) is applied: one it refused or
-    /// never got changed nothing.
+    /// end of the request (`finished`), whatever it said: a write the proxy sent may have been
+    /// applied though its answer could not be read (a batch, one too large, one cut off, the
+    /// client gone, the upstream past `read_timeout`). Only a write the upstream refused (a
+    /// head other than `2xx`) or never got changed nothing.
+    ///
+    /// A write whose outcome is unknown may still be under way upstream: reads made before it
+    /// ends could store the old data again. Its invalidation is applied again once the route's
+    /// `read_timeout` (at most a minute) has passed.
     pub(super) fn settle_write(&self, ctx: &mut Ctx, finished: bool) {
-        if !ctx.write_pending || !ctx.write_accepted {
+        if !ctx.write_pending || !ctx.write_sent || ctx.write_refused {
             return;
         }
         let outcome = match ctx.observer.as_ref().and_then(WriteOutcome::observed) {
@@ -33,9 +37,21 @@ impl McpProxy {
         ctx.write_pending = false;
         let Some(route) = ctx.route() else { return };
         let targets = write_targets(route.config.policy.invalidate_on_write, outcome);
-        if !targets.is_empty() {
-            tracing::debug!(route = %route.config.name, ?targets, "invalidating after a write");
-            self.cache.invalidate(&route.config.name, &targets, "write");
+        if targets.is_empty() {
+            return;
+        }
+        tracing::debug!(route = %route.config.name, ?targets, "invalidating after a write");
+        self.cache.invalidate(&route.config.name, &targets, "write");
+        if outcome == WriteOutcome::Unknown {
+            let (cache, name) = (self.cache.clone(), route.config.name.clone());
+            let later = route.config.read_timeout.min(MAX_WRITE_UNDER_WAY);
+            tokio::spawn(async move {
+                tokio::time::sleep(later).await;
+                cache.invalidate(&name, &targets, "write");
+            });
         }
     }
 }
+
+/// The longest a write of unknown outcome is taken to be still under way upstream.
+const MAX_WRITE_UNDER_WAY: std::time::Duration = std::time::Duration::from_secs(60);

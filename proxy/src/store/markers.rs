@@ -14,10 +14,12 @@ use mcp_edge_policies::cache::{Key, entry, markers_watermark_key};
 use super::StoreKey;
 
 /// Markers kept in memory at most. Each names a target (a URI, a list kind, a route), and
-/// URIs come from the upstream's notifications and write results: past this, the older half
-/// is folded into one "everything until" marker, so memory stays bounded and no invalidation
-/// is forgotten (entries fetched before the folded markers die, needed or not).
-pub(super) const MAX_MARKERS: usize = 1 << 16;
+/// URIs come from the upstream's notifications and write results. A route's own URI markers
+/// are folded into its route marker well before this (see `EdgeCache::invalidate`); what is
+/// left to this bound is markers announced by other nodes: past it, the older half is folded
+/// into one "everything until" marker, so memory stays bounded and no invalidation is
+/// forgotten (entries fetched before the folded markers die, needed or not, on every route).
+pub(super) const MAX_MARKERS: usize = 1 << 18;
 
 pub(super) struct Markers {
     /// Marker key → wall-clock ms of the latest invalidation.
@@ -69,6 +71,12 @@ impl Markers {
                 "more than {MAX_MARKERS} invalidation markers: entries fetched before the older half's latest are dropped"
             );
         }
+    }
+
+    /// Forgets the markers of `keys`; the latest time among them (0: none held).
+    pub(super) fn take(&self, keys: &[Key]) -> u64 {
+        let mut markers = self.by_key.lock().expect("markers");
+        keys.iter().filter_map(|key| markers.remove(key)).max().unwrap_or(0)
     }
 
     /// Records that every entry fetched up to `at_ms` is dead.

@@ -39,6 +39,9 @@ use shared::{Held, SharedTier};
 pub use shared::{SharedStatus, check as check_shared};
 pub use stored::{Found, Fresh, Life, StoreKey, Stored};
 
+/// URI markers one route holds before its older half folds into its route marker.
+const MAX_NAMED_MARKERS_PER_ROUTE: usize = 1 << 14;
+
 /// What a memory-tier slot is sized for when counting how many entries the tier holds: a
 /// small resource, the common case.
 const TYPICAL_ENTRY_BYTES: usize = 1024;
@@ -64,6 +67,8 @@ pub struct EdgeCache {
     shared: Option<Arc<SharedTier>>,
     /// List cursors the upstreams handed out (see `cursors`).
     cursors: std::sync::Mutex<HandedCursors>,
+    /// The URI markers each route set, oldest first (see `count_named`).
+    named_by_route: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Key>>>,
     /// Runs foyer's background work (flushers, disk I/O) whatever runtime asks.
     runtime: CacheRuntime,
 }
@@ -133,6 +138,7 @@ impl EdgeCache {
             flights: Coalescer::default(),
             shared,
             cursors: Default::default(),
+            named_by_route: Default::default(),
             runtime: CacheRuntime(Some(runtime)),
         };
         cache.disk_markers_until_ms = cache.runtime.block_on(cache.read_disk_watermark());
@@ -393,8 +399,39 @@ impl EdgeCache {
         cache_operation("invalidate", "all", "ok").inc_by(targets.len() as u64);
         crate::metrics::invalidated(route, cause, targets.len());
         if let Some(shared) = &self.shared {
-            shared.invalidate(keys, now);
+            shared.invalidate(keys.clone(), now);
         }
+        let named = targets.iter().zip(&keys).filter(|(target, _)| matches!(target, Target::Resource(_)));
+        self.count_named(route, named.map(|(_, key)| *key));
+    }
+
+    /// Counts the URI markers `route` has set; past [`MAX_NAMED_MARKERS_PER_ROUTE`], its older
+    /// half is folded into the route's own marker (every entry of the route fetched before the
+    /// latest of them dies, needed or not). URIs come from notifications and write results,
+    /// which may echo what a client chose: a flood of them costs that route its entries,
+    /// never another route's, and never memory without bound.
+    fn count_named(&self, route: &str, keys: impl Iterator<Item = Key>) {
+        let mut named = self.named_by_route.lock().expect("named markers");
+        let held = named.entry(route.to_string()).or_default();
+        held.extend(keys);
+        if held.len() <= MAX_NAMED_MARKERS_PER_ROUTE {
+            return;
+        }
+        let folded: Vec<Key> = held.drain(..held.len() / 2).collect();
+        drop(named);
+        let until = self.markers.take(&folded);
+        if until == 0 {
+            return;
+        }
+        let route_marker = marker_key(route, &Target::Route);
+        self.markers.set(&[route_marker], until);
+        if let Some(shared) = &self.shared {
+            shared.invalidate(vec![route_marker], until);
+        }
+        tracing::warn!(
+            route,
+            "more than {MAX_NAMED_MARKERS_PER_ROUTE} resources invalidated by name: the older half folds into the route's marker"
+        );
     }
 
     /// The upstream handed out `cursor` in a page of `method` on `route`.

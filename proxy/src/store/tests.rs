@@ -78,6 +78,10 @@ fn disk_config(dir: &Path) -> CacheConfig {
 }
 
 fn read_lookup(uri: &str) -> Lookup {
+    read_lookup_on("r", uri)
+}
+
+fn read_lookup_on(route: &str, uri: &str) -> Lookup {
     let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#);
     let message = mcp_edge_policies::jsonrpc::parse(body.as_bytes()).unwrap();
     let caller = mcp_edge_policies::cache::Caller {
@@ -90,7 +94,7 @@ fn read_lookup(uri: &str) -> Lookup {
     };
     let config =
         mcp_edge_policies::Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n").unwrap();
-    mcp_edge_policies::cache::lookup_for("r", &message, &caller, &config.routes[0].policy, |_| false).unwrap()
+    mcp_edge_policies::cache::lookup_for(route, &message, &caller, &config.routes[0].policy, |_| false).unwrap()
 }
 
 fn store_fetched_at(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64) {
@@ -112,8 +116,12 @@ fn store_with_ttl_of(cache: &EdgeCache, lookup: &Lookup, fetched_at_ms: u64, own
 }
 
 fn is_fresh(cache: &EdgeCache, lookup: &Lookup) -> bool {
+    is_fresh_on(cache, "r", lookup)
+}
+
+fn is_fresh_on(cache: &EdgeCache, route: &str, lookup: &Lookup) -> bool {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    matches!(runtime.block_on(cache.lookup("r", lookup, Duration::ZERO, Duration::MAX)), Found::Fresh(_))
+    matches!(runtime.block_on(cache.lookup(route, lookup, Duration::ZERO, Duration::MAX)), Found::Fresh(_))
 }
 
 #[test]
@@ -194,6 +202,23 @@ fn markers_past_their_bound_fold_into_one_that_kills_what_they_would_have() {
     let later = read_lookup("a://later");
     store_fetched_at(&cache, &later, now_ms());
     assert!(is_fresh(&cache, &later));
+}
+
+/// A flood of URIs invalidated by name on one route (a tool echoing URIs a client chose)
+/// costs that route its entries, never another route's, and memory stays bounded.
+#[test]
+fn a_routes_flood_of_named_markers_folds_into_that_route_only() {
+    let cache = EdgeCache::open(&CacheConfig { disk_path: None, ..disk_config(Path::new("/")) }).unwrap();
+    let (flooded, other) = (read_lookup_on("r", "a://kept?"), read_lookup_on("other", "a://kept"));
+    store_fetched_at(&cache, &flooded, now_ms() - 1);
+    store_fetched_at(&cache, &other, now_ms() - 1);
+    for n in 0..=MAX_NAMED_MARKERS_PER_ROUTE {
+        cache.invalidate("r", &[Target::Resource(format!("a://flood/{n}"))], "test");
+    }
+    assert!(cache.markers.len() <= MAX_NAMED_MARKERS_PER_ROUTE / 2 + 2, "folded: {}", cache.markers.len());
+    assert!(!is_fresh_on(&cache, "r", &flooded), "the flooded route's entries die");
+    assert!(is_fresh_on(&cache, "other", &other), "another route keeps its entries");
+    assert!(cache.markers.in_memory(&marker_key("r", &Target::Route)).is_some());
 }
 
 #[test]
