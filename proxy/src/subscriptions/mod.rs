@@ -1,0 +1,581 @@
+//! The edge's own subscriptions: a change the upstream announces invalidates the public entries
+//! mcp-edge caches even when no client is listening (the decisions are
+//! `policies::subscriptions`; this is the I/O).
+//!
+//! - Storing a public entry tells its route's [`RouteWatch`] (one call in
+//!   `request_cache::store`): the URI (a `resources/read`) or the kind of list, in the era of the
+//!   request that fetched it.
+//! - The [`SubscriptionService`] keeps one worker per route, replica and era while that era of
+//!   the route watches anything, and follows reloads: workers of routes or replicas that went
+//!   away stop; a route whose settings changed gets new ones.
+//! - A worker (`handshake`, `listen`) holds the edge's own session or listen stream on its
+//!   replica, with no client's credential (so only public entries are watched), and applies the
+//!   notifications it hears with [`EdgeCache::invalidate`] (every tier, every node).
+
+mod handshake;
+mod link;
+mod listen;
+mod reader;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mcp_edge_policies::cache::Target;
+use mcp_edge_policies::subscriptions::{Era, Noted, Wanted, Watched};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::metrics::METRICS;
+use crate::runtime::{Live, Route, Runtime};
+use crate::store::{EdgeCache, now_ms};
+use link::Link;
+
+/// Wakes the service when a route starts watching something in an era (a worker may be due).
+static WAKE: LazyLock<Notify> = LazyLock::new(Notify::new);
+
+/// What one route caches publicly that its subscriptions keep fresh, and how they fare.
+pub struct RouteWatch {
+    route: String,
+    eras: [EraWatch; 2],
+    /// Each worker's state, by replica URL and era.
+    streams: Mutex<BTreeMap<(String, Era), StreamStatus>>,
+    /// URIs not watched since start: the route watched `max_subscriptions` already, or too long.
+    not_watched: AtomicU64,
+}
+
+struct EraWatch {
+    watched: Mutex<Watched>,
+    /// Bumped on every change of `watched`: the era's workers wake up to follow it.
+    changes: watch::Sender<u64>,
+}
+
+/// What can happen to a subscription (`mcp_subscription_events_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A change notification heard (and applied).
+    Notification,
+    /// A subscription established (first, or again after a failure).
+    Connected,
+    /// Established again after a failure: what it watched was invalidated (changes may have
+    /// been missed meanwhile).
+    Reconnected,
+    /// The connection failed or dropped.
+    Dropped,
+    /// The server answered with an error.
+    Refused,
+    /// The server's session was gone (404 or 400 on it): a new one is made.
+    SessionLost,
+    /// The server offers nothing the edge can use (no `subscribe`, no `listChanged`, no
+    /// `subscriptions/listen`): asked again only after 10 minutes.
+    Unsupported,
+    /// A stateless-era stream replaced by one naming more URIs.
+    Switched,
+    /// A URI not watched: the route already watches `max_subscriptions`.
+    OverLimit,
+    /// A URI not watched: longer than 1 KiB.
+    TooLong,
+}
+
+impl Event {
+    pub fn label(self) -> &'static str {
+        match self {
+            Event::Notification => "notification",
+            Event::Connected => "connected",
+            Event::Reconnected => "reconnected",
+            Event::Dropped => "dropped",
+            Event::Refused => "refused",
+            Event::SessionLost => "session_lost",
+            Event::Unsupported => "unsupported",
+            Event::Switched => "switched",
+            Event::OverLimit => "over_limit",
+            Event::TooLong => "too_long",
+        }
+    }
+}
+
+/// The state of one worker (route, replica, era).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Connecting,
+    Open,
+    BackingOff,
+    Unsupported,
+}
+
+impl State {
+    const ALL: [State; 4] = [State::Connecting, State::Open, State::BackingOff, State::Unsupported];
+
+    fn label(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Open => "open",
+            State::BackingOff => "backing_off",
+            State::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One worker's figures, in `/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub upstream: String,
+    pub era: &'static str,
+    pub state: State,
+    /// URIs the server has acknowledged subscriptions to.
+    pub subscribed: usize,
+    /// Change notifications heard.
+    pub notifications: u64,
+    /// Failures since the worker started.
+    pub failures: u64,
+    /// The last failure, in a few words (no URI, no credential: there is none).
+    pub last_error: Option<String>,
+}
+
+/// A route's subscriptions, in `/stats`.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionsNow {
+    pub max_subscriptions: usize,
+    /// URIs watched per era.
+    pub uris: BTreeMap<&'static str, usize>,
+    /// URIs not watched since start (the route watched `max_subscriptions`, or too long).
+    pub not_subscribed: u64,
+    pub streams: Vec<StreamStatus>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RouteWatch {
+    pub fn new(route: &str, max_subscriptions: usize) -> RouteWatch {
+        let era = || EraWatch { watched: Mutex::new(Watched::new(max_subscriptions)), changes: watch::channel(0).0 };
+        RouteWatch {
+            route: route.to_string(),
+            eras: [era(), era()],
+            streams: Mutex::new(BTreeMap::new()),
+            not_watched: AtomicU64::new(0),
+        }
+    }
+
+    /// A public entry was stored, fetched in the stateless era or not, invalidated by
+    /// `targets`, fresh until `expires_at_ms`. Short: a lock held for a map lookup, no
+    /// allocation unless something new is watched.
+    pub fn cached(&self, stateless: bool, targets: &[Target], expires_at_ms: u64) {
+        let era = &self.eras[Era::of(stateless).index()];
+        let (mut grew, mut refused) = (false, None);
+        {
+            let mut watched = lock(&era.watched);
+            for target in targets {
+                match target {
+                    Target::Resource(uri) => match watched.note_uri(uri, expires_at_ms) {
+                        Noted::Known => {}
+                        Noted::Added => grew = true,
+                        Noted::Full => refused = Some(Event::OverLimit),
+                        Noted::TooLong => refused = Some(Event::TooLong),
+                    },
+                    Target::List(kind) => grew |= watched.note_list(*kind, expires_at_ms, now_ms()),
+                    Target::Route => {}
+                }
+            }
+        }
+        if grew {
+            era.changes.send_modify(|n| *n += 1);
+            WAKE.notify_one();
+        }
+        if let Some(event) = refused {
+            self.not_watched.fetch_add(1, Ordering::Relaxed);
+            self.count(event);
+        }
+    }
+
+    /// A new `max_subscriptions` (a reload kept this route).
+    fn set_limit(&self, limit: usize) {
+        for era in &self.eras {
+            let mut watched = lock(&era.watched);
+            if watched.limit() != limit {
+                watched.set_limit(limit);
+                drop(watched);
+                era.changes.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    /// Forgets what expired; whether the era still watches anything.
+    fn prune(&self, era: Era, now_ms: u64) -> bool {
+        let era = &self.eras[era.index()];
+        let mut watched = lock(&era.watched);
+        let changed = watched.changed();
+        watched.prune(now_ms);
+        let wants = watched.wants_anything(now_ms);
+        if watched.changed() != changed {
+            drop(watched);
+            era.changes.send_modify(|n| *n += 1);
+        }
+        wants
+    }
+
+    /// What the era's subscriptions should ask for now.
+    fn wanted(&self, era: Era) -> Wanted {
+        lock(&self.eras[era.index()].watched).wanted(now_ms())
+    }
+
+    /// A receiver woken by every change of the era's watched set.
+    fn changes(&self, era: Era) -> watch::Receiver<u64> {
+        self.eras[era.index()].changes.subscribe()
+    }
+
+    fn count(&self, event: Event) {
+        METRICS.subscription_events.with_label_values(&[self.route.as_str(), event.label()]).inc();
+    }
+
+    /// Updates the status of the worker of `upstream` in `era`.
+    fn set_status(&self, upstream: &str, era: Era, update: impl FnOnce(&mut StreamStatus)) {
+        let mut streams = lock(&self.streams);
+        let status = streams.entry((upstream.to_string(), era)).or_insert_with(|| StreamStatus {
+            upstream: upstream.to_string(),
+            era: era.label(),
+            state: State::Connecting,
+            subscribed: 0,
+            notifications: 0,
+            failures: 0,
+            last_error: None,
+        });
+        update(status);
+    }
+
+    fn forget_status(&self, upstream: &str, era: Era) {
+        lock(&self.streams).remove(&(upstream.to_string(), era));
+    }
+
+    /// The route's subscriptions for `/stats`.
+    pub fn status(&self) -> SubscriptionsNow {
+        let uris = Era::ALL.iter().map(|era| (era.label(), lock(&self.eras[era.index()].watched).len())).collect();
+        SubscriptionsNow {
+            max_subscriptions: lock(&self.eras[0].watched).limit(),
+            uris,
+            not_subscribed: self.not_watched.load(Ordering::Relaxed),
+            streams: lock(&self.streams).values().cloned().collect(),
+        }
+    }
+
+    /// Sets the route's gauges from what it watches and how its workers fare.
+    fn export(&self) {
+        for era in Era::ALL {
+            let uris = lock(&self.eras[era.index()].watched).len();
+            METRICS.subscription_uris.with_label_values(&[self.route.as_str(), era.label()]).set(uris as i64);
+        }
+        let streams = lock(&self.streams);
+        for state in State::ALL {
+            let count = streams.values().filter(|s| s.state == state).count();
+            METRICS.subscription_streams.with_label_values(&[self.route.as_str(), state.label()]).set(count as i64);
+        }
+    }
+}
+
+/// Removes the series of a route that is gone.
+fn unexport(route: &str) {
+    for era in Era::ALL {
+        let _ = METRICS.subscription_uris.remove_label_values(&[route, era.label()]);
+    }
+    for state in State::ALL {
+        let _ = METRICS.subscription_streams.remove_label_values(&[route, state.label()]);
+    }
+}
+
+/// Keeps the watch of each route a reload keeps (by name, subscriptions on in both), so what it
+/// watches and its workers carry on; a route turned on anew starts empty.
+pub fn carry_over(old: &Runtime, new: &mut Runtime) {
+    for route in &mut new.routes {
+        let kept = old.routes.iter().find(|r| r.config.name == route.config.name).and_then(|r| r.watch.clone());
+        if let (Some(kept), Some(_)) = (kept, &route.watch) {
+            kept.set_limit(route.config.subscriptions.max_subscriptions);
+            route.watch = Some(kept);
+        }
+    }
+}
+
+/// The watch of a route built anew (`None` when its subscriptions are off).
+pub fn watch_for(config: &mcp_edge_policies::config::RouteConfig) -> Option<Arc<RouteWatch>> {
+    config
+        .subscriptions
+        .enabled
+        .then(|| Arc::new(RouteWatch::new(&config.name, config.subscriptions.max_subscriptions)))
+}
+
+/// Everything that makes a worker what it is: a change of any restarts it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WorkerKey {
+    route: String,
+    upstream: String,
+    era: Era,
+    /// The watch it serves (a route turned off and on again has a new one).
+    watch: usize,
+    addr: std::net::SocketAddr,
+    ca_file: Option<PathBuf>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+struct Worker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a worker needs.
+pub(super) struct Context {
+    pub watch: Arc<RouteWatch>,
+    pub era: Era,
+    pub link: Link,
+    pub cache: Arc<EdgeCache>,
+}
+
+impl Context {
+    fn set_status(&self, update: impl FnOnce(&mut StreamStatus)) {
+        self.watch.set_status(&self.link.url.url, self.era, update);
+    }
+
+    /// Records a state change.
+    fn state(&self, state: State) {
+        self.set_status(|s| s.state = state);
+    }
+
+    /// Records a failure of `kind` and what it was.
+    fn failed(&self, event: Event, reason: &str) {
+        self.watch.count(event);
+        tracing::debug!(route = %self.watch.route, upstream = %self.link.url.url, era = self.era.label(), reason, "subscription failed");
+        self.set_status(|s| {
+            s.failures += 1;
+            s.last_error = Some(reason.chars().take(200).collect());
+        });
+    }
+
+    /// Applies what a stream heard.
+    fn invalidate(&self, targets: &[Target]) {
+        if targets.is_empty() {
+            return;
+        }
+        tracing::debug!(route = %self.watch.route, ?targets, "invalidating on the edge's own subscription");
+        self.cache.invalidate(&self.watch.route, targets);
+        METRICS
+            .subscription_events
+            .with_label_values(&[self.watch.route.as_str(), Event::Notification.label()])
+            .inc_by(targets.len() as u64);
+        self.set_status(|s| s.notifications += targets.len() as u64);
+    }
+
+    /// Established (again): after a failure, changes may have been missed while nobody
+    /// listened, so what is watched is invalidated (entries fetched before now are dead).
+    fn connected(&self, again: bool, wanted: &Wanted, subscribed: usize) {
+        self.watch.count(Event::Connected);
+        self.set_status(|s| {
+            s.state = State::Open;
+            s.subscribed = subscribed;
+        });
+        if again {
+            self.watch.count(Event::Reconnected);
+            let targets = watched_targets(wanted);
+            if !targets.is_empty() {
+                self.cache.invalidate(&self.watch.route, &targets);
+            }
+        }
+    }
+}
+
+/// What invalidates every entry `wanted` covers.
+fn watched_targets(wanted: &Wanted) -> Vec<Target> {
+    use mcp_edge_policies::cache::ListKind;
+    let lists = [ListKind::Resources, ListKind::Tools, ListKind::Prompts]
+        .into_iter()
+        .filter(|kind| wanted.lists.contains(*kind))
+        .map(Target::List);
+    wanted.uris.iter().map(|uri| Target::Resource(uri.clone())).chain(lists).collect()
+}
+
+/// Waits until the worker is told to stop.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sleeps `ms`, or less if the worker is told to stop; whether it was.
+async fn sleep_or_stop(ms: u64, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => false,
+        _ = stopped(stop) => true,
+    }
+}
+
+/// Runs every route's subscription workers while mcp-edge serves.
+pub struct SubscriptionService {
+    pub live: Live,
+    pub cache: Arc<EdgeCache>,
+}
+
+#[async_trait]
+impl BackgroundService for SubscriptionService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut workers: HashMap<WorkerKey, Worker> = HashMap::new();
+        let mut exported: HashSet<String> = HashSet::new();
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
+        every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = every_second.tick() => {}
+                _ = WAKE.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            let runtime = self.live.load_full();
+            self.reconcile(&runtime, &mut workers);
+            export(&runtime, &mut exported);
+        }
+        // Stopping: each worker ends its session (a DELETE within a second), then the process
+        // goes on stopping.
+        let tasks: Vec<_> = workers
+            .into_values()
+            .map(|worker| {
+                let _ = worker.stop.send(true);
+                worker.task
+            })
+            .collect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), futures_util::future::join_all(tasks)).await;
+    }
+}
+
+impl SubscriptionService {
+    /// Starts the workers the live configuration and what its routes watch call for, and stops
+    /// the others.
+    fn reconcile(&self, runtime: &Runtime, workers: &mut HashMap<WorkerKey, Worker>) {
+        let now = now_ms();
+        let mut due = HashSet::new();
+        for route in &runtime.routes {
+            let Some(watch) = &route.watch else { continue };
+            for era in Era::ALL {
+                if !watch.prune(era, now) {
+                    continue;
+                }
+                for index in 0..route.pool.upstreams.len() {
+                    let key = worker_key(route, watch, era, index);
+                    let running = workers.get(&key).is_some_and(|w| !w.task.is_finished());
+                    if !running {
+                        let context = Context {
+                            watch: watch.clone(),
+                            era,
+                            link: Link::new(route, index),
+                            cache: self.cache.clone(),
+                        };
+                        workers.insert(key.clone(), spawn(context));
+                    }
+                    due.insert(key);
+                }
+            }
+        }
+        workers.retain(|key, worker| {
+            let keep = due.contains(key);
+            if !keep {
+                let _ = worker.stop.send(true);
+            }
+            keep
+        });
+    }
+}
+
+fn worker_key(route: &Route, watch: &Arc<RouteWatch>, era: Era, index: usize) -> WorkerKey {
+    let upstream = &route.pool.upstreams[index];
+    WorkerKey {
+        route: route.config.name.clone(),
+        upstream: upstream.url.url.clone(),
+        era,
+        watch: Arc::as_ptr(watch) as usize,
+        addr: upstream.addr,
+        ca_file: route.config.ca_file.clone(),
+        connect_timeout: route.config.connect_timeout,
+        read_timeout: route.config.read_timeout,
+    }
+}
+
+fn spawn(context: Context) -> Worker {
+    let (stop, stopping) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let (watch, upstream, era) = (context.watch.clone(), context.link.url.url.clone(), context.era);
+        match era {
+            Era::Handshake => handshake::run(context, stopping).await,
+            Era::Stateless => listen::run(context, stopping).await,
+        }
+        watch.forget_status(&upstream, era);
+    });
+    Worker { stop, task }
+}
+
+/// Exports every route's gauges; removes those of routes that are gone.
+fn export(runtime: &Runtime, exported: &mut HashSet<String>) {
+    let mut now = HashSet::new();
+    for route in &runtime.routes {
+        if let Some(watch) = &route.watch {
+            watch.export();
+            now.insert(route.config.name.clone());
+        }
+    }
+    for gone in exported.difference(&now) {
+        unexport(gone);
+    }
+    *exported = now;
+}
+
+/// How a subscription attempt ended.
+pub(super) enum Ended {
+    /// The server offers nothing the edge can use (with what it offers, when known).
+    Unsupported(String, Option<mcp_edge_policies::subscriptions::Support>),
+    /// It failed: tried again after the back-off.
+    Failed(Event, String),
+}
+
+/// Records how an attempt ended and waits before the next: the back-off after a failure; after
+/// "unsupported", 10 minutes, or less if what is watched becomes something the server's known
+/// capabilities serve. Whether the worker was told to stop meanwhile.
+async fn finish(
+    context: &Context,
+    ended: Ended,
+    backoff: &mut mcp_edge_policies::subscriptions::Backoff,
+    changes: &mut watch::Receiver<u64>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    match ended {
+        Ended::Failed(event, reason) => {
+            context.failed(event, &reason);
+            context.state(State::BackingOff);
+            sleep_or_stop(backoff.down(now_ms()), stop).await
+        }
+        Ended::Unsupported(reason, support) => {
+            context.failed(Event::Unsupported, &reason);
+            context.state(State::Unsupported);
+            let retry =
+                tokio::time::sleep(Duration::from_millis(mcp_edge_policies::subscriptions::UNSUPPORTED_RETRY_MS));
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    _ = &mut retry => return false,
+                    _ = stopped(stop) => return true,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            stopped(stop).await;
+                            return true;
+                        }
+                        if support.is_some_and(|s| s.serves(&context.watch.wanted(context.era))) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
