@@ -147,13 +147,17 @@ impl Subscribers {
         let sessions = self.sessions.lock().unwrap();
         let handshake: BTreeSet<&String> = sessions.values().flatten().collect();
         let listeners = self.listeners.lock().unwrap();
-        let listening: Vec<Vec<&String>> = listeners
+        let listening: Vec<Value> = listeners
             .iter()
             .filter(|l| !l.sender.is_closed())
             .map(|l| {
-                let mut uris: Vec<&String> = l.uris.iter().collect();
-                uris.sort();
-                uris
+                let uris: BTreeSet<&String> = l.uris.iter().collect();
+                let lists: Vec<&str> = ["resources", "tools", "prompts"]
+                    .into_iter()
+                    .zip(l.lists)
+                    .filter_map(|(k, on)| on.then_some(k))
+                    .collect();
+                json!({"uris": uris, "lists": lists})
             })
             .collect();
         json!({

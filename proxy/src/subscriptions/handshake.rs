@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::link::Failure;
 use super::reader::{self, AnswerHeaders, Control};
-use super::{Context, Ended, Event, State, finish, stopped};
+use super::{Context, Ended, Event, State, finish, stopped, unsupported_wait};
 use crate::store::now_ms;
 
 const INITIALIZE_ID: &str = "mcp-edge-initialize";
@@ -64,6 +64,9 @@ pub(super) async fn run(context: Context, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
     let mut established_before = false;
     let mut changes = context.watch.changes(context.era);
+    if unsupported_wait(&context, &mut changes, &mut stop).await {
+        return;
+    }
     loop {
         context.state(State::Connecting);
         let mut session = Session::default();

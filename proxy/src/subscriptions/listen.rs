@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::link::{Failure, Opened};
 use super::reader::{self, Control, Reader};
-use super::{Context, Ended, Event, State, finish, stopped};
+use super::{Context, Ended, Event, State, finish, stopped, unsupported_wait};
 use crate::store::now_ms;
 
 const DISCOVER_ID: &str = "mcp-edge-discover";
@@ -52,6 +52,9 @@ pub(super) async fn run(context: Context, mut stop: watch::Receiver<bool>) {
     let mut established_before = false;
     let mut changes = context.watch.changes(context.era);
     let mut streams_opened = 0;
+    if unsupported_wait(&context, &mut changes, &mut stop).await {
+        return;
+    }
     loop {
         context.state(State::Connecting);
         let ended = tokio::select! {
@@ -118,6 +121,11 @@ async fn serve(
                         }
                         // The old stream (if any) is dropped: its connection closes.
                         current = Some(stream);
+                        // URIs added while the new stream was being opened need another one.
+                        if context.watch.grown(context.era) > current.as_ref().map_or(0, |c| c.grown) {
+                            let wait = switch_wait_ms(now_ms(), current.as_ref().map_or(0, |c| c.opened_at_ms));
+                            switch_at = Some(Instant::now() + Duration::from_millis(wait));
+                        }
                     }
                     Control::Ended { stream, reply } if is_one_of(stream, &current, &pending) => {
                         return Err(ended_by(reply));
@@ -133,7 +141,7 @@ async fn serve(
                     return Err(Ended::Failed(Event::Dropped, "the route's watch is gone".into()));
                 }
                 let newest = current.as_ref().map_or(0, |c| c.opened_at_ms);
-                let grown = context.watch.wanted(context.era).grown;
+                let grown = context.watch.grown(context.era);
                 let behind = current.as_ref().is_some_and(|c| c.grown < grown);
                 if behind && pending.is_none() && switch_at.is_none() {
                     switch_at = Some(Instant::now() + Duration::from_millis(switch_wait_ms(now_ms(), newest)));
@@ -141,7 +149,7 @@ async fn serve(
             }
             _ = sleep_until(switch_at) => {
                 switch_at = None;
-                let grown = context.watch.wanted(context.era).grown;
+                let grown = context.watch.grown(context.era);
                 if pending.is_none() && current.as_ref().is_some_and(|c| c.grown < grown) {
                     pending = Some(open(context, &support, streams_opened, &control).await?);
                     ack_by = Instant::now() + ACK_WAIT;

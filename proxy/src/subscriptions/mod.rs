@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mcp_edge_policies::cache::Target;
-use mcp_edge_policies::subscriptions::{Era, Noted, Wanted, Watched};
+use mcp_edge_policies::subscriptions::{Backoff, Era, Noted, Support, UNSUPPORTED_RETRY_MS, Wanted, Watched};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Serialize;
@@ -47,6 +47,10 @@ pub struct RouteWatch {
     streams: Mutex<BTreeMap<(String, Era), StreamStatus>>,
     /// URIs not watched since start: the route watched `max_subscriptions` already, or too long.
     not_watched: AtomicU64,
+    /// Replicas found to offer nothing the edge can use, by URL and era: until when they are
+    /// left alone, and what they do offer (if known). Kept here, not in the worker, so that a
+    /// worker stopped (nothing watched) and started again does not ask again at once.
+    unsupported: Mutex<HashMap<(String, Era), (u64, Option<Support>)>>,
 }
 
 struct EraWatch {
@@ -161,6 +165,7 @@ impl RouteWatch {
             eras: [era(), era()],
             streams: Mutex::new(BTreeMap::new()),
             not_watched: AtomicU64::new(0),
+            unsupported: Mutex::new(HashMap::new()),
         }
     }
 
@@ -224,6 +229,11 @@ impl RouteWatch {
     /// What the era's subscriptions should ask for now.
     fn wanted(&self, era: Era) -> Wanted {
         lock(&self.eras[era.index()].watched).wanted(now_ms())
+    }
+
+    /// The era's growth count (see `Watched::grown`).
+    fn grown(&self, era: Era) -> u64 {
+        lock(&self.eras[era.index()].watched).grown()
     }
 
     /// A receiver woken by every change of the era's watched set.
@@ -374,6 +384,7 @@ impl Context {
     /// listened, so what is watched is invalidated (entries fetched before now are dead).
     fn connected(&self, again: bool, wanted: &Wanted, subscribed: usize) {
         self.watch.count(Event::Connected);
+        lock(&self.watch.unsupported).remove(&(self.link.url.url.clone(), self.era));
         self.set_status(|s| {
             s.state = State::Open;
             s.subscribed = subscribed;
@@ -459,6 +470,7 @@ impl SubscriptionService {
         let mut due = HashSet::new();
         for route in &runtime.routes {
             let Some(watch) = &route.watch else { continue };
+            lock(&watch.unsupported).retain(|_, (until, _)| *until > now);
             for era in Era::ALL {
                 if !watch.prune(era, now) {
                     continue;
@@ -534,18 +546,18 @@ fn export(runtime: &Runtime, exported: &mut HashSet<String>) {
 /// How a subscription attempt ended.
 pub(super) enum Ended {
     /// The server offers nothing the edge can use (with what it offers, when known).
-    Unsupported(String, Option<mcp_edge_policies::subscriptions::Support>),
+    Unsupported(String, Option<Support>),
     /// It failed: tried again after the back-off.
     Failed(Event, String),
 }
 
 /// Records how an attempt ended and waits before the next: the back-off after a failure; after
-/// "unsupported", 10 minutes, or less if what is watched becomes something the server's known
-/// capabilities serve. Whether the worker was told to stop meanwhile.
+/// "unsupported", 10 minutes (see [`unsupported_wait`]). Whether the worker was told to stop
+/// meanwhile.
 async fn finish(
     context: &Context,
     ended: Ended,
-    backoff: &mut mcp_edge_policies::subscriptions::Backoff,
+    backoff: &mut Backoff,
     changes: &mut watch::Receiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -557,23 +569,41 @@ async fn finish(
         }
         Ended::Unsupported(reason, support) => {
             context.failed(Event::Unsupported, &reason);
-            context.state(State::Unsupported);
-            let retry =
-                tokio::time::sleep(Duration::from_millis(mcp_edge_policies::subscriptions::UNSUPPORTED_RETRY_MS));
-            tokio::pin!(retry);
-            loop {
-                tokio::select! {
-                    _ = &mut retry => return false,
-                    _ = stopped(stop) => return true,
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            stopped(stop).await;
-                            return true;
-                        }
-                        if support.is_some_and(|s| s.serves(&context.watch.wanted(context.era))) {
-                            return false;
-                        }
-                    }
+            let until = now_ms() + UNSUPPORTED_RETRY_MS;
+            lock(&context.watch.unsupported).insert((context.link.url.url.clone(), context.era), (until, support));
+            unsupported_wait(context, changes, stop).await
+        }
+    }
+}
+
+/// Waits while the replica is known to offer nothing the edge can use (found by this worker or
+/// an earlier one): until its 10 minutes are over, or until what is watched becomes something
+/// its known capabilities serve. Whether the worker was told to stop meanwhile.
+async fn unsupported_wait(
+    context: &Context,
+    changes: &mut watch::Receiver<u64>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let key = (context.link.url.url.clone(), context.era);
+    let Some((until, support)) = lock(&context.watch.unsupported).get(&key).copied() else { return false };
+    let serves = |support: Option<Support>| support.is_some_and(|s| s.serves(&context.watch.wanted(context.era)));
+    if until <= now_ms() || serves(support) {
+        return false;
+    }
+    context.state(State::Unsupported);
+    let retry = tokio::time::sleep(Duration::from_millis(until.saturating_sub(now_ms())));
+    tokio::pin!(retry);
+    loop {
+        tokio::select! {
+            _ = &mut retry => return false,
+            _ = stopped(stop) => return true,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    stopped(stop).await;
+                    return true;
+                }
+                if serves(support) {
+                    return false;
                 }
             }
         }
