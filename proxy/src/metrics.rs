@@ -39,7 +39,7 @@ pub struct Metrics {
     /// Hits by route and the tier that answered them.
     pub cache_hits: IntCounterVec,
     /// Invalidation targets applied, by route and cause (`notification`, `write`, `cursor`,
-    /// `purge`).
+    /// `purge`; `subscription` and `resubscribed` from the edge's own subscriptions).
     pub invalidations: IntCounterVec,
     /// When the configuration was last loaded (at start or by a reload), in seconds since the
     /// epoch.

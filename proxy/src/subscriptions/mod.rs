@@ -186,7 +186,8 @@ impl RouteWatch {
                         Noted::TooLong => refused = Some(Event::TooLong),
                     },
                     Target::List(kind) => grew |= watched.note_list(*kind, expires_at_ms, now_ms()),
-                    Target::Route => {}
+                    // Whole routes and un-hinted entries are no subscription's business.
+                    Target::Route | Target::Unhinted => {}
                 }
             }
         }
@@ -372,7 +373,7 @@ impl Context {
             return;
         }
         tracing::debug!(route = %self.watch.route, ?targets, "invalidating on the edge's own subscription");
-        self.cache.invalidate(&self.watch.route, targets);
+        self.cache.invalidate(&self.watch.route, targets, "subscription");
         METRICS
             .subscription_events
             .with_label_values(&[self.watch.route.as_str(), Event::Notification.label()])
@@ -393,7 +394,7 @@ impl Context {
             self.watch.count(Event::Reconnected);
             let targets = watched_targets(wanted);
             if !targets.is_empty() {
-                self.cache.invalidate(&self.watch.route, &targets);
+                self.cache.invalidate(&self.watch.route, &targets, "resubscribed");
             }
         }
     }
