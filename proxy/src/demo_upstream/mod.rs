@@ -360,7 +360,8 @@ fn subscription_call(
         "server/discover" => subscribers.discovers.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
-    if !state.options.subscriptions {
+    let report = (method, params["name"].as_str()) == ("tools/call", Some("subscriptions"));
+    if !state.options.subscriptions && !report {
         return None;
     }
     let result = match (method, params["name"].as_str()) {

@@ -19,7 +19,7 @@ mod reader;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ pub struct RouteWatch {
     /// left alone, and what they do offer (if known). Kept here, not in the worker, so that a
     /// worker stopped (nothing watched) and started again does not ask again at once.
     unsupported: Mutex<HashMap<(String, Era), (u64, Option<Support>)>>,
+    /// Its route is gone (or has a new watch): it exports nothing more.
+    retired: AtomicBool,
 }
 
 struct EraWatch {
@@ -166,6 +168,7 @@ impl RouteWatch {
             streams: Mutex::new(BTreeMap::new()),
             not_watched: AtomicU64::new(0),
             unsupported: Mutex::new(HashMap::new()),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -175,7 +178,7 @@ impl RouteWatch {
     pub fn cached(&self, stateless: bool, targets: &[Target], expires_at_ms: u64) {
         let era = &self.eras[Era::of(stateless).index()];
         let (mut grew, mut refused) = (false, None);
-        {
+        let uris = {
             let mut watched = lock(&era.watched);
             for target in targets {
                 match target {
@@ -190,8 +193,10 @@ impl RouteWatch {
                     Target::Route | Target::Unhinted => {}
                 }
             }
-        }
+            watched.len()
+        };
         if grew {
+            self.export_uris(Era::of(stateless), uris);
             era.changes.send_modify(|n| *n += 1);
             WAKE.notify_one();
         }
@@ -258,7 +263,11 @@ impl RouteWatch {
             failures: 0,
             last_error: None,
         });
+        let state = status.state;
         update(status);
+        if status.state != state {
+            self.export_streams(&streams);
+        }
     }
 
     fn forget_status(&self, upstream: &str, era: Era) {
@@ -280,9 +289,23 @@ impl RouteWatch {
     fn export(&self) {
         for era in Era::ALL {
             let uris = lock(&self.eras[era.index()].watched).len();
+            self.export_uris(era, uris);
+        }
+        self.export_streams(&lock(&self.streams));
+    }
+
+    fn export_uris(&self, era: Era, uris: usize) {
+        if !self.retired.load(Ordering::Relaxed) {
             METRICS.subscription_uris.with_label_values(&[self.route.as_str(), era.label()]).set(uris as i64);
         }
-        let streams = lock(&self.streams);
+    }
+
+    /// The stream gauges, set as states change (not only once a second), so that they say what
+    /// is.
+    fn export_streams(&self, streams: &BTreeMap<(String, Era), StreamStatus>) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         for state in State::ALL {
             let count = streams.values().filter(|s| s.state == state).count();
             METRICS.subscription_streams.with_label_values(&[self.route.as_str(), state.label()]).set(count as i64);
@@ -384,19 +407,19 @@ impl Context {
     /// Established (again): after a failure, changes may have been missed while nobody
     /// listened, so what is watched is invalidated (entries fetched before now are dead).
     fn connected(&self, again: bool, wanted: &Wanted, subscribed: usize) {
-        self.watch.count(Event::Connected);
-        lock(&self.watch.unsupported).remove(&(self.link.url.url.clone(), self.era));
-        self.set_status(|s| {
-            s.state = State::Open;
-            s.subscribed = subscribed;
-        });
         if again {
-            self.watch.count(Event::Reconnected);
             let targets = watched_targets(wanted);
             if !targets.is_empty() {
                 self.cache.invalidate(&self.watch.route, &targets, "resubscribed");
             }
+            self.watch.count(Event::Reconnected);
         }
+        lock(&self.watch.unsupported).remove(&(self.link.url.url.clone(), self.era));
+        self.watch.count(Event::Connected);
+        self.set_status(|s| {
+            s.state = State::Open;
+            s.subscribed = subscribed;
+        });
     }
 }
 
@@ -410,12 +433,39 @@ fn watched_targets(wanted: &Wanted) -> Vec<Target> {
     wanted.uris.iter().map(|uri| Target::Resource(uri.clone())).chain(lists).collect()
 }
 
-/// Waits until the worker is told to stop.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+/// Told once when mcp-edge stops: every worker ends its subscription.
+static STOPPING: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
+/// Workers running.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells every worker to end its subscription (a handshake-era session is ended with a DELETE,
+/// so the upstream does not keep it until it idles out) and waits for them, at most `limit`.
+/// Called as mcp-edge starts to stop, while its runtimes still run.
+pub async fn end_all(limit: Duration) {
+    STOPPING.send_replace(true);
+    let ended = async {
+        while RUNNING.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, ended).await;
+}
+
+/// Waits until `stop` says true (or its sender is gone).
+async fn told(stop: &mut watch::Receiver<bool>) {
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Waits until the worker is told to stop, or mcp-edge stops.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let mut everyone = STOPPING.subscribe();
+    tokio::select! {
+        _ = told(stop) => {}
+        _ = told(&mut everyone) => {}
     }
 }
 
@@ -437,7 +487,7 @@ pub struct SubscriptionService {
 impl BackgroundService for SubscriptionService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut workers: HashMap<WorkerKey, Worker> = HashMap::new();
-        let mut exported: HashSet<String> = HashSet::new();
+        let mut exported: HashMap<String, Arc<RouteWatch>> = HashMap::new();
         let mut every_second = tokio::time::interval(Duration::from_secs(1));
         every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -518,6 +568,7 @@ fn worker_key(route: &Route, watch: &Arc<RouteWatch>, era: Era, index: usize) ->
 
 fn spawn(context: Context) -> Worker {
     let (stop, stopping) = watch::channel(false);
+    RUNNING.fetch_add(1, Ordering::AcqRel);
     let task = tokio::spawn(async move {
         let (watch, upstream, era) = (context.watch.clone(), context.link.url.url.clone(), context.era);
         match era {
@@ -525,25 +576,31 @@ fn spawn(context: Context) -> Worker {
             Era::Stateless => listen::run(context, stopping).await,
         }
         watch.forget_status(&upstream, era);
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
     });
     Worker { stop, task }
 }
 
-/// Exports every route's gauges; removes those of routes that are gone.
-fn export(runtime: &Runtime, exported: &mut HashSet<String>) {
-    let mut now = HashSet::new();
+/// Exports every route's gauges; retires the watches of routes that are gone (or whose watch
+/// was replaced) and removes their series.
+fn export(runtime: &Runtime, exported: &mut HashMap<String, Arc<RouteWatch>>) {
+    let mut now = HashMap::new();
     for route in &runtime.routes {
         if let Some(watch) = &route.watch {
-            watch.export();
-            now.insert(route.config.name.clone());
+            now.insert(route.config.name.clone(), watch.clone());
         }
     }
-    for gone in exported.difference(&now) {
-        unexport(gone);
+    for (name, watch) in exported.iter() {
+        if now.get(name).is_none_or(|new| !Arc::ptr_eq(new, watch)) {
+            watch.retired.store(true, Ordering::Relaxed);
+            if !now.contains_key(name) {
+                unexport(name);
+            }
+        }
     }
+    now.values().for_each(|watch| watch.export());
     *exported = now;
 }
-
 /// How a subscription attempt ended.
 pub(super) enum Ended {
     /// The server offers nothing the edge can use (with what it offers, when known).
