@@ -186,7 +186,7 @@ async fn subscriptions_are_bounded_per_route_and_era() {
     // Settled: still one stream, one session.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let report = subscribers(&upstream.url()).await;
-    assert_eq!(listeners(&report), [first_three.clone()], "one listen stream: {report}");
+    assert_eq!(listeners(&report), std::slice::from_ref(&first_three), "one listen stream: {report}");
     assert_eq!(report["sessions_subscribed"], 1, "{report}");
     assert!(report["listens"].as_u64().unwrap() <= 3, "streams are replaced at most once a second: {report}");
     let route = "route=\"/mcp\"";

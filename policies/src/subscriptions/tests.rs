@@ -32,8 +32,8 @@ fn watched_uris_follow_their_entries_lives() {
     watched.note_uri("demo://short", 1_000);
     watched.note_uri("demo://long", 5_000);
     watched.note_uri("demo://short", 500);
-    assert_eq!(watched.note_list(ListKind::Tools, 2_000, 0), true);
-    assert_eq!(watched.note_list(ListKind::Tools, 3_000, 0), false, "already listening for tools");
+    assert!(watched.note_list(ListKind::Tools, 2_000, 0));
+    assert!(!watched.note_list(ListKind::Tools, 3_000, 0), "already listening for tools");
     let changed = watched.changed();
     assert_eq!(watched.prune(999), 0, "a store never shortens a life");
     assert_eq!(watched.changed(), changed, "nothing pruned, nothing changed");
@@ -44,7 +44,7 @@ fn watched_uris_follow_their_entries_lives() {
     assert!(watched.lists(2_999).tools && !watched.lists(3_000).tools);
     watched.prune(6_000);
     assert!(!watched.wants_anything(6_000), "nothing cached: no subscription needed");
-    assert_eq!(watched.note_list(ListKind::Tools, 9_000, 6_000), true, "a list kind comes back as new");
+    assert!(watched.note_list(ListKind::Tools, 9_000, 6_000), "a list kind comes back as new");
 }
 
 #[test]

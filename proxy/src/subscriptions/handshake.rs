@@ -72,7 +72,10 @@ pub(super) async fn run(context: Context, mut stop: watch::Receiver<bool>) {
         let mut session = Session::default();
         let ended = tokio::select! {
             ended = serve(&context, &mut session, &mut changes, &mut backoff, &mut established_before) => {
-                Some(ended.err().expect("serve ends only with an error"))
+                Some(match ended {
+                    Ok(never) => match never {},
+                    Err(ended) => ended,
+                })
             }
             _ = stopped(&mut stop) => None,
         };

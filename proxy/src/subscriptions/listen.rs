@@ -59,7 +59,10 @@ pub(super) async fn run(context: Context, mut stop: watch::Receiver<bool>) {
         context.state(State::Connecting);
         let ended = tokio::select! {
             ended = serve(&context, &mut changes, &mut backoff, &mut established_before, &mut streams_opened) => {
-                ended.err().expect("serve ends only with an error")
+                match ended {
+                    Ok(never) => match never {},
+                    Err(ended) => ended,
+                }
             }
             _ = stopped(&mut stop) => return,
         };
@@ -107,7 +110,9 @@ async fn serve(
     loop {
         tokio::select! {
             heard = controls.recv() => {
-                let Some(heard) = heard else { unreachable!("the worker holds a sender") };
+                let Some(heard) = heard else {
+                    return Err(Ended::Failed(Event::Dropped, "the streams' readers are gone".into()));
+                };
                 match heard {
                     Control::Acknowledged { stream, uris } if pending.as_ref().is_some_and(|p| p.id == stream) => {
                         let stream = pending.take().expect("pending");

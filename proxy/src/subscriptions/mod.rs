@@ -50,10 +50,13 @@ pub struct RouteWatch {
     /// Replicas found to offer nothing the edge can use, by URL and era: until when they are
     /// left alone, and what they do offer (if known). Kept here, not in the worker, so that a
     /// worker stopped (nothing watched) and started again does not ask again at once.
-    unsupported: Mutex<HashMap<(String, Era), (u64, Option<Support>)>>,
+    unsupported: Mutex<Verdicts>,
     /// Its route is gone (or has a new watch): it exports nothing more.
     retired: AtomicBool,
 }
+
+/// Replicas left alone, by URL and era: until when, and what they offer (if known).
+type Verdicts = HashMap<(String, Era), (u64, Option<Support>)>;
 
 struct EraWatch {
     watched: Mutex<Watched>,
@@ -665,5 +668,66 @@ async fn unsupported_wait(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_edge_policies::cache::ListKind;
+
+    use super::*;
+
+    fn read_targets(uri: &str) -> Vec<Target> {
+        vec![Target::Route, Target::Resource(uri.into())]
+    }
+
+    #[test]
+    fn stored_public_entries_are_watched_per_era_up_to_the_limit() {
+        let watch = RouteWatch::new("watch-test", 2);
+        let later = now_ms() + 60_000;
+        let mut stateless_changes = watch.changes(Era::Stateless);
+        watch.cached(true, &read_targets("demo://a"), later);
+        assert!(stateless_changes.has_changed().unwrap(), "a new URI wakes the era's workers");
+        stateless_changes.borrow_and_update();
+        watch.cached(true, &read_targets("demo://a"), later + 1);
+        assert!(!stateless_changes.has_changed().unwrap(), "a URI already watched wakes nobody");
+        watch.cached(true, &read_targets("demo://b"), later);
+        watch.cached(true, &read_targets("demo://c"), later);
+        watch.cached(false, &[Target::Route, Target::List(ListKind::Tools), Target::Unhinted], later);
+        assert_eq!(watch.wanted(Era::Stateless).uris, ["demo://a", "demo://b"]);
+        let handshake = watch.wanted(Era::Handshake);
+        assert!(handshake.uris.is_empty() && handshake.lists.tools, "eras apart: {handshake:?}");
+        let status = watch.status();
+        assert_eq!((status.not_subscribed, status.uris["stateless"], status.uris["handshake"]), (1, 2, 0));
+    }
+
+    #[test]
+    fn a_reload_keeps_a_routes_watch_by_name_and_applies_its_new_limit() {
+        let build = |routes: &str| {
+            let config = mcp_edge_policies::Config::from_toml(routes).unwrap();
+            Runtime::build(config).unwrap()
+        };
+        let route = |name: &str, extra: &str| {
+            format!(
+                "[[route]]\nname = \"{name}\"\npath = \"/{name}\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n{extra}\n"
+            )
+        };
+        let old = build(&(route("kept", "") + &route("off", "")));
+        let kept = old.routes[0].watch.clone().unwrap();
+        kept.cached(true, &read_targets("demo://a"), now_ms() + 60_000);
+        kept.cached(true, &read_targets("demo://b"), now_ms() + 60_000);
+        let mut new = build(
+            &(route("kept", "[route.subscriptions]\nmax_subscriptions = 1")
+                + &route("off", "[route.subscriptions]\nenabled = false")
+                + &route("new", "")),
+        );
+        carry_over(&old, &mut new);
+        assert!(Arc::ptr_eq(new.routes[0].watch.as_ref().unwrap(), &kept), "what it watches carries over");
+        assert_eq!(kept.wanted(Era::Stateless).uris.len(), 1, "the new limit applies");
+        assert!(new.routes[1].watch.is_none(), "turned off");
+        assert!(
+            new.routes[2].watch.as_ref().unwrap().wanted(Era::Stateless).uris.is_empty(),
+            "a new route starts empty"
+        );
     }
 }
