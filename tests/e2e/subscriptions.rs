@@ -196,6 +196,10 @@ async fn subscriptions_are_bounded_per_route_and_era() {
     assert_eq!(metric(&proxy, &format!("mcp_subscription_events_total{{kind=\"over_limit\",{route}}}")).await, 10.0);
     let stats = stats_of(&proxy).await;
     assert_eq!((stats["max_subscriptions"].as_u64(), stats["not_subscribed"].as_u64()), (Some(3), Some(10)), "{stats}");
+    assert_eq!(upstream_reads(&upstream).await, 16, "subscribing reads nothing: only the clients' misses");
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    let stats_text = reqwest::get(proxy.admin_url("/stats")).await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("demo://") && !stats_text.contains("demo://"), "no URI in /metrics or /stats");
     // A URI not subscribed still lives by its TTL: served from the cache, as before.
     assert_eq!(x_cache(&read(&mcp, "demo://docs/8", None).await), "HIT");
     let long = format!("demo://versioned/{}", "x".repeat(1100));
@@ -344,4 +348,26 @@ async fn python_sdk_changes_reach_the_cache_through_the_edges_own_listen_stream(
         x_cache(&reply) == "MISS" && text(&reply) == "the second text"
     });
     assert!(metric(&proxy, &format!("mcp_subscription_events_total{{kind=\"notification\",{route}}}")).await >= 1.0);
+}
+
+/// Private entries are never watched, and the edge's requests carry no credential: a public
+/// entry fetched with one is subscribed to without it.
+#[tokio::test]
+async fn only_public_entries_are_subscribed_to_and_never_with_a_credential() {
+    let private = demo_upstream("private", &["--subscriptions", "--scope", "private"]).await;
+    let proxy_of_private = proxy(&route(&[&private], "")).await;
+    let mcp = proxy_of_private.mcp();
+    assert_eq!(x_cache(&read(&mcp, "demo://docs/1", Some("Bearer alice")).await), "MISS");
+    assert_eq!(x_cache(&read(&mcp, "demo://docs/1", Some("Bearer alice")).await), "HIT", "cached, privately");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = subscribers(&private.url()).await;
+    assert_eq!((report["discovers"].as_u64(), report["listens"].as_u64()), (Some(0), Some(0)), "{report}");
+
+    let public = demo_upstream("public", &["--subscriptions"]).await;
+    let proxy_of_public = proxy(&route(&[&public], "")).await;
+    let mcp = proxy_of_public.mcp();
+    read(&mcp, "demo://docs/1", Some("Bearer alice")).await;
+    eventually!(Duration::from_secs(5), "the edge listens", listeners(&subscribers(&public.url()).await).len() == 1);
+    let report = subscribers(&public.url()).await;
+    assert_eq!(report["credentialed"], 0, "no credential on the edge's own requests: {report}");
 }

@@ -360,6 +360,10 @@ fn subscription_call(
         "server/discover" => subscribers.discovers.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
+    let credential = call.seen_headers.lines().any(|l| l.starts_with("authorization: ") || l.starts_with("cookie: "));
+    if credential && matches!(method, "server/discover" | "subscriptions/listen" | "resources/subscribe") {
+        subscribers.credentialed.fetch_add(1, Ordering::Relaxed);
+    }
     let report = (method, params["name"].as_str()) == ("tools/call", Some("subscriptions"));
     if !state.options.subscriptions && !report {
         return None;

@@ -27,6 +27,9 @@ pub(super) struct Subscribers {
     pub(super) discovers: AtomicU64,
     listens: AtomicU64,
     subscribes: AtomicU64,
+    /// `server/discover`, `subscriptions/listen` and `resources/subscribe` requests that carried
+    /// an `Authorization` or a `Cookie`.
+    pub(super) credentialed: AtomicU64,
 }
 
 struct Listener {
@@ -168,6 +171,7 @@ impl Subscribers {
             "discovers": self.discovers.load(Ordering::Relaxed),
             "listens": self.listens.load(Ordering::Relaxed),
             "subscribes": self.subscribes.load(Ordering::Relaxed),
+            "credentialed": self.credentialed.load(Ordering::Relaxed),
         })
     }
 }
