@@ -166,8 +166,16 @@ impl Link {
     }
 
     /// POSTs `body` and reads its answer; the reply to request `id`, if given, from a JSON or
-    /// SSE answer. A connection whose answer was read whole goes back to the pool.
+    /// SSE answer. A connection whose answer was read whole goes back to the pool. The whole
+    /// exchange takes at most the route's `read_timeout` (a server that keeps an answer open
+    /// without replying does not hold the subscription up).
     pub async fn call(&self, body: &str, id: Option<&str>, headers: &[(&str, &str)]) -> Result<Answer, Failure> {
+        tokio::time::timeout(self.read_timeout, self.call_unbounded(body, id, headers))
+            .await
+            .unwrap_or_else(|_| Err(Failure::Unreachable(format!("no answer within {:?}", self.read_timeout))))
+    }
+
+    async fn call_unbounded(&self, body: &str, id: Option<&str>, headers: &[(&str, &str)]) -> Result<Answer, Failure> {
         let mut all_headers = vec![("Accept", "application/json, text/event-stream")];
         all_headers.extend_from_slice(headers);
         let mut session = self.send("POST", &all_headers, Some(body), false).await?;
@@ -188,7 +196,10 @@ impl Link {
     /// Opens a stream (a GET, or the POST of `subscriptions/listen`) and returns it once its
     /// answer's head is read.
     pub async fn open(&self, method: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Result<Opened, Failure> {
-        let session = self.send(method, headers, body, true).await?;
+        // The head must come within `read_timeout`; the body may then stay silent.
+        let session = tokio::time::timeout(self.read_timeout, self.send(method, headers, body, true))
+            .await
+            .unwrap_or_else(|_| Err(Failure::Unreachable(format!("no answer within {:?}", self.read_timeout))))?;
         let head = session.response_header().ok_or(Failure::Unreadable("no answer head"))?;
         let (status, sse) = (head.status.as_u16(), content_type_is(head, "text/event-stream"));
         Ok(Opened { session, status, sse })

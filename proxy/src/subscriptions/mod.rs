@@ -221,12 +221,14 @@ impl RouteWatch {
         }
     }
 
-    /// Forgets what expired; whether the era still watches anything.
-    fn prune(&self, era: Era, now_ms: u64) -> bool {
+    /// Whether the era watches anything, after forgetting what expired if `prune`.
+    fn wants(&self, era: Era, now_ms: u64, prune: bool) -> bool {
         let era = &self.eras[era.index()];
         let mut watched = lock(&era.watched);
         let changed = watched.changed();
-        watched.prune(now_ms);
+        if prune {
+            watched.prune(now_ms);
+        }
         let wants = watched.wants_anything(now_ms);
         if watched.changed() != changed {
             drop(watched);
@@ -494,13 +496,15 @@ impl BackgroundService for SubscriptionService {
         let mut every_second = tokio::time::interval(Duration::from_secs(1));
         every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            tokio::select! {
-                _ = every_second.tick() => {}
-                _ = WAKE.notified() => {}
+            // Expired URIs are forgotten once a second; a wake-up (something newly watched)
+            // only starts the workers now due.
+            let prune = tokio::select! {
+                _ = every_second.tick() => true,
+                _ = WAKE.notified() => false,
                 _ = shutdown.changed() => break,
-            }
+            };
             let runtime = self.live.load_full();
-            self.reconcile(&runtime, &mut workers);
+            self.reconcile(&runtime, &mut workers, prune);
             export(&runtime, &mut exported);
         }
         // Stopping: each worker ends its session (a DELETE within a second), then the process
@@ -519,14 +523,14 @@ impl BackgroundService for SubscriptionService {
 impl SubscriptionService {
     /// Starts the workers the live configuration and what its routes watch call for, and stops
     /// the others.
-    fn reconcile(&self, runtime: &Runtime, workers: &mut HashMap<WorkerKey, Worker>) {
+    fn reconcile(&self, runtime: &Runtime, workers: &mut HashMap<WorkerKey, Worker>, prune: bool) {
         let now = now_ms();
         let mut due = HashSet::new();
         for route in &runtime.routes {
             let Some(watch) = &route.watch else { continue };
             lock(&watch.unsupported).retain(|_, (until, _)| *until > now);
             for era in Era::ALL {
-                if !watch.prune(era, now) {
+                if !watch.wants(era, now, prune) {
                     continue;
                 }
                 for index in 0..route.pool.upstreams.len() {
