@@ -168,7 +168,7 @@ fn render_subscriptions(out: &mut String, subscriptions: &Value) {
     let open = streams.iter().filter(|s| s["state"] == "open").count();
     let _ = writeln!(
         out,
-        "  subscribed    {} URIs (at most {} per era), {open} of {} streams open, {} not subscribed",
+        "  watched       {} URIs (at most {} per era), {open} of {} subscriptions open, {} not watched",
         uris.values().filter_map(Value::as_u64).sum::<u64>(),
         subscriptions["max_subscriptions"],
         streams.len(),
@@ -249,7 +249,7 @@ mod tests {
             "miss p50/p99    21.5 ms / -",
             "prefetch      issued 4, used 3, wasted 0, dropped 0",
             "upstream http://a/mcp  DOWN  in flight 1, 2.0 req/s, errors 50.0%",
-            "subscribed    5 URIs (at most 1000 per era), 1 of 2 streams open, 4 not subscribed",
+            "watched       5 URIs (at most 1000 per era), 1 of 2 subscriptions open, 4 not watched",
         ] {
             assert!(text.contains(expected), "no {expected:?} in\n{text}");
         }
