@@ -10,7 +10,8 @@
 //! - [`balance`]: least-connections and consistent-hash key choice;
 //! - [`admission`]: which disk-tier hits earn a copy in the memory tier;
 //! - [`prefetch`]: what to fetch before a client asks (learned sequences, budgets);
-//! - [`shared_tier`]: the tier nodes share on Redis (names, lives, announcements, breaker).
+//! - [`shared_tier`]: the tier nodes share on Redis (names, lives, announcements, breaker);
+//! - [`subscriptions`]: the edge's own subscriptions to what it caches publicly.
 
 pub mod admission;
 pub mod affinity;
@@ -29,6 +30,7 @@ pub mod routing;
 pub mod schema;
 pub mod shared_tier;
 pub mod sse;
+pub mod subscriptions;
 pub mod units;
 pub mod upstream;
 

@@ -56,8 +56,10 @@ impl ShutdownSignalWatch for DrainingSignals {
         DRAINING.store(true, Ordering::Relaxed);
         let listen = |kind| unix::signal(kind).expect("signal handlers can be installed");
         let (mut terminate, mut interrupt) = (listen(SignalKind::terminate()), listen(SignalKind::interrupt()));
+        // The edge's own subscriptions end their sessions meanwhile (see `subscriptions`).
+        let drained = async { tokio::join!(drain(DRAIN_LIMIT), crate::subscriptions::end_all(Duration::from_secs(2))) };
         tokio::select! {
-            () = drain(DRAIN_LIMIT) => ShutdownSignal::GracefulTerminate,
+            _ = drained => ShutdownSignal::GracefulTerminate,
             // A second signal stops at once.
             _ = interrupt.recv() => ShutdownSignal::FastShutdown,
             _ = terminate.recv() => ShutdownSignal::GracefulTerminate,

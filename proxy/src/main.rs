@@ -28,6 +28,7 @@ mod session_signals;
 mod stats;
 mod status;
 mod store;
+mod subscriptions;
 mod supervisor;
 mod tls;
 
@@ -121,6 +122,9 @@ enum Command {
         /// upstream doing real work, for benchmarks).
         #[arg(long, value_parser = parse_latency, default_value = "0")]
         latency_ms: (u64, u64),
+        /// Declare and serve change subscriptions (`resources/subscribe`, `subscriptions/listen`).
+        #[arg(long)]
+        subscriptions: bool,
     },
 }
 
@@ -165,9 +169,19 @@ fn main() -> ExitCode {
             hint_handshake,
             echo_caller,
             latency_ms,
+            subscriptions,
         } => {
-            let options =
-                DemoOptions { name, json, ttl_ms, scope, fail_status, hint_handshake, echo_caller, latency_ms };
+            let options = DemoOptions {
+                name,
+                json,
+                ttl_ms,
+                scope,
+                fail_status,
+                hint_handshake,
+                echo_caller,
+                latency_ms,
+                subscriptions,
+            };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap_or_else(|e| {
@@ -369,6 +383,10 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     }
     server.add_service(proxy);
     server.add_service(background_service("prefetch", prefetching));
+    server.add_service(background_service(
+        "subscriptions",
+        subscriptions::SubscriptionService { live: live.clone(), cache: cache_for_shutdown.clone() },
+    ));
     server.add_service(background_service(
         "supervisor",
         supervisor::Supervisor { live, cache: cache_for_shutdown, certificates, config_path },

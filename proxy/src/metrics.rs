@@ -39,11 +39,16 @@ pub struct Metrics {
     /// Hits by route and the tier that answered them.
     pub cache_hits: IntCounterVec,
     /// Invalidation targets applied, by route and cause (`notification`, `write`, `cursor`,
-    /// `purge`).
+    /// `purge`; `subscription` and `resubscribed` from the edge's own subscriptions).
     pub invalidations: IntCounterVec,
     /// When the configuration was last loaded (at start or by a reload), in seconds since the
     /// epoch.
     pub config_last_reload: prometheus::Gauge,
+    /// The edge's own subscriptions (see `subscriptions`): URIs watched per route and era,
+    /// subscription streams per route and state, and what happened to them.
+    pub subscription_uris: IntGaugeVec,
+    pub subscription_streams: IntGaugeVec,
+    pub subscription_events: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -168,6 +173,24 @@ impl Metrics {
                 &["route", "tier"],
             ),
             config_last_reload,
+            subscription_uris: gauge(
+                &registry,
+                "mcp_subscription_uris",
+                "Resource URIs of public cache entries the edge subscribes to, per protocol era (bounded by max_subscriptions)",
+                &["route", "era"],
+            ),
+            subscription_streams: gauge(
+                &registry,
+                "mcp_subscription_streams",
+                "The edge's own subscriptions, one per route, replica and era, by state",
+                &["route", "state"],
+            ),
+            subscription_events: counter(
+                &registry,
+                "mcp_subscription_events_total",
+                "What happened to the edge's own subscriptions: notifications heard, connections, failures, URIs not subscribed",
+                &["route", "kind"],
+            ),
             registry,
         }
     }

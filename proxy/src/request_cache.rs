@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mcp_edge_policies::cache::{
-    Caller, Deflated, Entry, Key, Lookup, ResultFacts, Store, http_forbids_storing, http_vary_forbids_storing,
+    Caller, Deflated, Entry, Key, Lookup, ResultFacts, Scope, Store, http_forbids_storing, http_vary_forbids_storing,
     lookup_for, store_decision,
 };
 use mcp_edge_policies::config::CachePolicy;
@@ -19,6 +19,7 @@ use crate::coalesce::{Coalesce, Leader, wait_for_leader};
 use crate::readonly_tools::ReadonlyTools;
 use crate::session_signals::SERVER_REQUESTS;
 use crate::store::{EdgeCache, Found, Fresh, now_ms};
+use crate::subscriptions::RouteWatch;
 
 /// The cache's part in one cacheable request that goes upstream, from the miss to the stored
 /// answer. Its phases each call one method, once: [`answer_began`](Self::answer_began) when
@@ -104,6 +105,8 @@ pub struct StoreRules<'a> {
     pub max_entry: u64,
     /// Also keep a deflated form, so gzip hits cost no compression.
     pub precompress: bool,
+    /// The route's own subscriptions, told of every public entry stored.
+    pub watch: Option<&'a RouteWatch>,
 }
 
 pub enum Prepared {
@@ -198,7 +201,7 @@ pub struct StoredAs {
 
 /// Stores a captured result if its facts allow; where it was stored.
 fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, facts: &ResultFacts) -> Option<StoredAs> {
-    let StoreRules { policy, max_entry, precompress } = rules;
+    let StoreRules { policy, max_entry, precompress, watch } = rules;
     if ctx.session_was_asked() {
         return None;
     }
@@ -219,6 +222,9 @@ fn store(cache: &Arc<EdgeCache>, ctx: &RequestCache, rules: StoreRules<'_>, fact
         deflated: deflated.as_ref().map(|(crc32, bytes)| Deflated { crc32: *crc32, bytes }),
     };
     cache.store_answer(key, &entry, policy.stale_if_error);
+    if let (Some(watch), Scope::Public(_)) = (watch, &scope) {
+        watch.cached(ctx.caller.stateless, &ctx.lookup.targets, entry.expires_at_ms);
+    }
     let stored_as = StoredAs { key, expires_at_ms: entry.expires_at_ms };
     if precompress && !inline {
         let (cache, fetched_at_ms, expires_at_ms) = (cache.clone(), entry.fetched_at_ms, entry.expires_at_ms);

@@ -14,6 +14,7 @@ use crate::error::SetupError;
 use crate::limits::RouteLimits;
 use crate::pool::Pool;
 use crate::readonly_tools::ReadonlyTools;
+use crate::subscriptions::RouteWatch;
 
 pub struct Route {
     pub config: RouteConfig,
@@ -24,6 +25,8 @@ pub struct Route {
     /// Whether the route's upstream gives handshake-era sessions, as its `initialize` answers
     /// through this node have said (unknown until one has).
     pub sessions: UpstreamSessions,
+    /// What the edge's own subscriptions keep fresh (`None`: `[route.subscriptions]` is off).
+    pub watch: Option<Arc<RouteWatch>>,
 }
 
 /// What a route's upstream answers a handshake-era `initialize` with: a session or none.
@@ -63,7 +66,8 @@ impl Runtime {
                 let pool = Arc::new(Pool::build(route)?);
                 let limits = Arc::new(RouteLimits::new(route.limits));
                 let readonly = ReadonlyTools::default();
-                Ok(Route { config: route.clone(), pool, readonly, limits, sessions: UpstreamSessions::default() })
+                let (sessions, watch) = (UpstreamSessions::default(), crate::subscriptions::watch_for(route));
+                Ok(Route { config: route.clone(), pool, readonly, limits, sessions, watch })
             })
             .collect::<Result<Vec<_>, SetupError>>()?;
         let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;

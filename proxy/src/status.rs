@@ -146,6 +146,7 @@ fn render_route(out: &mut String, route: &Value) {
             count("dropped")
         );
     }
+    render_subscriptions(out, &route["subscriptions"]);
     for upstream in route["upstreams"].as_array().into_iter().flatten() {
         let url = text(&upstream["url"]);
         let window = &now["upstreams"][url.as_str()];
@@ -158,6 +159,21 @@ fn render_route(out: &mut String, route: &Value) {
             percent(&window["error_ratio"]),
         );
     }
+}
+
+/// The route's own subscriptions (nothing when they are off).
+fn render_subscriptions(out: &mut String, subscriptions: &Value) {
+    let Some(uris) = subscriptions["uris"].as_object() else { return };
+    let streams = subscriptions["streams"].as_array().map_or(&[][..], Vec::as_slice);
+    let open = streams.iter().filter(|s| s["state"] == "open").count();
+    let _ = writeln!(
+        out,
+        "  watched       {} URIs (at most {} per era), {open} of {} subscriptions open, {} not watched",
+        uris.values().filter_map(Value::as_u64).sum::<u64>(),
+        subscriptions["max_subscriptions"],
+        streams.len(),
+        subscriptions["not_subscribed"],
+    );
 }
 
 fn text(value: &Value) -> String {
@@ -215,7 +231,9 @@ mod tests {
                 "now": {"requests_per_s": 24.0, "hit_ratio": 0.9, "hits_by_tier": {"memory": 0.75, "shared": 0.25},
                         "failed_per_s": 0.2, "hit_p50_ms": 0.04, "hit_p99_ms": 0.3, "miss_p50_ms": 21.5, "miss_p99_ms": null,
                         "upstreams": {"http://a/mcp": {"requests_per_s": 2.0, "error_ratio": 0.5}}},
-                "upstreams": [{"url": "http://a/mcp", "healthy": false, "in_flight": 1}]
+                "upstreams": [{"url": "http://a/mcp", "healthy": false, "in_flight": 1}],
+                "subscriptions": {"max_subscriptions": 1000, "uris": {"handshake": 2, "stateless": 3}, "not_subscribed": 4,
+                                  "streams": [{"state": "open"}, {"state": "unsupported"}]}
             }],
             "history": []
         });
@@ -231,6 +249,7 @@ mod tests {
             "miss p50/p99    21.5 ms / -",
             "prefetch      issued 4, used 3, wasted 0, dropped 0",
             "upstream http://a/mcp  DOWN  in flight 1, 2.0 req/s, errors 50.0%",
+            "watched       5 URIs (at most 1000 per era), 1 of 2 subscriptions open, 4 not watched",
         ] {
             assert!(text.contains(expected), "no {expected:?} in\n{text}");
         }

@@ -60,11 +60,12 @@ impl Supervisor {
             .await
             .unwrap_or_else(|e| Err(SetupError::Invalid { problems: vec![format!("the reload failed: {e}")] }));
         match outcome {
-            Ok((runtime, certificate)) => {
+            Ok((mut runtime, certificate)) => {
                 if let (Some(certificate), Some(certificates)) = (certificate, &self.certificates) {
                     certificates.replace(certificate);
                 }
                 warn_about_restart_only_changes(&self.live.load().config, &runtime.config);
+                crate::subscriptions::carry_over(&self.live.load(), &mut runtime);
                 let runtime = Arc::new(runtime);
                 spawn_health_checks(&runtime);
                 self.live.store(runtime);

@@ -19,5 +19,6 @@ mod prefetch_trust;
 mod raw;
 mod safety;
 mod shared_tier;
+mod subscriptions;
 mod tenants;
 pub mod tls;

@@ -14,6 +14,10 @@ use crate::prefetch::sequence::MAX_WITNESSES;
 use crate::problem::{Problem, SourceMap, unplaced};
 use crate::upstream::UpstreamUrl;
 
+/// The most URIs one route may subscribe to per era: a subscription set is held in memory and
+/// sent whole (a stateless-era stream names every URI), so it must stay small beside the cache.
+const MAX_SUBSCRIPTIONS_LIMIT: usize = 100_000;
+
 /// A Redis URL mcp-edge accepts: `redis://` or `rediss://`, a host, and no password (it
 /// belongs in `password_file`, never in the configuration).
 fn check_redis_url(url: &str) -> Result<(), String> {
@@ -316,6 +320,7 @@ impl Checker<'_> {
                 max_concurrent: self.count(&route.limits.max_concurrent, 0, "limits.max_concurrent"),
                 rate_per_client: self.count(&route.limits.rate_per_client, 0, "limits.rate_per_client"),
             },
+            subscriptions: self.subscriptions(&route.subscriptions),
             name,
             path,
             upstreams,
@@ -429,6 +434,23 @@ impl Checker<'_> {
             refresh_ahead,
             warm,
         }
+    }
+
+    fn subscriptions(&mut self, raw: &RawSubscriptions) -> SubscriptionsConfig {
+        let defaults = SubscriptionsConfig::default();
+        let mut max_subscriptions =
+            self.positive(&raw.max_subscriptions, defaults.max_subscriptions, "subscriptions.max_subscriptions");
+        if max_subscriptions > MAX_SUBSCRIPTIONS_LIMIT {
+            let span = raw.max_subscriptions.as_ref().map_or(0..0, |n| n.span());
+            self.report(
+                span,
+                format!(
+                    "subscriptions.max_subscriptions must be at most {MAX_SUBSCRIPTIONS_LIMIT} (each URI is a subscription the upstream keeps)"
+                ),
+            );
+            max_subscriptions = defaults.max_subscriptions;
+        }
+        SubscriptionsConfig { enabled: raw.enabled.unwrap_or(defaults.enabled), max_subscriptions }
     }
 
     fn health(&mut self, raw: &RawHealth) -> HealthConfig {

@@ -164,6 +164,22 @@ pub struct RouteConfig {
     pub prefetch: PrefetchConfig,
     pub health: HealthConfig,
     pub limits: LimitsConfig,
+    pub subscriptions: SubscriptionsConfig,
+}
+
+/// `[route.subscriptions]`: the edge's own subscriptions to the public entries it caches (see
+/// [`crate::subscriptions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionsConfig {
+    pub enabled: bool,
+    /// Resource URIs the route subscribes to, per protocol era; more are not subscribed.
+    pub max_subscriptions: usize,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        SubscriptionsConfig { enabled: true, max_subscriptions: crate::subscriptions::DEFAULT_MAX_SUBSCRIPTIONS }
+    }
 }
 
 /// A route's admission limits; 0 means no limit. Refusals are `429` with `Retry-After`.

@@ -90,6 +90,14 @@ pub(super) struct RawRoute {
     pub(super) prefetch: RawPrefetch,
     pub(super) health: RawHealth,
     pub(super) limits: RawLimits,
+    pub(super) subscriptions: RawSubscriptions,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawSubscriptions {
+    pub(super) enabled: Option<bool>,
+    pub(super) max_subscriptions: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

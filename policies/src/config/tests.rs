@@ -261,3 +261,24 @@ fn the_admin_listener_serves_its_own_names() {
         found[0]
     );
 }
+
+#[test]
+fn subscription_keys_are_checked() {
+    let defaults = Config::from_toml(MINIMAL).unwrap().routes[0].subscriptions;
+    assert_eq!(defaults, SubscriptionsConfig { enabled: true, max_subscriptions: 1000 }, "on by default");
+    let config =
+        Config::from_toml(&format!("{MINIMAL}[route.subscriptions]\nenabled = false\nmax_subscriptions = 20\n"))
+            .unwrap();
+    assert_eq!(config.routes[0].subscriptions, SubscriptionsConfig { enabled: false, max_subscriptions: 20 });
+    for (bad, says) in [
+        ("max_subscriptions = 0", "line 5, column 21: subscriptions.max_subscriptions must be a positive whole number"),
+        ("max_subscriptions = -3", "subscriptions.max_subscriptions must be a positive whole number"),
+        ("max_subscriptions = 100001", "subscriptions.max_subscriptions must be at most 100000"),
+        ("max_uris = 5", "unknown key \"max_uris\" in [route.subscriptions]"),
+    ] {
+        let problems = Config::from_toml(&format!("{MINIMAL}[route.subscriptions]\n{bad}\n")).unwrap_err();
+        assert!(problems.iter().any(|p| p.to_string().contains(says)), "{bad}: {problems:?}");
+    }
+    let problems = Config::from_toml(&format!("{MINIMAL}[route.subscriptions]\nenabled = \"yes\"\n")).unwrap_err();
+    assert!(problems.iter().any(|p| p.to_string().contains("line 5")), "a wrong type has its line: {problems:?}");
+}

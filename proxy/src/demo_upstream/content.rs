@@ -28,13 +28,19 @@ pub(super) fn stamp_cache_hints(ttl_ms: u64, scope: &str, method: &str, result: 
     }
 }
 
+/// What the server declares: change notifications only when it serves them.
+fn capabilities(state: &State) -> Value {
+    let on = state.options.subscriptions;
+    json!({"resources": {"subscribe": on, "listChanged": on}, "tools": {"listChanged": on}, "prompts": {"listChanged": on}})
+}
+
 pub(super) fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, String)> {
     let (method, params) = (call.method, call.params);
     let name = &state.options.name;
     match method {
         "initialize" => Ok(json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
-            "capabilities": {"resources": {"subscribe": false, "listChanged": true}, "tools": {"listChanged": true}, "prompts": {}},
+            "capabilities": capabilities(state),
             "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
         })),
         "ping" => Ok(json!({})),
@@ -42,7 +48,7 @@ pub(super) fn dispatch(state: &State, call: Call<'_>) -> Result<Value, (i64, Str
         // which client capabilities it was asked with (answers depend on them).
         "server/discover" => Ok(json!({
             "supportedVersions": ["2026-07-28"],
-            "capabilities": {"resources": {"subscribe": false, "listChanged": true}, "tools": {"listChanged": true}, "prompts": {}},
+            "capabilities": capabilities(state),
             "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
             "instructions": format!("asked with {}", params["_meta"]["io.modelcontextprotocol/clientCapabilities"]),
         })),

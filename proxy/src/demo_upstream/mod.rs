@@ -23,6 +23,12 @@
 //! `retire_cursors` (`resources/list` refuses `p2`, `p3` from then on and pages with `q2`, `q3`),
 //! `ask_client` (handshake era: asks the client `elicitation/create` on the session's GET
 //! stream, then answers). `resources/list` pages through `cursor` `p2`, `p3` (`nextCursor`).
+//!
+//! With `subscriptions` (`--subscriptions`) it declares `resources.subscribe` and `listChanged`
+//! and serves `resources/subscribe` (notifications on the session's GET stream) and
+//! `subscriptions/listen` (see `subscriptions`); `touch` then tells the subscribers of its `uri`,
+//! `list_changed {kind}` tells of a list change, and `subscriptions` reports who subscribed to
+//! what. Without it, it declares neither and answers those methods "method not found".
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -48,6 +54,7 @@ use tokio::sync::mpsc;
 
 mod content;
 mod responses;
+mod subscriptions;
 
 use content::*;
 use responses::*;
@@ -72,6 +79,8 @@ pub struct DemoOptions {
     pub echo_caller: bool,
     /// Each POST waits a uniform draw from this range (ms) before it is answered.
     pub latency_ms: (u64, u64),
+    /// Declare and serve change subscriptions (`resources/subscribe`, `subscriptions/listen`).
+    pub subscriptions: bool,
 }
 
 impl Default for DemoOptions {
@@ -85,6 +94,7 @@ impl Default for DemoOptions {
             hint_handshake: false,
             echo_caller: false,
             latency_ms: (0, 0),
+            subscriptions: false,
         }
     }
 }
@@ -101,6 +111,8 @@ struct State {
     version: AtomicU64,
     /// The `retire_cursors` tool was called: `resources/list` cursors change.
     cursors_retired: std::sync::atomic::AtomicBool,
+    /// Who subscribed to changes (with `subscriptions`).
+    subscribers: subscriptions::Subscribers,
 }
 
 impl State {
@@ -126,6 +138,7 @@ pub async fn serve(listener: TcpListener, options: DemoOptions) {
         counter: AtomicU64::new(0),
         version: AtomicU64::new(1),
         cursors_retired: Default::default(),
+        subscribers: subscriptions::Subscribers::default(),
     });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -273,6 +286,9 @@ async fn answer(
     if method == "tools/call" && params["name"] == "touch" {
         return touch(&state, params["arguments"]["uri"].as_str().unwrap_or_default(), id, session);
     }
+    if let Some(answered) = subscription_call(&state, call, &id, session.as_deref(), stateless) {
+        return answered;
+    }
     if method == "resources/read" && params["uri"] == "demo://slow" {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -328,10 +344,55 @@ async fn answer(
     response
 }
 
+/// The methods and tools of change subscriptions (`None`: not one of them, or subscriptions are
+/// off: the ordinary dispatch answers "method not found" or "unknown tool").
+fn subscription_call(
+    state: &Arc<State>,
+    call: Call<'_>,
+    id: &str,
+    session: Option<&str>,
+    stateless: bool,
+) -> Option<Response<DemoBody>> {
+    let (method, params) = (call.method, call.params);
+    let subscribers = &state.subscribers;
+    match method {
+        "initialize" => subscribers.initializes.fetch_add(1, Ordering::Relaxed),
+        "server/discover" => subscribers.discovers.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    let credential = call.seen_headers.lines().any(|l| l.starts_with("authorization: ") || l.starts_with("cookie: "));
+    if credential && matches!(method, "server/discover" | "subscriptions/listen" | "resources/subscribe") {
+        subscribers.credentialed.fetch_add(1, Ordering::Relaxed);
+    }
+    let report = (method, params["name"].as_str()) == ("tools/call", Some("subscriptions"));
+    if !state.options.subscriptions && !report {
+        return None;
+    }
+    let result = match (method, params["name"].as_str()) {
+        ("subscriptions/listen", _) if stateless => return Some(subscriptions::Subscribers::listen(state, id, params)),
+        ("resources/subscribe" | "resources/unsubscribe", _) if !stateless => {
+            let uri = params["uri"].as_str().unwrap_or_default();
+            subscribers.subscribe(session.unwrap_or_default(), uri, method == "resources/subscribe");
+            json!({})
+        }
+        ("tools/call", Some("list_changed")) => {
+            subscribers.list_changed(&state.streams, params["arguments"]["kind"].as_str().unwrap_or_default());
+            json!({"content": [{"type": "text", "text": "announced"}]})
+        }
+        ("tools/call", Some("subscriptions")) => {
+            json!({"content": [{"type": "text", "text": subscribers.report().to_string()}]})
+        }
+        _ => return None,
+    };
+    let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
+    Some(json_response(StatusCode::OK, text, session))
+}
+
 /// Bumps the version of `demo://versioned/*` and answers with SSE: a
 /// `notifications/resources/updated` event for `uri`, then the result.
 fn touch(state: &State, uri: &str, id: String, session: Option<String>) -> Response<DemoBody> {
     let version = state.version.fetch_add(1, Ordering::Relaxed) + 1;
+    state.subscribers.updated(&state.streams, uri);
     let note = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}});
     let result = json!({"content": [{"type": "text", "text": format!("version {version}")}]});
     let body = format!(
@@ -383,7 +444,11 @@ fn get_stream(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> 
 
 fn delete(state: Arc<State>, req: &Request<Incoming>) -> Response<DemoBody> {
     match header(req, "mcp-session-id") {
-        Some(s) if state.sessions.lock().unwrap().remove(&s) => empty(StatusCode::OK, None),
+        Some(s) if state.sessions.lock().unwrap().remove(&s) => {
+            state.subscribers.session_ended(&s);
+            state.streams.lock().unwrap().remove(&s);
+            empty(StatusCode::OK, None)
+        }
         _ => json_error(StatusCode::NOT_FOUND, None, -32001, "Session not found", None),
     }
 }

@@ -132,6 +132,7 @@ impl McpProxy {
             policy: &route.config.policy,
             max_entry: snapshot.config.cache.max_entry_size,
             precompress: snapshot.config.compression.gzip,
+            watch: route.watch.as_deref(),
         };
         let recorded = request_cache.record_answer(&self.cache, result, rules);
         let method = request_cache.method();

@@ -115,6 +115,7 @@ impl Stats {
                     now: route_window(then, now, seconds),
                     upstreams,
                     cached_tools_that_change_state: route.readonly.doubtful(),
+                    subscriptions: route.watch.as_ref().map(|watch| watch.status()),
                 }
             })
             .collect();
@@ -162,6 +163,8 @@ pub struct RouteNow {
     /// Tools `cache_tools` names that the upstream's `tools/list` marks not read-only or
     /// destructive.
     pub cached_tools_that_change_state: Vec<String>,
+    /// The edge's own subscriptions (`None`: off for this route).
+    pub subscriptions: Option<crate::subscriptions::SubscriptionsNow>,
 }
 
 /// Counts since the process started.

@@ -87,5 +87,22 @@ def reads() -> int:
     return READS["n"]
 
 
+WATCHED = {"text": "the first text"}
+
+
+@mcp.resource("docs://watched", name="watched", mime_type="text/plain")
+def watched() -> str:
+    """A resource whose text the `rewrite` tool changes (not counted in READS)."""
+    return WATCHED["text"]
+
+
+@mcp.tool()
+async def rewrite(text: str, ctx: Context) -> str:
+    """Changes docs://watched and announces it to the subscriptions/listen streams naming it."""
+    WATCHED["text"] = text
+    await ctx.notify_resource_updated("docs://watched")
+    return "rewritten"
+
+
 mcp.run("streamable-http", host="127.0.0.1", port=port,
         json_response="--json" in sys.argv, stateless_http="--stateless" in sys.argv)
