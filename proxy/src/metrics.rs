@@ -1,4 +1,5 @@
-//! Prometheus metrics, named as in DESIGN.md. Label values are bounded: MCP method names come
+//! Prometheus metrics, named as the README lists them (its "Admin listener" section; DESIGN.md in
+//! ../shared gives the core names). Label values are bounded: MCP method names come
 //! from a fixed set, never URIs, session ids or tool names.
 
 use std::sync::LazyLock;

@@ -1,5 +1,7 @@
 //! What is recorded of every answered request, whichever path answered it: the request
-//! metrics of DESIGN.md and the access log line (target `mcp_edge::access`, level info).
+//! metrics (`mcp_requests_total`, `mcp_request_duration_seconds`, `mcp_cache_hits_total`,
+//! `mcp_upstream_requests_total`) and the access log line (target `mcp_edge::access`, level
+//! info).
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
