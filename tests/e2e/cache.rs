@@ -439,6 +439,9 @@ async fn tool_calls_are_cached_only_when_the_route_opts_in() {
     let learned = proxy(&route(&[&upstream], "[route.policy]\nreadonly_tools = true")).await;
     let mcp = learned.mcp();
     assert_eq!(x_cache(&call(&mcp, "add", json!({"a": 1, "b": 2})).await), "BYPASS", "not known read-only yet");
+    // Not known read-only, that call was a write: it invalidated the route's un-hinted entries
+    // as of its millisecond, and an entry fetched within that millisecond may predate it.
+    tokio::time::sleep(Duration::from_millis(2)).await;
     mcp.stateless("tools/list", json!({}), &[]).await;
     assert_eq!(x_cache(&call(&mcp, "add", json!({"a": 1, "b": 2})).await), "MISS");
     let hit = call(&mcp, "add", json!({"b": 2, "a": 1})).await;
