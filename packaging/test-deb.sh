@@ -55,6 +55,11 @@ say "serve as mcp-edge with the installed config"
 UPSTREAMS=()
 "$TARGET"/release/mcp-edge upstream --listen 127.0.0.1:3001 --name first >/tmp/mcp-edge-up1.log 2>&1 & UPSTREAMS+=($!)
 "$TARGET"/release/mcp-edge upstream --listen 127.0.0.1:3002 --name second >/tmp/mcp-edge-up2.log 2>&1 & UPSTREAMS+=($!)
+# The upstreams listen before the proxy starts: a first request refused would eject its replica
+# for a health interval.
+for port in 3001 3002; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/mcp" && break; sleep 0.1; done
+done
 runuser -u mcp-edge -- /usr/bin/mcp-edge run --config /etc/mcp-edge/mcp-edge.toml >/tmp/mcp-edge-run.log 2>&1 &
 EDGE=$!
 cleanup() { kill "$EDGE" "${UPSTREAMS[@]}" 2>/dev/null || true; }
