@@ -60,6 +60,8 @@ pub struct Observer {
     json: Vec<u8>,
     /// The JSON answer was read whole (what follows is not read).
     json_read: bool,
+    /// The buffer's length when it was last tried and did not parse (see `read_json_if_whole`).
+    json_tried_at: usize,
     /// The body ended ([`Self::finish`]).
     finished: bool,
     limit: usize,
@@ -91,6 +93,7 @@ impl Observer {
             sse: sse.then(|| SseParser::new(limit)),
             json: Vec::new(),
             json_read: false,
+            json_tried_at: 0,
             finished: false,
             limit,
             result: None,
@@ -136,22 +139,34 @@ impl Observer {
 
     /// Reads a JSON answer as soon as it is whole (an object closed), not at the end of the
     /// body: the last chunk of a chunked body comes before its end, and what the answer says
-    /// (a write's outcome, an entry to store) must be acted on before the client is given it.
+    /// (a write's outcome) must be acted on before the client is given it. Parsed once when
+    /// whole; a buffer that does not parse yet is kept for the chunks to come, and tried again
+    /// only once it has doubled (an answer cut into many chunks ending in `}` costs linear
+    /// time, and is read at the end at the latest).
     fn read_json_if_whole(&mut self) {
-        if self.json.trim_ascii_end().last() != Some(&b'}')
-            || serde_json::from_slice::<serde::de::IgnoredAny>(&self.json).is_err()
-        {
+        if self.json.trim_ascii_end().last() != Some(&b'}') || self.json.len() < 2 * self.json_tried_at {
             return;
         }
         let body = std::mem::take(&mut self.json);
-        self.json_read = true;
-        self.message(&body);
+        match serde_json::from_slice::<Envelope>(&body) {
+            Ok(envelope) => {
+                self.json_read = true;
+                self.envelope(envelope);
+            }
+            Err(_) => {
+                self.json_tried_at = body.len();
+                self.json = body;
+            }
+        }
     }
 
     fn message(&mut self, data: &[u8]) {
-        let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
-            return;
-        };
+        if let Ok(envelope) = serde_json::from_slice::<Envelope>(data) {
+            self.envelope(envelope);
+        }
+    }
+
+    fn envelope(&mut self, envelope: Envelope<'_>) {
         match (&envelope.method, envelope.id) {
             (Some(_), Some(_)) => self.server_requests += 1,
             (Some(method), None) => {
@@ -226,6 +241,14 @@ mod tests {
         o.feed(b"\r\n");
         o.finish();
         assert_eq!(stored(&o), Some(r#"{"contents":[]}"#));
+        let mut braces = Observer::new(Some("7".into()), false, 1 << 20);
+        braces.feed(br#"{"jsonrpc":"2.0","id":7,"result":{"a":{}"#);
+        braces.feed(b"}");
+        braces.feed(b"}");
+        assert!(!braces.responded(), "tried again only once the buffer has doubled");
+        braces.finish();
+        assert!(braces.responded(), "read at the end at the latest");
+        assert_eq!(stored(&braces), Some(r#"{"a":{}}"#));
         let mut trailing = Observer::new(Some("7".into()), false, 1 << 20);
         trailing.feed(br#"{"jsonrpc":"2.0","id":7,"result":{"contents":[]}}"#);
         trailing.feed(br#"{"jsonrpc":"2.0","id":7,"result":{"contents":[1]}}"#);
