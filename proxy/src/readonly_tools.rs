@@ -13,27 +13,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// closed-world, and those of `cache_tools` it marks as not read-only or destructive.
 #[derive(Default)]
 pub struct ReadonlyTools {
-    safe: Mutex<HashSet<String>>,
-    /// Tools annotated `readOnlyHint: true` (the safe ones among them).
-    read_only: Mutex<HashSet<String>>,
+    known: Mutex<Known>,
     /// A `tools/list` result has been learned from (since the configuration was loaded).
     learned: AtomicBool,
     doubtful: Mutex<BTreeSet<String>>,
 }
 
+#[derive(Default)]
+struct Known {
+    /// Annotated read-only, idempotent and closed-world: may be cached.
+    safe: HashSet<String>,
+    /// Annotated `readOnlyHint: true` (the safe ones among them): calling them is no write.
+    read_only: HashSet<String>,
+}
+
 impl ReadonlyTools {
     pub fn contains(&self, name: &str) -> bool {
-        self.safe.lock().expect("readonly tools").contains(name)
+        self.known.lock().expect("readonly tools").safe.contains(name)
     }
 
     /// Whether the upstream annotated `name` `readOnlyHint: true` (calling it is no write).
     pub fn declared_read_only(&self, name: &str) -> bool {
-        self.read_only.lock().expect("read-only tools").contains(name)
+        self.known.lock().expect("readonly tools").read_only.contains(name)
     }
 
     /// Whether no `tools/list` result was learned from yet (a cached one, answered as a hit,
     /// is then read once: after a reload or restart the list may never reach the upstream).
-    pub fn unlearned(&self) -> bool {
+    fn unlearned(&self) -> bool {
         !self.learned.load(Ordering::Relaxed)
     }
 
@@ -49,22 +55,18 @@ impl ReadonlyTools {
         self.learned.store(true, Ordering::Relaxed);
         for tool in tools {
             let (Some(name), hints) = (tool["name"].as_str(), &tool["annotations"]) else { continue };
-            let safe =
-                hints["readOnlyHint"] == true && hints["idempotentHint"] == true && hints["openWorldHint"] == false;
-            let mut known = self.safe.lock().expect("readonly tools");
-            if safe {
-                known.insert(name.to_string());
-            } else {
-                known.remove(name);
+            let read_only = hints["readOnlyHint"] == true;
+            let safe = read_only && hints["idempotentHint"] == true && hints["openWorldHint"] == false;
+            let mut known = self.known.lock().expect("readonly tools");
+            let Known { safe: safe_set, read_only: read_only_set } = &mut *known;
+            for (set, member) in [(safe_set, safe), (read_only_set, read_only)] {
+                if member {
+                    set.insert(name.to_string());
+                } else {
+                    set.remove(name);
+                }
             }
             drop(known);
-            let mut read_only = self.read_only.lock().expect("read-only tools");
-            if hints["readOnlyHint"] == true {
-                read_only.insert(name.to_string());
-            } else {
-                read_only.remove(name);
-            }
-            drop(read_only);
             if cache_tools.iter().any(|listed| listed == name) {
                 self.judge_listed(name, hints, route);
             }

@@ -186,8 +186,7 @@ impl ProxyHttp for McpProxy {
         let Some(route) = ctx.route() else { return Ok(()) };
         match guards::understand(&whole, &known_headers(session, route), ctx.stateless) {
             Ok(message) => {
-                let write = writes::is_write_on(route, &message);
-                ctx.write_pending = write;
+                ctx.write_pending = writes::is_write_on(route, &message);
                 ctx.rpc_method = message.method;
                 ctx.rpc_id = message.id;
                 *body = Some(whole);

@@ -402,7 +402,10 @@ impl EdgeCache {
             shared.invalidate(keys.clone(), now);
         }
         let named = targets.iter().zip(&keys).filter(|(target, _)| matches!(target, Target::Resource(_)));
-        self.count_named(route, named.map(|(_, key)| *key));
+        let named: Vec<Key> = named.map(|(_, key)| *key).collect();
+        if !named.is_empty() {
+            self.count_named(route, named);
+        }
     }
 
     /// Counts the URI markers `route` has set; past [`MAX_NAMED_MARKERS_PER_ROUTE`], its older
@@ -410,7 +413,7 @@ impl EdgeCache {
     /// latest of them dies, needed or not). URIs come from notifications and write results,
     /// which may echo what a client chose: a flood of them costs that route its entries,
     /// never another route's, and never memory without bound.
-    fn count_named(&self, route: &str, keys: impl Iterator<Item = Key>) {
+    fn count_named(&self, route: &str, keys: Vec<Key>) {
         let mut named = self.named_by_route.lock().expect("named markers");
         let held = named.entry(route.to_string()).or_default();
         held.extend(keys);
