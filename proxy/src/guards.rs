@@ -1,7 +1,6 @@
-//! The checks a request passes before mcp-edge forwards or answers it, shared by the proxy
-//! service and the hit path. Each reads the request's [`KnownHeaders`] (found in one pass over
-//! Pingora's parsed head on one side, `httparse`'s on the other) and either passes or names the
-//! error to send.
+//! The checks a request passes before mcp-edge forwards or answers it, made by the intake.
+//! Each reads the request's [`KnownHeaders`] (found in one pass over the head: `httparse`'s
+//! for HTTP/1.1, Pingora's for HTTP/2) and either passes or names the error to send.
 
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::cache::{Caller, identity_of};
@@ -25,8 +24,8 @@ pub fn check_singletons(headers: &KnownHeaders<'_>) -> Result<(), EdgeError> {
     }
 }
 
-/// The checks of a request's head that both the hit path and the service make before anything
-/// else: its path, headers sent twice, its host and its origin.
+/// The checks of a request's head before anything else: its path, headers sent twice, its
+/// host and its origin (`target_authority`: an absolute-form target's, when it has no `Host`).
 pub fn check_request_head(
     server: &ServerConfig,
     path: &str,
@@ -48,20 +47,6 @@ pub fn check_request_head(
     };
     check_host(&server.allowed_hosts, host)?;
     check_origin(&server.allowed_origins, host, headers.origin)
-}
-
-/// [`check_request_head`] for a request Pingora parsed; an HTTP/1.1 request must also carry a
-/// `Host` (RFC 9112 §3.2; the hit path takes only requests with one).
-pub fn check_request(
-    server: &ServerConfig,
-    request: &http::request::Parts,
-    headers: &KnownHeaders<'_>,
-) -> Result<(), EdgeError> {
-    if request.version == http::Version::HTTP_11 && headers.host_lines == 0 {
-        return Err(EdgeError::bad_request("an HTTP/1.1 request must carry a Host header"));
-    }
-    let authority = request.uri.authority().map(|a| a.as_str());
-    check_request_head(server, request.uri.path(), authority, headers)
 }
 
 fn invalid_host(host: &str) -> EdgeError {

@@ -101,8 +101,10 @@ pub struct KnownHeaders<'a> {
     /// A `Content-Length` that is not digits, or two that disagree.
     pub invalid_content_length: bool,
     pub transfer_encoding: bool,
-    /// `Expect` or `Upgrade`: the request wants more than one plain answer.
-    pub expects_or_upgrades: bool,
+    /// `Expect: 100-continue`: the client sends its body once told to.
+    pub expects_continue: bool,
+    /// `Upgrade`: the client asks for another protocol on this connection.
+    pub upgrade: bool,
 }
 
 impl<'a> KnownHeaders<'a> {
@@ -129,8 +131,12 @@ impl<'a> KnownHeaders<'a> {
                     (&mut known.host, Singleton::Host)
                 }
                 6 if is("origin") => (&mut known.origin, Singleton::Origin),
-                6 | 7 if is("expect") || is("upgrade") => {
-                    known.expects_or_upgrades = true;
+                6 if is("expect") => {
+                    known.expects_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+                    continue;
+                }
+                7 if is("upgrade") => {
+                    known.upgrade = true;
                     continue;
                 }
                 8 if is("mcp-name") => (&mut known.name, Singleton::Name),
@@ -271,7 +277,7 @@ mod tests {
         assert_eq!(texts.to_vec(), expected);
         assert_eq!((known.content_length, known.content_length_lines), (Some(12), 1));
         assert_eq!(known.repeated, None);
-        assert!(!known.connection_close && !known.transfer_encoding && !known.expects_or_upgrades);
+        assert!(!known.connection_close && !known.transfer_encoding && !known.expects_continue && !known.upgrade);
     }
 
     #[test]
@@ -315,8 +321,9 @@ mod tests {
         assert!(read(&[("content-length", "+2")]).invalid_content_length);
         assert!(read(&[("content-length", "2"), ("content-length", "x")]).invalid_content_length);
         assert!(read(&[("transfer-encoding", "chunked")]).transfer_encoding);
-        assert!(read(&[("expect", "100-continue")]).expects_or_upgrades);
-        assert!(read(&[("upgrade", "h2c")]).expects_or_upgrades);
+        assert!(read(&[("expect", "100-Continue")]).expects_continue);
+        assert!(!read(&[("expect", "something")]).expects_continue);
+        assert!(read(&[("upgrade", "h2c")]).upgrade);
         assert!(read(&[("connection", "TE, Close")]).connection_close);
         assert!(!read(&[("connection", "keep-alive")]).connection_close);
     }

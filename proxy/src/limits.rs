@@ -34,12 +34,6 @@ impl RouteLimits {
         RouteLimits { config, forwarded: AtomicUsize::new(0), rate }
     }
 
-    /// Whether requests are counted per client at all (the hit path asks before finding the
-    /// client's address).
-    pub fn limits_rate(&self) -> bool {
-        self.rate.is_some()
-    }
-
     /// Counts a request of `client`; refused past `rate_per_client` in the current second.
     pub fn admit(&self, client: Option<IpAddr>) -> Result<(), EdgeError> {
         let (Some(rate), Some(client)) = (&self.rate, client) else { return Ok(()) };

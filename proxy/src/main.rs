@@ -9,9 +9,9 @@ mod demo_upstream;
 mod drain;
 mod error;
 mod guards;
-mod handover;
 mod health;
-mod hit_path;
+mod intake;
+mod front;
 mod known_headers;
 mod limits;
 mod linger;
@@ -21,6 +21,7 @@ mod pool;
 mod prefetch;
 mod readonly_tools;
 mod request_cache;
+mod respond;
 mod runtime;
 mod served;
 mod service;
@@ -358,9 +359,9 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let prefetcher = Arc::new(prefetch::Prefetcher::default());
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
-        service::McpProxy { live: live.clone(), cache: cache.clone(), prefetch: prefetcher.clone() },
+        service::McpProxy { cache: cache.clone(), prefetch: prefetcher.clone() },
     );
-    let app = hit_path::EdgeApp::new(proxy, live.clone(), cache, prefetcher.clone());
+    let app = front::EdgeApp::new(proxy, live.clone(), cache, prefetcher.clone());
     let prefetching = prefetch::PrefetchService { prefetcher, app: app.clone(), live: live.clone() };
     let mut proxy = pingora::services::listening::Service::new("mcp-edge".to_string(), app);
     for addr in &listeners {

@@ -116,13 +116,6 @@ pub enum Prepared {
     Forward(Box<RequestCache>),
 }
 
-/// What the hit path found for a request it then handed to the proxy service (see
-/// `handover`), so the service does not look the same request up again.
-pub struct Prelooked {
-    pub lookup: Lookup,
-    pub found: Found,
-}
-
 /// Where a request's cache lookup comes from.
 pub struct LookupInput<'a> {
     pub route: &'a str,

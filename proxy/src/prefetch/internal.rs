@@ -9,7 +9,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use crate::hit_path::EdgeApp;
+use crate::front::EdgeApp;
 
 /// Whether `stream` is one of the prefetcher's own connections (no client can open one).
 pub fn is_internal(stream: &Stream) -> bool {

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::sequence::Deferred;
 use super::{Event, Mirror, Prefetcher, Replay, internal, models};
-use crate::hit_path::EdgeApp;
+use crate::front::EdgeApp;
 use crate::metrics::{self, METRICS};
 use crate::runtime::{Live, Route, Runtime};
 use crate::store::now_ms;

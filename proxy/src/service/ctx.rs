@@ -1,4 +1,6 @@
-//! What one request has learned on its way through the proxy service's phases.
+//! What one request has established on its way through the proxy service's phases: what the
+//! intake understood of it (before the first phase), then its upstream attempts, its streamed
+//! body and its answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,79 +9,70 @@ use bytes::BytesMut;
 use mcp_edge_policies::method::Method;
 use mcp_edge_policies::observe::Observer;
 use mcp_edge_policies::prefetch::Kind;
-use mcp_edge_policies::prefetch::sequence::Context;
 use pingora::ErrorType;
 
 use crate::answer::Outcome;
 use crate::error::EdgeError;
-use crate::handover::Understood;
-use crate::limits;
+use crate::intake::Understood;
 use crate::request_cache::RequestCache;
 use crate::runtime::{Route, Runtime};
 
-/// What one request has learned on its way through the filters.
+/// What one request has established on its way through the filters.
 pub struct Ctx {
     pub(super) started: Instant,
-    pub(super) snapshot: Option<Arc<Runtime>>,
-    pub(super) route: usize,
-    /// JSON-RPC method and raw id, when the body was inspected.
-    pub(super) rpc_method: Option<String>,
-    pub(super) rpc_id: Option<String>,
-    pub(super) stateless: bool,
-    /// The upstream owning the request's MCP session, and that upstream's own session id.
-    pub(super) pinned: Option<usize>,
-    pub(super) upstream_session: Option<String>,
-    /// Upstreams tried so far (the last one is the current attempt).
-    pub(super) tried: Vec<usize>,
-    /// Bytes of a streamed (not inspected) request body seen so far.
-    pub(super) streamed_body: u64,
-    /// A streamed stateless-era body, held back until it has been read whole and its mirrored
-    /// headers checked (the upstream sees nothing of it before).
-    pub(super) held_body: Option<BytesMut>,
+    pub(super) _active: crate::metrics::ActiveRequest,
+    /// What the intake understood of the request (taken in `request_filter`, its first phase;
+    /// absent only for a request no front handed over, which is refused).
+    pub(super) request: Option<Box<Understood>>,
+    /// The upstream attempts so far.
+    pub(super) attempts: Attempts,
+    /// A request body streamed through (not read by the intake).
+    pub(super) streamed: StreamedBody,
+    /// The upstream's answer, as it arrives.
+    pub(super) answer: Answering,
+    pub(super) outcome: Outcome,
+    /// The cache tier that answered (`memory`, `disk`, `shared`).
+    pub(super) cache_tier: Option<&'static str>,
     /// Why mcp-edge failed the request itself (answered by `fail_to_proxy`).
     pub(super) failure: Option<EdgeError>,
-    /// This request's place among the route's requests forwarded upstream (`max_concurrent`),
-    /// or among its client's open streams.
-    pub(super) forwarding: Option<limits::Forwarding>,
-    pub(super) open_stream: Option<limits::OpenStream>,
+}
+
+/// The upstream attempts of one request.
+#[derive(Default)]
+pub struct Attempts {
+    /// Upstreams tried so far (the last one is the current attempt).
+    pub(super) tried: Vec<usize>,
     /// Why the last attempt failed, connecting or proxying (named in the error if none
     /// succeeds, and whether that error is a 504).
     pub(super) last_failure: Option<ErrorType>,
-    /// Cache state of a cacheable request.
-    pub(super) cache: Option<Box<RequestCache>>,
-    /// The request as the hit path understood it, when it handed it over (see `handover`).
-    pub(super) understood: Option<Box<Understood>>,
-    pub(super) outcome: Outcome,
-    /// The cache tier that answered a hit (`memory`, `disk`, `shared`).
-    pub(super) cache_tier: Option<&'static str>,
-    /// Watches the upstream answer (result capture, notifications).
+    /// When the current attempt began (for the prefetcher's view of its latency).
+    pub(super) started: Option<Instant>,
+}
+
+/// A request body that streams through.
+#[derive(Default)]
+pub struct StreamedBody {
+    /// Bytes seen so far.
+    pub(super) seen: u64,
+    /// A body held back until it has been read whole and checked (the upstream sees nothing
+    /// of it before).
+    pub(super) held: Option<BytesMut>,
+}
+
+/// The upstream's answer as it arrives.
+#[derive(Default)]
+pub struct Answering {
+    /// Watches it (result capture, notifications).
     pub(super) observer: Option<Observer>,
-    /// The handshake-era session id the client sent, and how many server requests this
-    /// request's answer has carried so far (told to the session's other requests).
-    pub(super) edge_session: Option<String>,
-    pub(super) server_requests_told: u64,
-    pub(super) _active: crate::metrics::ActiveRequest,
-    /// The client accepts gzip (and the configuration allows it).
-    pub(super) accepts_gzip: bool,
-    /// Compresses the body of the answer being proxied.
+    /// Compresses its body.
     pub(super) gzip: Option<crate::compress::Gzip>,
-    /// The kind of prefetch this request is (the prefetcher's own), if it is one.
-    pub(super) prefetch: Option<Kind>,
-    /// A client's `resources/read` the prefetcher learns once it is answered from the cache or
-    /// its answer stored: its context and URI.
-    pub(super) learn: Option<(Context, String)>,
-    /// When the current upstream attempt began (for the prefetcher's view of its latency).
-    pub(super) upstream_started: Option<Instant>,
-    /// An `initialize` whose answer the prefetcher wants (the server's capabilities).
-    pub(super) watch_initialize: bool,
     /// The session id the client was given, when the upstream minted one for this request.
     pub(super) minted_session: Option<String>,
-    /// The client was told `100 Continue` (it sent `Expect: 100-continue`).
-    pub(super) body_invited: bool,
-    /// A write (a `tools/call` of a tool not known to be read-only) whose invalidation is
-    /// still to be applied: once its answer tells what became of it (see `writes`).
-    pub(super) write_pending: bool,
-    /// The write was sent upstream (it may have been applied, answered or not).
+    /// An `initialize` whose answer the prefetcher wants (the server's capabilities).
+    pub(super) watch_initialize: bool,
+    /// How many server requests it has carried so far (told to the session's other requests).
+    pub(super) server_requests_told: u64,
+    /// A write (see `writes`) was sent upstream: it may have been applied, answered or not.
     pub(super) write_sent: bool,
     /// The upstream refused it (a head other than `2xx`): nothing was changed.
     pub(super) write_refused: bool,
@@ -89,52 +82,64 @@ impl Ctx {
     pub(super) fn new() -> Ctx {
         Ctx {
             started: Instant::now(),
-            snapshot: None,
-            route: 0,
-            rpc_method: None,
-            rpc_id: None,
-            stateless: false,
-            cache_tier: None,
-            pinned: None,
-            upstream_session: None,
-            tried: Vec::new(),
-            streamed_body: 0,
-            held_body: None,
-            failure: None,
-            forwarding: None,
-            open_stream: None,
-            last_failure: None,
-            cache: None,
-            understood: None,
-            outcome: Outcome::Bypass,
-            observer: None,
-            edge_session: None,
-            server_requests_told: 0,
             _active: crate::metrics::ActiveRequest::start(),
-            accepts_gzip: false,
-            gzip: None,
-            prefetch: None,
-            learn: None,
-            upstream_started: None,
-            watch_initialize: false,
-            minted_session: None,
-            body_invited: false,
-            write_pending: false,
-            write_sent: false,
-            write_refused: false,
+            request: None,
+            attempts: Attempts::default(),
+            streamed: StreamedBody::default(),
+            answer: Answering::default(),
+            outcome: Outcome::Bypass,
+            cache_tier: None,
+            failure: None,
         }
     }
 
+    pub(super) fn snapshot(&self) -> Option<&Arc<Runtime>> {
+        self.request.as_ref().map(|request| &request.admitted.snapshot)
+    }
+
     pub(super) fn route(&self) -> Option<&Route> {
-        self.snapshot.as_ref().map(|s| &s.routes[self.route])
+        self.request.as_ref().map(|request| request.route())
     }
 
     pub(super) fn mcp_method(&self) -> Option<Method> {
-        self.rpc_method.as_deref().and_then(Method::named)
+        self.request.as_ref().and_then(|request| request.mcp_method())
+    }
+
+    pub(super) fn rpc_id(&self) -> Option<&str> {
+        self.request.as_ref().and_then(|request| request.rpc_id.as_deref())
+    }
+
+    /// The upstream owning the request's MCP session.
+    pub(super) fn pinned(&self) -> Option<usize> {
+        self.request.as_ref().and_then(|request| request.admitted.pinned.as_ref()).map(|(index, _)| *index)
+    }
+
+    /// The kind of prefetch this request is (the prefetcher's own), if it is one.
+    pub(super) fn prefetch(&self) -> Option<Kind> {
+        self.request.as_ref().and_then(|request| request.admitted.prefetch)
+    }
+
+    /// The handshake-era session id the client sent.
+    pub(super) fn edge_session(&self) -> Option<&str> {
+        self.request.as_ref().and_then(|request| request.edge_session.as_deref())
+    }
+
+    pub(super) fn cache(&self) -> Option<&RequestCache> {
+        self.request.as_ref().and_then(|request| request.cache.as_deref())
+    }
+
+    pub(super) fn cache_mut(&mut self) -> Option<&mut RequestCache> {
+        self.request.as_mut().and_then(|request| request.cache.as_deref_mut())
+    }
+
+    /// A write whose invalidation is still to be applied, once its answer tells what became
+    /// of it (see `writes`).
+    pub(super) fn write_pending(&self) -> bool {
+        self.request.as_ref().is_some_and(|request| request.write_pending)
     }
 
     pub(super) fn current_upstream(&self) -> Option<usize> {
-        self.tried.last().copied()
+        self.attempts.tried.last().copied()
     }
 
     /// Server-to-client streams may stay silent for long: no read timeout for them.
@@ -146,6 +151,6 @@ impl Ctx {
     /// only reads that change nothing, and never a request bound to a session's upstream.
     pub(super) fn safe_to_resend(&self, http_method: &http::Method) -> bool {
         let changes_nothing = self.mcp_method().is_some_and(Method::changes_nothing);
-        self.pinned.is_none() && (changes_nothing || http_method == http::Method::GET)
+        self.pinned().is_none() && (changes_nothing || http_method == http::Method::GET)
     }
 }

@@ -39,7 +39,7 @@ pub(super) fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> Option<Edge
         };
     }
     Some(match e.etype() {
-        _ if connect_failure && ctx.pinned.is_some() => EdgeError::SessionUpstreamGone,
+        _ if connect_failure && ctx.pinned().is_some() => EdgeError::SessionUpstreamGone,
         // The context may name the upstream (Pingora adds the peer): not for the client's eyes.
         HTTPStatus(code) => EdgeError::UpstreamStatus { route, status: *code },
         ConnectTimedout => EdgeError::ConnectTimedOut { route },
@@ -75,12 +75,12 @@ pub(super) fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
 /// A connection to the upstream failed: the replica is ejected for a while, and the request
 /// may go to another (the upstream never saw it), unless its session lives on this one.
 pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
-    ctx.last_failure = Some(e.etype().clone());
+    ctx.attempts.last_failure = Some(e.etype().clone());
     if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
         tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
         route.pool.eject(index);
     }
-    if ctx.pinned.is_none() {
+    if ctx.pinned().is_none() {
         e.set_retry(true);
     }
     e
@@ -101,7 +101,7 @@ pub(super) fn proxy_failed(
     } else if e.esource() == &ErrorSource::Upstream && session.response_written().is_none() {
         // A read that changes nothing, whose upstream failed before answering (it died,
         // reset the connection, answered garbage): another replica may answer it.
-        ctx.last_failure = Some(e.etype().clone());
+        ctx.attempts.last_failure = Some(e.etype().clone());
         e.set_retry(true);
     } else {
         e.retry.decide_reuse(client_reused);

@@ -1,10 +1,11 @@
-//! The Pingora proxy service: guards a request, understands its JSON-RPC body, pins MCP
-//! sessions to the upstream that created them, and streams the answer back untouched.
+//! The Pingora proxy service: forwards a request the intake understood (`intake`) to its
+//! upstream (the one owning its MCP session, else one the balancer picks, with failover), and
+//! streams the answer back, watching it: storing a cacheable result, invalidating on
+//! notifications and writes, keeping the book of sessions.
 //!
 //! - this file: the Pingora phases, in the order Pingora calls them;
-//! - [`ctx`]: what one request learns on its way through them;
-//! - [`intake`]: from a request to its upstream: reading and understanding it (or taking over
-//!   what the hit path understood), the cache, admission;
+//! - [`ctx`]: what one request establishes on its way through them;
+//! - [`captured`]: what is done with the upstream's answer (stored, learned from);
 //! - [`failure`]: what a failure means to the client;
 //! - [`respond`]: answers mcp-edge writes itself;
 //! - [`upstream_request`]: what the upstream is sent (its path, `Host`, `X-Forwarded-*`, session);
@@ -14,17 +15,15 @@
 mod ctx;
 mod failure;
 mod head_edit;
-mod intake;
+mod captured;
 mod respond;
 mod upstream_request;
 mod writes;
 
 use ctx::Ctx;
 use failure::{classify_failure, connect_failed, fail, no_upstream_left, proxy_failed};
-use intake::{Inspected, admit_upstream};
 use respond::*;
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -42,25 +41,18 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::answer::Outcome;
 use crate::error::EdgeError;
 use crate::guards;
-use crate::handover::Understood;
 use crate::known_headers::{MCP_SESSION_ID, X_CACHE};
 use crate::live_sessions::LIVE_SESSIONS;
 use crate::prefetch::Prefetcher;
-use crate::request_cache::{self, LookupInput};
-use crate::runtime::Live;
+use crate::request_cache;
 use crate::served::Served;
 use crate::session_signals::SERVER_REQUESTS;
-use crate::store::{EdgeCache, Found};
+use crate::store::EdgeCache;
 
-/// Bodies up to this size are read and parsed before forwarding. Larger ones (never cacheable
-/// reads) stream straight through: Pingora's retry buffer, which replays a body read in
-/// `request_filter`, holds at most 64 KiB.
-pub const INSPECT_LIMIT: u64 = 64 * 1024;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
 pub struct McpProxy {
-    pub live: Live,
     pub cache: Arc<EdgeCache>,
     pub prefetch: Arc<Prefetcher>,
 }
@@ -75,88 +67,26 @@ impl ProxyHttp for McpProxy {
         Box::new(Ctx::new())
     }
 
-    /// The hit path hands a request over with what it learned of it.
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut Self::CTX,
-        handed_over: Box<dyn Any + Send + Sync>,
-    ) {
-        if let Ok(understood) = handed_over.downcast::<Understood>() {
-            ctx.understood = Some(understood);
-        }
-    }
-
+    /// Takes over what the intake understood of the request: nothing of it is read again.
+    /// Left: reading a small body into Pingora's retry buffer (from which it is forwarded, to
+    /// a second upstream too if the first fails).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         crate::drain::close_when_draining(session);
-        if let Some(understood) = ctx.understood.take() {
-            return self.take_over(session, ctx, *understood).await;
-        }
-        join_cookie_crumbs(session)?;
-        let snapshot = self.live.load_full();
-        let path = session.req_header().uri.path().to_string();
-        let Some(route_index) = snapshot.route_for(&path) else {
-            return reject(session, EdgeError::NoRoute { path }).await;
+        let Some(request) = crate::intake::handover::take() else {
+            // Every front hands its requests over; one that was not is not forwarded unread.
+            tracing::error!("a request reached the proxy service without passing the intake");
+            return reject(session, EdgeError::Internal).await;
         };
-        ctx.snapshot = Some(snapshot.clone());
-        ctx.route = route_index;
-        let route = &snapshot.routes[route_index];
-        let known = known_headers(session, route);
-        ctx.accepts_gzip =
-            snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
-
-        let method = session.req_header().method.clone();
-        if ![http::Method::POST, http::Method::GET, http::Method::DELETE, http::Method::OPTIONS].contains(&method) {
-            return reject(session, EdgeError::MethodNotAllowed { method: method.to_string() }).await;
+        let read_first = matches!(request.admitted.body, crate::intake::BodyPlan::Read(_));
+        if request.body == crate::intake::ForwardedBody::Held {
+            ctx.streamed.held = Some(bytes::BytesMut::new());
         }
-        let client = client_addr(session);
-        ctx.stateless = guards::is_stateless(&known);
-        if !ctx.stateless {
-            ctx.edge_session = known.session_id.text().map(str::to_string);
+        ctx.outcome = if request.cache.is_some() { Outcome::Miss } else { Outcome::Bypass };
+        ctx.request = Some(request);
+        if read_first {
+            captured::fill_retry_buffer(session).await?;
         }
-        let pinned = guards::check_request(&snapshot.config.server, session.req_header(), &known)
-            .and_then(|()| route.limits.admit(client))
-            .and_then(|()| guards::pin_session(route, &known, ctx.stateless));
-        // A POST's framing headers, checked from the same pass over the headers (answered
-        // only if the checks above pass).
-        let post_length =
-            (method == http::Method::POST).then(|| guards::check_post(&known, snapshot.config.server.max_body));
-        match pinned {
-            Ok(pinned) => {
-                ctx.pinned = pinned.as_ref().map(|(index, _)| *index);
-                ctx.upstream_session = pinned.map(|(_, upstream_session)| upstream_session);
-            }
-            Err(refused) => return reject(session, refused).await,
-        }
-        if let Some(length) = post_length {
-            let length = match length {
-                Ok(length) => length,
-                Err(refused) => return reject(session, refused).await,
-            };
-            match self.inspect_post(session, ctx, route, length).await? {
-                Inspected::Answered => return Ok(true),
-                Inspected::Streamed => {}
-                Inspected::Message(message, caller) => {
-                    ctx.write_pending = writes::is_write_on(route, &message);
-                    ctx.learn = self.read_to_learn(route, &message, &caller);
-                    let input = LookupInput {
-                        route: &route.config.name,
-                        policy: &route.config.policy,
-                        readonly: &route.readonly,
-                        message: &message,
-                        caller: &caller,
-                    };
-                    // A caller the upstream would refuse is its to answer (see `live_sessions`).
-                    let found = (!caller.may_take_hits(route.sessions.known_sessionless())).then_some(Found::Nothing);
-                    if let Some(lookup) = input.lookup()
-                        && self.consult_cache(session, ctx, route, caller, (lookup, found)).await?
-                    {
-                        return Ok(true);
-                    }
-                }
-            }
-        }
-        admit_upstream(session, ctx, route, &method, client, snapshot.config.server.max_streams_per_client).await
+        Ok(false)
     }
 
     async fn request_body_filter(
@@ -167,13 +97,13 @@ impl ProxyHttp for McpProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(chunk) = body {
-            ctx.streamed_body += chunk.len() as u64;
-            let max_body = ctx.snapshot.as_ref().map_or(u64::MAX, |s| s.config.server.max_body);
-            if ctx.streamed_body > max_body {
+            ctx.streamed.seen += chunk.len() as u64;
+            let max_body = ctx.snapshot().map_or(u64::MAX, |s| s.config.server.max_body);
+            if ctx.streamed.seen > max_body {
                 return fail(ctx, EdgeError::StreamedBodyTooLarge { limit: max_body });
             }
         }
-        let Some(held) = ctx.held_body.as_mut() else { return Ok(()) };
+        let Some(held) = ctx.streamed.held.as_mut() else { return Ok(()) };
         if let Some(chunk) = body.take() {
             held.extend_from_slice(&chunk);
         }
@@ -182,13 +112,15 @@ impl ProxyHttp for McpProxy {
             *body = Some(Bytes::new());
             return Ok(());
         }
-        let whole = ctx.held_body.take().unwrap_or_default().freeze();
-        let Some(route) = ctx.route() else { return Ok(()) };
-        match guards::understand(&whole, &known_headers(session, route), ctx.stateless) {
+        let whole = ctx.streamed.held.take().unwrap_or_default().freeze();
+        let Some(request) = ctx.request.as_mut() else { return Ok(()) };
+        let route = request.admitted.route();
+        let known = known_headers(session, route);
+        match guards::understand(&whole, &known, request.admitted.stateless) {
             Ok(message) => {
-                ctx.write_pending = writes::is_write_on(route, &message);
-                ctx.rpc_method = message.method;
-                ctx.rpc_id = message.id;
+                request.write_pending = crate::intake::is_write_on(route, &message);
+                request.rpc_method = message.method;
+                request.rpc_id = message.id;
                 *body = Some(whole);
                 Ok(())
             }
@@ -197,10 +129,10 @@ impl ProxyHttp for McpProxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
-        let snapshot = ctx.snapshot.clone().expect("request_filter ran");
-        let route = &snapshot.routes[ctx.route];
-        let index = match ctx.pinned {
-            Some(pinned) if ctx.tried.contains(&pinned) => {
+        let Some(snapshot) = ctx.snapshot().cloned() else { return fail(ctx, EdgeError::Internal) };
+        let route = &snapshot.routes[ctx.request.as_ref().map_or(0, |request| request.admitted.route)];
+        let index = match ctx.pinned() {
+            Some(pinned) if ctx.attempts.tried.contains(&pinned) => {
                 return fail(ctx, EdgeError::SessionUpstreamGone);
             }
             Some(pinned) => pinned,
@@ -213,8 +145,8 @@ impl ProxyHttp for McpProxy {
                 let client = if hashes { client_ip(session) } else { None };
                 let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client);
-                let Some(index) = route.pool.select(key, &ctx.tried) else {
-                    let failure = no_upstream_left(route.config.name.clone(), ctx.last_failure.clone());
+                let Some(index) = route.pool.select(key, &ctx.attempts.tried) else {
+                    let failure = no_upstream_left(route.config.name.clone(), ctx.attempts.last_failure.clone());
                     return fail(ctx, failure);
                 };
                 index
@@ -223,10 +155,10 @@ impl ProxyHttp for McpProxy {
         if let Some(previous) = ctx.current_upstream() {
             route.pool.upstreams[previous].inflight.fetch_sub(1, Ordering::Relaxed);
         }
-        ctx.tried.push(index);
+        ctx.attempts.tried.push(index);
         // Timed only where the prefetcher watches the upstream's latency.
         if route.config.prefetch.enabled {
-            ctx.upstream_started = Some(std::time::Instant::now());
+            ctx.attempts.started = Some(std::time::Instant::now());
         }
         let upstream = &route.pool.upstreams[index];
         upstream.inflight.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +179,7 @@ impl ProxyHttp for McpProxy {
         request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        ctx.write_sent |= ctx.write_pending;
+        ctx.answer.write_sent |= ctx.write_pending();
         upstream_request::rewrite(session, request, ctx)
     }
 
@@ -264,25 +196,25 @@ impl ProxyHttp for McpProxy {
             let upstream = &route.pool.upstreams[index].url.url;
             tracing::warn!(route = %route.config.name, %upstream, "upstream answered 5xx repeatedly; ejecting it for a while");
         }
-        if response.status.is_server_error() && ctx.cache.as_ref().is_some_and(|c| c.has_stale()) {
+        if response.status.is_server_error() && ctx.cache().is_some_and(|c| c.has_stale()) {
             // Served stale by failing the request: see `fail_to_proxy` for why.
             return Error::e_explain(ErrorType::HTTPStatus(response.status.as_u16()), "upstream 5xx, serving stale");
         }
-        if let Some(cache) = &ctx.cache {
+        if let Some(cache) = ctx.cache() {
             cache.answer_began();
         }
         // A handshake-era `initialize` answer is read too on routes that prefetch: the server's
         // capabilities say which list calls the new session will make (see `prefetch`).
-        ctx.watch_initialize = ctx.prefetch.is_none()
+        ctx.answer.watch_initialize = ctx.prefetch().is_none()
             && ctx.mcp_method() == Some(Method::Initialize)
             && ctx.route().is_some_and(|r| r.config.prefetch.enabled);
-        ctx.write_refused = !response.status.is_success();
+        ctx.answer.write_refused = !response.status.is_success();
         // A write's answer is read whatever its headers say: what became of it decides what
         // it invalidates.
-        let read_anyway = ctx.watch_initialize || ctx.write_pending;
-        let want_id = if ctx.cache.is_some() || read_anyway { ctx.rpc_id.clone() } else { None };
-        let max_entry = ctx.snapshot.as_ref().map_or(0, |s| s.config.cache.max_entry_size);
-        ctx.observer = request_cache::observer_for(response, want_id, read_anyway, max_entry);
+        let read_anyway = ctx.answer.watch_initialize || ctx.write_pending();
+        let want_id = if ctx.cache().is_some() || read_anyway { ctx.rpc_id().map(str::to_string) } else { None };
+        let max_entry = ctx.snapshot().map_or(0, |s| s.config.cache.max_entry_size);
+        ctx.answer.observer = request_cache::observer_for(response, want_id, read_anyway, max_entry);
         let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
             return Ok(());
         };
@@ -291,9 +223,9 @@ impl ProxyHttp for McpProxy {
         if let Some(upstream_session) = minted {
             let edge_session = affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
             response.insert_header("mcp-session-id", edge_session.as_str())?;
-            ctx.minted_session = Some(edge_session);
+            ctx.answer.minted_session = Some(edge_session);
         }
-        keep_session_book(session, ctx, response.status.as_u16(), ctx.minted_session.as_deref());
+        keep_session_book(session, ctx, response.status.as_u16(), ctx.answer.minted_session.as_deref());
         Ok(())
     }
 
@@ -303,12 +235,13 @@ impl ProxyHttp for McpProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let compression = ctx.snapshot.as_ref().map(|snapshot| &snapshot.config.compression);
+        let compression = ctx.snapshot().map(|snapshot| &snapshot.config.compression);
+        let accepts_gzip = ctx.request.as_ref().is_some_and(|request| request.accepts_gzip);
         let outcome = ctx.outcome.header_value();
-        ctx.gzip = head_edit::edit_response(response, |status, headers| {
+        ctx.answer.gzip = head_edit::edit_response(response, |status, headers| {
             headers.insert(X_CACHE, outcome);
             head_edit::drop_framing_of_204(status, headers);
-            compression.and_then(|config| crate::compress::prepare_response(config, status, headers, ctx.accepts_gzip))
+            compression.and_then(|config| crate::compress::prepare_response(config, status, headers, accepts_gzip))
         })?;
         Ok(())
     }
@@ -320,7 +253,7 @@ impl ProxyHttp for McpProxy {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
-        if let Some(gzip) = ctx.gzip.as_mut() {
+        if let Some(gzip) = ctx.answer.gzip.as_mut() {
             gzip.filter(body, end_of_stream);
         }
         Ok(None)
@@ -333,36 +266,38 @@ impl ProxyHttp for McpProxy {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
-        let Some(observer) = ctx.observer.as_mut() else { return Ok(None) };
+        let Some(observer) = ctx.answer.observer.as_mut() else { return Ok(None) };
         if let Some(chunk) = body {
             observer.feed(chunk);
         }
         if end_of_stream {
             observer.finish();
         }
-        let new_server_requests = observer.server_requests - ctx.server_requests_told;
+        let new_server_requests = observer.server_requests - ctx.answer.server_requests_told;
+        let edge_session = ctx.request.as_ref().and_then(|request| request.edge_session.as_deref());
         if new_server_requests > 0
-            && let Some(session) = &ctx.edge_session
+            && let Some(session) = edge_session
         {
             SERVER_REQUESTS.add(session, new_server_requests);
-            ctx.server_requests_told = observer.server_requests;
+            ctx.answer.server_requests_told = observer.server_requests;
         }
         let invalidations = std::mem::take(&mut observer.invalidations);
         self.settle_write(ctx, end_of_stream);
-        let route = ctx.route().expect("request_filter ran");
+        let Some(route) = ctx.route() else { return Ok(None) };
         if !invalidations.is_empty() {
             tracing::debug!(route = %route.config.name, ?invalidations, "invalidating on upstream notification");
             self.cache.invalidate(&route.config.name, &invalidations, "notification");
         }
-        if ctx.watch_initialize
-            && let (Some(result), Some(session)) = (ctx.observer.as_ref().and_then(|o| o.result()), &ctx.minted_session)
+        if ctx.answer.watch_initialize
+            && let (Some(result), Some(session)) =
+                (ctx.answer.observer.as_ref().and_then(|o| o.result()), &ctx.answer.minted_session)
         {
             self.prefetch.session_initialized(route, session, &result.stored_result);
         }
-        ctx.watch_initialize &= ctx.observer.as_ref().is_none_or(|o| !o.answered());
+        ctx.answer.watch_initialize &= ctx.answer.observer.as_ref().is_none_or(|o| !o.answered());
         // Store as soon as the answer is known: an SSE client may close the stream right
         // after the response event, before the upstream's end of stream arrives.
-        let answered = ctx.observer.as_ref().is_some_and(|o| o.answered());
+        let answered = ctx.answer.observer.as_ref().is_some_and(|o| o.answered());
         if answered || end_of_stream {
             self.store_captured(session, ctx);
         }
@@ -405,7 +340,7 @@ impl ProxyHttp for McpProxy {
         let route_name = ctx.route().map_or("?", |r| r.config.name.as_str()).to_string();
         if !final_answer_written(session)
             && e.esource() != &ErrorSource::Downstream
-            && let Some(stale) = ctx.cache.as_mut().and_then(|c| c.take_stale())
+            && let Some(stale) = ctx.cache_mut().and_then(|c| c.take_stale())
             && let Some(answer) = render_cached(session, ctx, &stale, Outcome::Stale)
         {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
@@ -422,7 +357,7 @@ impl ProxyHttp for McpProxy {
         if let Some(failure) = failure
             && !final_answer_written(session)
         {
-            let body = Bytes::from(failure.body(ctx.rpc_id.as_deref()));
+            let body = Bytes::from(failure.body(ctx.rpc_id()));
             let headers =
                 [("x-cache", ctx.outcome.as_str())].into_iter().chain(failure.extra_headers().iter().copied());
             if let Err(write_error) = respond(session, status, body, headers, false).await {
@@ -437,11 +372,11 @@ impl ProxyHttp for McpProxy {
         self.settle_write(ctx, true);
         let route = ctx.route();
         let answered = session.response_written().map_or(0, |r| r.status.as_u16());
-        if let (Some(route), Some(edge_session), true) = (route, &ctx.edge_session, (200..300).contains(&answered))
-            && ctx.prefetch.is_none()
+        if let (Some(route), Some(edge_session), true) = (route, ctx.edge_session(), (200..300).contains(&answered))
+            && ctx.prefetch().is_none()
             && ctx.mcp_method() == Some(Method::NotificationsInitialized)
         {
-            self.prefetch.session_ready(route, edge_session, || intake::replay_of(session));
+            self.prefetch.session_ready(route, edge_session, || captured::replay_of(session));
         }
         if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
             route.pool.upstreams[index].inflight.fetch_sub(1, Ordering::Relaxed);
@@ -450,7 +385,7 @@ impl ProxyHttp for McpProxy {
         Served {
             route: route.map_or("-", |r| r.config.name.as_str()),
             http_method: session.req_header().method.as_str(),
-            mcp_method: ctx.rpc_method.as_deref(),
+            mcp_method: ctx.request.as_ref().and_then(|request| request.rpc_method.as_deref()),
             status: answered,
             cache: ctx.outcome.as_str(),
             tier: ctx.cache_tier,
@@ -459,7 +394,7 @@ impl ProxyHttp for McpProxy {
             error: error.map(|e| e.to_string()),
         }
         .record();
-        intake::drain_if_closing(session, ctx).await;
+        captured::drain_if_closing(session, ctx).await;
     }
 }
 
@@ -469,7 +404,8 @@ impl ProxyHttp for McpProxy {
 /// or that was deleted. Also learns whether the route's upstream gives sessions at all.
 fn keep_session_book(session: &Session, ctx: &Ctx, status: u16, minted: Option<&str>) {
     let initialize = ctx.mcp_method() == Some(Method::Initialize);
-    if initialize && status == 200 && !ctx.stateless {
+    let stateless = ctx.request.as_ref().is_none_or(|request| request.admitted.stateless);
+    if initialize && status == 200 && !stateless {
         if let Some(route) = ctx.route() {
             route.sessions.initialized(minted.is_some());
         }
@@ -479,7 +415,7 @@ fn keep_session_book(session: &Session, ctx: &Ctx, status: u16, minted: Option<&
         }
         return;
     }
-    let Some(edge_session) = ctx.edge_session.as_deref() else { return };
+    let Some(edge_session) = ctx.edge_session() else { return };
     let deleted = session.req_header().method == http::Method::DELETE;
     match status {
         200..=299 if deleted => LIVE_SESSIONS.ended(edge_session),
@@ -494,28 +430,4 @@ fn keep_session_book(session: &Session, ctx: &Ctx, status: u16, minted: Option<&
 /// error.
 fn final_answer_written(session: &Session) -> bool {
     session.response_written().is_some_and(|head| !head.status.is_informational())
-}
-
-/// HTTP/2 may send `cookie` as one field per crumb (RFC 9113 §8.2.3): they are one header.
-/// Joined with "; " before anything reads it (a route whose identity header is `cookie` must
-/// not see it as sent twice) and before it is forwarded over HTTP/1.1, which wants one line.
-fn join_cookie_crumbs(session: &mut Session) -> Result<()> {
-    let head = session.req_header();
-    if head.version != http::Version::HTTP_2 || head.headers.get_all(http::header::COOKIE).iter().nth(1).is_none() {
-        return Ok(());
-    }
-    // Empty crumbs are no cookie: left out, so that crumbs that are all empty are no credential.
-    let crumbs: Vec<&[u8]> = head
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(|v| v.as_bytes().trim_ascii())
-        .filter(|crumb| !crumb.is_empty())
-        .collect();
-    if crumbs.is_empty() {
-        session.req_header_mut().remove_header(&http::header::COOKIE);
-        return Ok(());
-    }
-    let joined = crumbs.join(&b"; "[..]);
-    session.req_header_mut().insert_header(http::header::COOKIE, joined)
 }

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use pingora::Result;
-use pingora::http::ResponseHeader;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::Session;
 
@@ -98,14 +97,15 @@ pub(super) fn render_cached<'a>(
     entry: &'a [u8],
     outcome: Outcome,
 ) -> Option<CachedAnswer<'a>> {
-    let compression = &ctx.snapshot.as_ref()?.config.compression;
-    let id = ctx.rpc_id.as_deref().unwrap_or("null");
+    let compression = &ctx.snapshot()?.config.compression;
+    let id = ctx.rpc_id().unwrap_or("null");
+    let accepts_gzip = ctx.request.as_ref().is_some_and(|request| request.accepts_gzip);
     answer::render(
         entry,
         id,
         outcome,
         compression,
-        ctx.accepts_gzip,
+        accepts_gzip,
         header_str(session, &crate::known_headers::MCP_SESSION_ID),
     )
 }
@@ -129,7 +129,8 @@ pub(super) async fn respond_cached(session: &mut Session, answer: OwnedAnswer, k
     respond(session, 200, answer.body, headers, keep_alive).await
 }
 
-/// Writes a whole `application/json` response.
+/// Writes a whole `application/json` response (see `crate::respond`), closing the connection
+/// after it unless `keep_alive`.
 pub(super) async fn respond(
     session: &mut Session,
     status: u16,
@@ -137,18 +138,10 @@ pub(super) async fn respond(
     headers: impl IntoIterator<Item = (&'static str, &str)>,
     keep_alive: bool,
 ) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header("content-type", "application/json")?;
-    header.insert_header("content-length", body.len().to_string())?;
-    for (name, value) in headers {
-        header.insert_header(name, value)?;
-    }
     if !keep_alive {
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
+    crate::respond::write_whole(session.as_downstream_mut(), status, body, headers).await
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::prefetch::KIND_HEADER;
 
 /// Rewrites `request` (Pingora's copy of the client's head) for the upstream `ctx` chose.
 pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-    let route = ctx.route().expect("request_filter ran");
+    let Some(route) = ctx.route() else { return Ok(()) };
     let upstream = &route.pool.upstreams[ctx.current_upstream().expect("upstream_peer ran")];
     let original = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let path = upstream_path(&route.config.path, &upstream.url.path, original);
@@ -36,7 +36,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         client_host.or_else(|| request.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let forwarded_for = forwarded_for(session)?;
     let scheme = HeaderValue::from_static(if is_tls(session) { "https" } else { "http" });
-    let upstream_session = (ctx.upstream_session.as_ref().map(|id| HeaderValue::from_str(id.as_str())).transpose())
+    let upstream_session = (ctx.request.as_ref().and_then(|request| request.admitted.pinned.as_ref()).map(|(_, id)| HeaderValue::from_str(id.as_str())).transpose())
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream session id", e))?;
     edit_request(request, new_uri, |headers| {
         headers.insert(HOST, upstream.host_header.clone());
@@ -51,11 +51,11 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         if let Some(id) = upstream_session {
             headers.insert(MCP_SESSION_ID, id);
         }
-        if ctx.prefetch.is_some() {
+        if ctx.prefetch().is_some() {
             headers.remove(KIND_HEADER);
         }
         // The client was already told to send its body, which mcp-edge reads.
-        if ctx.body_invited {
+        if ctx.request.as_ref().is_some_and(|request| request.body_invited) {
             headers.remove(EXPECT);
         }
     })

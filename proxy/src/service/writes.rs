@@ -3,17 +3,10 @@
 //! became of it, what it may have changed is invalidated, before the client is given that
 //! answer (so its next read cannot beat the invalidation).
 
-use mcp_edge_policies::cache::{WriteOutcome, is_write, write_targets};
-use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::cache::{WriteOutcome, write_targets};
 
 use super::McpProxy;
 use super::ctx::Ctx;
-use crate::runtime::Route;
-
-/// Whether `message` is a write to invalidate on, on `route` (see `Ctx::write_pending`).
-pub(super) fn is_write_on(route: &Route, message: &Message) -> bool {
-    is_write(message, &route.config.policy, |name| route.readonly.declared_read_only(name))
-}
 
 impl McpProxy {
     /// Applies a pending write's invalidation once its answer says what became of it; at the
@@ -26,15 +19,17 @@ impl McpProxy {
     /// ends could store the old data again. Its invalidation is applied again once the route's
     /// `read_timeout` (at most a minute) has passed.
     pub(super) fn settle_write(&self, ctx: &mut Ctx, finished: bool) {
-        if !ctx.write_pending || !ctx.write_sent || ctx.write_refused {
+        if !ctx.write_pending() || !ctx.answer.write_sent || ctx.answer.write_refused {
             return;
         }
-        let outcome = match ctx.observer.as_ref().and_then(WriteOutcome::observed) {
+        let outcome = match ctx.answer.observer.as_ref().and_then(WriteOutcome::observed) {
             Some(outcome) => outcome,
             None if finished => WriteOutcome::Unknown,
             None => return,
         };
-        ctx.write_pending = false;
+        if let Some(request) = ctx.request.as_mut() {
+            request.write_pending = false;
+        }
         let Some(route) = ctx.route() else { return };
         let targets = write_targets(route.config.policy.invalidate_on_write, outcome);
         if targets.is_empty() {

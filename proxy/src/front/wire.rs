@@ -1,5 +1,5 @@
-//! The hit path's side of the wire: reading more of a request (with its deadline and the
-//! keep-alive timeout) and writing a cached answer in one vectored write.
+//! The HTTP/1.1 front's side of the wire: reading more of a request (with its deadline and the
+//! keep-alive timeout), writing a cached answer in one vectored write, and refusing a request.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -12,9 +12,11 @@ use pingora::time::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use crate::answer::{self};
+use crate::answer::{self, Outcome};
+use crate::error::EdgeError;
+use crate::served::Served;
 
-/// How long a kept-alive connection may sit idle between requests (Pingora's default too).
+/// How long a kept-alive connection may sit idle between requests (as Pingora's default).
 pub(super) const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// What reading more of a request came to.
@@ -158,6 +160,42 @@ pub(super) async fn write_parts(stream: &mut Stream, parts: [&[u8]; 4]) -> std::
         std::io::IoSlice::advance_slices(&mut remaining, written);
     }
     Ok(())
+}
+
+/// Answers a refused request with its JSON-RPC error, and closes the connection: what follows
+/// a refused request cannot be trusted to be framed. `request`: its route's name and HTTP
+/// method, when its head could be read.
+pub(super) async fn refuse(stream: &mut Stream, refused: EdgeError, request: Option<(&str, &str)>) {
+    let status = refused.status();
+    let body = refused.body(None);
+    let phrase = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    let mut head = Vec::with_capacity(160);
+    head.put_slice(format!("HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len()).as_bytes());
+    for (name, value) in refused.extra_headers() {
+        head.put_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    head.put_slice(b"x-cache: BYPASS\r\nconnection: close\r\n\r\n");
+    let written = write_parts(stream, [&head, body.as_bytes(), &[], &[]]).await;
+    let flushed = written.is_ok() && stream.flush().await.is_ok();
+    let waited_for = matches!(refused, EdgeError::RequestTimeout(_));
+    let (route, http_method) = request.unwrap_or(("-", "-"));
+    Served {
+        route,
+        http_method,
+        mcp_method: None,
+        status,
+        cache: Outcome::Bypass.as_str(),
+        tier: None,
+        upstream: None,
+        started: Instant::now(),
+        error: Some(refused.to_string()),
+    }
+    .record();
+    // The rest of the request may be on its way. A client too slow to send its head in
+    // time is not waited for again.
+    if flushed && !waited_for {
+        crate::linger::linger(stream).await;
+    }
 }
 
 #[cfg(test)]

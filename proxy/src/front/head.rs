@@ -1,52 +1,80 @@
-//! Reading a request head on the hit path: whether what has arrived is a complete HTTP/1.1
-//! request the hit path may take, and the headers its checks need, parsed once.
+//! Reading a request head on the HTTP/1.1 front: whether what has arrived is a complete,
+//! valid HTTP/1.1 request head, and the headers the intake needs, parsed once.
 
 use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::validate_request_authority;
 
 use crate::error::EdgeError;
+use crate::intake::Request;
 use crate::known_headers::KnownHeaders;
 use crate::runtime::Runtime;
-use crate::service::INSPECT_LIMIT;
 
-/// Requests with more header lines than this are left to the proxy service.
+/// Header lines parsed without allocating; a head with more is parsed again with room for
+/// [`MAX_HEADER_FIELDS`] (only such rare heads pay for it).
 const MAX_HEADERS: usize = 48;
-/// The most header fields a request may have (Pingora's own limit, which it answers with a
-/// bare 400): more are refused here with 431 and a JSON-RPC error.
+/// The most header fields a request may have: more are refused with 431 and a JSON-RPC error.
+/// (Pingora's HTTP/1 reader takes as many; `tests::pingora_reads_every_head_the_front_passes`
+/// holds it to that.)
 pub(super) const MAX_HEADER_FIELDS: usize = 256;
 /// The largest request head taken (as Envoy's default, 60 KiB, and nginx's 4 × 8 KiB): a
 /// larger one is refused with 431 (Pingora alone would take 1 MiB).
 pub(super) const MAX_HEAD: usize = 64 * 1024;
 
-/// What the hit path makes of what has arrived of a request. (Returned once per request, on
-/// the stack: boxing the large variant would allocate per request instead.)
+/// What the front makes of what has arrived of a request. (Returned once per request, on the
+/// stack: boxing the large variant would allocate per request instead.)
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Probe<'b> {
     Complete(Head<'b>),
     Partial,
-    /// Not the shape the hit path answers: the proxy service takes it.
-    Unsuitable,
-    /// Answered here with a JSON-RPC error, and the connection closed: a head that is not a
-    /// valid HTTP/1.1 request (400), one larger than [`MAX_HEAD`] or with more fields than
-    /// [`MAX_HEADER_FIELDS`] (431), a `CONNECT` (405). Pingora would answer each with a bare
-    /// status before any hook of mcp-edge runs: no JSON-RPC error, no access-log line.
+    /// Answered with a JSON-RPC error, and the connection closed: a head that is not a valid
+    /// HTTP/1.1 request (400), one larger than [`MAX_HEAD`] or with more fields than
+    /// [`MAX_HEADER_FIELDS`] (431), a `CONNECT` (405).
     Refused(EdgeError),
 }
 
-/// A complete request head the hit path may take, read once (it borrows the request's bytes).
+/// How a request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// `Content-Length` (0 when there is neither it nor `Transfer-Encoding`).
+    Length(u64),
+    Chunked,
+}
+
+/// A complete, valid request head, read once (it borrows the request's bytes).
 pub(super) struct Head<'b> {
     pub(super) head_len: usize,
-    pub(super) body_len: usize,
+    pub(super) method: &'b str,
+    pub(super) version: http::Version,
     /// The target's path (without its query).
     pub(super) path: &'b str,
+    /// An absolute-form target's authority.
+    pub(super) authority: Option<String>,
     /// The route serving `path`, if any.
     pub(super) route: Option<usize>,
     pub(super) known: KnownHeaders<'b>,
+    pub(super) framing: Framing,
 }
 
-impl Head<'_> {
-    pub(super) fn request_len(&self) -> usize {
-        self.head_len + self.body_len
+impl<'b> Head<'b> {
+    /// The whole request's length, when its body has one.
+    pub(super) fn request_len(&self) -> Option<usize> {
+        match self.framing {
+            Framing::Length(length) => Some(self.head_len + length as usize),
+            Framing::Chunked => None,
+        }
+    }
+
+    /// The head as the intake reads it.
+    pub(super) fn request(&'b self, client: Option<std::net::IpAddr>, internal: bool) -> Request<'b> {
+        Request {
+            method: self.method,
+            version: self.version,
+            path: self.path,
+            authority: self.authority.as_deref(),
+            known: &self.known,
+            client,
+            internal,
+        }
     }
 }
 
@@ -58,51 +86,93 @@ pub(super) fn route_and_identity<'r>(snapshot: &'r Runtime, path: &str) -> (Opti
     }
 }
 
-/// Parses what has arrived of a request head and decides whether the hit path may take it:
-/// HTTP/1.1 `POST` to an origin-form target, one `Host`, one `Content-Length` small enough to
-/// inspect, no `Transfer-Encoding`, `Expect` or `Upgrade`. `route_of` names the route of a
-/// path and its identity header.
+/// Parses what has arrived of a request head. `route_of` names the route of a path and its
+/// identity header.
 pub(super) fn probe_head<'b, 'r>(
     buffer: &'b [u8],
     route_of: impl FnOnce(&str) -> (Option<usize>, &'r str),
 ) -> Probe<'b> {
     let mut header_slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut header_slots);
+    match parse_head(buffer, &mut header_slots, route_of) {
+        Err(TooMany(route_of)) => {
+            let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
+            match parse_head(buffer, &mut slots, route_of) {
+                Ok(probe) => probe,
+                Err(_) => too_large(TOO_MANY_FIELDS),
+            }
+        }
+        Ok(probe) => probe,
+    }
+}
+
+/// More header fields than the slots: `route_of`, unused, back.
+struct TooMany<F>(F);
+
+fn parse_head<'b, 'r, F: FnOnce(&str) -> (Option<usize>, &'r str)>(
+    buffer: &'b [u8],
+    slots: &mut [httparse::Header<'b>],
+    route_of: F,
+) -> Result<Probe<'b>, TooMany<F>> {
+    let mut parsed = httparse::Request::new(slots);
     let head_len = match parsed.parse(buffer) {
-        Ok(status) if over_head_limit(status, buffer) => return too_large(HEAD_TOO_LARGE),
+        Ok(status) if over_head_limit(status, buffer) => return Ok(too_large(HEAD_TOO_LARGE)),
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Probe::Partial,
-        Err(httparse::Error::TooManyHeaders) => return probe_many_fields(buffer),
-        Err(_) => return malformed("malformed request head"),
+        Ok(httparse::Status::Partial) => return Ok(Probe::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(TooMany(route_of)),
+        Err(_) => return Ok(malformed("malformed request head")),
     };
+    Ok(read_head(&parsed, head_len, route_of))
+}
+
+/// A parsed head's checks and what the front needs of it.
+fn read_head<'b, 'r>(
+    parsed: &httparse::Request<'_, 'b>,
+    head_len: usize,
+    route_of: impl FnOnce(&str) -> (Option<usize>, &'r str),
+) -> Probe<'b> {
     let target = parsed.path.unwrap_or_default();
     if !valid_target(target) {
         return malformed("invalid request target");
     }
-    let path = target.split('?').next().unwrap_or_default();
+    let method = parsed.method.unwrap_or_default();
+    if method == "CONNECT" {
+        return Probe::Refused(EdgeError::MethodNotAllowed { method: "CONNECT".into() });
+    }
+    let (path, authority) = match target.starts_with('/') {
+        true => (target.split('?').next().unwrap_or_default(), None),
+        false => match absolute_form(target) {
+            Some(parts) => parts,
+            None => return malformed("invalid request target"),
+        },
+    };
     let (route, identity_header) = route_of(path);
     let known = KnownHeaders::from_parsed(parsed.headers, identity_header);
     if let Some(reason) = malformed_framing(&known) {
         return malformed(reason);
     }
-    if parsed.method == Some("CONNECT") {
-        return Probe::Refused(EdgeError::MethodNotAllowed { method: "CONNECT".into() });
-    }
-    if let Some(reason) = refused_by_pingora(&parsed, target, &known) {
+    if let Some(reason) = refused_by_pingora(parsed, target, &known) {
         return malformed(reason);
     }
-    let suitable_line = parsed.method == Some("POST") && parsed.version == Some(1) && target.starts_with('/');
-    let framing_plain = !known.transfer_encoding
-        && !known.expects_or_upgrades
-        && known.content_length_lines == 1
-        && known.host_lines == 1;
-    let body_len = known.content_length;
-    match body_len {
-        Some(body_len) if suitable_line && framing_plain && body_len <= INSPECT_LIMIT => {
-            Probe::Complete(Head { head_len, body_len: body_len as usize, path, route, known })
-        }
-        _ => Probe::Unsuitable,
+    let version = if parsed.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
+    let framing = match (known.transfer_encoding, known.content_length) {
+        (true, _) => Framing::Chunked,
+        (false, length) => Framing::Length(length.unwrap_or(0)),
+    };
+    Probe::Complete(Head { head_len, method, version, path, authority, route, known, framing })
+}
+
+/// The path (a static `/` when it has none: `http://a`) and authority of an absolute-form
+/// target (`*` has neither: no route serves it).
+fn absolute_form(target: &str) -> Option<(&str, Option<String>)> {
+    if target == "*" {
+        return Some(("*", None));
     }
+    let uri: http::Uri = target.parse().ok()?;
+    let authority = uri.authority().map(|a| a.as_str().to_string());
+    // The path as it appears in the target (borrowed from the request's bytes).
+    let after_authority = authority.as_deref().and_then(|a| target.split_once(a)).map_or("", |(_, rest)| rest);
+    let path = after_authority.split('?').next().unwrap_or_default();
+    Some((if path.is_empty() { "/" } else { path }, authority))
 }
 
 fn malformed(reason: impl Into<String>) -> Probe<'static> {
@@ -122,20 +192,6 @@ fn over_head_limit(status: httparse::Status<usize>, buffer: &[u8]) -> bool {
     match status {
         httparse::Status::Complete(head_len) => head_len > MAX_HEAD,
         httparse::Status::Partial => buffer.len() > MAX_HEAD,
-    }
-}
-
-/// A head with more fields than the hit path parses, parsed again with room for
-/// [`MAX_HEADER_FIELDS`] (only such rare heads pay for it): the service takes it whole, within
-/// the same limits.
-fn probe_many_fields(buffer: &[u8]) -> Probe<'_> {
-    let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
-    match httparse::Request::new(&mut slots).parse(buffer) {
-        Ok(status) if over_head_limit(status, buffer) => too_large(HEAD_TOO_LARGE),
-        Ok(httparse::Status::Complete(_)) => Probe::Unsuitable,
-        Ok(httparse::Status::Partial) => Probe::Partial,
-        Err(httparse::Error::TooManyHeaders) => too_large(TOO_MANY_FIELDS),
-        Err(_) => malformed("malformed request head"),
     }
 }
 
@@ -208,10 +264,18 @@ mod tests {
 
     const GOOD: &str = "POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
 
+    fn complete(text: &str) -> Head<'_> {
+        match probe(text) {
+            Probe::Complete(head) => head,
+            _ => panic!("not taken: {text:?}"),
+        }
+    }
+
     #[test]
-    fn takes_small_posts_with_a_length() {
-        let Probe::Complete(head) = probe(GOOD) else { panic!("should be taken") };
-        assert_eq!((head.head_len, head.body_len), (GOOD.len() - 2, 2));
+    fn reads_a_post_with_a_length() {
+        let head = complete(GOOD);
+        assert_eq!((head.head_len, head.framing), (GOOD.len() - 2, Framing::Length(2)));
+        assert_eq!((head.method, head.path, head.version), ("POST", "/mcp", http::Version::HTTP_11));
         assert!(matches!(probe(&GOOD[..20]), Probe::Partial));
     }
 
@@ -232,7 +296,8 @@ mod tests {
             assert!(matches!(probe(&text), Probe::Refused(EdgeError::BadRequest(_))), "{text:?}");
         }
         let many: String = (0..MAX_HEADERS + 4).map(|n| format!("X-{n}: v\r\n")).collect();
-        assert!(matches!(probe(&GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{many}"))), Probe::Unsuitable));
+        let text = GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{many}"));
+        assert_eq!(complete(&text).known.host.text(), Some("a"), "many fields are parsed again, whole");
     }
 
     /// Heads Pingora's reader would answer with a bare 400 (its `validate_request`), before
@@ -255,9 +320,9 @@ mod tests {
         }
         let connect = "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n";
         assert!(matches!(probe(connect), Probe::Refused(EdgeError::MethodNotAllowed { .. })));
-        // What Pingora takes, the service takes.
+        // What Pingora takes, the front takes.
         for text in [GOOD.replace("/mcp", "http://a/mcp"), chunked("gzip, chunked"), chunked("CHUNKED")] {
-            assert!(matches!(probe(&text), Probe::Unsuitable), "{text:?}");
+            complete(&text);
         }
     }
 
@@ -265,8 +330,8 @@ mod tests {
     fn refuses_heads_past_the_limits() {
         let fields = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
         let with = |extra: &str| GOOD.replace("Host: a\r\n", &format!("Host: a\r\n{extra}"));
-        // Up to the limit (the Host and the others make 3 more): the service takes it.
-        assert!(matches!(probe(&with(&fields(MAX_HEADER_FIELDS - 3))), Probe::Unsuitable));
+        // Up to the limit (the Host and the others make 3 more): taken.
+        complete(&with(&fields(MAX_HEADER_FIELDS - 3)));
         assert!(matches!(
             probe(&with(&fields(MAX_HEADER_FIELDS))),
             Probe::Refused(EdgeError::HeadTooLarge(TOO_MANY_FIELDS))
@@ -286,20 +351,23 @@ mod tests {
     }
 
     #[test]
-    fn leaves_everything_else_to_the_service() {
-        let unsuitable = [
-            GOOD.replace("POST", "GET"),
-            GOOD.replace("HTTP/1.1", "HTTP/1.0"),
-            GOOD.replace("/mcp", "http://a/mcp"),
-            GOOD.replace("Content-Length: 2", "Transfer-Encoding: chunked"),
-            GOOD.replace("Content-Length: 2", "Content-Length: 2\r\nContent-Length: 2"),
-            GOOD.replace("Content-Length: 2", &format!("Content-Length: {}", INSPECT_LIMIT + 1)),
-            GOOD.replace("Host: a\r\n", ""),
-            GOOD.replace("Host: a", "Expect: 100-continue\r\nHost: a"),
-            GOOD.replace("Host: a", "Upgrade: h2c\r\nHost: a"),
-        ];
-        for text in unsuitable {
-            assert!(matches!(probe(&text), Probe::Unsuitable), "{text:?}");
-        }
+    fn reads_every_valid_head() {
+        let get = GOOD.replace("POST", "GET");
+        assert_eq!(complete(&get).method, "GET");
+        let old = GOOD.replace("HTTP/1.1", "HTTP/1.0");
+        assert_eq!(complete(&old).version, http::Version::HTTP_10);
+        let absolute = GOOD.replace("/mcp", "http://a/mcp?x=1");
+        let head = complete(&absolute);
+        assert_eq!((head.path, head.authority.as_deref()), ("/mcp", Some("a")));
+        let chunked = GOOD.replace("Content-Length: 2", "Transfer-Encoding: chunked");
+        assert_eq!(complete(&chunked).framing, Framing::Chunked);
+        let large = GOOD.replace("Content-Length: 2", "Content-Length: 100000");
+        assert_eq!(complete(&large).framing, Framing::Length(100_000));
+        let no_host = GOOD.replace("Host: a\r\n", "");
+        assert_eq!(complete(&no_host).known.host_lines, 0);
+        let expect = GOOD.replace("Host: a", "Expect: 100-continue\r\nHost: a");
+        assert!(complete(&expect).known.expects_continue);
+        let upgrade = GOOD.replace("Host: a", "Upgrade: h2c\r\nHost: a");
+        assert!(complete(&upgrade).known.upgrade);
     }
 }

@@ -1,0 +1,260 @@
+//! The HTTP/1.1 front: reads each request off the connection, has the intake decide what
+//! becomes of it, and writes the answer (a hit, an error) itself, or hands the request to
+//! Pingora through a view that holds exactly it (`one_request`), then takes the connection
+//! back for the next request.
+//!
+//! Why it reads requests itself rather than leaving it to Pingora: a hit is one read and one
+//! write, but going through `pingora-proxy` costs several times what the cache lookup does
+//! (its per-request session, module and filter machinery); measured in `benches/`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use pingora::apps::HttpServerApp;
+use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt;
+
+use super::EdgeApp;
+use super::head::{Framing, Head, Probe, probe_head, route_and_identity};
+use super::one_request::{OneRequest, Rest};
+use super::wire::{IdleTimer, KEEPALIVE, Read, ShutdownSignal, encode_head, read_more, refuse, write_parts};
+use super::chunked::ChunkedEnd;
+use crate::error::EdgeError;
+use crate::intake::{self, BodyPlan, Hit, Understood, Verdict, handover};
+use crate::prefetch::Replay;
+use crate::runtime::Runtime;
+
+/// Why a request that trickles in past `server.header_timeout` is refused (408).
+const TOO_SLOW: &str = "the request did not arrive in time";
+
+/// One client connection, as the front serves it.
+pub(super) struct Connection {
+    pub(super) io: ConnectionIo,
+    /// What has been read of the connection and not yet served.
+    pub(super) buffer: BytesMut,
+}
+
+/// A connection's socket and what it is read and written with (apart from what was read).
+pub(super) struct ConnectionIo {
+    pub(super) stream: Stream,
+    pub(super) shutdown: ShutdownSignal,
+    pub(super) idle_timer: IdleTimer,
+    pub(super) client: Option<std::net::IpAddr>,
+    /// One of the prefetcher's in-process connections.
+    pub(super) internal: bool,
+}
+
+/// What became of one request.
+enum Step {
+    /// Answered (the request was `consumed` bytes); the connection stays open for the next
+    /// request.
+    Answered { consumed: usize },
+    /// The connection is done (closed by the client, idle too long, shutting down, refused,
+    /// or the client asked to close).
+    Close,
+    /// Pingora forwards it: its bytes in the buffer (`len`, or all of it), and what is left
+    /// to come of its body.
+    Forward { understood: Box<Understood>, len: usize, rest: Rest },
+}
+
+impl EdgeApp {
+    /// Serves an HTTP/1.1 connection's requests, one after the other, until it closes.
+    pub(super) async fn serve_h1(&self, mut conn: Connection, shutdown: &ShutdownWatch) {
+        loop {
+            match self.serve_one(&mut conn).await {
+                Step::Answered { consumed } => conn.buffer.advance(consumed),
+                Step::Close => return,
+                Step::Forward { understood, len, rest } => {
+                    let handed = conn.buffer.split_to(len);
+                    let Some(back) = self.forward(conn.io.stream, handed, rest, understood, shutdown).await else {
+                        return;
+                    };
+                    conn.io.stream = back.0;
+                    conn.buffer.extend_from_slice(&back.1);
+                }
+            }
+        }
+    }
+
+    async fn serve_one(&self, conn: &mut Connection) -> Step {
+        // A request's head (and a body the front reads) must arrive within
+        // `server.header_timeout` of its first byte, as with nginx's `client_header_timeout`:
+        // a client trickling a byte now and then must not hold a connection for ever.
+        // The clock is read only when a request takes more than one read (most arrive whole).
+        let header_timeout = || Instant::now() + self.live.load().config.server.header_timeout;
+        let mut deadline = None;
+        // Once the head is complete: the length of the whole request, when the front reads its
+        // body first (the head is parsed again only when that much has arrived).
+        let mut awaiting = 0;
+        // The client was told `100 Continue`.
+        let mut invited = false;
+        loop {
+            if !conn.buffer.is_empty() && conn.buffer.len() >= awaiting {
+                let snapshot = self.live.load_full();
+                let probe = probe_head(&conn.buffer, |path| route_and_identity(&snapshot, path));
+                match probe {
+                    Probe::Complete(head) => match self.take(&mut conn.io, &conn.buffer, head, snapshot, invited).await {
+                        Taken::Done(step) => return step,
+                        Taken::Awaiting { len, invite } => {
+                            awaiting = len;
+                            if invite && !invited {
+                                invited = true;
+                                if write_parts(&mut conn.io.stream, [b"HTTP/1.1 100 Continue\r\n\r\n", &[], &[], &[]])
+                                    .await
+                                    .is_err()
+                                {
+                                    return Step::Close;
+                                }
+                            }
+                        }
+                    },
+                    Probe::Refused(refused) => {
+                        refuse(&mut conn.io.stream, refused, None).await;
+                        return Step::Close;
+                    }
+                    Probe::Partial => {}
+                }
+            }
+            if deadline.is_none() && !conn.buffer.is_empty() {
+                deadline = Some(header_timeout());
+            }
+            let io = &mut conn.io;
+            match read_more(&mut io.stream, &mut conn.buffer, &mut io.shutdown, &mut io.idle_timer, deadline).await {
+                Read::More => {}
+                Read::Over => return Step::Close,
+                Read::TooSlow => {
+                    refuse(&mut io.stream, EdgeError::RequestTimeout(TOO_SLOW.into()), None).await;
+                    return Step::Close;
+                }
+            }
+        }
+    }
+
+    /// Takes a request whose head is complete: through the intake once its body (when it is
+    /// read first) has arrived.
+    async fn take(
+        &self,
+        io: &mut ConnectionIo,
+        buffer: &[u8],
+        head: Head<'_>,
+        snapshot: Arc<Runtime>,
+        invited: bool,
+    ) -> Taken {
+        let started = Instant::now();
+        let request = head.request(io.client, io.internal);
+        let admitted = match intake::admit_head(snapshot, head.route, &request) {
+            Ok(admitted) => admitted,
+            Err(refused) => return Taken::Done(self.refuse(io, refused, &head).await),
+        };
+        let buffered = buffer.len();
+        if let BodyPlan::Read(length) = admitted.body {
+            let request_len = head.head_len + length as usize;
+            if buffered < request_len {
+                return Taken::Awaiting { len: request_len, invite: head.known.expects_continue };
+            }
+        }
+        let _active = crate::metrics::ActiveRequest::start();
+        let body = match admitted.body {
+            BodyPlan::Read(length) => &buffer[head.head_len..head.head_len + length as usize],
+            _ => &[][..],
+        };
+        match self.intake.understand(admitted, &request, body).await {
+            Verdict::Refuse(refused) => Taken::Done(self.refuse(io, refused, &head).await),
+            Verdict::Hit(hit) => Taken::Done(self.answer_hit(io, buffer, &head, hit, started).await),
+            Verdict::Forward(mut understood) => {
+                understood.body_invited = invited;
+                let (len, rest) = forwarded_extent(&head, buffer);
+                Taken::Done(Step::Forward { understood, len, rest })
+            }
+        }
+    }
+
+    /// Writes a hit's answer, and tells of it.
+    async fn answer_hit(&self, io: &mut ConnectionIo, buffer: &[u8], head: &Head<'_>, hit: Hit, started: Instant) -> Step {
+        let closing = head.known.connection_close || io.shutdown.has_begun();
+        let Some(answer) = hit.render(head.known.session_id.text()) else {
+            return self.forward_instead(io, buffer, head, hit).await;
+        };
+        let response_head = encode_head(&answer, closing);
+        let [first, entry_bytes, last] = answer.body.parts();
+        if write_parts(&mut io.stream, [&response_head, first, entry_bytes, last]).await.is_err()
+            || io.stream.flush().await.is_err()
+        {
+            return Step::Close;
+        }
+        hit.record(started);
+        let request_len = head.request_len().unwrap_or(head.head_len);
+        let (head_bytes, body) = buffer[..request_len].split_at(head.head_len);
+        self.intake.after_hit(&hit, || Replay::from_head(head_bytes), body);
+        if closing { Step::Close } else { Step::Answered { consumed: request_len } }
+    }
+
+    /// A hit whose entry cannot be read: forwarded instead, as a miss.
+    async fn forward_instead(&self, io: &mut ConnectionIo, buffer: &[u8], head: &Head<'_>, hit: Hit) -> Step {
+        match self.intake.forward_instead(hit, head.method, io.client) {
+            Verdict::Forward(understood) => {
+                let (len, rest) = forwarded_extent(head, buffer);
+                Step::Forward { understood, len, rest }
+            }
+            Verdict::Refuse(refused) => self.refuse(io, refused, head).await,
+            Verdict::Hit(_) => unreachable!("forward_instead never answers from the cache"),
+        }
+    }
+
+    async fn refuse(&self, io: &mut ConnectionIo, refused: EdgeError, head: &Head<'_>) -> Step {
+        let route = head.route.map(|index| self.live.load().routes[index].config.name.clone());
+        refuse(&mut io.stream, refused, Some((route.as_deref().unwrap_or("-"), head.method))).await;
+        Step::Close
+    }
+
+    /// Hands one request to Pingora: a Pingora HTTP/1 session over a view of the connection
+    /// that holds exactly this request (`handed`: what the front read of it; `rest`: what is
+    /// left to come). Returns the connection and what the client sent meanwhile, if it may
+    /// serve another request.
+    async fn forward(
+        &self,
+        stream: Stream,
+        handed: BytesMut,
+        rest: Rest,
+        understood: Box<Understood>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, BytesMut)> {
+        let upgrade = matches!(rest, Rest::Unbounded);
+        let mut session = ServerSession::new_http1(Box::new(OneRequest::new(stream, handed, rest)));
+        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+        let served = handover::forward_with(understood, self.proxy.process_new_http(session, shutdown)).await?;
+        let (stream, _settings) = served.consume();
+        let back = OneRequest::take_back(stream)?;
+        (back.reusable && !upgrade).then_some((back.stream, back.ahead))
+    }
+}
+
+/// What taking a complete head came to.
+enum Taken {
+    Done(Step),
+    /// The front reads the body first: the whole request is `len` bytes (`invite`: the client
+    /// waits for `100 Continue` before sending it).
+    Awaiting { len: usize, invite: bool },
+}
+
+/// How much of the buffer a forwarded request takes, and what is left to come of it.
+fn forwarded_extent(head: &Head<'_>, buffer: &[u8]) -> (usize, Rest) {
+    if head.known.upgrade {
+        return (buffer.len(), Rest::Unbounded);
+    }
+    match head.framing {
+        Framing::Length(length) => {
+            let request_len = head.head_len + length as usize;
+            let len = request_len.min(buffer.len());
+            (len, Rest::Length((request_len - len) as u64))
+        }
+        Framing::Chunked => {
+            let mut end = ChunkedEnd::new();
+            let body = end.feed(&buffer[head.head_len..]);
+            (head.head_len + body, Rest::Chunked(end))
+        }
+    }
+}

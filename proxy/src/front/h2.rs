@@ -1,0 +1,218 @@
+//! The HTTP/2 front: Pingora's HTTP/2 server accepts the connection's streams (handshake,
+//! flow control, limits, graceful shutdown) and hands each to this front as a session, which
+//! reads the request, has the intake decide what becomes of it, and answers it (a hit, an
+//! error) or has Pingora's proxy service forward it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::apps::{HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+
+use crate::answer::Outcome;
+use crate::error::EdgeError;
+use crate::intake::{self, BodyPlan, Hit, Intake, Request, Understood, Verdict, handover};
+use crate::known_headers::KnownHeaders;
+use crate::prefetch::Replay;
+use crate::runtime::Live;
+use crate::served::Served;
+use crate::service::McpProxy;
+
+pub(super) struct H2Front {
+    pub(super) proxy: Arc<HttpProxy<McpProxy>>,
+    pub(super) live: Live,
+    pub(super) intake: Arc<Intake>,
+}
+
+#[async_trait]
+impl HttpServerApp for H2Front {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let understood = {
+            let started = Instant::now();
+            let _active = crate::metrics::ActiveRequest::start();
+            if let Err(e) = join_cookie_crumbs(&mut session) {
+                tracing::debug!(error = %e, "could not join cookie crumbs");
+                return None;
+            }
+            self.take(&mut session, started).await?
+        };
+        // Pingora's service forwards it (HTTP/2 streams are not reused: nothing to return).
+        handover::forward_with(understood, self.proxy.process_new_http(session, shutdown)).await;
+        None
+    }
+}
+
+impl H2Front {
+    /// Reads the request through the intake and answers it here, unless it is to be forwarded:
+    /// then what the intake understood of it.
+    async fn take(&self, session: &mut ServerSession, started: Instant) -> Option<Box<Understood>> {
+        let snapshot = self.live.load_full();
+        let head = session.req_header();
+        let path = head.uri.path().to_string();
+        let route = snapshot.route_for(&path);
+        let identity = route.map_or("", |index| snapshot.routes[index].config.policy.identity_header.as_str());
+        let http_method = head.method.as_str().to_string();
+        let (admitted, body) = {
+            let head = session.req_header();
+            let known = KnownHeaders::from_map(&head.headers, identity);
+            let request = request_of(head, &path, &known, session);
+            let admitted = match intake::admit_head(snapshot.clone(), route, &request) {
+                Ok(admitted) => admitted,
+                Err(refused) => return self.refuse(session, refused, route, &http_method).await,
+            };
+            let body_length = match admitted.body {
+                BodyPlan::Read(length) => Some((length, known.expects_continue)),
+                _ => None,
+            };
+            (admitted, body_length)
+        };
+        let body = match body {
+            Some((length, expects_continue)) => match read_body(session, length, expects_continue).await {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read an HTTP/2 request body");
+                    return None;
+                }
+            },
+            None => Bytes::new(),
+        };
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let verdict = {
+            let head = session.req_header();
+            let known = KnownHeaders::from_map(&head.headers, identity);
+            let request = request_of(head, &path, &known, session);
+            self.intake.understand(admitted, &request, &body).await
+        };
+        let verdict = match verdict {
+            Verdict::Hit(hit) => match self.answer_hit(session, hit, &body, started).await {
+                Ok(None) => return None,
+                Ok(Some(unreadable)) => self.intake.forward_instead(unreadable, &http_method, client),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not write a cached answer");
+                    return None;
+                }
+            },
+            other => other,
+        };
+        match verdict {
+            Verdict::Forward(understood) => Some(understood),
+            Verdict::Refuse(refused) => self.refuse(session, refused, route, &http_method).await,
+            Verdict::Hit(_) => unreachable!("forward_instead never answers from the cache"),
+        }
+    }
+
+    /// Writes a hit's answer (`Ok(None)`), and tells of it; a hit whose entry cannot be read is
+    /// given back, to be forwarded instead.
+    async fn answer_hit(
+        &self,
+        session: &mut ServerSession,
+        hit: Hit,
+        body: &[u8],
+        started: Instant,
+    ) -> pingora::Result<Option<Hit>> {
+        let session_id = session.req_header().headers.get(&crate::known_headers::MCP_SESSION_ID);
+        let session_id = session_id.and_then(|v| v.to_str().ok()).map(str::to_string);
+        let Some(answer) = hit.render(session_id.as_deref()) else { return Ok(Some(hit)) };
+        let headers = answer.headers().map(|(name, value)| (name, value.to_string())).collect::<Vec<_>>();
+        let bytes = answer.body.to_bytes();
+        drop(answer);
+        let headers = headers.iter().map(|(name, value)| (*name, value.as_str()));
+        crate::respond::write_whole(session, 200, bytes, headers).await?;
+        hit.record(started);
+        self.intake.after_hit(&hit, || Some(Replay::from_request(session.req_header())), body);
+        Ok(None)
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut ServerSession,
+        refused: EdgeError,
+        route: Option<usize>,
+        http_method: &str,
+    ) -> Option<Box<Understood>> {
+        let route = route.map(|index| self.live.load().routes[index].config.name.clone());
+        let status = refused.status();
+        let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
+        if let Err(e) = crate::respond::write_whole(session, status, Bytes::from(refused.body(None)), headers).await {
+            tracing::debug!(error = %e, "could not send the error response");
+        }
+        Served {
+            route: route.as_deref().unwrap_or("-"),
+            http_method,
+            mcp_method: None,
+            status,
+            cache: Outcome::Bypass.as_str(),
+            tier: None,
+            upstream: None,
+            started: Instant::now(),
+            error: Some(refused.to_string()),
+        }
+        .record();
+        None
+    }
+}
+
+/// The intake's view of an HTTP/2 request.
+fn request_of<'a>(
+    head: &'a pingora::http::RequestHeader,
+    path: &'a str,
+    known: &'a KnownHeaders<'a>,
+    session: &ServerSession,
+) -> Request<'a> {
+    let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    Request {
+        method: head.method.as_str(),
+        version: head.version,
+        path,
+        authority: head.uri.authority().map(|a| a.as_str()),
+        known,
+        client,
+        internal: false,
+    }
+}
+
+/// Reads a small body whole (telling a client that waits for it to send it), into Pingora's
+/// retry buffer too, from which Pingora forwards it.
+async fn read_body(session: &mut ServerSession, length: u64, expects_continue: bool) -> pingora::Result<Bytes> {
+    if expects_continue {
+        session.write_continue_response().await?;
+    }
+    session.enable_retry_buffering();
+    let mut body = BytesMut::with_capacity(length as usize);
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// HTTP/2 may send `cookie` as one field per crumb (RFC 9113 §8.2.3): they are one header.
+/// Joined with "; " before anything reads it (a route whose identity header is `cookie` must
+/// not see it as sent twice) and before it is forwarded over HTTP/1.1, which wants one line.
+fn join_cookie_crumbs(session: &mut ServerSession) -> pingora::Result<()> {
+    let head = session.req_header();
+    if head.headers.get_all(http::header::COOKIE).iter().nth(1).is_none() {
+        return Ok(());
+    }
+    // Empty crumbs are no cookie: left out, so that crumbs that are all empty are no credential.
+    let crumbs: Vec<&[u8]> = head
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes().trim_ascii())
+        .filter(|crumb| !crumb.is_empty())
+        .collect();
+    if crumbs.is_empty() {
+        session.req_header_mut().remove_header(&http::header::COOKIE);
+        return Ok(());
+    }
+    let joined = crumbs.join(&b"; "[..]);
+    session.req_header_mut().insert_header(http::header::COOKIE, joined)
+}

@@ -1,0 +1,87 @@
+//! What the intake hands the proxy service with a request it forwards: everything it
+//! established of it ([`Understood`]), so that the service reads nothing of it again.
+//!
+//! It travels in a task-local slot around the call into Pingora for that one request
+//! ([`forward_with`]): the service takes it in its first phase ([`take`]). One way for both
+//! protocols (Pingora's connection user context exists for HTTP/1 only).
+
+use std::cell::RefCell;
+
+use mcp_edge_policies::method::Method;
+use mcp_edge_policies::prefetch::sequence::Context;
+
+use super::Admitted;
+use crate::limits;
+use crate::request_cache::RequestCache;
+use crate::runtime::Route;
+
+/// A request the intake forwards, and all it established of it.
+pub struct Understood {
+    /// Its configuration snapshot, route, era, session and framing.
+    pub admitted: Admitted,
+    /// The client accepts gzip (and the configuration allows it).
+    pub accepts_gzip: bool,
+    /// The handshake-era session id the client sent.
+    pub edge_session: Option<String>,
+    pub body: ForwardedBody,
+    /// The JSON-RPC method and raw id, when the body was read.
+    pub rpc_method: Option<String>,
+    pub rpc_id: Option<String>,
+    /// Its cache state, when its answer may be stored.
+    pub cache: Option<Box<RequestCache>>,
+    /// A client's `resources/read` for the prefetcher to learn once its answer is stored.
+    pub learn: Option<(Context, String)>,
+    /// A write whose invalidation waits for its answer (see the service's `writes`).
+    pub write_pending: bool,
+    /// Its place among the route's requests upstream, or among its client's open streams.
+    pub admission: Admission,
+    /// The client was told `100 Continue`.
+    pub body_invited: bool,
+}
+
+/// How the body of a forwarded request reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedBody {
+    /// No body (not a POST), or one read and understood whole.
+    None,
+    /// Held back as it streams in, until whole, then checked as a small body is (see the
+    /// service's `request_body_filter`).
+    Held,
+}
+
+/// A forwarded request's place under the limits, held (never read) until the request ends.
+pub enum Admission {
+    None,
+    Forwarding(#[allow(dead_code)] limits::Forwarding),
+    Stream(#[allow(dead_code)] limits::OpenStream),
+}
+
+impl Understood {
+    pub fn route(&self) -> &Route {
+        self.admitted.route()
+    }
+
+    pub fn mcp_method(&self) -> Option<Method> {
+        self.rpc_method.as_deref().and_then(Method::named)
+    }
+
+    /// Keeps what the service needs of the message it was read from.
+    pub(super) fn take_message(&mut self, message: mcp_edge_policies::jsonrpc::Message) {
+        self.rpc_method = message.method;
+        self.rpc_id = message.id;
+    }
+}
+
+tokio::task_local! {
+    static HANDED: RefCell<Option<Box<Understood>>>;
+}
+
+/// Runs `forwarding` (Pingora serving one request) with `understood` for the service to take.
+pub async fn forward_with<F: Future>(understood: Box<Understood>, forwarding: F) -> F::Output {
+    HANDED.scope(RefCell::new(Some(understood)), forwarding).await
+}
+
+/// The request the intake handed over (once: the first phase takes it).
+pub fn take() -> Option<Box<Understood>> {
+    HANDED.try_with(|slot| slot.borrow_mut().take()).ok().flatten()
+}

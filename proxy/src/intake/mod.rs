@@ -1,0 +1,284 @@
+//! The intake: every request is read, checked and understood here, once, whichever front
+//! received it (HTTP/1.1 or HTTP/2), and leaves it as one of three verdicts:
+//!
+//! - [`Verdict::Refuse`]: answered with a JSON-RPC error (a bad head or body, a route or
+//!   session that does not exist, a client over its rate, a full upstream);
+//! - [`Verdict::Hit`]: answered from the cache (see [`hit`]);
+//! - [`Verdict::Forward`]: forwarded by Pingora, with what the intake understood of it
+//!   ([`Understood`], see [`handover`]); the proxy service reads nothing of the request again.
+//!
+//! It runs in two steps, because a client that sends `Expect: 100-continue` is told to send
+//! its body only once its head passed: [`admit_head`] (route, method, host, origin, path,
+//! rate, session, framing) and [`Intake::understand`] (the JSON-RPC body, the caller, the
+//! cache, admission upstream).
+
+pub mod handover;
+pub mod hit;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mcp_edge_policies::cache::{Caller, is_write};
+use mcp_edge_policies::jsonrpc::Message;
+use mcp_edge_policies::method::Method;
+use mcp_edge_policies::prefetch::Kind;
+use mcp_edge_policies::prefetch::sequence::Context;
+
+use crate::error::EdgeError;
+use crate::guards;
+use crate::known_headers::KnownHeaders;
+use crate::limits;
+use crate::prefetch::Prefetcher;
+use crate::request_cache::{self, LookupInput, Prepared};
+use crate::runtime::{Route, Runtime};
+use crate::store::{EdgeCache, Found, Fresh};
+
+pub use handover::{Admission, ForwardedBody, Understood};
+pub use hit::Hit;
+
+/// Bodies up to this size are read and understood before forwarding. Larger ones (never
+/// cacheable reads) stream through, held back until whole and then checked (see the service's
+/// `request_body_filter`): Pingora's retry buffer, which replays a body read before
+/// forwarding, holds at most 64 KiB.
+pub const INSPECT_LIMIT: u64 = 64 * 1024;
+
+/// A request's head as a front read it.
+pub struct Request<'a> {
+    /// The HTTP method.
+    pub method: &'a str,
+    pub version: http::Version,
+    /// The target's path (without its query).
+    pub path: &'a str,
+    /// An absolute-form target's authority (HTTP/1.1), or the `:authority` (HTTP/2).
+    pub authority: Option<&'a str>,
+    /// The headers the checks read (with the route's identity header).
+    pub known: &'a KnownHeaders<'a>,
+    pub client: Option<IpAddr>,
+    /// Sent on one of the prefetcher's in-process connections (no client can open one).
+    pub internal: bool,
+}
+
+/// What became of a request. (Returned once per request, on the stack: boxing a hit would
+/// allocate per hit instead.)
+#[allow(clippy::large_enum_variant)]
+pub enum Verdict {
+    Refuse(EdgeError),
+    Hit(Hit),
+    Forward(Box<Understood>),
+}
+
+/// What a request's body is to the intake, once its head passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// None expected (not a POST).
+    None,
+    /// A POST body of this length, small enough to be read whole and understood first.
+    Read(u64),
+    /// A POST body too large to read first, or chunked: it streams through (held back).
+    Streamed,
+}
+
+/// A request whose head passed ([`admit_head`]).
+pub struct Admitted {
+    pub snapshot: Arc<Runtime>,
+    pub route: usize,
+    pub stateless: bool,
+    /// The upstream owning its MCP session (pool index) and that upstream's session id.
+    pub pinned: Option<(usize, String)>,
+    pub body: BodyPlan,
+    /// The kind of prefetch it is (only on the prefetcher's own connections).
+    pub prefetch: Option<Kind>,
+}
+
+impl Admitted {
+    pub fn route(&self) -> &Route {
+        &self.snapshot.routes[self.route]
+    }
+}
+
+/// The checks of a request's head, in the order a client is told of them: its route, its
+/// method, its head (path, host, origin, headers sent twice), its client's rate, its session,
+/// a POST's framing.
+pub fn admit_head(snapshot: Arc<Runtime>, route: Option<usize>, request: &Request<'_>) -> Result<Admitted, EdgeError> {
+    let Some(route_index) = route else {
+        return Err(EdgeError::NoRoute { path: request.path.to_string() });
+    };
+    let post = request.method == "POST";
+    if !(post || matches!(request.method, "GET" | "DELETE" | "OPTIONS")) {
+        return Err(EdgeError::MethodNotAllowed { method: request.method.to_string() });
+    }
+    let known = request.known;
+    if request.version == http::Version::HTTP_11 && known.host_lines == 0 {
+        return Err(EdgeError::bad_request("an HTTP/1.1 request must carry a Host header"));
+    }
+    let route = &snapshot.routes[route_index];
+    guards::check_request_head(&snapshot.config.server, request.path, request.authority, known)?;
+    route.limits.admit(request.client)?;
+    let stateless = guards::is_stateless(known);
+    let pinned = guards::pin_session(route, known, stateless)?;
+    let body = match post {
+        false => BodyPlan::None,
+        true => match guards::check_post(known, snapshot.config.server.max_body)? {
+            Some(length) if length <= INSPECT_LIMIT => BodyPlan::Read(length),
+            _ => BodyPlan::Streamed,
+        },
+    };
+    let prefetch = if request.internal { known.prefetch.text().and_then(Kind::parse) } else { None };
+    Ok(Admitted { snapshot, route: route_index, stateless, pinned, body, prefetch })
+}
+
+/// Understands requests and answers them from the cache; shared by the fronts.
+pub struct Intake {
+    pub cache: Arc<EdgeCache>,
+    pub prefetch: Arc<Prefetcher>,
+}
+
+impl Intake {
+    /// Understands an admitted request (`body`: its body, when [`BodyPlan::Read`]) and decides
+    /// what becomes of it.
+    pub async fn understand(&self, admitted: Admitted, request: &Request<'_>, body: &[u8]) -> Verdict {
+        let snapshot = admitted.snapshot.clone();
+        let route = &snapshot.routes[admitted.route];
+        let known = request.known;
+        let accepts_gzip =
+            snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
+        let edge_session = (!admitted.stateless).then(|| known.session_id.text().map(str::to_string)).flatten();
+        let mut understood = Understood {
+            accepts_gzip,
+            edge_session,
+            body: ForwardedBody::None,
+            rpc_method: None,
+            rpc_id: None,
+            cache: None,
+            learn: None,
+            write_pending: false,
+            admission: Admission::None,
+            body_invited: false,
+            admitted,
+        };
+        match understood.admitted.body {
+            BodyPlan::None => {}
+            BodyPlan::Streamed => understood.body = ForwardedBody::Held,
+            BodyPlan::Read(_) => {
+                let message = match guards::understand(body, known, understood.admitted.stateless) {
+                    Ok(message) => message,
+                    Err(refused) => return Verdict::Refuse(refused),
+                };
+                let caller = guards::caller(known, understood.admitted.stateless, &route.config.policy.identity_header);
+                if let Some((fresh, message)) = self.consult_cache(route, &mut understood, message, caller).await {
+                    let mcp_method = Method::label(message.method.as_deref());
+                    return Verdict::Hit(Hit { request: understood, fresh, message, mcp_method });
+                }
+            }
+        }
+        let method = request.method;
+        understood.admission = match admit_upstream(route, &understood, method, request.client) {
+            Ok(admission) => admission,
+            Err(refused) => return Verdict::Refuse(refused),
+        };
+        Verdict::Forward(Box::new(understood))
+    }
+
+    /// Answers a request from the cache when it can (a fresh entry, or one a fetch of the same
+    /// answer under way stores meanwhile: the entry, and the message), else prepares to store
+    /// its answer.
+    async fn consult_cache(
+        &self,
+        route: &Route,
+        understood: &mut Understood,
+        message: Message,
+        caller: Caller,
+    ) -> Option<(Fresh, Message)> {
+        let policy = &route.config.policy;
+        let prefetch = understood.admitted.prefetch;
+        understood.write_pending = is_write_on(route, &message);
+        if prefetch.is_none() {
+            understood.learn = self.read_to_learn(route, &message, &caller);
+        }
+        let input = LookupInput {
+            route: &route.config.name,
+            policy,
+            readonly: &route.readonly,
+            message: &message,
+            caller: &caller,
+        };
+        let lookup = input.lookup();
+        let Some(lookup) = lookup else {
+            understood.take_message(message);
+            return None;
+        };
+        let found = if prefetch.is_some_and(Kind::bypasses_cache) {
+            // A refresh replaces the entry, whatever the cache holds.
+            Found::Nothing
+        } else if !caller.may_take_hits(route.sessions.known_sessionless()) {
+            // A caller the upstream would refuse is its to answer (see `live_sessions`).
+            Found::Nothing
+        } else {
+            self.cache.lookup(&route.config.name, &lookup, policy.stale_if_error, policy.max_ttl).await
+        };
+        let name = route.config.name.as_str();
+        let prepared = match found {
+            // The common hit: no coalescing to join, nothing to prepare.
+            Found::Fresh(fresh) => Prepared::Hit(fresh),
+            found => request_cache::prepare(&self.cache, (name, policy), (lookup, Some(found)), caller, route.config.read_timeout).await,
+        };
+        match prepared {
+            Prepared::Hit(fresh) => {
+                let mcp_method = Method::label(message.method.as_deref());
+                if mcp_method == Method::ToolsList.as_str() {
+                    route.readonly.learn_from_hit(&fresh.stored, name, &policy.cache_tools);
+                }
+                Some((fresh, message))
+            }
+            Prepared::Forward(cache) => {
+                understood.cache = Some(cache);
+                understood.take_message(message);
+                None
+            }
+        }
+    }
+
+    /// A hit whose entry cannot be read (it is checked when stored and loaded, so this is for
+    /// the unforeseen): forwarded instead, as a request the cache has nothing for.
+    pub fn forward_instead(&self, hit: Hit, http_method: &str, client: Option<IpAddr>) -> Verdict {
+        let Hit { request: mut understood, message, .. } = hit;
+        understood.take_message(message);
+        match admit_upstream(understood.route(), &understood, http_method, client) {
+            Ok(admission) => {
+                understood.admission = admission;
+                Verdict::Forward(Box::new(understood))
+            }
+            Err(refused) => Verdict::Refuse(refused),
+        }
+    }
+
+    /// A client's `resources/read`, for the prefetcher to learn from once its answer is in the
+    /// cache (a hit, or a miss whose answer was stored).
+    pub fn read_to_learn(&self, route: &Route, message: &Message, caller: &Caller) -> Option<(Context, String)> {
+        if message.method.as_deref() != Some(Method::ResourcesRead.as_str()) {
+            return None;
+        }
+        Some((self.prefetch.context(route, caller)?, message.params.uri.clone()?))
+    }
+}
+
+/// Whether `message` is a write to invalidate on, on `route` (see the service's `writes`).
+pub fn is_write_on(route: &Route, message: &Message) -> bool {
+    is_write(message, &route.config.policy, |name| route.readonly.declared_read_only(name))
+}
+
+/// Admits a request to the upstream: a long-lived stream against its client's open streams,
+/// anything else against the route's concurrent requests.
+fn admit_upstream(
+    route: &Route,
+    understood: &Understood,
+    http_method: &str,
+    client: Option<IpAddr>,
+) -> Result<Admission, EdgeError> {
+    let long_lived = http_method == "GET" || understood.mcp_method().is_some_and(Method::is_long_lived);
+    if long_lived {
+        let max = understood.admitted.snapshot.config.server.max_streams_per_client;
+        return limits::open_stream(client, max).map(Admission::Stream);
+    }
+    route.limits.forward().map(|forwarding| forwarding.map_or(Admission::None, Admission::Forwarding))
+}
