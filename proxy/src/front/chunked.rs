@@ -67,11 +67,15 @@ impl ChunkedEnd {
                     _ => ChunkedEnd::Broken,
                 },
             },
-            ChunkedEnd::Size { size: 0, cr: true, .. } if byte == b'\n' => ChunkedEnd::Trailers { line_len: 0, cr: false },
+            ChunkedEnd::Size { size: 0, cr: true, .. } if byte == b'\n' => {
+                ChunkedEnd::Trailers { line_len: 0, cr: false }
+            }
             ChunkedEnd::Size { size, cr: true, .. } if byte == b'\n' => ChunkedEnd::Data(size),
             ChunkedEnd::DataEnd { cr: false } if byte == b'\r' => ChunkedEnd::DataEnd { cr: true },
             ChunkedEnd::DataEnd { cr: true } if byte == b'\n' => ChunkedEnd::new(),
-            ChunkedEnd::Trailers { line_len, cr: false } if byte == b'\r' => ChunkedEnd::Trailers { line_len, cr: true },
+            ChunkedEnd::Trailers { line_len, cr: false } if byte == b'\r' => {
+                ChunkedEnd::Trailers { line_len, cr: true }
+            }
             ChunkedEnd::Trailers { line_len: 0, cr: true } if byte == b'\n' => ChunkedEnd::Done,
             ChunkedEnd::Trailers { cr: true, .. } if byte == b'\n' => ChunkedEnd::Trailers { line_len: 0, cr: false },
             ChunkedEnd::Trailers { line_len, cr: false } => ChunkedEnd::Trailers { line_len: line_len + 1, cr: false },

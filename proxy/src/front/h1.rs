@@ -18,10 +18,10 @@ use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
 use super::EdgeApp;
+use super::chunked::ChunkedEnd;
 use super::head::{Framing, Head, Probe, probe_head, route_and_identity};
 use super::one_request::{OneRequest, Rest};
 use super::wire::{IdleTimer, KEEPALIVE, Read, ShutdownSignal, encode_head, read_more, refuse, write_parts};
-use super::chunked::ChunkedEnd;
 use crate::error::EdgeError;
 use crate::intake::{self, BodyPlan, Hit, Understood, Verdict, handover};
 use crate::prefetch::Replay;
@@ -91,26 +91,21 @@ impl EdgeApp {
         let mut awaiting = 0;
         // The client was told `100 Continue`.
         let mut invited = false;
+        // The head's verdict, kept while its body arrives (its checks count against the
+        // client's rate once).
+        let mut admitted = None;
         loop {
             if !conn.buffer.is_empty() && conn.buffer.len() >= awaiting {
                 let snapshot = self.live.load_full();
                 let probe = probe_head(&conn.buffer, |path| route_and_identity(&snapshot, path));
                 match probe {
-                    Probe::Complete(head) => match self.take(&mut conn.io, &conn.buffer, head, snapshot, invited).await {
-                        Taken::Done(step) => return step,
-                        Taken::Awaiting { len, invite } => {
-                            awaiting = len;
-                            if invite && !invited {
-                                invited = true;
-                                if write_parts(&mut conn.io.stream, [b"HTTP/1.1 100 Continue\r\n\r\n", &[], &[], &[]])
-                                    .await
-                                    .is_err()
-                                {
-                                    return Step::Close;
-                                }
-                            }
+                    Probe::Complete(head) => {
+                        match self.take(&mut conn.io, &conn.buffer, head, snapshot, (&mut admitted, &mut invited)).await
+                        {
+                            Taken::Done(step) => return step,
+                            Taken::Awaiting(len) => awaiting = len,
                         }
-                    },
+                    }
                     Probe::Refused(refused) => {
                         refuse(&mut conn.io.stream, refused, None).await;
                         return Step::Close;
@@ -134,26 +129,41 @@ impl EdgeApp {
     }
 
     /// Takes a request whose head is complete: through the intake once its body (when it is
-    /// read first) has arrived.
+    /// read first) has arrived (`admitted_before`: the head's verdict, when it came earlier).
     async fn take(
         &self,
         io: &mut ConnectionIo,
         buffer: &[u8],
         head: Head<'_>,
         snapshot: Arc<Runtime>,
-        invited: bool,
+        (admitted_before, invited): (&mut Option<intake::Admitted>, &mut bool),
     ) -> Taken {
         let started = Instant::now();
         let request = head.request(io.client, io.internal);
-        let admitted = match intake::admit_head(snapshot, head.route, &request) {
-            Ok(admitted) => admitted,
-            Err(refused) => return Taken::Done(self.refuse(io, refused, &head).await),
+        let admitted = match admitted_before.take() {
+            Some(admitted) => admitted,
+            None => match intake::admit_head(snapshot, head.route, &request) {
+                Ok(admitted) => admitted,
+                Err(refused) => return Taken::Done(self.refuse(io, refused, &head).await),
+            },
         };
+        // A client that waits before sending its body (RFC 9110 §10.1.1) is told to send it
+        // now that its head passed (else it waits out its own timeout: curl's is 1 s). The
+        // upstream is not asked again (`Expect` is not forwarded).
+        if head.known.expects_continue && admitted.body != BodyPlan::None && !*invited {
+            *invited = true;
+            let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+            if write_parts(&mut io.stream, [interim, &[], &[], &[]]).await.is_err() || io.stream.flush().await.is_err()
+            {
+                return Taken::Done(Step::Close);
+            }
+        }
         let buffered = buffer.len();
         if let BodyPlan::Read(length) = admitted.body {
             let request_len = head.head_len + length as usize;
             if buffered < request_len {
-                return Taken::Awaiting { len: request_len, invite: head.known.expects_continue };
+                *admitted_before = Some(admitted);
+                return Taken::Awaiting(request_len);
             }
         }
         let _active = crate::metrics::ActiveRequest::start();
@@ -165,7 +175,7 @@ impl EdgeApp {
             Verdict::Refuse(refused) => Taken::Done(self.refuse(io, refused, &head).await),
             Verdict::Hit(hit) => Taken::Done(self.answer_hit(io, buffer, &head, hit, started).await),
             Verdict::Forward(mut understood) => {
-                understood.body_invited = invited;
+                understood.body_invited = *invited;
                 let (len, rest) = forwarded_extent(&head, buffer);
                 Taken::Done(Step::Forward { understood, len, rest })
             }
@@ -173,7 +183,14 @@ impl EdgeApp {
     }
 
     /// Writes a hit's answer, and tells of it.
-    async fn answer_hit(&self, io: &mut ConnectionIo, buffer: &[u8], head: &Head<'_>, hit: Hit, started: Instant) -> Step {
+    async fn answer_hit(
+        &self,
+        io: &mut ConnectionIo,
+        buffer: &[u8],
+        head: &Head<'_>,
+        hit: Hit,
+        started: Instant,
+    ) -> Step {
         let closing = head.known.connection_close || io.shutdown.has_begun();
         let Some(answer) = hit.render(head.known.session_id.text()) else {
             return self.forward_instead(io, buffer, head, hit).await;
@@ -235,9 +252,8 @@ impl EdgeApp {
 /// What taking a complete head came to.
 enum Taken {
     Done(Step),
-    /// The front reads the body first: the whole request is `len` bytes (`invite`: the client
-    /// waits for `100 Continue` before sending it).
-    Awaiting { len: usize, invite: bool },
+    /// The front reads the body first: the whole request is this many bytes.
+    Awaiting(usize),
 }
 
 /// How much of the buffer a forwarded request takes, and what is left to come of it.

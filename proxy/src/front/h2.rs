@@ -69,13 +69,21 @@ impl H2Front {
                 Err(refused) => return self.refuse(session, refused, route, &http_method).await,
             };
             let body_length = match admitted.body {
-                BodyPlan::Read(length) => Some((length, known.expects_continue)),
+                BodyPlan::Read(length) => Some(length),
                 _ => None,
             };
-            (admitted, body_length)
+            let invite = known.expects_continue && admitted.body != BodyPlan::None;
+            (admitted, (body_length, invite))
         };
+        let (body, invited) = body;
+        // A client that waits before sending its body is told to send it now that its head
+        // passed (see `h1`).
+        if invited && let Err(e) = session.write_continue_response().await {
+            tracing::debug!(error = %e, "could not invite an HTTP/2 request body");
+            return None;
+        }
         let body = match body {
-            Some((length, expects_continue)) => match read_body(session, length, expects_continue).await {
+            Some(length) => match read_body(session, length).await {
                 Ok(body) => body,
                 Err(e) => {
                     tracing::debug!(error = %e, "could not read an HTTP/2 request body");
@@ -103,7 +111,10 @@ impl H2Front {
             other => other,
         };
         match verdict {
-            Verdict::Forward(understood) => Some(understood),
+            Verdict::Forward(mut understood) => {
+                understood.body_invited = invited;
+                Some(understood)
+            }
             Verdict::Refuse(refused) => self.refuse(session, refused, route, &http_method).await,
             Verdict::Hit(_) => unreachable!("forward_instead never answers from the cache"),
         }
@@ -140,7 +151,8 @@ impl H2Front {
     ) -> Option<Box<Understood>> {
         let route = route.map(|index| self.live.load().routes[index].config.name.clone());
         let status = refused.status();
-        let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
+        let headers =
+            [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
         if let Err(e) = crate::respond::write_whole(session, status, Bytes::from(refused.body(None)), headers).await {
             tracing::debug!(error = %e, "could not send the error response");
         }
@@ -179,12 +191,8 @@ fn request_of<'a>(
     }
 }
 
-/// Reads a small body whole (telling a client that waits for it to send it), into Pingora's
-/// retry buffer too, from which Pingora forwards it.
-async fn read_body(session: &mut ServerSession, length: u64, expects_continue: bool) -> pingora::Result<Bytes> {
-    if expects_continue {
-        session.write_continue_response().await?;
-    }
+/// Reads a small body whole, into Pingora's retry buffer too, from which Pingora forwards it.
+async fn read_body(session: &mut ServerSession, length: u64) -> pingora::Result<Bytes> {
     session.enable_retry_buffering();
     let mut body = BytesMut::with_capacity(length as usize);
     while let Some(chunk) = session.read_request_body().await? {

@@ -243,3 +243,87 @@ impl fmt::Debug for OneRequest {
         f.debug_struct("OneRequest").field("given", &self.given.len()).field("rest", &self.rest).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A view over an in-process connection, and the client's end of it.
+    fn view(given: &[u8], rest: Rest) -> (OneRequest, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        (OneRequest::new(Box::new(server), BytesMut::from(given), rest), client)
+    }
+
+    /// Reads what the view yields until it has nothing more for now (or ends).
+    async fn read_available(view: &mut OneRequest) -> (Vec<u8>, bool) {
+        let mut read = Vec::new();
+        loop {
+            let mut chunk = [0u8; 7];
+            match tokio::time::timeout(Duration::from_millis(50), view.read(&mut chunk)).await {
+                Ok(Ok(0)) => return (read, true),
+                Ok(Ok(n)) => read.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => return (read, false),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn yields_one_request_and_keeps_what_follows() {
+        let (mut view, mut client) = view(b"HEAD|", Rest::Length(4));
+        client.write_all(b"BODYPOST /next").await.unwrap();
+        assert_eq!(read_available(&mut view).await, (b"HEAD|BODY".to_vec(), false));
+        let back = OneRequest::take_back(Box::new(view)).unwrap();
+        assert!(back.reusable);
+        assert_eq!(&back.ahead[..], b"POST /next");
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_after_its_request_is_the_end_of_the_stream() {
+        let (mut view, mut client) = view(b"HEAD|BO", Rest::Length(2));
+        client.write_all(b"DY").await.unwrap();
+        drop(client);
+        assert_eq!(read_available(&mut view).await, (b"HEAD|BODY".to_vec(), true));
+        assert!(!OneRequest::take_back(Box::new(view)).unwrap().reusable);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_ends_where_its_framing_says() {
+        let mut end = ChunkedEnd::new();
+        let given = b"HEAD|3\r\nab";
+        end.feed(&given[5..]);
+        let (mut view, mut client) = view(given, Rest::Chunked(end));
+        client.write_all(b"c\r\n0\r\n\r\nPOST /next").await.unwrap();
+        assert_eq!(read_available(&mut view).await, (b"HEAD|3\r\nabc\r\n0\r\n\r\n".to_vec(), false));
+        let back = OneRequest::take_back(Box::new(view)).unwrap();
+        assert!(back.reusable);
+        assert_eq!(&back.ahead[..], b"POST /next");
+    }
+
+    #[tokio::test]
+    async fn a_request_not_read_whole_leaves_the_connection_unusable() {
+        let (view, _client) = view(b"HEAD|", Rest::Length(4));
+        assert!(!OneRequest::take_back(Box::new(view)).unwrap().reusable);
+    }
+
+    #[tokio::test]
+    async fn what_is_kept_is_bounded() {
+        let (mut view, mut client) = view(b"", Rest::Length(0));
+        let flood = vec![b'x'; 60 * 1024];
+        let writer = tokio::spawn(async move {
+            for _ in 0..8 {
+                if client.write_all(&flood).await.is_err() {
+                    return;
+                }
+            }
+        });
+        assert_eq!(read_available(&mut view).await, (Vec::new(), false));
+        let back = OneRequest::take_back(Box::new(view)).unwrap();
+        assert!(back.ahead.len() <= AHEAD_LIMIT + 8 * 1024, "{}", back.ahead.len());
+        writer.abort();
+    }
+}

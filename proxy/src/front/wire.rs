@@ -170,7 +170,10 @@ pub(super) async fn refuse(stream: &mut Stream, refused: EdgeError, request: Opt
     let body = refused.body(None);
     let phrase = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
     let mut head = Vec::with_capacity(160);
-    head.put_slice(format!("HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len()).as_bytes());
+    head.put_slice(
+        format!("HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len())
+            .as_bytes(),
+    );
     for (name, value) in refused.extra_headers() {
         head.put_slice(format!("{name}: {value}\r\n").as_bytes());
     }

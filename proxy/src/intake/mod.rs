@@ -220,7 +220,16 @@ impl Intake {
         let prepared = match found {
             // The common hit: no coalescing to join, nothing to prepare.
             Found::Fresh(fresh) => Prepared::Hit(fresh),
-            found => request_cache::prepare(&self.cache, (name, policy), (lookup, Some(found)), caller, route.config.read_timeout).await,
+            found => {
+                request_cache::prepare(
+                    &self.cache,
+                    (name, policy),
+                    (lookup, Some(found)),
+                    caller,
+                    route.config.read_timeout,
+                )
+                .await
+            }
         };
         match prepared {
             Prepared::Hit(fresh) => {

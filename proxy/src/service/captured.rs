@@ -66,7 +66,8 @@ impl McpProxy {
     /// prefetched for a client, where the route prefetches); an error for a cursor the
     /// upstream handed out discards the list's cached pages (see `cursors`).
     fn follow_cursors(&self, session: &Session, ctx: &Ctx, method: Method) {
-        let (Some(observer), Some(request_cache), Some(route)) = (&ctx.answer.observer, ctx.cache(), ctx.route()) else {
+        let (Some(observer), Some(request_cache), Some(route)) = (&ctx.answer.observer, ctx.cache(), ctx.route())
+        else {
             return;
         };
         let name = &route.config.name;

@@ -12,10 +12,10 @@
 //! - [`head_edit`]: setting headers on Pingora's heads through the `http` crate's map;
 //! - [`writes`]: what a write through the route invalidates.
 
+mod captured;
 mod ctx;
 mod failure;
 mod head_edit;
-mod captured;
 mod respond;
 mod upstream_request;
 mod writes;

@@ -36,8 +36,13 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         client_host.or_else(|| request.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let forwarded_for = forwarded_for(session)?;
     let scheme = HeaderValue::from_static(if is_tls(session) { "https" } else { "http" });
-    let upstream_session = (ctx.request.as_ref().and_then(|request| request.admitted.pinned.as_ref()).map(|(_, id)| HeaderValue::from_str(id.as_str())).transpose())
-        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream session id", e))?;
+    let upstream_session = (ctx
+        .request
+        .as_ref()
+        .and_then(|request| request.admitted.pinned.as_ref())
+        .map(|(_, id)| HeaderValue::from_str(id.as_str()))
+        .transpose())
+    .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream session id", e))?;
     edit_request(request, new_uri, |headers| {
         headers.insert(HOST, upstream.host_header.clone());
         if let Some(host) = client_host {
