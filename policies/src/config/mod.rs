@@ -12,6 +12,8 @@ use std::time::Duration;
 
 mod check;
 mod defaults;
+#[cfg(test)]
+mod docs_tests;
 mod raw;
 #[cfg(test)]
 mod tests;
