@@ -12,6 +12,7 @@ mod guards;
 mod handover;
 mod health;
 mod hit_path;
+mod ip_text;
 mod known_headers;
 mod limits;
 mod linger;
