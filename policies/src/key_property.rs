@@ -13,12 +13,7 @@ use crate::jsonrpc::parse;
 /// `Err` with both readings when bodies `a` and `b` share a key but not what the upstream
 /// reads. Every method is cacheable under `policy` as given; the caller is anonymous.
 pub fn same_key_means_same_reading(a: &[u8], b: &[u8], policy: &CachePolicy) -> Result<(), String> {
-    let (Ok(first), Ok(second)) = (parse(a), parse(b)) else { return Ok(()) };
-    let caller = Caller { stateless: true, protocol_version: Some("2026-07-28".into()), ..Caller::default() };
-    let lookup = |message| lookup_for("r", message, &caller, policy, |_| true);
-    let (Some(one), Some(two)) = (lookup(&first), lookup(&second)) else { return Ok(()) };
-    let scope = Scope::Public(Audience::Anonymous);
-    if one.key(&scope) != two.key(&scope) {
+    if !share_a_key(a, b, policy) {
         return Ok(());
     }
     for keep_first in [false, true] {
@@ -28,6 +23,16 @@ pub fn same_key_means_same_reading(a: &[u8], b: &[u8], policy: &CachePolicy) -> 
         }
     }
     Ok(())
+}
+
+/// Bodies `a` and `b` are both cacheable under `policy` (for an anonymous caller) and share a key.
+fn share_a_key(a: &[u8], b: &[u8], policy: &CachePolicy) -> bool {
+    let (Ok(first), Ok(second)) = (parse(a), parse(b)) else { return false };
+    let caller = Caller { stateless: true, protocol_version: Some("2026-07-28".into()), ..Caller::default() };
+    let lookup = |message| lookup_for("r", message, &caller, policy, |_| true);
+    let (Some(one), Some(two)) = (lookup(&first), lookup(&second)) else { return false };
+    let scope = Scope::Public(Audience::Anonymous);
+    one.key(&scope) == two.key(&scope)
 }
 
 /// The method and params an upstream reads from `body` (without `_meta`, which carries no
@@ -104,69 +109,97 @@ impl<'de> Visitor<'de> for Reader {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
     use super::*;
     use crate::config::Config;
 
-    /// A small deterministic generator (xorshift): no dependency, the same cases every run.
-    struct Cases(u64);
+    const METHODS: [&str; 4] = ["resources/read", "resources/list", "tools/list", "tools/call"];
+    /// Member names, one of them escaped (`uri` again, as a parser reads it).
+    const NAMES: [&str; 7] = ["uri", "cursor", "name", "arguments", "_meta", "task", "\\u0075ri"];
+    /// Member values: numbers past f64's exact range, nested duplicates, odd types.
+    const VALUES: [&str; 11] = [
+        r#""a""#,
+        r#""b""#,
+        r#""""#,
+        "1",
+        "9007199254740993",
+        "9007199254740992",
+        "null",
+        "{}",
+        r#"{"x":1}"#,
+        r#"{"x":1,"x":2}"#,
+        "[]",
+    ];
 
-    impl Cases {
-        fn next(&mut self, below: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % below as u64) as usize
-        }
+    /// Up to three params members from a few names and values, duplicates included.
+    fn members() -> impl Strategy<Value = Vec<String>> {
+        let member = (select(&NAMES[..]), select(&VALUES[..])).prop_map(|(name, value)| format!(r#""{name}":{value}"#));
+        prop::collection::vec(member, 0..4)
+    }
 
-        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-            from[self.next(from.len())]
-        }
-
-        /// A params object from a few names and values, duplicates and odd types included.
-        fn params(&mut self) -> String {
-            let names = ["uri", "cursor", "name", "arguments", "_meta", "task", "\\u0075ri"];
-            let values = [
-                r#""a""#,
-                r#""b""#,
-                r#""""#,
-                "1",
-                "9007199254740993",
-                "9007199254740992",
-                "null",
-                "{}",
-                r#"{"x":1}"#,
-                r#"{"x":1,"x":2}"#,
-                "[]",
-            ];
-            let members: Vec<String> =
-                (0..self.next(4)).map(|_| format!(r#""{}":{}"#, self.pick(&names), self.pick(&values))).collect();
-            format!("{{{}}}", members.join(","))
-        }
-
-        fn body(&mut self) -> String {
-            let method = self.pick(&["resources/read", "resources/list", "tools/list", "tools/call"]);
-            match self.next(5) {
-                0 => format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#),
-                _ => format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{}}}"#, self.params()),
+    fn body_of(method: &str, members: Option<&[String]>) -> String {
+        match members {
+            None => format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#),
+            Some(members) => {
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{{}}}}}"#, members.join(","))
             }
         }
     }
 
-    #[test]
-    fn requests_share_a_key_only_when_the_upstream_reads_the_same() {
+    /// A request body of a cacheable method: without params one time in five.
+    fn body() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => select(&METHODS[..]).prop_map(|method| body_of(method, None)),
+            4 => (select(&METHODS[..]), members()).prop_map(|(method, members)| body_of(method, Some(&members))),
+        ]
+    }
+
+    /// One body, and another with the same members in another order (where a key that
+    /// sorts members must still tell duplicates' order apart).
+    fn reordered_pair() -> impl Strategy<Value = (String, String)> {
+        (select(&METHODS[..]), members()).prop_flat_map(|(method, members)| {
+            let first = body_of(method, Some(&members));
+            Just(members).prop_shuffle().prop_map(move |shuffled| (first.clone(), body_of(method, Some(&shuffled))))
+        })
+    }
+
+    fn policy() -> CachePolicy {
         let config = Config::from_toml("[[route]]\npath = \"/mcp\"\nupstreams = [\"http://h:1/mcp\"]\n").unwrap();
-        let mut policy = config.routes[0].policy.clone();
-        policy.readonly_tools = true;
-        let mut cases = Cases(0x9E37_79B9_7F4A_7C15);
-        let bodies: Vec<String> = (0..400).map(|_| cases.body()).collect();
-        let mut shared = 0;
-        for a in &bodies {
-            for b in &bodies {
-                same_key_means_same_reading(a.as_bytes(), b.as_bytes(), &policy)
-                    .unwrap_or_else(|e| panic!("{a}\n{b}\n{e}"));
-                shared += (a != b && reading(a.as_bytes(), false) == reading(b.as_bytes(), false)) as usize;
+        CachePolicy { readonly_tools: true, ..config.routes[0].policy.clone() }
+    }
+
+    proptest! {
+        /// Every pair of a batch of bodies (a small alphabet, so pairs often share a key).
+        #[test]
+        fn requests_share_a_key_only_when_the_upstream_reads_the_same(bodies in prop::collection::vec(body(), 1..50)) {
+            let policy = policy();
+            for a in &bodies {
+                for b in &bodies {
+                    let checked = same_key_means_same_reading(a.as_bytes(), b.as_bytes(), &policy);
+                    prop_assert!(checked.is_ok(), "{a}\n{b}\n{}", checked.unwrap_err());
+                }
             }
         }
-        assert!(shared > 0, "the cases include different bodies the upstream reads alike");
+
+        #[test]
+        fn reordered_members_share_a_key_only_when_the_upstream_reads_the_same((a, b) in reordered_pair()) {
+            let checked = same_key_means_same_reading(a.as_bytes(), b.as_bytes(), &policy());
+            prop_assert!(checked.is_ok(), "{a}\n{b}\n{}", checked.unwrap_err());
+        }
+    }
+
+    /// The properties above are not vacuous: the generated bodies include different texts
+    /// the upstream reads alike, and different texts that share a key.
+    #[test]
+    fn the_cases_include_different_bodies_read_alike_and_keyed_alike() {
+        let mut runner = TestRunner::deterministic();
+        let bodies: Vec<String> = (0..400).map(|_| body().new_tree(&mut runner).unwrap().current()).collect();
+        let pairs = || bodies.iter().flat_map(|a| bodies.iter().map(move |b| (a, b))).filter(|(a, b)| a != b);
+        assert!(pairs().any(|(a, b)| reading(a.as_bytes(), false) == reading(b.as_bytes(), false)));
+        assert!(pairs().any(|(a, b)| share_a_key(a.as_bytes(), b.as_bytes(), &policy())));
     }
 }

@@ -12,6 +12,7 @@ mod front;
 mod guards;
 mod health;
 mod intake;
+mod ip_text;
 mod known_headers;
 mod limits;
 mod linger;
@@ -98,48 +99,9 @@ enum Command {
     Upstream {
         #[arg(long, default_value = "127.0.0.1:3001")]
         listen: SocketAddr,
-        /// Reported by its `whoami` tool.
-        #[arg(long, default_value = "demo")]
-        name: String,
-        /// Answer handshake-era POSTs with JSON instead of SSE.
-        #[arg(long)]
-        json: bool,
-        /// `ttlMs` on cacheable stateless-era results.
-        #[arg(long, default_value_t = 60_000)]
-        ttl_ms: u64,
-        /// `cacheScope` on cacheable stateless-era results (`none`: no hints at all).
-        #[arg(long, default_value = "public")]
-        scope: String,
-        /// Answer every POST with this HTTP status (a broken replica).
-        #[arg(long)]
-        fail_status: Option<u16>,
-        /// Put `ttlMs`/`cacheScope` on handshake-era results too.
-        #[arg(long)]
-        hint_handshake: bool,
-        /// Put `_meta.fetchedFor` (Authorization and session) on every result.
-        #[arg(long)]
-        echo_caller: bool,
-        /// Wait this long before answering each POST: `MS`, or `MIN-MAX` for a uniform draw (an
-        /// upstream doing real work, for benchmarks).
-        #[arg(long, value_parser = parse_latency, default_value = "0")]
-        latency_ms: (u64, u64),
-        /// Declare and serve change subscriptions (`resources/subscribe`, `subscriptions/listen`).
-        #[arg(long)]
-        subscriptions: bool,
+        #[command(flatten)]
+        options: DemoOptions,
     },
-}
-
-/// `MS` or `MIN-MAX` (milliseconds).
-fn parse_latency(text: &str) -> Result<(u64, u64), String> {
-    let number = |n: &str| n.trim().parse::<u64>().map_err(|_| format!("{n:?} is not a number of milliseconds"));
-    let (min, max) = match text.split_once('-') {
-        Some((min, max)) => (number(min)?, number(max)?),
-        None => (number(text)?, number(text)?),
-    };
-    if min > max {
-        return Err(format!("{min}-{max}: the minimum is above the maximum"));
-    }
-    Ok((min, max))
 }
 
 fn main() -> ExitCode {
@@ -160,29 +122,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Status { admin, token_file } => status::run(&admin, token_file.as_deref()),
         Command::Demo { port, upstream_port } => demo(port, upstream_port),
-        Command::Upstream {
-            listen,
-            name,
-            json,
-            ttl_ms,
-            scope,
-            fail_status,
-            hint_handshake,
-            echo_caller,
-            latency_ms,
-            subscriptions,
-        } => {
-            let options = DemoOptions {
-                name,
-                json,
-                ttl_ms,
-                scope,
-                fail_status,
-                hint_handshake,
-                echo_caller,
-                latency_ms,
-                subscriptions,
-            };
+        Command::Upstream { listen, options } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap_or_else(|e| {

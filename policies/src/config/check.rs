@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::defaults::default_allowed_hosts;
 use super::raw::*;
 use super::*;
 use crate::prefetch::sequence::MAX_WITNESSES;
@@ -96,9 +97,10 @@ impl Checker<'_> {
     }
 
     fn server(&mut self, raw: &RawServer) -> ServerConfig {
+        let defaults = ServerConfig::default();
         let listen = match &raw.listen {
             Some(addrs) => addrs.iter().filter_map(|a| self.socket_addr(a, "server.listen")).collect(),
-            None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            None => defaults.listen,
         };
         let tls = raw.tls.as_ref().map(|tls| self.tls(tls));
         let has_tls_listener = tls.as_ref().is_some_and(|t: &TlsConfig| !t.listen.is_empty());
@@ -107,7 +109,7 @@ impl Checker<'_> {
             self.problems
                 .push(unplaced("server.listen is empty and no [server.tls] listener is set: nothing would serve"));
         }
-        let max_body = self.size(&raw.max_body, 4 << 20, "server.max_body");
+        let max_body = self.size(&raw.max_body, defaults.max_body, "server.max_body");
         if let Some(text) = &raw.max_body
             && max_body < 1024
         {
@@ -115,7 +117,7 @@ impl Checker<'_> {
         }
         let mut server = ServerConfig {
             listen,
-            threads: self.threads(&raw.threads),
+            threads: self.threads(&raw.threads, defaults.threads),
             max_body,
             allowed_origins: raw
                 .allowed_origins
@@ -126,10 +128,14 @@ impl Checker<'_> {
             allowed_hosts_default: raw.allowed_hosts.is_none(),
             header_timeout: self.nonzero_duration(
                 &raw.header_timeout,
-                Duration::from_secs(10),
+                defaults.header_timeout,
                 "server.header_timeout",
             ),
-            max_streams_per_client: self.count(&raw.max_streams_per_client, 64, "server.max_streams_per_client"),
+            max_streams_per_client: self.count(
+                &raw.max_streams_per_client,
+                defaults.max_streams_per_client,
+                "server.max_streams_per_client",
+            ),
             tls,
         };
         server.allowed_hosts = self.allowed_hosts(&raw.allowed_hosts, "server.allowed_hosts", server.loopback_only());
@@ -141,8 +147,7 @@ impl Checker<'_> {
     fn allowed_hosts(&mut self, raw: &Option<Vec<Spanned<String>>>, key: &str, loopback_only: bool) -> Vec<String> {
         match raw {
             Some(hosts) => hosts.iter().map(|h| self.allowed_host(h, key)).collect(),
-            None if loopback_only => LOOPBACK_HOSTS.map(str::to_string).to_vec(),
-            None => vec!["*".to_string()],
+            None => default_allowed_hosts(loopback_only),
         }
     }
 
@@ -168,14 +173,14 @@ impl Checker<'_> {
     }
 
     /// Worker threads: at least one, and not so many that the process cannot start them.
-    fn threads(&mut self, raw: &Option<Spanned<i64>>) -> usize {
+    fn threads(&mut self, raw: &Option<Spanned<i64>>, default: usize) -> usize {
         const MOST: i64 = 1024;
         match raw {
             Some(number) if *number.get_ref() > MOST => {
                 self.report(number.span(), format!("server.threads must be at most {MOST}"));
-                2
+                default
             }
-            _ => self.positive(raw, 2, "server.threads"),
+            _ => self.positive(raw, default, "server.threads"),
         }
     }
 
@@ -198,7 +203,7 @@ impl Checker<'_> {
         let listen = match &raw.listen {
             Some(text) if text.get_ref().is_empty() => None,
             Some(text) => self.socket_addr(text, "admin.listen"),
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            None => AdminConfig::default().listen,
         };
         let on_loopback = listen.is_none_or(|addr| addr.ip().is_loopback());
         let allowed_hosts = self.allowed_hosts(&raw.allowed_hosts, "admin.allowed_hosts", on_loopback);
@@ -207,11 +212,12 @@ impl Checker<'_> {
     }
 
     fn cache(&mut self, raw: &RawCache) -> CacheConfig {
+        let defaults = CacheConfig::default();
         CacheConfig {
-            memory: self.size(&raw.memory, 256 << 20, "cache.memory"),
+            memory: self.size(&raw.memory, defaults.memory, "cache.memory"),
             disk_path: raw.disk_path.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
-            disk_size: self.size(&raw.disk_size, 4 << 30, "cache.disk_size"),
-            max_entry_size: self.size(&raw.max_entry_size, 8 << 20, "cache.max_entry_size"),
+            disk_size: self.size(&raw.disk_size, defaults.disk_size, "cache.disk_size"),
+            max_entry_size: self.size(&raw.max_entry_size, defaults.max_entry_size, "cache.max_entry_size"),
             shared: raw.shared.as_ref().map(|shared| self.shared(shared)),
         }
     }
@@ -230,30 +236,31 @@ impl Checker<'_> {
                 String::new()
             }
         };
-        let timeout = self.duration(&shared.timeout, Duration::from_millis(20), "cache.shared.timeout");
+        let over_tls = url.starts_with("rediss://");
+        let defaults = SharedConfig::for_url(url);
+        let timeout = self.duration(&shared.timeout, defaults.timeout, "cache.shared.timeout");
         if let Some(text) = &shared.timeout
             && (timeout.is_zero() || timeout > Duration::from_secs(5))
         {
             self.report(text.span(), "cache.shared.timeout must be between 1ms and 5s".into());
         }
-        let ttl_cap = self.nonzero_duration(&shared.ttl_cap, Duration::from_secs(3600), "cache.shared.ttl_cap");
+        let ttl_cap = self.nonzero_duration(&shared.ttl_cap, defaults.ttl_cap, "cache.shared.ttl_cap");
         if let Some(text) = &shared.ttl_cap
             && ttl_cap < Duration::from_secs(1)
         {
             self.report(text.span(), "cache.shared.ttl_cap must be at least 1s".into());
         }
-        let key_prefix = shared.key_prefix.as_ref().map_or("mcp-edge", |p| p.get_ref().as_str()).to_string();
+        let key_prefix = shared.key_prefix.as_ref().map_or(defaults.key_prefix.as_str(), |p| p.get_ref()).to_string();
         if let Some(text) = &shared.key_prefix
             && (key_prefix.is_empty() || key_prefix.len() > 64 || !key_prefix.bytes().all(|b| b.is_ascii_graphic()))
         {
             self.report(text.span(), "cache.shared.key_prefix must be 1 to 64 printable characters, no spaces".into());
         }
         let ca_file = shared.ca_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
-        if ca_file.is_some() && !url.starts_with("rediss://") {
+        if ca_file.is_some() && !over_tls {
             self.report(raw.span(), "cache.shared.ca_file is for a rediss:// (TLS) url".into());
         }
         SharedConfig {
-            url,
             password_file: shared.password_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
             secret_file: shared.secret_file.as_ref().filter(|p| !p.get_ref().is_empty()).map(|path| SecretFile {
                 path: PathBuf::from(path.get_ref()),
@@ -261,22 +268,24 @@ impl Checker<'_> {
             }),
             ca_file,
             timeout,
-            max_entry_size: self.size(&shared.max_entry_size, 1 << 20, "cache.shared.max_entry_size"),
+            max_entry_size: self.size(&shared.max_entry_size, defaults.max_entry_size, "cache.shared.max_entry_size"),
             ttl_cap,
             key_prefix,
+            ..defaults
         }
     }
 
     fn compression(&mut self, raw: &RawCompression) -> CompressionConfig {
+        let defaults = CompressionConfig::default();
         let min_size = match &raw.min_size {
             Some(n) if *n.get_ref() < 0 => {
                 self.report(n.span(), "compression.min_size must not be negative".into());
-                1024
+                defaults.min_size
             }
             Some(n) => *n.get_ref() as u64,
-            None => 1024,
+            None => defaults.min_size,
         };
-        CompressionConfig { gzip: raw.gzip.unwrap_or(true), min_size, sse: raw.sse.unwrap_or(false) }
+        CompressionConfig { gzip: raw.gzip.unwrap_or(defaults.gzip), min_size, sse: raw.sse.unwrap_or(defaults.sse) }
     }
 
     fn route(&mut self, raw: &Spanned<RawRoute>) -> RouteConfig {
@@ -294,8 +303,9 @@ impl Checker<'_> {
         };
         let name = route.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| path.clone());
         let upstreams = self.upstreams(raw, &name);
+        let defaults = RouteConfig::new(name, path, upstreams);
         let balance = match &route.balance {
-            None => Balance::RoundRobin,
+            None => defaults.balance,
             Some(b) => match b.get_ref().as_str() {
                 "round_robin" => Balance::RoundRobin,
                 "least_conn" => Balance::LeastConn,
@@ -305,26 +315,29 @@ impl Checker<'_> {
                         b.span(),
                         format!("balance {other:?} is unknown (use round_robin, least_conn or consistent)"),
                     );
-                    Balance::RoundRobin
+                    defaults.balance
                 }
             },
         };
         RouteConfig {
-            connect_timeout: self.nonzero_duration(&route.connect_timeout, Duration::from_secs(3), "connect_timeout"),
-            read_timeout: self.nonzero_duration(&route.read_timeout, Duration::from_secs(60), "read_timeout"),
+            connect_timeout: self.nonzero_duration(&route.connect_timeout, defaults.connect_timeout, "connect_timeout"),
+            read_timeout: self.nonzero_duration(&route.read_timeout, defaults.read_timeout, "read_timeout"),
             ca_file: route.ca_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
             policy: self.policy(&route.policy),
             prefetch: self.prefetch(&route.prefetch),
             health: self.health(&route.health),
-            limits: LimitsConfig {
-                max_concurrent: self.count(&route.limits.max_concurrent, 0, "limits.max_concurrent"),
-                rate_per_client: self.count(&route.limits.rate_per_client, 0, "limits.rate_per_client"),
-            },
+            limits: self.limits(&route.limits),
             subscriptions: self.subscriptions(&route.subscriptions),
-            name,
-            path,
-            upstreams,
             balance,
+            ..defaults
+        }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> LimitsConfig {
+        let defaults = LimitsConfig::default();
+        LimitsConfig {
+            max_concurrent: self.count(&raw.max_concurrent, defaults.max_concurrent, "limits.max_concurrent"),
+            rate_per_client: self.count(&raw.rate_per_client, defaults.rate_per_client, "limits.rate_per_client"),
         }
     }
 
@@ -351,39 +364,40 @@ impl Checker<'_> {
     }
 
     fn policy(&mut self, raw: &RawPolicy) -> CachePolicy {
+        let defaults = CachePolicy::default();
         let identity_header = match &raw.identity_header {
             Some(h) if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() => {
                 self.report(h.span(), format!("identity_header {:?} is not a valid header name", h.get_ref()));
-                "authorization".to_string()
+                defaults.identity_header
             }
             Some(h) => h.get_ref().to_ascii_lowercase(),
-            None => "authorization".to_string(),
+            None => defaults.identity_header,
         };
         CachePolicy {
-            resource_ttl: self.duration(&raw.resource_ttl, UNHINTED_TTL, "resource_ttl"),
-            list_ttl: self.duration(&raw.list_ttl, UNHINTED_TTL, "list_ttl"),
-            tool_ttl: self.duration(&raw.tool_ttl, UNHINTED_TTL, "tool_ttl"),
-            max_ttl: self.duration(&raw.max_ttl, Duration::from_secs(86_400), "max_ttl"),
-            honor_server_hints: raw.honor_server_hints.unwrap_or(true),
-            shared: raw.shared.unwrap_or(false),
+            resource_ttl: self.duration(&raw.resource_ttl, defaults.resource_ttl, "resource_ttl"),
+            list_ttl: self.duration(&raw.list_ttl, defaults.list_ttl, "list_ttl"),
+            tool_ttl: self.duration(&raw.tool_ttl, defaults.tool_ttl, "tool_ttl"),
+            max_ttl: self.duration(&raw.max_ttl, defaults.max_ttl, "max_ttl"),
+            honor_server_hints: raw.honor_server_hints.unwrap_or(defaults.honor_server_hints),
+            shared: raw.shared.unwrap_or(defaults.shared),
             identity_header,
             cache_tools: raw.cache_tools.clone(),
-            readonly_tools: raw.readonly_tools.unwrap_or(false),
-            stale_if_error: self.duration(&raw.stale_if_error, Duration::from_secs(600), "stale_if_error"),
+            readonly_tools: raw.readonly_tools.unwrap_or(defaults.readonly_tools),
+            stale_if_error: self.duration(&raw.stale_if_error, defaults.stale_if_error, "stale_if_error"),
             unkeyed_meta: raw.unkeyed_meta.clone(),
-            invalidate_on_write: self.write_invalidation(&raw.invalidate_on_write),
+            invalidate_on_write: self.write_invalidation(&raw.invalidate_on_write, defaults.invalidate_on_write),
         }
     }
 
-    fn write_invalidation(&mut self, raw: &Text) -> WriteInvalidation {
-        let Some(text) = raw else { return WriteInvalidation::default() };
+    fn write_invalidation(&mut self, raw: &Text, default: WriteInvalidation) -> WriteInvalidation {
+        let Some(text) = raw else { return default };
         WriteInvalidation::named(text.get_ref()).unwrap_or_else(|| {
             let message = format!(
                 "invalidate_on_write {:?} is unknown (use \"unhinted\", \"named\" or \"none\")",
                 text.get_ref()
             );
             self.report(text.span(), message);
-            WriteInvalidation::default()
+            default
         })
     }
 
@@ -454,9 +468,10 @@ impl Checker<'_> {
     }
 
     fn health(&mut self, raw: &RawHealth) -> HealthConfig {
+        let defaults = HealthConfig::default();
         HealthConfig {
-            interval: self.nonzero_duration(&raw.interval, Duration::from_secs(5), "health.interval"),
-            timeout: self.nonzero_duration(&raw.timeout, Duration::from_secs(1), "health.timeout"),
+            interval: self.nonzero_duration(&raw.interval, defaults.interval, "health.interval"),
+            timeout: self.nonzero_duration(&raw.timeout, defaults.timeout, "health.timeout"),
         }
     }
 

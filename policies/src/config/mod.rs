@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod check;
+mod defaults;
+#[cfg(test)]
+mod docs_tests;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -138,8 +141,9 @@ pub struct CompressionConfig {
 }
 
 /// How a route picks an upstream for requests not pinned to a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
+    #[default]
     RoundRobin,
     LeastConn,
     /// Consistent hashing on the client's identity (authorization context, else address).
@@ -174,12 +178,6 @@ pub struct SubscriptionsConfig {
     pub enabled: bool,
     /// Resource URIs the route subscribes to, per protocol era; more are not subscribed.
     pub max_subscriptions: usize,
-}
-
-impl Default for SubscriptionsConfig {
-    fn default() -> Self {
-        SubscriptionsConfig { enabled: true, max_subscriptions: crate::subscriptions::DEFAULT_MAX_SUBSCRIPTIONS }
-    }
 }
 
 /// A route's admission limits; 0 means no limit. Refusals are `429` with `Retry-After`.
@@ -264,22 +262,6 @@ pub struct PrefetchConfig {
     pub refresh_ahead: f64,
     /// URIs read at start (and kept fresh) with no client's credentials: public resources.
     pub warm: Vec<String>,
-}
-
-impl Default for PrefetchConfig {
-    fn default() -> Self {
-        PrefetchConfig {
-            enabled: false,
-            immediate_confidence: 0.7,
-            min_confidence: 0.4,
-            min_identities: 3,
-            delay: Duration::from_secs(5),
-            max_inflight: 4,
-            max_share: 0.2,
-            refresh_ahead: 0.2,
-            warm: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

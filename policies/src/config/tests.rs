@@ -48,6 +48,20 @@ fn defaults_fill_a_minimal_config() {
 }
 
 #[test]
+fn the_models_defaults_are_what_an_unwritten_key_reads_as() {
+    let config = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(config.server, ServerConfig::default());
+    assert_eq!(config.admin, AdminConfig::default());
+    assert_eq!(config.cache, CacheConfig::default());
+    assert_eq!(config.compression, CompressionConfig::default());
+    let route = &config.routes[0];
+    assert_eq!(*route, RouteConfig::new("/mcp".into(), "/mcp".into(), route.upstreams.clone()));
+    let shared =
+        Config::from_toml(&format!("[cache.shared]\nurl = \"redis://cache\"\n{MINIMAL}")).unwrap().cache.shared;
+    assert_eq!(shared, Some(SharedConfig::for_url("redis://cache".into())));
+}
+
+#[test]
 fn every_problem_is_reported_with_its_line() {
     let source = r#"
 [server]

@@ -59,44 +59,65 @@ mod subscriptions;
 use content::*;
 use responses::*;
 
-/// How a demo upstream behaves.
-#[derive(Debug, Clone)]
+/// How a demo upstream behaves: `mcp-edge upstream`'s options (their doc comments are its
+/// `--help`), whose defaults are [`DemoOptions::default`].
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
-    /// Reported by `whoami` and in `serverInfo`.
+    /// Reported by its `whoami` tool.
+    // And in `serverInfo`.
+    #[arg(long, default_value = "demo")]
     pub name: String,
-    /// Answer handshake-era POSTs with `application/json` instead of SSE.
+    /// Answer handshake-era POSTs with JSON instead of SSE.
+    #[arg(long)]
     pub json: bool,
-    /// `ttlMs` stamped on cacheable stateless-era results.
+    /// `ttlMs` on cacheable stateless-era results.
+    #[arg(long, default_value_t = 60_000)]
     pub ttl_ms: u64,
-    /// `cacheScope` stamped on cacheable stateless-era results.
+    /// `cacheScope` on cacheable stateless-era results (`none`: no hints at all).
+    #[arg(long, default_value = "public")]
     pub scope: String,
-    /// Answer every POST with this HTTP status (a broken replica, for failover tests).
+    /// Answer every POST with this HTTP status (a broken replica).
+    // For failover tests.
+    #[arg(long)]
     pub fail_status: Option<u16>,
-    /// Stamp the cache hints on handshake-era results too (SDK servers do not; a server may).
+    /// Put `ttlMs`/`cacheScope` on handshake-era results too.
+    // SDK servers do not; a server may.
+    #[arg(long)]
     pub hint_handshake: bool,
-    /// Say in every result whom it was fetched for (`_meta.fetchedFor`: the `Authorization` and
-    /// the session), so tests can tell an answer served to anybody else.
+    /// Put `_meta.fetchedFor` (Authorization and session) on every result.
+    // So tests can tell an answer served to anybody else.
+    #[arg(long)]
     pub echo_caller: bool,
-    /// Each POST waits a uniform draw from this range (ms) before it is answered.
+    /// Wait this long before answering each POST: `MS`, or `MIN-MAX` for a uniform draw (an
+    /// upstream doing real work, for benchmarks).
+    #[arg(long, value_parser = parse_latency, default_value = "0")]
     pub latency_ms: (u64, u64),
     /// Declare and serve change subscriptions (`resources/subscribe`, `subscriptions/listen`).
+    #[arg(long)]
     pub subscriptions: bool,
 }
 
 impl Default for DemoOptions {
+    /// The command line's defaults (`mcp-edge upstream` with no options): written once, there.
     fn default() -> Self {
-        DemoOptions {
-            name: "demo".into(),
-            json: false,
-            ttl_ms: 60_000,
-            scope: "public".into(),
-            fail_status: None,
-            hint_handshake: false,
-            echo_caller: false,
-            latency_ms: (0, 0),
-            subscriptions: false,
-        }
+        use clap::{Args, FromArgMatches};
+        let command = DemoOptions::augment_args(clap::Command::new("upstream"));
+        let matches = command.try_get_matches_from(["upstream"]).expect("no options is valid");
+        DemoOptions::from_arg_matches(&matches).expect("the defaults are valid")
     }
+}
+
+/// `MS` or `MIN-MAX` (milliseconds).
+fn parse_latency(text: &str) -> Result<(u64, u64), String> {
+    let number = |n: &str| n.trim().parse::<u64>().map_err(|_| format!("{n:?} is not a number of milliseconds"));
+    let (min, max) = match text.split_once('-') {
+        Some((min, max)) => (number(min)?, number(max)?),
+        None => (number(text)?, number(text)?),
+    };
+    if min > max {
+        return Err(format!("{min}-{max}: the minimum is above the maximum"));
+    }
+    Ok((min, max))
 }
 
 struct State {
@@ -464,4 +485,17 @@ fn draw() -> u64 {
     x ^= x << 13;
     x ^= x >> 7;
     x ^ (x << 17)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_command_lines() {
+        let options = DemoOptions::default();
+        assert_eq!((options.name.as_str(), options.ttl_ms, options.scope.as_str()), ("demo", 60_000, "public"));
+        assert_eq!((options.fail_status, options.latency_ms), (None, (0, 0)));
+        assert!(!(options.json || options.hint_handshake || options.echo_caller || options.subscriptions));
+    }
 }

@@ -16,7 +16,8 @@ use mcp_edge_policies::routing::upstream_path;
 
 use super::ctx::Ctx;
 use super::head_edit::edit_request;
-use super::respond::{IpText, client_ip, header_str, is_tls};
+use super::respond::{client_ip, header_str, is_tls};
+use crate::ip_text::IpText;
 use crate::known_headers::{MCP_SESSION_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::prefetch::KIND_HEADER;
 
