@@ -34,7 +34,7 @@ impl Outcome {
 }
 
 /// An answer mcp-edge writes itself from a cached entry: body and the headers beyond the
-/// content type and length. It borrows the entry, so the hit path writes the entry's bytes
+/// content type and length. It borrows the entry, so the HTTP/1.1 front writes the entry's bytes
 /// without copying them first.
 pub struct CachedAnswer<'a> {
     pub body: AnswerBody<'a>,

@@ -4,7 +4,7 @@
 //! - Proxy workers run at the normal policy. The cache's own threads (foyer's runtime and its
 //!   disk reads) run under `SCHED_BATCH`, so a woken disk read waits for a worker to yield
 //!   instead of preempting it ([`run_as_batch`]).
-//! - So that disk reads are not starved while memory hits keep a worker busy, the hit path
+//! - So that disk reads are not starved while memory hits keep a worker busy, a hit
 //!   yields when they have waited too long ([`DiskReads::starving`], [`yield_to_disk_reads`]).
 //! - Transparent huge pages are off ([`avoid_huge_page_stalls`]).
 

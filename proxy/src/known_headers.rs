@@ -1,7 +1,8 @@
 //! The request headers mcp-edge reads, found in one pass over a request's head.
 //!
-//! Every request passes the same checks on the hit path (headers as `httparse` parsed them)
-//! and in the proxy service (Pingora's `HeaderMap`). Both read the head once into
+//! Every request passes the same checks in the intake, whichever front read it: HTTP/1.1
+//! (headers as `httparse` parsed them) or HTTP/2 (Pingora's `HeaderMap`). Both read the head
+//! once into
 //! [`KnownHeaders`], which also notes what the checks need about repeats and framing, so no
 //! check scans the headers again (a hit used to scan them a dozen times).
 
@@ -196,7 +197,7 @@ impl<'a> KnownHeaders<'a> {
         KnownHeaders::read(map.iter().map(|(name, value)| (name.as_str(), value.as_bytes())), identity_header)
     }
 
-    /// [`read`](Self::read) over `httparse`'s headers (the hit path's); borrows only the request's
+    /// [`read`](Self::read) over `httparse`'s headers (the HTTP/1.1 front's); borrows only the request's
     /// bytes, not the parser's header slots.
     pub fn from_parsed(headers: &[httparse::Header<'a>], identity_header: &str) -> KnownHeaders<'a> {
         KnownHeaders::read(headers.iter().map(|h| (h.name, h.value)), identity_header)

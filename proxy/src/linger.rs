@@ -20,7 +20,7 @@ const LINGER_TOTAL: Duration = Duration::from_secs(30);
 /// What one read may drop.
 const SINK_SIZE: usize = 16 * 1024;
 
-/// On a connection the hit path is closing after a refusal: ends the answer (FIN) and reads
+/// On a connection the front is closing after a refusal: ends the answer (FIN) and reads
 /// until the client closes, pauses for [`LINGER_READ`] or [`LINGER_TOTAL`] has passed.
 pub async fn linger(stream: &mut Stream) {
     if stream.shutdown().await.is_err() {

@@ -132,7 +132,7 @@ impl LookupInput<'_> {
     }
 }
 
-/// Looks a cacheable request up (unless the hit path already did: `found`); on a miss, joins
+/// Looks a cacheable request up (unless the intake already did: `found`); on a miss, joins
 /// or leads the coalesced fetch.
 pub async fn prepare(
     cache: &EdgeCache,

@@ -370,4 +370,73 @@ mod tests {
         let upgrade = GOOD.replace("Host: a", "Upgrade: h2c\r\nHost: a");
         assert!(complete(&upgrade).known.upgrade);
     }
+
+    /// Heads built from the shapes a client can vary: method, target, version, framing,
+    /// Host, field count and size.
+    fn head_corpus() -> Vec<String> {
+        let targets = ["/mcp", "/mcp?x=1&y=%20", "http://a/mcp", "http://a:80/mcp", "http://b/mcp", "*", "/a/../mcp"];
+        let framings = [
+            "Content-Length: 2",
+            "Content-Length: 0",
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: chunked, gzip",
+            "Content-Length: 2\r\nContent-Length: 2",
+            "",
+        ];
+        let hosts = ["Host: a", "Host: a:80", "", "Host: u@a", "Host: a\r\nHost: a"];
+        let extras = [
+            String::new(),
+            fields(40),
+            fields(200),
+            fields(MAX_HEADER_FIELDS - 6),
+            format!("X-Big: {}", "v".repeat(60_000)),
+        ];
+        let mut heads = Vec::new();
+        for method in ["POST", "GET", "DELETE", "OPTIONS", "PUT"] {
+            for version in ["HTTP/1.1", "HTTP/1.0"] {
+                for target in targets {
+                    for framing in framings {
+                        for host in hosts {
+                            for extra in &extras {
+                                let lines = [host, framing, extra.as_str()].into_iter().filter(|l| !l.is_empty());
+                                let lines: String = lines.map(|l| format!("{l}\r\n")).collect();
+                                heads.push(format!("{method} {target} {version}\r\n{lines}\r\n"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        heads
+    }
+
+    fn fields(n: usize) -> String {
+        (0..n).map(|i| format!("X-{i}: v")).collect::<Vec<_>>().join("\r\n")
+    }
+
+    /// Pingora's HTTP/1 reader takes every head the front passes: a head it refused would get
+    /// a bare status, no JSON-RPC error and no access-log line (this holds the front's own
+    /// checks, e.g. `refused_by_pingora` and `MAX_HEADER_FIELDS`, to Pingora's, by behaviour).
+    #[tokio::test]
+    async fn pingora_reads_every_head_the_front_passes() {
+        use tokio::io::AsyncWriteExt;
+        let mut passed = 0;
+        for head in head_corpus() {
+            if !matches!(probe(&head), Probe::Complete(_)) {
+                continue;
+            }
+            passed += 1;
+            let (mut client, server) = tokio::io::duplex(128 * 1024);
+            client.write_all(head.as_bytes()).await.unwrap();
+            let mut session = pingora::protocols::http::ServerSession::new_http1(Box::new(server));
+            let read = session.read_request().await;
+            assert!(
+                matches!(read, Ok(true)),
+                "Pingora refused a head the front passed: {:?}\n{read:?}",
+                &head[..head.len().min(200)]
+            );
+        }
+        assert!(passed > 1000, "only {passed} heads passed: the corpus tests little");
+    }
 }

@@ -77,7 +77,7 @@ impl Replay {
         self.meta.as_ref()
     }
 
-    /// From a raw HTTP/1.1 request head (the hit path's bytes).
+    /// From a raw HTTP/1.1 request head (the HTTP/1.1 front's bytes).
     pub fn from_head(head: &[u8]) -> Option<Replay> {
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut slots);
