@@ -8,7 +8,7 @@ use pingora::Result;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 
-/// Writes a whole `application/json` response.
+/// Writes a whole `application/json` response (dated, as the HTTP/1.1 front's hits are).
 pub async fn write_whole(
     session: &mut ServerSession,
     status: u16,
@@ -21,6 +21,7 @@ pub async fn write_whole(
     for (name, value) in headers {
         header.insert_header(name, value)?;
     }
+    header.insert_header("date", pingora::protocols::http::date::get_cached_date())?;
     session.write_response_header(Box::new(header)).await?;
     session.write_response_body(body, true).await?;
     Ok(())

@@ -328,3 +328,50 @@ async fn https_upstreams_written_with_a_port_pass_their_health_checks() {
     assert!(up.ends_with(" 1"), "{up}");
     assert!(!outer.process.log().contains("invalid dns name"), "{}", outer.process.log());
 }
+
+/// HTTP/2 requests take the same intake as HTTP/1.1 ones: a hit is answered by the front (its
+/// id the request's, dated), a refusal is a JSON-RPC error, and a hit late in its entry's life
+/// refreshes it ahead, so a client reading steadily never waits on the upstream again.
+#[tokio::test]
+async fn h2_requests_take_the_same_intake_as_http1() {
+    let upstream = demo_upstream("a", &["--ttl-ms", "800"]).await;
+    let pki = pki("one");
+    let prefetch = "[route.prefetch]\nenabled = true\nrefresh_ahead = 0.5";
+    let (_proxy, tls_port) = tls_proxy_with(&upstream, &pki, prefetch).await;
+    let url = format!("https://127.0.0.1:{tls_port}/mcp");
+    let h2 = Mcp { client: client_trusting(&pki, true), url: url.clone() };
+    let read_docs = || h2.stateless("resources/read", serde_json::json!({"uri": "demo://docs/1"}), &[]);
+    let first = read_docs().await;
+    assert_eq!((first.status, x_cache(&first)), (200, "MISS"), "{first:?}");
+    let (mut hits, mut others) = (0, Vec::new());
+    let until = tokio::time::Instant::now() + Duration::from_millis(2400);
+    while tokio::time::Instant::now() < until {
+        let reply = read_docs().await;
+        match x_cache(&reply) {
+            "HIT" => {
+                hits += 1;
+                assert_eq!(reply.json()["id"], 1, "{reply:?}");
+                assert!(reply.header("date").is_some(), "{reply:?}");
+            }
+            other => others.push(other.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hits > 20 && others.is_empty(), "{hits} hits, then {others:?}: refresh-ahead kept the entry fresh");
+    let reads = h2.stateless("tools/call", serde_json::json!({"name": "reads", "arguments": {}}), &[]).await;
+    let reads: u64 = reads.tool_text().trim().parse().unwrap();
+    assert!(reads >= 3, "the upstream was read {reads} times: the refreshes went through");
+
+    let refused = h2
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((refused.version(), refused.status().as_u16()), (reqwest::Version::HTTP_2, 400));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700, "{body}");
+}

@@ -212,12 +212,11 @@ impl EdgeApp {
     /// A hit whose entry cannot be read: forwarded instead, as a miss.
     async fn forward_instead(&self, io: &mut ConnectionIo, buffer: &[u8], head: &Head<'_>, hit: Hit) -> Step {
         match self.intake.forward_instead(hit, head.method, io.client) {
-            Verdict::Forward(understood) => {
+            Ok(understood) => {
                 let (len, rest) = forwarded_extent(head, buffer);
                 Step::Forward { understood, len, rest }
             }
-            Verdict::Refuse(refused) => self.refuse(io, refused, head).await,
-            Verdict::Hit(_) => unreachable!("forward_instead never answers from the cache"),
+            Err(refused) => self.refuse(io, refused, head).await,
         }
     }
 

@@ -99,25 +99,23 @@ impl H2Front {
             let request = request_of(head, &path, &known, session);
             self.intake.understand(admitted, &request, &body).await
         };
-        let verdict = match verdict {
+        let mut understood = match verdict {
+            Verdict::Forward(understood) => understood,
+            Verdict::Refuse(refused) => return self.refuse(session, refused, route, &http_method).await,
             Verdict::Hit(hit) => match self.answer_hit(session, hit, &body, started).await {
                 Ok(None) => return None,
-                Ok(Some(unreadable)) => self.intake.forward_instead(unreadable, &http_method, client),
+                Ok(Some(unreadable)) => match self.intake.forward_instead(unreadable, &http_method, client) {
+                    Ok(understood) => understood,
+                    Err(refused) => return self.refuse(session, refused, route, &http_method).await,
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, "could not write a cached answer");
                     return None;
                 }
             },
-            other => other,
         };
-        match verdict {
-            Verdict::Forward(mut understood) => {
-                understood.body_invited = invited;
-                Some(understood)
-            }
-            Verdict::Refuse(refused) => self.refuse(session, refused, route, &http_method).await,
-            Verdict::Hit(_) => unreachable!("forward_instead never answers from the cache"),
-        }
+        understood.body_invited = invited;
+        Some(understood)
     }
 
     /// Writes a hit's answer (`Ok(None)`), and tells of it; a hit whose entry cannot be read is
@@ -132,11 +130,7 @@ impl H2Front {
         let session_id = session.req_header().headers.get(&crate::known_headers::MCP_SESSION_ID);
         let session_id = session_id.and_then(|v| v.to_str().ok()).map(str::to_string);
         let Some(answer) = hit.render(session_id.as_deref()) else { return Ok(Some(hit)) };
-        let headers = answer.headers().map(|(name, value)| (name, value.to_string())).collect::<Vec<_>>();
-        let bytes = answer.body.to_bytes();
-        drop(answer);
-        let headers = headers.iter().map(|(name, value)| (*name, value.as_str()));
-        crate::respond::write_whole(session, 200, bytes, headers).await?;
+        crate::respond::write_whole(session, 200, answer.body.to_bytes(), answer.headers()).await?;
         hit.record(started);
         self.intake.after_hit(&hit, || Some(Replay::from_request(session.req_header())), body);
         Ok(None)

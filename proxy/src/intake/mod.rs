@@ -171,8 +171,7 @@ impl Intake {
                 }
             }
         }
-        let method = request.method;
-        understood.admission = match admit_upstream(route, &understood, method, request.client) {
+        understood.admission = match admit_upstream(route, &understood, request.method, request.client) {
             Ok(admission) => admission,
             Err(refused) => return Verdict::Refuse(refused),
         };
@@ -249,16 +248,16 @@ impl Intake {
 
     /// A hit whose entry cannot be read (it is checked when stored and loaded, so this is for
     /// the unforeseen): forwarded instead, as a request the cache has nothing for.
-    pub fn forward_instead(&self, hit: Hit, http_method: &str, client: Option<IpAddr>) -> Verdict {
+    pub fn forward_instead(
+        &self,
+        hit: Hit,
+        http_method: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Box<Understood>, EdgeError> {
         let Hit { request: mut understood, message, .. } = hit;
         understood.take_message(message);
-        match admit_upstream(understood.route(), &understood, http_method, client) {
-            Ok(admission) => {
-                understood.admission = admission;
-                Verdict::Forward(Box::new(understood))
-            }
-            Err(refused) => Verdict::Refuse(refused),
-        }
+        understood.admission = admit_upstream(understood.route(), &understood, http_method, client)?;
+        Ok(Box::new(understood))
     }
 
     /// A client's `resources/read`, for the prefetcher to learn from once its answer is in the
