@@ -91,6 +91,8 @@ pub struct KnownHeaders<'a> {
     pub prefetch: Value<'a>,
     /// A `Connection` line names `close`.
     pub connection_close: bool,
+    /// A `Connection` line names `keep-alive` (what keeps an HTTP/1.0 connection open).
+    pub connection_keep_alive: bool,
     /// The first singleton header (above) that appeared twice, as the client spelled it.
     pub repeated: Option<&'a str>,
     /// A `Connection` line names a singleton header (or the identity header): a proxy drops
@@ -104,7 +106,8 @@ pub struct KnownHeaders<'a> {
     pub transfer_encoding: bool,
     /// `Expect: 100-continue`: the client sends its body once told to.
     pub expects_continue: bool,
-    /// `Upgrade`: the client asks for another protocol on this connection.
+    /// `Upgrade`: the client asks for another protocol on this connection (never granted: it is
+    /// not forwarded).
     pub upgrade: bool,
 }
 
@@ -144,6 +147,7 @@ impl<'a> KnownHeaders<'a> {
                 10 if is("mcp-method") => (&mut known.method, Singleton::Method),
                 10 if is("connection") => {
                     known.connection_close |= names_close(value);
+                    known.connection_keep_alive |= names(value, b"keep-alive");
                     if known.connection_names_singleton.is_none() {
                         known.connection_names_singleton = named_singleton(value, identity_header);
                     }
@@ -227,7 +231,12 @@ fn named_singleton<'a>(value: &'a [u8], identity_header: &str) -> Option<&'a str
 
 /// Whether a `Connection` value lists the `close` token.
 fn names_close(value: &[u8]) -> bool {
-    value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    names(value, b"close")
+}
+
+/// Whether a `Connection` value names `option` (its tokens are case-insensitive).
+fn names(value: &[u8], option: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(option))
 }
 
 /// Names looked up or set on every forwarded request, parsed once here: a name given as text

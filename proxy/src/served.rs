@@ -28,7 +28,23 @@ pub struct Served<'a> {
     pub error: Option<String>,
 }
 
-impl Served<'_> {
+impl<'a> Served<'a> {
+    /// A request mcp-edge refused itself before any upstream (`route`, `http_method`: `-`
+    /// when its head could not be read).
+    pub fn refused(route: &'a str, http_method: &'a str, refused: &crate::error::EdgeError) -> Served<'a> {
+        Served {
+            route,
+            http_method,
+            mcp_method: None,
+            status: refused.status(),
+            cache: crate::answer::Outcome::Bypass.as_str(),
+            tier: None,
+            upstream: None,
+            started: Instant::now(),
+            error: Some(refused.to_string()),
+        }
+    }
+
     pub fn record(&self) {
         let method = Method::label(self.mcp_method);
         let elapsed = self.started.elapsed().as_secs_f64();

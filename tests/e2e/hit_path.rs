@@ -252,3 +252,60 @@ async fn a_large_hit_reaches_a_slow_reader_whole_and_in_order() {
     let small = read_response(&mut stream, &mut pending).await;
     assert_eq!((small.header("x-cache"), small.body["id"].clone()), (Some("HIT"), json!(2)));
 }
+
+/// `Upgrade` is never granted (`curl --http2` sends `Upgrade: h2c` on plain HTTP): a forwarded
+/// request carrying it is a plain request, its connection kept alive and requests pipelined
+/// behind it answered in order; the upstream is not asked to upgrade.
+#[tokio::test]
+async fn an_upgrade_header_leaves_a_plain_request_on_a_kept_connection() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    let mut stream = connect(&proxy).await;
+    let mut pending = Vec::new();
+    let upgrade = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n";
+    let (call, _) = stateless_body("tools/call", json!({"name": "request_headers", "arguments": {}}), json!("up"));
+    let forwarded = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: request_headers\r\n{upgrade}\
+         Content-Length: {}\r\n\r\n{call}",
+        call.len()
+    );
+    // Pipelined behind it: a miss and a hit, and the upgrade asked again on a hit.
+    let behind = read_request("demo://docs/7", json!("m"), "") + &read_request("demo://docs/1", json!("h"), upgrade);
+    stream.write_all((forwarded + &behind).as_bytes()).await.unwrap();
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!((reply.status, reply.body["id"].clone()), (200, json!("up")), "{}", reply.head);
+    let seen = reply.body["result"]["content"][0]["text"].as_str().unwrap().to_ascii_lowercase();
+    assert!(
+        !seen.contains("upgrade") && !seen.contains("http2-settings"),
+        "the upstream was asked to upgrade:\n{seen}"
+    );
+    for (id, cache) in [("m", "MISS"), ("h", "HIT")] {
+        let reply = read_response(&mut stream, &mut pending).await;
+        assert_eq!((reply.status, reply.header("x-cache"), reply.body["id"].clone()), (200, Some(cache), json!(id)));
+    }
+    stream.write_all(read_request("demo://docs/1", json!("again"), "").as_bytes()).await.unwrap();
+    let reply = read_response(&mut stream, &mut pending).await;
+    assert_eq!(reply.body["id"], json!("again"), "the connection was kept");
+}
+
+/// An HTTP/1.0 client gets its hit and the connection closes (it may read until it does); a
+/// `HEAD` is refused without a body.
+#[tokio::test]
+async fn http10_hits_close_and_head_refusals_have_no_body() {
+    let (_upstream, proxy) = warmed_proxy().await;
+    let mut stream = connect(&proxy).await;
+    let request = read_request("demo://docs/1", json!(1), "").replacen("HTTP/1.1", "HTTP/1.0", 1);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.expect("closed").unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("x-cache: HIT") && answer.contains("connection: close"), "{answer}");
+
+    let mut stream = connect(&proxy).await;
+    stream.write_all(b"HEAD /mcp HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.expect("closed").unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n"), "a HEAD answer has no body: {answer}");
+}

@@ -121,7 +121,9 @@ pub fn identity_hash(value: &[u8]) -> String {
 /// without regard to case and whose separating whitespace is any run of it: `Bearer x`,
 /// `bearer x` and `Bearer  x` are one credential to a server, so they are one identity here
 /// (else one credential spelled three ways would count as three identities, e.g. to vouch for
-/// a prefetch). The credentials themselves are kept as written.
+/// a prefetch). The credentials themselves are kept as written, and so is a value that is one
+/// word (a bare API key, or a scheme alone): it is no scheme to fold, and `SK-ab` and `sk-AB`
+/// are two keys to a server that takes bare keys.
 pub fn identity_of(header: &str, value: Option<&[u8]>) -> Option<String> {
     let says_something = |v: &&[u8]| v.iter().any(|b| !matches!(b, b';' | b',' | b' ' | b'\t'));
     let value = value.map(<[u8]>::trim_ascii).filter(says_something)?;
@@ -130,12 +132,13 @@ pub fn identity_of(header: &str, value: Option<&[u8]>) -> Option<String> {
     }
     let scheme_end = value.iter().position(u8::is_ascii_whitespace).unwrap_or(value.len());
     let (scheme, credentials) = value.split_at(scheme_end);
-    let mut normal = scheme.to_ascii_lowercase();
     let credentials = credentials.trim_ascii_start();
-    if !credentials.is_empty() {
-        normal.push(b' ');
-        normal.extend_from_slice(credentials);
+    if credentials.is_empty() {
+        return Some(identity_hash(value));
     }
+    let mut normal = scheme.to_ascii_lowercase();
+    normal.push(b' ');
+    normal.extend_from_slice(credentials);
     Some(identity_hash(&normal))
 }
 

@@ -240,6 +240,10 @@ fn one_credential_spelled_otherwise_is_one_identity() {
     }
     assert_ne!(of(b"Bearer Mallory"), of(b"Bearer mallory"), "the credentials themselves are kept as written");
     assert_ne!(of(b"Basic mallory"), of(b"Bearer mallory"));
+    // A one-word value (a bare API key) is no scheme: its case is the key's own.
+    assert_ne!(of(b"SK-ABCDEF0123"), of(b"sk-AbCdEf0123"), "bare keys that differ in case are two identities");
+    assert_ne!(of(b"ALICE"), of(b"alice"));
+    assert_eq!(of(b" alice "), of(b"alice"));
     // Other identity headers are taken as written: cookie names are case-sensitive.
     assert_ne!(identity_of("cookie", Some(b"A=1; b=2")), identity_of("cookie", Some(b"a=1; b=2")));
 }

@@ -150,7 +150,9 @@ impl EdgeApp {
         // A client that waits before sending its body (RFC 9110 §10.1.1) is told to send it
         // now that its head passed (else it waits out its own timeout: curl's is 1 s). The
         // upstream is not asked again (`Expect` is not forwarded).
-        if head.known.expects_continue && admitted.body != BodyPlan::None && !*invited {
+        // (An HTTP/1.0 client's expectation is ignored, as RFC 9110 §10.1.1 says.)
+        let expects = head.known.expects_continue && head.version == http::Version::HTTP_11;
+        if expects && admitted.body != BodyPlan::None && !*invited {
             *invited = true;
             let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
             if write_parts(&mut io.stream, [interim, &[], &[], &[]]).await.is_err() || io.stream.flush().await.is_err()
@@ -191,7 +193,10 @@ impl EdgeApp {
         hit: Hit,
         started: Instant,
     ) -> Step {
-        let closing = head.known.connection_close || io.shutdown.has_begun();
+        // An HTTP/1.0 connection is kept alive only when its client asks (else it may read until
+        // the connection closes).
+        let old_http = head.version == http::Version::HTTP_10 && !head.known.connection_keep_alive;
+        let closing = head.known.connection_close || old_http || io.shutdown.has_begun();
         let Some(answer) = hit.render(head.known.session_id.text()) else {
             return self.forward_instead(io, buffer, head, hit).await;
         };
@@ -238,13 +243,12 @@ impl EdgeApp {
         understood: Box<Understood>,
         shutdown: &ShutdownWatch,
     ) -> Option<(Stream, BytesMut)> {
-        let upgrade = matches!(rest, Rest::Unbounded);
         let mut session = ServerSession::new_http1(Box::new(OneRequest::new(stream, handed, rest)));
         session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
         let served = handover::forward_with(understood, self.proxy.process_new_http(session, shutdown)).await?;
         let (stream, _settings) = served.consume();
         let back = OneRequest::take_back(stream)?;
-        (back.reusable && !upgrade).then_some((back.stream, back.ahead))
+        back.reusable.then_some((back.stream, back.ahead))
     }
 }
 
@@ -257,9 +261,6 @@ enum Taken {
 
 /// How much of the buffer a forwarded request takes, and what is left to come of it.
 fn forwarded_extent(head: &Head<'_>, buffer: &[u8]) -> (usize, Rest) {
-    if head.known.upgrade {
-        return (buffer.len(), Rest::Unbounded);
-    }
     match head.framing {
         Framing::Length(length) => {
             let request_len = head.head_len + length as usize;

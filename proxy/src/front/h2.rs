@@ -60,6 +60,11 @@ impl H2Front {
         let route = snapshot.route_for(&path);
         let identity = route.map_or("", |index| snapshot.routes[index].config.policy.identity_header.as_str());
         let http_method = head.method.as_str().to_string();
+        if session.req_header().headers.len() > super::head::MAX_HEADER_FIELDS {
+            // The same limit as over HTTP/1.1 (Pingora's HTTP/2 server takes more).
+            let refused = EdgeError::HeadTooLarge(super::head::TOO_MANY_FIELDS);
+            return self.refuse(session, refused, route, &http_method).await;
+        }
         let (admitted, body) = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
@@ -150,18 +155,7 @@ impl H2Front {
         if let Err(e) = crate::respond::write_whole(session, status, Bytes::from(refused.body(None)), headers).await {
             tracing::debug!(error = %e, "could not send the error response");
         }
-        Served {
-            route: route.as_deref().unwrap_or("-"),
-            http_method,
-            mcp_method: None,
-            status,
-            cache: Outcome::Bypass.as_str(),
-            tier: None,
-            upstream: None,
-            started: Instant::now(),
-            error: Some(refused.to_string()),
-        }
-        .record();
+        Served::refused(route.as_deref().unwrap_or("-"), http_method, &refused).record();
         None
     }
 }

@@ -184,7 +184,7 @@ fn too_large(reason: &'static str) -> Probe<'static> {
 }
 
 const HEAD_TOO_LARGE: &str = "the request head is larger than 64 KiB";
-const TOO_MANY_FIELDS: &str = "the request head has more than 256 header fields";
+pub(super) const TOO_MANY_FIELDS: &str = "the request head has more than 256 header fields";
 
 /// Whether a head is past [`MAX_HEAD`]: complete and longer, or still arriving and already
 /// longer.

@@ -35,8 +35,6 @@ pub(super) enum Rest {
     Length(u64),
     /// A chunked body, until its end.
     Chunked(ChunkedEnd),
-    /// Everything (an upgraded connection): the connection ends with this request.
-    Unbounded,
 }
 
 /// One request's view of a client connection (see the module's doc).
@@ -111,7 +109,6 @@ impl Rest {
         match self {
             Rest::Length(left) => *left == 0,
             Rest::Chunked(end) => end.is_done(),
-            Rest::Unbounded => false,
         }
     }
 }
@@ -126,7 +123,6 @@ impl AsyncRead for OneRequest {
             return Poll::Ready(Ok(()));
         }
         match &mut this.rest {
-            Rest::Unbounded => Pin::new(&mut this.inner).poll_read(cx, buf),
             Rest::Length(0) => this.poll_past_end(cx),
             Rest::Length(left) => {
                 let room = (*left).min(buf.remaining() as u64) as usize;

@@ -12,7 +12,7 @@ use pingora::time::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use crate::answer::{self, Outcome};
+use crate::answer;
 use crate::error::EdgeError;
 use crate::served::Served;
 
@@ -178,22 +178,13 @@ pub(super) async fn refuse(stream: &mut Stream, refused: EdgeError, request: Opt
         head.put_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     head.put_slice(b"x-cache: BYPASS\r\nconnection: close\r\n\r\n");
-    let written = write_parts(stream, [&head, body.as_bytes(), &[], &[]]).await;
+    // A `HEAD` request's answer has no body (its length is the one a `GET` would have).
+    let body_sent = if request.is_some_and(|(_, method)| method == "HEAD") { "" } else { body.as_str() };
+    let written = write_parts(stream, [&head, body_sent.as_bytes(), &[], &[]]).await;
     let flushed = written.is_ok() && stream.flush().await.is_ok();
     let waited_for = matches!(refused, EdgeError::RequestTimeout(_));
     let (route, http_method) = request.unwrap_or(("-", "-"));
-    Served {
-        route,
-        http_method,
-        mcp_method: None,
-        status,
-        cache: Outcome::Bypass.as_str(),
-        tier: None,
-        upstream: None,
-        started: Instant::now(),
-        error: Some(refused.to_string()),
-    }
-    .record();
+    Served::refused(route, http_method, &refused).record();
     // The rest of the request may be on its way. A client too slow to send its head in
     // time is not waited for again.
     if flushed && !waited_for {

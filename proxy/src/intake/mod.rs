@@ -100,6 +100,9 @@ impl Admitted {
 /// method, its head (path, host, origin, headers sent twice), its client's rate, its session,
 /// a POST's framing.
 pub fn admit_head(snapshot: Arc<Runtime>, route: Option<usize>, request: &Request<'_>) -> Result<Admitted, EdgeError> {
+    if request.method == "CONNECT" {
+        return Err(EdgeError::MethodNotAllowed { method: "CONNECT".into() });
+    }
     let Some(route_index) = route else {
         return Err(EdgeError::NoRoute { path: request.path.to_string() });
     };

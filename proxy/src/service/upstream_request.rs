@@ -7,7 +7,7 @@
 //! a body).
 
 use http::HeaderValue;
-use http::header::{ACCEPT_ENCODING, EXPECT, HOST};
+use http::header::{ACCEPT_ENCODING, CONNECTION, EXPECT, HOST, UPGRADE};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -59,6 +59,13 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         }
         if ctx.prefetch().is_some() {
             headers.remove(KIND_HEADER);
+        }
+        // An upgrade is never granted (MCP has none): the upstream is not asked for one, so the
+        // request stays a plain request whose connection serves the next (RFC 9110 §7.8: a
+        // server may ignore `Upgrade`). `Connection` is hop-by-hop, and names the upgrade.
+        if headers.remove(UPGRADE).is_some() {
+            headers.remove("http2-settings");
+            headers.remove(CONNECTION);
         }
         // The client was already told to send its body, which mcp-edge reads.
         if ctx.request.as_ref().is_some_and(|request| request.body_invited) {
