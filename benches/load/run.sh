@@ -96,6 +96,7 @@ TOML
   wait_port "$TLS_EDGE"; wait_port "$TLS_EDGE_PLAIN"; wait_port "$NGINX_TLS"
 fi
 wait_port "$UP"; wait_port "$UP_NOCACHE"; wait_port "$EDGE"; wait_port "$NGINX"; wait_port "$DISK_EDGE"
+echo "$(date -u '+%F %H:%M UTC'), $(nproc) CPUs, load average before the runs $(cut -d" " -f1-3 /proc/loadavg)"
 
 measure() { # name url VAR [script]: the median of REPEAT runs (this machine is noisy)
   local script=${4:-benches/load/read.lua}
@@ -116,15 +117,18 @@ measure_vs_fixed() {
 }
 # name VAR runner url fixed_url: measure_vs_fixed with any client: `runner url [seconds]` makes
 # one run and prints its RESULT line; a 1 s warm-up of the target, then REPEAT rounds of nginx's
-# fixed body then the target.
+# fixed body then the target. Besides the ratio of the medians, the median of the rounds' ratios
+# with its 95% interval (ratio_median.py), which a drift across the run moves less.
 vs_fixed() {
-  local fixed_lines="" lines=""
+  local fixed_lines="" lines="" ratios="" f t
   "$3" "$4" 1 >/dev/null 2>&1 || true
   for _ in $(seq "$REPEAT"); do
-    fixed_lines+="$("$3" "$5")"$'\n'
-    lines+="$("$3" "$4")"$'\n'
+    f=$("$3" "$5"); fixed_lines+="$f"$'\n'
+    t=$("$3" "$4"); lines+="$t"$'\n'
+    ratios+="$(rps_of "$t") $(rps_of "$f")"$'\n'
   done
   report_vs_fixed "$1" "$lines" "$fixed_lines" "$2"
+  printf '%s' "$ratios" | python3 benches/load/ratio_median.py "mcp-edge / nginx fixed"
 }
 random_read() { wrk_once "$1" benches/load/random-read.lua "${2:-}"; } # url [seconds]; KEYS, SDK_META, GZIP
 h2_read() { h2load_once "$1" "$DIR/read-kib-1.json" "${2:-}"; }       # url [seconds]: one key, over HTTP/2
@@ -133,21 +137,26 @@ h2_read() { h2load_once "$1" "$DIR/read-kib-1.json" "${2:-}"; }       # url [sec
 # protocol version only), 1 000 keys each, in rounds of four runs: nginx's fixed body, then
 # mcp-edge, for each request. Prints both against nginx and the rounds' SDK/minimal ratios.
 sdk_vs_minimal() { # url
-  local fixed_url="http://127.0.0.1:$NGINX/fixed" fixed_lines="" lines="" sdk_fixed_lines="" sdk_lines="" m s
+  local fixed_url="http://127.0.0.1:$NGINX/fixed" fixed_lines="" lines="" sdk_fixed_lines="" sdk_lines=""
+  local m s mf sf minimal_ratios="" sdk_ratios=""
   export KEYS=1000
   fill "$1" "$KEYS"; SDK_META=1 fill "$1" "$KEYS"
   random_read "$1" 1 >/dev/null; SDK_META=1 random_read "$1" 1 >/dev/null
   local before ratios=""
   before=$(upstream_reads)
   for _ in $(seq "$REPEAT"); do
-    fixed_lines+="$(random_read "$fixed_url")"$'\n'
+    mf=$(random_read "$fixed_url"); fixed_lines+="$mf"$'\n'
     m=$(random_read "$1"); lines+="$m"$'\n'
-    sdk_fixed_lines+="$(SDK_META=1 random_read "$fixed_url")"$'\n'
+    sf=$(SDK_META=1 random_read "$fixed_url"); sdk_fixed_lines+="$sf"$'\n'
     s=$(SDK_META=1 random_read "$1"); sdk_lines+="$s"$'\n'
     ratios+="$(rps_of "$s") $(rps_of "$m")"$'\n'
+    minimal_ratios+="$(rps_of "$m") $(rps_of "$mf")"$'\n'
+    sdk_ratios+="$(rps_of "$s") $(rps_of "$sf")"$'\n'
   done
   report_vs_fixed "mcp-edge hits, minimal _meta" "$lines" "$fixed_lines" SDK_MINIMAL
+  printf '%s' "$minimal_ratios" | python3 benches/load/ratio_median.py "mcp-edge / nginx fixed"
   report_vs_fixed "mcp-edge hits, SDK client's _meta" "$sdk_lines" "$sdk_fixed_lines" SDK
+  printf '%s' "$sdk_ratios" | python3 benches/load/ratio_median.py "mcp-edge / nginx fixed"
   printf '%s' "$ratios" | python3 benches/load/ratio_median.py "SDK _meta / minimal _meta hits"
   echo "  misses during the runs (upstream reads): $(( $(upstream_reads) - before ))"
   unset KEYS
