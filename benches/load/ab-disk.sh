@@ -25,7 +25,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 UP=$(port); NGINX=$(port); EDGE=$(port)
-"${SERVER[@]}" "$A" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms 3600000 2>"$DIR/upstream.log" & PIDS+=($!)
+"${SERVER[@]}" "$A" upstream --listen "127.0.0.1:$UP" --name bench --json --ttl-ms 3600000 2>"$DIR/upstream.log" & PIDS+=($!)
 start_nginx "$UP" "$NGINX"
 wait_port "$UP"; wait_port "$NGINX"
 disk_config "$DIR/cache.toml" "$EDGE" "" "$DIR/cache"

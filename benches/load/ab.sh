@@ -14,19 +14,21 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=benches/load/lib.sh
 . benches/load/lib.sh
 [ $# -ge 3 ] || { sed -n 2,10p "$0" >&2; exit 2; }
-MODE=$1; A=$(realpath "$2"); B=$(realpath "$3")
+MODE=$1; A=$(realpath "$2")
+# shellcheck disable=SC2034 # read as ${!bin_var}
+B=$(realpath "$3")
 DURATION=${4:-3}; CONNECTIONS=${5:-64}; ROUNDS=${ROUNDS:-8}; export KEYS=${KEYS:-1000}
 scratch
 UP=$(port); EDGE_A=$(port); EDGE_B=$(port)
 TTL=3600000; [ "$MODE" = hits ] || TTL=0
-"${SERVER[@]}" "$A" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms $TTL 2>"$DIR/upstream.log" & PIDS+=($!)
+"${SERVER[@]}" "$A" upstream --listen "127.0.0.1:$UP" --name bench --json --ttl-ms "$TTL" 2>"$DIR/upstream.log" & PIDS+=($!)
 for side in A B; do
   port_var=EDGE_$side
-  one_route_config "$DIR/$side.toml" "${!port_var}" $UP "threads = $WORKERS"
+  one_route_config "$DIR/$side.toml" "${!port_var}" "$UP" "threads = $WORKERS"
   bin_var=$side
   RUST_LOG=warn "${SERVER[@]}" "${!bin_var}" run --config "$DIR/$side.toml" 2>"$DIR/$side.log" & PIDS+=($!)
 done
-wait_port $UP; wait_port $EDGE_A; wait_port $EDGE_B
+wait_port "$UP"; wait_port "$EDGE_A"; wait_port "$EDGE_B"
 SCRIPT=benches/load/random-read.lua
 [ "$MODE" = call ] && SCRIPT=benches/load/call.lua
 if [ "$MODE" = hits ]; then

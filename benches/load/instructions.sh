@@ -19,13 +19,13 @@ SCRIPT=benches/load/call.lua; [ "$MODE" = read ] && SCRIPT=benches/load/random-r
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 scratch
 UP=$(port); EDGE=$(port); PINGORA=$(port)
-"$BIN" upstream --listen 127.0.0.1:$UP --name bench --json --ttl-ms 0 2>"$DIR/upstream.log" & PIDS+=($!)
-one_route_config "$DIR/edge.toml" $EDGE $UP "threads = 1"
+"$BIN" upstream --listen "127.0.0.1:$UP" --name bench --json --ttl-ms 0 2>"$DIR/upstream.log" & PIDS+=($!)
+one_route_config "$DIR/edge.toml" "$EDGE" "$UP" "threads = 1"
 # exec: so that $! is valgrind itself, the pid callgrind_control needs.
 counted() { exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$1.%p" "${@:2}"; }
 RUST_LOG=warn counted mcp-edge "$BIN" run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & EDGE_PID=$!; PIDS+=($!)
-counted floor "$FLOOR" 127.0.0.1:$PINGORA 127.0.0.1:$UP 1 2>"$DIR/floor.log" & FLOOR_PID=$!; PIDS+=($!)
-wait_port $UP; wait_port $EDGE; wait_port $PINGORA
+counted floor "$FLOOR" "127.0.0.1:$PINGORA" "127.0.0.1:$UP" 1 2>"$DIR/floor.log" & FLOOR_PID=$!; PIDS+=($!)
+wait_port "$UP"; wait_port "$EDGE"; wait_port "$PINGORA"
 for name in mcp-edge floor; do
   port=$EDGE; pid=$EDGE_PID
   [ $name = floor ] && { port=$PINGORA; pid=$FLOOR_PID; }

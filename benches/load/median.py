@@ -1,4 +1,6 @@
-"""Reads wrk RESULT lines (report.lua) on stdin; prints one line of their medians."""
+"""Reads RESULT lines (report.lua for wrk, h2load_result.py for h2load) on stdin; prints one line
+of their medians: req/s, then each latency figure the lines carry (wrk: p50 and p99; h2load: the
+mean), errors summed, and the range of req/s."""
 import statistics
 import sys
 
@@ -11,7 +13,5 @@ def median(key):
 
 rps = sorted(float(run["rps"]) for run in runs)
 errors = sum(int(run["errors"]) for run in runs)
-print(
-    f"rps={median('rps'):.0f} p50={median('p50'):.3f} p99={median('p99'):.3f} errors={errors}"
-    f" rps_range={rps[0]:.0f}-{rps[-1]:.0f}"
-)
+latencies = "".join(f" {key}={median(key):.3f}" for key in runs[0] if key not in ("rps", "errors"))
+print(f"rps={median('rps'):.0f}{latencies} errors={errors} rps_range={rps[0]:.0f}-{rps[-1]:.0f}")

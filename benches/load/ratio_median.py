@@ -1,6 +1,7 @@
-"""Reads "edge_rps floor_rps" lines (one per round) and prints the median of the rounds' ratios,
-their range and a 95% interval for that median (order statistics, no assumption about the
-distribution): with rounds this noisy, the interval says whether a median can be quoted."""
+"""Reads "edge_rps floor_rps" lines (one per round) and prints the median of the rounds' ratios
+(labelled by the first argument, "mcp-edge / Pingora floor" without one), their range and a 95%
+interval for that median (order statistics, no assumption about the distribution): with rounds
+this noisy, the interval says whether a median can be quoted."""
 import math
 import statistics
 import sys
@@ -17,10 +18,11 @@ def median_interval(values):
     return ordered[low], ordered[high]
 
 
+label = sys.argv[1] if len(sys.argv) > 1 else "mcp-edge / Pingora floor"
 rounds = [float(e) / float(f) for e, f in (line.split() for line in sys.stdin if line.strip())]
 low, high = median_interval(rounds)
 print(
-    f"  mcp-edge / Pingora floor, by round: median {statistics.median(rounds):.2f} "
+    f"  {label}, by round: median {statistics.median(rounds):.2f} "
     f"(range {min(rounds):.2f}-{max(rounds):.2f}, 95% interval of the median {low:.2f}-{high:.2f}, "
     f"{len(rounds)} rounds)"
 )

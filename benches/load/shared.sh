@@ -21,8 +21,8 @@ scratch
 raise_descriptor_limit 4096
 REDIS=$(port); UP=$(port)
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >"$DIR/redis.log" 2>&1 & PIDS+=($!)
-"$BIN" upstream --listen 127.0.0.1:$UP --name shared --ttl-ms 600000 --latency-ms 20-50 2>"$DIR/upstream.log" & PIDS+=($!)
-wait_port "$REDIS"; wait_port $UP
+"$BIN" upstream --listen "127.0.0.1:$UP" --name shared --ttl-ms 600000 --latency-ms 20-50 2>"$DIR/upstream.log" & PIDS+=($!)
+wait_port "$REDIS"; wait_port "$UP"
 
 node() { # name shared(true|false) [cache lines]: starts a node; sets EDGE, EDGE_PID
   local admin shared=""
@@ -41,7 +41,7 @@ $shared
 path = "/mcp"
 upstreams = ["http://127.0.0.1:$UP/mcp"]
 TOML
-  RUST_LOG=${LOG:-warn} "$BIN" run --config "$DIR/$1.toml" 2>"$DIR/$1.log" & EDGE_PID=$!; PIDS+=($EDGE_PID)
+  RUST_LOG=${LOG:-warn} "$BIN" run --config "$DIR/$1.toml" 2>"$DIR/$1.log" & EDGE_PID=$!; PIDS+=("$EDGE_PID")
   wait_port "$EDGE"; wait_port "$admin"
   sleep 0.3 # the subscription
 }

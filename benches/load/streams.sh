@@ -17,16 +17,16 @@ scratch
 raise_descriptor_limit 100000
 echo "descriptor limit: $(ulimit -n)"
 UP=$(port); EDGE=$(port)
-$BIN upstream --listen 127.0.0.1:$UP --name streams 2>"$DIR/upstream.log" & PIDS+=($!)
-one_route_config "$DIR/edge.toml" $EDGE $UP "max_streams_per_client = 0"
-RUST_LOG=warn $BIN run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & EDGE_PID=$!; PIDS+=($EDGE_PID)
-wait_port $UP; wait_port $EDGE
+"$BIN" upstream --listen "127.0.0.1:$UP" --name streams 2>"$DIR/upstream.log" & PIDS+=($!)
+one_route_config "$DIR/edge.toml" "$EDGE" "$UP" "max_streams_per_client = 0"
+RUST_LOG=warn "$BIN" run --config "$DIR/edge.toml" 2>"$DIR/edge.log" & EDGE_PID=$!; PIDS+=("$EDGE_PID")
+wait_port "$UP"; wait_port "$EDGE"
 echo "== $STREAMS idle streams, then $ACTIVE connections reading cached resources for ${SECONDS_RUN}s"
 python3 benches/load/streams.py "http://127.0.0.1:$EDGE/mcp" "$STREAMS" $((SECONDS_RUN + 10)) & STREAMS_PID=$!
 for _ in $(seq 600); do
-  [ "$(ls /proc/$EDGE_PID/fd | wc -l)" -ge "$STREAMS" ] && break; sleep 0.2
+  [ "$(find "/proc/$EDGE_PID/fd" -mindepth 1 | wc -l)" -ge "$STREAMS" ] && break; sleep 0.2
 done
-echo "mcp-edge with the streams open: $(awk '/VmRSS/ {print $2 " kB"}' /proc/$EDGE_PID/status), $(ls /proc/$EDGE_PID/fd | wc -l) descriptors"
+echo "mcp-edge with the streams open: $(awk '/VmRSS/ {print $2 " kB"}' /proc/$EDGE_PID/status), $(find "/proc/$EDGE_PID/fd" -mindepth 1 | wc -l) descriptors"
 wrk -t2 -c"$ACTIVE" -d"${SECONDS_RUN}s" --latency -s benches/load/read.lua "http://127.0.0.1:$EDGE/mcp" | grep -E 'Requests/sec|Latency|99%|50%|Non-2xx|Socket errors' || true
 echo "mcp-edge after the load: $(awk '/VmRSS/ {print $2 " kB"}' /proc/$EDGE_PID/status)"
 wait $STREAMS_PID

@@ -18,9 +18,9 @@ BIN=${BIN:-target/release/mcp-edge}
 scratch
 raise_descriptor_limit 4096
 UP=$(port)
-"$BIN" upstream --listen 127.0.0.1:$UP --name trace --scope private --echo-caller --ttl-ms 600000 \
+"$BIN" upstream --listen "127.0.0.1:$UP" --name trace --scope private --echo-caller --ttl-ms 600000 \
   --latency-ms 20-50 2>"$DIR/upstream.log" & PIDS+=($!)
-wait_port $UP
+wait_port "$UP"
 run() { # name prefetch(true|false)
   local edge admin
   edge=$(port); admin=$(port)
