@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// otherwise (mimalloc asks for them by default). Each first touch of a huge page zeroes 2 MiB
 /// on the worker that touched it: while the memory tier grows (after a restart, during a fill)
 /// those stalls held every connection of the worker and set p99 to 4–6 ms, against 1.4 ms
-/// without them (`benches/README.md`).
+/// without them (`benches/HISTORY.md`).
 pub fn avoid_huge_page_stalls() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;

@@ -11,7 +11,7 @@
 //! announcements, and one seals every value (ChaCha20-Poly1305, the Redis name as associated
 //! data): a value moved to another name, altered, or made without the secret does not open,
 //! and a dump of Redis shows no answer. Every value is sealed, public ones too: one format,
-//! and sealing costs about what a MAC alone would (see `benches/README.md`).
+//! and sealing costs about what a MAC alone would (see `benches/HISTORY.md`).
 
 use ring::{aead, hkdf, hmac};
 

@@ -64,7 +64,7 @@ pub(super) async fn read_more(
 /// `period`. One Tokio timer serves the connection's whole life and is moved on only when it
 /// fires early (for an idle spell that began later), so a wait that ends with a request costs
 /// no timer at all. Arming one per wait (Pingora's coarse timer, or a Tokio timer) cost about
-/// as much as parsing the request head (`benches/README.md`, thirteenth session).
+/// as much as parsing the request head (`benches/HISTORY.md`, thirteenth session).
 pub(super) struct IdleTimer {
     period: Duration,
     sleep: Option<Pin<Box<Sleep>>>,

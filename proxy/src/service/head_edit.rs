@@ -4,7 +4,7 @@
 //! Every insert through Pingora's API parses the name again and updates both maps, and a
 //! response head made to the size of the upstream's grows both. On a forwarded `tools/call`
 //! that was about 1 000 instructions per header, a sixth of what mcp-edge adds to Pingora's
-//! own forwarding (see `benches/README.md`). Field names are case-insensitive (RFC 9110 §5.1),
+//! own forwarding (see `benches/HISTORY.md`). Field names are case-insensitive (RFC 9110 §5.1),
 //! so the heads mcp-edge edits on every request give up that map once and are edited with
 //! names parsed at compile time: the upstream and the client see the names in lower case,
 //! with a few standard ones titled by Pingora (`Host`, `Content-Type`). Nothing else changes: the
