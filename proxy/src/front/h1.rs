@@ -100,7 +100,9 @@ impl EdgeApp {
                 let probe = probe_head(&conn.buffer, |path| route_and_identity(&snapshot, path));
                 match probe {
                     Probe::Complete(head) => {
-                        match self.take(&mut conn.io, &conn.buffer, head, snapshot, (&mut admitted, &mut invited)).await
+                        match self
+                            .take(&mut conn.io, &conn.buffer, &head, snapshot, (&mut admitted, &mut invited))
+                            .await
                         {
                             Taken::Done(step) => return step,
                             Taken::Awaiting(len) => awaiting = len,
@@ -134,7 +136,7 @@ impl EdgeApp {
         &self,
         io: &mut ConnectionIo,
         buffer: &[u8],
-        head: Head<'_>,
+        head: &Head<'_>,
         snapshot: Arc<Runtime>,
         (admitted_before, invited): (&mut Option<intake::Admitted>, &mut bool),
     ) -> Taken {
@@ -144,7 +146,7 @@ impl EdgeApp {
             Some(admitted) => admitted,
             None => match intake::admit_head(snapshot, head.route, &request) {
                 Ok(admitted) => admitted,
-                Err(refused) => return Taken::Done(self.refuse(io, refused, &head).await),
+                Err(refused) => return Taken::Done(self.refuse(io, refused, head).await),
             },
         };
         // A client that waits before sending its body (RFC 9110 §10.1.1) is told to send it
@@ -174,44 +176,46 @@ impl EdgeApp {
             _ => &[][..],
         };
         match self.intake.understand(admitted, &request, body).await {
-            Verdict::Refuse(refused) => Taken::Done(self.refuse(io, refused, &head).await),
-            Verdict::Hit(hit) => Taken::Done(self.answer_hit(io, buffer, &head, hit, started).await),
+            Verdict::Refuse(refused) => Taken::Done(self.refuse(io, refused, head).await),
+            Verdict::Hit(hit) => match self.answer_hit(io, buffer, head, &hit, started).await {
+                Some(step) => Taken::Done(step),
+                None => Taken::Done(self.forward_instead(io, buffer, head, hit).await),
+            },
             Verdict::Forward(mut understood) => {
                 understood.body_invited = *invited;
-                let (len, rest) = forwarded_extent(&head, buffer);
+                let (len, rest) = forwarded_extent(head, buffer);
                 Taken::Done(Step::Forward { understood, len, rest })
             }
         }
     }
 
-    /// Writes a hit's answer, and tells of it.
+    /// Writes a hit's answer, and tells of it; `None` if its entry cannot be read (borrowed: a
+    /// hit is not copied into this future).
     async fn answer_hit(
         &self,
         io: &mut ConnectionIo,
         buffer: &[u8],
         head: &Head<'_>,
-        hit: Hit,
+        hit: &Hit,
         started: Instant,
-    ) -> Step {
+    ) -> Option<Step> {
         // An HTTP/1.0 connection is kept alive only when its client asks (else it may read until
         // the connection closes).
         let old_http = head.version == http::Version::HTTP_10 && !head.known.connection_keep_alive;
         let closing = head.known.connection_close || old_http || io.shutdown.has_begun();
-        let Some(answer) = hit.render(head.known.session_id.text()) else {
-            return self.forward_instead(io, buffer, head, hit).await;
-        };
+        let answer = hit.render(head.known.session_id.text())?;
         let response_head = encode_head(&answer, closing);
         let [first, entry_bytes, last] = answer.body.parts();
         if write_parts(&mut io.stream, [&response_head, first, entry_bytes, last]).await.is_err()
             || io.stream.flush().await.is_err()
         {
-            return Step::Close;
+            return Some(Step::Close);
         }
         hit.record(started);
         let request_len = head.request_len().unwrap_or(head.head_len);
         let (head_bytes, body) = buffer[..request_len].split_at(head.head_len);
-        self.intake.after_hit(&hit, || Replay::from_head(head_bytes), body);
-        if closing { Step::Close } else { Step::Answered { consumed: request_len } }
+        self.intake.after_hit(hit, || Replay::from_head(head_bytes), body);
+        Some(if closing { Step::Close } else { Step::Answered { consumed: request_len } })
     }
 
     /// A hit whose entry cannot be read: forwarded instead, as a miss.

@@ -108,6 +108,8 @@ pub(super) fn probe_head<'b, 'r>(
 /// More header fields than the slots: `route_of`, unused, back.
 struct TooMany<F>(F);
 
+// Inlined, as `read_head`: the head is then built where the caller keeps it, not copied out.
+#[inline(always)]
 fn parse_head<'b, 'r, F: FnOnce(&str) -> (Option<usize>, &'r str)>(
     buffer: &'b [u8],
     slots: &mut [httparse::Header<'b>],
@@ -125,6 +127,7 @@ fn parse_head<'b, 'r, F: FnOnce(&str) -> (Option<usize>, &'r str)>(
 }
 
 /// A parsed head's checks and what the front needs of it.
+#[inline(always)]
 fn read_head<'b, 'r>(
     parsed: &httparse::Request<'_, 'b>,
     head_len: usize,

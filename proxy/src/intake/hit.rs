@@ -13,10 +13,9 @@ use crate::store::Fresh;
 
 /// A fresh hit (rendered when written, so that the answer borrows the entry's bytes).
 pub struct Hit {
+    /// The request (its JSON-RPC id is the answer's).
     pub request: Understood,
     pub fresh: Fresh,
-    /// The request's JSON-RPC message (its id is the answer's).
-    pub message: mcp_edge_policies::jsonrpc::Message,
     pub mcp_method: &'static str,
 }
 
@@ -25,7 +24,7 @@ impl Hit {
     /// entry cannot be read (the request is then forwarded instead).
     pub fn render<'a>(&'a self, session: Option<&'a str>) -> Option<CachedAnswer<'a>> {
         let compression = &self.request.admitted.snapshot.config.compression;
-        let id = self.message.id.as_deref().unwrap_or("null");
+        let id = self.request.rpc_id.as_deref().unwrap_or("null");
         answer::render(&self.fresh.stored, id, Outcome::Hit, compression, self.request.accepts_gzip, session)
     }
 
