@@ -84,16 +84,13 @@ impl OneRequest {
                 // Enough kept: the rest waits in the socket for the front.
                 return Poll::Pending;
             }
-            self.ahead.reserve(8 * 1024);
-            let spare = self.ahead.spare_capacity_mut();
-            let mut read = ReadBuf::uninit(spare);
+            // Read onto the stack first: most polls find nothing (the client waits for its
+            // answer), and then nothing is allocated.
+            let mut landing = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut read = ReadBuf::uninit(&mut landing);
             match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => self.ended = true,
-                Poll::Ready(Ok(())) => {
-                    let n = read.filled().len();
-                    // SAFETY: `poll_read` initialised the first `n` spare bytes.
-                    unsafe { self.ahead.set_len(self.ahead.len() + n) };
-                }
+                Poll::Ready(Ok(())) => self.ahead.extend_from_slice(read.filled()),
                 Poll::Ready(Err(e)) => {
                     self.ended = true;
                     return Poll::Ready(Err(e));
