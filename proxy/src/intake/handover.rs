@@ -64,32 +64,6 @@ impl Understood {
     pub fn mcp_method(&self) -> Option<Method> {
         self.rpc_method.as_deref().and_then(Method::named)
     }
-
-    /// Notes what a request's message says (whether it writes, what the prefetcher learns of
-    /// it, its method and id) and returns its cache lookup (`None`: not cacheable).
-    pub(super) fn note_message(
-        &mut self,
-        intake: &super::Intake,
-        route: &Route,
-        message: mcp_edge_policies::jsonrpc::Message,
-        caller: &mcp_edge_policies::cache::Caller,
-    ) -> Option<mcp_edge_policies::cache::Lookup> {
-        self.write_pending = super::is_write_on(route, &message);
-        if self.admitted.prefetch.is_none() {
-            self.learn = intake.read_to_learn(route, &message, caller);
-        }
-        let input = crate::request_cache::LookupInput {
-            route: &route.config.name,
-            policy: &route.config.policy,
-            readonly: &route.readonly,
-            message: &message,
-            caller,
-        };
-        let lookup = input.lookup();
-        self.rpc_method = message.method;
-        self.rpc_id = message.id;
-        lookup
-    }
 }
 
 tokio::task_local! {

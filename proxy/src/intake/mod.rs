@@ -29,7 +29,7 @@ use crate::guards;
 use crate::known_headers::KnownHeaders;
 use crate::limits;
 use crate::prefetch::Prefetcher;
-use crate::request_cache::{self, Prepared};
+use crate::request_cache::{self, LookupInput, Prepared};
 use crate::runtime::{Route, Runtime};
 use crate::store::{EdgeCache, Found, Fresh};
 
@@ -140,45 +140,33 @@ impl Intake {
     /// Understands an admitted request (`body`: its body, when [`BodyPlan::Read`]) and decides
     /// what becomes of it.
     pub async fn understand(&self, admitted: Admitted, request: &Request<'_>, body: &[u8]) -> Verdict {
-        let snapshot = admitted.snapshot.clone();
-        let route = &snapshot.routes[admitted.route];
         let known = request.known;
-        let accepts_gzip =
-            snapshot.config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
-        let edge_session = (!admitted.stateless).then(|| known.session_id.text().map(str::to_string)).flatten();
-        let mut understood = Understood {
-            accepts_gzip,
-            edge_session,
-            body: ForwardedBody::None,
-            rpc_method: None,
-            rpc_id: None,
-            cache: None,
-            learn: None,
-            write_pending: false,
-            admission: Admission::None,
-            body_invited: false,
-            admitted,
-        };
-        match understood.admitted.body {
-            BodyPlan::None => {}
-            BodyPlan::Streamed => understood.body = ForwardedBody::Held,
-            BodyPlan::Read(_) => {
-                let message = match guards::understand(body, known, understood.admitted.stateless) {
-                    Ok(message) => message,
-                    Err(refused) => return Verdict::Refuse(refused),
-                };
-                let caller = guards::caller(known, understood.admitted.stateless, &route.config.policy.identity_header);
-                // What the message says is kept; the message itself is not held across the
-                // lookup (a smaller future: less copied per request).
-                let lookup = understood.note_message(self, route, message, &caller);
-                if let Some(lookup) = lookup
-                    && let Some(fresh) = self.consult_cache(route, &mut understood, lookup, caller).await
-                {
-                    let mcp_method = Method::label(understood.rpc_method.as_deref());
-                    return Verdict::Hit(Hit { request: understood, fresh, mcp_method });
+        // What the message says, noted apart from `admitted` (whose route it is read against)
+        // until the verdict: nothing is cloned or moved twice on the way to a hit.
+        let mut noted = Noted::default();
+        if let BodyPlan::Read(_) = admitted.body {
+            let route = admitted.route();
+            let message = match guards::understand(body, known, admitted.stateless) {
+                Ok(message) => message,
+                Err(refused) => return Verdict::Refuse(refused),
+            };
+            let caller = guards::caller(known, admitted.stateless, &route.config.policy.identity_header);
+            // The message itself is not held across the lookup (a smaller future).
+            let lookup = noted.note(self, route, admitted.prefetch, message, &caller);
+            if let Some(lookup) = lookup {
+                let method = Method::label(noted.rpc_method.as_deref());
+                let looked = self.consult_cache(route, admitted.prefetch, method, lookup, caller).await;
+                match looked {
+                    Looked::Hit(fresh) => {
+                        let request = noted.into_understood(admitted, known);
+                        return Verdict::Hit(Hit { request, fresh, mcp_method: method });
+                    }
+                    Looked::Forward(cache) => noted.cache = Some(cache),
                 }
             }
         }
+        let mut understood = noted.into_understood(admitted, known);
+        let route = understood.route();
         understood.admission = match admit_upstream(route, &understood, request.method, request.client) {
             Ok(admission) => admission,
             Err(refused) => return Verdict::Refuse(refused),
@@ -191,12 +179,13 @@ impl Intake {
     async fn consult_cache(
         &self,
         route: &Route,
-        understood: &mut Understood,
+        prefetch: Option<Kind>,
+        method: &'static str,
         lookup: Lookup,
         caller: Caller,
-    ) -> Option<Fresh> {
+    ) -> Looked {
         let policy = &route.config.policy;
-        let found = if understood.admitted.prefetch.is_some_and(Kind::bypasses_cache) {
+        let found = if prefetch.is_some_and(Kind::bypasses_cache) {
             // A refresh replaces the entry, whatever the cache holds.
             Found::Nothing
         } else if !caller.may_take_hits(route.sessions.known_sessionless()) {
@@ -206,26 +195,22 @@ impl Intake {
             self.cache.lookup(&route.config.name, &lookup, policy.stale_if_error, policy.max_ttl).await
         };
         let name = route.config.name.as_str();
-        let wait_limit = route.config.read_timeout;
-        let prepared = match found {
+        let fresh = match found {
             // The common hit: no coalescing to join, nothing to prepare.
-            Found::Fresh(fresh) => Prepared::Hit(fresh),
+            Found::Fresh(fresh) => fresh,
             found => {
-                request_cache::prepare(&self.cache, (name, policy), (lookup, Some(found)), caller, wait_limit).await
+                let wait_limit = route.config.read_timeout;
+                let looked = (lookup, Some(found));
+                match request_cache::prepare(&self.cache, (name, policy), looked, caller, wait_limit).await {
+                    Prepared::Hit(fresh) => fresh,
+                    Prepared::Forward(cache) => return Looked::Forward(cache),
+                }
             }
         };
-        match prepared {
-            Prepared::Hit(fresh) => {
-                if understood.mcp_method() == Some(Method::ToolsList) {
-                    route.readonly.learn_from_hit(&fresh.stored, name, &policy.cache_tools);
-                }
-                Some(fresh)
-            }
-            Prepared::Forward(cache) => {
-                understood.cache = Some(cache);
-                None
-            }
+        if method == Method::ToolsList.as_str() {
+            route.readonly.learn_from_hit(&fresh.stored, name, &policy.cache_tools);
         }
+        Looked::Hit(fresh)
     }
 
     /// A hit whose entry cannot be read (it is checked when stored and loaded, so this is for
@@ -248,6 +233,73 @@ impl Intake {
             return None;
         }
         Some((self.prefetch.context(route, caller)?, message.params.uri.clone()?))
+    }
+}
+
+/// What the cache had for a request.
+enum Looked {
+    Hit(Fresh),
+    /// Forwarded, its answer to be stored.
+    Forward(Box<request_cache::RequestCache>),
+}
+
+/// What a request's message says, as far as the rest of its way needs.
+#[derive(Default)]
+struct Noted {
+    write_pending: bool,
+    learn: Option<(Context, String)>,
+    rpc_method: Option<String>,
+    rpc_id: Option<String>,
+    cache: Option<Box<request_cache::RequestCache>>,
+}
+
+impl Noted {
+    /// Notes what `message` says (whether it writes, what the prefetcher learns of it, its
+    /// method and id) and returns its cache lookup (`None`: not cacheable).
+    fn note(
+        &mut self,
+        intake: &Intake,
+        route: &Route,
+        prefetch: Option<Kind>,
+        message: Message,
+        caller: &Caller,
+    ) -> Option<Lookup> {
+        self.write_pending = is_write_on(route, &message);
+        if prefetch.is_none() {
+            self.learn = intake.read_to_learn(route, &message, caller);
+        }
+        let input = LookupInput {
+            route: &route.config.name,
+            policy: &route.config.policy,
+            readonly: &route.readonly,
+            message: &message,
+            caller,
+        };
+        let lookup = input.lookup();
+        self.rpc_method = message.method;
+        self.rpc_id = message.id;
+        lookup
+    }
+
+    /// The request as the intake understood it.
+    fn into_understood(self, admitted: Admitted, known: &KnownHeaders<'_>) -> Understood {
+        let config = &admitted.snapshot.config;
+        let accepts_gzip = config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
+        let edge_session = (!admitted.stateless).then(|| known.session_id.text().map(str::to_string)).flatten();
+        let body = if admitted.body == BodyPlan::Streamed { ForwardedBody::Held } else { ForwardedBody::None };
+        Understood {
+            accepts_gzip,
+            edge_session,
+            body,
+            rpc_method: self.rpc_method,
+            rpc_id: self.rpc_id,
+            cache: self.cache,
+            learn: self.learn,
+            write_pending: self.write_pending,
+            admission: Admission::None,
+            body_invited: false,
+            admitted,
+        }
     }
 }
 
