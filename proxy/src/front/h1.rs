@@ -101,7 +101,7 @@ impl EdgeApp {
                 match probe {
                     Probe::Complete(head) => {
                         match self
-                            .take(&mut conn.io, &conn.buffer, &head, snapshot, (&mut admitted, &mut invited))
+                            .take(&mut conn.io, &conn.buffer, &head, &snapshot, (&mut admitted, &mut invited))
                             .await
                         {
                             Taken::Done(step) => return step,
@@ -137,7 +137,7 @@ impl EdgeApp {
         io: &mut ConnectionIo,
         buffer: &[u8],
         head: &Head<'_>,
-        snapshot: Arc<Runtime>,
+        snapshot: &Arc<Runtime>,
         (admitted_before, invited): (&mut Option<intake::Admitted>, &mut bool),
     ) -> Taken {
         let started = Instant::now();
@@ -146,7 +146,7 @@ impl EdgeApp {
             Some(admitted) => admitted,
             None => match intake::admit_head(snapshot, head.route, &request) {
                 Ok(admitted) => admitted,
-                Err(refused) => return Taken::Done(self.refuse(io, refused, head).await),
+                Err(refused) => return Taken::Done(refuse_head(io, refused, head, snapshot).await),
             },
         };
         // A client that waits before sending its body (RFC 9110 §10.1.1) is told to send it
@@ -176,10 +176,10 @@ impl EdgeApp {
             _ => &[][..],
         };
         match self.intake.understand(admitted, &request, body).await {
-            Verdict::Refuse(refused) => Taken::Done(self.refuse(io, refused, head).await),
+            Verdict::Refuse(refused) => Taken::Done(refuse_head(io, refused, head, snapshot).await),
             Verdict::Hit(hit) => match self.answer_hit(io, buffer, head, &hit, started).await {
                 Some(step) => Taken::Done(step),
-                None => Taken::Done(self.forward_instead(io, buffer, head, hit).await),
+                None => Taken::Done(self.forward_instead(io, (buffer, head), hit, snapshot).await),
             },
             Verdict::Forward(mut understood) => {
                 understood.body_invited = *invited;
@@ -219,20 +219,20 @@ impl EdgeApp {
     }
 
     /// A hit whose entry cannot be read: forwarded instead, as a miss.
-    async fn forward_instead(&self, io: &mut ConnectionIo, buffer: &[u8], head: &Head<'_>, hit: Hit) -> Step {
+    async fn forward_instead(
+        &self,
+        io: &mut ConnectionIo,
+        (buffer, head): (&[u8], &Head<'_>),
+        hit: Hit,
+        snapshot: &Runtime,
+    ) -> Step {
         match self.intake.forward_instead(hit, head.method, io.client) {
             Ok(understood) => {
                 let (len, rest) = forwarded_extent(head, buffer);
                 Step::Forward { understood, len, rest }
             }
-            Err(refused) => self.refuse(io, refused, head).await,
+            Err(refused) => refuse_head(io, refused, head, snapshot).await,
         }
-    }
-
-    async fn refuse(&self, io: &mut ConnectionIo, refused: EdgeError, head: &Head<'_>) -> Step {
-        let route = head.route.map(|index| self.live.load().routes[index].config.name.clone());
-        refuse(&mut io.stream, refused, Some((route.as_deref().unwrap_or("-"), head.method))).await;
-        Step::Close
     }
 
     /// Hands one request to Pingora: a Pingora HTTP/1 session over a view of the connection
@@ -254,6 +254,13 @@ impl EdgeApp {
         let back = OneRequest::take_back(stream)?;
         back.reusable.then_some((back.stream, back.ahead))
     }
+}
+
+/// Refuses a request whose head was read (`snapshot`: the configuration its route was found in).
+async fn refuse_head(io: &mut ConnectionIo, refused: EdgeError, head: &Head<'_>, snapshot: &Runtime) -> Step {
+    let route = head.route.map_or("-", |index| snapshot.routes[index].config.name.as_str());
+    refuse(&mut io.stream, refused, Some((route, head.method))).await;
+    Step::Close
 }
 
 /// What taking a complete head came to.

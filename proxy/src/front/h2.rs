@@ -18,7 +18,7 @@ use crate::error::EdgeError;
 use crate::intake::{self, BodyPlan, Hit, Intake, Request, Understood, Verdict, handover};
 use crate::known_headers::KnownHeaders;
 use crate::prefetch::Replay;
-use crate::runtime::Live;
+use crate::runtime::{Live, Runtime};
 use crate::served::Served;
 use crate::service::McpProxy;
 
@@ -60,33 +60,31 @@ impl H2Front {
         let route = snapshot.route_for(&path);
         let identity = route.map_or("", |index| snapshot.routes[index].config.policy.identity_header.as_str());
         let http_method = head.method.as_str().to_string();
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         if session.req_header().headers.len() > super::head::MAX_HEADER_FIELDS {
             // The same limit as over HTTP/1.1 (Pingora's HTTP/2 server takes more).
             let refused = EdgeError::HeadTooLarge(super::head::TOO_MANY_FIELDS);
-            return self.refuse(session, refused, route, &http_method).await;
+            return refuse(session, refused, route_name(&snapshot, route), &http_method).await;
         }
         let (admitted, body) = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
-            let request = request_of(head, &path, &known, session);
-            let admitted = match intake::admit_head(snapshot.clone(), route, &request) {
+            let request = request_of(head, &path, &known, client);
+            let admitted = match intake::admit_head(&snapshot, route, &request) {
                 Ok(admitted) => admitted,
-                Err(refused) => return self.refuse(session, refused, route, &http_method).await,
+                Err(refused) => return refuse(session, refused, route_name(&snapshot, route), &http_method).await,
             };
             let body_length = match admitted.body {
                 BodyPlan::Read(length) => Some(length),
                 _ => None,
             };
-            let invite = known.expects_continue && admitted.body != BodyPlan::None;
-            (admitted, (body_length, invite))
+            // HTTP/2 can send no interim head (Pingora's server, on the `h2` crate, drops it): a
+            // client waiting for `100 Continue` sends its body after its own timeout. Its
+            // expectation is met all the same, and not forwarded.
+            let expectation_met = known.expects_continue && admitted.body != BodyPlan::None;
+            (admitted, (body_length, expectation_met))
         };
-        let (body, invited) = body;
-        // A client that waits before sending its body is told to send it now that its head
-        // passed (see `h1`).
-        if invited && let Err(e) = session.write_continue_response().await {
-            tracing::debug!(error = %e, "could not invite an HTTP/2 request body");
-            return None;
-        }
+        let (body, expectation_met) = body;
         let body = match body {
             Some(length) => match read_body(session, length).await {
                 Ok(body) => body,
@@ -97,21 +95,24 @@ impl H2Front {
             },
             None => Bytes::new(),
         };
-        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let verdict = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
-            let request = request_of(head, &path, &known, session);
+            let request = request_of(head, &path, &known, client);
             self.intake.understand(admitted, &request, &body).await
         };
         let mut understood = match verdict {
             Verdict::Forward(understood) => understood,
-            Verdict::Refuse(refused) => return self.refuse(session, refused, route, &http_method).await,
+            Verdict::Refuse(refused) => {
+                return refuse(session, refused, route_name(&snapshot, route), &http_method).await;
+            }
             Verdict::Hit(hit) => match self.answer_hit(session, hit, &body, started).await {
                 Ok(None) => return None,
                 Ok(Some(unreadable)) => match self.intake.forward_instead(unreadable, &http_method, client) {
                     Ok(understood) => understood,
-                    Err(refused) => return self.refuse(session, refused, route, &http_method).await,
+                    Err(refused) => {
+                        return refuse(session, refused, route_name(&snapshot, route), &http_method).await;
+                    }
                 },
                 Err(e) => {
                     tracing::debug!(error = %e, "could not write a cached answer");
@@ -119,7 +120,7 @@ impl H2Front {
                 }
             },
         };
-        understood.body_invited = invited;
+        understood.body_invited = expectation_met;
         Some(understood)
     }
 
@@ -140,24 +141,27 @@ impl H2Front {
         self.intake.after_hit(&hit, || Some(Replay::from_request(session.req_header())), body);
         Ok(None)
     }
+}
 
-    async fn refuse(
-        &self,
-        session: &mut ServerSession,
-        refused: EdgeError,
-        route: Option<usize>,
-        http_method: &str,
-    ) -> Option<Box<Understood>> {
-        let route = route.map(|index| self.live.load().routes[index].config.name.clone());
-        let status = refused.status();
-        let headers =
-            [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
-        if let Err(e) = crate::respond::write_whole(session, status, Bytes::from(refused.body(None)), headers).await {
-            tracing::debug!(error = %e, "could not send the error response");
-        }
-        Served::refused(route.as_deref().unwrap_or("-"), http_method, &refused).record();
-        None
+/// Refuses a request with its JSON-RPC error (`route`: the name of its route, if it has one).
+async fn refuse(
+    session: &mut ServerSession,
+    refused: EdgeError,
+    route: Option<&str>,
+    http_method: &str,
+) -> Option<Box<Understood>> {
+    let status = refused.status();
+    let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
+    if let Err(e) = crate::respond::write_whole(session, status, Bytes::from(refused.body(None)), headers).await {
+        tracing::debug!(error = %e, "could not send the error response");
     }
+    Served::refused(route.unwrap_or("-"), http_method, &refused).record();
+    None
+}
+
+/// The name of the route at `index` in the configuration it was found in.
+fn route_name(snapshot: &Runtime, index: Option<usize>) -> Option<&str> {
+    index.map(|index| snapshot.routes[index].config.name.as_str())
 }
 
 /// The intake's view of an HTTP/2 request.
@@ -165,9 +169,8 @@ fn request_of<'a>(
     head: &'a pingora::http::RequestHeader,
     path: &'a str,
     known: &'a KnownHeaders<'a>,
-    session: &ServerSession,
+    client: Option<std::net::IpAddr>,
 ) -> Request<'a> {
-    let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     Request {
         method: head.method.as_str(),
         version: head.version,

@@ -23,7 +23,6 @@ pub struct Understood {
     pub accepts_gzip: bool,
     /// The handshake-era session id the client sent.
     pub edge_session: Option<String>,
-    pub body: ForwardedBody,
     /// The JSON-RPC method and raw id, when the body was read.
     pub rpc_method: Option<String>,
     pub rpc_id: Option<String>,
@@ -35,18 +34,9 @@ pub struct Understood {
     pub write_pending: bool,
     /// Its place among the route's requests upstream, or among its client's open streams.
     pub admission: Admission,
-    /// The client was told `100 Continue`.
+    /// The client's `Expect: 100-continue` was met (HTTP/1.1: it was told `100 Continue`;
+    /// HTTP/2 can send no interim head, its body was read all the same): not forwarded.
     pub body_invited: bool,
-}
-
-/// How the body of a forwarded request reaches the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardedBody {
-    /// No body (not a POST), or one read and understood whole.
-    None,
-    /// Held back as it streams in, until whole, then checked as a small body is (see the
-    /// service's `request_body_filter`).
-    Held,
 }
 
 /// A forwarded request's place under the limits, held (never read) until the request ends.

@@ -33,7 +33,7 @@ use crate::request_cache::{self, LookupInput, Prepared};
 use crate::runtime::{Route, Runtime};
 use crate::store::{EdgeCache, Found, Fresh};
 
-pub use handover::{Admission, ForwardedBody, Understood};
+pub use handover::{Admission, Understood};
 pub use hit::Hit;
 
 /// Bodies up to this size are read and understood before forwarding. Larger ones (never
@@ -74,7 +74,8 @@ pub enum BodyPlan {
     None,
     /// A POST body of this length, small enough to be read whole and understood first.
     Read(u64),
-    /// A POST body too large to read first, or chunked: it streams through (held back).
+    /// A POST body too large to read first, or chunked: it streams through, held back until
+    /// whole, then checked as a small body is (see the service's `request_body_filter`).
     Streamed,
 }
 
@@ -99,7 +100,7 @@ impl Admitted {
 /// The checks of a request's head, in the order a client is told of them: its route, its
 /// method, its head (path, host, origin, headers sent twice), its client's rate, its session,
 /// a POST's framing.
-pub fn admit_head(snapshot: Arc<Runtime>, route: Option<usize>, request: &Request<'_>) -> Result<Admitted, EdgeError> {
+pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Request<'_>) -> Result<Admitted, EdgeError> {
     if request.method == "CONNECT" {
         return Err(EdgeError::MethodNotAllowed { method: "CONNECT".into() });
     }
@@ -127,7 +128,7 @@ pub fn admit_head(snapshot: Arc<Runtime>, route: Option<usize>, request: &Reques
         },
     };
     let prefetch = if request.internal { known.prefetch.text().and_then(Kind::parse) } else { None };
-    Ok(Admitted { snapshot, route: route_index, stateless, pinned, body, prefetch })
+    Ok(Admitted { snapshot: snapshot.clone(), route: route_index, stateless, pinned, body, prefetch })
 }
 
 /// Understands requests and answers them from the cache; shared by the fronts.
@@ -286,11 +287,9 @@ impl Noted {
         let config = &admitted.snapshot.config;
         let accepts_gzip = config.compression.gzip && crate::compress::accepts_gzip(known.accept_encoding.text());
         let edge_session = (!admitted.stateless).then(|| known.session_id.text().map(str::to_string)).flatten();
-        let body = if admitted.body == BodyPlan::Streamed { ForwardedBody::Held } else { ForwardedBody::None };
         Understood {
             accepts_gzip,
             edge_session,
-            body,
             rpc_method: self.rpc_method,
             rpc_id: self.rpc_id,
             cache: self.cache,

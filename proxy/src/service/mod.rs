@@ -78,7 +78,7 @@ impl ProxyHttp for McpProxy {
             return reject(session, EdgeError::Internal).await;
         };
         let read_first = matches!(request.admitted.body, crate::intake::BodyPlan::Read(_));
-        if request.body == crate::intake::ForwardedBody::Held {
+        if request.admitted.body == crate::intake::BodyPlan::Streamed {
             ctx.streamed.held = Some(bytes::BytesMut::new());
         }
         ctx.outcome = if request.cache.is_some() { Outcome::Miss } else { Outcome::Bypass };
@@ -129,8 +129,10 @@ impl ProxyHttp for McpProxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
-        let Some(snapshot) = ctx.snapshot().cloned() else { return fail(ctx, EdgeError::Internal) };
-        let route = &snapshot.routes[ctx.request.as_ref().map_or(0, |request| request.admitted.route)];
+        let Some(request) = ctx.request.as_ref() else { return fail(ctx, EdgeError::Internal) };
+        // Its own handle on the snapshot: `ctx` is written to below.
+        let (snapshot, route_index) = (request.admitted.snapshot.clone(), request.admitted.route);
+        let route = &snapshot.routes[route_index];
         let index = match ctx.pinned() {
             Some(pinned) if ctx.attempts.tried.contains(&pinned) => {
                 return fail(ctx, EdgeError::SessionUpstreamGone);
