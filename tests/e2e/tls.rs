@@ -375,3 +375,22 @@ async fn h2_requests_take_the_same_intake_as_http1() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32700, "{body}");
 }
+
+/// Over HTTP/2 a head is held to the same field limit as over HTTP/1.1 (Pingora's HTTP/2
+/// server takes more), and refused with a JSON-RPC error.
+#[tokio::test]
+async fn h2_heads_are_held_to_the_same_field_limit() {
+    let upstream = demo_upstream("a", &[]).await;
+    let pki = pki("one");
+    let (_proxy, tls_port) = tls_proxy(&upstream, &pki).await;
+    let url = format!("https://127.0.0.1:{tls_port}/mcp");
+    let client = client_trusting(&pki, true);
+    let mut request = client.post(&url).header("content-type", "application/json").body("{}");
+    for i in 0..300 {
+        request = request.header(format!("x-field-{i}"), "v");
+    }
+    let refused = request.send().await.unwrap();
+    assert_eq!((refused.version(), refused.status().as_u16()), (reqwest::Version::HTTP_2, 431));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("256")), "{body}");
+}
