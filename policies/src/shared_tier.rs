@@ -26,32 +26,67 @@ pub use trust::{
 /// Keys are digests: no URI, argument or credential can be read from them. With a secret,
 /// entries and markers are named by keyed digests of their keys: without the secret, nobody
 /// can tell which name holds what, or compute the name of a given request.
+///
+/// On a Redis Cluster (`clustered`) every name also carries a hash tag, one of
+/// [`CLUSTER_BUCKETS`], which fixes its slot. An entry's bucket follows from its name's digest,
+/// so entries spread evenly over the buckets; every invalidation marker is written into every
+/// bucket (markers are few, small and written rarely), so an entry and every marker that could
+/// kill it are read by one `MGET` in one slot. The buckets' slots are spread evenly over the
+/// 16 384 (see [`bucket_tags`]): a cluster whose masters hold even ranges of slots (as
+/// `redis-cli --cluster create` makes them) gets an even share of buckets on each master,
+/// rather than one hot slot for the whole deployment.
 #[derive(Debug, Clone)]
 pub struct Names {
     prefix: String,
     keyed: Option<ring::hmac::Key>,
+    /// The buckets' hash tags on a cluster; empty on one server (names carry no tag).
+    tags: Vec<String>,
 }
 
+/// How many buckets a deployment's names are spread over on a cluster: at most this many
+/// masters share its load; each invalidation marker is written this many times.
+pub const CLUSTER_BUCKETS: u16 = 16;
+
+/// Hash slots of a Redis Cluster.
+const CLUSTER_SLOTS: u16 = 16_384;
+
+/// One bucket of names (always 0 on one server).
+pub type Bucket = u16;
+
 impl Names {
+    /// Names on one server (no hash tags).
     pub fn new(prefix: &str, secret: Option<&Secret>) -> Names {
-        Names { prefix: prefix.to_string(), keyed: secret.map(Secret::names_key) }
+        Names { prefix: prefix.to_string(), keyed: secret.map(Secret::names_key), tags: Vec::new() }
     }
 
-    /// Where the entry stored under `key` lives.
-    pub fn entry(&self, key: &Key) -> String {
-        self.hex_key("e", key)
+    /// Names on a cluster, spread over [`CLUSTER_BUCKETS`] hash tags.
+    pub fn clustered(prefix: &str, secret: Option<&Secret>) -> Names {
+        Names { tags: bucket_tags(CLUSTER_BUCKETS), ..Names::new(prefix, secret) }
     }
 
-    /// Where the invalidation marker `key` (a `marker_key`) lives: the time of the latest
-    /// invalidation of its target, in ms.
-    pub fn marker(&self, key: &Key) -> String {
-        self.hex_key("m", key)
+    /// The buckets names are spread over (one on a single server).
+    pub fn buckets(&self) -> std::ops::Range<Bucket> {
+        0..(self.tags.len().max(1) as Bucket)
     }
 
-    /// The marker that kills every entry: set when a node could not keep the list of what it
-    /// invalidated while the server was away.
-    pub fn everything_marker(&self) -> String {
-        format!("{}:m:everything", self.prefix)
+    /// Where the entry stored under `key` lives, and its bucket.
+    pub fn entry(&self, key: &Key) -> (String, Bucket) {
+        let digest = self.digest("e", key);
+        let bucket =
+            if self.tags.is_empty() { 0 } else { u16::from_be_bytes([digest[0], digest[1]]) % self.tags.len() as u16 };
+        (self.name(bucket, "e", &digest), bucket)
+    }
+
+    /// Where the invalidation marker `key` (a `marker_key`) lives in `bucket`: the time of the
+    /// latest invalidation of its target, in ms.
+    pub fn marker(&self, bucket: Bucket, key: &Key) -> String {
+        self.name(bucket, "m", &self.digest("m", key))
+    }
+
+    /// The marker that kills every entry, in `bucket`: set when a node could not keep the list
+    /// of what it invalidated while the server was away.
+    pub fn everything_marker(&self, bucket: Bucket) -> String {
+        format!("{}everything", self.stem(bucket, "m"))
     }
 
     /// The pub/sub channel invalidations are announced on.
@@ -59,23 +94,37 @@ impl Names {
         format!("{}:invalidations", self.prefix)
     }
 
-    fn hex_key(&self, kind: &str, key: &Key) -> String {
-        let keyed;
-        let digest = match &self.keyed {
+    fn digest(&self, kind: &str, key: &Key) -> [u8; 32] {
+        match &self.keyed {
             Some(names) => {
                 let mut context = ring::hmac::Context::with_key(names);
                 context.update(kind.as_bytes());
                 context.update(key);
-                keyed = context.sign();
-                keyed.as_ref()
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(context.sign().as_ref());
+                digest
             }
-            None => &key[..],
-        };
-        let mut name = String::with_capacity(self.prefix.len() + 3 + digest.len() * 2);
-        name.push_str(&self.prefix);
-        name.push(':');
-        name.push_str(kind);
-        name.push(':');
+            None => *key,
+        }
+    }
+
+    /// `prefix:kind:` on one server, `prefix:{tag}:kind:` on a cluster.
+    fn stem(&self, bucket: Bucket, kind: &str) -> String {
+        let mut stem = String::with_capacity(self.prefix.len() + 16 + 64);
+        stem.push_str(&self.prefix);
+        stem.push(':');
+        if let Some(tag) = self.tags.get(usize::from(bucket)) {
+            stem.push('{');
+            stem.push_str(tag);
+            stem.push_str("}:");
+        }
+        stem.push_str(kind);
+        stem.push(':');
+        stem
+    }
+
+    fn name(&self, bucket: Bucket, kind: &str, digest: &[u8; 32]) -> String {
+        let mut name = self.stem(bucket, kind);
         for byte in digest {
             // By hand: `write!` with `{:02x}` took 400 ns for 32 bytes.
             const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -84,6 +133,40 @@ impl Names {
         }
         name
     }
+}
+
+/// Hash tags for `count` buckets whose slots are spread evenly over the cluster's 16 384: the
+/// tag of bucket `i` is the smallest number (as text) whose slot lies in the `i`-th of `count`
+/// equal ranges. The same on every node (no configuration), and short.
+pub fn bucket_tags(count: u16) -> Vec<String> {
+    let width = u32::from(CLUSTER_SLOTS).div_ceil(u32::from(count.max(1)));
+    let mut tags: Vec<Option<String>> = vec![None; usize::from(count)];
+    let mut found = 0;
+    let mut n: u32 = 0;
+    while found < tags.len() {
+        let tag = n.to_string();
+        let range = (u32::from(cluster_slot(tag.as_bytes())) / width) as usize;
+        if let Some(slot @ None) = tags.get_mut(range) {
+            *slot = Some(tag);
+            found += 1;
+        }
+        n += 1;
+    }
+    tags.into_iter().flatten().collect()
+}
+
+/// The cluster slot of a name (or of a hash tag's content): CRC16 (XMODEM) mod 16 384, as
+/// Redis computes it.
+pub fn cluster_slot(name: &[u8]) -> u16 {
+    let tagged = name
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let inner = &name[open + 1..];
+            inner.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &inner[..close])
+        })
+        .unwrap_or(name);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % CLUSTER_SLOTS
 }
 
 /// How long (ms) an entry stored now lives in the shared tier: until it can no longer be
@@ -290,6 +373,39 @@ pub fn redis_memory(info: &str) -> Option<(u64, Option<u64>)> {
         info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok())
     };
     Some((field("used_memory")?, field("maxmemory").filter(|&limit| limit > 0)))
+}
+
+/// The most masters a cluster's report is read for: what a server answers is bounded before
+/// it becomes metric labels.
+pub const MAX_REPORTED_MASTERS: usize = 64;
+
+/// The masters a `CLUSTER NODES` answer lists that serve slots or have failed, as
+/// `(host:port, reachable)`, in its order: reachable unless flagged `fail` or `fail?`, or its
+/// link `disconnected`. A master without slots that has not failed (a node being added) is
+/// left out; a failed master whose replica took its slots stays listed (as unreachable) until
+/// it comes back (as a replica) or the cluster forgets it. At most [`MAX_REPORTED_MASTERS`];
+/// lines that do not parse are left out.
+pub fn cluster_masters(nodes: &str) -> Vec<(String, bool)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            let (address, flags, link) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") {
+                return None;
+            }
+            // `ip:port@cport[,hostname]`: the client port's address.
+            let address = address.split(['@', ',']).next().filter(|a| !a.is_empty() && a.len() <= 64)?;
+            let failed = flags.iter().any(|flag| *flag == "fail" || *flag == "fail?");
+            let serves_slots = fields.len() > 8;
+            if !serves_slots && !failed {
+                return None;
+            }
+            Some((address.to_string(), !failed && *link == "connected"))
+        })
+        .take(MAX_REPORTED_MASTERS)
+        .collect()
 }
 
 #[cfg(test)]

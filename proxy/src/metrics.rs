@@ -37,6 +37,7 @@ pub struct Metrics {
     pub shared_tier_up: IntGauge,
     /// Bytes the shared tier's Redis server uses (0 until read).
     pub shared_tier_memory: IntGauge,
+    pub shared_tier_master_up: IntGaugeVec,
     /// Hits by route and the tier that answered them.
     pub cache_hits: IntCounterVec,
     /// Invalidation targets applied, by route and cause (`notification`, `write`, `cursor`,
@@ -144,6 +145,12 @@ impl Metrics {
                 &["operation", "tier", "result"],
             ),
             cache_bytes: gauge(&registry, "mcp_cache_bytes", "Bytes held by each cache tier", &["tier"]),
+            shared_tier_master_up: gauge(
+                &registry,
+                "mcp_shared_tier_master_up",
+                "On a Redis Cluster: 1 for each master the cluster reports reachable, 0 for one it reports failed",
+                &["master"],
+            ),
             upstream_up: gauge(&registry, "mcp_upstream_up", "1 when the upstream is healthy", &["route", "upstream"]),
             upstream_requests: counter(
                 &registry,

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::*;
 
+mod cluster;
 mod trust;
 
 /// A `redis-server` of its own, without persistence (a restart loses everything, as a crash
@@ -65,8 +66,12 @@ fn shared_section(url: &str) -> String {
 
 /// A node on `upstream` sharing through `url`, with a route named `docs`.
 async fn node(upstream: &Upstream, url: &str) -> Proxy {
+    node_with(upstream, shared_section(url)).await
+}
+
+/// A node on `upstream` with the `[cache.shared]` section given, with a route named `docs`.
+async fn node_with(upstream: &Upstream, section: String) -> Proxy {
     let routes = format!("[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [{:?}]\n", upstream.url());
-    let section = shared_section(url);
     let proxy = proxy_full(&routes, "", |_| section).await;
     wait_shared_state(&proxy, "up").await;
     proxy

@@ -46,6 +46,18 @@ fn check_redis_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A cluster has one database (0): a seed naming another is a mistake worth telling.
+fn check_cluster_seed(url: &str) -> Result<(), String> {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    match path.split_once('/').map(|(_, database)| database) {
+        Some(database) if !database.is_empty() && database != "0" => {
+            Err(format!("{url:?} names database {database}: a cluster has only database 0"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Collects problems while turning raw values into validated ones.
 pub(super) struct Checker<'a> {
     pub(super) map: &'a SourceMap,
@@ -224,20 +236,9 @@ impl Checker<'_> {
 
     fn shared(&mut self, raw: &Spanned<RawShared>) -> SharedConfig {
         let shared = raw.get_ref();
-        let url = match &shared.url {
-            Some(url) => {
-                if let Err(e) = check_redis_url(url.get_ref()) {
-                    self.report(url.span(), format!("cache.shared.url: {e}"));
-                }
-                url.get_ref().clone()
-            }
-            None => {
-                self.report(raw.span(), "[cache.shared] needs url = \"redis://host:6379\"".into());
-                String::new()
-            }
-        };
-        let over_tls = url.starts_with("rediss://");
-        let defaults = SharedConfig::for_url(url);
+        let servers = self.shared_servers(raw);
+        let over_tls = servers.over_tls();
+        let defaults = SharedConfig::for_servers(servers);
         let timeout = self.duration(&shared.timeout, defaults.timeout, "cache.shared.timeout");
         if let Some(text) = &shared.timeout
             && (timeout.is_zero() || timeout > Duration::from_secs(5))
@@ -256,6 +257,12 @@ impl Checker<'_> {
         {
             self.report(text.span(), "cache.shared.key_prefix must be 1 to 64 printable characters, no spaces".into());
         }
+        if let (Some(text), SharedServers::Cluster(_)) = (&shared.key_prefix, &defaults.servers)
+            && key_prefix.contains(['{', '}'])
+        {
+            // A brace would become the names' hash tag: every name in one slot.
+            self.report(text.span(), "cache.shared.key_prefix on a cluster must not contain { or }".into());
+        }
         let ca_file = shared.ca_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
         if ca_file.is_some() && !over_tls {
             self.report(raw.span(), "cache.shared.ca_file is for a rediss:// (TLS) url".into());
@@ -272,6 +279,49 @@ impl Checker<'_> {
             ttl_cap,
             key_prefix,
             ..defaults
+        }
+    }
+
+    /// `url` or `cluster`: exactly one of them.
+    fn shared_servers(&mut self, raw: &Spanned<RawShared>) -> SharedServers {
+        let shared = raw.get_ref();
+        match (&shared.url, &shared.cluster) {
+            (Some(url), None) => {
+                if let Err(e) = check_redis_url(url.get_ref()) {
+                    self.report(url.span(), format!("cache.shared.url: {e}"));
+                }
+                SharedServers::One(url.get_ref().clone())
+            }
+            (None, Some(seeds)) => {
+                if seeds.get_ref().is_empty() {
+                    self.report(seeds.span(), "cache.shared.cluster needs at least one seed node".into());
+                }
+                for seed in seeds.get_ref() {
+                    let checked = check_redis_url(seed.get_ref()).and_then(|()| check_cluster_seed(seed.get_ref()));
+                    if let Err(e) = checked {
+                        self.report(seed.span(), format!("cache.shared.cluster: {e}"));
+                    }
+                }
+                let schemes = seeds.get_ref().iter().map(|seed| seed.get_ref().starts_with("rediss://"));
+                if schemes.clone().any(|tls| tls) && !schemes.clone().all(|tls| tls) {
+                    self.report(seeds.span(), "cache.shared.cluster mixes redis:// and rediss:// seeds".into());
+                }
+                SharedServers::Cluster(seeds.get_ref().iter().map(|seed| seed.get_ref().clone()).collect())
+            }
+            (Some(_), Some(seeds)) => {
+                self.report(
+                    seeds.span(),
+                    "cache.shared takes url (one server) or cluster (seed nodes), not both".into(),
+                );
+                SharedServers::One(String::new())
+            }
+            (None, None) => {
+                self.report(
+                    raw.span(),
+                    "[cache.shared] needs url = \"redis://host:6379\" or cluster = [\"redis://host:7000\", …]".into(),
+                );
+                SharedServers::One(String::new())
+            }
         }
     }
 

@@ -52,8 +52,13 @@ impl Default for CacheConfig {
 impl SharedConfig {
     /// The shared tier at `url` (its one required key), every other key at its default.
     pub fn for_url(url: String) -> Self {
+        SharedConfig::for_servers(SharedServers::One(url))
+    }
+
+    /// The shared tier on `servers`, every other key at its default.
+    pub fn for_servers(servers: SharedServers) -> Self {
         SharedConfig {
-            url,
+            servers,
             password_file: None,
             secret_file: None,
             ca_file: None,

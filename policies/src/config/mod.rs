@@ -102,8 +102,8 @@ pub struct CacheConfig {
 /// through.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedConfig {
-    /// `redis://host:port/db` or `rediss://…` (TLS), without a password.
-    pub url: String,
+    /// Where the tier lives: one server (`url`) or a Redis/Valkey Cluster (`cluster`).
+    pub servers: SharedServers,
     /// A file holding the server's password (`AUTH`), read at start.
     pub password_file: Option<PathBuf>,
     /// A file holding the secret the nodes share (keyed names, sealed values, signed
@@ -122,6 +122,26 @@ pub struct SharedConfig {
     /// Prefix of every key and of the invalidation channel: deployments that share one
     /// server keep apart by it.
     pub key_prefix: String,
+}
+
+/// Where the shared tier lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SharedServers {
+    /// `url`: `redis://host:port/db` or `rediss://…` (TLS), without a password.
+    One(String),
+    /// `cluster`: seed nodes of a Redis or Valkey Cluster (`redis://host:port` or
+    /// `rediss://…`, all of one scheme); the client learns the rest of the cluster from them.
+    Cluster(Vec<String>),
+}
+
+impl SharedServers {
+    /// Whether the servers are reached over TLS (`rediss://`).
+    pub fn over_tls(&self) -> bool {
+        match self {
+            SharedServers::One(url) => url.starts_with("rediss://"),
+            SharedServers::Cluster(seeds) => seeds.iter().any(|seed| seed.starts_with("rediss://")),
+        }
+    }
 }
 
 /// `cache.shared.secret_file`: the file, and the line of the configuration naming it (for

@@ -183,10 +183,36 @@ fn a_shared_tiers_secret_file_is_kept_with_its_line() {
 }
 
 #[test]
+fn a_shared_tier_on_a_cluster_takes_seed_nodes_and_refuses_what_a_cluster_cannot_be() {
+    let table = "[cache.shared]\ncluster = [\"redis://10.0.0.5:7000\", \"redis://10.0.0.6:7000/0\"]\n";
+    let shared = Config::from_toml(&format!("{table}{MINIMAL}")).unwrap().cache.shared.expect("configured");
+    let seeds = vec!["redis://10.0.0.5:7000".to_string(), "redis://10.0.0.6:7000/0".to_string()];
+    assert_eq!(shared.servers, SharedServers::Cluster(seeds));
+    assert_eq!(shared.timeout, Duration::from_millis(20), "every other key as for one server");
+    let tls = "[cache.shared]\ncluster = [\"rediss://a:7000\"]\nca_file = \"/ca.pem\"\n";
+    assert!(Config::from_toml(&format!("{tls}{MINIMAL}")).is_ok(), "ca_file with rediss:// seeds");
+
+    let refused = |table: &str, needle: &str| {
+        let text: Vec<String> =
+            problems(&format!("[cache.shared]\n{table}\n{MINIMAL}")).iter().map(|p| p.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains(needle)), "{table}: no {needle:?} in {text:#?}");
+    };
+    refused("url = \"redis://a\"\ncluster = [\"redis://b:7000\"]", "not both");
+    refused("cluster = []", "at least one seed");
+    refused("cluster = [\"redis://a:7000/3\"]", "only database 0");
+    refused("cluster = [\"redis://:pw@a:7000\"]", "password_file");
+    refused("cluster = [\"http://a:7000\"]", "redis:// or rediss://");
+    refused("cluster = [\"redis://a:7000\", \"rediss://b:7000\"]", "mixes");
+    refused("cluster = [\"redis://a:7000\"]\nca_file = \"/ca.pem\"", "rediss://");
+    refused("timeout = \"20ms\"", "or cluster");
+    refused("cluster = [\"redis://a:7000\"]\nkey_prefix = \"a{b}\"", "must not contain {");
+}
+
+#[test]
 fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
     let config = Config::from_toml(&format!("[cache.shared]\nurl = \"redis://10.0.0.5:6379/2\"\n{MINIMAL}")).unwrap();
     let shared = config.cache.shared.expect("configured");
-    assert_eq!(shared.url, "redis://10.0.0.5:6379/2");
+    assert_eq!(shared.servers, SharedServers::One("redis://10.0.0.5:6379/2".into()));
     assert_eq!(shared.timeout, Duration::from_millis(20));
     assert_eq!(shared.max_entry_size, 1 << 20);
     assert_eq!(shared.ttl_cap, Duration::from_secs(3600));
@@ -209,7 +235,7 @@ fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
     refused("url = \"redis://cache\"\npasword_file = \"/x\"", "pasword_file");
     refused("url = \"redis://cache\"\nca_file = \"/ca.pem\"", "rediss://");
     let tls = Config::from_toml(&format!("[cache.shared]\nurl = \"rediss://user@cache\"\n{MINIMAL}")).unwrap();
-    assert_eq!(tls.cache.shared.unwrap().url, "rediss://user@cache");
+    assert_eq!(tls.cache.shared.unwrap().servers, SharedServers::One("rediss://user@cache".into()));
 }
 
 #[test]

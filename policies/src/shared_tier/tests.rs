@@ -4,10 +4,48 @@ use super::*;
 fn keys_are_digests_under_the_prefix() {
     let names = Names::new("edge-a", None);
     let key: Key = [0xab; 32];
-    assert_eq!(names.entry(&key), format!("edge-a:e:{}", "ab".repeat(32)));
-    assert_eq!(names.marker(&key), format!("edge-a:m:{}", "ab".repeat(32)));
-    assert_eq!(names.everything_marker(), "edge-a:m:everything");
+    assert_eq!(names.entry(&key), (format!("edge-a:e:{}", "ab".repeat(32)), 0));
+    assert_eq!(names.marker(0, &key), format!("edge-a:m:{}", "ab".repeat(32)));
+    assert_eq!(names.everything_marker(0), "edge-a:m:everything");
     assert_eq!(names.channel(), "edge-a:invalidations");
+    assert_eq!(names.buckets(), 0..1, "one server: one bucket, names without hash tags");
+}
+
+#[test]
+fn on_a_cluster_an_entry_and_every_marker_that_could_kill_it_share_a_slot() {
+    let names = Names::clustered("edge-a", None);
+    assert_eq!(names.buckets(), 0..CLUSTER_BUCKETS);
+    let mut used = std::collections::HashSet::new();
+    for n in 0u8..=255 {
+        let key: Key = [n; 32];
+        let (entry, bucket) = names.entry(&key);
+        let slot = cluster_slot(entry.as_bytes());
+        assert_eq!(cluster_slot(names.marker(bucket, &[7; 32]).as_bytes()), slot, "{entry}");
+        assert_eq!(cluster_slot(names.everything_marker(bucket).as_bytes()), slot);
+        assert!(entry.starts_with("edge-a:{"), "{entry}");
+        used.insert(bucket);
+    }
+    assert_eq!(used.len(), usize::from(CLUSTER_BUCKETS), "entries spread over every bucket");
+    let keyed = Names::clustered("edge-a", Some(&secret(SECRET)));
+    assert_ne!(keyed.entry(&[1; 32]).0, names.entry(&[1; 32]).0, "keyed names on a cluster too");
+}
+
+#[test]
+fn bucket_slots_spread_evenly_over_the_cluster() {
+    // Redis's own examples: CRC16/XMODEM of "123456789" is 0x31C3; a hash tag decides the slot.
+    assert_eq!(cluster_slot(b"123456789"), 0x31C3);
+    assert_eq!(cluster_slot(b"a:{user1000}:x"), cluster_slot(b"user1000"));
+    assert_eq!(cluster_slot(b"a:{}:x"), cluster_slot(b"a:{}:x"), "an empty tag is no tag");
+    let tags = bucket_tags(16);
+    let slots: Vec<u16> = tags.iter().map(|tag| cluster_slot(tag.as_bytes())).collect();
+    for (i, slot) in slots.iter().enumerate() {
+        assert_eq!(usize::from(*slot) / 1024, i, "bucket {i}: slot {slot} out of its range");
+    }
+    // Three masters as `redis-cli --cluster create` splits the slots: 5 or 6 buckets each.
+    let per_master = |range: std::ops::RangeInclusive<u16>| slots.iter().filter(|s| range.contains(s)).count();
+    for master in [0..=5460, 5461..=10922, 10923..=16383] {
+        assert!((5..=6).contains(&per_master(master.clone())), "{master:?}");
+    }
 }
 
 #[test]
@@ -127,13 +165,13 @@ fn a_secret_must_be_long_and_keys_the_names() {
     assert!(short.contains("at least 32"), "{short}");
     let key: Key = [0xab; 32];
     let (plain, keyed) = (Names::new("p", None), Names::new("p", Some(&secret(SECRET))));
-    let name = keyed.entry(&key);
-    assert_eq!(name.len(), plain.entry(&key).len(), "as long as a plain name");
+    let name = keyed.entry(&key).0;
+    assert_eq!(name.len(), plain.entry(&key).0.len(), "as long as a plain name");
     assert!(name.starts_with("p:e:") && !name.contains(&"ab".repeat(32)), "{name}");
-    assert_eq!(name, Names::new("p", Some(&secret(SECRET))).entry(&key), "every node names it alike");
-    assert_ne!(name, Names::new("p", Some(&secret(b"another secret of 32 bytes or more"))).entry(&key));
-    assert_ne!(keyed.marker(&key)[4..], name[4..], "markers and entries are named apart");
-    assert_eq!(keyed.everything_marker(), "p:m:everything");
+    assert_eq!(name, Names::new("p", Some(&secret(SECRET))).entry(&key).0, "every node names it alike");
+    assert_ne!(name, Names::new("p", Some(&secret(b"another secret of 32 bytes or more"))).entry(&key).0);
+    assert_ne!(keyed.marker(0, &key)[4..], name[4..], "markers and entries are named apart");
+    assert_eq!(keyed.everything_marker(0), "p:m:everything");
 }
 
 #[test]
@@ -207,4 +245,28 @@ fn times_read_back_are_bounded_by_now_plus_skew_and_entry_lives_by_the_caps() {
     assert_eq!(marker_ms(format!("{}", now + CLOCK_SKEW_MS + 1).as_bytes(), now), None, "from the future");
     assert_eq!(marker_ms(b"18446744073709551615", now), None);
     assert_eq!(marker_ms(b"soon", now), None);
+}
+
+#[test]
+fn a_clusters_report_names_its_masters_and_which_are_reachable() {
+    let nodes = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-d slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master,fail? - 0 1426238318243 3 connected 10923-16383
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 master - 0 1426238316232 5 disconnected 1-2
+8ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30006@31006 master - 0 1426238316232 5 connected
+garbage
+";
+    assert_eq!(
+        cluster_masters(nodes),
+        vec![
+            ("127.0.0.1:30002".to_string(), true),
+            ("127.0.0.1:30003".to_string(), false),
+            ("127.0.0.1:30001".to_string(), true),
+            ("127.0.0.1:30005".to_string(), false),
+        ]
+    );
+    let flood: String = (0..1000).map(|n| format!("id{n} 10.0.0.1:{n}@1 master - 0 0 1 connected {n}\n")).collect();
+    assert_eq!(cluster_masters(&flood).len(), MAX_REPORTED_MASTERS, "bounded whatever the server says");
 }

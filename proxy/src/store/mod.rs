@@ -231,8 +231,8 @@ impl EdgeCache {
         let now = now_ms();
         let max_ttl_ms = max_ttl.as_millis().min(u64::MAX as u128) as u64;
         let mut stale = None;
-        for (key, held) in keys.into_iter().zip(read.entries) {
-            let value = match held {
+        for (key, read) in keys.into_iter().zip(read) {
+            let value = match read.held {
                 Held::Value(value) => value,
                 Held::Nothing => {
                     count("lookup", "shared", "miss");

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_edge_policies::cache::Key;
-use mcp_edge_policies::shared_tier::{Announcement, CLOCK_SKEW_MS, Invalidated, marker_life_ms, publish};
+use mcp_edge_policies::shared_tier::{Announcement, Bucket, CLOCK_SKEW_MS, Invalidated, marker_life_ms, publish};
+
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 
 use super::SharedTier;
+use super::link::Link;
 use crate::metrics::cache_operation;
 use crate::store::now_ms;
 
@@ -30,6 +33,9 @@ end
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return written
 ";
+
+/// When, on a cluster, an invalidation's markers are written a second time.
+const CLUSTER_REWRITE_AFTER: Duration = Duration::from_secs(10);
 
 /// How much of an announcement the server took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,51 +62,119 @@ impl SharedTier {
                     cache_operation("invalidate", "shared", "queued").inc();
                 }
             }
+            if tier.is_cluster() {
+                // A master acknowledges a write before its replica has it: one that fails
+                // just after may lose the markers in the failover. Written again later (by
+                // `retry_pending`, until a master takes them), past any such failover.
+                tokio::time::sleep(CLUSTER_REWRITE_AFTER).await;
+                tier.unwritten.lock().expect("unwritten").keep(&announcement);
+            }
         });
     }
 
     /// Writes an announcement's markers and publishes it (unless `publishing` is false: its
-    /// markers only); how much of it the server took.
+    /// markers only); how much of it the server took. On one server, one script does both. On
+    /// a cluster, the markers are written into every bucket (one script per bucket, each in
+    /// one slot, all at once), then the message is published on its own: a master that is
+    /// down (failing over) holds back its buckets' markers, which are written again once it
+    /// is back (`Reached::NoMarkers`), not the announcement, which every other node hears now.
     async fn announce(&self, announcement: &Announcement, publishing: bool) -> Reached {
+        let channel = self.names.channel();
+        let message = if publishing { publish(announcement, &channel, self.secret.as_deref()) } else { Vec::new() };
+        let reached = if self.is_cluster() {
+            let writes = self.names.buckets().map(|bucket| self.write_markers(announcement, bucket, &channel, &[]));
+            let written =
+                futures_util::future::join_all(writes).await.into_iter().all(|reached| reached == Reached::Whole);
+            let heard = !publishing || self.publish(&channel, message).await;
+            match (heard, written) {
+                (false, _) => Reached::Nothing,
+                (true, true) => Reached::Whole,
+                (true, false) => Reached::NoMarkers,
+            }
+        } else {
+            self.write_markers(announcement, 0, &channel, &message).await
+        };
+        let result = match reached {
+            Reached::Whole => "ok",
+            Reached::NoMarkers => "unwritten",
+            Reached::Nothing => "error",
+        };
+        cache_operation("invalidate", "shared", result).inc();
+        reached
+    }
+
+    /// Runs the invalidation script on the markers of `announcement` in `bucket`, publishing
+    /// `message` unless it is empty.
+    async fn write_markers(
+        &self,
+        announcement: &Announcement,
+        bucket: Bucket,
+        channel: &str,
+        message: &[u8],
+    ) -> Reached {
         let mut invocation = self.invalidate_script.prepare_invoke();
         match &announcement.what {
             Invalidated::Markers(keys) => {
                 for key in keys {
-                    invocation.key(self.names.marker(key));
+                    invocation.key(self.names.marker(bucket, key));
                 }
             }
             Invalidated::Everything => {
-                invocation.key(self.names.everything_marker());
+                invocation.key(self.names.everything_marker(bucket));
             }
         }
-        let channel = self.names.channel();
-        let message = if publishing { publish(announcement, &channel, self.secret.as_deref()) } else { Vec::new() };
         invocation
             .arg(announcement.at_ms)
             .arg(marker_life_ms(self.ttl_cap))
             .arg(channel)
             .arg(message)
             .arg(now_ms().saturating_add(CLOCK_SKEW_MS));
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         let sent = tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), async {
             invocation.invoke_async::<i64>(&mut connection).await
         })
         .await;
-        let (reached, result) = match sent {
-            Ok(Ok(1)) => (Reached::Whole, "ok"),
-            Ok(Ok(_)) => (Reached::NoMarkers, "unwritten"),
+        self.on_cluster_answer(matches!(sent, Ok(Ok(_))));
+        match sent {
+            Ok(Ok(1)) => Reached::Whole,
+            Ok(Ok(_)) => Reached::NoMarkers,
             Ok(Err(e)) => {
                 *self.health.last_error.lock().expect("last error") = Some(e.to_string());
-                (Reached::Nothing, "error")
+                Reached::Nothing
             }
-            Err(_) => (Reached::Nothing, "error"),
-        };
-        cache_operation("invalidate", "shared", result).inc();
-        reached
+            Err(_) => Reached::Nothing,
+        }
+    }
+
+    /// Publishes an announcement on its own, on a cluster: through every master at once,
+    /// done when one took it. Any node broadcasts a message to the whole cluster, but the
+    /// client would send it to the master of the channel's slot, which may be the one that is
+    /// down; listeners hear it once per master (announcements are idempotent).
+    async fn publish(&self, channel: &str, message: Vec<u8>) -> bool {
+        let Link::Cluster(connection) = self.link() else { return false };
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(message);
+        let every_master =
+            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::OneSucceeded)));
+        let mut connection = connection;
+        let sent = tokio::time::timeout(
+            self.timeout.max(Duration::from_millis(500)),
+            connection.route_command(command, every_master),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                *self.health.last_error.lock().expect("last error") = Some(e.to_string());
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// Announces what was invalidated while the server was away.
     pub(super) async fn send_pending(&self) {
+        let _offering = Offering::start(self);
         let announcements = self.pending.lock().expect("pending").take(self.node);
         for (i, announcement) in announcements.iter().enumerate() {
             match self.announce(announcement, true).await {
@@ -117,6 +191,7 @@ impl SharedTier {
 
     /// Writes again the markers of announcements the server refused to keep.
     pub(super) async fn write_unwritten(&self) {
+        let _offering = Offering::start(self);
         let announcements = self.unwritten.lock().expect("unwritten").take(self.node);
         for (i, announcement) in announcements.iter().enumerate() {
             if self.announce(announcement, false).await != Reached::Whole {
@@ -125,5 +200,21 @@ impl SharedTier {
                 return;
             }
         }
+    }
+}
+
+/// Counts invalidations being offered again while it lives (see `SharedTier::offering`).
+struct Offering<'a>(&'a SharedTier);
+
+impl<'a> Offering<'a> {
+    fn start(tier: &'a SharedTier) -> Offering<'a> {
+        tier.offering.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Offering(tier)
+    }
+}
+
+impl Drop for Offering<'_> {
+    fn drop(&mut self) {
+        self.0.offering.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

@@ -1,7 +1,8 @@
-//! The shared tier's I/O (`[cache.shared]`): entries and invalidation markers in Redis, read
-//! and written through one reconnecting multiplexed connection, and a subscription to the
-//! other nodes' invalidations (`subscription`); markers and announcements are written in
-//! `invalidation`. The rules (names, lives, announcements, the breaker, what is trusted of
+//! The shared tier's I/O (`[cache.shared]`): entries and invalidation markers in Redis (one
+//! server, or a Redis/Valkey Cluster: `link`), read and written through one reconnecting
+//! multiplexed connection, and a subscription to the other nodes' invalidations
+//! (`subscription`); markers and announcements are written in `invalidation`; on a cluster,
+//! which masters it reports reachable is read in `masters`. The rules (names, lives, announcements, the breaker, what is trusted of
 //! what is read back) are in `mcp_edge_policies::shared_tier`.
 //!
 //! Nothing that works without the shared tier fails because of it: every operation has a
@@ -13,20 +14,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use mcp_edge_policies::cache::Key;
-use mcp_edge_policies::config::{SecretFile, SharedConfig};
-use mcp_edge_policies::shared_tier::{Admit, Breaker, NONCE_LEN, Names, Pending, Secret, entry_life_ms, marker_ms};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use mcp_edge_policies::config::{SecretFile, SharedConfig, SharedServers};
+use mcp_edge_policies::shared_tier::{
+    Admit, Breaker, Bucket, NONCE_LEN, Names, Pending, Secret, entry_life_ms, marker_ms,
+};
 use serde::Serialize;
 
 use super::markers::Markers;
 use super::now_ms;
 use crate::metrics::{METRICS, cache_operation};
+use link::Link;
+use masters::Masters;
 use memory::RedisMemory;
 use subscription::{listen, retry_pending};
 
 mod invalidation;
+mod link;
+mod masters;
 mod memory;
 mod subscription;
 
@@ -48,24 +55,32 @@ pub struct SharedTier {
     timeout: Duration,
     max_entry_size: u64,
     ttl_cap: Duration,
-    connection: ConnectionManager,
+    /// Swapped for a new one when a cluster's stays unanswered (see `on_cluster_failure`).
+    connection: ArcSwap<Link>,
+    /// On a cluster: how to make a new connection, and when it last answered.
+    cluster: Option<ClusterRepair>,
     invalidate_script: redis::Script,
     breaker: Mutex<Breaker>,
     pending: Mutex<Pending>,
     /// Invalidations announced whose markers the server refused (out of memory): written
     /// again until it takes them, so a node that starts later still finds them.
     unwritten: Mutex<Pending>,
+    /// Invalidations taken out of `pending` or `unwritten` to be offered again, not yet
+    /// answered: still held back, as far as `/readyz` is concerned.
+    offering: std::sync::atomic::AtomicUsize,
     /// This process, in its announcements (it ignores its own).
     node: u64,
     health: Health,
     memory: Arc<RedisMemory>,
+    /// On a cluster, its masters as it reports them.
+    masters: Arc<Masters>,
     runtime: tokio::runtime::Handle,
 }
 
-/// What the shared tier held for one lookup.
+/// What the shared tier held under one entry key, and the markers read beside it (from its
+/// bucket: on a cluster every marker is written into every bucket).
 pub struct SharedRead {
-    /// What each entry key asked for held, in order.
-    pub entries: Vec<Held>,
+    pub held: Held,
     /// The latest invalidation of any target asked for (0: none), markers from the future
     /// left out.
     pub newest_marker_ms: u64,
@@ -100,7 +115,23 @@ pub struct SharedStatus {
     pub memory_bytes: Option<u64>,
     /// The server's `maxmemory`, when it has one.
     pub max_memory_bytes: Option<u64>,
+    /// On a cluster: its masters, as the cluster last reported them (empty until read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masters: Option<Vec<masters::Master>>,
 }
+
+/// What it takes to replace a cluster connection that stopped answering.
+struct ClusterRepair {
+    client: redis::cluster::ClusterClient,
+    answered_ms: AtomicU64,
+    replaced_ms: AtomicU64,
+}
+
+/// How long a cluster connection may go without answering before it is replaced. The redis
+/// crate's cluster client (1.8) was seen to hang in the slot refresh it starts when a master
+/// dies, never routing again to the replica that took over; a new connection learns the slots
+/// afresh.
+const CLUSTER_UNANSWERED: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Health {
@@ -114,70 +145,107 @@ impl SharedTier {
     /// for other nodes' invalidations. Fails only on configuration (an unreadable password
     /// file, a URL the client refuses).
     pub(super) fn open(config: &SharedConfig, markers: Arc<Markers>) -> Result<Arc<SharedTier>, String> {
-        let client = client(config)?;
         let secret = config.secret_file.as_ref().map(read_secret).transpose()?.map(Arc::new);
         let runtime = io_runtime();
-        let connection_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(config.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(RESUBSCRIBE_LONGEST);
-        let connection = {
+        let reach = {
             let _inside = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), connection_config).map_err(|e| e.to_string())?
+            link::reach(config, RESUBSCRIBE_LONGEST)?
+        };
+        let names = match &config.servers {
+            SharedServers::One(_) => Names::new(&config.key_prefix, secret.as_deref()),
+            SharedServers::Cluster(_) => Names::clustered(&config.key_prefix, secret.as_deref()),
         };
         let tier = Arc::new(SharedTier {
-            names: Names::new(&config.key_prefix, secret.as_deref()),
+            names,
             secret,
             nonces: ring::rand::SystemRandom::new(),
             timeout: config.timeout,
             max_entry_size: config.max_entry_size,
             ttl_cap: config.ttl_cap,
-            connection,
+            connection: ArcSwap::from_pointee(reach.link),
+            cluster: reach.cluster.map(|client| ClusterRepair {
+                client,
+                answered_ms: AtomicU64::new(now_ms()),
+                replaced_ms: AtomicU64::new(0),
+            }),
             invalidate_script: redis::Script::new(invalidation::INVALIDATE_SCRIPT),
             breaker: Mutex::new(Breaker::default()),
             pending: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
             unwritten: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
+            offering: Default::default(),
             node: node_id(),
             health: Health::default(),
             memory: Arc::default(),
+            masters: Arc::default(),
             runtime: runtime.clone(),
         });
-        tier.memory.watch(tier.connection.clone(), &runtime);
+        match tier.link() {
+            Link::One(connection) => tier.memory.watch(connection, &runtime),
+            Link::Cluster(_) => tier.masters.watch(Arc::downgrade(&tier), &runtime),
+        }
         // Until it listens, the node may miss any announcement: nothing in its local tiers
         // from before (a disk tier of an earlier process) is trusted.
         markers.trust_local_after(now_ms());
         METRICS.shared_tier_up.set(0);
-        runtime.spawn(listen(Arc::downgrade(&tier), client, markers));
+        runtime.spawn(listen(Arc::downgrade(&tier), reach.subscribers, markers));
         runtime.spawn(retry_pending(Arc::downgrade(&tier)));
         Ok(tier)
     }
 
-    /// Reads the entries under `entry_keys`, the markers of `marker_keys` and the route's
-    /// own-TTL marker (`own_ttl_marker`) in one round trip. `None`: the tier was not asked
-    /// (breaker open) or did not answer in time.
-    pub async fn read(&self, entry_keys: &[Key], marker_keys: &[Key], own_ttl_marker: &Key) -> Option<SharedRead> {
-        let entry_names: Vec<String> = entry_keys.iter().map(|key| self.names.entry(key)).collect();
-        let mut command = redis::cmd("MGET");
-        command.arg(&entry_names);
-        for key in marker_keys {
-            command.arg(self.names.marker(key));
+    /// Reads the entries under `entry_keys`, each with the markers of `marker_keys`, the
+    /// route's own-TTL marker (`own_ttl_marker`) and the everything marker beside it: one
+    /// `MGET` per bucket the entries fall in (one server: one bucket; a cluster: each `MGET` in
+    /// one slot), sent together. `None`: the tier was not asked (breaker open) or one `MGET`
+    /// was not answered in time.
+    pub async fn read(&self, entry_keys: &[Key], marker_keys: &[Key], own_ttl_marker: &Key) -> Option<Vec<SharedRead>> {
+        let named: Vec<(String, Bucket)> = entry_keys.iter().map(|key| self.names.entry(key)).collect();
+        let mut buckets: Vec<Bucket> = named.iter().map(|(_, bucket)| *bucket).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        let reads = buckets.iter().map(|&bucket| self.read_bucket(bucket, &named, marker_keys, own_ttl_marker));
+        let mut read: Vec<Option<SharedRead>> = (0..named.len()).map(|_| None).collect();
+        for bucket_read in futures_util::future::join_all(reads).await {
+            for (index, entry) in bucket_read? {
+                read[index] = Some(entry);
+            }
         }
-        command.arg(self.names.marker(own_ttl_marker));
-        command.arg(self.names.everything_marker());
+        read.into_iter().collect()
+    }
+
+    /// Reads the entries of `named` that are in `bucket`, and the markers in that bucket:
+    /// each entry's index in `named` with what it held.
+    async fn read_bucket(
+        &self,
+        bucket: Bucket,
+        named: &[(String, Bucket)],
+        marker_keys: &[Key],
+        own_ttl_marker: &Key,
+    ) -> Option<Vec<(usize, SharedRead)>> {
+        let here: Vec<usize> = (0..named.len()).filter(|&i| named[i].1 == bucket).collect();
+        let mut command = redis::cmd("MGET");
+        for &i in &here {
+            command.arg(&named[i].0);
+        }
+        for key in marker_keys {
+            command.arg(self.names.marker(bucket, key));
+        }
+        command.arg(self.names.marker(bucket, own_ttl_marker));
+        command.arg(self.names.everything_marker(bucket));
         let mut values: Vec<Option<Vec<u8>>> = self.run("lookup", Kind::Read, &command).await?;
-        if values.len() != entry_keys.len() + marker_keys.len() + 2 {
+        if values.len() != here.len() + marker_keys.len() + 2 {
             return None;
         }
         let now = now_ms();
-        let mut markers = values.split_off(entry_keys.len());
+        let mut markers = values.split_off(here.len());
         let everything = markers.pop().flatten();
         let own_ttl = markers.pop().flatten();
         let newest = |texts: &mut dyn Iterator<Item = &Vec<u8>>| texts.filter_map(|text| marker_ms(text, now)).max();
         let newest_marker_ms = newest(&mut markers.iter().flatten().chain(&everything)).unwrap_or(0);
         let own_ttl_marker_ms = newest(&mut own_ttl.iter()).unwrap_or(0);
-        let entries = values.into_iter().zip(&entry_names).map(|(value, name)| self.open_value(name, value)).collect();
-        Some(SharedRead { entries, newest_marker_ms, own_ttl_marker_ms })
+        let entries = values.into_iter().zip(here).map(|(value, i)| {
+            (i, SharedRead { held: self.open_value(&named[i].0, value), newest_marker_ms, own_ttl_marker_ms })
+        });
+        Some(entries.collect())
     }
 
     /// A value read under `name`, opened with the secret if there is one.
@@ -199,7 +267,7 @@ impl SharedTier {
         let Some(life_ms) = entry_life_ms(now_ms(), expires_at_ms, stale_if_error, self.ttl_cap) else { return };
         let tier = self.clone();
         self.runtime.spawn(async move {
-            let name = tier.names.entry(&key);
+            let (name, _) = tier.names.entry(&key);
             let value = match &tier.secret {
                 Some(secret) => {
                     let mut nonce = [0u8; NONCE_LEN];
@@ -235,9 +303,11 @@ impl SharedTier {
             down_since_ms: (down_since != 0).then_some(down_since),
             last_error: self.health.last_error.lock().expect("last error").clone(),
             pending_invalidations: !self.pending.lock().expect("pending").is_empty()
-                || !self.unwritten.lock().expect("unwritten").is_empty(),
+                || !self.unwritten.lock().expect("unwritten").is_empty()
+                || self.offering.load(Ordering::Acquire) > 0,
             memory_bytes: self.memory.used(),
             max_memory_bytes: self.memory.limit(),
+            masters: self.cluster.is_some().then(|| self.masters.list()),
         }
     }
 
@@ -247,7 +317,7 @@ impl SharedTier {
     async fn commands_answer(&self) {
         let started = tokio::time::Instant::now();
         while started.elapsed() < Duration::from_secs(1) {
-            let mut connection = self.connection.clone();
+            let mut connection = self.link();
             let ping = redis::cmd("PING");
             let answered = tokio::time::timeout(Duration::from_millis(250), ping.query_async::<()>(&mut connection));
             if matches!(answered.await, Ok(Ok(()))) {
@@ -269,8 +339,9 @@ impl SharedTier {
             cache_operation(operation, "shared", "skipped").inc();
             return None;
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        self.on_cluster_answer(matches!(outcome, Ok(Ok(_))));
         let failure = match outcome {
             Ok(Ok(value)) => {
                 if kind == Kind::Write {
@@ -296,6 +367,37 @@ impl SharedTier {
         self.health.went_down(&failure.1);
         self.refresh_gauge();
         None
+    }
+
+    /// The connection commands go through now.
+    fn link(&self) -> Link {
+        Link::clone(&self.connection.load())
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// On a cluster: notes whether a command was answered, and replaces the connection when
+    /// none has been for [`CLUSTER_UNANSWERED`] (at most once per that time).
+    fn on_cluster_answer(&self, answered: bool) {
+        let Some(repair) = &self.cluster else { return };
+        let now = now_ms();
+        if answered {
+            repair.answered_ms.store(now, Ordering::Release);
+            return;
+        }
+        let quiet_ms = CLUSTER_UNANSWERED.as_millis() as u64;
+        let last = repair.answered_ms.load(Ordering::Acquire).max(repair.replaced_ms.load(Ordering::Acquire));
+        if now.saturating_sub(last) < quiet_ms {
+            return;
+        }
+        if repair.replaced_ms.fetch_max(now, Ordering::AcqRel) > last {
+            return; // Another caller is replacing it.
+        }
+        tracing::warn!("shared tier: the cluster connection went {quiet_ms} ms without an answer; connecting afresh");
+        let _inside = self.runtime.enter();
+        self.connection.store(Arc::new(link::cluster_connection(&repair.client)));
     }
 
     fn refresh_gauge(&self) {
@@ -329,11 +431,11 @@ impl Health {
     }
 }
 
-/// Checks what opening the shared tier would check (`mcp-edge check`): the URL, the password
-/// file and the secret file. Connecting is left to the start: the server may rightly be down
-/// now.
+/// Checks what opening the shared tier would check (`mcp-edge check`): the URLs, the password
+/// file, the CA file and the secret file. Connecting is left to the start: the server may
+/// rightly be down now.
 pub fn check(config: &SharedConfig) -> Result<(), String> {
-    client(config)?;
+    link::check(config)?;
     config.secret_file.as_ref().map(read_secret).transpose().map(|_| ())
 }
 
@@ -364,31 +466,6 @@ fn io_runtime() -> tokio::runtime::Handle {
         })
         .expect("shared-tier thread");
     receiver.recv().expect("the shared-tier runtime starts")
-}
-
-/// The client for `config`, with the password from its file (never in the configuration).
-fn client(config: &SharedConfig) -> Result<redis::Client, String> {
-    use redis::IntoConnectionInfo;
-    let mut info = config.url.as_str().into_connection_info().map_err(|e| format!("cache.shared.url: {e}"))?;
-    if let Some(path) = &config.password_file {
-        let password =
-            std::fs::read_to_string(path).map_err(|e| format!("cache.shared.password_file {}: {e}", path.display()))?;
-        let password = password.trim_end_matches(['\r', '\n']);
-        if password.is_empty() {
-            return Err(format!("cache.shared.password_file {} is empty", path.display()));
-        }
-        let redis = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(redis);
-    }
-    match &config.ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("cache.shared.ca_file {}: {e}", path.display()))?;
-            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-            redis::Client::build_with_tls(info, certificates)
-                .map_err(|e| format!("cache.shared.ca_file {}: {e}", path.display()))
-        }
-        None => redis::Client::open(info).map_err(|e| format!("cache.shared.url: {e}")),
-    }
 }
 
 /// A number that tells this process's announcements apart from other nodes'.

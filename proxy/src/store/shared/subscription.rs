@@ -18,12 +18,13 @@ use crate::store::now_ms;
 const PENDING_RETRY: Duration = Duration::from_millis(250);
 
 /// Listens for other nodes' invalidations and applies them to the local tiers, subscribing
-/// again whenever the subscription is lost. Each new subscription moves the moment after
+/// again whenever the subscription is lost: to the next of `servers` (on a cluster, its seed
+/// nodes; any node hears every announcement). Each new subscription moves the moment after
 /// which local entries are trusted: announcements made while it was down were missed. Ends
 /// when the tier is dropped.
-pub(super) async fn listen(tier: Weak<SharedTier>, client: redis::Client, markers: Arc<Markers>) {
+pub(super) async fn listen(tier: Weak<SharedTier>, servers: Vec<redis::Client>, markers: Arc<Markers>) {
     let mut wait = RESUBSCRIBE_FIRST;
-    loop {
+    for client in servers.iter().cycle() {
         let Some(channel) = tier.upgrade().map(|tier| tier.names.channel()) else { return };
         let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
             let mut pubsub = client.get_async_pubsub().await?;

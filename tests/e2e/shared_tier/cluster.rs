@@ -1,0 +1,234 @@
+//! The shared tier on a Redis Cluster (`cache.shared.cluster`): a real local cluster of six
+//! `redis-server --cluster-enabled yes` (three masters, three replicas, made by
+//! `redis-cli --cluster create`), nodes sharing through it, a master killed under load.
+
+use super::*;
+
+/// A local cluster: three masters and a replica each, a short node timeout (failover within
+/// a few seconds), no persistence.
+struct Cluster {
+    servers: Vec<Redis>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let mut servers = Vec::new();
+        for _ in 0..6 {
+            let port = free_port();
+            let config_file = format!("nodes-{port}.conf");
+            let options = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config_file,
+                "--cluster-node-timeout",
+                "1500",
+                // Replicas in sync at once (not after the default 5 s): one can take over.
+                "--repl-diskless-sync-delay",
+                "0",
+                "--dir",
+                dir.path().to_str().unwrap(),
+            ];
+            servers.push(Redis::start_with(port, &options).await);
+        }
+        let addresses: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(created.status.success(), "cluster create: {created:?}");
+        let cluster = Cluster { servers, _dir: dir };
+        cluster.wait_ok(None).await;
+        cluster
+    }
+
+    /// The seed nodes, as `cache.shared.cluster` takes them: every server.
+    fn section(&self) -> String {
+        let seeds: Vec<String> = self.servers.iter().map(Redis::url).collect();
+        format!("[cache.shared]\ncluster = {seeds:?}\n")
+    }
+
+    fn info(port: u16, what: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(what).output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Waits (20 s at most) until every live server (all but `dead`) says the cluster is ok
+    /// and three masters serve all slots.
+    async fn wait_ok(&self, dead: Option<u16>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let live = self.servers.iter().filter(|s| Some(s.port) != dead);
+            let ok = live.clone().all(|s| {
+                let info = Cluster::info(s.port, &["cluster", "info"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            let nodes = live.clone().next().map_or(String::new(), |s| Cluster::info(s.port, &["cluster", "nodes"]));
+            let masters =
+                nodes.lines().filter(|l| l.contains("master") && !l.contains("fail") && l.contains('-')).count();
+            // The dead one is known failed (not only suspected) and its replica took over.
+            let failed_over = dead.is_none_or(|port| {
+                nodes.lines().any(|l| l.contains(&format!(":{port}@")) && l.contains("fail") && !l.contains("fail?"))
+            });
+            let replicas_in_sync = live.clone().all(|s| {
+                let replication = Cluster::info(s.port, &["info", "replication"]);
+                !replication.contains("role:slave") || replication.contains("master_link_status:up")
+            });
+            if ok && masters >= 3 && failed_over && replicas_in_sync {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "cluster never ok (dead: {dead:?}):\n{nodes}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The port of a master that holds slots.
+    fn a_master(&self) -> u16 {
+        let nodes = Cluster::info(self.servers[0].port, &["cluster", "nodes"]);
+        let line = nodes.lines().find(|l| l.contains("master") && !l.contains("fail")).expect("a master");
+        let address = line.split_whitespace().nth(1).unwrap();
+        address.split(['@', ':']).nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Every key on every master.
+    fn keys(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|s| Cluster::info(s.port, &["role"]).starts_with("master"))
+            .flat_map(|s| s.keys())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn nodes_share_answers_and_purges_through_a_cluster_and_private_answers_stay_with_their_identity() {
+    let cluster = Cluster::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let (a, b) = (node_with(&upstream, cluster.section()).await, node_with(&upstream, cluster.section()).await);
+
+    // Sharing: many URIs, so that entries land in every bucket, on every master.
+    for n in 0..48 {
+        read(&a.mcp(), &format!("demo://docs/{n}"), None).await;
+    }
+    wait_written(&a, 48).await;
+    for n in 0..48 {
+        let reply = read(&b.mcp(), &format!("demo://docs/{n}"), None).await;
+        assert_eq!(x_cache(&reply), "HIT", "docs/{n}: {reply:?}\n{}", b.process.log());
+    }
+    assert_eq!(upstream_reads(&upstream).await, 48, "only A's misses reached the upstream");
+    let keys = cluster.keys();
+    let masters_holding: std::collections::HashSet<&str> = keys.iter().filter_map(|k| k.split('}').next()).collect();
+    assert!(masters_holding.len() >= 8, "entries spread over the buckets: {masters_holding:?}");
+    for key in &keys {
+        assert!(key.starts_with("mcp-edge:{") && !key.contains("docs"), "{key}");
+    }
+    let three_reachable = |shared: &Value| {
+        let masters = shared["masters"].as_array().cloned().unwrap_or_default();
+        masters.len() == 3 && masters.iter().all(|m| m["reachable"] == true)
+    };
+    wait_shared(&b, "reporting three masters", Duration::from_secs(5), three_reachable).await;
+    let three = "mcp_shared_tier_master_up";
+    let up = reqwest::get(b.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(up.lines().filter(|l| l.starts_with(three) && l.ends_with(" 1")).count(), 3, "{up}");
+    assert_eq!(metric(&b, "mcp_shared_tier_up").await, 1.0);
+
+    // Purge fan-out: B stops serving within 100 ms; a node started later finds the markers.
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/5", None).await), "HIT");
+    purge(&a, json!({"route": "docs", "uri": "demo://docs/5"})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(x_cache(&read(&b.mcp(), "demo://docs/5", None).await), "MISS");
+    let c = node_with(&upstream, cluster.section()).await;
+    wait_written(&b, 1).await;
+    assert_eq!(x_cache(&read(&c.mcp(), "demo://docs/6", None).await), "HIT", "shared");
+
+    // Private answers: per identity, across nodes.
+    let private = demo_upstream("p", &["--scope", "private", "--echo-caller"]).await;
+    let (p, q) = (node_with(&private, cluster.section()).await, node_with(&private, cluster.section()).await);
+    let uri = "demo://docs/7";
+    assert_eq!(fetched_for(&read(&p.mcp(), uri, Some("Bearer alice")).await), "Bearer alice");
+    wait_written(&p, 1).await;
+    let bob = read(&q.mcp(), uri, Some("Bearer bob")).await;
+    assert_eq!((x_cache(&bob), fetched_for(&bob).as_str()), ("MISS", "Bearer bob"));
+    let alice = read(&q.mcp(), uri, Some("Bearer alice")).await;
+    assert_eq!((x_cache(&alice), fetched_for(&alice).as_str()), ("HIT", "Bearer alice"));
+}
+
+#[tokio::test]
+async fn a_master_killed_under_load_fails_no_request_and_a_purge_made_during_the_failover_is_not_lost() {
+    let mut cluster = Cluster::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let (a, b) = (node_with(&upstream, cluster.section()).await, node_with(&upstream, cluster.section()).await);
+    // Entries in every bucket, fetched by A and served to B from the cluster.
+    for n in 0..48 {
+        read(&a.mcp(), &format!("demo://docs/{n}"), None).await;
+    }
+    wait_written(&a, 48).await;
+    for n in 0..48 {
+        assert_eq!(x_cache(&read(&b.mcp(), &format!("demo://docs/{n}"), None).await), "HIT");
+    }
+
+    // Load on both nodes, on other URIs.
+    let errors = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..8u32 {
+        let node = if client % 2 == 0 { a.mcp() } else { b.mcp() };
+        let (errors, served, stop) = (errors.clone(), served.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let uri = format!("demo://docs/{}", 1000 + client * 100_000 + n % 50);
+                let reply = read(&node, &uri, None).await;
+                let ok = reply.status == 200 && reply.json()["result"]["contents"].is_array();
+                if !ok && errors.fetch_add(1, Ordering::SeqCst) < 3 {
+                    eprintln!("failed: {reply:?}");
+                }
+                served.fetch_add(ok as u64, Ordering::SeqCst);
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A master dies; during its failover, A purges every cached URI.
+    let master = cluster.a_master();
+    let index = cluster.servers.iter().position(|s| s.port == master).unwrap();
+    cluster.servers[index].process.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..48 {
+        purge(&a, json!({"route": "docs", "uri": format!("demo://docs/{n}")})).await;
+    }
+    cluster.wait_ok(Some(master)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::SeqCst), 0, "no request failed ({} served)", served.load(Ordering::SeqCst));
+    assert!(served.load(Ordering::SeqCst) > 100, "the load ran");
+
+    // Nothing purged is served: not by B (it heard), not by a node started now (it did not:
+    // the markers, written again once the replica took over, tell it). Each reads its own
+    // half: what one fetches again is rightly served to the other.
+    wait_shared(&a, "with nothing held back", Duration::from_secs(20), |s| s["pending_invalidations"] == false).await;
+    let c = node_with(&upstream, cluster.section()).await;
+    let reads_before = upstream_reads(&upstream).await;
+    for n in 0..48 {
+        let (reader, name) = if n < 24 { (&b, "B") } else { (&c, "C") };
+        let uri = format!("demo://docs/{n}");
+        assert_eq!(x_cache(&read(&reader.mcp(), &uri, None).await), "MISS", "{name} served purged {uri}");
+    }
+    assert_eq!(upstream_reads(&upstream).await - reads_before, 48, "each purged URI fetched again, once");
+    // Sharing resumed: what A fetches now, a new node reads from the cluster.
+    read(&a.mcp(), "demo://docs/999999", None).await;
+    let before = written(&a).await;
+    wait_written(&a, before).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = node_with(&upstream, cluster.section()).await;
+    assert_eq!(x_cache(&read(&d.mcp(), "demo://docs/999999", None).await), "HIT", "{}", d.process.log());
+}
