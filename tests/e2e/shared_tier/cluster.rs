@@ -104,6 +104,19 @@ impl Cluster {
     }
 }
 
+/// `demo://docs/0` to `/47` (entries in every bucket, on every master) read through `a`, then
+/// answered to `b` from the cluster.
+async fn fetched_by_one_served_to_the_other(a: &Proxy, b: &Proxy) {
+    for n in 0..48 {
+        read(&a.mcp(), &format!("demo://docs/{n}"), None).await;
+    }
+    wait_written(a, 48).await;
+    for n in 0..48 {
+        let reply = read(&b.mcp(), &format!("demo://docs/{n}"), None).await;
+        assert_eq!(x_cache(&reply), "HIT", "docs/{n}: {reply:?}\n{}", b.process.log());
+    }
+}
+
 #[tokio::test]
 async fn nodes_share_answers_and_purges_through_a_cluster_and_private_answers_stay_with_their_identity() {
     let cluster = Cluster::start().await;
@@ -111,14 +124,7 @@ async fn nodes_share_answers_and_purges_through_a_cluster_and_private_answers_st
     let (a, b) = (node_with(&upstream, cluster.section()).await, node_with(&upstream, cluster.section()).await);
 
     // Sharing: many URIs, so that entries land in every bucket, on every master.
-    for n in 0..48 {
-        read(&a.mcp(), &format!("demo://docs/{n}"), None).await;
-    }
-    wait_written(&a, 48).await;
-    for n in 0..48 {
-        let reply = read(&b.mcp(), &format!("demo://docs/{n}"), None).await;
-        assert_eq!(x_cache(&reply), "HIT", "docs/{n}: {reply:?}\n{}", b.process.log());
-    }
+    fetched_by_one_served_to_the_other(&a, &b).await;
     assert_eq!(upstream_reads(&upstream).await, 48, "only A's misses reached the upstream");
     let keys = cluster.keys();
     let masters_holding: std::collections::HashSet<&str> = keys.iter().filter_map(|k| k.split('}').next()).collect();
@@ -162,14 +168,7 @@ async fn a_master_killed_under_load_fails_no_request_and_a_purge_made_during_the
     let mut cluster = Cluster::start().await;
     let upstream = demo_upstream("u", &[]).await;
     let (a, b) = (node_with(&upstream, cluster.section()).await, node_with(&upstream, cluster.section()).await);
-    // Entries in every bucket, fetched by A and served to B from the cluster.
-    for n in 0..48 {
-        read(&a.mcp(), &format!("demo://docs/{n}"), None).await;
-    }
-    wait_written(&a, 48).await;
-    for n in 0..48 {
-        assert_eq!(x_cache(&read(&b.mcp(), &format!("demo://docs/{n}"), None).await), "HIT");
-    }
+    fetched_by_one_served_to_the_other(&a, &b).await;
 
     // Load on both nodes, on other URIs.
     let errors = Arc::new(AtomicU64::new(0));
