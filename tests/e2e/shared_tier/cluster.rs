@@ -18,9 +18,14 @@ impl Cluster {
         for _ in 0..6 {
             let port = free_port();
             let config_file = format!("nodes-{port}.conf");
+            // The bus port on a free port of its own (by default port + 10 000: maybe taken by
+            // another test, or past 65 535).
+            let bus_port = free_port().to_string();
             let options = [
                 "--cluster-enabled",
                 "yes",
+                "--cluster-port",
+                &bus_port,
                 "--cluster-config-file",
                 &config_file,
                 "--cluster-node-timeout",

@@ -34,8 +34,44 @@ if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return written
 ";
 
-/// When, on a cluster, an invalidation's markers are written a second time.
-const CLUSTER_REWRITE_AFTER: Duration = Duration::from_secs(10);
+/// On a cluster, an invalidation's markers are written a second time between one and two of
+/// these after the first (see [`RewriteLater`]).
+pub(super) const CLUSTER_REWRITE_AFTER: Duration = Duration::from_secs(10);
+
+/// The most marker keys kept, per generation, to be written again: past it, a flood's extra
+/// invalidations go without the second write (they were written once, and announced).
+const REWRITE_CAPACITY: usize = 10_000;
+
+/// Invalidations made on a cluster, kept to be written a second time: a master acknowledges a
+/// write before its replica has it, and one that fails just after may lose the markers in the
+/// failover. Two generations, rotated every [`CLUSTER_REWRITE_AFTER`]: what is made now is
+/// written again after one to two rotations, past any such failover, by the same retries as
+/// markers Redis refused (`unwritten`). Bounded whatever the rate of invalidations.
+#[derive(Default)]
+pub(super) struct RewriteLater {
+    young: Vec<Announcement>,
+    old: Vec<Announcement>,
+    young_keys: usize,
+}
+
+impl RewriteLater {
+    fn keep(&mut self, announcement: &Announcement) {
+        let keys = match &announcement.what {
+            Invalidated::Markers(keys) => keys.len(),
+            Invalidated::Everything => 1,
+        };
+        if self.young_keys + keys <= REWRITE_CAPACITY {
+            self.young_keys += keys;
+            self.young.push(announcement.clone());
+        }
+    }
+
+    /// The generation due now; the young one becomes the next.
+    pub(super) fn rotate(&mut self) -> Vec<Announcement> {
+        self.young_keys = 0;
+        std::mem::replace(&mut self.old, std::mem::take(&mut self.young))
+    }
+}
 
 /// How much of an announcement the server took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +99,7 @@ impl SharedTier {
                 }
             }
             if tier.is_cluster() {
-                // A master acknowledges a write before its replica has it: one that fails
-                // just after may lose the markers in the failover. Written again later (by
-                // `retry_pending`, until a master takes them), past any such failover.
-                tokio::time::sleep(CLUSTER_REWRITE_AFTER).await;
-                tier.unwritten.lock().expect("unwritten").keep(&announcement);
+                tier.rewrite_later.lock().expect("rewrite later").keep(&announcement);
             }
         });
     }
@@ -130,19 +162,10 @@ impl SharedTier {
             .arg(message)
             .arg(now_ms().saturating_add(CLOCK_SKEW_MS));
         let mut connection = self.link();
-        let sent = tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), async {
-            invocation.invoke_async::<i64>(&mut connection).await
-        })
-        .await;
-        self.on_cluster_answer(matches!(sent, Ok(Ok(_))));
-        match sent {
-            Ok(Ok(1)) => Reached::Whole,
-            Ok(Ok(_)) => Reached::NoMarkers,
-            Ok(Err(e)) => {
-                *self.health.last_error.lock().expect("last error") = Some(e.to_string());
-                Reached::Nothing
-            }
-            Err(_) => Reached::Nothing,
+        match self.invalidation_step(invocation.invoke_async::<i64>(&mut connection)).await {
+            Some(1) => Reached::Whole,
+            Some(_) => Reached::NoMarkers,
+            None => Reached::Nothing,
         }
     }
 
@@ -151,24 +174,30 @@ impl SharedTier {
     /// client would send it to the master of the channel's slot, which may be the one that is
     /// down; listeners hear it once per master (announcements are idempotent).
     async fn publish(&self, channel: &str, message: Vec<u8>) -> bool {
-        let Link::Cluster(connection) = self.link() else { return false };
+        let Link::Cluster(mut connection) = self.link() else { return false };
         let mut command = redis::cmd("PUBLISH");
         command.arg(channel).arg(message);
         let every_master =
             RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::OneSucceeded)));
-        let mut connection = connection;
-        let sent = tokio::time::timeout(
-            self.timeout.max(Duration::from_millis(500)),
-            connection.route_command(command, every_master),
-        )
-        .await;
+        self.invalidation_step(connection.route_command(command, every_master)).await.is_some()
+    }
+
+    /// Awaits one command of an invalidation, within its deadline (the tier's `timeout`, at
+    /// least 500 ms: invalidations never delay a client); its answer, or `None` (the error
+    /// kept for `/readyz`). A cluster connection that answers nothing is replaced.
+    async fn invalidation_step<T>(
+        &self,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        let sent = tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), command).await;
+        self.on_cluster_answer(matches!(sent, Ok(Ok(_))));
         match sent {
-            Ok(Ok(_)) => true,
+            Ok(Ok(answer)) => Some(answer),
             Ok(Err(e)) => {
                 *self.health.last_error.lock().expect("last error") = Some(e.to_string());
-                false
+                None
             }
-            Err(_) => false,
+            Err(_) => None,
         }
     }
 
@@ -216,5 +245,43 @@ impl<'a> Offering<'a> {
 impl Drop for Offering<'_> {
     fn drop(&mut self) {
         self.0.offering.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purge(n: u8, keys: usize) -> Announcement {
+        Announcement { node: 1, at_ms: u64::from(n), what: Invalidated::Markers(vec![[n; 32]; keys]) }
+    }
+
+    #[test]
+    fn an_invalidation_is_due_again_after_one_to_two_rotations() {
+        let mut later = RewriteLater::default();
+        later.keep(&purge(1, 1));
+        assert!(later.rotate().is_empty(), "not due at the first rotation");
+        later.keep(&purge(2, 1));
+        assert_eq!(later.rotate(), vec![purge(1, 1)], "due at the second");
+        assert_eq!(later.rotate(), vec![purge(2, 1)]);
+        assert!(later.rotate().is_empty(), "written again once");
+    }
+
+    #[test]
+    fn what_is_kept_to_be_written_again_is_bounded_whatever_the_rate() {
+        let mut later = RewriteLater::default();
+        for n in 0..=255u8 {
+            later.keep(&purge(n, 100));
+        }
+        later.rotate();
+        let keys: usize = later
+            .rotate()
+            .iter()
+            .map(|announcement| match &announcement.what {
+                Invalidated::Markers(keys) => keys.len(),
+                Invalidated::Everything => 1,
+            })
+            .sum();
+        assert_eq!(keys, REWRITE_CAPACITY, "100 announcements of 100 keys kept, the other 156 not");
     }
 }

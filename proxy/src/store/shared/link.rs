@@ -27,7 +27,7 @@ pub(super) struct Reach {
     pub(super) link: Link,
     pub(super) subscribers: Vec<redis::Client>,
     /// On a cluster, the client its connection came from (to make a new one: see
-    /// `SharedTier::on_cluster_failure`).
+    /// `SharedTier::on_cluster_answer`).
     pub(super) cluster: Option<redis::cluster::ClusterClient>,
 }
 

@@ -26,6 +26,7 @@ use serde::Serialize;
 use super::markers::Markers;
 use super::now_ms;
 use crate::metrics::{METRICS, cache_operation};
+use invalidation::RewriteLater;
 use link::Link;
 use masters::Masters;
 use memory::RedisMemory;
@@ -55,7 +56,7 @@ pub struct SharedTier {
     timeout: Duration,
     max_entry_size: u64,
     ttl_cap: Duration,
-    /// Swapped for a new one when a cluster's stays unanswered (see `on_cluster_failure`).
+    /// Swapped for a new one when a cluster's stays unanswered (see `on_cluster_answer`).
     connection: ArcSwap<Link>,
     /// On a cluster: how to make a new connection, and when it last answered.
     cluster: Option<ClusterRepair>,
@@ -68,6 +69,8 @@ pub struct SharedTier {
     /// Invalidations taken out of `pending` or `unwritten` to be offered again, not yet
     /// answered: still held back, as far as `/readyz` is concerned.
     offering: std::sync::atomic::AtomicUsize,
+    /// On a cluster: invalidations to write a second time (see `RewriteLater`).
+    rewrite_later: Mutex<RewriteLater>,
     /// This process, in its announcements (it ignores its own).
     node: u64,
     health: Health,
@@ -173,6 +176,7 @@ impl SharedTier {
             pending: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
             unwritten: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
             offering: Default::default(),
+            rewrite_later: Mutex::default(),
             node: node_id(),
             health: Health::default(),
             memory: Arc::default(),

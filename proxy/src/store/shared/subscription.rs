@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mcp_edge_policies::shared_tier::{Announcement, Heard, Invalidated, Secret, hear as read_message};
 
+use super::invalidation::CLUSTER_REWRITE_AFTER;
 use super::{RESUBSCRIBE_FIRST, RESUBSCRIBE_LONGEST, SUBSCRIPTION_CHECK, SharedTier};
 use crate::metrics::cache_operation;
 use crate::store::markers::Markers;
@@ -111,12 +112,21 @@ fn apply(announcement: &Announcement, markers: &Markers) {
 /// stayed up (Redis refusing writes when out of memory, the command connection lost alone, an
 /// announcement that timed out just as the server came back) would otherwise wait for the
 /// next loss, and the other nodes would go on serving what it invalidated.
+/// On a cluster, it also hands each generation of invalidations to write a second time
+/// (`RewriteLater`) to those retries as it falls due.
 pub(super) async fn retry_pending(tier: Weak<SharedTier>) {
     let mut tick = tokio::time::interval(PENDING_RETRY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_rotation = tokio::time::Instant::now() + CLUSTER_REWRITE_AFTER;
     loop {
         tick.tick().await;
         let Some(tier) = tier.upgrade() else { return };
+        if tokio::time::Instant::now() >= next_rotation {
+            next_rotation += CLUSTER_REWRITE_AFTER;
+            let due = tier.rewrite_later.lock().expect("rewrite later").rotate();
+            let mut unwritten = tier.unwritten.lock().expect("unwritten");
+            due.iter().for_each(|announcement| unwritten.keep(announcement));
+        }
         let listening = tier.health.subscribed.load(Ordering::Acquire);
         if listening && !tier.pending.lock().expect("pending").is_empty() {
             tier.send_pending().await;
