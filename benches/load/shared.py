@@ -3,7 +3,8 @@
 `run`: CLIENTS keep-alive clients read zipf-distributed public documents for SECONDS; prints
 JSON: requests, hit ratio overall and per 10 s, upstream reads during the run, p50 and p99.
 `walk`: reads the documents FIRST..FIRST+COUNT-1 once each, on CLIENTS connections (each
-document once, in order on each).
+document once, in order on each); with --report, prints JSON: reads, hits, p50, p99 (client
+side) and reads per second.
 """
 import argparse
 import asyncio
@@ -78,13 +79,29 @@ async def run(args):
 
 
 async def walk(args):
+    samples = []
+
     async def one(numbers):
         http = Connection(args.edge)
         for n in numbers:
             uri = f"demo://docs/{n}"
-            await http.request("POST", headers_for(uri), body(uri, n).encode())
+            started = time.monotonic()
+            status, answer, _ = await http.request("POST", headers_for(uri), body(uri, n).encode())
+            samples.append((time.monotonic() - started, answer.get("x-cache") == "HIT", status))
     numbers = list(range(args.first, args.first + args.count))
+    start = time.monotonic()
     await asyncio.gather(*(one(numbers[i::args.clients]) for i in range(args.clients)))
+    elapsed = time.monotonic() - start
+    if args.report:
+        latencies = sorted(latency for latency, _, _ in samples)
+        print(json.dumps({
+            "reads": len(samples),
+            "errors": sum(status != 200 for *_, status in samples),
+            "hits": sum(hit for _, hit, _ in samples),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+            "per_second": round(len(samples) / elapsed),
+        }))
 
 
 def main():
@@ -98,6 +115,7 @@ def main():
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     asyncio.run(run(args) if args.mode == "run" else walk(args))
 

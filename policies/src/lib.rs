@@ -18,6 +18,7 @@ pub mod affinity;
 pub mod balance;
 pub mod cache;
 pub mod canonical;
+pub mod cluster_nodes;
 pub mod config;
 pub mod headers;
 pub mod jsonrpc;

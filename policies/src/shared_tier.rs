@@ -379,13 +379,23 @@ pub fn redis_memory(info: &str) -> Option<(u64, Option<u64>)> {
 /// it becomes metric labels.
 pub const MAX_REPORTED_MASTERS: usize = 64;
 
-/// The masters a `CLUSTER NODES` answer lists that serve slots or have failed, as
-/// `(host:port, reachable)`, in its order: reachable unless flagged `fail` or `fail?`, or its
-/// link `disconnected`. A master without slots that has not failed (a node being added) is
-/// left out; a failed master whose replica took its slots stays listed (as unreachable) until
-/// it comes back (as a replica) or the cluster forgets it. At most [`MAX_REPORTED_MASTERS`];
-/// lines that do not parse are left out.
-pub fn cluster_masters(nodes: &str) -> Vec<(String, bool)> {
+/// A master as a `CLUSTER NODES` answer lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMaster {
+    /// `host:port` of its client port.
+    pub address: String,
+    /// Unless flagged `fail` or `fail?`, or its link `disconnected`.
+    pub reachable: bool,
+    /// The slots it serves (ranges, inclusive).
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// The masters a `CLUSTER NODES` answer lists that serve slots or have failed, in its order.
+/// A master without slots that has not failed (a node being added) is left out; a failed
+/// master whose replica took its slots stays listed (as unreachable) until it comes back (as
+/// a replica) or the cluster forgets it. At most [`MAX_REPORTED_MASTERS`]; lines that do not
+/// parse are left out, as are slots being imported or migrated (`[…]`).
+pub fn cluster_masters(nodes: &str) -> Vec<ClusterMaster> {
     nodes
         .lines()
         .filter_map(|line| {
@@ -398,14 +408,35 @@ pub fn cluster_masters(nodes: &str) -> Vec<(String, bool)> {
             // `ip:port@cport[,hostname]`: the client port's address.
             let address = address.split(['@', ',']).next().filter(|a| !a.is_empty() && a.len() <= 64)?;
             let failed = flags.iter().any(|flag| *flag == "fail" || *flag == "fail?");
-            let serves_slots = fields.len() > 8;
-            if !serves_slots && !failed {
+            let slots: Vec<(u16, u16)> = fields[8..].iter().filter_map(|range| slot_range(range)).collect();
+            if slots.is_empty() && !failed {
                 return None;
             }
-            Some((address.to_string(), !failed && *link == "connected"))
+            Some(ClusterMaster { address: address.to_string(), reachable: !failed && *link == "connected", slots })
         })
         .take(MAX_REPORTED_MASTERS)
         .collect()
+}
+
+/// `5461-10922` or `42`, within the cluster's slots.
+fn slot_range(text: &str) -> Option<(u16, u16)> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let (first, last): (u16, u16) = (first.parse().ok()?, last.parse().ok()?);
+    (first <= last && last < CLUSTER_SLOTS).then_some((first, last))
+}
+
+/// The buckets of `names` whose slot one of `ranges` holds, as a bit set (bit `b`: bucket
+/// `b`); none on one server.
+pub fn buckets_in(names: &Names, ranges: &[(u16, u16)]) -> u32 {
+    names
+        .tags
+        .iter()
+        .enumerate()
+        .filter(|(_, tag)| {
+            let slot = cluster_slot(tag.as_bytes());
+            ranges.iter().any(|&(first, last)| (first..=last).contains(&slot))
+        })
+        .fold(0, |set, (bucket, _)| set | 1 << bucket)
 }
 
 #[cfg(test)]

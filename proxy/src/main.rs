@@ -139,7 +139,7 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn,redis=error"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     use tracing_subscriber::prelude::*;

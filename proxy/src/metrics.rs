@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Bytes the shared tier's Redis server uses (0 until read).
     pub shared_tier_memory: IntGauge,
     pub shared_tier_master_up: IntGaugeVec,
+    /// Connections to cluster nodes refused (outside `cluster_allow` or the seeds' network).
+    pub shared_tier_nodes_refused: IntCounter,
     /// Hits by route and the tier that answered them.
     pub cache_hits: IntCounterVec,
     /// Invalidation targets applied, by route and cause (`notification`, `write`, `cursor`,
@@ -98,6 +100,12 @@ impl Metrics {
             "mcp_shared_tier_memory_bytes",
             "Bytes the shared tier's Redis server uses (the whole server's figure; 0 until read)",
         );
+        let shared_tier_nodes_refused = IntCounter::new(
+            "mcp_shared_tier_nodes_refused_total",
+            "Connections to Redis Cluster nodes refused: outside cache.shared.cluster_allow (or the seeds' network)",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(shared_tier_nodes_refused.clone())).expect("registered once");
         let prefetch_pending =
             int_gauge("mcp_prefetch_pending", "Predicted reads waiting for their delay (bounded: 1000, 16 per client)");
         let prefetch_pending_bytes = int_gauge(
@@ -174,6 +182,7 @@ impl Metrics {
             prefetch_warm_backing_off,
             shared_tier_up,
             shared_tier_memory,
+            shared_tier_nodes_refused,
             cache_hits: counter(
                 &registry,
                 "mcp_cache_hits_total",

@@ -39,6 +39,19 @@ fn check_redis_url(url: &str) -> Result<(), String> {
     if host.is_empty() || host.parse::<http::uri::Authority>().is_err() {
         return Err(format!("{url:?} has no valid host"));
     }
+    let port = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").map(|(_, port)| port),
+        None => host.rsplit_once(':').map(|(_, port)| port),
+    };
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |port| port == 0)
+    {
+        return Err(format!("{url:?}: port {port:?} is not a port to connect to (1 to 65535)"));
+    }
+    // The redis crate reads options there (`#insecure` turns certificate checks off).
+    if rest.contains(['?', '#']) {
+        return Err(format!("{url:?}: mcp-edge takes no query or fragment in a Redis URL"));
+    }
     let database = rest[authority.len()..].split(['?', '#']).next().unwrap_or_default().trim_start_matches('/');
     if !database.is_empty() && database.parse::<u16>().is_err() {
         return Err(format!("database {database:?} is not a number (e.g. redis://host:6379/0)"));
@@ -267,7 +280,9 @@ impl Checker<'_> {
         if ca_file.is_some() && !over_tls {
             self.report(raw.span(), "cache.shared.ca_file is for a rediss:// (TLS) url".into());
         }
+        let cluster_allow = self.cluster_allow(shared, &defaults.servers);
         SharedConfig {
+            cluster_allow,
             password_file: shared.password_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from),
             secret_file: shared.secret_file.as_ref().filter(|p| !p.get_ref().is_empty()).map(|path| SecretFile {
                 path: PathBuf::from(path.get_ref()),
@@ -280,6 +295,29 @@ impl Checker<'_> {
             key_prefix,
             ..defaults
         }
+    }
+
+    /// `cluster_allow`: addresses or CIDRs, on a cluster only.
+    fn cluster_allow(&mut self, shared: &RawShared, servers: &SharedServers) -> Option<Vec<ipnet::IpNet>> {
+        let listed = shared.cluster_allow.as_ref()?;
+        if !matches!(servers, SharedServers::Cluster(_)) {
+            self.report(listed.span(), "cache.shared.cluster_allow is for a cluster (cache.shared.cluster)".into());
+            return None;
+        }
+        if listed.get_ref().is_empty() {
+            self.report(
+                listed.span(),
+                "cache.shared.cluster_allow is empty: leave it out to allow the seeds' network".into(),
+            );
+        }
+        let mut nets = Vec::new();
+        for entry in listed.get_ref() {
+            match crate::cluster_nodes::parse_allowed(entry.get_ref()) {
+                Ok(net) => nets.push(net),
+                Err(e) => self.report(entry.span(), format!("cache.shared.cluster_allow: {e}")),
+            }
+        }
+        Some(nets)
     }
 
     /// `url` or `cluster`: exactly one of them.
@@ -301,6 +339,24 @@ impl Checker<'_> {
                     if let Err(e) = checked {
                         self.report(seed.span(), format!("cache.shared.cluster: {e}"));
                     }
+                }
+                let urls: Vec<String> = seeds.get_ref().iter().map(|seed| seed.get_ref().clone()).collect();
+                let without_database = |url: &String| url.trim_end_matches('/').trim_end_matches("/0").to_string();
+                let mut distinct: Vec<String> = urls.iter().map(without_database).collect();
+                distinct.sort();
+                distinct.dedup();
+                if distinct.len() != urls.len() {
+                    self.report(seeds.span(), "cache.shared.cluster lists a seed twice".into());
+                }
+                if shared.cluster_allow.is_none() && crate::cluster_nodes::seed_literal_kinds(&urls).len() > 1 {
+                    // The default rule follows the seeds' kinds of network: mixed, it would
+                    // let a cluster send the node to any of them.
+                    self.report(
+                        seeds.span(),
+                        "cache.shared.cluster has seeds in several kinds of network (loopback, private, public): \
+                         set cluster_allow to the nodes' networks"
+                            .into(),
+                    );
                 }
                 let schemes = seeds.get_ref().iter().map(|seed| seed.get_ref().starts_with("rediss://"));
                 if schemes.clone().any(|tls| tls) && !schemes.clone().all(|tls| tls) {

@@ -59,6 +59,7 @@ impl SharedConfig {
     pub fn for_servers(servers: SharedServers) -> Self {
         SharedConfig {
             servers,
+            cluster_allow: None,
             password_file: None,
             secret_file: None,
             ca_file: None,

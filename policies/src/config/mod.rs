@@ -104,6 +104,9 @@ pub struct CacheConfig {
 pub struct SharedConfig {
     /// Where the tier lives: one server (`url`) or a Redis/Valkey Cluster (`cluster`).
     pub servers: SharedServers,
+    /// On a cluster, the networks (`cluster_allow`) its nodes may be in, besides the seeds;
+    /// none: the kind of network the seeds are in (see `cluster_nodes`).
+    pub cluster_allow: Option<Vec<ipnet::IpNet>>,
     /// A file holding the server's password (`AUTH`), read at start.
     pub password_file: Option<PathBuf>,
     /// A file holding the secret the nodes share (keyed names, sealed values, signed

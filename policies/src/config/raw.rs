@@ -60,6 +60,7 @@ pub(super) struct RawCache {
 pub(super) struct RawShared {
     pub(super) url: Text,
     pub(super) cluster: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) cluster_allow: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) password_file: Option<String>,
     pub(super) secret_file: Option<Spanned<String>>,
     pub(super) ca_file: Option<String>,

@@ -189,6 +189,11 @@ fn a_shared_tier_on_a_cluster_takes_seed_nodes_and_refuses_what_a_cluster_cannot
     let seeds = vec!["redis://10.0.0.5:7000".to_string(), "redis://10.0.0.6:7000/0".to_string()];
     assert_eq!(shared.servers, SharedServers::Cluster(seeds));
     assert_eq!(shared.timeout, Duration::from_millis(20), "every other key as for one server");
+    assert_eq!(shared.cluster_allow, None, "nodes in the seeds' network");
+    let allowed = "[cache.shared]\ncluster = [\"redis://a:7000\"]\ncluster_allow = [\"10.1.0.0/16\", \"fd00::7\"]\n";
+    let shared = Config::from_toml(&format!("{allowed}{MINIMAL}")).unwrap().cache.shared.unwrap();
+    let nets: Vec<String> = shared.cluster_allow.unwrap().iter().map(ToString::to_string).collect();
+    assert_eq!(nets, ["10.1.0.0/16", "fd00::7/128"]);
     let tls = "[cache.shared]\ncluster = [\"rediss://a:7000\"]\nca_file = \"/ca.pem\"\n";
     assert!(Config::from_toml(&format!("{tls}{MINIMAL}")).is_ok(), "ca_file with rediss:// seeds");
 
@@ -206,6 +211,15 @@ fn a_shared_tier_on_a_cluster_takes_seed_nodes_and_refuses_what_a_cluster_cannot
     refused("cluster = [\"redis://a:7000\"]\nca_file = \"/ca.pem\"", "rediss://");
     refused("timeout = \"20ms\"", "or cluster");
     refused("cluster = [\"redis://a:7000\"]\nkey_prefix = \"a{b}\"", "must not contain {");
+    refused("url = \"redis://a\"\ncluster_allow = [\"10.0.0.0/8\"]", "cluster_allow is for a cluster");
+    refused("cluster = [\"redis://a:7000\"]\ncluster_allow = []", "cluster_allow is empty");
+    refused("cluster = [\"redis://a:7000\"]\ncluster_allow = [\"redis.internal\"]", "not an address or a CIDR");
+    refused("cluster = [\"redis://a:7000\"]\ncluster_allow = [\"10.1.2.3/16\"]", "did you mean 10.1.0.0/16");
+    refused("cluster = [\"redis://a:7000\"]\ncluster_allow = [\"010.1.0.0/16\"]", "not an address or a CIDR");
+    refused("cluster = [\"redis://a:7000\", \"redis://a:7000/0\"]", "a seed twice");
+    refused("cluster = [\"redis://127.0.0.1:7000\", \"redis://8.8.8.8:7000\"]", "several kinds of network");
+    let mixed = "cluster = [\"redis://127.0.0.1:7000\", \"redis://10.0.0.1:7000\"]\ncluster_allow = [\"10.0.0.0/8\"]";
+    assert!(Config::from_toml(&format!("[cache.shared]\n{mixed}\n{MINIMAL}")).is_ok(), "kinds mixed, nodes allowed");
 }
 
 #[test]
@@ -229,6 +243,12 @@ fn a_shared_tier_takes_defaults_and_refuses_a_password_in_its_url() {
     refused("url = \"http://cache:6379\"", "redis:// or rediss://");
     refused("url = \"redis://\"", "no valid host");
     refused("url = \"redis://cache:6379/zero\"", "is not a number");
+    refused("url = \"redis://127.0.0.1:99999\"", "not a port to connect to");
+    refused("url = \"redis://cache:0\"", "not a port to connect to");
+    refused("url = \"rediss://cache:6379/#insecure\"", "no query or fragment");
+    refused("url = \"rediss://cache:6379?insecure=true\"", "no query or fragment");
+    let v6 = format!("[cache.shared]\nurl = \"redis://[fd00::1]:6379/2\"\n{MINIMAL}");
+    assert!(Config::from_toml(&v6).is_ok(), "an IPv6 literal with its port");
     refused("timeout = \"20ms\"", "needs url");
     refused("url = \"redis://cache\"\ntimeout = \"0s\"", "between 1ms and 5s");
     refused("url = \"redis://cache\"\nkey_prefix = \"a b\"", "key_prefix");

@@ -247,6 +247,26 @@ fn times_read_back_are_bounded_by_now_plus_skew_and_entry_lives_by_the_caps() {
     assert_eq!(marker_ms(b"soon", now), None);
 }
 
+fn master(address: &str, reachable: bool, slots: &[(u16, u16)]) -> ClusterMaster {
+    ClusterMaster { address: address.to_string(), reachable, slots: slots.to_vec() }
+}
+
+#[test]
+fn the_buckets_a_masters_slots_hold_are_found_from_its_ranges() {
+    let names = Names::clustered("mcp-edge", None);
+    assert_eq!(buckets_in(&names, &[(0, 16383)]), 0xffff, "every bucket");
+    assert_eq!(buckets_in(&names, &[]), 0);
+    // Bucket b's slot lies in the b-th 1 024 slots.
+    assert_eq!(buckets_in(&names, &[(0, 1023)]), 1);
+    assert_eq!(
+        buckets_in(&names, &[(0, 5460)]),
+        0b1_1111,
+        "a third of the slots: five buckets (the sixth's slot is past 5 460)"
+    );
+    assert_eq!(buckets_in(&names, &[(15360, 16383), (1024, 2047)]), 1 << 15 | 1 << 1);
+    assert_eq!(buckets_in(&Names::new("mcp-edge", None), &[(0, 16383)]), 0, "one server: no buckets");
+}
+
 #[test]
 fn a_clusters_report_names_its_masters_and_which_are_reachable() {
     let nodes = "\
@@ -261,12 +281,14 @@ garbage
     assert_eq!(
         cluster_masters(nodes),
         vec![
-            ("127.0.0.1:30002".to_string(), true),
-            ("127.0.0.1:30003".to_string(), false),
-            ("127.0.0.1:30001".to_string(), true),
-            ("127.0.0.1:30005".to_string(), false),
+            master("127.0.0.1:30002", true, &[(5461, 10922)]),
+            master("127.0.0.1:30003", false, &[(10923, 16383)]),
+            master("127.0.0.1:30001", true, &[(0, 5460)]),
+            master("127.0.0.1:30005", false, &[(1, 2)]),
         ]
     );
+    let moving = "a 10.0.0.1:7000@17000 master - 0 0 1 connected 0-99 100 [101->-b] 200-16383 16384 5-1 x\n";
+    assert_eq!(cluster_masters(moving), vec![master("10.0.0.1:7000", true, &[(0, 99), (100, 100), (200, 16383)])]);
     let flood: String = (0..1000).map(|n| format!("id{n} 10.0.0.1:{n}@1 master - 0 0 1 connected {n}\n")).collect();
     assert_eq!(cluster_masters(&flood).len(), MAX_REPORTED_MASTERS, "bounded whatever the server says");
 }

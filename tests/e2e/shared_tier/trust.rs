@@ -278,3 +278,36 @@ fn check_warns_of_a_shared_tier_without_a_secret() {
     let with_secret = notes(&format!("secret_file = {:?}", dir.path().join("shared.key")));
     assert!(!with_secret.contains("secret_file"), "{with_secret}");
 }
+
+/// The most memory (`VmHWM`, peak resident) `pid` has held, in bytes.
+fn peak_resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test]
+async fn a_value_grown_huge_in_redis_is_never_read_into_a_node() {
+    let redis = Redis::start().await;
+    let upstream = demo_upstream("u", &[]).await;
+    let a = node_with(&upstream, &redis.url(), None, "").await;
+    read(&a.mcp(), "demo://docs/1", None).await;
+    wait_written(&a, 1).await;
+    // Whoever can write to Redis grows the entry and a marker every lookup reads to 64 MiB
+    // (max_entry_size is 1 MiB).
+    let entry = entry_names(&redis).pop().expect("an entry");
+    let huge = (64 << 20).to_string();
+    redis.cli(&["SETRANGE", &entry, &huge, "x"]);
+    redis.cli(&["SETRANGE", "mcp-edge:m:everything", &huge, "x"]);
+    let b = node_with(&upstream, &redis.url(), None, "").await;
+    let before = peak_resident(b.process.pid());
+    for _ in 0..20 {
+        let reply = read(&b.mcp(), "demo://docs/1", None).await;
+        assert_eq!((reply.status, x_cache(&reply)), (200, "MISS"), "{reply:?}");
+        // Answered by the upstream, not stored locally by mistake: a later read looks again.
+        purge(&b, json!({"route": "docs", "uri": "demo://docs/1"})).await;
+    }
+    let grown = peak_resident(b.process.pid()).saturating_sub(before);
+    assert!(grown < 32 << 20, "B read the 64 MiB values: its peak grew by {grown} bytes");
+    assert_eq!(readiness(&b).await.1["shared_tier"]["state"], "up", "{}", b.process.log());
+}

@@ -114,7 +114,9 @@ impl SharedTier {
         let channel = self.names.channel();
         let message = if publishing { publish(announcement, &channel, self.secret.as_deref()) } else { Vec::new() };
         let reached = if self.is_cluster() {
-            let writes = self.names.buckets().map(|bucket| self.write_markers(announcement, bucket, &channel, &[]));
+            // Not into buckets on refused nodes: this node reads no entry there.
+            let buckets = self.names.buckets().filter(|&bucket| !self.refuses(bucket));
+            let writes = buckets.map(|bucket| self.write_markers(announcement, bucket, &channel, &[]));
             let written =
                 futures_util::future::join_all(writes).await.into_iter().all(|reached| reached == Reached::Whole);
             let heard = !publishing || self.publish(&channel, message).await;

@@ -4,6 +4,7 @@
 //! tier sends commands through. Both connect lazily: a server or cluster down at start is
 //! reached once it is up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -11,7 +12,10 @@ use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
+use mcp_edge_policies::cluster_nodes::ClusterNodeRule;
 use mcp_edge_policies::config::{SharedConfig, SharedServers};
+
+use super::nodes::{GuardedResolver, NodeGuard};
 
 /// Where the tier's commands go.
 #[derive(Clone)]
@@ -29,6 +33,8 @@ pub(super) struct Reach {
     /// On a cluster, the client its connection came from (to make a new one: see
     /// `SharedTier::on_cluster_answer`).
     pub(super) cluster: Option<redis::cluster::ClusterClient>,
+    /// On a cluster, which nodes it may connect to.
+    pub(super) guard: Option<Arc<NodeGuard>>,
 }
 
 /// A new (lazy) connection from a cluster client, its background work on the current runtime.
@@ -79,10 +85,12 @@ pub(super) fn reach(config: &SharedConfig, max_delay: Duration) -> Result<Reach,
                 .set_max_delay(max_delay);
             let connection = ConnectionManager::new_lazy_with_config(client.clone(), connection_config)
                 .map_err(|e| e.to_string())?;
-            Ok(Reach { link: Link::One(connection), subscribers: vec![client], cluster: None })
+            Ok(Reach { link: Link::One(connection), subscribers: vec![client], cluster: None, guard: None })
         }
         SharedServers::Cluster(seeds) => {
-            let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str));
+            let guard = NodeGuard::new(ClusterNodeRule::new(seeds, config.cluster_allow.clone()));
+            let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                .async_dns_resolver(GuardedResolver(guard.clone()));
             if let Some(password) = &password {
                 builder = builder.password(password);
             }
@@ -103,7 +111,7 @@ pub(super) fn reach(config: &SharedConfig, max_delay: Duration) -> Result<Reach,
                 .iter()
                 .map(|seed| client(seed, password.as_deref(), root_cert.clone(), "cache.shared.cluster"))
                 .collect::<Result<_, _>>()?;
-            Ok(Reach { link: cluster_connection(&cluster), subscribers, cluster: Some(cluster) })
+            Ok(Reach { link: cluster_connection(&cluster), subscribers, cluster: Some(cluster), guard: Some(guard) })
         }
     }
 }

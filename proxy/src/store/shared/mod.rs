@@ -10,8 +10,8 @@
 //! for a while, writes and announcements never delay a client, and invalidations made while
 //! the server is away, or refusing them, are announced when it takes them (`subscription`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,7 @@ use bytes::Bytes;
 use mcp_edge_policies::cache::Key;
 use mcp_edge_policies::config::{SecretFile, SharedConfig, SharedServers};
 use mcp_edge_policies::shared_tier::{
-    Admit, Breaker, Bucket, NONCE_LEN, Names, Pending, Secret, entry_life_ms, marker_ms,
+    self, Admit, Breaker, Bucket, NONCE_LEN, Names, Pending, SEALING_OVERHEAD, Secret, entry_life_ms, marker_ms,
 };
 use serde::Serialize;
 
@@ -36,6 +36,7 @@ mod invalidation;
 mod link;
 mod masters;
 mod memory;
+mod nodes;
 mod subscription;
 
 /// Invalidations kept while the server is away, before they collapse into "everything".
@@ -47,6 +48,26 @@ const SUBSCRIPTION_CHECK: Duration = Duration::from_secs(5);
 /// announced since (a refused connection costs the server nothing).
 const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_LONGEST: Duration = Duration::from_millis(250);
+
+/// A lookup's read: the values of KEYS, the first ARGV[2] of them entries read only when at
+/// most ARGV[1] bytes long, the others markers read only when at most 32 bytes (a time in ms):
+/// whoever wrote a longer value, a node never takes more than that into its memory (an `MGET`
+/// would read whatever is there). Missing, longer or not a string: nil.
+const READ_SCRIPT: &str = r"
+local out = {}
+local entries = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local limit = 32
+  if i <= entries then limit = tonumber(ARGV[1]) end
+  local length = redis.pcall('STRLEN', key)
+  if type(length) == 'number' and length > 0 and length <= limit then
+    out[i] = redis.call('GET', key)
+  else
+    out[i] = false
+  end
+end
+return out
+";
 
 pub struct SharedTier {
     names: Names,
@@ -61,6 +82,7 @@ pub struct SharedTier {
     /// On a cluster: how to make a new connection, and when it last answered.
     cluster: Option<ClusterRepair>,
     invalidate_script: redis::Script,
+    read_script: redis::Script,
     breaker: Mutex<Breaker>,
     pending: Mutex<Pending>,
     /// Invalidations announced whose markers the server refused (out of memory): written
@@ -77,6 +99,10 @@ pub struct SharedTier {
     memory: Arc<RedisMemory>,
     /// On a cluster, its masters as it reports them.
     masters: Arc<Masters>,
+    /// On a cluster, the buckets (bit set) on masters this node refuses to connect to (see
+    /// `nodes`): neither read nor written, rather than failing (and opening the breaker) on
+    /// every request.
+    refused_buckets: AtomicU32,
     runtime: tokio::runtime::Handle,
 }
 
@@ -114,7 +140,8 @@ pub struct SharedStatus {
     pub last_error: Option<String>,
     /// Invalidations waiting to be announced.
     pub pending_invalidations: bool,
-    /// Bytes the Redis server uses (all of it, not only this tier's), once read.
+    /// Bytes the Redis server uses (all of it, not only this tier's; on a cluster, summed over
+    /// the masters that answered), once read.
     pub memory_bytes: Option<u64>,
     /// The server's `maxmemory`, when it has one.
     pub max_memory_bytes: Option<u64>,
@@ -172,6 +199,7 @@ impl SharedTier {
                 replaced_ms: AtomicU64::new(0),
             }),
             invalidate_script: redis::Script::new(invalidation::INVALIDATE_SCRIPT),
+            read_script: redis::Script::new(READ_SCRIPT),
             breaker: Mutex::new(Breaker::default()),
             pending: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
             unwritten: Mutex::new(Pending::with_capacity(PENDING_CAPACITY)),
@@ -181,12 +209,10 @@ impl SharedTier {
             health: Health::default(),
             memory: Arc::default(),
             masters: Arc::default(),
+            refused_buckets: AtomicU32::new(0),
             runtime: runtime.clone(),
         });
-        match tier.link() {
-            Link::One(connection) => tier.memory.watch(connection, &runtime),
-            Link::Cluster(_) => tier.masters.watch(Arc::downgrade(&tier), &runtime),
-        }
+        runtime.spawn(SharedTier::watch(Arc::downgrade(&tier), reach.guard));
         // Until it listens, the node may miss any announcement: nothing in its local tiers
         // from before (a disk tier of an earlier process) is trusted.
         markers.trust_local_after(now_ms());
@@ -226,16 +252,23 @@ impl SharedTier {
         own_ttl_marker: &Key,
     ) -> Option<Vec<(usize, SharedRead)>> {
         let here: Vec<usize> = (0..named.len()).filter(|&i| named[i].1 == bucket).collect();
-        let mut command = redis::cmd("MGET");
+        if self.refuses(bucket) {
+            let nothing = || SharedRead { held: Held::Nothing, newest_marker_ms: 0, own_ttl_marker_ms: 0 };
+            return Some(here.into_iter().map(|i| (i, nothing())).collect());
+        }
+        let mut invocation = self.read_script.prepare_invoke();
         for &i in &here {
-            command.arg(&named[i].0);
+            invocation.key(&named[i].0);
         }
         for key in marker_keys {
-            command.arg(self.names.marker(bucket, key));
+            invocation.key(self.names.marker(bucket, key));
         }
-        command.arg(self.names.marker(bucket, own_ttl_marker));
-        command.arg(self.names.everything_marker(bucket));
-        let mut values: Vec<Option<Vec<u8>>> = self.run("lookup", Kind::Read, &command).await?;
+        invocation.key(self.names.marker(bucket, own_ttl_marker));
+        invocation.key(self.names.everything_marker(bucket));
+        invocation.arg(self.max_entry_size + SEALING_OVERHEAD as u64).arg(here.len());
+        let mut connection = self.link();
+        let asked = invocation.invoke_async::<Vec<Option<Vec<u8>>>>(&mut connection);
+        let mut values = self.run("lookup", Kind::Read, asked).await?;
         if values.len() != here.len() + marker_keys.len() + 2 {
             return None;
         }
@@ -269,9 +302,12 @@ impl SharedTier {
             return;
         }
         let Some(life_ms) = entry_life_ms(now_ms(), expires_at_ms, stale_if_error, self.ttl_cap) else { return };
+        let (name, bucket) = self.names.entry(&key);
+        if self.refuses(bucket) {
+            return;
+        }
         let tier = self.clone();
         self.runtime.spawn(async move {
-            let (name, _) = tier.names.entry(&key);
             let value = match &tier.secret {
                 Some(secret) => {
                     let mut nonce = [0u8; NONCE_LEN];
@@ -285,7 +321,8 @@ impl SharedTier {
             };
             let mut command = redis::cmd("SET");
             command.arg(&name).arg(value).arg("PX").arg(life_ms);
-            if tier.run::<()>("write", Kind::Write, &command).await.is_some() {
+            let mut connection = tier.link();
+            if tier.run("write", Kind::Write, command.query_async::<()>(&mut connection)).await.is_some() {
                 cache_operation("write", "shared", "ok").inc();
             }
         });
@@ -300,11 +337,13 @@ impl SharedTier {
         let subscribed = self.health.subscribed.load(Ordering::Acquire);
         let breaker_open = self.breaker.lock().expect("breaker").is_open();
         let down_since = self.health.down_since_ms.load(Ordering::Acquire);
+        let up = is_up(subscribed, breaker_open);
         SharedStatus {
-            state: if is_up(subscribed, breaker_open) { "up" } else { "degraded" },
+            state: if up { "up" } else { "degraded" },
             subscribed,
             breaker_open,
-            down_since_ms: (down_since != 0).then_some(down_since),
+            // Cleared by the next answered read; until then, not shown beside "up".
+            down_since_ms: (!up && down_since != 0).then_some(down_since),
             last_error: self.health.last_error.lock().expect("last error").clone(),
             pending_invalidations: !self.pending.lock().expect("pending").is_empty()
                 || !self.unwritten.lock().expect("unwritten").is_empty()
@@ -334,7 +373,12 @@ impl SharedTier {
     /// Runs one command under the breaker and the deadline; its answer, or `None` (counted as
     /// `skipped`, `timeout` or `error` under `operation`). Only reads open and close the
     /// breaker: a server refusing writes (out of memory) may still answer every read.
-    async fn run<T: redis::FromRedisValue>(&self, operation: &str, kind: Kind, command: &redis::Cmd) -> Option<T> {
+    async fn run<T>(
+        &self,
+        operation: &str,
+        kind: Kind,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
         let skip = match kind {
             Kind::Read => self.breaker.lock().expect("breaker").admit(now_ms()) == Admit::Skip,
             Kind::Write => self.breaker.lock().expect("breaker").is_open(),
@@ -343,8 +387,7 @@ impl SharedTier {
             cache_operation(operation, "shared", "skipped").inc();
             return None;
         }
-        let mut connection = self.link();
-        let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        let outcome = tokio::time::timeout(self.timeout, command).await;
         self.on_cluster_answer(matches!(outcome, Ok(Ok(_))));
         let failure = match outcome {
             Ok(Ok(value)) => {
@@ -376,6 +419,37 @@ impl SharedTier {
     /// The connection commands go through now.
     fn link(&self) -> Link {
         Link::clone(&self.connection.load())
+    }
+
+    /// What the tier reports of its servers, read now and then: on a cluster its masters every
+    /// 2 s, the memory used every 10 s.
+    async fn watch(tier: Weak<SharedTier>, guard: Option<Arc<nodes::NodeGuard>>) {
+        for round in 0u64.. {
+            let Some(tier) = tier.upgrade() else { return };
+            let mut link = tier.link();
+            if let Some(guard) = &guard
+                && let Some(refused_slots) = tier.masters.read(&mut link, guard).await
+            {
+                let refused = shared_tier::buckets_in(&tier.names, &refused_slots);
+                if tier.refused_buckets.swap(refused, Ordering::Relaxed) != refused && refused != 0 {
+                    tracing::warn!(
+                        "shared tier: {} of {} buckets live on refused cluster nodes: their entries are misses on this node",
+                        refused.count_ones(),
+                        tier.names.buckets().len()
+                    );
+                }
+            }
+            if round % 5 == 0 {
+                tier.memory.read(&mut link).await;
+            }
+            drop(tier);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Whether `bucket` lives on a cluster node this node refuses to connect to.
+    fn refuses(&self, bucket: Bucket) -> bool {
+        self.refused_buckets.load(Ordering::Relaxed) & 1 << bucket != 0
     }
 
     fn is_cluster(&self) -> bool {
