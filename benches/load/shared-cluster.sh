@@ -4,7 +4,7 @@
 # 1. a shared hit's latency: a filler node fetches COUNT documents into the tier; a new node
 #    reads each once on one connection (every read a shared-tier hit): client-side p50/p99 and
 #    the time inside mcp-edge (its access log), p50/p99;
-# 2. Redis commands per lookup (INFO commandstats over every server): MGETs and all commands;
+# 2. Redis commands per lookup (INFO commandstats over every server): lookup calls and all commands;
 # 3. shared hits per second: another new node reads COUNT other documents on CLIENTS
 #    connections.
 # usage: [COUNT=2000] [ROUNDS=3] [CLIENTS=32] benches/load/shared-cluster.sh
@@ -62,7 +62,7 @@ TOML
 walk() { # first clients [--report]
   python3 benches/load/shared.py walk "http://127.0.0.1:$EDGE/mcp" --first "$1" --count "$COUNT" --clients "$2" ${3:-}
 }
-commands() { # one|cluster: "MGET calls, all calls" over its servers (the watchers' INFO/CLUSTER left out)
+commands() { # one|cluster: "lookup calls (EVALSHA), all calls" over its servers (the watchers' INFO/CLUSTER left out)
   local ports=("$SINGLE"); [ "$1" = cluster ] && ports=("${CLUSTER[@]}")
   for p in "${ports[@]}"; do redis-cli -p "$p" info commandstats; done | python3 -c '
 import re, sys
@@ -70,7 +70,7 @@ mget = total = 0
 for name, calls in re.findall(r"cmdstat_([\w|]+):calls=(\d+)", sys.stdin.read()):
     if name.split("|")[0] in ("info", "cluster", "ping", "subscribe", "psubscribe", "hello", "client", "auth", "readonly"):
         continue
-    total += int(calls); mget += int(calls) * (name == "mget")
+    total += int(calls); mget += int(calls) * (name in ("mget", "evalsha"))
 print(mget, total)'
 }
 inside() { # log: p50/p99 of shared hits' time inside mcp-edge, µs
@@ -84,10 +84,11 @@ PY
 node fill-one one; FILL_one=$EDGE
 node fill-cluster cluster; FILL_cluster=$EDGE
 printf '%-8s %-5s %8s %8s %9s %9s %6s %9s %9s %8s\n' kind round hits "p50 ms" "p99 ms" "in p50µs" "in p99µs" \
-  MGET/rd cmds/rd "hits/s"
+  calls/rd cmds/rd "hits/s"
 for round in $(seq "$ROUNDS"); do
   for kind in one cluster; do
-    first=$((round * 1000000 + (kind == cluster) * 500000))
+    offset=0; [ "$kind" = cluster ] && offset=500000
+    first=$((round * 1000000 + offset))
     fill=FILL_$kind; EDGE=${!fill}
     walk "$first" 64; walk $((first + 100000)) 64
     sleep 0.5 # written behind the answers
