@@ -37,7 +37,7 @@ impl Redis {
     async fn start_with(port: u16, options: &[&str]) -> Redis {
         let port_text = port.to_string();
         let base = ["--port", &port_text, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-        let process = Process::spawn("redis-server", Command::new("redis-server").args(base).args(options));
+        let process = Process::spawn("redis-server", Command::new(redis_server()).args(base).args(options));
         wait_listening(port, &process).await;
         Redis { process, port }
     }
@@ -58,6 +58,12 @@ impl Redis {
         let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--scan"]).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
     }
+}
+
+/// The server the tests start: `redis-server`, or what `MCP_EDGE_TEST_REDIS_SERVER` names
+/// (e.g. a `valkey-server`, to run the same tests on Valkey).
+fn redis_server() -> String {
+    std::env::var("MCP_EDGE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
 }
 
 fn shared_section(url: &str) -> String {
@@ -636,7 +642,7 @@ async fn a_tls_redis_is_reached_over_rediss_with_a_private_ca() {
     let tls = ["--port", "0", "--tls-port", &port.to_string(), "--tls-cert-file", &cert, "--tls-key-file", &key];
     let redis = Process::spawn(
         "redis-server (TLS)",
-        Command::new("redis-server").args(tls).args([
+        Command::new(redis_server()).args(tls).args([
             "--tls-ca-cert-file",
             &ca,
             "--tls-auth-clients",
