@@ -21,7 +21,7 @@ raise_descriptor_limit 4096
 
 redis() { # port [options…]: one redis-server, no persistence
   local port=$1; shift
-  (cd "$DIR" && redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no "$@" >"$DIR/redis-$port.log" 2>&1) &
+  (cd "$DIR" && exec redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no "$@" >"$DIR/redis-$port.log" 2>&1) &
   PIDS+=($!)
 }
 SINGLE=$(port); redis "$SINGLE"

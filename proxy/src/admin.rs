@@ -153,12 +153,8 @@ impl Admin {
     /// answers (see `store::shared`).
     fn readiness(&self) -> Response<Full<Bytes>> {
         let runtime = self.live.load();
-        let unready: Vec<&str> = runtime
-            .routes
-            .iter()
-            .filter(|r| !(0..r.pool.upstreams.len()).any(|i| r.pool.is_ready(i)))
-            .map(|r| r.config.name.as_str())
-            .collect();
+        let unready: Vec<&str> =
+            runtime.routes.iter().filter(|r| !r.pool.any_ready()).map(|r| r.config.name.as_str()).collect();
         // Draining before a stop: load balancers should send new clients elsewhere.
         let draining = crate::drain::draining();
         let ready = unready.is_empty() && !draining;
@@ -178,10 +174,12 @@ impl Admin {
 
     fn refresh_gauges(&self) {
         let runtime = self.live.load();
+        // Replicas gone (a reload, discovery) take their series with them.
+        METRICS.upstream_up.reset();
         for route in &runtime.routes {
-            for (i, upstream) in route.pool.upstreams.iter().enumerate() {
-                let up = route.pool.is_ready(i) as i64;
-                METRICS.upstream_up.with_label_values(&[route.config.name.as_str(), upstream.url.url.as_str()]).set(up);
+            for upstream in &route.pool.members().upstreams {
+                let up = route.pool.is_ready(upstream) as i64;
+                METRICS.upstream_up.with_label_values(&[route.config.name.as_str(), upstream.label.as_str()]).set(up);
             }
         }
         METRICS.cache_bytes.with_label_values(&["memory"]).set(self.cache.memory_bytes() as i64);

@@ -143,7 +143,7 @@ pub fn pin_session(
     route: &Route,
     headers: &KnownHeaders<'_>,
     stateless: bool,
-) -> Result<Option<(usize, String)>, EdgeError> {
+) -> Result<Option<(std::sync::Arc<crate::pool::Upstream>, String)>, EdgeError> {
     if stateless || !headers.session_id.is_present() {
         return Ok(None);
     }
@@ -154,7 +154,7 @@ pub fn pin_session(
         .and_then(affinity::decode)
         .and_then(|(upstream_id, upstream_session)| Some((route.pool.find_by_id(upstream_id)?, upstream_session)));
     match pinned {
-        Some((index, upstream_session)) => Ok(Some((index, upstream_session.to_string()))),
+        Some((upstream, upstream_session)) => Ok(Some((upstream, upstream_session.to_string()))),
         // 404 tells an MCP client to initialize a new session (spec, handshake era).
         None => Err(EdgeError::SessionNotFound),
     }

@@ -9,11 +9,11 @@
 //! every pool goes through one connector, so the system's root certificates are loaded once
 //! per process, not once per route and reload.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use mcp_edge_policies::upstream::UpstreamUrl;
 use pingora::connectors::http::Connector;
@@ -24,12 +24,14 @@ use pingora::prelude::HttpPeer;
 use pingora::protocols::tls::CaType;
 use pingora::{Error, ErrorType, Result};
 
+use crate::pool::Members;
+
 /// The connector every health check uses (a connector loads the root certificates).
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
 pub struct McpHealthCheck {
-    /// Each replica's URL, by the address its `Backend` names.
-    pub urls: HashMap<SocketAddr, UpstreamUrl>,
+    /// The pool's replicas (their URLs found by the address a `Backend` names).
+    pub members: Arc<ArcSwap<Members>>,
     pub timeout: Duration,
     /// The route's own CA (`ca_file`); `None`: the system roots.
     pub ca: Option<Arc<CaType>>,
@@ -51,7 +53,8 @@ pub fn probe_request(url: &UpstreamUrl) -> Result<RequestHeader> {
 #[async_trait]
 impl HealthCheck for McpHealthCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
-        let Some(url) = target.addr.as_inet().and_then(|addr| self.urls.get(addr)) else {
+        let members = self.members.load_full();
+        let Some(url) = target.addr.as_inet().and_then(|addr| members.get(addr)).map(|u| &u.url) else {
             return Error::e_explain(ErrorType::InternalError, "a backend without its upstream URL");
         };
         let mut peer = HttpPeer::new("0.0.0.0:1", url.tls, url.host.clone());

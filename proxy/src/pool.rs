@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::least_loaded;
 use mcp_edge_policies::config::{Balance, RouteConfig};
 use mcp_edge_policies::upstream::UpstreamUrl;
@@ -22,7 +24,13 @@ use std::path::Path;
 
 /// One upstream replica.
 pub struct Upstream {
+    /// The upstream URL it was configured (or discovered) under.
     pub url: UpstreamUrl,
+    /// Stable id named in edge session ids (see `affinity`): the URL's for a fixed address,
+    /// the URL's and the address's for a discovered one.
+    pub id: String,
+    /// How metrics and logs name it: the URL, and for a discovered replica its address too.
+    pub label: String,
     /// `url.authority` as the `Host` header value, made once (sent with every request).
     pub host_header: http::HeaderValue,
     pub addr: SocketAddr,
@@ -35,16 +43,59 @@ pub struct Upstream {
     ejections: AtomicUsize,
 }
 
+impl Upstream {
+    fn new(url: &UpstreamUrl, addr: SocketAddr, discovered: bool) -> Result<Upstream, SetupError> {
+        let host_header = http::HeaderValue::from_str(&url.authority).map_err(|e| SetupError::Upstream {
+            url: url.url.clone(),
+            reason: format!("its authority is not a valid Host header: {e}"),
+        })?;
+        let (id, label) = match discovered {
+            true => (affinity::replica_id(&url.id, &addr.to_string()), format!("{}@{addr}", url.url)),
+            false => (url.id.clone(), url.url.clone()),
+        };
+        Ok(Upstream {
+            url: url.clone(),
+            id,
+            label,
+            host_header,
+            addr,
+            backend: crate::health::backend_for(addr),
+            inflight: AtomicUsize::new(0),
+            consecutive_5xx: AtomicUsize::new(0),
+            ejections: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// The replicas of a pool at one time. A request keeps the `Arc<Upstream>`s it picked, so a
+/// replica leaving the pool finishes what it was sent.
+#[derive(Default)]
+pub struct Members {
+    pub upstreams: Vec<Arc<Upstream>>,
+    by_addr: HashMap<SocketAddr, usize>,
+}
+
+impl Members {
+    fn new(upstreams: Vec<Arc<Upstream>>) -> Members {
+        let by_addr = upstreams.iter().enumerate().map(|(i, u)| (u.addr, i)).collect();
+        Members { upstreams, by_addr }
+    }
+
+    pub fn get(&self, addr: &SocketAddr) -> Option<&Arc<Upstream>> {
+        self.by_addr.get(addr).map(|&i| &self.upstreams[i])
+    }
+}
+
 enum Selector {
     RoundRobin(LoadBalancer<RoundRobin>),
     Consistent(LoadBalancer<Consistent>),
 }
 
 pub struct Pool {
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// Shared with the health check, which probes each replica at its own URL.
+    members: Arc<ArcSwap<Members>>,
     /// The route's own CA for `https://` upstreams (`ca_file`); `None`: the system roots.
     pub ca: Option<Arc<CaType>>,
-    by_addr: HashMap<SocketAddr, usize>,
     selector: Selector,
     balance: Balance,
     rotation: AtomicUsize,
@@ -55,12 +106,10 @@ pub struct Pool {
 impl Pool {
     /// Resolves the route's upstream URLs and builds its balancer and health check.
     pub fn build(route: &RouteConfig) -> Result<Pool, SetupError> {
-        let mut upstreams = Vec::new();
-        let mut by_addr = HashMap::new();
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
         for url in &route.upstreams {
             let addr = resolve(url)?;
-            if let Some(&other) = by_addr.get(&addr) {
-                let other: &Arc<Upstream> = &upstreams[other];
+            if let Some(other) = upstreams.iter().find(|u| u.addr == addr) {
                 return Err(SetupError::Upstream {
                     url: url.url.clone(),
                     reason: format!(
@@ -69,28 +118,15 @@ impl Pool {
                     ),
                 });
             }
-            by_addr.insert(addr, upstreams.len());
-            let backend = crate::health::backend_for(addr);
-            let host_header = http::HeaderValue::from_str(&url.authority).map_err(|e| SetupError::Upstream {
-                url: url.url.clone(),
-                reason: format!("its authority is not a valid Host header: {e}"),
-            })?;
-            upstreams.push(Arc::new(Upstream {
-                url: url.clone(),
-                host_header,
-                addr,
-                backend,
-                inflight: AtomicUsize::new(0),
-                consecutive_5xx: AtomicUsize::new(0),
-                ejections: AtomicUsize::new(0),
-            }));
+            upstreams.push(Arc::new(Upstream::new(url, addr, false)?));
         }
         let ca = route.ca_file.as_deref().map(load_ca).transpose()?;
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
+        let members = Arc::new(ArcSwap::from_pointee(Members::new(upstreams)));
         let backends = || {
             let mut backends = Backends::new(discovery::Static::new(set.clone()));
-            let urls = upstreams.iter().map(|u| (u.addr, u.url.clone())).collect();
-            backends.set_health_check(Box::new(McpHealthCheck { urls, timeout: route.health.timeout, ca: ca.clone() }));
+            let check = McpHealthCheck { members: members.clone(), timeout: route.health.timeout, ca: ca.clone() };
+            backends.set_health_check(Box::new(check));
             backends
         };
         let selector = match route.balance {
@@ -98,9 +134,8 @@ impl Pool {
             Balance::RoundRobin | Balance::LeastConn => Selector::RoundRobin(LoadBalancer::from_backends(backends())),
         };
         let pool = Pool {
-            upstreams,
+            members,
             ca,
-            by_addr,
             selector,
             balance: route.balance,
             rotation: AtomicUsize::new(0),
@@ -127,8 +162,9 @@ impl Pool {
         }
     }
 
-    fn index_of(&self, backend: &Backend) -> Option<usize> {
-        backend.addr.as_inet().and_then(|addr| self.by_addr.get(addr).copied())
+    /// The replicas now.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
     }
 
     /// Whether `select` reads its key (only consistent hashing does): the key, the caller's
@@ -138,69 +174,85 @@ impl Pool {
     }
 
     /// Whether the replica is healthy and not ejected.
-    pub fn is_ready(&self, index: usize) -> bool {
-        self.backends().ready(&self.upstreams[index].backend)
+    pub fn is_ready(&self, upstream: &Upstream) -> bool {
+        self.backends().ready(&upstream.backend)
     }
 
-    /// The replica whose id is `id` (see `affinity`).
-    pub fn find_by_id(&self, id: &str) -> Option<usize> {
-        self.upstreams.iter().position(|u| u.url.id == id)
+    /// Whether any replica is ready.
+    pub fn any_ready(&self) -> bool {
+        self.members().upstreams.iter().any(|u| self.is_ready(u))
+    }
+
+    /// The replica whose id is `id` (see `affinity`), if it is still in the pool.
+    pub fn find_by_id(&self, id: &str) -> Option<Arc<Upstream>> {
+        self.members().upstreams.iter().find(|u| u.id == id).cloned()
     }
 
     /// Picks a ready replica not in `exclude`. `key` feeds consistent hashing. When no replica
     /// is ready, any replica not yet tried is picked (as Envoy's panic threshold does): a
     /// health check that ran before the upstream came up must not refuse every request.
-    pub fn select(&self, key: &[u8], exclude: &[usize]) -> Option<usize> {
+    pub fn select(&self, key: &[u8], exclude: &[Arc<Upstream>]) -> Option<Arc<Upstream>> {
+        let members = self.members.load();
+        let excluded = |u: &Upstream| exclude.iter().any(|e| e.addr == u.addr);
         // One replica: it is the pick whether ready or not, unless it was tried already.
-        if self.upstreams.len() == 1 {
-            return (!exclude.contains(&0)).then_some(0);
+        if let [only] = &members.upstreams[..] {
+            return (!excluded(only)).then(|| only.clone());
         }
-        self.select_among(key, exclude, true).or_else(|| self.select_among(key, exclude, false))
+        let index = self
+            .select_among(&members, key, &excluded, true)
+            .or_else(|| self.select_among(&members, key, &excluded, false))?;
+        Some(members.upstreams[index].clone())
     }
 
-    fn select_among(&self, key: &[u8], exclude: &[usize], ready_only: bool) -> Option<usize> {
-        let accept = |index: usize, ready: bool| (ready || !ready_only) && !exclude.contains(&index);
+    fn select_among(
+        &self,
+        members: &Members,
+        key: &[u8],
+        excluded: &dyn Fn(&Upstream) -> bool,
+        ready_only: bool,
+    ) -> Option<usize> {
+        let accept = |index: usize, ready: bool| (ready || !ready_only) && !excluded(&members.upstreams[index]);
+        let count = members.upstreams.len();
         match (&self.selector, self.balance) {
             (Selector::RoundRobin(_), Balance::LeastConn) => {
-                let candidates: Vec<(usize, usize)> = (0..self.upstreams.len())
-                    .filter(|&i| accept(i, self.is_ready(i)))
-                    .map(|i| (i, self.upstreams[i].inflight.load(Ordering::Relaxed)))
+                let candidates: Vec<(usize, usize)> = (0..count)
+                    .filter(|&i| accept(i, self.is_ready(&members.upstreams[i])))
+                    .map(|i| (i, members.upstreams[i].inflight.load(Ordering::Relaxed)))
                     .collect();
                 least_loaded(&candidates, self.rotation.fetch_add(1, Ordering::Relaxed))
             }
-            (Selector::RoundRobin(lb), _) => self.pick(|f| lb.select_with(key, self.upstreams.len(), f), accept),
-            (Selector::Consistent(lb), _) => self.pick(|f| lb.select_with(key, self.upstreams.len() * 4, f), accept),
+            (Selector::RoundRobin(lb), _) => Self::pick(members, |f| lb.select_with(key, count, f), accept),
+            (Selector::Consistent(lb), _) => Self::pick(members, |f| lb.select_with(key, count * 4, f), accept),
         }
     }
 
     fn pick(
-        &self,
+        members: &Members,
         select_with: impl FnOnce(&dyn Fn(&Backend, bool) -> bool) -> Option<Backend>,
         accept: impl Fn(usize, bool) -> bool,
     ) -> Option<usize> {
-        let filter = |backend: &Backend, ready: bool| self.index_of(backend).is_some_and(|i| accept(i, ready));
-        select_with(&filter).and_then(|b| self.index_of(&b))
+        let index_of = |backend: &Backend| backend.addr.as_inet().and_then(|addr| members.by_addr.get(addr).copied());
+        let filter = |backend: &Backend, ready: bool| index_of(backend).is_some_and(|i| accept(i, ready));
+        select_with(&filter).and_then(|b| index_of(&b))
     }
 
     /// Takes a replica out of rotation (a refused connection, or 5xx in a row); it comes back
     /// after `eject_for`, and stays out longer only if the active health check also fails.
-    pub fn eject(self: &Arc<Self>, index: usize) {
-        let backend = self.upstreams[index].backend.clone();
-        let ejection = self.upstreams[index].ejections.fetch_add(1, Ordering::AcqRel) + 1;
-        self.backends().set_enable(&backend, false);
-        let pool = Arc::downgrade(self);
+    pub fn eject(self: &Arc<Self>, upstream: &Arc<Upstream>) {
+        let ejection = upstream.ejections.fetch_add(1, Ordering::AcqRel) + 1;
+        self.backends().set_enable(&upstream.backend, false);
+        let (pool, upstream) = (Arc::downgrade(self), Arc::downgrade(upstream));
         let delay = self.eject_for;
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if let Some(pool) = pool.upgrade() {
-                pool.readmit(index, ejection);
+            if let (Some(pool), Some(upstream)) = (pool.upgrade(), upstream.upgrade()) {
+                pool.readmit(&upstream, ejection);
             }
         });
     }
 
     /// Ends ejection number `ejection` of a replica, unless a later one is running.
-    fn readmit(&self, index: usize, ejection: usize) {
-        let upstream = &self.upstreams[index];
+    fn readmit(&self, upstream: &Upstream, ejection: usize) {
         if upstream.ejections.load(Ordering::Acquire) == ejection {
             self.backends().set_enable(&upstream.backend, true);
         }
@@ -211,8 +263,7 @@ impl Pool {
     pub const EJECT_AFTER_5XX: usize = 5;
 
     /// Records an answer's status; returns whether the replica was just ejected.
-    pub fn record_status(self: &Arc<Self>, index: usize, status: u16) -> bool {
-        let upstream = &self.upstreams[index];
+    pub fn record_status(self: &Arc<Self>, upstream: &Arc<Upstream>, status: u16) -> bool {
         if !(500..600).contains(&status) {
             upstream.consecutive_5xx.store(0, Ordering::Relaxed);
             return false;
@@ -221,7 +272,7 @@ impl Pool {
             return false;
         }
         upstream.consecutive_5xx.store(0, Ordering::Relaxed);
-        self.eject(index);
+        self.eject(upstream);
         true
     }
 
@@ -281,11 +332,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_single_replica_is_picked_ready_or_not_until_it_was_tried() {
         let pool = pool_of(&["http://127.0.0.1:1/mcp"], "round_robin");
-        assert_eq!(pool.select(b"", &[]), Some(0));
-        pool.eject(0);
-        assert!(!pool.is_ready(0));
-        assert_eq!(pool.select(b"", &[]), Some(0), "an ejected lone replica is still tried");
-        assert_eq!(pool.select(b"", &[0]), None, "but not twice for one request");
+        let only = pool.select(b"", &[]).expect("picked");
+        pool.eject(&only);
+        assert!(!pool.is_ready(&only));
+        assert_eq!(pool.select(b"", &[]).map(|u| u.addr), Some(only.addr), "an ejected lone replica is still tried");
+        assert!(pool.select(b"", &[only]).is_none(), "but not twice for one request");
     }
 
     #[test]
@@ -299,20 +350,21 @@ mod tests {
     #[test]
     fn the_host_header_is_the_upstream_urls_authority() {
         let pool = pool_of(&["http://localhost:3001/mcp"], "round_robin");
-        assert_eq!(pool.upstreams[0].host_header, "localhost:3001");
+        assert_eq!(pool.members().upstreams[0].host_header, "localhost:3001");
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_ejections_timer_does_not_end_a_later_one() {
         let pool = pool();
-        assert!(pool.is_ready(0));
-        pool.eject(0);
+        let [first, second] = [0, 1].map(|i| pool.members().upstreams[i].clone());
+        assert!(pool.is_ready(&first));
+        pool.eject(&first);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        pool.eject(0);
+        pool.eject(&first);
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(!pool.is_ready(0), "the first ejection's window ended, the second's has not");
-        assert!(pool.is_ready(1), "the other replica was never ejected");
+        assert!(!pool.is_ready(&first), "the first ejection's window ended, the second's has not");
+        assert!(pool.is_ready(&second), "the other replica was never ejected");
         tokio::time::sleep(Duration::from_millis(1400)).await;
-        assert!(pool.is_ready(0), "readmitted when the latest ejection ends");
+        assert!(pool.is_ready(&first), "readmitted when the latest ejection ends");
     }
 }

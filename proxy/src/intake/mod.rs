@@ -84,8 +84,8 @@ pub struct Admitted {
     pub snapshot: Arc<Runtime>,
     pub route: usize,
     pub stateless: bool,
-    /// The upstream owning its MCP session (pool index) and that upstream's session id.
-    pub pinned: Option<(usize, String)>,
+    /// The upstream owning its MCP session and that upstream's session id.
+    pub pinned: Option<(Arc<crate::pool::Upstream>, String)>,
     pub body: BodyPlan,
     /// The kind of prefetch it is (only on the prefetcher's own connections).
     pub prefetch: Option<Kind>,

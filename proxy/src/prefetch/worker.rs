@@ -437,5 +437,5 @@ fn pays((issued, used): (u64, u64)) -> bool {
 }
 
 fn any_ready(route: &Route) -> bool {
-    (0..route.pool.upstreams.len()).any(|index| route.pool.is_ready(index))
+    route.pool.any_ready()
 }

@@ -2,6 +2,7 @@
 //! intake understood of it (before the first phase), then its upstream attempts, its streamed
 //! body and its answer.
 
+use crate::pool::Upstream;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +42,7 @@ pub struct Ctx {
 #[derive(Default)]
 pub struct Attempts {
     /// Upstreams tried so far (the last one is the current attempt).
-    pub(super) tried: Vec<usize>,
+    pub(super) tried: Vec<Arc<Upstream>>,
     /// Why the last attempt failed, connecting or proxying (named in the error if none
     /// succeeds, and whether that error is a 504).
     pub(super) last_failure: Option<ErrorType>,
@@ -110,8 +111,8 @@ impl Ctx {
     }
 
     /// The upstream owning the request's MCP session.
-    pub(super) fn pinned(&self) -> Option<usize> {
-        self.request.as_ref().and_then(|request| request.admitted.pinned.as_ref()).map(|(index, _)| *index)
+    pub(super) fn pinned(&self) -> Option<&Arc<Upstream>> {
+        self.request.as_ref().and_then(|request| request.admitted.pinned.as_ref()).map(|(upstream, _)| upstream)
     }
 
     /// The kind of prefetch this request is (the prefetcher's own), if it is one.
@@ -138,8 +139,8 @@ impl Ctx {
         self.request.as_ref().is_some_and(|request| request.write_pending)
     }
 
-    pub(super) fn current_upstream(&self) -> Option<usize> {
-        self.attempts.tried.last().copied()
+    pub(super) fn current_upstream(&self) -> Option<&Arc<Upstream>> {
+        self.attempts.tried.last()
     }
 
     /// Server-to-client streams may stay silent for long: no read timeout for them.

@@ -76,9 +76,9 @@ pub(super) fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
 /// may go to another (the upstream never saw it), unless its session lives on this one.
 pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     ctx.attempts.last_failure = Some(e.etype().clone());
-    if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) {
-        tracing::warn!(route = %route.config.name, upstream = %route.pool.upstreams[index].url.url, error = %e, "upstream connect failed; ejecting it for a while");
-        route.pool.eject(index);
+    if let (Some(route), Some(upstream)) = (ctx.route(), ctx.current_upstream()) {
+        tracing::warn!(route = %route.config.name, upstream = %upstream.label, error = %e, "upstream connect failed; ejecting it for a while");
+        route.pool.eject(upstream);
     }
     if ctx.pinned().is_none() {
         e.set_retry(true);

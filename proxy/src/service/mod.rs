@@ -133,11 +133,11 @@ impl ProxyHttp for McpProxy {
         // Its own handle on the snapshot: `ctx` is written to below.
         let (snapshot, route_index) = (request.admitted.snapshot.clone(), request.admitted.route);
         let route = &snapshot.routes[route_index];
-        let index = match ctx.pinned() {
-            Some(pinned) if ctx.attempts.tried.contains(&pinned) => {
+        let upstream = match ctx.pinned() {
+            Some(pinned) if ctx.attempts.tried.iter().any(|tried| Arc::ptr_eq(tried, pinned)) => {
                 return fail(ctx, EdgeError::SessionUpstreamGone);
             }
-            Some(pinned) => pinned,
+            Some(pinned) => pinned.clone(),
             None => {
                 // Who the caller is (identity header, else address) is read only by a balancer
                 // that hashes on it; the others ignore the key.
@@ -147,24 +147,21 @@ impl ProxyHttp for McpProxy {
                 let client = if hashes { client_ip(session) } else { None };
                 let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client);
-                let Some(index) = route.pool.select(key, &ctx.attempts.tried) else {
+                let Some(upstream) = route.pool.select(key, &ctx.attempts.tried) else {
                     let failure = no_upstream_left(route.config.name.clone(), ctx.attempts.last_failure.clone());
                     return fail(ctx, failure);
                 };
-                index
+                upstream
             }
         };
         if let Some(previous) = ctx.current_upstream() {
-            route.pool.upstreams[previous].inflight.fetch_sub(1, Ordering::Relaxed);
+            previous.inflight.fetch_sub(1, Ordering::Relaxed);
         }
-        ctx.attempts.tried.push(index);
+        upstream.inflight.fetch_add(1, Ordering::Relaxed);
         // Timed only where the prefetcher watches the upstream's latency.
         if route.config.prefetch.enabled {
             ctx.attempts.started = Some(std::time::Instant::now());
         }
-        let upstream = &route.pool.upstreams[index];
-        upstream.inflight.fetch_add(1, Ordering::Relaxed);
-
         let mut peer = HttpPeer::new(upstream.addr, upstream.url.tls, upstream.url.host.clone());
         peer.options.connection_timeout = Some(route.config.connect_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
@@ -172,6 +169,7 @@ impl ProxyHttp for McpProxy {
         if !ctx.is_long_lived_stream(&session.req_header().method) {
             peer.options.read_timeout = Some(route.config.read_timeout);
         }
+        ctx.attempts.tried.push(upstream);
         Ok(Box::new(peer))
     }
 
@@ -192,10 +190,10 @@ impl ProxyHttp for McpProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         self.report_upstream(ctx, response.status.is_server_error());
-        if let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream())
-            && route.pool.record_status(index, response.status.as_u16())
+        if let (Some(route), Some(upstream)) = (ctx.route(), ctx.current_upstream())
+            && route.pool.record_status(upstream, response.status.as_u16())
         {
-            let upstream = &route.pool.upstreams[index].url.url;
+            let upstream = &upstream.label;
             tracing::warn!(route = %route.config.name, %upstream, "upstream answered 5xx repeatedly; ejecting it for a while");
         }
         if response.status.is_server_error() && ctx.cache().is_some_and(|c| c.has_stale()) {
@@ -217,13 +215,13 @@ impl ProxyHttp for McpProxy {
         let want_id = if ctx.cache().is_some() || read_anyway { ctx.rpc_id().map(str::to_string) } else { None };
         let max_entry = ctx.snapshot().map_or(0, |s| s.config.cache.max_entry_size);
         ctx.answer.observer = request_cache::observer_for(response, want_id, read_anyway, max_entry);
-        let (Some(route), Some(index)) = (ctx.route(), ctx.current_upstream()) else {
+        let Some(upstream) = ctx.current_upstream() else {
             return Ok(());
         };
         // Name the owning upstream in the session id the client sees (see `affinity`).
         let minted = response.headers.get(&MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_string);
         if let Some(upstream_session) = minted {
-            let edge_session = affinity::encode(&route.pool.upstreams[index].url.id, &upstream_session);
+            let edge_session = affinity::encode(&upstream.id, &upstream_session);
             response.insert_header("mcp-session-id", edge_session.as_str())?;
             ctx.answer.minted_session = Some(edge_session);
         }
@@ -380,10 +378,10 @@ impl ProxyHttp for McpProxy {
         {
             self.prefetch.session_ready(route, edge_session, || captured::replay_of(session));
         }
-        if let (Some(route), Some(index)) = (route, ctx.current_upstream()) {
-            route.pool.upstreams[index].inflight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(upstream) = ctx.current_upstream() {
+            upstream.inflight.fetch_sub(1, Ordering::Relaxed);
         }
-        let upstream = route.zip(ctx.current_upstream()).map(|(r, index)| r.pool.upstreams[index].url.url.as_str());
+        let upstream = ctx.current_upstream().map(|u| u.label.as_str());
         Served {
             route: route.map_or("-", |r| r.config.name.as_str()),
             http_method: session.req_header().method.as_str(),

@@ -24,7 +24,7 @@ use crate::prefetch::KIND_HEADER;
 /// Rewrites `request` (Pingora's copy of the client's head) for the upstream `ctx` chose.
 pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
     let Some(route) = ctx.route() else { return Ok(()) };
-    let upstream = &route.pool.upstreams[ctx.current_upstream().expect("upstream_peer ran")];
+    let upstream = ctx.current_upstream().expect("upstream_peer ran");
     let original = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let path = upstream_path(&route.config.path, &upstream.url.path, original);
     // Rewritten only when the target on the wire would change (usually it does not).

@@ -98,12 +98,12 @@ impl Stats {
                 let then = earliest.routes.get(name).unwrap_or(&no_route);
                 let upstreams: Vec<UpstreamNow> = route
                     .pool
+                    .members()
                     .upstreams
                     .iter()
-                    .enumerate()
-                    .map(|(i, upstream)| UpstreamNow {
-                        url: upstream.url.url.clone(),
-                        healthy: route.pool.is_ready(i),
+                    .map(|upstream| UpstreamNow {
+                        url: upstream.label.clone(),
+                        healthy: route.pool.is_ready(upstream),
                         in_flight: upstream.inflight.load(std::sync::atomic::Ordering::Relaxed),
                     })
                     .collect();

@@ -81,8 +81,7 @@ fn unreachable(e: impl std::fmt::Display) -> Failure {
 }
 
 impl Link {
-    pub fn new(route: &Route, index: usize) -> Link {
-        let upstream = &route.pool.upstreams[index];
+    pub fn new(route: &Route, upstream: &crate::pool::Upstream) -> Link {
         Link {
             url: upstream.url.clone(),
             addr: upstream.addr,

@@ -1,6 +1,7 @@
 //! The background service that runs one worker per route, replica and era while that era of
 //! the route watches anything, and follows reloads.
 
+use crate::pool::Upstream;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,14 +90,14 @@ impl SubscriptionService {
                 if !watch.wants(era, now, prune) {
                     continue;
                 }
-                for index in 0..route.pool.upstreams.len() {
-                    let key = worker_key(route, watch, era, index);
+                for upstream in &route.pool.members().upstreams {
+                    let key = worker_key(route, watch, era, upstream);
                     let running = workers.get(&key).is_some_and(|w| !w.task.is_finished());
                     if !running {
                         let context = Context {
                             watch: watch.clone(),
                             era,
-                            link: Link::new(route, index),
+                            link: Link::new(route, upstream),
                             cache: self.cache.clone(),
                         };
                         workers.insert(key.clone(), spawn(context));
@@ -115,11 +116,10 @@ impl SubscriptionService {
     }
 }
 
-fn worker_key(route: &Route, watch: &Arc<RouteWatch>, era: Era, index: usize) -> WorkerKey {
-    let upstream = &route.pool.upstreams[index];
+fn worker_key(route: &Route, watch: &Arc<RouteWatch>, era: Era, upstream: &Upstream) -> WorkerKey {
     WorkerKey {
         route: route.config.name.clone(),
-        upstream: upstream.url.url.clone(),
+        upstream: upstream.label.clone(),
         era,
         watch: Arc::as_ptr(watch) as usize,
         addr: upstream.addr,
