@@ -18,11 +18,17 @@ pub struct UpstreamUrl {
     pub path: String,
     /// Stable id derived from the URL, used in edge session ids (see `affinity`).
     pub id: String,
+    /// An `srv+http(s)://_service._proto.name/path` URL: `host` is the SRV name, whose records
+    /// give the replicas' addresses, ports and weights.
+    pub srv: bool,
 }
 
 impl UpstreamUrl {
-    /// Parses `http(s)://host[:port][/path]`.
+    /// Parses `http(s)://host[:port][/path]`, or `srv+http(s)://_service._proto.name[/path]`.
     pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(plain) = url.strip_prefix("srv+") {
+            return Self::parse_srv(url, plain);
+        }
         if !url.contains("://") {
             return Err(format!("upstream {url:?} needs a scheme, e.g. \"http://{url}\""));
         }
@@ -56,7 +62,24 @@ impl UpstreamUrl {
             port,
             path,
             id: upstream_id(url),
+            srv: false,
         })
+    }
+
+    /// An SRV URL: no port (the records give them); its `Host` header is the name without its
+    /// `_service._proto.` labels.
+    fn parse_srv(url: &str, plain: &str) -> Result<Self, String> {
+        let parsed = Self::parse(plain).map_err(|e| e.replace(plain, url))?;
+        let labels: Vec<&str> = parsed.host.split('.').collect();
+        let named = labels.len() > 2 && labels[0].starts_with('_') && labels[1].starts_with('_');
+        if !named {
+            return Err(format!("upstream {url:?}: an SRV name starts with _service._proto. (e.g. _mcp._tcp.mcp.svc)"));
+        }
+        if parsed.authority.ends_with(&format!(":{}", parsed.port)) {
+            return Err(format!("upstream {url:?}: an SRV URL takes no port (its records give the ports)"));
+        }
+        let service_domain = labels[2..].join(".");
+        Ok(UpstreamUrl { url: url.to_string(), authority: service_domain, id: upstream_id(url), srv: true, ..parsed })
     }
 }
 
@@ -70,6 +93,24 @@ pub fn upstream_id(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_srv_urls() {
+        let u = UpstreamUrl::parse("srv+https://_mcp._tcp.mcp.svc.cluster.local/v1/mcp").unwrap();
+        assert!(u.srv && u.tls);
+        assert_eq!((u.host.as_str(), u.path.as_str()), ("_mcp._tcp.mcp.svc.cluster.local", "/v1/mcp"));
+        assert_eq!(u.authority, "mcp.svc.cluster.local", "the Host header: the service's domain");
+        assert_eq!(u.url, "srv+https://_mcp._tcp.mcp.svc.cluster.local/v1/mcp");
+        assert!(!UpstreamUrl::parse("http://mcp.svc/mcp").unwrap().srv);
+        let refused = |url: &str| UpstreamUrl::parse(url).unwrap_err();
+        assert!(refused("srv+http://_mcp._tcp.mcp.svc:8080/mcp").contains("takes no port"));
+        assert!(refused("srv+http://mcp.svc/mcp").contains("_service._proto."));
+        assert!(
+            refused("srv+ftp://_mcp._tcp.mcp.svc/mcp").contains("srv+ftp://"),
+            "{}",
+            refused("srv+ftp://_mcp._tcp.x/mcp")
+        );
+    }
 
     #[test]
     fn parses_plain_and_tls_urls() {

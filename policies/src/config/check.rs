@@ -432,6 +432,7 @@ impl Checker<'_> {
             policy: self.policy(&route.policy),
             prefetch: self.prefetch(&route.prefetch),
             health: self.health(&route.health),
+            discovery: self.discovery(route.discovery.as_ref(), &defaults.upstreams),
             limits: self.limits(&route.limits),
             subscriptions: self.subscriptions(&route.subscriptions),
             balance,
@@ -571,6 +572,28 @@ impl Checker<'_> {
             max_subscriptions = defaults.max_subscriptions;
         }
         SubscriptionsConfig { enabled: raw.enabled.unwrap_or(defaults.enabled), max_subscriptions }
+    }
+
+    /// `[route.discovery]`; on without the table when an upstream is an SRV URL.
+    fn discovery(&mut self, raw: Option<&Spanned<RawDiscovery>>, upstreams: &[UpstreamUrl]) -> DiscoveryConfig {
+        let defaults = DiscoveryConfig::default();
+        let enabled = raw.is_some() || upstreams.iter().any(|u| u.srv);
+        let Some(raw) = raw else { return DiscoveryConfig { enabled, ..defaults } };
+        let interval = self.nonzero_duration(&raw.get_ref().interval, defaults.interval, "discovery.interval");
+        if let Some(text) = &raw.get_ref().interval
+            && interval < Duration::from_millis(100)
+        {
+            self.report(text.span(), "discovery.interval must be at least 100ms".into());
+        }
+        let resolver = raw.get_ref().resolver.as_ref().and_then(|text| {
+            let parsed = text.get_ref().parse::<std::net::SocketAddr>();
+            if parsed.is_err() {
+                let message = format!("discovery.resolver {:?} is not ip:port (e.g. \"10.0.0.2:53\")", text.get_ref());
+                self.report(text.span(), message);
+            }
+            parsed.ok()
+        });
+        DiscoveryConfig { enabled, interval, resolver }
     }
 
     fn health(&mut self, raw: &RawHealth) -> HealthConfig {

@@ -92,6 +92,7 @@ impl RouteConfig {
             policy: CachePolicy::default(),
             prefetch: PrefetchConfig::default(),
             health: HealthConfig::default(),
+            discovery: DiscoveryConfig::default(),
             limits: LimitsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
         }
@@ -136,6 +137,12 @@ impl Default for PrefetchConfig {
             refresh_ahead: 0.2,
             warm: Vec::new(),
         }
+    }
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig { enabled: false, interval: Duration::from_secs(5), resolver: None }
     }
 }
 

@@ -237,7 +237,13 @@ fn least_config_for(key: &str) -> Table {
         ("server.tls.", "[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"),
     ];
     let section = required.iter().find(|(prefix, _)| key.starts_with(prefix)).map_or("", |(_, keys)| keys);
-    format!("{section}{MINIMAL}").parse().unwrap()
+    // Tables of the route whose presence turns a feature on.
+    let route_tables = ["route.discovery."];
+    let route_table = route_tables
+        .iter()
+        .find(|prefix| key.starts_with(*prefix))
+        .map_or(String::new(), |prefix| format!("[{}]\n", prefix.trim_end_matches('.')));
+    format!("{section}{MINIMAL}{route_table}").parse().unwrap()
 }
 
 /// `document` with `key` (a dotted path; `route.…` is in its last route) set to `value`.

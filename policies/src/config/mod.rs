@@ -190,6 +190,8 @@ pub struct RouteConfig {
     pub policy: CachePolicy,
     pub prefetch: PrefetchConfig,
     pub health: HealthConfig,
+    /// `[route.discovery]`: upstreams written as names re-resolved to every address.
+    pub discovery: DiscoveryConfig,
     pub limits: LimitsConfig,
     pub subscriptions: SubscriptionsConfig,
 }
@@ -285,6 +287,18 @@ pub struct PrefetchConfig {
     pub refresh_ahead: f64,
     /// URIs read at start (and kept fresh) with no client's credentials: public resources.
     pub warm: Vec<String>,
+}
+
+/// `[route.discovery]`: DNS discovery of a route's replicas. On (the table is there, or an
+/// upstream is an `srv+http(s)://` URL), every upstream written as a host name is resolved to
+/// all its addresses (A and AAAA; SRV records for `srv+…` URLs) and again every `interval`, or
+/// sooner when the records' TTL ends; replicas come and go with the answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    pub enabled: bool,
+    pub interval: Duration,
+    /// The DNS server asked (`ip:port`); none: the system's (`/etc/resolv.conf`).
+    pub resolver: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

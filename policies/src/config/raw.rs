@@ -91,6 +91,7 @@ pub(super) struct RawRoute {
     pub(super) policy: RawPolicy,
     pub(super) prefetch: RawPrefetch,
     pub(super) health: RawHealth,
+    pub(super) discovery: Option<Spanned<RawDiscovery>>,
     pub(super) limits: RawLimits,
     pub(super) subscriptions: RawSubscriptions,
 }
@@ -138,6 +139,13 @@ pub(super) struct RawPrefetch {
     pub(super) max_share: Option<Spanned<f64>>,
     pub(super) refresh_ahead: Option<Spanned<f64>>,
     pub(super) warm: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawDiscovery {
+    pub(super) interval: Text,
+    pub(super) resolver: Text,
 }
 
 #[derive(Deserialize, Default)]

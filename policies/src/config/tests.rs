@@ -342,3 +342,31 @@ fn subscription_keys_are_checked() {
     let problems = Config::from_toml(&format!("{MINIMAL}[route.subscriptions]\nenabled = \"yes\"\n")).unwrap_err();
     assert!(problems.iter().any(|p| p.to_string().contains("line 5")), "a wrong type has its line: {problems:?}");
 }
+
+#[test]
+fn discovery_is_on_with_its_table_or_an_srv_upstream_and_checks_its_keys() {
+    let route =
+        |extra: &str, upstream: &str| format!("[[route]]\npath = \"/mcp\"\nupstreams = [{upstream:?}]\n{extra}");
+    let off = Config::from_toml(&route("", "http://mcp.svc:8080/mcp")).unwrap();
+    assert!(!off.routes[0].discovery.enabled);
+    let on = Config::from_toml(&route(
+        "[route.discovery]\ninterval = \"2s\"\nresolver = \"127.0.0.1:5353\"\n",
+        "http://mcp.svc:8080/mcp",
+    ))
+    .unwrap();
+    let discovery = &on.routes[0].discovery;
+    assert!(discovery.enabled);
+    assert_eq!(
+        (discovery.interval, discovery.resolver),
+        (Duration::from_secs(2), Some("127.0.0.1:5353".parse().unwrap()))
+    );
+    let srv = Config::from_toml(&route("", "srv+http://_mcp._tcp.mcp.svc/mcp")).unwrap();
+    assert!(srv.routes[0].discovery.enabled && srv.routes[0].discovery.interval == Duration::from_secs(5));
+    let refused = |extra: &str, needle: &str| {
+        let text: Vec<String> = problems(&route(extra, "http://mcp.svc/mcp")).iter().map(|p| p.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains(needle)), "{extra}: no {needle:?} in {text:#?}");
+    };
+    refused("[route.discovery]\nresolver = \"dns.internal\"\n", "is not ip:port");
+    refused("[route.discovery]\ninterval = \"10ms\"\n", "at least 100ms");
+    refused("[route.discovery]\nintervall = \"1s\"\n", "intervall");
+}
