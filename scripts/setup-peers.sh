@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import mcp" 2>/dev/null; then
-  echo "setup-peers: installing the MCP Python SDK into .venv"
+# dnslib: the DNS server the discovery tests control (tests/peers/python/peer_dns.py).
+if ! .venv/bin/python -c "import mcp, dnslib" 2>/dev/null; then
+  echo "setup-peers: installing the MCP Python SDK and dnslib into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "mcp==2.3.0"
+  .venv/bin/pip install --quiet --disable-pip-version-check "mcp==2.3.0" "dnslib==0.9.26"
 fi
 
 if [ ! -f tests/peers/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then

@@ -165,6 +165,16 @@ impl Admin {
         if draining {
             body["draining"] = json!(true);
         }
+        // Upstream names and what they resolve to, on routes that discover their replicas.
+        let discovery: serde_json::Map<String, serde_json::Value> = runtime
+            .routes
+            .iter()
+            .filter(|r| r.config.discovery.enabled)
+            .map(|r| (r.config.name.clone(), json!(r.pool.discovery_status())))
+            .collect();
+        if !discovery.is_empty() {
+            body["discovery"] = json!(discovery);
+        }
         if let Some(shared) = self.cache.shared_status() {
             body["shared_tier"] = serde_json::to_value(shared).unwrap_or_default();
         }

@@ -6,6 +6,7 @@ mod coalesce;
 mod compress;
 mod cpu;
 mod demo_upstream;
+mod discovery;
 mod drain;
 mod error;
 mod front;
@@ -158,8 +159,18 @@ fn check(path: &std::path::Path) -> ExitCode {
             store::check_shared(shared)
                 .map_err(|e| error::SetupError::SharedTier(format!("{}: {e}", path.display())))?;
         }
-        let notes = check_notes(&config);
-        Runtime::build(config).map(|_| notes)
+        let mut notes = check_notes(&config);
+        let runtime = Runtime::build(config)?;
+        for route in &runtime.routes {
+            for name in route.pool.discovery_status().into_iter().filter(|n| n.error.is_some()) {
+                let error = name.error.unwrap_or_default();
+                notes.push(format!(
+                    "warning: route {:?}: upstream {} does not resolve ({error}); discovery keeps asking every {:?}",
+                    route.config.name, name.upstream, route.config.discovery.interval
+                ));
+            }
+        }
+        Ok(notes)
     });
     match outcome {
         Ok(notes) => {

@@ -16,8 +16,11 @@ use mcp_edge_policies::upstream::UpstreamUrl;
 
 use crate::error::SetupError;
 use crate::health::McpHealthCheck;
+use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer, discovery};
+
+use crate::discovery::{DnsDiscovery, FromUpstream, NameStatus};
 use pingora::protocols::tls::CaType;
 use pingora::utils::tls::{WrappedX509, parse_x509};
 use std::path::Path;
@@ -44,7 +47,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn new(url: &UpstreamUrl, addr: SocketAddr, discovered: bool) -> Result<Upstream, SetupError> {
+    /// A replica of `url` at `backend`'s address; `discovered`: one of the addresses a name
+    /// resolved to (its id and label then name the address).
+    fn new(url: &UpstreamUrl, backend: Backend, discovered: bool) -> Result<Upstream, SetupError> {
+        let addr = *backend.addr.as_inet().ok_or_else(|| SetupError::Upstream {
+            url: url.url.clone(),
+            reason: "a replica without an IP address".into(),
+        })?;
         let host_header = http::HeaderValue::from_str(&url.authority).map_err(|e| SetupError::Upstream {
             url: url.url.clone(),
             reason: format!("its authority is not a valid Host header: {e}"),
@@ -59,7 +68,7 @@ impl Upstream {
             label,
             host_header,
             addr,
-            backend: crate::health::backend_for(addr),
+            backend,
             inflight: AtomicUsize::new(0),
             consecutive_5xx: AtomicUsize::new(0),
             ejections: AtomicUsize::new(0),
@@ -94,6 +103,11 @@ enum Selector {
 pub struct Pool {
     /// Shared with the health check, which probes each replica at its own URL.
     members: Arc<ArcSwap<Members>>,
+    /// The route's upstream URLs (a discovered replica is made from its entry's).
+    urls: Vec<UpstreamUrl>,
+    /// With `[route.discovery]`: the names' resolution, re-run by `rediscover`.
+    discovery: Option<Arc<DnsDiscovery>>,
+    route_name: String,
     /// The route's own CA for `https://` upstreams (`ca_file`); `None`: the system roots.
     pub ca: Option<Arc<CaType>>,
     selector: Selector,
@@ -106,6 +120,9 @@ pub struct Pool {
 impl Pool {
     /// Resolves the route's upstream URLs and builds its balancer and health check.
     pub fn build(route: &RouteConfig) -> Result<Pool, SetupError> {
+        if route.discovery.enabled {
+            return Self::discovered(route);
+        }
         let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
         for url in &route.upstreams {
             let addr = resolve(url)?;
@@ -118,13 +135,48 @@ impl Pool {
                     ),
                 });
             }
-            upstreams.push(Arc::new(Upstream::new(url, addr, false)?));
+            upstreams.push(Arc::new(Upstream::new(url, crate::health::backend_for(addr), false)?));
         }
-        let ca = route.ca_file.as_deref().map(load_ca).transpose()?;
         let set: BTreeSet<Backend> = upstreams.iter().map(|u| u.backend.clone()).collect();
-        let members = Arc::new(ArcSwap::from_pointee(Members::new(upstreams)));
+        let pool = Self::assemble(route, Members::new(upstreams), || discovery::Static::new(set.clone()), None)?;
+        // Static discovery never waits, so the first update completes at once.
+        use futures_util::FutureExt;
+        let done = pool.update().now_or_never();
+        debug_assert!(matches!(done, Some(Ok(()))), "static discovery completes synchronously");
+        Ok(pool)
+    }
+
+    /// A pool whose names are resolved to every address now and again (`[route.discovery]`).
+    /// The first round runs before the pool serves (on a runtime of its own: building is
+    /// synchronous, at start and on a reload's blocking thread); a name that does not resolve
+    /// yet leaves the pool without its replicas until it does.
+    fn discovered(route: &RouteConfig) -> Result<Pool, SetupError> {
+        let dns = Arc::new(DnsDiscovery::new(&route.upstreams, &route.discovery));
+        let shared = || Box::new(SharedDiscovery(dns.clone())) as Box<dyn ServiceDiscovery + Send + Sync>;
+        let pool = Self::assemble(route, Members::default(), shared, Some(dns.clone()))?;
+        let first_round = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SetupError::Upstream { url: route.name.clone(), reason: format!("resolving: {e}") })?
+            .block_on(pool.update());
+        if let Err(e) = first_round {
+            tracing::warn!(route = %route.name, error = %e, "upstream discovery failed");
+        }
+        pool.follow_backends();
+        Ok(pool)
+    }
+
+    /// The pool around `members`, its balancer fed by `discovery` (called once per balancer).
+    fn assemble(
+        route: &RouteConfig,
+        members: Members,
+        discovery: impl Fn() -> Box<dyn ServiceDiscovery + Send + Sync>,
+        dns: Option<Arc<DnsDiscovery>>,
+    ) -> Result<Pool, SetupError> {
+        let ca = route.ca_file.as_deref().map(load_ca).transpose()?;
+        let members = Arc::new(ArcSwap::from_pointee(members));
         let backends = || {
-            let mut backends = Backends::new(discovery::Static::new(set.clone()));
+            let mut backends = Backends::new(discovery());
             let check = McpHealthCheck { members: members.clone(), timeout: route.health.timeout, ca: ca.clone() };
             backends.set_health_check(Box::new(check));
             backends
@@ -133,26 +185,79 @@ impl Pool {
             Balance::Consistent => Selector::Consistent(LoadBalancer::from_backends(backends())),
             Balance::RoundRobin | Balance::LeastConn => Selector::RoundRobin(LoadBalancer::from_backends(backends())),
         };
-        let pool = Pool {
+        Ok(Pool {
             members,
+            urls: route.upstreams.clone(),
+            discovery: dns,
+            route_name: route.name.clone(),
             ca,
             selector,
             balance: route.balance,
             rotation: AtomicUsize::new(0),
             eject_for: route.health.interval.max(Duration::from_secs(1)),
-        };
-        pool.load_backends();
-        Ok(pool)
+        })
     }
 
-    /// Static discovery never waits, so the first update completes at once.
-    fn load_backends(&self) {
-        use futures_util::FutureExt;
-        let done = match &self.selector {
-            Selector::RoundRobin(lb) => lb.update().now_or_never(),
-            Selector::Consistent(lb) => lb.update().now_or_never(),
-        };
-        debug_assert!(matches!(done, Some(Ok(()))), "static discovery completes synchronously");
+    async fn update(&self) -> pingora::Result<()> {
+        match &self.selector {
+            Selector::RoundRobin(lb) => lb.update().await,
+            Selector::Consistent(lb) => lb.update().await,
+        }
+    }
+
+    /// With discovery: resolves the names again and follows the answers. Replicas that left
+    /// get no new request; those they are answering finish (each holds its `Arc<Upstream>`);
+    /// sessions pinned to them get `404` (their id is no longer found).
+    pub async fn rediscover(&self) {
+        if let Err(e) = self.update().await {
+            tracing::warn!(route = %self.route_name, error = %e, "upstream discovery failed");
+        }
+        self.follow_backends();
+    }
+
+    /// When discovery should run next (`None`: the pool has none).
+    pub fn discovery_due(&self) -> Option<std::time::Instant> {
+        self.discovery.as_ref().map(|dns| dns.next_due())
+    }
+
+    /// Each upstream entry's resolution (empty without discovery).
+    pub fn discovery_status(&self) -> Vec<NameStatus> {
+        self.discovery.as_ref().map_or_else(Vec::new, |dns| dns.status())
+    }
+
+    /// Makes the members what the balancer's backends now are: replicas kept by address (with
+    /// their counters), new ones made from their entry's URL.
+    fn follow_backends(&self) {
+        let backends = self.backends().get_backend();
+        let current = self.members.load_full();
+        let same = backends.len() == current.upstreams.len()
+            && backends.iter().all(|b| b.addr.as_inet().and_then(|a| current.get(a)).is_some_and(|u| u.backend == *b));
+        if same {
+            return;
+        }
+        let mut upstreams = Vec::with_capacity(backends.len());
+        for backend in backends.iter() {
+            let kept = backend.addr.as_inet().and_then(|a| current.get(a)).filter(|u| u.backend == *backend);
+            if let Some(upstream) = kept {
+                upstreams.push(upstream.clone());
+                continue;
+            }
+            let Some(FromUpstream(index)) = backend.ext.get::<FromUpstream>().copied() else { continue };
+            let url = &self.urls[index];
+            let discovered = url.srv || url.host.parse::<std::net::IpAddr>().is_err();
+            match Upstream::new(url, backend.clone(), discovered) {
+                Ok(upstream) => {
+                    tracing::info!(route = %self.route_name, upstream = %upstream.label, "replica joined");
+                    upstreams.push(Arc::new(upstream));
+                }
+                Err(e) => tracing::warn!(route = %self.route_name, error = %e, "replica refused"),
+            }
+        }
+        let next = Members::new(upstreams);
+        for gone in current.upstreams.iter().filter(|u| next.get(&u.addr).is_none_or(|n| !Arc::ptr_eq(n, u))) {
+            tracing::info!(route = %self.route_name, upstream = %gone.label, "replica left");
+        }
+        self.members.store(Arc::new(next));
     }
 
     fn backends(&self) -> &Backends {
@@ -279,6 +384,16 @@ impl Pool {
     /// One round of active health checks over every replica.
     pub async fn run_health_check(&self) {
         self.backends().run_health_check(true).await;
+    }
+}
+
+/// The pool's `DnsDiscovery`, shared with the balancer (which takes a boxed discovery).
+struct SharedDiscovery(Arc<DnsDiscovery>);
+
+#[async_trait::async_trait]
+impl ServiceDiscovery for SharedDiscovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        self.0.discover().await
     }
 }
 

@@ -115,10 +115,22 @@ fn warn_about_restart_only_changes(old: &mcp_edge_policies::Config, new: &mcp_ed
     }
 }
 
-/// One health-check loop per pool, ending when the pool is dropped (after a reload has
-/// replaced it and its last request has finished).
+/// One health-check loop per pool, and one discovery loop per pool that discovers, each
+/// ending when the pool is dropped (after a reload has replaced it and its last request has
+/// finished).
 fn spawn_health_checks(runtime: &Runtime) {
     for route in &runtime.routes {
+        if route.pool.discovery_due().is_some() {
+            let pool: Weak<Pool> = Arc::downgrade(&route.pool);
+            tokio::spawn(async move {
+                loop {
+                    let Some(due) = pool.upgrade().and_then(|pool| pool.discovery_due()) else { return };
+                    tokio::time::sleep_until(due.into()).await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    pool.rediscover().await;
+                }
+            });
+        }
         let pool: Weak<Pool> = Arc::downgrade(&route.pool);
         let interval = route.config.health.interval;
         tokio::spawn(async move {

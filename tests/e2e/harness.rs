@@ -99,9 +99,14 @@ impl Drop for Process {
 }
 
 pub async fn wait_listening(port: u16, process: &Process) {
+    wait_listening_at("127.0.0.1", port, process).await
+}
+
+/// Waits until `process` listens on `ip:port`.
+pub async fn wait_listening_at(ip: &str, port: u16, process: &Process) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect((ip, port)).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -127,11 +132,16 @@ pub async fn demo_upstream(name: &str, extra: &[&str]) -> Upstream {
 
 /// A demo upstream on a given port (e.g. to replace one that was stopped).
 pub async fn demo_upstream_on(port: u16, name: &str, extra: &[&str]) -> Upstream {
+    demo_upstream_at("127.0.0.1", port, name, extra).await
+}
+
+/// A demo upstream on `ip:port` (replicas of one name: other loopback addresses, one port).
+pub async fn demo_upstream_at(ip: &str, port: u16, name: &str, extra: &[&str]) -> Upstream {
     let process = Process::spawn(
         &format!("upstream {name}"),
-        Command::new(bin()).args(["upstream", "--listen", &format!("127.0.0.1:{port}"), "--name", name]).args(extra),
+        Command::new(bin()).args(["upstream", "--listen", &format!("{ip}:{port}"), "--name", name]).args(extra),
     );
-    wait_listening(port, &process).await;
+    wait_listening_at(ip, port, &process).await;
     Upstream { process, port }
 }
 

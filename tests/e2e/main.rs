@@ -4,6 +4,7 @@ mod balancing;
 mod cache;
 mod cli;
 mod compression;
+mod discovery;
 mod errors;
 mod faults;
 mod fidelity;

@@ -18,7 +18,7 @@ pub fn python() -> PathBuf {
     path
 }
 
-fn peer_script(name: &str) -> PathBuf {
+pub fn peer_script(name: &str) -> PathBuf {
     workspace().join("tests/peers/python").join(name)
 }
 
