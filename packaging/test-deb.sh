@@ -30,6 +30,7 @@ getent passwd mcp-edge >/dev/null || fail "no mcp-edge user"
 test -x /usr/bin/mcp-edge || fail "no binary"
 test -f /usr/share/mcp-edge/grafana-dashboard.json || fail "no Grafana dashboard"
 test -f /usr/share/mcp-edge/mcp-edge-alerts.yml || fail "no alert rules"
+test -f /usr/share/mcp-edge/mcp-edge-scaling.yml || fail "no scaling rules"
 test -f /lib/systemd/system/mcp-edge.service || test -f /usr/lib/systemd/system/mcp-edge.service || fail "no unit"
 # (Output is captured before matching: with pipefail, `cmd | grep -q` fails when grep exits
 # early and cmd dies of SIGPIPE.)

@@ -184,12 +184,27 @@ impl Admin {
 
     fn refresh_gauges(&self) {
         let runtime = self.live.load();
-        // Replicas gone (a reload, discovery) take their series with them.
-        METRICS.upstream_up.reset();
+        // Replicas and routes gone (a reload, discovery) take their series with them.
+        for vec in [&METRICS.upstream_up, &METRICS.upstream_in_flight] {
+            vec.reset();
+        }
+        METRICS.route_capacity_used.reset();
+        METRICS.route_latency_target.reset();
         for route in &runtime.routes {
+            let name = route.config.name.as_str();
             for upstream in &route.pool.members().upstreams {
-                let up = route.pool.is_ready(upstream) as i64;
-                METRICS.upstream_up.with_label_values(&[route.config.name.as_str(), upstream.label.as_str()]).set(up);
+                let labels = [name, upstream.label.as_str()];
+                METRICS.upstream_up.with_label_values(&labels).set(route.pool.is_ready(upstream) as i64);
+                let in_flight = upstream.inflight.load(std::sync::atomic::Ordering::Relaxed) as i64;
+                METRICS.upstream_in_flight.with_label_values(&labels).set(in_flight);
+            }
+            // Exported at 0 when nothing waits: an autoscaler's query then finds a value.
+            METRICS.requests_waiting.with_label_values(&[name, "coalescing"]);
+            if let Some(used) = route.limits.capacity_used() {
+                METRICS.route_capacity_used.with_label_values(&[name]).set(used);
+            }
+            if let Some(target) = route.config.scaling.latency_target {
+                METRICS.route_latency_target.with_label_values(&[name]).set(target.as_secs_f64());
             }
         }
         METRICS.cache_bytes.with_label_values(&["memory"]).set(self.cache.memory_bytes() as i64);

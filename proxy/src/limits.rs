@@ -44,6 +44,12 @@ impl RouteLimits {
         Ok(())
     }
 
+    /// The share of `max_concurrent` in use (`None`: the route sets no limit).
+    pub fn capacity_used(&self) -> Option<f64> {
+        let limit = self.config.max_concurrent;
+        (limit > 0).then(|| self.forwarded.load(Ordering::Relaxed) as f64 / limit as f64)
+    }
+
     /// A place among the route's requests forwarded upstream, held until dropped; refused
     /// when `max_concurrent` are under way.
     pub fn forward(self: &Arc<Self>) -> Result<Option<Forwarding>, EdgeError> {

@@ -15,6 +15,13 @@ pub struct Metrics {
     pub cache_operations: IntCounterVec,
     pub cache_bytes: IntGaugeVec,
     pub upstream_up: IntGaugeVec,
+    /// Scaling signals, per route (see README "Scaling signals"): requests being proxied to
+    /// each replica, requests waiting for another's fetch, the share of `max_concurrent` in
+    /// use, and the route's latency target.
+    pub upstream_in_flight: IntGaugeVec,
+    pub requests_waiting: IntGaugeVec,
+    pub route_capacity_used: prometheus::GaugeVec,
+    pub route_latency_target: prometheus::GaugeVec,
     pub upstream_requests: IntCounterVec,
     /// Client connections open (HTTP/1.1 and h2, plain and TLS).
     pub active_connections: IntGauge,
@@ -65,6 +72,12 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    let metric = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry.register(Box::new(metric.clone())).expect("registered once");
     metric
 }
@@ -160,6 +173,30 @@ impl Metrics {
                 &["master"],
             ),
             upstream_up: gauge(&registry, "mcp_upstream_up", "1 when the upstream is healthy", &["route", "upstream"]),
+            upstream_in_flight: gauge(
+                &registry,
+                "mcp_upstream_in_flight",
+                "Requests being proxied to each upstream replica",
+                &["route", "upstream"],
+            ),
+            requests_waiting: gauge(
+                &registry,
+                "mcp_requests_waiting",
+                "Requests waiting, by why: coalescing (for another request's fetch of the same answer)",
+                &["route", "reason"],
+            ),
+            route_capacity_used: float_gauge(
+                &registry,
+                "mcp_route_capacity_used_ratio",
+                "Requests forwarded upstream over the route's limits.max_concurrent (routes that set it)",
+                &["route"],
+            ),
+            route_latency_target: float_gauge(
+                &registry,
+                "mcp_route_latency_target_seconds",
+                "The route's scaling.latency_target (routes that set it)",
+                &["route"],
+            ),
             upstream_requests: counter(
                 &registry,
                 "mcp_upstream_requests_total",

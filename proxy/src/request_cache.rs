@@ -3,6 +3,7 @@
 //! follows it upstream and stores the answer. (Invalidations that the upstream's notifications
 //! carry are applied by the service as it watches every stream.)
 
+use crate::metrics::METRICS;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -157,7 +158,9 @@ pub async fn prepare(
         Coalesce::Wait(mut progress) => {
             // The leader's answer is stored before it releases us; a timeout or an
             // uncacheable answer sends this request upstream on its own.
+            let waiting = Waiting::new(route, "coalescing");
             wait_for_leader(&mut progress, wait_limit).await;
+            drop(waiting);
             match cache.lookup(route, &lookup, policy.stale_if_error, policy.max_ttl).await {
                 Found::Fresh(bytes) => return Prepared::Hit(bytes),
                 Found::Stale(bytes) => stale = Some(bytes),
@@ -258,6 +261,24 @@ pub fn observer_for(
     };
     let capture = want_id.filter(|_| response.status.as_u16() == 200 && (read_anyway || storable()));
     (sse || (json && capture.is_some())).then(|| Observer::new(capture, sse, max_entry as usize))
+}
+
+/// A request counted in `mcp_requests_waiting` while it lives (a client that leaves while
+/// waiting is uncounted too).
+struct Waiting(prometheus::IntGauge);
+
+impl Waiting {
+    fn new(route: &str, reason: &str) -> Waiting {
+        let gauge = METRICS.requests_waiting.with_label_values(&[route, reason]);
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[cfg(test)]

@@ -228,3 +228,32 @@ async fn check_warns_of_a_name_that_does_not_resolve_when_discovery_is_on() {
     assert!(out.status.success(), "a warning, not a failure: {out:?}");
     assert!(stdout.contains("http://nowhere.test:9/mcp does not resolve") && stdout.contains("OK"), "{stdout}");
 }
+
+#[tokio::test]
+async fn scaling_signals_show_requests_in_flight_waiting_and_the_capacity_used() {
+    let upstream = demo_upstream("slow", &["--latency-ms", "800"]).await;
+    let limits = "[route.limits]\nmax_concurrent = 10\n[route.scaling]\nlatency_target = \"250ms\"";
+    let proxy = proxy(&route(&[&upstream], limits)).await;
+    let mut calls = Vec::new();
+    // One fetch of demo://docs/1 leads, three wait for it; two tool calls pass through.
+    for _ in 0..4 {
+        let mcp = proxy.mcp();
+        calls.push(tokio::spawn(async move { read(&mcp, "demo://docs/1", None).await.status }));
+    }
+    for _ in 0..2 {
+        let mcp = proxy.mcp();
+        calls.push(tokio::spawn(async move { whoami(&mcp).await.len() as u16 }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let labels = format!("route=\"/mcp\",upstream=\"{}\"", upstream.url());
+    let sample = |name: &str, labels: &str| format!("{name}{{{labels}}}");
+    assert_eq!(metric(&proxy, &sample("mcp_upstream_in_flight", &labels)).await, 3.0, "one fetch, two calls");
+    assert_eq!(metric(&proxy, &sample("mcp_requests_waiting", "reason=\"coalescing\",route=\"/mcp\"")).await, 3.0);
+    assert_eq!(metric(&proxy, &sample("mcp_route_capacity_used_ratio", "route=\"/mcp\"")).await, 0.3);
+    assert_eq!(metric(&proxy, &sample("mcp_route_latency_target_seconds", "route=\"/mcp\"")).await, 0.25);
+    for call in calls {
+        assert!(call.await.unwrap() > 0);
+    }
+    assert_eq!(metric(&proxy, &sample("mcp_upstream_in_flight", &labels)).await, 0.0);
+    assert_eq!(metric(&proxy, &sample("mcp_requests_waiting", "reason=\"coalescing\",route=\"/mcp\"")).await, 0.0);
+}

@@ -225,14 +225,15 @@ async fn status_prints_the_numbers_on_one_screen_and_asks_for_the_token() {
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"), "{nobody:?}");
 }
 
-/// Every `mcp_…` name in a monitoring file (a histogram's `_bucket` named by its family).
+/// Every `mcp_…` name in a monitoring file (a histogram's `_bucket` named by its family; not
+/// the recording rules' own `route:mcp_…:…` names).
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let bytes = text.as_bytes();
     let mut at = 0;
     while let Some(found) = text[at..].find("mcp_") {
         let start = at + found;
-        let preceded = start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let preceded = start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || b"_:".contains(&bytes[start - 1]));
         let end =
             text[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(text.len(), |n| start + n);
         if !preceded {
@@ -248,7 +249,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 async fn the_grafana_dashboard_and_alert_rules_name_only_exported_metrics() {
     let upstream = demo_upstream("u", &[]).await;
     let routes = format!(
-        "[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [{:?}]\n[route.prefetch]\nenabled = true\nwarm = [\"demo://docs/1\"]\n",
+        "[[route]]\nname = \"docs\"\npath = \"/mcp\"\nupstreams = [{:?}]\n[route.prefetch]\nenabled = true\nwarm = [\"demo://docs/1\"]\n[route.limits]\nmax_concurrent = 64\n[route.scaling]\nlatency_target = \"500ms\"\n",
         upstream.url()
     );
     let proxy = proxy(&routes).await;
@@ -265,7 +266,10 @@ async fn the_grafana_dashboard_and_alert_rules_name_only_exported_metrics() {
     let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
     assert!(parsed["panels"].as_array().unwrap().len() >= 10);
     let rules = std::fs::read_to_string(monitoring.join("mcp-edge-alerts.yml")).unwrap();
-    for (file, text) in [("grafana-dashboard.json", &dashboard), ("mcp-edge-alerts.yml", &rules)] {
+    let scaling = std::fs::read_to_string(monitoring.join("mcp-edge-scaling.yml")).unwrap();
+    let files =
+        [("grafana-dashboard.json", &dashboard), ("mcp-edge-alerts.yml", &rules), ("mcp-edge-scaling.yml", &scaling)];
+    for (file, text) in files {
         let named = metric_names(text);
         assert!(named.len() >= 5, "{file}: {named:?}");
         let unknown: Vec<&String> = named.iter().filter(|name| !exported.contains(*name)).collect();

@@ -433,6 +433,11 @@ impl Checker<'_> {
             prefetch: self.prefetch(&route.prefetch),
             health: self.health(&route.health),
             discovery: self.discovery(route.discovery.as_ref(), &defaults.upstreams),
+            scaling: ScalingConfig {
+                latency_target: route.scaling.latency_target.as_ref().map(|_| {
+                    self.nonzero_duration(&route.scaling.latency_target, Duration::ZERO, "scaling.latency_target")
+                }),
+            },
             limits: self.limits(&route.limits),
             subscriptions: self.subscriptions(&route.subscriptions),
             balance,

@@ -93,6 +93,7 @@ impl RouteConfig {
             prefetch: PrefetchConfig::default(),
             health: HealthConfig::default(),
             discovery: DiscoveryConfig::default(),
+            scaling: ScalingConfig::default(),
             limits: LimitsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
         }

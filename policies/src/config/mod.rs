@@ -192,6 +192,8 @@ pub struct RouteConfig {
     pub health: HealthConfig,
     /// `[route.discovery]`: upstreams written as names re-resolved to every address.
     pub discovery: DiscoveryConfig,
+    /// `[route.scaling]`: what the route's scaling signals are measured against.
+    pub scaling: ScalingConfig,
     pub limits: LimitsConfig,
     pub subscriptions: SubscriptionsConfig,
 }
@@ -299,6 +301,13 @@ pub struct DiscoveryConfig {
     pub interval: Duration,
     /// The DNS server asked (`ip:port`); none: the system's (`/etc/resolv.conf`).
     pub resolver: Option<std::net::SocketAddr>,
+}
+
+/// `[route.scaling]`: the target an autoscaler compares the route's upstream latency with
+/// (exported as `mcp_route_latency_target_seconds`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScalingConfig {
+    pub latency_target: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

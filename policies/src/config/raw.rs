@@ -92,6 +92,7 @@ pub(super) struct RawRoute {
     pub(super) prefetch: RawPrefetch,
     pub(super) health: RawHealth,
     pub(super) discovery: Option<Spanned<RawDiscovery>>,
+    pub(super) scaling: RawScaling,
     pub(super) limits: RawLimits,
     pub(super) subscriptions: RawSubscriptions,
 }
@@ -139,6 +140,12 @@ pub(super) struct RawPrefetch {
     pub(super) max_share: Option<Spanned<f64>>,
     pub(super) refresh_ahead: Option<Spanned<f64>>,
     pub(super) warm: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawScaling {
+    pub(super) latency_target: Text,
 }
 
 #[derive(Deserialize, Default)]
