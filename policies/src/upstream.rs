@@ -18,9 +18,10 @@ pub struct UpstreamUrl {
     pub path: String,
     /// Stable id derived from the URL, used in edge session ids (see `affinity`).
     pub id: String,
-    /// An `srv+http(s)://_service._proto.name/path` URL: `host` is the SRV name, whose records
-    /// give the replicas' addresses, ports and weights.
-    pub srv: bool,
+    /// For an `srv+http(s)://_service._proto.name/path` URL, the SRV name whose records give
+    /// the replicas' addresses, ports and weights; `host` (the TLS server name) and
+    /// `authority` (the `Host` header) are then the name without `_service._proto.`.
+    pub srv: Option<String>,
 }
 
 impl UpstreamUrl {
@@ -31,6 +32,9 @@ impl UpstreamUrl {
         }
         if !url.contains("://") {
             return Err(format!("upstream {url:?} needs a scheme, e.g. \"http://{url}\""));
+        }
+        if url.contains('#') {
+            return Err(format!("upstream {url:?} has a fragment (#…): it is never sent"));
         }
         let uri: http::Uri = url.parse().map_err(|e| format!("upstream {url:?} is not a valid URL: {e}"))?;
         let tls = match uri.scheme_str() {
@@ -50,6 +54,9 @@ impl UpstreamUrl {
             return Err(format!("upstream {url:?} has no host"));
         }
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if port == 0 {
+            return Err(format!("upstream {url:?}: port 0 is not a port to connect to"));
+        }
         let path = match uri.path_and_query() {
             Some(pq) if !pq.as_str().is_empty() => pq.as_str().to_string(),
             _ => "/".to_string(),
@@ -62,7 +69,7 @@ impl UpstreamUrl {
             port,
             path,
             id: upstream_id(url),
-            srv: false,
+            srv: None,
         })
     }
 
@@ -79,7 +86,14 @@ impl UpstreamUrl {
             return Err(format!("upstream {url:?}: an SRV URL takes no port (its records give the ports)"));
         }
         let service_domain = labels[2..].join(".");
-        Ok(UpstreamUrl { url: url.to_string(), authority: service_domain, id: upstream_id(url), srv: true, ..parsed })
+        Ok(UpstreamUrl {
+            url: url.to_string(),
+            authority: service_domain.clone(),
+            id: upstream_id(url),
+            srv: Some(parsed.host.clone()),
+            host: service_domain,
+            ..parsed
+        })
     }
 }
 
@@ -97,13 +111,17 @@ mod tests {
     #[test]
     fn parses_srv_urls() {
         let u = UpstreamUrl::parse("srv+https://_mcp._tcp.mcp.svc.cluster.local/v1/mcp").unwrap();
-        assert!(u.srv && u.tls);
-        assert_eq!((u.host.as_str(), u.path.as_str()), ("_mcp._tcp.mcp.svc.cluster.local", "/v1/mcp"));
+        assert!(u.tls);
+        assert_eq!(u.srv.as_deref(), Some("_mcp._tcp.mcp.svc.cluster.local"));
+        assert_eq!(u.path, "/v1/mcp");
         assert_eq!(u.authority, "mcp.svc.cluster.local", "the Host header: the service's domain");
+        assert_eq!(u.host, "mcp.svc.cluster.local", "and the TLS server name");
         assert_eq!(u.url, "srv+https://_mcp._tcp.mcp.svc.cluster.local/v1/mcp");
-        assert!(!UpstreamUrl::parse("http://mcp.svc/mcp").unwrap().srv);
+        assert!(UpstreamUrl::parse("http://mcp.svc/mcp").unwrap().srv.is_none());
         let refused = |url: &str| UpstreamUrl::parse(url).unwrap_err();
         assert!(refused("srv+http://_mcp._tcp.mcp.svc:8080/mcp").contains("takes no port"));
+        assert!(refused("srv+http://_mcp._tcp.mcp.svc/mcp?x=1#frag").contains("fragment"));
+        assert!(refused("http://mcp.svc:0/mcp").contains("port 0"));
         assert!(refused("srv+http://mcp.svc/mcp").contains("_service._proto."));
         assert!(
             refused("srv+ftp://_mcp._tcp.mcp.svc/mcp").contains("srv+ftp://"),

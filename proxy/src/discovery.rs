@@ -6,12 +6,13 @@
 //!
 //! A name that fails to resolve, or resolves to nothing, keeps its last good set (logged once
 //! when it starts failing and once when it recovers, shown in `/readyz`): a DNS outage must
-//! not empty a route. At most [`MAX_ADDRESSES`] per name, so one answer cannot make the pool
-//! (and its metric series) grow without bound.
+//! not empty a route, not even when a reload builds its pool afresh ([`LAST_GOOD`]). At most
+//! [`MAX_ADDRESSES`] per name, so one answer cannot make the pool (and its metric series) grow
+//! without bound; addresses no replica can have (unspecified, multicast, port 0) are left out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -27,8 +28,18 @@ use serde::Serialize;
 
 /// The most addresses one name contributes (the lowest, in address order).
 pub const MAX_ADDRESSES: usize = 64;
-/// How long one round of lookups may take.
+/// How long one round of lookups may take; the first (while the pool is built, at start or on
+/// a reload, one route after another) shorter: a resolver that is down must not hold a start
+/// for long (the pool then begins with what the name last resolved to, and the next round
+/// follows at once).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+const FIRST_LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The last good set of each upstream URL (with its resolver), for the whole process: a pool
+/// built by a reload while DNS is down starts from what the old one had. Entries of URLs no
+/// longer configured are dropped when a pool is built.
+type Remembered = HashMap<(String, Option<SocketAddr>), BTreeSet<Backend>>;
+static LAST_GOOD: LazyLock<Mutex<Remembered>> = LazyLock::new(Default::default);
 
 /// Which configured upstream (its index in the route's `upstreams`) a backend came from,
 /// carried in `Backend::ext`.
@@ -62,6 +73,8 @@ struct State {
     last_good: Vec<Option<BTreeSet<Backend>>>,
     /// Why each source's last lookup failed, while it does.
     failing: Vec<Option<String>>,
+    /// Sources whose answer was cut to [`MAX_ADDRESSES`] (logged once).
+    truncated: Vec<bool>,
     /// When the next round is due (the interval, or the soonest TTL).
     next_due: Option<Instant>,
 }
@@ -78,12 +91,16 @@ impl DnsDiscovery {
         let sources = urls
             .iter()
             .map(|url| match url.host.parse::<IpAddr>() {
-                _ if url.srv => Source::Srv { name: url.host.clone() },
+                _ if url.srv.is_some() => Source::Srv { name: url.srv.clone().unwrap_or_default() },
                 Ok(ip) => Source::Fixed(SocketAddr::new(ip, url.port)),
                 Err(_) => Source::Name { host: url.host.clone(), port: url.port },
             })
             .collect();
-        let state = State { last_good: vec![None; urls.len()], failing: vec![None; urls.len()], next_due: None };
+        let known = LAST_GOOD.lock().expect("last good");
+        let last_good = urls.iter().map(|url| known.get(&(url.url.clone(), config.resolver)).cloned()).collect();
+        drop(known);
+        let state =
+            State { last_good, failing: vec![None; urls.len()], truncated: vec![false; urls.len()], next_due: None };
         DnsDiscovery { urls: urls.to_vec(), sources, config: config.clone(), state: Mutex::new(state) }
     }
 
@@ -140,8 +157,8 @@ impl DnsDiscovery {
             Source::Fixed(addr) => Ok((BTreeSet::from([tagged(*addr, 1)]), far)),
             Source::Name { host, port } => {
                 let found = resolver.lookup_ip(host.as_str()).await.map_err(|e| e.to_string())?;
-                let set = found.iter().map(|ip| tagged(SocketAddr::new(ip, *port), 1)).collect();
-                Ok((set, found.valid_until()))
+                let addresses = found.iter().map(|ip| SocketAddr::new(ip, *port)).filter(could_be_a_replica);
+                Ok((addresses.map(|addr| tagged(addr, 1)).collect(), found.valid_until()))
             }
             Source::Srv { name } => {
                 let found = resolver.srv_lookup(name.as_str()).await.map_err(|e| e.to_string())?;
@@ -157,13 +174,22 @@ impl DnsDiscovery {
                 let lowest = records.iter().map(|srv| srv.priority).min();
                 let mut set = BTreeSet::new();
                 let mut valid_until = found.valid_until();
+                let mut unresolved = Vec::new();
+                // A target that does not resolve is left out; the others still count.
                 for srv in records.iter().filter(|srv| Some(srv.priority) == lowest) {
                     let target = srv.target.to_ascii();
-                    let ips = resolver.lookup_ip(target.as_str()).await.map_err(|e| format!("{target}: {e}"))?;
-                    valid_until = valid_until.min(ips.valid_until());
-                    set.extend(
-                        ips.iter().map(|ip| tagged(SocketAddr::new(ip, srv.port), usize::from(srv.weight.max(1)))),
-                    );
+                    match resolver.lookup_ip(target.as_str()).await {
+                        Ok(ips) => {
+                            valid_until = valid_until.min(ips.valid_until());
+                            let addresses =
+                                ips.iter().map(|ip| SocketAddr::new(ip, srv.port)).filter(could_be_a_replica);
+                            set.extend(addresses.map(|addr| tagged(addr, usize::from(srv.weight.max(1)))));
+                        }
+                        Err(e) => unresolved.push(format!("{target}: {e}")),
+                    }
+                }
+                if set.is_empty() && !unresolved.is_empty() {
+                    return Err(unresolved.join("; "));
                 }
                 Ok((set, valid_until))
             }
@@ -176,13 +202,16 @@ impl DnsDiscovery {
         let url = &self.urls[index].url;
         match answer {
             Ok(mut set) if !set.is_empty() => {
-                if set.len() > MAX_ADDRESSES {
+                let cut = set.len() > MAX_ADDRESSES;
+                if cut && !state.truncated[index] {
                     tracing::warn!(upstream = %url, "the name has {} addresses; using the first {MAX_ADDRESSES}", set.len());
-                    set = set.into_iter().take(MAX_ADDRESSES).collect();
                 }
+                state.truncated[index] = cut;
+                set = set.into_iter().take(MAX_ADDRESSES).collect();
                 if state.failing[index].take().is_some() {
                     tracing::info!(upstream = %url, addresses = set.len(), "the upstream name resolves again");
                 }
+                LAST_GOOD.lock().expect("last good").insert((url.clone(), self.config.resolver), set.clone());
                 state.last_good[index] = Some(set);
             }
             answer => {
@@ -197,20 +226,36 @@ impl DnsDiscovery {
     }
 }
 
+/// Whether a replica could listen at `addr`: not an unspecified, multicast or broadcast
+/// address (`0.0.0.0` would reach the edge's own host), not port 0.
+fn could_be_a_replica(addr: &SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
+/// Drops the remembered sets of URLs no configuration names any more.
+pub fn forget_all_but(urls: &[&UpstreamUrl]) {
+    LAST_GOOD.lock().expect("last good").retain(|(url, _), _| urls.iter().any(|u| &u.url == url));
+}
+
 #[async_trait]
 impl ServiceDiscovery for DnsDiscovery {
     async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         let resolver = &self.resolver();
+        let first = self.state.lock().expect("discovery state").next_due.is_none();
+        let limit = if first { FIRST_LOOKUP_TIMEOUT } else { LOOKUP_TIMEOUT };
         let lookups = (0..self.sources.len()).map(|index| async move {
             let resolver = resolver.as_ref().map_err(Clone::clone)?;
-            match tokio::time::timeout(LOOKUP_TIMEOUT, self.lookup(resolver, index)).await {
+            match tokio::time::timeout(limit, self.lookup(resolver, index)).await {
                 Ok(answer) => answer,
-                Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+                Err(_) => Err(format!("no answer within {limit:?}")),
             }
         });
         let answers = futures_util::future::join_all(lookups).await;
         let mut state = self.state.lock().expect("discovery state");
         let mut due = Instant::now() + self.config.interval;
+        let mut first_failed = false;
         let mut all = BTreeSet::new();
         let mut addresses = std::collections::HashSet::new();
         for (index, answer) in answers.into_iter().enumerate() {
@@ -219,6 +264,7 @@ impl ServiceDiscovery for DnsDiscovery {
                 due = due.min(valid_until.max(Instant::now() + Duration::from_millis(100)));
                 set
             });
+            first_failed |= first && answer.is_err();
             self.settle(&mut state, index, answer);
             // An address two entries (or two SRV records) name is one replica: the first's.
             for backend in state.last_good[index].iter().flatten() {
@@ -227,7 +273,8 @@ impl ServiceDiscovery for DnsDiscovery {
                 }
             }
         }
-        state.next_due = Some(due);
+        // After a first round that failed, the next follows at once (from the loop).
+        state.next_due = Some(if first_failed { Instant::now() } else { due });
         Ok((all, HashMap::new()))
     }
 }

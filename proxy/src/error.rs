@@ -52,6 +52,10 @@ pub enum EdgeError {
     TooManyRequests(String),
 
     // The upstreams' doing.
+    /// The request came back to the mcp-edge that forwarded it (its own name in `Via`): an
+    /// upstream, or a name it resolved to, is the edge itself.
+    #[error("Loop Detected: the request came back to this mcp-edge (an upstream of the route is the edge itself)")]
+    LoopDetected,
     #[error("route {route}: no healthy upstream is available")]
     NoHealthyUpstream { route: String },
     /// `timed_out`: the last attempt timed out (then a 504, as nginx answers).
@@ -94,6 +98,7 @@ impl EdgeError {
             Internal => 500,
             EveryUpstreamFailed { timed_out: false, .. } | CannotConnect { .. } | UpstreamFailed { .. } => 502,
             NoHealthyUpstream { .. } => 503,
+            LoopDetected => 508,
             EveryUpstreamFailed { timed_out: true, .. } | ConnectTimedOut { .. } | UpstreamTimedOut { .. } => 504,
             UpstreamStatus { status, .. } => *status,
         }

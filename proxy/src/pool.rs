@@ -244,7 +244,7 @@ impl Pool {
             }
             let Some(FromUpstream(index)) = backend.ext.get::<FromUpstream>().copied() else { continue };
             let url = &self.urls[index];
-            let discovered = url.srv || url.host.parse::<std::net::IpAddr>().is_err();
+            let discovered = url.srv.is_some() || url.host.parse::<std::net::IpAddr>().is_err();
             match Upstream::new(url, backend.clone(), discovered) {
                 Ok(upstream) => {
                     tracing::info!(route = %self.route_name, upstream = %upstream.label, "replica joined");

@@ -59,6 +59,8 @@ pub type Live = Arc<ArcSwap<Runtime>>;
 
 impl Runtime {
     pub fn build(config: Config) -> Result<Runtime, SetupError> {
+        let configured: Vec<_> = config.routes.iter().flat_map(|route| &route.upstreams).collect();
+        crate::discovery::forget_all_but(&configured);
         let routes = config
             .routes
             .iter()

@@ -138,7 +138,8 @@ async fn a_name_spreads_load_over_its_addresses_and_follows_them_as_records_chan
         replicas.push(demo_upstream_at(&format!("127.0.0.{n}"), port, &format!("r{n}"), extra).await);
     }
     let dns = Dns::start(a_records(&["127.0.0.2", "127.0.0.3", "127.0.0.4"])).await;
-    let proxy = proxy(&discovering_route(&format!("http://mcp.test:{port}/mcp"), &dns)).await;
+    let routes = discovering_route(&format!("http://mcp.test:{port}/mcp"), &dns);
+    let proxy = proxy(&routes).await;
 
     // Three addresses, three replicas.
     wait_reaching(&proxy, &["r2", "r3", "r4"]).await;
@@ -185,6 +186,11 @@ async fn a_name_spreads_load_over_its_addresses_and_follows_them_as_records_chan
     dns.process.kill();
     tokio::time::sleep(Duration::from_secs(4)).await;
     wait_reaching(&proxy, &["r2", "r4", "r5"]).await;
+    // A reload now builds the pool afresh: it starts from what the name last resolved to.
+    proxy.reload_with(&routes);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(proxy.process.log().contains("configuration reloaded"), "{}", proxy.process.log());
+    wait_reaching(&proxy, &["r2", "r4", "r5"]).await;
     load.stop_and_check().await;
     let ready = reqwest::get(proxy.admin_url("/readyz")).await.unwrap().json::<Value>().await.unwrap();
     let name = &ready["discovery"]["d"][0];
@@ -203,8 +209,9 @@ async fn a_name_spreads_load_over_its_addresses_and_follows_them_as_records_chan
 async fn srv_records_give_each_replica_its_port_and_weight() {
     let (light, heavy) = (demo_upstream("light", &[]).await, demo_upstream("heavy", &[]).await);
     let dns = Dns::start(json!({"ttl": 1, "records": {
+        // A target that does not resolve is left out; one of a higher priority is a backup.
         "_mcp._tcp.mcp.test.": {"SRV": [[0, 1, light.port, "a.mcp.test."], [0, 3, heavy.port, "b.mcp.test."],
-                                        [10, 100, 1, "backup.mcp.test."]]},
+                                        [0, 5, 9, "nowhere.mcp.test."], [10, 100, 1, "backup.mcp.test."]]},
         "a.mcp.test.": {"A": ["127.0.0.1"]},
         "b.mcp.test.": {"A": ["127.0.0.1"]},
         "backup.mcp.test.": {"A": ["127.0.0.1"]},
@@ -256,4 +263,25 @@ async fn scaling_signals_show_requests_in_flight_waiting_and_the_capacity_used()
     }
     assert_eq!(metric(&proxy, &sample("mcp_upstream_in_flight", &labels)).await, 0.0);
     assert_eq!(metric(&proxy, &sample("mcp_requests_waiting", "reason=\"coalescing\",route=\"/mcp\"")).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_name_that_leads_back_to_the_edge_itself_is_a_508_not_a_loop() {
+    // The SRV record names the edge's own listener: a request would be forwarded to itself.
+    let dns = Dns::start(json!({"ttl": 1, "records": {}})).await;
+    let proxy =
+        proxy_with(&discovering_route("srv+http://_mcp._tcp.mcp.test/mcp", &dns), "allowed_hosts = [\"*\"]").await;
+    dns.set(json!({"ttl": 1, "records": {
+        "_mcp._tcp.mcp.test.": {"SRV": [[0, 1, proxy.port, "edge.mcp.test."]]},
+        "edge.mcp.test.": {"A": ["127.0.0.1"]},
+    }}));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reply = proxy.mcp().stateless("tools/call", json!({"name": "whoami", "arguments": {}}), &[]).await;
+    assert_eq!(reply.status, 508, "{reply:?}");
+    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("Loop Detected"), "{reply:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await; // the access lines, written after the answers
+    let log = proxy.process.log();
+    // The call's two hops (the edge as client, the edge as server), not thousands.
+    let hops = log.lines().filter(|l| l.contains("mcp_edge::access") && l.contains("mcp_method=\"tools/call\"")).count();
+    assert_eq!(hops, 2, "{hops} hops:\n{log}");
 }

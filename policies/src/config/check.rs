@@ -433,11 +433,7 @@ impl Checker<'_> {
             prefetch: self.prefetch(&route.prefetch),
             health: self.health(&route.health),
             discovery: self.discovery(route.discovery.as_ref(), &defaults.upstreams),
-            scaling: ScalingConfig {
-                latency_target: route.scaling.latency_target.as_ref().map(|_| {
-                    self.nonzero_duration(&route.scaling.latency_target, Duration::ZERO, "scaling.latency_target")
-                }),
-            },
+            scaling: self.scaling(&route.scaling),
             limits: self.limits(&route.limits),
             subscriptions: self.subscriptions(&route.subscriptions),
             balance,
@@ -582,23 +578,39 @@ impl Checker<'_> {
     /// `[route.discovery]`; on without the table when an upstream is an SRV URL.
     fn discovery(&mut self, raw: Option<&Spanned<RawDiscovery>>, upstreams: &[UpstreamUrl]) -> DiscoveryConfig {
         let defaults = DiscoveryConfig::default();
-        let enabled = raw.is_some() || upstreams.iter().any(|u| u.srv);
+        let enabled = raw.is_some() || upstreams.iter().any(|u| u.srv.is_some());
         let Some(raw) = raw else { return DiscoveryConfig { enabled, ..defaults } };
         let interval = self.nonzero_duration(&raw.get_ref().interval, defaults.interval, "discovery.interval");
         if let Some(text) = &raw.get_ref().interval
-            && interval < Duration::from_millis(100)
+            && !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&interval)
         {
-            self.report(text.span(), "discovery.interval must be at least 100ms".into());
+            self.report(text.span(), "discovery.interval must be between 100ms and 1h".into());
         }
         let resolver = raw.get_ref().resolver.as_ref().and_then(|text| {
-            let parsed = text.get_ref().parse::<std::net::SocketAddr>();
-            if parsed.is_err() {
-                let message = format!("discovery.resolver {:?} is not ip:port (e.g. \"10.0.0.2:53\")", text.get_ref());
+            let parsed = text.get_ref().parse::<std::net::SocketAddr>().ok();
+            let usable =
+                parsed.filter(|addr| addr.port() != 0 && !addr.ip().is_unspecified() && !addr.ip().is_multicast());
+            if usable.is_none() {
+                let message = format!(
+                    "discovery.resolver {:?} is not a DNS server's ip:port (e.g. \"10.0.0.2:53\")",
+                    text.get_ref()
+                );
                 self.report(text.span(), message);
             }
-            parsed.ok()
+            usable
         });
         DiscoveryConfig { enabled, interval, resolver }
+    }
+
+    fn scaling(&mut self, raw: &RawScaling) -> ScalingConfig {
+        let text = raw.latency_target.as_ref();
+        let target = text.map(|_| self.duration(&raw.latency_target, Duration::from_secs(1), "scaling.latency_target"));
+        if let (Some(text), Some(target)) = (text, target)
+            && !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&target)
+        {
+            self.report(text.span(), "scaling.latency_target must be between 1ms and 1h".into());
+        }
+        ScalingConfig { latency_target: target }
     }
 
     fn health(&mut self, raw: &RawHealth) -> HealthConfig {

@@ -366,7 +366,13 @@ fn discovery_is_on_with_its_table_or_an_srv_upstream_and_checks_its_keys() {
         let text: Vec<String> = problems(&route(extra, "http://mcp.svc/mcp")).iter().map(|p| p.to_string()).collect();
         assert!(text.iter().any(|t| t.contains(needle)), "{extra}: no {needle:?} in {text:#?}");
     };
-    refused("[route.discovery]\nresolver = \"dns.internal\"\n", "is not ip:port");
-    refused("[route.discovery]\ninterval = \"10ms\"\n", "at least 100ms");
+    refused("[route.discovery]\nresolver = \"dns.internal\"\n", "is not a DNS server's ip:port");
+    refused("[route.discovery]\nresolver = \"0.0.0.0:53\"\n", "is not a DNS server's ip:port");
+    refused("[route.discovery]\nresolver = \"10.0.0.2:0\"\n", "is not a DNS server's ip:port");
+    refused("[route.discovery]\ninterval = \"10ms\"\n", "between 100ms and 1h");
+    refused("[route.discovery]\ninterval = \"1000h\"\n", "between 100ms and 1h");
+    refused("[route.scaling]\nlatency_target = \"1000h\"\n", "between 1ms and 1h");
+    let once = problems(&route("[route.scaling]\nlatency_target = \"soon\"\n", "http://mcp.svc/mcp"));
+    assert_eq!(once.len(), 1, "one message for a malformed target: {once:?}");
     refused("[route.discovery]\nintervall = \"1s\"\n", "intervall");
 }

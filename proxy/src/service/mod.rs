@@ -133,6 +133,10 @@ impl ProxyHttp for McpProxy {
         // Its own handle on the snapshot: `ctx` is written to below.
         let (snapshot, route_index) = (request.admitted.snapshot.clone(), request.admitted.route);
         let route = &snapshot.routes[route_index];
+        if upstream_request::came_through_here(session) {
+            tracing::warn!(route = %route.config.name, "a request came back to this mcp-edge: an upstream of the route is the edge itself");
+            return fail(ctx, EdgeError::LoopDetected);
+        }
         let upstream = match ctx.pinned() {
             Some(pinned) if ctx.attempts.tried.iter().any(|tried| Arc::ptr_eq(tried, pinned)) => {
                 return fail(ctx, EdgeError::SessionUpstreamGone);

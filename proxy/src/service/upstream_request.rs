@@ -6,6 +6,8 @@
 //! itself, so the upstream is asked for the plain text (as nginx is told to when it must read
 //! a body).
 
+use std::sync::LazyLock;
+
 use http::HeaderValue;
 use http::header::{ACCEPT_ENCODING, CONNECTION, EXPECT, HOST, UPGRADE};
 use pingora::http::RequestHeader;
@@ -36,6 +38,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
     let client_host =
         client_host.or_else(|| request.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let forwarded_for = forwarded_for(session)?;
+    let via = via(session)?;
     let scheme = HeaderValue::from_static(if is_tls(session) { "https" } else { "http" });
     let upstream_session = (ctx
         .request
@@ -53,6 +56,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             headers.insert(X_FORWARDED_FOR, chain);
         }
         headers.insert(X_FORWARDED_PROTO, scheme);
+        headers.insert(http::header::VIA, via);
         headers.remove(ACCEPT_ENCODING);
         if let Some(id) = upstream_session {
             headers.insert(MCP_SESSION_ID, id);
@@ -72,6 +76,42 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             headers.remove(EXPECT);
         }
     })
+}
+
+/// This process's name in `Via` (RFC 9110 §7.6.3): `mcp-edge-` and a random number drawn at
+/// start, so a request that comes back to the process that forwarded it is recognised
+/// ([`came_through_here`]), whatever address led it there (an upstream or a DNS answer naming
+/// the edge itself).
+static VIA_NAME: LazyLock<String> = LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u32(std::process::id());
+    format!("mcp-edge-{:016x}", hasher.finish())
+});
+
+/// Whether the request was forwarded by this very process (a loop).
+pub(super) fn came_through_here(session: &Session) -> bool {
+    session.req_header().headers.get_all(http::header::VIA).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|text| text.split(',').any(|hop| hop.split_whitespace().nth(1) == Some(VIA_NAME.as_str())))
+    })
+}
+
+/// `Via`: the hops the request came through, and this one.
+fn via(session: &Session) -> Result<HeaderValue> {
+    let version = match session.req_header().version {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    let hop = format!("{version} {}", VIA_NAME.as_str());
+    let earlier: Vec<&str> =
+        session.req_header().headers.get_all(http::header::VIA).iter().filter_map(|v| v.to_str().ok()).collect();
+    let chain = if earlier.is_empty() { hop } else { format!("{}, {hop}", earlier.join(", ")) };
+    HeaderValue::try_from(chain).map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "Via", e))
 }
 
 /// `X-Forwarded-For`: the client's address after any the client's own proxies named.
