@@ -56,5 +56,9 @@ wait_port "$EDGE"
 wrk -t2 -c"$CONNECTIONS" -d"${RUN}s" -s benches/load/call.lua "http://127.0.0.1:$EDGE/mcp" | tee "$DIR/wrk.txt" | grep -E "RESULT|Non-2xx|Socket errors|requests in"
 kill "$CHANGER" 2>/dev/null || true
 echo "replicas joined: $(grep -c 'replica joined' "$DIR/edge.log"), left: $(grep -c 'replica left' "$DIR/edge.log")"
+# wrk closing its connections when it stops shows as status=0 (the client left): not counted.
+others() { grep 'mcp_edge::access' "$DIR/edge.log" | grep -v ' status=200 ' | grep -v 'status=0 .*Downstream ConnectionClosed'; }
+echo "answers other than 200: $(others | wc -l)"
+others | cut -c1-300 | head -5 || true
 echo "edge warnings and errors: $(grep -cE ' (WARN|ERROR) ' "$DIR/edge.log" || true)"
 grep -E ' (WARN|ERROR) ' "$DIR/edge.log" | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -5 || true
