@@ -282,6 +282,7 @@ async fn a_name_that_leads_back_to_the_edge_itself_is_a_508_not_a_loop() {
     tokio::time::sleep(Duration::from_millis(300)).await; // the access lines, written after the answers
     let log = proxy.process.log();
     // The call's two hops (the edge as client, the edge as server), not thousands.
-    let hops = log.lines().filter(|l| l.contains("mcp_edge::access") && l.contains("mcp_method=\"tools/call\"")).count();
+    let hops =
+        log.lines().filter(|l| l.contains("mcp_edge::access") && l.contains("mcp_method=\"tools/call\"")).count();
     assert_eq!(hops, 2, "{hops} hops:\n{log}");
 }
