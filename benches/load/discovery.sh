@@ -5,7 +5,8 @@
 # upstream) for DURATION seconds while the name's A records change every CHANGE_EVERY seconds to a
 # random two to five of the six. Prints wrk's result (errors: connect, read, write, timeout,
 # and non-2xx answers) and the replicas mcp-edge logged joining and leaving.
-# usage: [DURATION=60] [CHANGE_EVERY=2] [CONNECTIONS=32] benches/load/discovery.sh
+# DEAD=1: every set also names 127.0.0.8, where nothing listens (a replica that died).
+# usage: [DURATION=60] [CHANGE_EVERY=2] [CONNECTIONS=32] [DEAD=0] benches/load/discovery.sh
 # Needs: wrk, python3 with dnslib (scripts/setup-peers.sh puts it in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,6 +51,7 @@ wait_port "$EDGE"
   while [ "$SECONDS" -lt "$end" ]; do
     sleep "$CHANGE_EVERY"
     mapfile -t chosen < <(printf '127.0.0.%s\n' 2 3 4 5 6 7 | shuf -n "$(shuf -i 2-5 -n 1)")
+    [ "${DEAD:-0}" = 1 ] && chosen+=(127.0.0.8)
     records "${chosen[@]}"
   done
 ) & CHANGER=$!

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -106,7 +106,7 @@ pub struct Pool {
     /// The route's upstream URLs (a discovered replica is made from its entry's).
     urls: Vec<UpstreamUrl>,
     /// With `[route.discovery]`: the names' resolution, re-run by `rediscover`.
-    discovery: Option<Arc<DnsDiscovery>>,
+    discovery: Option<Arc<SharedDiscovery>>,
     route_name: String,
     /// The route's own CA for `https://` upstreams (`ca_file`); `None`: the system roots.
     pub ca: Option<Arc<CaType>>,
@@ -152,8 +152,9 @@ impl Pool {
     /// yet leaves the pool without its replicas until it does.
     fn discovered(route: &RouteConfig) -> Result<Pool, SetupError> {
         let dns = Arc::new(DnsDiscovery::new(&route.upstreams, &route.discovery));
-        let shared = || Box::new(SharedDiscovery(dns.clone())) as Box<dyn ServiceDiscovery + Send + Sync>;
-        let pool = Self::assemble(route, Members::default(), shared, Some(dns.clone()))?;
+        let shared = Arc::new(SharedDiscovery { dns, prepared: Mutex::default() });
+        let boxed = || Box::new(Handle(shared.clone())) as Box<dyn ServiceDiscovery + Send + Sync>;
+        let pool = Self::assemble(route, Members::default(), boxed, Some(shared.clone()))?;
         let first_round = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -171,7 +172,7 @@ impl Pool {
         route: &RouteConfig,
         members: Members,
         discovery: impl Fn() -> Box<dyn ServiceDiscovery + Send + Sync>,
-        dns: Option<Arc<DnsDiscovery>>,
+        dns: Option<Arc<SharedDiscovery>>,
     ) -> Result<Pool, SetupError> {
         let ca = route.ca_file.as_deref().map(load_ca).transpose()?;
         let members = Arc::new(ArcSwap::from_pointee(members));
@@ -208,21 +209,63 @@ impl Pool {
     /// With discovery: resolves the names again and follows the answers. Replicas that left
     /// get no new request; those they are answering finish (each holds its `Arc<Upstream>`);
     /// sessions pinned to them get `404` (their id is no longer found).
+    ///
+    /// The answer is read first and its new replicas joined to the members before the balancer
+    /// is given it: a balancer that picks a backend the members do not have yet would find no
+    /// replica (a `503` in the instant between the two).
     pub async fn rediscover(&self) {
-        if let Err(e) = self.update().await {
-            tracing::warn!(route = %self.route_name, error = %e, "upstream discovery failed");
+        let Some(shared) = &self.discovery else { return };
+        match shared.dns.discover().await {
+            Ok(answer) => {
+                self.widen_members(&answer.0);
+                *shared.prepared.lock().expect("prepared answer") = Some(answer);
+                if let Err(e) = self.update().await {
+                    tracing::warn!(route = %self.route_name, error = %e, "upstream discovery failed");
+                }
+            }
+            Err(e) => tracing::warn!(route = %self.route_name, error = %e, "upstream discovery failed"),
         }
         self.follow_backends();
     }
 
+    /// Adds to the members the replicas of `backends` at addresses they do not have yet.
+    fn widen_members(&self, backends: &BTreeSet<Backend>) {
+        let current = self.members.load_full();
+        let new: Vec<&Backend> =
+            backends.iter().filter(|b| b.addr.as_inet().is_some_and(|a| current.get(a).is_none())).collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut upstreams = current.upstreams.clone();
+        upstreams.extend(new.into_iter().filter_map(|backend| self.replica_of(backend)));
+        self.members.store(Arc::new(Members::new(upstreams)));
+    }
+
+    /// A new replica for `backend`, made from the URL of the entry it came from.
+    fn replica_of(&self, backend: &Backend) -> Option<Arc<Upstream>> {
+        let FromUpstream(index) = backend.ext.get::<FromUpstream>().copied()?;
+        let url = &self.urls[index];
+        let discovered = url.srv.is_some() || url.host.parse::<std::net::IpAddr>().is_err();
+        match Upstream::new(url, backend.clone(), discovered) {
+            Ok(upstream) => {
+                tracing::info!(route = %self.route_name, upstream = %upstream.label, "replica joined");
+                Some(Arc::new(upstream))
+            }
+            Err(e) => {
+                tracing::warn!(route = %self.route_name, error = %e, "replica refused");
+                None
+            }
+        }
+    }
+
     /// When discovery should run next (`None`: the pool has none).
     pub fn discovery_due(&self) -> Option<std::time::Instant> {
-        self.discovery.as_ref().map(|dns| dns.next_due())
+        self.discovery.as_ref().map(|shared| shared.dns.next_due())
     }
 
     /// Each upstream entry's resolution (empty without discovery).
     pub fn discovery_status(&self) -> Vec<NameStatus> {
-        self.discovery.as_ref().map_or_else(Vec::new, |dns| dns.status())
+        self.discovery.as_ref().map_or_else(Vec::new, |shared| shared.dns.status())
     }
 
     /// Makes the members what the balancer's backends now are: replicas kept by address (with
@@ -238,19 +281,9 @@ impl Pool {
         let mut upstreams = Vec::with_capacity(backends.len());
         for backend in backends.iter() {
             let kept = backend.addr.as_inet().and_then(|a| current.get(a)).filter(|u| u.backend == *backend);
-            if let Some(upstream) = kept {
-                upstreams.push(upstream.clone());
-                continue;
-            }
-            let Some(FromUpstream(index)) = backend.ext.get::<FromUpstream>().copied() else { continue };
-            let url = &self.urls[index];
-            let discovered = url.srv.is_some() || url.host.parse::<std::net::IpAddr>().is_err();
-            match Upstream::new(url, backend.clone(), discovered) {
-                Ok(upstream) => {
-                    tracing::info!(route = %self.route_name, upstream = %upstream.label, "replica joined");
-                    upstreams.push(Arc::new(upstream));
-                }
-                Err(e) => tracing::warn!(route = %self.route_name, error = %e, "replica refused"),
+            match kept {
+                Some(upstream) => upstreams.push(upstream.clone()),
+                None => upstreams.extend(self.replica_of(backend)),
             }
         }
         let next = Members::new(upstreams);
@@ -387,13 +420,27 @@ impl Pool {
     }
 }
 
-/// The pool's `DnsDiscovery`, shared with the balancer (which takes a boxed discovery).
-struct SharedDiscovery(Arc<DnsDiscovery>);
+/// What `discover` answers: a discovery's answer and the enablement of its backends.
+type Discovered = (BTreeSet<Backend>, HashMap<u64, bool>);
+
+/// The pool's `DnsDiscovery`, shared with the balancer (which takes a boxed discovery), and
+/// an answer already read for the balancer's next update (see `Pool::rediscover`).
+struct SharedDiscovery {
+    dns: Arc<DnsDiscovery>,
+    prepared: Mutex<Option<Discovered>>,
+}
+
+/// The balancer's handle on the shared discovery.
+struct Handle(Arc<SharedDiscovery>);
 
 #[async_trait::async_trait]
-impl ServiceDiscovery for SharedDiscovery {
-    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        self.0.discover().await
+impl ServiceDiscovery for Handle {
+    async fn discover(&self) -> pingora::Result<Discovered> {
+        let prepared = self.0.prepared.lock().expect("prepared answer").take();
+        match prepared {
+            Some(answer) => Ok(answer),
+            None => self.0.dns.discover().await,
+        }
     }
 }
 
