@@ -237,18 +237,19 @@ impl Pool {
             return;
         }
         let mut upstreams = current.upstreams.clone();
-        upstreams.extend(new.into_iter().filter_map(|backend| self.replica_of(backend)));
+        upstreams.extend(new.into_iter().filter_map(|backend| self.replica_of(backend, "joined")));
         self.members.store(Arc::new(Members::new(upstreams)));
     }
 
-    /// A new replica for `backend`, made from the URL of the entry it came from.
-    fn replica_of(&self, backend: &Backend) -> Option<Arc<Upstream>> {
+    /// A new replica for `backend`, made from the URL of the entry it came from (logged as
+    /// `event`: joined, or reweighted when only its weight changed).
+    fn replica_of(&self, backend: &Backend, event: &str) -> Option<Arc<Upstream>> {
         let FromUpstream(index) = backend.ext.get::<FromUpstream>().copied()?;
         let url = &self.urls[index];
         let discovered = url.srv.is_some() || url.host.parse::<std::net::IpAddr>().is_err();
         match Upstream::new(url, backend.clone(), discovered) {
             Ok(upstream) => {
-                tracing::info!(route = %self.route_name, upstream = %upstream.label, "replica joined");
+                tracing::info!(route = %self.route_name, upstream = %upstream.label, weight = backend.weight, "replica {event}");
                 Some(Arc::new(upstream))
             }
             Err(e) => {
@@ -281,13 +282,14 @@ impl Pool {
         let mut upstreams = Vec::with_capacity(backends.len());
         for backend in backends.iter() {
             let kept = backend.addr.as_inet().and_then(|a| current.get(a)).filter(|u| u.backend == *backend);
+            let reweighted = backend.addr.as_inet().is_some_and(|a| current.get(a).is_some());
             match kept {
                 Some(upstream) => upstreams.push(upstream.clone()),
-                None => upstreams.extend(self.replica_of(backend)),
+                None => upstreams.extend(self.replica_of(backend, if reweighted { "reweighted" } else { "joined" })),
             }
         }
         let next = Members::new(upstreams);
-        for gone in current.upstreams.iter().filter(|u| next.get(&u.addr).is_none_or(|n| !Arc::ptr_eq(n, u))) {
+        for gone in current.upstreams.iter().filter(|u| next.get(&u.addr).is_none()) {
             tracing::info!(route = %self.route_name, upstream = %gone.label, "replica left");
         }
         self.members.store(Arc::new(next));
