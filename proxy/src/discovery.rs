@@ -109,6 +109,11 @@ impl DnsDiscovery {
         self.state.lock().expect("discovery state").next_due.unwrap_or_else(Instant::now)
     }
 
+    /// The upstream entry a backend came from ([`FromUpstream`]).
+    pub fn url(&self, index: usize) -> Option<&UpstreamUrl> {
+        self.urls.get(index)
+    }
+
     /// Each upstream entry's resolution.
     pub fn status(&self) -> Vec<NameStatus> {
         let state = self.state.lock().expect("discovery state");

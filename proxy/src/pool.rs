@@ -103,8 +103,6 @@ enum Selector {
 pub struct Pool {
     /// Shared with the health check, which probes each replica at its own URL.
     members: Arc<ArcSwap<Members>>,
-    /// The route's upstream URLs (a discovered replica is made from its entry's).
-    urls: Vec<UpstreamUrl>,
     /// With `[route.discovery]`: the names' resolution, re-run by `rediscover`.
     discovery: Option<Arc<SharedDiscovery>>,
     route_name: String,
@@ -188,7 +186,6 @@ impl Pool {
         };
         Ok(Pool {
             members,
-            urls: route.upstreams.clone(),
             discovery: dns,
             route_name: route.name.clone(),
             ca,
@@ -245,7 +242,7 @@ impl Pool {
     /// `event`: joined, or reweighted when only its weight changed).
     fn replica_of(&self, backend: &Backend, event: &str) -> Option<Arc<Upstream>> {
         let FromUpstream(index) = backend.ext.get::<FromUpstream>().copied()?;
-        let url = &self.urls[index];
+        let url = self.discovery.as_ref()?.dns.url(index)?;
         let discovered = url.srv.is_some() || url.host.parse::<std::net::IpAddr>().is_err();
         match Upstream::new(url, backend.clone(), discovered) {
             Ok(upstream) => {
