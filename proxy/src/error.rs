@@ -26,9 +26,16 @@ pub enum EdgeError {
     OriginNotAllowed { origin: String },
     #[error("Unsupported Media Type: Content-Type must be application/json, not {content_type:?}")]
     UnsupportedMediaType { content_type: String },
-    /// A compressed request body: mcp-edge reads each body (and its upstream may not decode it).
-    #[error("Unsupported Media Type: the request body must be plain JSON, not encoded ({coding})")]
+    /// A request body in a coding mcp-edge does not decode (see `body_coding`).
+    #[error("Unsupported Media Type: request bodies may be sent plain or as gzip, deflate or br, not {coding:?}")]
     EncodedBody { coding: String },
+    /// A compressed body decoding past `server.max_body`, or (`bomb`) past `body_coding`'s
+    /// ratio limit: refused as soon as decoding passed `limit`.
+    #[error("{}", decoded_too_large(coding, *compressed, *limit, *bomb))]
+    DecodedBodyTooLarge { coding: &'static str, compressed: u64, limit: u64, bomb: bool },
+    /// A compressed body that does not decode (corrupt, truncated).
+    #[error("Bad Request: the {coding} request body does not decode ({reason})")]
+    UndecodableBody { coding: &'static str, reason: String },
     #[error("request body of {size} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge { size: u64, limit: u64 },
     /// Found too large while streaming (its size was not declared).
@@ -86,12 +93,12 @@ impl EdgeError {
     pub fn status(&self) -> u16 {
         use EdgeError::*;
         match self {
-            BadRequest(_) | InvalidMessage { .. } | HeaderMismatch { .. } => 400,
+            BadRequest(_) | InvalidMessage { .. } | HeaderMismatch { .. } | UndecodableBody { .. } => 400,
             HostNotAllowed { .. } | OriginNotAllowed { .. } => 403,
             NoRoute { .. } | SessionNotFound | SessionUpstreamGone => 404,
             MethodNotAllowed { .. } => 405,
             RequestTimeout(_) => 408,
-            BodyTooLarge { .. } | StreamedBodyTooLarge { .. } => 413,
+            BodyTooLarge { .. } | StreamedBodyTooLarge { .. } | DecodedBodyTooLarge { .. } => 413,
             UnsupportedMediaType { .. } | EncodedBody { .. } => 415,
             HeadTooLarge(_) => 431,
             TooManyRequests(_) => 429,
@@ -117,6 +124,8 @@ impl EdgeError {
             | EncodedBody { .. }
             | BodyTooLarge { .. }
             | StreamedBodyTooLarge { .. }
+            | DecodedBodyTooLarge { .. }
+            | UndecodableBody { .. }
             | HeadTooLarge(_) => codes::INVALID_REQUEST,
             _ => codes::SERVER_ERROR,
         }
@@ -141,9 +150,23 @@ impl EdgeError {
             EdgeError::MethodNotAllowed { .. } => &[("allow", "GET, POST, DELETE, OPTIONS")],
             EdgeError::TooManyRequests(_) => &[("retry-after", "1")],
             // RFC 9110 §12.5.3: the codings the server takes in a request.
-            EdgeError::EncodedBody { .. } => &[("accept-encoding", "identity")],
+            EdgeError::EncodedBody { .. } => &[("accept-encoding", "gzip, deflate, br, identity")],
             _ => &[],
         }
+    }
+}
+
+/// The message of [`EdgeError::DecodedBodyTooLarge`].
+fn decoded_too_large(coding: &str, compressed: u64, limit: u64, bomb: bool) -> String {
+    if bomb {
+        format!(
+            "request body too large: {compressed} bytes of {coding} decode to more than {limit} bytes, over {} times its compressed size",
+            crate::body_coding::MAX_RATIO
+        )
+    } else {
+        format!(
+            "request body too large: {compressed} bytes of {coding} decode to more than {limit} bytes (server.max_body)"
+        )
     }
 }
 
@@ -186,7 +209,13 @@ mod tests {
             (EdgeError::HostNotAllowed { host: "evil".into() }, 403, codes::SERVER_ERROR),
             (EdgeError::OriginNotAllowed { origin: "http://evil".into() }, 403, codes::SERVER_ERROR),
             (EdgeError::UnsupportedMediaType { content_type: "text/plain".into() }, 415, codes::INVALID_REQUEST),
-            (EdgeError::EncodedBody { coding: "gzip".into() }, 415, codes::INVALID_REQUEST),
+            (EdgeError::EncodedBody { coding: "zstd".into() }, 415, codes::INVALID_REQUEST),
+            (
+                EdgeError::DecodedBodyTooLarge { coding: "gzip", compressed: 1, limit: 5, bomb: true },
+                413,
+                codes::INVALID_REQUEST,
+            ),
+            (EdgeError::UndecodableBody { coding: "br", reason: "x".into() }, 400, codes::INVALID_REQUEST),
             (EdgeError::BodyTooLarge { size: 10, limit: 5 }, 413, codes::INVALID_REQUEST),
             (EdgeError::StreamedBodyTooLarge { limit: 5 }, 413, codes::INVALID_REQUEST),
             (EdgeError::HeadTooLarge("big"), 431, codes::INVALID_REQUEST),

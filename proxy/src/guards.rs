@@ -8,6 +8,7 @@ use mcp_edge_policies::config::ServerConfig;
 use mcp_edge_policies::headers::{Mirrored, check_mirrored, is_stateless_era};
 use mcp_edge_policies::jsonrpc::{self, Message};
 
+use crate::body_coding::Coding;
 use crate::error::EdgeError;
 use crate::known_headers::{KnownHeaders, Value};
 use crate::live_sessions::LIVE_SESSIONS;
@@ -160,15 +161,23 @@ pub fn pin_session(
     }
 }
 
-/// Checks a POST's framing headers; returns its declared body length (`None`: chunked).
-pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<Option<u64>, EdgeError> {
+/// A POST body's framing, as its headers declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostBody {
+    /// Its length on the wire (`None`: chunked).
+    pub length: Option<u64>,
+    /// How it is compressed (`None`: plain).
+    pub coding: Option<Coding>,
+}
+
+/// Checks a POST's framing headers (type, coding, length).
+pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<PostBody, EdgeError> {
     let content_type = headers.content_type.text().unwrap_or_default();
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         return Err(EdgeError::UnsupportedMediaType { content_type: content_type.to_string() });
     }
-    if let Some(coding) = headers.content_encoding.bytes() {
-        return Err(EdgeError::EncodedBody { coding: String::from_utf8_lossy(coding).into_owned() });
-    }
+    let coding = headers.content_encoding.bytes().map(Coding::parse).transpose();
+    let coding = coding.map_err(|coding| EdgeError::EncodedBody { coding })?;
     if headers.invalid_content_length {
         return Err(EdgeError::bad_request("invalid Content-Length"));
     }
@@ -176,7 +185,7 @@ pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<Option<u6
     if let Some(size) = length.filter(|&n| n > max_body) {
         return Err(EdgeError::BodyTooLarge { size, limit: max_body });
     }
-    Ok(length)
+    Ok(PostBody { length, coding })
 }
 
 /// Parses a JSON-RPC body and, in the stateless era, checks the headers that mirror it.
@@ -299,9 +308,14 @@ mod tests {
     #[test]
     fn post_framing() {
         let json = [("content-type", "application/json; charset=utf-8")];
-        assert_eq!(check_post(&raw(&json), 100).unwrap(), None);
+        assert_eq!(check_post(&raw(&json), 100).unwrap(), PostBody { length: None, coding: None });
         let sized = raw(&[json[0], ("content-length", "10")]);
-        assert_eq!(check_post(&sized, 100).unwrap(), Some(10));
+        assert_eq!(check_post(&sized, 100).unwrap(), PostBody { length: Some(10), coding: None });
+        let gzipped = raw(&[json[0], ("content-length", "10"), ("content-encoding", "gzip")]);
+        assert_eq!(check_post(&gzipped, 100).unwrap().coding, Some(Coding::Gzip));
+        let zstd = check_post(&raw(&[json[0], ("content-encoding", "zstd")]), 100).unwrap_err();
+        assert_eq!(zstd.status(), 415);
+        assert!(check_post(&raw(&[json[0], ("content-encoding", "identity")]), 100).unwrap().coding.is_none());
         assert_eq!(check_post(&sized, 5).unwrap_err().status(), 413);
         for bad in ["ten", "+9", "-1", "1 0", "", "0x1"] {
             let bad = raw(&[json[0], ("content-length", bad)]);

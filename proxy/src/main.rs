@@ -2,6 +2,7 @@
 
 mod admin;
 mod answer;
+mod body_coding;
 mod coalesce;
 mod compress;
 mod cpu;

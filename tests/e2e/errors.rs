@@ -237,10 +237,14 @@ async fn guards_reject_what_an_mcp_endpoint_must_not_take() {
     let wrong_type =
         mcp.client.post(&mcp.url).header("content-type", "text/plain").body(ping.clone()).send().await.unwrap();
     assert_eq!(wrong_type.status(), 415);
-    // A compressed body (mcp-edge reads every body): 415, naming the codings it takes.
-    let encoded = mcp.post(ping.clone(), &[("content-encoding", "gzip"), ("mcp-session-id", &session)]).await;
-    assert_eq!((encoded.status, encoded.header("accept-encoding")), (415, Some("identity")), "{encoded:?}");
+    // A body in a coding mcp-edge does not decode: 415, naming the codings it takes; one that
+    // says gzip and is not: 400.
+    let encoded = mcp.post(ping.clone(), &[("content-encoding", "zstd"), ("mcp-session-id", &session)]).await;
+    let takes = Some("gzip, deflate, br, identity");
+    assert_eq!((encoded.status, encoded.header("accept-encoding")), (415, takes), "{encoded:?}");
     assert!(error_code(&encoded) != 0);
+    let not_gzip = mcp.post(ping.clone(), &[("content-encoding", "gzip"), ("mcp-session-id", &session)]).await;
+    assert_eq!(not_gzip.status, 400, "{not_gzip:?}");
     let plain = mcp.post(ping.clone(), &[("content-encoding", "identity"), ("mcp-session-id", &session)]).await;
     assert_eq!(plain.status, 200, "{plain:?}");
     let put = mcp.client.put(&mcp.url).body(ping.clone()).send().await.unwrap();

@@ -18,6 +18,7 @@ mod peers;
 mod prefetch;
 mod prefetch_trust;
 mod raw;
+mod request_bodies;
 mod safety;
 mod shared_tier;
 mod subscriptions;

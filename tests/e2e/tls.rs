@@ -374,6 +374,27 @@ async fn h2_requests_take_the_same_intake_as_http1() {
     assert_eq!((refused.version(), refused.status().as_u16()), (reqwest::Version::HTTP_2, 400));
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32700, "{body}");
+
+    // A gzipped body is decoded and forwarded plain over HTTP/2 too.
+    let call =
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"message":"zipped"}}}"#;
+    let gzipped = h2
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("content-encoding", "gzip")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .body(crate::request_bodies::gzip(call.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    let status = (gzipped.version(), gzipped.status().as_u16());
+    let text = gzipped.text().await.unwrap();
+    assert_eq!(status, (reqwest::Version::HTTP_2, 200), "{text}");
+    assert!(text.contains("zipped"), "{text}");
 }
 
 /// Over HTTP/2 a head is held to the same field limit as over HTTP/1.1 (Pingora's HTTP/2

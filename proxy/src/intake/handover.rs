@@ -37,6 +37,9 @@ pub struct Understood {
     /// The client's `Expect: 100-continue` was met (HTTP/1.1: it was told `100 Continue`;
     /// HTTP/2 can send no interim head, its body was read all the same): not forwarded.
     pub body_invited: bool,
+    /// A compressed body the intake read, decoded: what the upstream is sent instead (plain,
+    /// with its length), and what anything else reading the body reads.
+    pub decoded_body: Option<bytes::Bytes>,
 }
 
 /// A forwarded request's place under the limits, held (never read) until the request ends.

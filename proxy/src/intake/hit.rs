@@ -51,6 +51,8 @@ impl Intake {
     /// sending the request again: `replay`, its head, and `body`).
     pub fn after_hit(&self, hit: &Hit, replay: impl Fn() -> Option<Replay>, body: &[u8]) {
         crate::cpu::yield_to_disk_reads(self.cache.disk_reads());
+        // A compressed body is replayed as the message it decoded to.
+        let body = hit.request.decoded_body.as_deref().unwrap_or(body);
         let route = hit.request.route();
         if !route.config.prefetch.enabled {
             return;

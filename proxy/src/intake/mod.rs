@@ -24,6 +24,7 @@ use mcp_edge_policies::method::Method;
 use mcp_edge_policies::prefetch::Kind;
 use mcp_edge_policies::prefetch::sequence::Context;
 
+use crate::body_coding::Coding;
 use crate::error::EdgeError;
 use crate::guards;
 use crate::known_headers::KnownHeaders;
@@ -87,6 +88,8 @@ pub struct Admitted {
     /// The upstream owning its MCP session and that upstream's session id.
     pub pinned: Option<(Arc<crate::pool::Upstream>, String)>,
     pub body: BodyPlan,
+    /// How its body is compressed (it is decoded, read and forwarded plain: `body_coding`).
+    pub coding: Option<Coding>,
     /// The kind of prefetch it is (only on the prefetcher's own connections).
     pub prefetch: Option<Kind>,
 }
@@ -120,15 +123,19 @@ pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Reque
     route.limits.admit(request.client)?;
     let stateless = guards::is_stateless(known);
     let pinned = guards::pin_session(route, known, stateless)?;
-    let body = match post {
-        false => BodyPlan::None,
-        true => match guards::check_post(known, snapshot.config.server.max_body)? {
-            Some(length) if length <= INSPECT_LIMIT => BodyPlan::Read(length),
-            _ => BodyPlan::Streamed,
-        },
+    let (body, coding) = match post {
+        false => (BodyPlan::None, None),
+        true => {
+            let post = guards::check_post(known, snapshot.config.server.max_body)?;
+            let plan = match post.length {
+                Some(length) if length <= INSPECT_LIMIT => BodyPlan::Read(length),
+                _ => BodyPlan::Streamed,
+            };
+            (plan, post.coding)
+        }
     };
     let prefetch = if request.internal { known.prefetch.text().and_then(Kind::parse) } else { None };
-    Ok(Admitted { snapshot: snapshot.clone(), route: route_index, stateless, pinned, body, prefetch })
+    Ok(Admitted { snapshot: snapshot.clone(), route: route_index, stateless, pinned, body, coding, prefetch })
 }
 
 /// Understands requests and answers them from the cache; shared by the fronts.
@@ -147,6 +154,13 @@ impl Intake {
         let mut noted = Noted::default();
         if let BodyPlan::Read(_) = admitted.body {
             let route = admitted.route();
+            if let Some(coding) = admitted.coding {
+                match crate::body_coding::decode(coding, body, admitted.snapshot.config.server.max_body).await {
+                    Ok(decoded) => noted.decoded = Some(decoded),
+                    Err(refused) => return Verdict::Refuse(refused),
+                }
+            }
+            let body = noted.decoded.as_deref().unwrap_or(body);
             let message = match guards::understand(body, known, admitted.stateless) {
                 Ok(message) => message,
                 Err(refused) => return Verdict::Refuse(refused),
@@ -252,6 +266,7 @@ struct Noted {
     rpc_method: Option<String>,
     rpc_id: Option<String>,
     cache: Option<Box<request_cache::RequestCache>>,
+    decoded: Option<bytes::Bytes>,
 }
 
 impl Noted {
@@ -297,6 +312,7 @@ impl Noted {
             write_pending: self.write_pending,
             admission: Admission::None,
             body_invited: false,
+            decoded_body: self.decoded,
             admitted,
         }
     }

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use mcp_edge_policies::prefetch::Kind;
 
 /// Headers a prefetch does not repeat: hop-by-hop ones, framing (it has its own body), the
-/// internal marker (it sets its own) and `Accept-Encoding` (the prefetcher reads the answer).
-const NOT_REPEATED: [&str; 12] = [
+/// internal marker (it sets its own), `Accept-Encoding` (the prefetcher reads the answer) and
+/// `Content-Encoding` (its body is plain, whatever the trigger's was).
+const NOT_REPEATED: [&str; 13] = [
     "accept-encoding",
     "connection",
     "keep-alive",
@@ -17,6 +18,7 @@ const NOT_REPEATED: [&str; 12] = [
     "transfer-encoding",
     "upgrade",
     "content-length",
+    "content-encoding",
     "expect",
     "http2-settings",
     super::KIND_HEADER,

@@ -1,6 +1,7 @@
 //! What is done with the upstream's answer: stored when the cache may keep it, and learned
 //! from (the tools that say they are read-only, the pages of a list, a prefetch's answer).
 
+use bytes::Bytes;
 use mcp_edge_policies::cache::cursors::next_cursor;
 use mcp_edge_policies::method::Method;
 use pingora::Result;
@@ -31,6 +32,7 @@ impl McpProxy {
             return;
         };
         let prefetch = request.admitted.prefetch;
+        let decoded = request.decoded_body.clone();
         let snapshot = request.admitted.snapshot.clone();
         let route = &snapshot.routes[request.admitted.route];
         let Some(request_cache) = request.cache.as_deref_mut() else { return };
@@ -52,7 +54,7 @@ impl McpProxy {
         if let (Some(Some(_)), None) = (&recorded, prefetch)
             && let Some((context, uri)) = request.learn.take()
         {
-            self.prefetch.client_read(route, context, &uri, || Some(replay_of(session)));
+            self.prefetch.client_read(route, context, &uri, || Some(replay_of(session, decoded.as_ref())));
         }
         if recorded.is_some() && method.is_list() {
             self.follow_cursors(session, ctx, method);
@@ -76,7 +78,9 @@ impl McpProxy {
                 let Some(cursor) = result.and_then(|facts| next_cursor(&facts.stored_result)) else { return };
                 self.cache.cursor_handed(name, method, &cursor);
                 if ctx.prefetch().is_none() {
-                    self.prefetch.list_answered(route, method.as_str(), cursor, || replay_of(session));
+                    let decoded = ctx.decoded_body();
+                    self.prefetch
+                        .list_answered(route, method.as_str(), cursor, || replay_of(session, decoded.as_ref()));
                 }
             }
             None if observer.responded() => {
@@ -108,9 +112,13 @@ pub(super) async fn fill_retry_buffer(session: &mut Session) -> Result<()> {
     Ok(())
 }
 
-/// What a prefetch repeats of this request: its head, and the `_meta` of its body (which
-/// Pingora's retry buffer holds once the body was read).
-pub(super) fn replay_of(session: &Session) -> Replay {
-    let body = session.as_ref().get_retry_buffer().unwrap_or_default();
-    Replay::from_request(session.req_header()).with_meta_of(&body)
+/// The request's body as read: `decoded`, when it came compressed (see `body_coding`), else
+/// what Pingora's retry buffer holds once the body was read.
+pub(super) fn request_body(session: &Session, decoded: Option<&Bytes>) -> Bytes {
+    decoded.cloned().unwrap_or_else(|| session.as_ref().get_retry_buffer().unwrap_or_default())
+}
+
+/// What a prefetch repeats of this request: its head, and the `_meta` of its body.
+pub(super) fn replay_of(session: &Session, decoded: Option<&Bytes>) -> Replay {
+    Replay::from_request(session.req_header()).with_meta_of(&request_body(session, decoded))
 }

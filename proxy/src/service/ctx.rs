@@ -121,6 +121,11 @@ impl Ctx {
     }
 
     /// The handshake-era session id the client sent.
+    /// A compressed request body, decoded (see `body_coding`).
+    pub(super) fn decoded_body(&self) -> Option<bytes::Bytes> {
+        self.request.as_ref().and_then(|request| request.decoded_body.clone())
+    }
+
     pub(super) fn edge_session(&self) -> Option<&str> {
         self.request.as_ref().and_then(|request| request.edge_session.as_deref())
     }

@@ -103,17 +103,37 @@ impl ProxyHttp for McpProxy {
                 return fail(ctx, EdgeError::StreamedBodyTooLarge { limit: max_body });
             }
         }
+        if let Some(decoded) = ctx.request.as_ref().and_then(|request| request.decoded_body.as_ref())
+            && ctx.streamed.held.is_none()
+        {
+            // A compressed body the intake read and decoded: its plain text is sent instead, at
+            // its end (an empty chunk is not written; None would end the upstream body).
+            *body = Some(if end_of_stream { decoded.clone() } else { Bytes::new() });
+            return Ok(());
+        }
         let Some(held) = ctx.streamed.held.as_mut() else { return Ok(()) };
         if let Some(chunk) = body.take() {
             held.extend_from_slice(&chunk);
         }
         if !end_of_stream {
-            // An empty chunk is not written (None would end the upstream body).
             *body = Some(Bytes::new());
             return Ok(());
         }
         let whole = ctx.streamed.held.take().unwrap_or_default().freeze();
         let Some(request) = ctx.request.as_mut() else { return Ok(()) };
+        let whole = match request.admitted.coding {
+            Some(coding) => {
+                let max_body = request.admitted.snapshot.config.server.max_body;
+                match crate::body_coding::decode(coding, &whole, max_body).await {
+                    Ok(decoded) => {
+                        request.decoded_body = Some(decoded.clone());
+                        decoded
+                    }
+                    Err(refused) => return fail(ctx, refused),
+                }
+            }
+            None => whole,
+        };
         let route = request.admitted.route();
         let known = known_headers(session, route);
         match guards::understand(&whole, &known, request.admitted.stateless) {
@@ -380,7 +400,8 @@ impl ProxyHttp for McpProxy {
             && ctx.prefetch().is_none()
             && ctx.mcp_method() == Some(Method::NotificationsInitialized)
         {
-            self.prefetch.session_ready(route, edge_session, || captured::replay_of(session));
+            let decoded = ctx.decoded_body();
+            self.prefetch.session_ready(route, edge_session, || captured::replay_of(session, decoded.as_ref()));
         }
         if let Some(upstream) = ctx.current_upstream() {
             upstream.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -414,7 +435,7 @@ fn keep_session_book(session: &Session, ctx: &Ctx, status: u16, minted: Option<&
             route.sessions.initialized(minted.is_some());
         }
         if let Some(minted) = minted {
-            let body = session.as_ref().get_retry_buffer().unwrap_or_default();
+            let body = captured::request_body(session, ctx.decoded_body().as_ref());
             LIVE_SESSIONS.minted(minted, mcp_edge_policies::cache::declared_capabilities(&body));
         }
         return;

@@ -9,7 +9,9 @@
 use std::sync::LazyLock;
 
 use http::HeaderValue;
-use http::header::{ACCEPT_ENCODING, CONNECTION, EXPECT, HOST, UPGRADE};
+use http::header::{
+    ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE,
+};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -71,6 +73,9 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             headers.remove("http2-settings");
             headers.remove(CONNECTION);
         }
+        if let Some(request) = ctx.request.as_ref().filter(|request| request.admitted.coding.is_some()) {
+            forward_plain(headers, request.decoded_body.as_ref().map(|decoded| decoded.len()));
+        }
         // The client was already told to send its body, which mcp-edge reads.
         if ctx.request.as_ref().is_some_and(|request| request.body_invited) {
             headers.remove(EXPECT);
@@ -126,4 +131,17 @@ fn forwarded_for(session: &Session) -> Result<Option<HeaderValue>> {
     };
     let invalid = |e| Error::because(ErrorType::InvalidHTTPHeader, "X-Forwarded-For", e);
     HeaderValue::try_from(chain).map(Some).map_err(invalid)
+}
+
+/// A compressed request body is forwarded decoded (see `body_coding`): no `Content-Encoding`,
+/// and its decoded length (`decoded_len`, when read first), else chunked (a streamed body is
+/// decoded once whole, after the head went out).
+fn forward_plain(headers: &mut http::HeaderMap, decoded_len: Option<usize>) {
+    headers.remove(CONTENT_ENCODING);
+    headers.remove(CONTENT_LENGTH);
+    headers.remove(TRANSFER_ENCODING);
+    match decoded_len {
+        Some(len) => headers.insert(CONTENT_LENGTH, HeaderValue::from(len)),
+        None => headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked")),
+    };
 }
