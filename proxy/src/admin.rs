@@ -136,7 +136,7 @@ impl Admin {
             (&Method::GET, "/readyz") => self.readiness(),
             (&Method::GET, "/metrics") => {
                 self.refresh_gauges();
-                let mut response = text(StatusCode::OK, METRICS.render());
+                let mut response = text(StatusCode::OK, METRICS.render(self.cache.has_shared()));
                 response.headers_mut().insert("content-type", "text/plain; version=0.0.4".parse().unwrap());
                 response
             }

@@ -41,6 +41,7 @@ pub struct CachedAnswer<'a> {
     outcome: Outcome,
     session: Option<&'a str>,
     vary: bool,
+    request_id: Option<&'a str>,
 }
 
 /// The body of an answer from a cached entry.
@@ -81,12 +82,19 @@ impl<'a> CachedAnswer<'a> {
         let gzipped = matches!(self.body, AnswerBody::Gzipped(_));
         [
             Some(("x-cache", self.outcome.as_str())),
+            self.request_id.map(|id| (crate::request_id::HEADER, id)),
             self.session.map(|session| ("mcp-session-id", session)),
             self.vary.then_some(("vary", "Accept-Encoding")),
             gzipped.then_some(("content-encoding", "gzip")),
         ]
         .into_iter()
         .flatten()
+    }
+
+    /// With the request's `X-Request-ID` (see `request_id`).
+    pub fn with_request_id(mut self, id: &'a str) -> CachedAnswer<'a> {
+        self.request_id = Some(id);
+        self
     }
 }
 
@@ -103,7 +111,7 @@ pub fn render<'a>(
 ) -> Option<CachedAnswer<'a>> {
     let gzip_from = (compression.gzip && accepts_gzip).then_some(compression.min_size);
     let body = answer(entry, id, gzip_from)?;
-    Some(CachedAnswer { body, outcome, session, vary: compression.gzip })
+    Some(CachedAnswer { body, outcome, session, vary: compression.gzip, request_id: None })
 }
 
 /// The answer to request `id` from a cached entry: gzipped (from the entry's pre-compressed

@@ -63,8 +63,10 @@ pub enum EdgeError {
     /// upstream, or a name it resolved to, is the edge itself.
     #[error("Loop Detected: the request came back to this mcp-edge (an upstream of the route is the edge itself)")]
     LoopDetected,
-    #[error("route {route}: no healthy upstream is available")]
-    NoHealthyUpstream { route: String },
+    /// Health checks (or ejections) found no replica healthy, and trying them all the same
+    /// failed too (`last`: how the last attempt failed).
+    #[error("route {route}: no healthy upstream is available{}", last_error(last))]
+    NoHealthyUpstream { route: String, last: Option<String> },
     /// `timed_out`: the last attempt timed out (then a 504, as nginx answers).
     #[error("route {route}: every upstream failed (last error: {last})")]
     EveryUpstreamFailed { route: String, last: String, timed_out: bool },
@@ -156,6 +158,11 @@ impl EdgeError {
     }
 }
 
+/// How the last attempt failed, when one was made.
+fn last_error(last: &Option<String>) -> String {
+    last.as_ref().map(|last| format!(" (last error: {last})")).unwrap_or_default()
+}
+
 /// The message of [`EdgeError::DecodedBodyTooLarge`].
 fn decoded_too_large(coding: &str, compressed: u64, limit: u64, bomb: bool) -> String {
     if bomb {
@@ -224,7 +231,7 @@ mod tests {
             (EdgeError::SessionNotFound, 404, codes::SESSION_NOT_FOUND),
             (EdgeError::SessionUpstreamGone, 404, codes::SESSION_NOT_FOUND),
             (EdgeError::TooManyRequests("x".into()), 429, codes::SERVER_ERROR),
-            (EdgeError::NoHealthyUpstream { route: route() }, 503, codes::SERVER_ERROR),
+            (EdgeError::NoHealthyUpstream { route: route(), last: None }, 503, codes::SERVER_ERROR),
             (
                 EdgeError::EveryUpstreamFailed { route: route(), last: "x".into(), timed_out: false },
                 502,
@@ -250,7 +257,7 @@ mod tests {
     #[test]
     fn bodies_are_json_rpc_errors_with_the_best_known_id() {
         let body: serde_json::Value =
-            serde_json::from_str(&EdgeError::NoHealthyUpstream { route: route() }.body(Some("7"))).unwrap();
+            serde_json::from_str(&EdgeError::NoHealthyUpstream { route: route(), last: None }.body(Some("7"))).unwrap();
         assert_eq!(body["id"], 7);
         assert_eq!(body["error"]["code"], codes::SERVER_ERROR);
         assert_eq!(body["error"]["message"], "route docs: no healthy upstream is available");

@@ -9,8 +9,9 @@
 //! every pool goes through one connector, so the system's root certificates are loaded once
 //! per process, not once per route and reload.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -30,11 +31,43 @@ use crate::pool::Members;
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
 pub struct McpHealthCheck {
+    /// The route whose pool it checks (named in its log lines).
+    pub route: String,
     /// The pool's replicas (their URLs found by the address a `Backend` names).
     pub members: Arc<ArcSwap<Members>>,
     pub timeout: Duration,
     /// The route's own CA (`ca_file`); `None`: the system roots.
     pub ca: Option<Arc<CaType>>,
+    /// Why each replica's last check failed, for the line telling it became unhealthy
+    /// (pingora-lb reports the change apart from the check). At most one per replica.
+    pub last_failure: Mutex<HashMap<SocketAddr, String>>,
+}
+
+impl McpHealthCheck {
+    pub fn new(route: &str, members: Arc<ArcSwap<Members>>, timeout: Duration, ca: Option<Arc<CaType>>) -> Self {
+        McpHealthCheck { route: route.to_string(), members, timeout, ca, last_failure: Mutex::default() }
+    }
+
+    /// One check of the replica at `addr`.
+    async fn probe(&self, url: &UpstreamUrl, target: &Backend) -> Result<()> {
+        let mut peer = HttpPeer::new("0.0.0.0:1", url.tls, url.host.clone());
+        peer._address = target.addr.clone();
+        peer.options.connection_timeout = Some(self.timeout);
+        peer.options.read_timeout = Some(self.timeout);
+        peer.options.write_timeout = Some(self.timeout);
+        peer.options.ca = self.ca.clone();
+        let (mut session, _reused) = CONNECTOR.get_http_session(&peer).await?;
+        session.set_write_timeout(peer.options.write_timeout);
+        session.write_request_header(Box::new(probe_request(url)?)).await?;
+        session.finish_request_body().await?;
+        session.set_read_timeout(peer.options.read_timeout);
+        session.read_response_header().await?;
+        let status = session.response_header().map_or(500, |r| r.status.as_u16());
+        if status >= 500 {
+            return Error::e_explain(ErrorType::CustomCode("unhealthy upstream", status), "health check answered 5xx");
+        }
+        Ok(())
+    }
 }
 
 /// The backend of one replica (nothing in its extensions: see the module doc).
@@ -54,26 +87,31 @@ pub fn probe_request(url: &UpstreamUrl) -> Result<RequestHeader> {
 impl HealthCheck for McpHealthCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
         let members = self.members.load_full();
-        let Some(url) = target.addr.as_inet().and_then(|addr| members.get(addr)).map(|u| &u.url) else {
+        let Some((addr, url)) = target.addr.as_inet().and_then(|addr| Some((*addr, &members.get(addr)?.url))) else {
             return Error::e_explain(ErrorType::InternalError, "a backend without its upstream URL");
         };
-        let mut peer = HttpPeer::new("0.0.0.0:1", url.tls, url.host.clone());
-        peer._address = target.addr.clone();
-        peer.options.connection_timeout = Some(self.timeout);
-        peer.options.read_timeout = Some(self.timeout);
-        peer.options.write_timeout = Some(self.timeout);
-        peer.options.ca = self.ca.clone();
-        let (mut session, _reused) = CONNECTOR.get_http_session(&peer).await?;
-        session.set_write_timeout(peer.options.write_timeout);
-        session.write_request_header(Box::new(probe_request(url)?)).await?;
-        session.finish_request_body().await?;
-        session.set_read_timeout(peer.options.read_timeout);
-        session.read_response_header().await?;
-        let status = session.response_header().map_or(500, |r| r.status.as_u16());
-        if status >= 500 {
-            return Error::e_explain(ErrorType::CustomCode("unhealthy upstream", status), "health check answered 5xx");
+        let checked = self.probe(url, target).await;
+        let mut last_failure = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &checked {
+            Ok(()) => last_failure.remove(&addr),
+            Err(e) => last_failure.insert(addr, crate::service::short_error(e)),
+        };
+        checked
+    }
+
+    /// One line per change, both ways, naming the route and the replica (pingora-lb's own
+    /// lines, turned off in the default log filter, print its `Backend` in Rust's debug form).
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let Some(addr) = target.addr.as_inet().copied() else { return };
+        let members = self.members.load_full();
+        let upstream = members.get(&addr).map_or_else(|| addr.to_string(), |u| u.label.clone());
+        if healthy {
+            tracing::info!(route = %self.route, %upstream, "upstream is healthy again");
+        } else {
+            let failure = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&addr).cloned();
+            let error = failure.unwrap_or_default();
+            tracing::warn!(route = %self.route, %upstream, %error, "upstream failed its health check; no requests go to it until it passes");
         }
-        Ok(())
     }
 
     fn health_threshold(&self, _success: bool) -> usize {

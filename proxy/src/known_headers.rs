@@ -86,6 +86,8 @@ pub struct KnownHeaders<'a> {
     pub content_encoding: Value<'a>,
     /// The route's identity header (e.g. `Authorization`).
     pub identity: Value<'a>,
+    /// `X-Request-ID` (see `request_id`).
+    pub request_id: Value<'a>,
     /// `x-mcp-edge-prefetch`: the kind of an internal prefetch (trusted only on the proxy's own
     /// in-process connections, see `prefetch`).
     pub prefetch: Value<'a>,
@@ -154,6 +156,10 @@ impl<'a> KnownHeaders<'a> {
                     continue;
                 }
                 12 if is("content-type") => (&mut known.content_type, Singleton::ContentType),
+                12 if is(crate::request_id::HEADER) => {
+                    known.request_id = known.request_id.or(value);
+                    continue;
+                }
                 14 if is("content-length") => {
                     known.read_content_length(value);
                     continue;
@@ -246,6 +252,7 @@ pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-f
 pub const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 pub const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 pub const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static(crate::request_id::HEADER);
 
 #[cfg(test)]
 mod tests {

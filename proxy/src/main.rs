@@ -19,11 +19,13 @@ mod known_headers;
 mod limits;
 mod linger;
 mod live_sessions;
+mod logging;
 mod metrics;
 mod pool;
 mod prefetch;
 mod readonly_tools;
 mod request_cache;
+mod request_id;
 mod respond;
 mod runtime;
 mod served;
@@ -112,7 +114,7 @@ fn main() -> ExitCode {
     // handle, not end the process with SIGXFSZ.
     // SAFETY: setting a signal's disposition to "ignore" at start, before any thread exists.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    init_logging();
+    logging::init();
     match Cli::parse().command {
         Command::Run { config } => match load_config(&config) {
             Ok(parsed) => serve(parsed, Some(config)),
@@ -137,16 +139,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn,redis=error"));
-    // Colours only on a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    use tracing_subscriber::prelude::*;
-    let log = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter);
-    tracing_subscriber::registry().with(log).with(metrics::disk_errors_counter()).init();
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -269,6 +261,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         eprintln!("{problem}");
         return ExitCode::FAILURE;
     }
+    logging::set_format(config.log.format);
     let runtime = match Runtime::build(config) {
         Ok(runtime) => runtime,
         Err(problem) => {

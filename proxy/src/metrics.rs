@@ -261,9 +261,16 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The metrics in Prometheus' text format; the shared tier's `mcp_shared_tier_*` only on
+    /// a node that has one (`shared_tier`): a gauge at 0 on every node without would read as a
+    /// tier down, and fire its alert.
+    pub fn render(&self, shared_tier: bool) -> String {
+        let mut families = self.registry.gather();
+        if !shared_tier {
+            families.retain(|family| !family.name().starts_with("mcp_shared_tier_"));
+        }
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        TextEncoder::new().encode(&families, &mut out).expect("text encoding");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 }

@@ -176,7 +176,7 @@ impl Pool {
         let members = Arc::new(ArcSwap::from_pointee(members));
         let backends = || {
             let mut backends = Backends::new(discovery());
-            let check = McpHealthCheck { members: members.clone(), timeout: route.health.timeout, ca: ca.clone() };
+            let check = McpHealthCheck::new(&route.name, members.clone(), route.health.timeout, ca.clone());
             backends.set_health_check(Box::new(check));
             backends
         };

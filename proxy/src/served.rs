@@ -4,6 +4,7 @@
 //! info).
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 use std::thread::LocalKey;
 use std::time::Instant;
 
@@ -11,12 +12,34 @@ use prometheus::{Histogram, IntCounter};
 
 use mcp_edge_policies::method::Method;
 
+use crate::ip_text::IpText;
 use crate::metrics::METRICS;
+use crate::request_id::RequestId;
+
+/// Who asked for what: the access log's account of any request, whatever answered it.
+#[derive(Clone, Copy)]
+pub struct Asked<'a> {
+    /// Its route's name (`-`: none serves its path).
+    pub route: &'a str,
+    /// `-` when its head could not be read.
+    pub http_method: &'a str,
+    pub path: &'a str,
+    pub client: Option<IpAddr>,
+    /// The handshake-era session id it sent (logged as a fingerprint, see [`fingerprint`]).
+    pub session: Option<&'a str>,
+    pub request_id: RequestId,
+}
+
+impl Asked<'_> {
+    /// A request whose head could not be read.
+    pub fn unread(client: Option<IpAddr>) -> Asked<'static> {
+        Asked { route: "-", http_method: "-", path: "-", client, session: None, request_id: RequestId::make() }
+    }
+}
 
 /// One answered request.
 pub struct Served<'a> {
-    pub route: &'a str,
-    pub http_method: &'a str,
+    pub asked: Asked<'a>,
     pub mcp_method: Option<&'a str>,
     /// 0 when nothing was sent (the client went away).
     pub status: u16,
@@ -26,15 +49,16 @@ pub struct Served<'a> {
     pub upstream: Option<&'a str>,
     pub started: Instant,
     pub error: Option<String>,
+    /// The request's body bytes as received, and the answer's as sent (after compression).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 impl<'a> Served<'a> {
-    /// A request mcp-edge refused itself before any upstream (`route`, `http_method`: `-`
-    /// when its head could not be read).
-    pub fn refused(route: &'a str, http_method: &'a str, refused: &crate::error::EdgeError) -> Served<'a> {
+    /// A request mcp-edge refused itself before any upstream, with an answer of `bytes_out`.
+    pub fn refused(asked: Asked<'a>, refused: &crate::error::EdgeError, bytes_out: usize) -> Served<'a> {
         Served {
-            route,
-            http_method,
+            asked,
             mcp_method: None,
             status: refused.status(),
             cache: crate::answer::Outcome::Bypass.as_str(),
@@ -42,6 +66,8 @@ impl<'a> Served<'a> {
             upstream: None,
             started: Instant::now(),
             error: Some(refused.to_string()),
+            bytes_in: 0,
+            bytes_out: bytes_out as u64,
         }
     }
 
@@ -56,21 +82,46 @@ impl<'a> Served<'a> {
             }
         });
         if let Some(upstream) = self.upstream {
-            UpstreamSeries::with(self.route, upstream, self.status, |requests| requests.inc());
+            UpstreamSeries::with(self.asked.route, upstream, self.status, |requests| requests.inc());
         }
+        self.log(elapsed);
+    }
+
+    /// The access log line (target `mcp_edge::access`), in the order nginx and HAProxy users
+    /// read theirs: who, what, the outcome, how long.
+    fn log(&self, elapsed: f64) {
+        let asked = &self.asked;
+        let client = asked.client.map(IpText::of);
+        let session = asked.session.map(fingerprint);
         tracing::info!(
             target: "mcp_edge::access",
-            route = self.route,
-            method = self.http_method,
+            client = client.as_ref().map_or("-", |c| c.as_str()),
+            route = asked.route,
+            method = asked.http_method,
+            path = asked.path,
             mcp_method = self.mcp_method.unwrap_or("-"),
             status = self.status,
-            upstream = self.upstream.unwrap_or("-"),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
             cache = self.cache,
             tier = self.tier.unwrap_or("-"),
-            duration_ms = elapsed * 1000.0,
+            upstream = self.upstream.unwrap_or("-"),
+            // Rounded to the microsecond: the shortest decimal that reads back as this float
+            // is then a few digits (2.549, not 2.5491099999999998), and JSON keeps a number.
+            duration_ms = (elapsed * 1_000_000.0).round() / 1000.0,
+            session = session.as_deref().unwrap_or("-"),
+            request_id = asked.request_id.as_str(),
             error = self.error.as_deref().unwrap_or_default(),
         );
     }
+}
+
+/// How a session id is logged: the first 12 hex digits of its SHA-256. Enough to follow one
+/// session through the log (and to find it from the id a client reports), not enough to use
+/// it: whoever reads the log cannot take over the session.
+pub fn fingerprint(session: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, session.as_bytes());
+    digest.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Series each thread keeps before it resolves them again: finding a labelled series hashes
@@ -100,19 +151,19 @@ impl RequestSeries {
                 && s.method == method
                 && s.cache == served.cache
                 && s.tier == served.tier
-                && s.route == served.route
+                && s.route == served.asked.route
         };
         let resolve = || {
             let status = status_label(served.status);
             RequestSeries {
-                route: served.route.to_string(),
+                route: served.asked.route.to_string(),
                 method,
                 status: served.status,
                 cache: served.cache,
                 tier: served.tier,
-                requests: METRICS.requests.with_label_values(&[served.route, method, &status, served.cache]),
-                duration: METRICS.request_duration.with_label_values(&[served.route, method, served.cache]),
-                hits: served.tier.map(|tier| METRICS.cache_hits.with_label_values(&[served.route, tier])),
+                requests: METRICS.requests.with_label_values(&[served.asked.route, method, &status, served.cache]),
+                duration: METRICS.request_duration.with_label_values(&[served.asked.route, method, served.cache]),
+                hits: served.tier.map(|tier| METRICS.cache_hits.with_label_values(&[served.asked.route, tier])),
             }
         };
         with_resolved(&RESOLVED, same, resolve, count);

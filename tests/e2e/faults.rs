@@ -49,7 +49,8 @@ async fn garbage_from_an_upstream_is_a_clear_502() {
             .await;
     let started = Instant::now();
     let reply = proxy.mcp().stateless("tools/list", json!({}), &[]).await;
-    assert_eq!(reply.status, 502, "{reply:?}");
+    // 502, or 503 once its health check (which gets the same garbage) has found it unhealthy.
+    assert!(matches!(reply.status, 502 | 503), "{reply:?}");
     assert!(reply.json()["error"]["message"].as_str().unwrap().contains("route junk"), "{}", reply.body);
     assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -197,7 +197,8 @@ fn config_text(port: u16, admin_port: u16, server_extra: &str, sections: &str, r
 
 fn spawn_proxy(config_path: &Path) -> Process {
     let mut command = Command::new(bin());
-    command.args(["run", "--config"]).arg(config_path).env("RUST_LOG", "info,pingora=warn");
+    // The log filter an operator gets (mcp-edge's default), whatever the test's environment says.
+    command.args(["run", "--config"]).arg(config_path).env_remove("RUST_LOG");
     Process::spawn("mcp-edge", &mut command)
 }
 

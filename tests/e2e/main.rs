@@ -12,6 +12,7 @@ mod freshness;
 mod harness;
 mod hit_path;
 mod limits;
+mod logs;
 mod operator;
 mod passthrough;
 mod peers;

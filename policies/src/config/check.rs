@@ -88,6 +88,7 @@ impl Checker<'_> {
             admin: self.admin(&raw.admin),
             cache: self.cache(&raw.cache),
             compression: self.compression(&raw.compression),
+            log: self.log(&raw.log),
             routes: raw.route.iter().map(|r| self.route(r)).collect(),
         };
         if raw.route.is_empty() {
@@ -379,6 +380,21 @@ impl Checker<'_> {
                 SharedServers::One(String::new())
             }
         }
+    }
+
+    fn log(&mut self, raw: &RawLog) -> LogConfig {
+        let format = match &raw.format {
+            None => LogFormat::default(),
+            Some(format) => match format.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    self.report(format.span(), format!("log.format must be \"text\" or \"json\", not {other:?}"));
+                    LogFormat::default()
+                }
+            },
+        };
+        LogConfig { format }
     }
 
     fn compression(&mut self, raw: &RawCompression) -> CompressionConfig {

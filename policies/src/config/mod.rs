@@ -33,7 +33,23 @@ pub struct Config {
     pub admin: AdminConfig,
     pub cache: CacheConfig,
     pub compression: CompressionConfig,
+    pub log: LogConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[log]`: how log lines are written (on standard error; journald keeps them).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `key=value` lines, as `tracing` writes them.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers: Loki, Elasticsearch, CloudWatch).
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq)]

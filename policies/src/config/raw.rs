@@ -13,7 +13,14 @@ pub(super) struct RawConfig {
     pub(super) admin: RawAdmin,
     pub(super) cache: RawCache,
     pub(super) compression: RawCompression,
+    pub(super) log: RawLog,
     pub(super) route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawLog {
+    pub(super) format: Text,
 }
 
 #[derive(Deserialize, Default)]

@@ -25,7 +25,9 @@ use super::wire::{IdleTimer, KEEPALIVE, Read, ShutdownSignal, encode_head, read_
 use crate::error::EdgeError;
 use crate::intake::{self, BodyPlan, Hit, Understood, Verdict, handover};
 use crate::prefetch::Replay;
+use crate::request_id::RequestId;
 use crate::runtime::Runtime;
+use crate::served::Asked;
 
 /// Why a request that trickles in past `server.header_timeout` is refused (408).
 const TOO_SLOW: &str = "the request did not arrive in time";
@@ -109,7 +111,7 @@ impl EdgeApp {
                         }
                     }
                     Probe::Refused(refused) => {
-                        refuse(&mut conn.io.stream, refused, None).await;
+                        refuse(&mut conn.io.stream, refused, Asked::unread(conn.io.client)).await;
                         return Step::Close;
                     }
                     Probe::Partial => {}
@@ -123,7 +125,7 @@ impl EdgeApp {
                 Read::More => {}
                 Read::Over => return Step::Close,
                 Read::TooSlow => {
-                    refuse(&mut io.stream, EdgeError::RequestTimeout(TOO_SLOW.into()), None).await;
+                    refuse(&mut io.stream, EdgeError::RequestTimeout(TOO_SLOW.into()), Asked::unread(io.client)).await;
                     return Step::Close;
                 }
             }
@@ -146,7 +148,9 @@ impl EdgeApp {
             Some(admitted) => admitted,
             None => match intake::admit_head(snapshot, head.route, &request) {
                 Ok(admitted) => admitted,
-                Err(refused) => return Taken::Done(refuse_head(io, refused, head, snapshot).await),
+                Err(refused) => {
+                    return Taken::Done(refuse_head(io, refused, (head, request.request_id), snapshot).await);
+                }
             },
         };
         // A client that waits before sending its body (RFC 9110 §10.1.1) is told to send it
@@ -176,7 +180,9 @@ impl EdgeApp {
             _ => &[][..],
         };
         match self.intake.understand(admitted, &request, body).await {
-            Verdict::Refuse(refused) => Taken::Done(refuse_head(io, refused, head, snapshot).await),
+            Verdict::Refuse(refused) => {
+                Taken::Done(refuse_head(io, refused, (head, request.request_id), snapshot).await)
+            }
             Verdict::Hit(hit) => match self.answer_hit(io, buffer, head, &hit, started).await {
                 Some(step) => Taken::Done(step),
                 None => Taken::Done(self.forward_instead(io, (buffer, head), hit, snapshot).await),
@@ -211,9 +217,9 @@ impl EdgeApp {
         {
             return Some(Step::Close);
         }
-        hit.record(started);
         let request_len = head.request_len().unwrap_or(head.head_len);
         let (head_bytes, body) = buffer[..request_len].split_at(head.head_len);
+        hit.record(started, head.path, body.len(), answer.body.len());
         self.intake.after_hit(hit, || Replay::from_head(head_bytes), body);
         Some(if closing { Step::Close } else { Step::Answered { consumed: request_len } })
     }
@@ -226,12 +232,13 @@ impl EdgeApp {
         hit: Hit,
         snapshot: &Runtime,
     ) -> Step {
+        let request_id = hit.request.admitted.request_id;
         match self.intake.forward_instead(hit, head.method, io.client) {
             Ok(understood) => {
                 let (len, rest) = forwarded_extent(head, buffer);
                 Step::Forward { understood, len, rest }
             }
-            Err(refused) => refuse_head(io, refused, head, snapshot).await,
+            Err(refused) => refuse_head(io, refused, (head, request_id), snapshot).await,
         }
     }
 
@@ -256,10 +263,23 @@ impl EdgeApp {
     }
 }
 
-/// Refuses a request whose head was read (`snapshot`: the configuration its route was found in).
-async fn refuse_head(io: &mut ConnectionIo, refused: EdgeError, head: &Head<'_>, snapshot: &Runtime) -> Step {
-    let route = head.route.map_or("-", |index| snapshot.routes[index].config.name.as_str());
-    refuse(&mut io.stream, refused, Some((route, head.method))).await;
+/// Refuses a request whose head was read (`snapshot`: the configuration its route was found
+/// in; `request_id`: its `X-Request-ID`).
+async fn refuse_head(
+    io: &mut ConnectionIo,
+    refused: EdgeError,
+    (head, request_id): (&Head<'_>, RequestId),
+    snapshot: &Runtime,
+) -> Step {
+    let asked = Asked {
+        route: head.route.map_or("-", |index| snapshot.routes[index].config.name.as_str()),
+        http_method: head.method,
+        path: head.path,
+        client: io.client,
+        session: head.known.session_id.text(),
+        request_id,
+    };
+    refuse(&mut io.stream, refused, asked).await;
     Step::Close
 }
 

@@ -18,8 +18,9 @@ use crate::error::EdgeError;
 use crate::intake::{self, BodyPlan, Hit, Intake, Request, Understood, Verdict, handover};
 use crate::known_headers::KnownHeaders;
 use crate::prefetch::Replay;
+use crate::request_id::RequestId;
 use crate::runtime::{Live, Runtime};
-use crate::served::Served;
+use crate::served::{Asked, Served};
 use crate::service::McpProxy;
 
 pub(super) struct H2Front {
@@ -61,18 +62,20 @@ impl H2Front {
         let identity = route.map_or("", |index| snapshot.routes[index].config.policy.identity_header.as_str());
         let http_method = head.method.as_str().to_string();
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let sent_id = head.headers.get(crate::request_id::HEADER).map(|v| v.as_bytes());
+        let request_id = RequestId::of(sent_id);
         if session.req_header().headers.len() > super::head::MAX_HEADER_FIELDS {
             // The same limit as over HTTP/1.1 (Pingora's HTTP/2 server takes more).
             let refused = EdgeError::HeadTooLarge(super::head::TOO_MANY_FIELDS);
-            return refuse(session, refused, route_name(&snapshot, route), &http_method).await;
+            return refuse(session, refused, route_name(&snapshot, route), request_id).await;
         }
         let (admitted, body) = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
-            let request = request_of(head, &path, &known, client);
+            let request = request_of(head, &path, &known, client, request_id);
             let admitted = match intake::admit_head(&snapshot, route, &request) {
                 Ok(admitted) => admitted,
-                Err(refused) => return refuse(session, refused, route_name(&snapshot, route), &http_method).await,
+                Err(refused) => return refuse(session, refused, route_name(&snapshot, route), request_id).await,
             };
             let body_length = match admitted.body {
                 BodyPlan::Read(length) => Some(length),
@@ -98,20 +101,20 @@ impl H2Front {
         let verdict = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
-            let request = request_of(head, &path, &known, client);
+            let request = request_of(head, &path, &known, client, request_id);
             self.intake.understand(admitted, &request, &body).await
         };
         let mut understood = match verdict {
             Verdict::Forward(understood) => understood,
             Verdict::Refuse(refused) => {
-                return refuse(session, refused, route_name(&snapshot, route), &http_method).await;
+                return refuse(session, refused, route_name(&snapshot, route), request_id).await;
             }
             Verdict::Hit(hit) => match self.answer_hit(session, hit, &body, started).await {
                 Ok(None) => return None,
                 Ok(Some(unreadable)) => match self.intake.forward_instead(unreadable, &http_method, client) {
                     Ok(understood) => understood,
                     Err(refused) => {
-                        return refuse(session, refused, route_name(&snapshot, route), &http_method).await;
+                        return refuse(session, refused, route_name(&snapshot, route), request_id).await;
                     }
                 },
                 Err(e) => {
@@ -136,26 +139,40 @@ impl H2Front {
         let session_id = session.req_header().headers.get(&crate::known_headers::MCP_SESSION_ID);
         let session_id = session_id.and_then(|v| v.to_str().ok()).map(str::to_string);
         let Some(answer) = hit.render(session_id.as_deref()) else { return Ok(Some(hit)) };
+        let bytes_out = answer.body.len();
         crate::respond::write_whole(session, 200, answer.body.to_bytes(), answer.headers()).await?;
-        hit.record(started);
+        hit.record(started, session.req_header().uri.path(), body.len(), bytes_out);
         self.intake.after_hit(&hit, || Some(Replay::from_request(session.req_header())), body);
         Ok(None)
     }
 }
 
-/// Refuses a request with its JSON-RPC error (`route`: the name of its route, if it has one).
+/// Refuses a request with its JSON-RPC error (`route`: the name of its route, if it has one;
+/// `request_id`: its `X-Request-ID`).
 async fn refuse(
     session: &mut ServerSession,
     refused: EdgeError,
     route: Option<&str>,
-    http_method: &str,
+    request_id: RequestId,
 ) -> Option<Box<Understood>> {
     let status = refused.status();
-    let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
-    if let Err(e) = crate::respond::write_whole(session, status, Bytes::from(refused.body(None)), headers).await {
+    let body = Bytes::from(refused.body(None));
+    let bytes_out = body.len();
+    let headers = [("x-cache", Outcome::Bypass.as_str()), (crate::request_id::HEADER, request_id.as_str())];
+    let headers = headers.into_iter().chain(refused.extra_headers().iter().copied());
+    if let Err(e) = crate::respond::write_whole(session, status, body, headers).await {
         tracing::debug!(error = %e, "could not send the error response");
     }
-    Served::refused(route.unwrap_or("-"), http_method, &refused).record();
+    let head = session.req_header();
+    let asked = Asked {
+        route: route.unwrap_or("-"),
+        http_method: head.method.as_str(),
+        path: head.uri.path(),
+        client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        session: head.headers.get(&crate::known_headers::MCP_SESSION_ID).and_then(|v| v.to_str().ok()),
+        request_id,
+    };
+    Served::refused(asked, &refused, bytes_out).record();
     None
 }
 
@@ -170,6 +187,7 @@ fn request_of<'a>(
     path: &'a str,
     known: &'a KnownHeaders<'a>,
     client: Option<std::net::IpAddr>,
+    request_id: RequestId,
 ) -> Request<'a> {
     Request {
         method: head.method.as_str(),
@@ -179,6 +197,7 @@ fn request_of<'a>(
         known,
         client,
         internal: false,
+        request_id,
     }
 }
 

@@ -74,6 +74,7 @@ impl<'b> Head<'b> {
             known: &self.known,
             client,
             internal,
+            request_id: crate::request_id::RequestId::of(self.known.request_id.bytes()),
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Sleep;
 
 use crate::answer;
 use crate::error::EdgeError;
-use crate::served::Served;
+use crate::served::{Asked, Served};
 
 /// How long a kept-alive connection may sit idle between requests (as Pingora's default).
 pub(super) const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -162,10 +162,10 @@ pub(super) async fn write_parts(stream: &mut Stream, parts: [&[u8]; 4]) -> std::
     Ok(())
 }
 
-/// Answers a refused request with its JSON-RPC error, and closes the connection: what follows
-/// a refused request cannot be trusted to be framed. `request`: its route's name and HTTP
-/// method, when its head could be read.
-pub(super) async fn refuse(stream: &mut Stream, refused: EdgeError, request: Option<(&str, &str)>) {
+/// Answers a refused request (`asked`: what the access log tells of it) with its JSON-RPC
+/// error, and closes the connection: what follows a refused request cannot be trusted to be
+/// framed.
+pub(super) async fn refuse(stream: &mut Stream, refused: EdgeError, asked: Asked<'_>) {
     let status = refused.status();
     let body = refused.body(None);
     let phrase = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
@@ -177,14 +177,14 @@ pub(super) async fn refuse(stream: &mut Stream, refused: EdgeError, request: Opt
     for (name, value) in refused.extra_headers() {
         head.put_slice(format!("{name}: {value}\r\n").as_bytes());
     }
+    head.put_slice(format!("{}: {}\r\n", crate::request_id::HEADER, asked.request_id.as_str()).as_bytes());
     head.put_slice(b"x-cache: BYPASS\r\nconnection: close\r\n\r\n");
     // A `HEAD` request's answer has no body (its length is the one a `GET` would have).
-    let body_sent = if request.is_some_and(|(_, method)| method == "HEAD") { "" } else { body.as_str() };
+    let body_sent = if asked.http_method == "HEAD" { "" } else { body.as_str() };
     let written = write_parts(stream, [&head, body_sent.as_bytes(), &[], &[]]).await;
     let flushed = written.is_ok() && stream.flush().await.is_ok();
     let waited_for = matches!(refused, EdgeError::RequestTimeout(_));
-    let (route, http_method) = request.unwrap_or(("-", "-"));
-    Served::refused(route, http_method, &refused).record();
+    Served::refused(asked, &refused, body_sent.len()).record();
     // The rest of the request may be on its way. A client too slow to send its head in
     // time is not waited for again.
     if flushed && !waited_for {

@@ -57,6 +57,18 @@ impl Understood {
     pub fn mcp_method(&self) -> Option<Method> {
         self.rpc_method.as_deref().and_then(Method::named)
     }
+
+    /// Who asked for what, for the access log (`http_method`, `path`: the request's).
+    pub fn asked<'a>(&'a self, http_method: &'a str, path: &'a str) -> crate::served::Asked<'a> {
+        crate::served::Asked {
+            route: &self.route().config.name,
+            http_method,
+            path,
+            client: self.admitted.client,
+            session: self.edge_session.as_deref(),
+            request_id: self.admitted.request_id,
+        }
+    }
 }
 
 tokio::task_local! {

@@ -25,14 +25,16 @@ impl Hit {
     pub fn render<'a>(&'a self, session: Option<&'a str>) -> Option<CachedAnswer<'a>> {
         let compression = &self.request.admitted.snapshot.config.compression;
         let id = self.request.rpc_id.as_deref().unwrap_or("null");
-        answer::render(&self.fresh.stored, id, Outcome::Hit, compression, self.request.accepts_gzip, session)
+        let answer =
+            answer::render(&self.fresh.stored, id, Outcome::Hit, compression, self.request.accepts_gzip, session)?;
+        Some(answer.with_request_id(self.request.admitted.request_id.as_str()))
     }
 
-    /// Records the answered hit in the access log and metrics.
-    pub fn record(&self, started: Instant) {
+    /// Records the answered hit (of `path`, `bytes_in` of body, answered with `bytes_out`) in
+    /// the access log and metrics.
+    pub fn record(&self, started: Instant, path: &str, bytes_in: usize, bytes_out: usize) {
         Served {
-            route: &self.request.route().config.name,
-            http_method: "POST",
+            asked: self.request.asked("POST", path),
             mcp_method: Some(self.mcp_method),
             status: 200,
             cache: Outcome::Hit.as_str(),
@@ -40,6 +42,8 @@ impl Hit {
             upstream: None,
             started,
             error: None,
+            bytes_in: bytes_in as u64,
+            bytes_out: bytes_out as u64,
         }
         .record();
     }

@@ -31,6 +31,7 @@ use crate::known_headers::KnownHeaders;
 use crate::limits;
 use crate::prefetch::Prefetcher;
 use crate::request_cache::{self, LookupInput, Prepared};
+use crate::request_id::RequestId;
 use crate::runtime::{Route, Runtime};
 use crate::store::{EdgeCache, Found, Fresh};
 
@@ -57,6 +58,8 @@ pub struct Request<'a> {
     pub client: Option<IpAddr>,
     /// Sent on one of the prefetcher's in-process connections (no client can open one).
     pub internal: bool,
+    /// Its `X-Request-ID` (the client's, or one made for it).
+    pub request_id: RequestId,
 }
 
 /// What became of a request. (Returned once per request, on the stack: boxing a hit would
@@ -92,6 +95,8 @@ pub struct Admitted {
     pub coding: Option<Coding>,
     /// The kind of prefetch it is (only on the prefetcher's own connections).
     pub prefetch: Option<Kind>,
+    pub request_id: RequestId,
+    pub client: Option<IpAddr>,
 }
 
 impl Admitted {
@@ -135,7 +140,9 @@ pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Reque
         }
     };
     let prefetch = if request.internal { known.prefetch.text().and_then(Kind::parse) } else { None };
-    Ok(Admitted { snapshot: snapshot.clone(), route: route_index, stateless, pinned, body, coding, prefetch })
+    let (request_id, client) = (request.request_id, request.client);
+    let route = route_index;
+    Ok(Admitted { snapshot: snapshot.clone(), route, stateless, pinned, body, coding, prefetch, request_id, client })
 }
 
 /// Understands requests and answers them from the cache; shared by the fronts.

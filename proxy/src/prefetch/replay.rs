@@ -8,7 +8,7 @@ use mcp_edge_policies::prefetch::Kind;
 /// Headers a prefetch does not repeat: hop-by-hop ones, framing (it has its own body), the
 /// internal marker (it sets its own), `Accept-Encoding` (the prefetcher reads the answer) and
 /// `Content-Encoding` (its body is plain, whatever the trigger's was).
-const NOT_REPEATED: [&str; 13] = [
+const NOT_REPEATED: [&str; 14] = [
     "accept-encoding",
     "connection",
     "keep-alive",
@@ -20,6 +20,8 @@ const NOT_REPEATED: [&str; 13] = [
     "content-length",
     "content-encoding",
     "expect",
+    // A prefetch is a request of its own, with its own id.
+    crate::request_id::HEADER,
     "http2-settings",
     super::KIND_HEADER,
 ];

@@ -36,6 +36,8 @@ pub struct Ctx {
     pub(super) cache_tier: Option<&'static str>,
     /// Why mcp-edge failed the request itself (answered by `fail_to_proxy`).
     pub(super) failure: Option<EdgeError>,
+    /// What the client was told of a failure, for the access log.
+    pub(super) failure_told: Option<String>,
 }
 
 /// The upstream attempts of one request.
@@ -48,6 +50,10 @@ pub struct Attempts {
     pub(super) last_failure: Option<ErrorType>,
     /// When the current attempt began (for the prefetcher's view of its latency).
     pub(super) started: Option<Instant>,
+    /// No replica was healthy when the first attempt was chosen (health checks or ejections
+    /// had ruled them all out): the replicas are tried all the same, and if every one fails
+    /// the answer is `503 no healthy upstream`, not an upstream's failure.
+    pub(super) none_healthy: bool,
 }
 
 /// A request body that streams through.
@@ -91,6 +97,7 @@ impl Ctx {
             outcome: Outcome::Bypass,
             cache_tier: None,
             failure: None,
+            failure_told: None,
         }
     }
 
@@ -121,6 +128,11 @@ impl Ctx {
     }
 
     /// The handshake-era session id the client sent.
+    /// The request's `X-Request-ID` (see `request_id`).
+    pub(super) fn request_id(&self) -> Option<&str> {
+        self.request.as_ref().map(|request| request.admitted.request_id.as_str())
+    }
+
     /// A compressed request body, decoded (see `body_coding`).
     pub(super) fn decoded_body(&self) -> Option<bytes::Bytes> {
         self.request.as_ref().and_then(|request| request.decoded_body.clone())

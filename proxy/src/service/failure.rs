@@ -52,16 +52,18 @@ pub(super) fn classify_failure(e: &Error, ctx: &Ctx, route: &str) -> Option<Edge
     })
 }
 
-/// Why a request found no upstream to try: none healthy, or every one tried failed (`last`:
-/// how the last attempt failed; a timeout makes it a 504, as nginx answers).
-pub(super) fn no_upstream_left(route: String, last: Option<ErrorType>) -> EdgeError {
+/// Why a request found no upstream left to try (`last`: how the last attempt failed, if one
+/// was made): none was healthy to begin with (`none_healthy`: then `503`, whatever trying them
+/// came to), or every one tried failed (a timeout makes it a 504, as nginx answers).
+pub(super) fn no_upstream_left(route: String, last: Option<ErrorType>, none_healthy: bool) -> EdgeError {
     match last {
+        _ if none_healthy => EdgeError::NoHealthyUpstream { route, last: last.map(|l| l.as_str().to_string()) },
         Some(last) => EdgeError::EveryUpstreamFailed {
             route,
             timed_out: matches!(last, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout),
             last: last.as_str().to_string(),
         },
-        None => EdgeError::NoHealthyUpstream { route },
+        None => EdgeError::NoHealthyUpstream { route, last: None },
     }
 }
 
@@ -77,7 +79,8 @@ pub(super) fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
 pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     ctx.attempts.last_failure = Some(e.etype().clone());
     if let (Some(route), Some(upstream)) = (ctx.route(), ctx.current_upstream()) {
-        tracing::warn!(route = %route.config.name, upstream = %upstream.label, error = %e, "upstream connect failed; ejecting it for a while");
+        let error = short(&e);
+        tracing::warn!(route = %route.config.name, upstream = %upstream.label, %error, "cannot connect to the upstream; ejecting it for a while");
         route.pool.eject(upstream);
     }
     if ctx.pinned().is_none() {
@@ -102,11 +105,58 @@ pub(super) fn proxy_failed(
         // A read that changes nothing, whose upstream failed before answering (it died,
         // reset the connection, answered garbage): another replica may answer it.
         ctx.attempts.last_failure = Some(e.etype().clone());
+        if let (Some(route), Some(upstream)) = (ctx.route(), ctx.current_upstream()) {
+            let error = short(&e);
+            tracing::warn!(route = %route.config.name, upstream = %upstream.label, %error, "upstream failed before answering; trying another replica");
+        }
         e.set_retry(true);
     } else {
         e.retry.decide_reuse(client_reused);
     }
     e
+}
+
+/// What the access log says went wrong with a request answered `status` (0: nothing sent):
+/// what the client was told of a failure, or Pingora's error in short. A client closing its
+/// connection once answered (leaving a stream, as every SDK client does when it is done) is no
+/// error.
+pub(super) fn logged_error(error: Option<&Error>, ctx: &Ctx, status: u16) -> Option<String> {
+    let e = error?;
+    if let Some(told) = &ctx.failure_told {
+        return Some(told.clone());
+    }
+    let client_left = e.esource() == &ErrorSource::Downstream
+        && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError);
+    match (client_left, status) {
+        (true, 0) => Some("the client went away before its answer".to_string()),
+        (true, _) => None,
+        (false, _) => Some(short(e)),
+    }
+}
+
+/// A Pingora error in one line: its type, what it was doing, and the root cause (its own
+/// `Display` repeats the nested contexts, with their blank fields).
+pub fn short(e: &Error) -> String {
+    // The innermost Pingora error, and what caused it outside Pingora (an OS error, a TLS
+    // alert), if anything.
+    let mut innermost = e;
+    let mut root = None;
+    while let Some(cause) = innermost.cause.as_deref() {
+        // Pingora nests its errors boxed or not.
+        let inner = cause.downcast_ref::<Error>().or_else(|| cause.downcast_ref::<Box<Error>>().map(|boxed| &**boxed));
+        match inner {
+            Some(inner) => innermost = inner,
+            None => {
+                root = Some(cause.to_string());
+                break;
+            }
+        }
+    }
+    let detail = root.or_else(|| innermost.context.as_ref().map(|c| c.as_str().to_string()));
+    match detail.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        Some(detail) => format!("{}: {detail}", e.etype().as_str()),
+        None => e.etype().as_str().to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -133,13 +183,42 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_logged_in_one_short_line() {
+        let os = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let inner = Error::because(ErrorType::ConnectRefused, "Fail to connect to 127.0.0.1:1", os);
+        let outer = Error::because(ErrorType::ConnectRefused, "Fail to connect to addr: 127.0.0.1:1", inner);
+        assert_eq!(short(&outer), "ConnectRefused: connection refused");
+        let explained = Error::explain(ErrorType::ReadTimedout, "no answer in time");
+        assert_eq!(short(&explained), "ReadTimedout: no answer in time");
+        assert_eq!(short(&Error::new(ErrorType::ConnectionClosed)), "ConnectionClosed");
+    }
+
+    #[test]
+    fn a_client_leaving_once_answered_is_no_error() {
+        let ctx = Ctx::new();
+        let left = failure(ErrorType::ConnectionClosed, ErrorSource::Downstream);
+        assert_eq!(logged_error(Some(&left), &ctx, 200), None, "a stream the client closed");
+        assert_eq!(logged_error(Some(&left), &ctx, 0).as_deref(), Some("the client went away before its answer"));
+        let upstream = failure(ErrorType::ConnectionClosed, ErrorSource::Upstream);
+        assert_eq!(logged_error(Some(&upstream), &ctx, 200).as_deref(), Some("ConnectionClosed"));
+        assert_eq!(logged_error(None, &ctx, 200), None);
+    }
+
+    #[test]
     fn every_replica_failing_is_a_504_when_the_last_attempt_timed_out() {
-        let left = |last| no_upstream_left("r".into(), last).status();
+        let left = |last| no_upstream_left("r".into(), last, false).status();
         assert_eq!(left(None), 503);
         assert_eq!(left(Some(ErrorType::ReadTimedout)), 504);
         assert_eq!(left(Some(ErrorType::ConnectTimedout)), 504);
         assert_eq!(left(Some(ErrorType::ConnectRefused)), 502);
-        let message = no_upstream_left("docs".into(), Some(ErrorType::ReadTimedout)).to_string();
+        let message = no_upstream_left("docs".into(), Some(ErrorType::ReadTimedout), false).to_string();
         assert_eq!(message, "route docs: every upstream failed (last error: ReadTimedout)");
+        // None healthy to begin with: 503 (tried all the same), naming the last failure.
+        let none_healthy = no_upstream_left("docs".into(), Some(ErrorType::ConnectRefused), true);
+        assert_eq!(none_healthy.status(), 503);
+        assert_eq!(
+            none_healthy.to_string(),
+            "route docs: no healthy upstream is available (last error: ConnectRefused)"
+        );
     }
 }

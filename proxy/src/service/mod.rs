@@ -21,6 +21,7 @@ mod upstream_request;
 mod writes;
 
 use ctx::Ctx;
+pub use failure::short as short_error;
 use failure::{classify_failure, connect_failed, fail, no_upstream_left, proxy_failed};
 use respond::*;
 
@@ -41,11 +42,11 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::answer::Outcome;
 use crate::error::EdgeError;
 use crate::guards;
-use crate::known_headers::{MCP_SESSION_ID, X_CACHE};
+use crate::known_headers::{MCP_SESSION_ID, X_CACHE, X_REQUEST_ID};
 use crate::live_sessions::LIVE_SESSIONS;
 use crate::prefetch::Prefetcher;
 use crate::request_cache;
-use crate::served::Served;
+use crate::served::{Asked, Served};
 use crate::session_signals::SERVER_REQUESTS;
 use crate::store::EdgeCache;
 
@@ -171,9 +172,12 @@ impl ProxyHttp for McpProxy {
                 let client = if hashes { client_ip(session) } else { None };
                 let client = client.as_ref().map_or(&b""[..], |ip| ip.as_str().as_bytes());
                 let key = consistent_key(identity.map(|v| v.as_bytes()), client);
+                if ctx.attempts.tried.is_empty() {
+                    ctx.attempts.none_healthy = !route.pool.any_ready();
+                }
                 let Some(upstream) = route.pool.select(key, &ctx.attempts.tried) else {
-                    let failure = no_upstream_left(route.config.name.clone(), ctx.attempts.last_failure.clone());
-                    return fail(ctx, failure);
+                    let (last_failure, none_healthy) = (ctx.attempts.last_failure.clone(), ctx.attempts.none_healthy);
+                    return fail(ctx, no_upstream_left(route.config.name.clone(), last_failure, none_healthy));
                 };
                 upstream
             }
@@ -262,8 +266,12 @@ impl ProxyHttp for McpProxy {
         let compression = ctx.snapshot().map(|snapshot| &snapshot.config.compression);
         let accepts_gzip = ctx.request.as_ref().is_some_and(|request| request.accepts_gzip);
         let outcome = ctx.outcome.header_value();
+        let request_id = ctx.request_id().and_then(|id| http::HeaderValue::from_str(id).ok());
         ctx.answer.gzip = head_edit::edit_response(response, |status, headers| {
             headers.insert(X_CACHE, outcome);
+            if let Some(id) = request_id {
+                headers.insert(X_REQUEST_ID, id);
+            }
             head_edit::drop_framing_of_204(status, headers);
             compression.and_then(|config| crate::compress::prepare_response(config, status, headers, accepts_gzip))
         })?;
@@ -370,7 +378,7 @@ impl ProxyHttp for McpProxy {
             tracing::warn!(route = %route_name, error = %e, "upstream failed; serving a stale cached answer");
             ctx.outcome = Outcome::Stale;
             // After a failed upstream attempt the connection's state is uncertain: close it.
-            let answer = OwnedAnswer::from(answer);
+            let answer = OwnedAnswer::of(answer, ctx);
             if respond_cached(session, answer, false).await.is_ok() {
                 return FailToProxy { error_code: 200, can_reuse_downstream: false };
             }
@@ -378,17 +386,37 @@ impl ProxyHttp for McpProxy {
         // `None`: the client is gone, nothing to answer.
         let failure = ctx.failure.take().or_else(|| classify_failure(e, ctx, &route_name));
         let status = failure.as_ref().map_or(0, EdgeError::status);
+        ctx.failure_told = failure.as_ref().map(EdgeError::to_string);
         if let Some(failure) = failure
             && !final_answer_written(session)
         {
             let body = Bytes::from(failure.body(ctx.rpc_id()));
-            let headers =
-                [("x-cache", ctx.outcome.as_str())].into_iter().chain(failure.extra_headers().iter().copied());
+            let request_id = ctx.request_id().unwrap_or("-");
+            let headers = [("x-cache", ctx.outcome.as_str()), (crate::request_id::HEADER, request_id)];
+            let headers = headers.into_iter().chain(failure.extra_headers().iter().copied());
             if let Err(write_error) = respond(session, status, body, headers, false).await {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }
         }
         FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    /// Pingora's own line for a failed request: the access log's line tells of it (with what
+    /// the client was told), and `failure` logs the upstream events behind it, once each.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _error: &Error) -> bool {
+        true
+    }
+
+    /// Pingora's line for each attempt sent again: `failure` logs why (a replica ejected, an
+    /// upstream failing before its answer), with the route and the upstream's URL.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Self::CTX,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        true
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
@@ -407,16 +435,23 @@ impl ProxyHttp for McpProxy {
             upstream.inflight.fetch_sub(1, Ordering::Relaxed);
         }
         let upstream = ctx.current_upstream().map(|u| u.label.as_str());
+        let path = session.req_header().uri.path();
+        let http_method = session.req_header().method.as_str();
+        let asked = match ctx.request.as_ref() {
+            Some(request) => request.asked(http_method, path),
+            None => Asked { http_method, path, ..Asked::unread(client_addr(session)) },
+        };
         Served {
-            route: route.map_or("-", |r| r.config.name.as_str()),
-            http_method: session.req_header().method.as_str(),
+            asked,
             mcp_method: ctx.request.as_ref().and_then(|request| request.rpc_method.as_deref()),
             status: answered,
             cache: ctx.outcome.as_str(),
             tier: ctx.cache_tier,
             upstream,
             started: ctx.started,
-            error: error.map(|e| e.to_string()),
+            error: failure::logged_error(error, ctx, answered),
+            bytes_in: session.as_downstream().body_bytes_read() as u64,
+            bytes_out: session.as_downstream().body_bytes_sent() as u64,
         }
         .record();
         captured::drain_if_closing(session, ctx).await;

@@ -72,8 +72,13 @@ pub(super) struct OwnedAnswer {
     headers: Vec<(&'static str, String)>,
 }
 
-impl From<CachedAnswer<'_>> for OwnedAnswer {
-    fn from(answer: CachedAnswer<'_>) -> OwnedAnswer {
+impl OwnedAnswer {
+    /// `answer`, for the request `ctx` (its `X-Request-ID`).
+    pub(super) fn of(answer: CachedAnswer<'_>, ctx: &Ctx) -> OwnedAnswer {
+        let answer = match ctx.request_id() {
+            Some(id) => answer.with_request_id(id),
+            None => answer,
+        };
         let headers = answer.headers().map(|(name, value)| (name, value.to_string())).collect();
         OwnedAnswer { body: answer.body.to_bytes(), headers }
     }

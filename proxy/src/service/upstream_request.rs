@@ -22,7 +22,7 @@ use super::ctx::Ctx;
 use super::head_edit::edit_request;
 use super::respond::{client_ip, header_str, is_tls};
 use crate::ip_text::IpText;
-use crate::known_headers::{MCP_SESSION_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::known_headers::{MCP_SESSION_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::prefetch::KIND_HEADER;
 
 /// Rewrites `request` (Pingora's copy of the client's head) for the upstream `ctx` chose.
@@ -59,6 +59,9 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         }
         headers.insert(X_FORWARDED_PROTO, scheme);
         headers.insert(http::header::VIA, via);
+        if let Some(id) = ctx.request_id().and_then(|id| HeaderValue::from_str(id).ok()) {
+            headers.insert(X_REQUEST_ID, id);
+        }
         headers.remove(ACCEPT_ENCODING);
         if let Some(id) = upstream_session {
             headers.insert(MCP_SESSION_ID, id);

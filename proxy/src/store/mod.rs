@@ -291,6 +291,11 @@ impl EdgeCache {
     }
 
     /// The shared tier's state, if one is configured.
+    /// Whether the node has a shared tier (`[cache.shared]`).
+    pub fn has_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     pub fn shared_status(&self) -> Option<SharedStatus> {
         self.shared.as_ref().map(|shared| shared.status())
     }
