@@ -193,9 +193,47 @@ pub enum SetupError {
     Tls(String),
     #[error("admin.token_file {path}: {reason}")]
     AdminToken { path: String, reason: String },
-    /// `[cache.shared]`: the message names the key.
+    /// `[cache.shared]`: the message names the key (and may start `line N: `).
     #[error("{0}")]
     SharedTier(String),
+}
+
+impl SetupError {
+    /// The problem as `check` prints it: `file:line: message`, the line found from what the
+    /// message names (a URL, a path) where the problem was found past the file's parsing.
+    pub fn placed(&self, file: &std::path::Path) -> String {
+        let source = std::fs::read_to_string(file).unwrap_or_default();
+        let file = file.display();
+        let (line, message) = match self {
+            // Already placed, each problem on its line (or naming the file it could not read).
+            SetupError::Invalid { .. } | SetupError::Unreadable { .. } => return self.to_string(),
+            SetupError::SharedTier(message) => match message.strip_prefix("line ").and_then(|m| m.split_once(": ")) {
+                Some((line, rest)) => (line.parse().ok(), rest.to_string()),
+                None => {
+                    let value = message.split(' ').nth(1).map(|value| value.trim_end_matches(':'));
+                    (value.and_then(|value| line_quoting(&source, value)), message.clone())
+                }
+            },
+            SetupError::Upstream { url: value, .. }
+            | SetupError::CaFile { path: value, .. }
+            | SetupError::AdminToken { path: value, .. } => (line_quoting(&source, value), self.to_string()),
+            SetupError::Tls(_) => (line_of(&source, |line| line.trim() == "[server.tls]"), self.to_string()),
+        };
+        match line {
+            Some(line) => format!("{file}:{line}: {message}"),
+            None => format!("{file}: {message}"),
+        }
+    }
+}
+
+/// The (1-based) line of `source` holding `value` as a quoted string.
+fn line_quoting(source: &str, value: &str) -> Option<usize> {
+    let quoted = format!("\"{value}\"");
+    line_of(source, |line| line.contains(&quoted))
+}
+
+fn line_of(source: &str, wanted: impl Fn(&str) -> bool) -> Option<usize> {
+    source.lines().position(wanted).map(|index| index + 1)
 }
 
 #[cfg(test)]

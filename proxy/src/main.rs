@@ -98,6 +98,9 @@ enum Command {
         /// Port of the demo MCP upstream.
         #[arg(long, default_value_t = 3001)]
         upstream_port: u16,
+        /// Port of the admin listener (dashboard, /stats, /metrics), on 127.0.0.1; 0: none.
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
     },
     /// Serve only the demo MCP server (a test and benchmark upstream).
     Upstream {
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Status { admin, token_file } => status::run(&admin, token_file.as_deref()),
-        Command::Demo { port, upstream_port } => demo(port, upstream_port),
+        Command::Demo { port, upstream_port, admin_port } => demo(port, upstream_port, admin_port),
         Command::Upstream { listen, options } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
@@ -149,8 +152,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             tls::load(tls_config)?;
         }
         if let Some(shared) = &config.cache.shared {
-            store::check_shared(shared)
-                .map_err(|e| error::SetupError::SharedTier(format!("{}: {e}", path.display())))?;
+            store::check_shared(shared).map_err(error::SetupError::SharedTier)?;
         }
         let mut notes = check_notes(&config);
         let runtime = Runtime::build(config)?;
@@ -168,13 +170,17 @@ fn check(path: &std::path::Path) -> ExitCode {
     match outcome {
         Ok(notes) => {
             for note in notes {
-                println!("{}: note: {note}", path.display());
+                // A warning is said as one; other notes explain a default.
+                match note.strip_prefix("warning: ") {
+                    Some(warning) => println!("{}: warning: {warning}", path.display()),
+                    None => println!("{}: note: {note}", path.display()),
+                }
             }
             println!("{}: OK", path.display());
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            eprintln!("{problems}");
+            eprintln!("{}", problems.placed(path));
             ExitCode::FAILURE
         }
     }
@@ -212,7 +218,7 @@ fn check_notes(config: &Config) -> Vec<String> {
     notes
 }
 
-fn demo(port: u16, upstream_port: u16) -> ExitCode {
+fn demo(port: u16, upstream_port: u16, admin_port: u16) -> ExitCode {
     let upstream = match demo_upstream::spawn_in_thread(([127, 0, 0, 1], upstream_port).into(), DemoOptions::default())
     {
         Ok(addr) => addr,
@@ -221,17 +227,27 @@ fn demo(port: u16, upstream_port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = if admin_port == 0 { String::new() } else { format!("127.0.0.1:{admin_port}") };
     let source = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"\"\n\n[[route]]\nname = \"demo\"\npath = \"/mcp\"\nupstreams = [\"http://{upstream}/mcp\"]\n"
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"{admin}\"\n\n[[route]]\nname = \"demo\"\npath = \"/mcp\"\nupstreams = [\"http://{upstream}/mcp\"]\n"
     );
     let config = Config::from_toml(&source).expect("the demo configuration is valid");
     println!("demo MCP upstream: http://{upstream}/mcp");
     println!("mcp-edge:          http://127.0.0.1:{port}/mcp");
+    if !admin.is_empty() {
+        println!("dashboard:         http://{admin}/   (or in a terminal: mcp-edge status --admin {admin})");
+    }
     println!("try:");
     println!(
         "  curl -s http://127.0.0.1:{port}/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\\n    -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: resources/read' -H 'mcp-name: demo://docs/1' \\\n    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{{\"uri\":\"demo://docs/1\",\"_meta\":{{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}}}}'"
     );
     serve(config, None)
+}
+
+/// A setup problem as `check` prints it, placed in the configuration file it came from (the
+/// demo's configuration is built in: no file).
+fn placed(problem: &error::SetupError, file: Option<&std::path::Path>) -> String {
+    file.map_or_else(|| problem.to_string(), |file| problem.placed(file))
 }
 
 /// Binds each listener address once before Pingora does, and lets it go: Pingora retries a
@@ -252,7 +268,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let certificates = match config.server.tls.as_ref().map(tls::load).transpose() {
         Ok(first) => first.map(tls::Certificates::new),
         Err(problem) => {
-            eprintln!("{problem}");
+            eprintln!("{}", placed(&problem, config_path.as_deref()));
             return ExitCode::FAILURE;
         }
     };
@@ -265,7 +281,7 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let runtime = match Runtime::build(config) {
         Ok(runtime) => runtime,
         Err(problem) => {
-            eprintln!("{problem}");
+            eprintln!("{}", placed(&problem, config_path.as_deref()));
             return ExitCode::FAILURE;
         }
     };
@@ -273,7 +289,8 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
     let cache = match store::EdgeCache::open(&runtime.config.cache) {
         Ok(cache) => Arc::new(cache),
         Err(problem) => {
-            eprintln!("{problem}");
+            // The shared tier's problems read as `check` prints them (`SharedTier` places them).
+            eprintln!("{}", placed(&error::SetupError::SharedTier(problem), config_path.as_deref()));
             return ExitCode::FAILURE;
         }
     };

@@ -76,6 +76,7 @@ impl Supervisor {
             }
             Err(problems) => {
                 crate::metrics::METRICS.config_reloads.with_label_values(&["error"]).inc();
+                let problems = problems.placed(path);
                 tracing::error!(config = %path.display(), "configuration refused; the previous one keeps serving:\n{problems}");
             }
         }

@@ -179,7 +179,35 @@ fn check_explains_who_may_call() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("any Host is served"), "{stdout}");
     assert!(stdout.contains("same origin") || stdout.contains("own origin"), "{stdout}");
-    assert!(stdout.contains("warning: admin.listen 0.0.0.0:9090 is not loopback"), "{stdout}");
+    let warning = format!("{}: warning: admin.listen 0.0.0.0:9090 is not loopback", config.display());
+    assert!(stdout.contains(&warning), "a warning is said as one: {stdout}");
+    assert!(!stdout.contains("note: warning"), "{stdout}");
+}
+
+/// Problems found past parsing (a file the configuration names, an upstream) are placed at
+/// their line too, as parsing problems are.
+#[test]
+fn check_places_every_problem_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("files.toml");
+    let cases = [
+        (
+            "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\nca_file = \"/nonexistent/ca.pem\"\n",
+            4,
+        ),
+        (
+            "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n\n[cache.shared]\nurl = \"redis://127.0.0.1:1\"\npassword_file = \"/nonexistent/pw\"\n",
+            7,
+        ),
+    ];
+    for (text, line) in cases {
+        std::fs::write(&config, text).unwrap();
+        let output = std::process::Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with(&format!("{}:{line}: ", config.display())), "{stderr}");
+        assert!(stderr.contains("/nonexistent/"), "{stderr}");
+    }
 }
 
 /// SIGTERM stops mcp-edge with exit code 0 and nothing panicking, also without an admin

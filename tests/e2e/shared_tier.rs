@@ -187,6 +187,17 @@ async fn a_read_through_one_node_is_answered_by_another_without_reaching_the_ups
         1.0
     );
     assert_eq!(metric(&b, "mcp_shared_tier_up").await, 1.0);
+    // What the packaged dashboard and alerts name of the shared tier, a node with one exports.
+    let exported = reqwest::get(b.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    for file in ["grafana-dashboard.json", "mcp-edge-alerts.yml"] {
+        let text = std::fs::read_to_string(workspace().join("packaging/monitoring").join(file)).unwrap();
+        let shared: Vec<String> =
+            crate::operator::metric_names(&text).into_iter().filter(|n| n.starts_with("mcp_shared_tier_")).collect();
+        assert!(!shared.is_empty(), "{file}");
+        for name in shared {
+            assert!(exported.contains(&format!("# TYPE {name} ")), "{file}: {name} is not exported");
+        }
+    }
     assert!(
         b.process.log().contains("tier=\"shared\"") || b.process.log().contains("tier=shared"),
         "access log names the tier"

@@ -252,10 +252,10 @@ async fn a_missing_or_short_secret_file_is_refused_by_check_and_at_start() {
         );
         std::fs::write(&config, text).unwrap();
         let out = Command::new(bin()).args(["check", "--config"]).arg(&config).output().unwrap();
-        let named = format!("line 3: cache.shared.secret_file {}: ", secret_file.display());
+        let named = format!("{}:3: cache.shared.secret_file {}: ", config.display(), secret_file.display());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains(&format!("{}: {named}", config.display())) && stderr.contains(reason), "{stderr}");
+        assert!(stderr.contains(&named) && stderr.contains(reason), "{stderr}");
         let mut run = Process::spawn("mcp-edge", Command::new(bin()).args(["run", "--config"]).arg(&config));
         assert_eq!(run.wait_exit(Duration::from_secs(10)), Some(1));
         assert!(run.log().contains(&named) && run.log().contains(reason), "{}", run.log());
