@@ -409,3 +409,25 @@ fn a_short_admin_token_is_refused() {
         assert!(said.contains("at least 16 characters") && said.contains("admin.token"), "{command}: {said}");
     }
 }
+
+/// The demo a newcomer starts shows where the dashboard is, and serves it.
+#[tokio::test]
+async fn the_demo_starts_its_dashboard_and_says_where() {
+    let (port, upstream_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut command = Command::new(bin());
+    command.args(["demo", "--port", &port.to_string(), "--upstream-port", &upstream_port.to_string()]);
+    command.args(["--admin-port", &admin_port.to_string()]);
+    let demo = Process::spawn("mcp-edge demo", &mut command);
+    wait_listening(port, &demo).await;
+    wait_listening(admin_port, &demo).await;
+    let log = demo.log();
+    let admin = format!("127.0.0.1:{admin_port}");
+    assert!(log.contains(&format!("dashboard:         http://{admin}/")), "{log}");
+    assert!(log.contains(&format!("mcp-edge status --admin {admin}")), "{log}");
+    let page = reqwest::get(format!("http://{admin}/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"), "the dashboard page");
+    let status = Command::new(bin()).args(["status", "--admin", &admin]).output().unwrap();
+    assert!(status.status.success(), "{status:?}");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("demo"), "{status:?}");
+}

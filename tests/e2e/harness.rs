@@ -45,10 +45,12 @@ pub struct Process {
 impl Process {
     pub fn spawn(name: &str, command: &mut Command) -> Process {
         let log = tempfile::NamedTempFile::new().expect("log file");
+        // Both streams append: each write lands at the end, none over the other's.
+        let appending = || std::fs::OpenOptions::new().append(true).open(log.path()).expect("log");
         let child = command
             .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log"))
-            .stderr(log.reopen().expect("log"))
+            .stdout(appending())
+            .stderr(appending())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Process { child: Some(child), name: name.to_string(), log }
