@@ -136,7 +136,12 @@ impl Admin {
             (&Method::GET, "/readyz") => self.readiness(),
             (&Method::GET, "/metrics") => {
                 self.refresh_gauges();
-                let mut response = text(StatusCode::OK, METRICS.render(self.cache.has_shared()));
+                let mut metrics = METRICS.render(self.cache.has_shared());
+                let runtime = self.live.load();
+                if runtime.config.admin.operation_metrics {
+                    metrics.push_str(&crate::insight::metrics_text(&runtime));
+                }
+                let mut response = text(StatusCode::OK, metrics);
                 response.headers_mut().insert("content-type", "text/plain; version=0.0.4".parse().unwrap());
                 response
             }

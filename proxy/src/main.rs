@@ -13,6 +13,7 @@ mod error;
 mod front;
 mod guards;
 mod health;
+mod insight;
 mod intake;
 mod ip_text;
 mod known_headers;

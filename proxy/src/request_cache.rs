@@ -39,6 +39,8 @@ pub struct RequestCache {
     stale: Option<Bytes>,
     /// The answer was recorded (it is, at most once).
     recorded: bool,
+    /// Until when the recorded answer is fresh in the cache, if it was stored.
+    stored_until_ms: Option<u64>,
     /// The session's count of server-to-client requests when the fetch began (handshake era):
     /// if it moves before the answer comes, the answer may depend on what the client said.
     session_epoch: Option<u64>,
@@ -47,6 +49,11 @@ pub struct RequestCache {
 impl RequestCache {
     pub fn method(&self) -> mcp_edge_policies::method::Method {
         self.lookup.method
+    }
+
+    /// Until when the answer recorded is fresh in the cache (`None`: not stored).
+    pub fn stored_until_ms(&self) -> Option<u64> {
+        self.stored_until_ms
     }
 
     /// The cursor a list request asked for its page with, if any.
@@ -84,6 +91,7 @@ impl RequestCache {
             return None;
         }
         let stored = result.and_then(|result| store(cache, self, rules, result));
+        self.stored_until_ms = stored.as_ref().map(|stored| stored.expires_at_ms);
         match self.leader.take() {
             Some(leader) => leader.answered(stored.is_some()),
             None => cache.answered(self.coalescing_key, stored.is_some()),
@@ -178,6 +186,7 @@ pub async fn prepare(
         leader,
         stale,
         recorded: false,
+        stored_until_ms: None,
         session_epoch,
     }))
 }

@@ -27,6 +27,8 @@ pub struct Route {
     pub sessions: UpstreamSessions,
     /// What the edge's own subscriptions keep fresh (`None`: `[route.subscriptions]` is off).
     pub watch: Option<Arc<RouteWatch>>,
+    /// Its most called tools and resources (see `insight`).
+    pub operations: Arc<crate::insight::RouteOperations>,
 }
 
 /// What a route's upstream answers a handshake-era `initialize` with: a session or none.
@@ -69,7 +71,8 @@ impl Runtime {
                 let limits = Arc::new(RouteLimits::new(route.limits));
                 let readonly = ReadonlyTools::default();
                 let (sessions, watch) = (UpstreamSessions::default(), crate::subscriptions::watch_for(route));
-                Ok(Route { config: route.clone(), pool, readonly, limits, sessions, watch })
+                let operations = crate::insight::table();
+                Ok(Route { config: route.clone(), pool, readonly, limits, sessions, watch, operations })
             })
             .collect::<Result<Vec<_>, SetupError>>()?;
         let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;

@@ -159,6 +159,33 @@ fn render_route(out: &mut String, route: &Value) {
             percent(&window["error_ratio"]),
         );
     }
+    render_operations(out, &route["operations"]);
+}
+
+/// The route's most called tools and resources (the first five), and the advice they give.
+fn render_operations(out: &mut String, operations: &Value) {
+    let top = operations["top"].as_array().map_or(&[][..], Vec::as_slice);
+    if !top.is_empty() {
+        let _ = writeln!(out, "  top operations      calls/s  p50 / p99           hits  repeated  alike");
+    }
+    for op in top.iter().take(5) {
+        let name = format!("{} {}", text(&op["kind"]), text(&op["name"]));
+        let name =
+            if name.chars().count() > 22 { format!("{}…", name.chars().take(21).collect::<String>()) } else { name };
+        let _ = writeln!(
+            out,
+            "    {name:<22} {:>6}  {:>8} / {:<8} {:>6}  {:>8}  {:>5}",
+            number(&op["calls_per_second"]),
+            ms(&op["p50_ms"]),
+            ms(&op["p99_ms"]),
+            percent(&op["hit_ratio"]),
+            percent(&op["repeated_share"]),
+            percent(&op["identical_share"]),
+        );
+    }
+    for advice in operations["advice"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  ADVICE: {}", text(advice));
+    }
 }
 
 /// The route's own subscriptions (nothing when they are off).
@@ -233,7 +260,10 @@ mod tests {
                         "upstreams": {"http://a/mcp": {"requests_per_s": 2.0, "error_ratio": 0.5}}},
                 "upstreams": [{"url": "http://a/mcp", "healthy": false, "in_flight": 1}],
                 "subscriptions": {"max_subscriptions": 1000, "uris": {"handshake": 2, "stateless": 3}, "not_subscribed": 4,
-                                  "streams": [{"state": "open"}, {"state": "unsupported"}]}
+                                  "streams": [{"state": "open"}, {"state": "unsupported"}]},
+                "operations": {"top": [{"kind": "tool", "name": "weather.get", "calls_per_second": 40.0, "p50_ms": 12.0,
+                                        "p99_ms": 80.5, "hit_ratio": null, "repeated_share": 0.95, "identical_share": 0.92}],
+                               "advice": ["tool `weather.get`: 40/s, 92% identical calls with identical answers within 60 s, marked read-only: add it to `cache_tools`"]}
             }],
             "history": []
         });
@@ -250,9 +280,11 @@ mod tests {
             "prefetch      issued 4, used 3, wasted 0, dropped 0",
             "upstream http://a/mcp  DOWN  in flight 1, 2.0 req/s, errors 50.0%",
             "watched       5 URIs (at most 1000 per era), 1 of 2 subscriptions open, 4 not watched",
+            "tool weather.get         40.0   12.0 ms / 80.5 ms       -     95.0%  92.0%",
+            "ADVICE: tool `weather.get`: 40/s, 92% identical calls",
         ] {
             assert!(text.contains(expected), "no {expected:?} in\n{text}");
         }
-        assert!(text.lines().count() < 24, "one screen");
+        assert!(text.lines().count() < 28, "one screen");
     }
 }

@@ -67,6 +67,7 @@ impl Supervisor {
                 warn_about_restart_only_changes(&self.live.load().config, &runtime.config);
                 crate::logging::set_format(runtime.config.log.format);
                 crate::subscriptions::carry_over(&self.live.load(), &mut runtime);
+                crate::insight::carry_over(&self.live.load(), &mut runtime);
                 let runtime = Arc::new(runtime);
                 spawn_health_checks(&runtime);
                 self.live.store(runtime);

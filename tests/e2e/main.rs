@@ -11,6 +11,7 @@ mod fidelity;
 mod freshness;
 mod harness;
 mod hit_path;
+mod insight;
 mod limits;
 mod logs;
 mod operator;

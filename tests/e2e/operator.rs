@@ -104,7 +104,7 @@ async fn stats_agree_with_metrics() {
 
 /// Chromium's view of the dashboard after `budget_ms` of its (virtual) time: the DOM as
 /// rendered, and optionally a screenshot.
-fn browse(url: &str, budget_ms: u32, screenshot: Option<&std::path::Path>) -> String {
+pub fn browse(url: &str, budget_ms: u32, screenshot: Option<&std::path::Path>) -> String {
     let mut command = Command::new("chromium");
     command.args([
         "--headless",
@@ -125,7 +125,7 @@ fn browse(url: &str, budget_ms: u32, screenshot: Option<&std::path::Path>) -> St
 }
 
 /// The text of the element carrying `data-stat="<stat>"` in a dumped DOM.
-fn rendered(dom: &str, stat: &str) -> Option<String> {
+pub fn rendered(dom: &str, stat: &str) -> Option<String> {
     let at = dom.find(&format!("data-stat=\"{stat}\""))?;
     let text = &dom[at..];
     let start = text.find('>')? + 1;

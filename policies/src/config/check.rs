@@ -234,7 +234,8 @@ impl Checker<'_> {
         let on_loopback = listen.is_none_or(|addr| addr.ip().is_loopback());
         let allowed_hosts = self.allowed_hosts(&raw.allowed_hosts, "admin.allowed_hosts", on_loopback);
         let token_file = raw.token_file.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
-        AdminConfig { listen, token_file, allowed_hosts }
+        let operation_metrics = raw.operation_metrics.unwrap_or(AdminConfig::default().operation_metrics);
+        AdminConfig { listen, token_file, allowed_hosts, operation_metrics }
     }
 
     fn cache(&mut self, raw: &RawCache) -> CacheConfig {

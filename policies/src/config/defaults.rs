@@ -39,6 +39,7 @@ impl Default for AdminConfig {
             allowed_hosts: default_allowed_hosts(listen.ip().is_loopback()),
             listen: Some(listen),
             token_file: None,
+            operation_metrics: false,
         }
     }
 }

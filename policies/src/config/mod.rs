@@ -101,6 +101,9 @@ pub struct AdminConfig {
     /// protection, as `server.allowed_hosts`); `"*"` allows any. When not configured:
     /// loopback names if the admin listener is on loopback, else any.
     pub allowed_hosts: Vec<String>,
+    /// `/metrics` also exports each route's most called tools and resources by name
+    /// (`mcp_operation_*`, bounded by the top-K table; see `insight`).
+    pub operation_metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -50,6 +50,7 @@ pub(super) struct RawAdmin {
     pub(super) listen: Text,
     pub(super) token_file: Option<String>,
     pub(super) allowed_hosts: Option<Vec<Spanned<String>>>,
+    pub(super) operation_metrics: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -40,6 +40,8 @@ pub struct Understood {
     /// A compressed body the intake read, decoded: what the upstream is sent instead (plain,
     /// with its length), and what anything else reading the body reads.
     pub decoded_body: Option<bytes::Bytes>,
+    /// The tool or resource it calls, for the route's insight (see `insight`).
+    pub op: Option<crate::insight::Op>,
 }
 
 /// A forwarded request's place under the limits, held (never read) until the request ends.
@@ -56,6 +58,13 @@ impl Understood {
 
     pub fn mcp_method(&self) -> Option<Method> {
         self.rpc_method.as_deref().and_then(Method::named)
+    }
+
+    /// Counts the call in its route's insight (if it calls a tool or reads a resource).
+    pub fn count_call(&self, call: impl FnOnce(&crate::insight::Op) -> mcp_edge_policies::insight::Call<'_>) {
+        if let Some(op) = &self.op {
+            self.route().operations.record(&call(op));
+        }
     }
 
     /// Who asked for what, for the access log (`http_method`, `path`: the request's).

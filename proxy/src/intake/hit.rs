@@ -10,6 +10,7 @@ use crate::answer::{self, CachedAnswer, Outcome};
 use crate::prefetch::Replay;
 use crate::served::Served;
 use crate::store::Fresh;
+use mcp_edge_policies::insight::{Call, CallOutcome};
 
 /// A fresh hit (rendered when written, so that the answer borrows the entry's bytes).
 pub struct Hit {
@@ -33,6 +34,17 @@ impl Hit {
     /// Records the answered hit (of `path`, `bytes_in` of body, answered with `bytes_out`) in
     /// the access log and metrics.
     pub fn record(&self, started: Instant, path: &str, bytes_in: usize, bytes_out: usize) {
+        self.request.count_call(|op| Call {
+            kind: op.kind,
+            name: &op.name,
+            args: op.args,
+            at_ms: crate::store::now_ms(),
+            latency_us: started.elapsed().as_micros() as u64,
+            outcome: CallOutcome::Hit,
+            answer: None,
+            server_ttl_ms: None,
+            fresh_until_ms: Some(self.fresh.life.expires_at_ms),
+        });
         Served {
             asked: self.request.asked("POST", path),
             mcp_method: Some(self.mcp_method),

@@ -274,6 +274,7 @@ struct Noted {
     rpc_id: Option<String>,
     cache: Option<Box<request_cache::RequestCache>>,
     decoded: Option<bytes::Bytes>,
+    op: Option<crate::insight::Op>,
 }
 
 impl Noted {
@@ -299,6 +300,7 @@ impl Noted {
             caller,
         };
         let lookup = input.lookup();
+        self.op = crate::insight::Op::of(&message);
         self.rpc_method = message.method;
         self.rpc_id = message.id;
         lookup
@@ -320,6 +322,7 @@ impl Noted {
             admission: Admission::None,
             body_invited: false,
             decoded_body: self.decoded,
+            op: self.op,
             admitted,
         }
     }

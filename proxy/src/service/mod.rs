@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use mcp_edge_policies::affinity;
 use mcp_edge_policies::balance::consistent_key;
+use mcp_edge_policies::insight::{self, Call, CallOutcome, OpKind};
 use mcp_edge_policies::method::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -240,7 +241,10 @@ impl ProxyHttp for McpProxy {
         // A write's answer is read whatever its headers say: what became of it decides what
         // it invalidates.
         let read_anyway = ctx.answer.watch_initialize || ctx.write_pending();
-        let want_id = if ctx.cache().is_some() || read_anyway { ctx.rpc_id().map(str::to_string) } else { None };
+        // A tool call's answer is read for the route's insight too (are its answers alike?).
+        let insight = ctx.request.as_ref().and_then(|r| r.op.as_ref()).is_some_and(|op| op.kind == OpKind::Tool);
+        let want_id =
+            if ctx.cache().is_some() || read_anyway || insight { ctx.rpc_id().map(str::to_string) } else { None };
         let max_entry = ctx.snapshot().map_or(0, |s| s.config.cache.max_entry_size);
         ctx.answer.observer = request_cache::observer_for(response, want_id, read_anyway, max_entry);
         let Some(upstream) = ctx.current_upstream() else {
@@ -454,8 +458,34 @@ impl ProxyHttp for McpProxy {
             bytes_out: session.as_downstream().body_bytes_sent() as u64,
         }
         .record();
+        count_call(ctx, answered);
         captured::drain_if_closing(session, ctx).await;
     }
+}
+
+/// Counts a forwarded call (answered `status`) in its route's insight: how it was answered,
+/// its answer's hash and `ttlMs` when read, until when it is fresh in the cache if stored.
+fn count_call(ctx: &Ctx, status: u16) {
+    let Some(request) = ctx.request.as_ref() else { return };
+    let succeeded = (200..300).contains(&status) && ctx.failure_told.is_none();
+    let outcome = match ctx.outcome {
+        _ if !succeeded => CallOutcome::Failed,
+        Outcome::Hit | Outcome::Stale => CallOutcome::Hit,
+        Outcome::Miss => CallOutcome::Miss,
+        Outcome::Bypass => CallOutcome::Bypass,
+    };
+    let facts = ctx.answer.observer.as_ref().and_then(|observer| observer.result());
+    request.count_call(|op| Call {
+        kind: op.kind,
+        name: &op.name,
+        args: op.args,
+        at_ms: crate::store::now_ms(),
+        latency_us: ctx.started.elapsed().as_micros() as u64,
+        outcome,
+        answer: facts.map(|facts| insight::hash_of(&facts.stored_result)),
+        server_ttl_ms: facts.and_then(|facts| facts.ttl_ms),
+        fresh_until_ms: ctx.cache().and_then(|cache| cache.stored_until_ms()),
+    });
 }
 
 /// Keeps the book of live sessions (see `live_sessions`) from an upstream's answer (`status`):

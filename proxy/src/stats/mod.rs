@@ -116,6 +116,7 @@ impl Stats {
                     upstreams,
                     cached_tools_that_change_state: route.readonly.doubtful(),
                     subscriptions: route.watch.as_ref().map(|watch| watch.status()),
+                    operations: crate::insight::now(route),
                 }
             })
             .collect();
@@ -165,6 +166,8 @@ pub struct RouteNow {
     pub cached_tools_that_change_state: Vec<String>,
     /// The edge's own subscriptions (`None`: off for this route).
     pub subscriptions: Option<crate::subscriptions::SubscriptionsNow>,
+    /// Its most called tools and resources, and the advice they give (see `insight`).
+    pub operations: crate::insight::OperationsNow,
 }
 
 /// Counts since the process started.
