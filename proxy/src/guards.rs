@@ -176,6 +176,9 @@ pub fn check_post(headers: &KnownHeaders<'_>, max_body: u64) -> Result<PostBody,
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         return Err(EdgeError::UnsupportedMediaType { content_type: content_type.to_string() });
     }
+    if headers.content_encoding_stacked {
+        return Err(EdgeError::EncodedBody { coding: "codings stacked on separate lines".into() });
+    }
     let coding = headers.content_encoding.bytes().map(Coding::parse).transpose();
     let coding = coding.map_err(|coding| EdgeError::EncodedBody { coding })?;
     if headers.invalid_content_length {
@@ -316,6 +319,11 @@ mod tests {
         let zstd = check_post(&raw(&[json[0], ("content-encoding", "zstd")]), 100).unwrap_err();
         assert_eq!(zstd.status(), 415);
         assert!(check_post(&raw(&[json[0], ("content-encoding", "identity")]), 100).unwrap().coding.is_none());
+        // Codings on two lines are stacked, as "gzip, br" on one is.
+        let stacked = raw(&[json[0], ("content-encoding", "gzip"), ("content-encoding", "br")]);
+        assert_eq!(check_post(&stacked, 100).unwrap_err().status(), 415);
+        let with_identity = raw(&[json[0], ("content-encoding", "identity"), ("content-encoding", "gzip")]);
+        assert_eq!(check_post(&with_identity, 100).unwrap().coding, Some(Coding::Gzip));
         assert_eq!(check_post(&sized, 5).unwrap_err().status(), 413);
         for bad in ["ten", "+9", "-1", "1 0", "", "0x1"] {
             let bad = raw(&[json[0], ("content-length", bad)]);

@@ -84,6 +84,8 @@ pub struct KnownHeaders<'a> {
     pub accept_encoding: Value<'a>,
     /// The body's `Content-Encoding`, unless it says `identity`.
     pub content_encoding: Value<'a>,
+    /// A second `Content-Encoding` line naming a coding: codings stacked (never decoded).
+    pub content_encoding_stacked: bool,
     /// The route's identity header (e.g. `Authorization`).
     pub identity: Value<'a>,
     /// `X-Request-ID` (see `request_id`).
@@ -171,6 +173,7 @@ impl<'a> KnownHeaders<'a> {
                 }
                 16 if is("content-encoding") => {
                     if !value.trim_ascii().eq_ignore_ascii_case(b"identity") {
+                        known.content_encoding_stacked |= known.content_encoding.is_present();
                         known.content_encoding = known.content_encoding.or(value);
                     }
                     continue;

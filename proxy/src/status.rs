@@ -203,8 +203,14 @@ fn render_subscriptions(out: &mut String, subscriptions: &Value) {
     );
 }
 
+/// A string of `/stats` as printed: control characters (a client's tool name or URI may hold
+/// terminal escapes or line feeds) written as escapes, so nothing reaches the terminal raw.
 fn text(value: &Value) -> String {
-    value.as_str().unwrap_or("-").to_string()
+    let raw = value.as_str().unwrap_or("-");
+    if !raw.chars().any(char::is_control) {
+        return raw.to_string();
+    }
+    raw.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn number(value: &Value) -> String {
@@ -244,6 +250,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn names_from_clients_reach_the_terminal_escaped() {
+        assert_eq!(text(&json!("\u{1b}[31mRED\nfake line")), "\\u{1b}[31mRED\\nfake line");
+        assert_eq!(text(&json!("plain")), "plain");
+    }
 
     #[test]
     fn a_snapshot_reads_as_one_screen() {

@@ -176,6 +176,14 @@ async fn with_no_upstream_healthy_a_request_gets_503() {
     wait_for_log(&proxy, &format!("127.0.0.1:{one}/mcp")).await;
     let reply = proxy.mcp().stateless("tools/list", json!({}), &[]).await;
     assert_eq!(reply.status, 503, "{reply:?}");
+    // Replicas already out are tried all the same, and fail again: that is not said again
+    // per request (it was said once, when each failed its health check).
+    for _ in 0..5 {
+        proxy.mcp().stateless("tools/list", json!({}), &[]).await;
+    }
+    let log = proxy.process.log();
+    let ejections = log.lines().filter(|line| line.contains("ejecting it")).count();
+    assert!(ejections <= 2, "{ejections} ejection lines for 6 requests:\n{log}");
     let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.starts_with("route gone: no healthy upstream is available"), "{message}");
 }

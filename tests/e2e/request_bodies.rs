@@ -143,6 +143,18 @@ async fn bombs_corrupt_bodies_and_unknown_codings_are_refused_before_the_upstrea
     }
     let streamed = request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))).send().await.unwrap();
     assert_eq!(streamed.status().as_u16(), 413);
+    // The edge's refusal, not the upstream's answer.
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(!metrics.lines().any(|l| l.starts_with("mcp_upstream_requests_total") && l.contains("413")), "{metrics}");
+
+    // Codings stacked over two lines are refused as on one line.
+    let mut stacked = mcp.client.post(&mcp.url).header("content-type", "application/json");
+    stacked = stacked.header("content-encoding", "gzip").header("content-encoding", "br");
+    for (name, value) in &headers {
+        stacked = stacked.header(name, value);
+    }
+    let stacked = stacked.body(gzip(read.as_bytes())).send().await.unwrap();
+    assert_eq!(stacked.status().as_u16(), 415);
 
     let mut corrupt = gzip(read.as_bytes());
     corrupt.truncate(corrupt.len() / 2);

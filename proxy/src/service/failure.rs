@@ -79,8 +79,12 @@ pub(super) fn fail<T>(ctx: &mut Ctx, failure: EdgeError) -> Result<T> {
 pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     ctx.attempts.last_failure = Some(e.etype().clone());
     if let (Some(route), Some(upstream)) = (ctx.route(), ctx.current_upstream()) {
-        let error = short(&e);
-        tracing::warn!(route = %route.config.name, upstream = %upstream.label, %error, "cannot connect to the upstream; ejecting it for a while");
+        // Said once, when it is ejected: a replica already out (ejected, or failing its
+        // health check) is still tried when none is healthy, and fails again, unsaid.
+        if route.pool.is_ready(upstream) {
+            let error = short(&e);
+            tracing::warn!(route = %route.config.name, upstream = %upstream.label, %error, "cannot connect to the upstream; ejecting it for a while");
+        }
         route.pool.eject(upstream);
     }
     if ctx.pinned().is_none() {

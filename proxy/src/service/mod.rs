@@ -438,7 +438,10 @@ impl ProxyHttp for McpProxy {
         if let Some(upstream) = ctx.current_upstream() {
             upstream.inflight.fetch_sub(1, Ordering::Relaxed);
         }
-        let upstream = ctx.current_upstream().map(|u| u.label.as_str());
+        // A request mcp-edge refused itself for what the client sent (a body found too large or
+        // malformed once streamed) is no upstream's answer, though an upstream was chosen.
+        let refused_by_edge = ctx.failure_told.is_some() && answered < 500;
+        let upstream = ctx.current_upstream().filter(|_| !refused_by_edge).map(|u| u.label.as_str());
         let path = session.req_header().uri.path();
         let http_method = session.req_header().method.as_str();
         let asked = match ctx.request.as_ref() {
