@@ -323,7 +323,14 @@ fn bucket_bound_us(i: usize) -> f64 {
 }
 
 fn bucket_of(latency_us: u64) -> usize {
-    (0..BUCKETS - 1).find(|&i| latency_us as f64 <= bucket_bound_us(i)).unwrap_or(BUCKETS - 1)
+    if latency_us <= 10 {
+        return 0;
+    }
+    // One logarithm, not a power per bucket (this runs once per call, hits included); the
+    // bound check corrects a rounding at a bucket's edge.
+    let guess = ((latency_us as f64 / 10.0).ln() / 1.5f64.ln()).ceil() as usize;
+    let guess = guess.min(BUCKETS - 1);
+    if guess > 0 && latency_us as f64 <= bucket_bound_us(guess - 1) { guess - 1 } else { guess }
 }
 
 /// The latency under which `quantile` of the `calls` fall (a bucket's upper bound), in ms.
@@ -456,6 +463,15 @@ mod tests {
         assert!(top[0].p99_ms >= 500.0 && top[0].p99_ms < 760.0, "{top:?}");
         assert_eq!(top[0].calls_per_second, 10.0);
         assert_eq!(top[0].hit_ratio, Some(1.0));
+    }
+
+    #[test]
+    fn buckets_hold_what_their_bounds_say() {
+        for latency in [0u64, 1, 10, 11, 15, 16, 1_000, 1_297, 1_298, 500_000, 10_000_000_000] {
+            let i = bucket_of(latency);
+            assert!(i == BUCKETS - 1 || latency as f64 <= bucket_bound_us(i), "{latency} in {i}");
+            assert!(i == 0 || latency as f64 > bucket_bound_us(i - 1), "{latency} in {i}");
+        }
     }
 
     #[test]

@@ -90,6 +90,10 @@ impl<'a> Served<'a> {
     /// The access log line (target `mcp_edge::access`), in the order nginx and HAProxy users
     /// read theirs: who, what, the outcome, how long.
     fn log(&self, elapsed: f64) {
+        // The fields below are made only when the line is written.
+        if !tracing::enabled!(target: "mcp_edge::access", tracing::Level::INFO) {
+            return;
+        }
         let asked = &self.asked;
         let client = asked.client.map(IpText::of);
         let session = asked.session.map(fingerprint);
