@@ -225,3 +225,33 @@ fn prefetch_predict_after_read(bencher: Bencher) {
     let newcomer = Context { id: 1_000, credentialed: true };
     bencher.bench_local(|| model.predict(newcomer, black_box("docs://book/1/page/4"), 10_000, 0.4, 3));
 }
+
+/// One hit counted in its route's per-operation insight (`insight::Operations::record`), as
+/// every answered `resources/read` and `tools/call` is. `spread`: reads of 1 000 URIs chosen
+/// at random (`benches/load/random-read.lua`'s), so most calls replace the least counted of the
+/// 32 entries (the worst case); `skewed`: 8 URIs, all in the table.
+#[divan::bench(args = [1_000, 8], sample_count = 500, sample_size = 200)]
+fn insight_record_one_call(bencher: Bencher, uris: u64) {
+    use mcp_edge_policies::insight::{Call, CallOutcome, OpKind, Operations, hash_of};
+    let names: Vec<String> = (1..=uris).map(|n| format!("demo://kib/{n}")).collect();
+    let mut operations = Operations::default();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    bencher.bench_local(|| {
+        // xorshift: a cheap stand-in for the clients' random choice.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let name = &names[(state % uris) as usize];
+        operations.record(&Call {
+            kind: OpKind::Resource,
+            name,
+            args: hash_of(name),
+            at_ms: state >> 40,
+            latency_us: state & 0xfff,
+            outcome: CallOutcome::Hit,
+            answer: None,
+            server_ttl_ms: None,
+            fresh_until_ms: Some(u64::MAX),
+        });
+    });
+}

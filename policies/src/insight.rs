@@ -11,7 +11,7 @@
 //! (arguments' and answer's hashes) to tell repeated calls and identical answers.
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
 use serde::Serialize;
 
@@ -68,11 +68,10 @@ pub struct Call<'a> {
     pub fresh_until_ms: Option<u64>,
 }
 
-/// A hash of what identifies a call's arguments or answer (stable within a process).
+/// A hash of what identifies a call's arguments or answer (stable within a process). Not
+/// keyed: a client that makes two arguments collide only blurs its own route's figures.
 pub fn hash_of(text: &str) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    hasher.finish()
+    foldhash::fast::FixedState::default().hash_one(text)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,10 +87,16 @@ struct Remembered {
 struct Operation {
     kind: OpKind,
     name: String,
-    /// Space-Saving's count: calls, plus `inherited` from the entry it replaced.
-    count: u64,
     inherited: u64,
     since_ms: u64,
+    figures: Figures,
+    latency: [u32; BUCKETS],
+    recent: VecDeque<Remembered>,
+}
+
+/// What an operation's calls came to, since it entered the table.
+#[derive(Debug, Clone, Default)]
+struct Figures {
     calls: u64,
     hits: u64,
     forwarded_cacheable: u64,
@@ -102,57 +107,57 @@ struct Operation {
     /// Misses of arguments whose answer had expired within the repeat window: what
     /// refresh-ahead would have kept fresh.
     expired_misses: u64,
-    latency: [u32; BUCKETS],
-    recent: VecDeque<Remembered>,
 }
 
 impl Operation {
-    fn new(call: &Call<'_>, inherited: u64) -> Operation {
-        let name = cut(call.name).to_string();
-        Operation {
-            kind: call.kind,
-            name,
-            count: inherited,
-            inherited,
-            since_ms: call.at_ms,
-            calls: 0,
-            hits: 0,
-            forwarded_cacheable: 0,
-            failed: 0,
-            repeats: 0,
-            repeats_answered_alike: 0,
-            server_ttl_zero: 0,
-            expired_misses: 0,
+    fn new(kind: OpKind, name: &str, inherited: u64, at_ms: u64) -> Operation {
+        let mut operation = Operation {
+            kind,
+            name: String::new(),
+            inherited: 0,
+            since_ms: 0,
+            figures: Figures::default(),
             latency: [0; BUCKETS],
             recent: VecDeque::with_capacity(RECENT),
-        }
+        };
+        operation.start(kind, name, inherited, at_ms);
+        operation
     }
 
-    fn is(&self, call: &Call<'_>) -> bool {
-        self.kind == call.kind && self.name == cut(call.name)
+    /// (Re)starts the entry for operation `name`, keeping its buffers: an entry is handed over
+    /// to another operation (Space-Saving) on most calls when clients call many.
+    fn start(&mut self, kind: OpKind, name: &str, inherited: u64, at_ms: u64) {
+        self.kind = kind;
+        self.name.clear();
+        self.name.push_str(name);
+        self.inherited = inherited;
+        self.since_ms = at_ms;
+        self.figures = Figures::default();
+        self.latency = [0; BUCKETS];
+        self.recent.clear();
     }
 
     fn record(&mut self, call: &Call<'_>) {
-        self.count += 1;
-        self.calls += 1;
+        let figures = &mut self.figures;
+        figures.calls += 1;
         match call.outcome {
-            CallOutcome::Hit => self.hits += 1,
-            CallOutcome::Miss => self.forwarded_cacheable += 1,
+            CallOutcome::Hit => figures.hits += 1,
+            CallOutcome::Miss => figures.forwarded_cacheable += 1,
             CallOutcome::Bypass => {}
-            CallOutcome::Failed => self.failed += 1,
+            CallOutcome::Failed => figures.failed += 1,
         }
         if call.server_ttl_ms == Some(0) {
-            self.server_ttl_zero += 1;
+            figures.server_ttl_zero += 1;
         }
         self.latency[bucket_of(call.latency_us)] += 1;
         let window_start = call.at_ms.saturating_sub(REPEAT_WINDOW_MS);
         let previous = self.recent.iter().rev().find(|r| r.args == call.args && r.at_ms >= window_start).copied();
         if let Some(previous) = previous {
-            self.repeats += 1;
+            figures.repeats += 1;
             let alike = call.outcome == CallOutcome::Hit || (call.answer.is_some() && call.answer == previous.answer);
-            self.repeats_answered_alike += u64::from(alike);
+            figures.repeats_answered_alike += u64::from(alike);
             let expired_lately = previous.fresh_until_ms.is_some_and(|until| until <= call.at_ms);
-            self.expired_misses += u64::from(call.outcome == CallOutcome::Miss && expired_lately);
+            figures.expired_misses += u64::from(call.outcome == CallOutcome::Miss && expired_lately);
         }
         if self.recent.len() == RECENT {
             self.recent.pop_front();
@@ -165,62 +170,90 @@ impl Operation {
     }
 
     fn now(&self, now_ms: u64) -> OperationNow {
-        let calls = self.calls.max(1) as f64;
+        let figures = &self.figures;
+        let calls = figures.calls.max(1) as f64;
         let seconds = (now_ms.saturating_sub(self.since_ms) as f64 / 1000.0).max(1.0);
-        let cacheable = self.hits + self.forwarded_cacheable;
+        let cacheable = figures.hits + figures.forwarded_cacheable;
         OperationNow {
             kind: self.kind,
             name: self.name.clone(),
-            calls: self.calls,
+            calls: figures.calls,
             approximate: self.inherited > 0,
-            calls_per_second: round(self.calls as f64 / seconds, 2),
-            p50_ms: percentile_ms(&self.latency, self.calls, 0.50),
-            p99_ms: percentile_ms(&self.latency, self.calls, 0.99),
-            hit_ratio: (cacheable > 0).then(|| round(self.hits as f64 / cacheable as f64, 3)),
-            repeated_share: round(self.repeats as f64 / calls, 3),
-            identical_share: round(self.repeats_answered_alike as f64 / calls, 3),
-            failed_share: round(self.failed as f64 / calls, 3),
-            server_ttl_zero_share: round(self.server_ttl_zero as f64 / calls, 3),
-            expired_misses: self.expired_misses,
+            calls_per_second: round(figures.calls as f64 / seconds, 2),
+            p50_ms: percentile_ms(&self.latency, figures.calls, 0.50),
+            p99_ms: percentile_ms(&self.latency, figures.calls, 0.99),
+            hit_ratio: (cacheable > 0).then(|| round(figures.hits as f64 / cacheable as f64, 3)),
+            repeated_share: round(figures.repeats as f64 / calls, 3),
+            identical_share: round(figures.repeats_answered_alike as f64 / calls, 3),
+            failed_share: round(figures.failed as f64 / calls, 3),
+            server_ttl_zero_share: round(figures.server_ttl_zero as f64 / calls, 3),
+            expired_misses: figures.expired_misses,
         }
     }
 }
 
-/// A route's table of its most called operations.
+/// A route's table of its most called operations. `keys[i]` (a hash of kind and name) finds
+/// `table[i]`, `counts[i]` is its Space-Saving count: kept apart from the figures, so that
+/// finding an entry, or the least counted (under many distinct operations most calls do
+/// both), reads two short arrays, not a cache line per entry.
 #[derive(Debug, Default)]
 pub struct Operations {
+    keys: [u64; CAPACITY],
+    /// Calls, plus what the entry inherited from the one it replaced.
+    counts: [u64; CAPACITY],
     table: Vec<Operation>,
 }
 
 impl Operations {
     /// Counts one answered call.
     pub fn record(&mut self, call: &Call<'_>) {
-        let index = match self.table.iter().position(|op| op.is(call)) {
-            Some(index) => index,
-            None if self.table.len() < CAPACITY => {
-                self.table.push(Operation::new(call, 0));
+        let name = cut(call.name);
+        let key = hash_of(name) ^ call.kind as u64;
+        let index = match self.find(key, call.kind, name) {
+            Ok(index) => index,
+            Err(_) if self.table.len() < CAPACITY => {
+                self.keys[self.table.len()] = key;
+                self.table.push(Operation::new(call.kind, name, 0, call.at_ms));
                 self.table.len() - 1
             }
-            None => {
+            Err(least) => {
                 // Space-Saving: the least counted gives its place, and its count, to the newcomer.
-                let least = (0..self.table.len()).min_by_key(|&i| self.table[i].count).unwrap_or(0);
-                self.table[least] = Operation::new(call, self.table[least].count);
+                self.keys[least] = key;
+                self.table[least].start(call.kind, name, self.counts[least], call.at_ms);
                 least
             }
         };
+        self.counts[index] += 1;
         self.table[index].record(call);
+    }
+
+    /// The entry of operation `name`, else the least counted: one pass over the keys and counts.
+    fn find(&self, key: u64, kind: OpKind, name: &str) -> Result<usize, usize> {
+        let (mut least, mut least_count) = (0, u64::MAX);
+        for (i, op) in self.table.iter().enumerate() {
+            if self.keys[i] == key && op.kind == kind && op.name == name {
+                return Ok(i);
+            }
+            if self.counts[i] < least_count {
+                (least, least_count) = (i, self.counts[i]);
+            }
+        }
+        Err(least)
     }
 
     /// The `n` most called operations, most called first.
     pub fn top(&self, now_ms: u64, n: usize) -> Vec<OperationNow> {
-        let mut ranked: Vec<&Operation> = self.table.iter().collect();
-        ranked.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
-        ranked.into_iter().take(n).map(|op| op.now(now_ms)).collect()
+        let mut ranked: Vec<usize> = (0..self.table.len()).collect();
+        ranked.sort_by(|&a, &b| {
+            let (a, b) = ((self.counts[a], &self.table[a].name), (self.counts[b], &self.table[b].name));
+            b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+        });
+        ranked.into_iter().take(n).map(|i| self.table[i].now(now_ms)).collect()
     }
 
     /// Misses refresh-ahead would have saved, over every tracked operation.
     pub fn expired_misses(&self) -> u64 {
-        self.table.iter().map(|op| op.expired_misses).sum()
+        self.table.iter().map(|op| op.figures.expired_misses).sum()
     }
 }
 
@@ -317,20 +350,26 @@ fn cut(name: &str) -> &str {
     &name[..end]
 }
 
+/// Each bucket's upper bound, in microseconds: 10 × 1.5^i.
+const BUCKET_BOUNDS_US: [f64; BUCKETS] = {
+    let mut bounds = [10.0; BUCKETS];
+    let mut i = 1;
+    while i < BUCKETS {
+        bounds[i] = bounds[i - 1] * 1.5;
+        i += 1;
+    }
+    bounds
+};
+
 /// The upper bound of bucket `i`, in microseconds.
 fn bucket_bound_us(i: usize) -> f64 {
-    10.0 * 1.5f64.powi(i as i32)
+    BUCKET_BOUNDS_US[i]
 }
 
+/// The bucket of a latency: a binary search of the bounds (this runs once per call, hits
+/// included: a few comparisons, no floating-point function).
 fn bucket_of(latency_us: u64) -> usize {
-    if latency_us <= 10 {
-        return 0;
-    }
-    // One logarithm, not a power per bucket (this runs once per call, hits included); the
-    // bound check corrects a rounding at a bucket's edge.
-    let guess = ((latency_us as f64 / 10.0).ln() / 1.5f64.ln()).ceil() as usize;
-    let guess = guess.min(BUCKETS - 1);
-    if guess > 0 && latency_us as f64 <= bucket_bound_us(guess - 1) { guess - 1 } else { guess }
+    BUCKET_BOUNDS_US.partition_point(|&bound| bound < latency_us as f64).min(BUCKETS - 1)
 }
 
 /// The latency under which `quantile` of the `calls` fall (a bucket's upper bound), in ms.

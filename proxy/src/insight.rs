@@ -50,17 +50,18 @@ pub struct Op {
 }
 
 impl Op {
-    /// The operation `message` calls, if it is one the insight tracks.
-    pub fn of(message: &Message) -> Option<Op> {
-        let params = &message.params;
+    /// The operation `message` calls, if it is one the insight tracks; its name (tool name or
+    /// URI) is taken from the message, which is read no more.
+    pub fn take_from(message: &mut Message) -> Option<Op> {
+        let params = &mut message.params;
         match message.method.as_deref().and_then(Method::named)? {
             Method::ToolsCall => {
-                let name = params.name.clone()?;
+                let name = params.name.take()?;
                 let args = insight::hash_of(params.arguments.as_deref().unwrap_or("{}"));
                 Some(Op { kind: OpKind::Tool, name, args })
             }
             Method::ResourcesRead => {
-                let uri = params.uri.clone()?;
+                let uri = params.uri.take()?;
                 Some(Op { kind: OpKind::Resource, args: insight::hash_of(&uri), name: uri })
             }
             _ => None,
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn tools_and_reads_are_tracked_by_name_and_arguments() {
-        let call = |body: &str| Op::of(&mcp_edge_policies::jsonrpc::parse(body.as_bytes()).unwrap());
+        let call = |body: &str| Op::take_from(&mut mcp_edge_policies::jsonrpc::parse(body.as_bytes()).unwrap());
         let weather =
             call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w","arguments":{"c":1}}}"#);
         let weather = weather.unwrap();

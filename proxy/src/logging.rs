@@ -2,11 +2,11 @@
 //! object per line with `[log] format = "json"` (switched on reload too). `RUST_LOG` overrides
 //! the default filter, [`DEFAULT_FILTER`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use mcp_edge_policies::config::LogFormat;
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::{Registry, reload};
 
 /// What is logged unless `RUST_LOG` says otherwise. Turned off: Pingora's line per failed
 /// request (`pingora_proxy`: the access log tells of it) and per health change
@@ -18,33 +18,49 @@ use tracing_subscriber::prelude::*;
 pub const DEFAULT_FILTER: &str = "info,pingora=warn,pingora_proxy=off,pingora_load_balancing=off,\
      pingora_core::connectors=off,foyer=warn,redis=error";
 
-/// Lines are written as JSON (else as text).
-static JSON: AtomicBool = AtomicBool::new(false);
+/// A line formatter: text or JSON.
+type Formatter = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
+
+/// Swaps the formatter on a reload, and the one in use.
+static FORMAT: OnceLock<(reload::Handle<Formatter, Registry>, Mutex<LogFormat>)> = OnceLock::new();
 
 /// Sets up logging, as text until a configuration says otherwise.
+///
+/// The filter is static per call site (an `EnvFilter`, and the disk error counter's), so a
+/// disabled `debug!` or access line costs one cached check; the format is swapped whole
+/// (`reload`), not decided per line.
 pub fn init() {
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
-    };
-    // Colours only on a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let text = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .with_filter(filter())
-        .with_filter(filter_fn(|_| !JSON.load(Ordering::Relaxed)));
-    let json = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_writer(std::io::stderr)
-        .with_filter(filter())
-        .with_filter(filter_fn(|_| JSON.load(Ordering::Relaxed)));
-    tracing_subscriber::registry().with(text).with(json).with(crate::metrics::disk_errors_counter()).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+    let (formatter, handle) = reload::Layer::new(formatter(LogFormat::Text));
+    let _ = FORMAT.set((handle, Mutex::new(LogFormat::Text)));
+    tracing_subscriber::registry()
+        .with(formatter.with_filter(filter))
+        .with(crate::metrics::disk_errors_counter())
+        .init();
+}
+
+fn formatter(format: LogFormat) -> Formatter {
+    match format {
+        LogFormat::Text => {
+            // Colours only on a terminal: journald and log files get plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed()
+        }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
 }
 
 /// Writes lines in `format` from now on (at start and on each reload).
 pub fn set_format(format: LogFormat) {
-    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+    let Some((handle, current)) = FORMAT.get() else { return };
+    let mut current = current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *current != format && handle.reload(formatter(format)).is_ok() {
+        *current = format;
+    }
 }

@@ -72,8 +72,13 @@ impl<'a> Served<'a> {
     }
 
     pub fn record(&self) {
+        self.record_after(self.started.elapsed());
+    }
+
+    /// Records it as answered `elapsed` after it started (for a caller that read the clock).
+    pub fn record_after(&self, elapsed: std::time::Duration) {
         let method = Method::label(self.mcp_method);
-        let elapsed = self.started.elapsed().as_secs_f64();
+        let elapsed = elapsed.as_secs_f64();
         RequestSeries::with(self, method, |series| {
             series.requests.inc();
             series.duration.observe(elapsed);

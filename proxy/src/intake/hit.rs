@@ -34,12 +34,13 @@ impl Hit {
     /// Records the answered hit (of `path`, `bytes_in` of body, answered with `bytes_out`) in
     /// the access log and metrics.
     pub fn record(&self, started: Instant, path: &str, bytes_in: usize, bytes_out: usize) {
+        let elapsed = started.elapsed();
         self.request.count_call(|op| Call {
             kind: op.kind,
             name: &op.name,
             args: op.args,
             at_ms: crate::store::now_ms(),
-            latency_us: started.elapsed().as_micros() as u64,
+            latency_us: elapsed.as_micros() as u64,
             outcome: CallOutcome::Hit,
             answer: None,
             server_ttl_ms: None,
@@ -57,7 +58,7 @@ impl Hit {
             bytes_in: bytes_in as u64,
             bytes_out: bytes_out as u64,
         }
-        .record();
+        .record_after(elapsed);
     }
 }
 

@@ -285,7 +285,7 @@ impl Noted {
         intake: &Intake,
         route: &Route,
         prefetch: Option<Kind>,
-        message: Message,
+        mut message: Message,
         caller: &Caller,
     ) -> Option<Lookup> {
         self.write_pending = is_write_on(route, &message);
@@ -300,7 +300,8 @@ impl Noted {
             caller,
         };
         let lookup = input.lookup();
-        self.op = crate::insight::Op::of(&message);
+        // Last: it takes the operation's name out of the message.
+        self.op = crate::insight::Op::take_from(&mut message);
         self.rpc_method = message.method;
         self.rpc_id = message.id;
         lookup
