@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# dnslib: the DNS server the discovery tests control (tests/peers/python/peer_dns.py).
-if ! .venv/bin/python -c "import mcp, dnslib" 2>/dev/null; then
+# dnslib: the DNS server the discovery tests control (tests/peers/python/peer_dns.py);
+# opentelemetry-proto: the OTLP receiver the trace tests export to (otlp_receiver.py).
+if ! .venv/bin/python -c "import mcp, dnslib, opentelemetry.proto" 2>/dev/null; then
   echo "setup-peers: installing the MCP Python SDK and dnslib into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "mcp==2.3.0" "dnslib==0.9.26"
+  .venv/bin/pip install --quiet --disable-pip-version-check "mcp==2.3.0" "dnslib==0.9.26" "opentelemetry-proto==1.45.2"
 fi
 
 if [ ! -f tests/peers/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then

@@ -33,6 +33,7 @@ pub mod schema;
 pub mod shared_tier;
 pub mod sse;
 pub mod subscriptions;
+pub mod trace_context;
 pub mod units;
 pub mod upstream;
 

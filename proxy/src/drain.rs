@@ -58,12 +58,16 @@ impl ShutdownSignalWatch for DrainingSignals {
         let (mut terminate, mut interrupt) = (listen(SignalKind::terminate()), listen(SignalKind::interrupt()));
         // The edge's own subscriptions end their sessions meanwhile (see `subscriptions`).
         let drained = async { tokio::join!(drain(DRAIN_LIMIT), crate::subscriptions::end_all(Duration::from_secs(2))) };
-        tokio::select! {
+        let signal = tokio::select! {
             _ = drained => ShutdownSignal::GracefulTerminate,
             // A second signal stops at once.
             _ = interrupt.recv() => ShutdownSignal::FastShutdown,
             _ = terminate.recv() => ShutdownSignal::GracefulTerminate,
-        }
+        };
+        // The drained requests' spans are sent before the process exits (a blocking flush,
+        // bounded by the exporter's timeout, on a thread of its own).
+        let _ = tokio::task::spawn_blocking(crate::spans::flush).await;
+        signal
     }
 }
 

@@ -90,6 +90,8 @@ pub struct KnownHeaders<'a> {
     pub identity: Value<'a>,
     /// `X-Request-ID` (see `request_id`).
     pub request_id: Value<'a>,
+    /// W3C `traceparent` (read only while spans are exported, see `spans`).
+    pub traceparent: Value<'a>,
     /// `x-mcp-edge-prefetch`: the kind of an internal prefetch (trusted only on the proxy's own
     /// in-process connections, see `prefetch`).
     pub prefetch: Value<'a>,
@@ -155,6 +157,10 @@ impl<'a> KnownHeaders<'a> {
                     if known.connection_names_singleton.is_none() {
                         known.connection_names_singleton = named_singleton(value, identity_header);
                     }
+                    continue;
+                }
+                11 if is("traceparent") => {
+                    known.traceparent = known.traceparent.or(value);
                     continue;
                 }
                 12 if is("content-type") => (&mut known.content_type, Singleton::ContentType),

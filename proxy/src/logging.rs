@@ -16,7 +16,8 @@ use tracing_subscriber::{Registry, reload};
 /// made; dozens a second under load, with nothing to act on). foyer's start-up notes are
 /// debug matter.
 pub const DEFAULT_FILTER: &str = "info,pingora=warn,pingora_proxy=off,pingora_load_balancing=off,\
-     pingora_core::connectors=off,foyer=warn,redis=error";
+     pingora_core::connectors=off,foyer=warn,redis=error,opentelemetry=warn,opentelemetry_sdk=warn,\
+     opentelemetry_otlp=warn,opentelemetry-otlp=warn";
 
 /// A line formatter: text or JSON.
 type Formatter = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;

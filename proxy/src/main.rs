@@ -32,6 +32,7 @@ mod runtime;
 mod served;
 mod service;
 mod session_signals;
+mod spans;
 mod stats;
 mod status;
 mod store;
@@ -279,6 +280,10 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> ExitCode {
         return ExitCode::FAILURE;
     }
     logging::set_format(config.log.format);
+    if let Err(problem) = spans::configure(&config.tracing) {
+        eprintln!("{problem}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match Runtime::build(config) {
         Ok(runtime) => runtime,
         Err(problem) => {

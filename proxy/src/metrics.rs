@@ -60,6 +60,8 @@ pub struct Metrics {
     pub subscription_uris: IntGaugeVec,
     pub subscription_streams: IntGaugeVec,
     pub subscription_events: IntCounterVec,
+    /// Spans sent to the OTLP collector, by result (`exported`, `failed`).
+    pub spans: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -244,6 +246,12 @@ impl Metrics {
                 "mcp_subscription_events_total",
                 "What happened to the edge's own subscriptions: notifications heard, connections, failures, URIs not subscribed",
                 &["route", "kind"],
+            ),
+            spans: counter(
+                &registry,
+                "mcp_spans_total",
+                "Spans sent to the OTLP collector ([tracing] otlp), by result: exported, failed (the collector refused them or could not be reached)",
+                &["result"],
             ),
             registry,
         }

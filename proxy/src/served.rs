@@ -15,6 +15,7 @@ use mcp_edge_policies::method::Method;
 use crate::ip_text::IpText;
 use crate::metrics::METRICS;
 use crate::request_id::RequestId;
+use crate::spans::{Attempted, Trace};
 
 /// Who asked for what: the access log's account of any request, whatever answered it.
 #[derive(Clone, Copy)]
@@ -28,12 +29,26 @@ pub struct Asked<'a> {
     /// The handshake-era session id it sent (logged as a fingerprint, see [`fingerprint`]).
     pub session: Option<&'a str>,
     pub request_id: RequestId,
+    /// Its place in a trace, while spans are exported (see `spans`).
+    pub trace: Option<&'a Trace>,
+    /// The kind of prefetch it is (the prefetcher's own requests).
+    pub prefetch: Option<&'static str>,
 }
 
 impl Asked<'_> {
     /// A request whose head could not be read.
     pub fn unread(client: Option<IpAddr>) -> Asked<'static> {
-        Asked { route: "-", http_method: "-", path: "-", client, session: None, request_id: RequestId::make() }
+        let request_id = RequestId::make();
+        Asked {
+            route: "-",
+            http_method: "-",
+            path: "-",
+            client,
+            session: None,
+            request_id,
+            trace: None,
+            prefetch: None,
+        }
     }
 }
 
@@ -52,6 +67,8 @@ pub struct Served<'a> {
     /// The request's body bytes as received, and the answer's as sent (after compression).
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Its upstream attempts (told only while spans are exported).
+    pub attempted: Option<Attempted>,
 }
 
 impl<'a> Served<'a> {
@@ -68,6 +85,7 @@ impl<'a> Served<'a> {
             error: Some(refused.to_string()),
             bytes_in: 0,
             bytes_out: bytes_out as u64,
+            attempted: None,
         }
     }
 
@@ -77,6 +95,9 @@ impl<'a> Served<'a> {
 
     /// Records it as answered `elapsed` after it started (for a caller that read the clock).
     pub fn record_after(&self, elapsed: std::time::Duration) {
+        if let Some(trace) = self.asked.trace {
+            crate::spans::export(self, trace, elapsed);
+        }
         let method = Method::label(self.mcp_method);
         let elapsed = elapsed.as_secs_f64();
         RequestSeries::with(self, method, |series| {

@@ -66,6 +66,12 @@ impl Supervisor {
                 }
                 warn_about_restart_only_changes(&self.live.load().config, &runtime.config);
                 crate::logging::set_format(runtime.config.log.format);
+                let spans = runtime.config.tracing.clone();
+                match tokio::task::spawn_blocking(move || crate::spans::configure(&spans)).await {
+                    Ok(Err(problem)) => tracing::error!("{problem}; spans are exported as before"),
+                    Err(e) => tracing::error!("the span exporter could not be set up: {e}"),
+                    Ok(Ok(())) => {}
+                }
                 crate::subscriptions::carry_over(&self.live.load(), &mut runtime);
                 crate::insight::carry_over(&self.live.load(), &mut runtime);
                 let runtime = Arc::new(runtime);

@@ -26,3 +26,4 @@ mod shared_tier;
 mod subscriptions;
 mod tenants;
 pub mod tls;
+mod traces;

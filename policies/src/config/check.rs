@@ -21,6 +21,26 @@ const MAX_SUBSCRIPTIONS_LIMIT: usize = 100_000;
 
 /// A Redis URL mcp-edge accepts: `redis://` or `rediss://`, a host, and no password (it
 /// belongs in `password_file`, never in the configuration).
+/// The URL spans are posted to, from `tracing.otlp`: an `http://` or `https://` URL of a
+/// collector; one without a path (OTLP's base endpoint) gets the traces path, `/v1/traces`.
+pub fn otlp_traces_url(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("is not a URL ({e}): {url:?}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("must be an http:// or https:// URL of an OTLP/HTTP collector, not {url:?}"));
+    }
+    let Some(authority) = uri.authority() else { return Err(format!("names no host: {url:?}")) };
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials (user:password@)".into());
+    }
+    if uri.query().is_some() {
+        return Err(format!("must not have a query: {url:?}"));
+    }
+    Ok(match uri.path() {
+        "" | "/" => format!("{}://{}/v1/traces", uri.scheme_str().unwrap_or("http"), authority),
+        _ => url.to_string(),
+    })
+}
+
 fn check_redis_url(url: &str) -> Result<(), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("{url:?} is not a URL like \"redis://127.0.0.1:6379\""));
@@ -89,6 +109,7 @@ impl Checker<'_> {
             cache: self.cache(&raw.cache),
             compression: self.compression(&raw.compression),
             log: self.log(&raw.log),
+            tracing: self.tracing(&raw.tracing),
             routes: raw.route.iter().map(|r| self.route(r)).collect(),
         };
         if raw.route.is_empty() {
@@ -381,6 +402,39 @@ impl Checker<'_> {
                 SharedServers::One(String::new())
             }
         }
+    }
+
+    fn tracing(&mut self, raw: &RawTracing) -> TracingConfig {
+        let defaults = TracingConfig::default();
+        let otlp = raw.otlp.as_ref().filter(|url| !url.get_ref().is_empty()).and_then(|url| {
+            match otlp_traces_url(url.get_ref()) {
+                Ok(traces) => Some(traces),
+                Err(problem) => {
+                    self.report(url.span(), format!("tracing.otlp {problem}"));
+                    None
+                }
+            }
+        });
+        let sample_ratio = match &raw.sample_ratio {
+            Some(ratio) if !(0.0..=1.0).contains(ratio.get_ref()) => {
+                self.report(ratio.span(), "tracing.sample_ratio must be between 0 and 1".into());
+                defaults.sample_ratio
+            }
+            Some(ratio) => *ratio.get_ref(),
+            None => defaults.sample_ratio,
+        };
+        let service_name = match &raw.service_name {
+            Some(name) if name.get_ref().trim().is_empty() || name.get_ref().chars().any(char::is_control) => {
+                self.report(
+                    name.span(),
+                    "tracing.service_name must be a non-empty name without control characters".into(),
+                );
+                defaults.service_name
+            }
+            Some(name) => name.get_ref().clone(),
+            None => defaults.service_name,
+        };
+        TracingConfig { otlp, sample_ratio, service_name }
     }
 
     fn log(&mut self, raw: &RawLog) -> LogConfig {

@@ -34,7 +34,26 @@ pub struct Config {
     pub cache: CacheConfig,
     pub compression: CompressionConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[tracing]`: spans exported over OTLP/HTTP (protobuf), one per request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans are sent: the collector's traces URL (`http://host:4318` gets `/v1/traces`
+    /// appended, as OTLP's base endpoint does); `None`: spans are not made at all.
+    pub otlp: Option<String>,
+    /// Share of new traces (no sampled parent) whose spans are exported, 0 to 1.
+    pub sample_ratio: f64,
+    /// The `service.name` spans are exported under.
+    pub service_name: String,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig { otlp: None, sample_ratio: 1.0, service_name: "mcp-edge".into() }
+    }
 }
 
 /// `[log]`: how log lines are written (on standard error; journald keeps them).

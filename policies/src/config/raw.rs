@@ -14,7 +14,16 @@ pub(super) struct RawConfig {
     pub(super) cache: RawCache,
     pub(super) compression: RawCompression,
     pub(super) log: RawLog,
+    pub(super) tracing: RawTracing,
     pub(super) route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawTracing {
+    pub(super) otlp: Text,
+    pub(super) sample_ratio: Option<Spanned<f64>>,
+    pub(super) service_name: Text,
 }
 
 #[derive(Deserialize, Default)]

@@ -376,3 +376,34 @@ fn discovery_is_on_with_its_table_or_an_srv_upstream_and_checks_its_keys() {
     assert_eq!(once.len(), 1, "one message for a malformed target: {once:?}");
     refused("[route.discovery]\nintervall = \"1s\"\n", "intervall");
 }
+
+#[test]
+fn otlp_collectors_are_urls_and_a_base_endpoint_gets_the_traces_path() {
+    let read = |tracing: &str| Config::from_toml(&format!("[tracing]\n{tracing}\n{MINIMAL}"));
+    assert_eq!(read("").unwrap().tracing, super::TracingConfig::default());
+    assert_eq!(read("otlp = \"\"").unwrap().tracing.otlp, None);
+    assert_eq!(
+        read("otlp = \"http://10.0.0.9:4318\"").unwrap().tracing.otlp.as_deref(),
+        Some("http://10.0.0.9:4318/v1/traces")
+    );
+    assert_eq!(
+        read("otlp = \"https://otel.example/\"").unwrap().tracing.otlp.as_deref(),
+        Some("https://otel.example/v1/traces")
+    );
+    assert_eq!(
+        read("otlp = \"http://c:4318/otlp/v1/traces\"").unwrap().tracing.otlp.as_deref(),
+        Some("http://c:4318/otlp/v1/traces")
+    );
+    for (bad, says) in [
+        ("otlp = \"grpc://c:4317\"", "must be an http:// or https:// URL"),
+        ("otlp = \"c:4318\"", "must be an http:// or https:// URL"),
+        ("otlp = \"http://user:pw@c:4318\"", "must not carry credentials"),
+        ("otlp = \"http://c:4318/v1/traces?x=1\"", "must not have a query"),
+        ("sample_ratio = 1.5", "tracing.sample_ratio must be between 0 and 1"),
+        ("service_name = \"\"", "tracing.service_name must be a non-empty name"),
+    ] {
+        let found = problems(&format!("[tracing]\n{bad}\n{MINIMAL}"));
+        assert_eq!(found.len(), 1, "{bad}: {found:?}");
+        assert!(found[0].to_string().contains(says), "{bad}: {}", found[0]);
+    }
+}

@@ -271,6 +271,7 @@ async fn refuse_head(
     (head, request_id): (&Head<'_>, RequestId),
     snapshot: &Runtime,
 ) -> Step {
+    let trace = crate::spans::Trace::begin(head.known.traceparent.bytes());
     let asked = Asked {
         route: head.route.map_or("-", |index| snapshot.routes[index].config.name.as_str()),
         http_method: head.method,
@@ -278,6 +279,8 @@ async fn refuse_head(
         client: io.client,
         session: head.known.session_id.text(),
         request_id,
+        trace: trace.as_deref(),
+        prefetch: None,
     };
     refuse(&mut io.stream, refused, asked).await;
     Step::Close

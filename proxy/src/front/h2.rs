@@ -164,6 +164,7 @@ async fn refuse(
         tracing::debug!(error = %e, "could not send the error response");
     }
     let head = session.req_header();
+    let trace = crate::spans::Trace::begin(head.headers.get("traceparent").map(|v| v.as_bytes()));
     let asked = Asked {
         route: route.unwrap_or("-"),
         http_method: head.method.as_str(),
@@ -171,6 +172,8 @@ async fn refuse(
         client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
         session: head.headers.get(&crate::known_headers::MCP_SESSION_ID).and_then(|v| v.to_str().ok()),
         request_id,
+        trace: trace.as_deref(),
+        prefetch: None,
     };
     Served::refused(asked, &refused, bytes_out).record();
     None

@@ -76,6 +76,8 @@ impl Understood {
             client: self.admitted.client,
             session: self.edge_session.as_deref(),
             request_id: self.admitted.request_id,
+            trace: self.admitted.trace.as_deref(),
+            prefetch: self.admitted.prefetch.map(|kind| kind.label()),
         }
     }
 }

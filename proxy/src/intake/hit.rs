@@ -57,6 +57,7 @@ impl Hit {
             error: None,
             bytes_in: bytes_in as u64,
             bytes_out: bytes_out as u64,
+            attempted: None,
         }
         .record_after(elapsed);
     }

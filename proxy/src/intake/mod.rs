@@ -97,6 +97,8 @@ pub struct Admitted {
     pub prefetch: Option<Kind>,
     pub request_id: RequestId,
     pub client: Option<IpAddr>,
+    /// Its place in a trace, while spans are exported (see `spans`).
+    pub trace: Option<Box<crate::spans::Trace>>,
 }
 
 impl Admitted {
@@ -141,8 +143,20 @@ pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Reque
     };
     let prefetch = if request.internal { known.prefetch.text().and_then(Kind::parse) } else { None };
     let (request_id, client) = (request.request_id, request.client);
+    let trace = crate::spans::Trace::begin(known.traceparent.bytes());
     let route = route_index;
-    Ok(Admitted { snapshot: snapshot.clone(), route, stateless, pinned, body, coding, prefetch, request_id, client })
+    Ok(Admitted {
+        snapshot: snapshot.clone(),
+        route,
+        stateless,
+        pinned,
+        body,
+        coding,
+        prefetch,
+        request_id,
+        client,
+        trace,
+    })
 }
 
 /// Understands requests and answers them from the cache; shared by the fronts.

@@ -50,6 +50,8 @@ pub struct Attempts {
     pub(super) last_failure: Option<ErrorType>,
     /// When the current attempt began (for the prefetcher's view of its latency).
     pub(super) started: Option<Instant>,
+    /// When the first attempt began (for a traced request's span of the exchange).
+    pub(super) first_started: Option<Instant>,
     /// No replica was healthy when the first attempt was chosen (health checks or ejections
     /// had ruled them all out): the replicas are tried all the same, and if every one fails
     /// the answer is `503 no healthy upstream`, not an upstream's failure.
@@ -128,6 +130,17 @@ impl Ctx {
     }
 
     /// The handshake-era session id the client sent.
+    /// The request is part of a trace whose spans are exported (see `spans`).
+    pub(super) fn traced(&self) -> bool {
+        self.request.as_ref().is_some_and(|request| request.admitted.trace.is_some())
+    }
+
+    /// The `traceparent` for the upstream: the request's trace, its upstream exchange's span.
+    pub(super) fn upstream_traceparent(&self) -> Option<http::HeaderValue> {
+        let trace = self.request.as_ref()?.admitted.trace.as_deref()?;
+        http::HeaderValue::from_bytes(&trace.upstream_traceparent()).ok()
+    }
+
     /// The request's `X-Request-ID` (see `request_id`).
     pub(super) fn request_id(&self) -> Option<&str> {
         self.request.as_ref().map(|request| request.admitted.request_id.as_str())

@@ -198,6 +198,10 @@ impl ProxyHttp for McpProxy {
         if !ctx.is_long_lived_stream(&session.req_header().method) {
             peer.options.read_timeout = Some(route.config.read_timeout);
         }
+        // Timed only for a span of the exchange (see `spans`).
+        if ctx.attempts.first_started.is_none() && ctx.traced() {
+            ctx.attempts.first_started = Some(std::time::Instant::now());
+        }
         ctx.attempts.tried.push(upstream);
         Ok(Box::new(peer))
     }
@@ -459,6 +463,10 @@ impl ProxyHttp for McpProxy {
             error: failure::logged_error(error, ctx, answered),
             bytes_in: session.as_downstream().body_bytes_read() as u64,
             bytes_out: session.as_downstream().body_bytes_sent() as u64,
+            attempted: ctx
+                .attempts
+                .first_started
+                .map(|first_at| crate::spans::Attempted { first_at, count: ctx.attempts.tried.len() }),
         }
         .record();
         count_call(ctx, answered);

@@ -23,6 +23,8 @@ use super::head_edit::edit_request;
 use super::respond::{client_ip, header_str, is_tls};
 use crate::ip_text::IpText;
 use crate::known_headers::{MCP_SESSION_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 use crate::prefetch::KIND_HEADER;
 
 /// Rewrites `request` (Pingora's copy of the client's head) for the upstream `ctx` chose.
@@ -61,6 +63,10 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         headers.insert(http::header::VIA, via);
         if let Some(id) = ctx.request_id().and_then(|id| HeaderValue::from_str(id).ok()) {
             headers.insert(X_REQUEST_ID, id);
+        }
+        // A traced request's upstream hears of mcp-edge's span (`tracestate` passes as sent).
+        if let Some(traceparent) = ctx.upstream_traceparent() {
+            headers.insert(TRACEPARENT, traceparent);
         }
         headers.remove(ACCEPT_ENCODING);
         if let Some(id) = upstream_session {
