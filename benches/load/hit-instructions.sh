@@ -3,7 +3,10 @@
 # and a candidate): each runs under callgrind with counting off, its cache is filled with KEYS
 # (200) 1 KiB entries and warmed, then counted over 5 s of wrk with 8 connections. Deterministic
 # where req/s on a shared machine is not. SDK_META=1: an SDK client's request (random-read.lua).
-# usage: [SDK_META=1] benches/load/hit-instructions.sh BIN [BIN...]; profiles are left in OUT.
+# EXTRA_CONFIG: more lines for each build's configuration (e.g. a [tracing] table, see
+# `TRACES=1`); TRACES=1: a [tracing] table exporting every hit's span to a local OTLP receiver
+# (tests/peers/python/otlp_receiver.py, from .venv), its export thread counted too.
+# usage: [SDK_META=1] [TRACES=1] benches/load/hit-instructions.sh BIN [BIN...]; profiles are left in OUT.
 # Needs: valgrind and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,10 +18,16 @@ UP=$(port)
 "$1" upstream --listen "127.0.0.1:$UP" --name bench --json --ttl-ms 3600000 2>"$DIR/up.log" & PIDS+=($!)
 wait_port "$UP"
 export KEYS=200
+if [ "${TRACES:-0}" = 1 ]; then
+  OTLP=$(port)
+  .venv/bin/python tests/peers/python/otlp_receiver.py "$OTLP" >/dev/null 2>"$DIR/otlp.log" & PIDS+=($!)
+  wait_port "$OTLP"
+  EXTRA_CONFIG=$(printf '[tracing]\notlp = "http://127.0.0.1:%s"' "$OTLP")
+fi
 i=0
 for bin in "$@"; do
   i=$((i+1)); EDGE=$(port)
-  one_route_config "$DIR/e$i.toml" "$EDGE" "$UP" "threads = 1"
+  one_route_config "$DIR/e$i.toml" "$EDGE" "$UP" "threads = 1" "${EXTRA_CONFIG:-}"
   RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/b$i.%p" "$bin" run --config "$DIR/e$i.toml" 2>"$DIR/e$i.log" & PID=$!; PIDS+=("$PID")
   for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$EDGE") 2>/dev/null && break; sleep 0.2; done
   url="http://127.0.0.1:$EDGE/mcp"

@@ -81,7 +81,7 @@ impl std::fmt::Debug for RequestId {
 }
 
 /// splitmix64's finaliser: a bijection on u64, so distinct counters give distinct ids.
-fn mix(mut x: u64) -> u64 {
+pub fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)

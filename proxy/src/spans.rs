@@ -216,7 +216,7 @@ fn next_id() -> u64 {
         u64::from_le_bytes(seed)
     });
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    mix(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(*START))
+    crate::request_id::mix(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(*START))
 }
 
 fn span_id() -> [u8; 8] {
@@ -238,13 +238,6 @@ fn trace_id() -> [u8; 16] {
     id[..8].copy_from_slice(&next_id().to_be_bytes());
     id[8..].copy_from_slice(&span_id());
     id
-}
-
-/// splitmix64's finaliser (a bijection).
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Exports the spans of an answered, sampled request, `elapsed` after it started.
