@@ -90,8 +90,10 @@ pub struct KnownHeaders<'a> {
     pub identity: Value<'a>,
     /// `X-Request-ID` (see `request_id`).
     pub request_id: Value<'a>,
-    /// W3C `traceparent` (read only while spans are exported, see `spans`).
+    /// W3C `traceparent` (read only while spans are exported, see `spans`; see
+    /// [`KnownHeaders::trace_parent`]).
     pub traceparent: Value<'a>,
+    pub traceparent_lines: u8,
     /// `x-mcp-edge-prefetch`: the kind of an internal prefetch (trusted only on the proxy's own
     /// in-process connections, see `prefetch`).
     pub prefetch: Value<'a>,
@@ -160,6 +162,7 @@ impl<'a> KnownHeaders<'a> {
                     continue;
                 }
                 11 if is("traceparent") => {
+                    known.traceparent_lines = known.traceparent_lines.saturating_add(1);
                     known.traceparent = known.traceparent.or(value);
                     continue;
                 }
@@ -199,6 +202,11 @@ impl<'a> KnownHeaders<'a> {
             note_singleton(&mut known, name, 2 << singleton as u16);
         }
         known
+    }
+
+    /// The `traceparent` to continue: none if sent twice (W3C: then a new trace starts).
+    pub fn trace_parent(&self) -> Option<&'a [u8]> {
+        self.traceparent.bytes().filter(|_| self.traceparent_lines == 1)
     }
 
     /// One `Content-Length` line: the first is kept, every one must be digits and agree with it.

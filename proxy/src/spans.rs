@@ -28,6 +28,8 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 
+use mcp_edge_policies::method::Method;
+
 use crate::served::Served;
 
 /// Spans waiting for export; past this, new ones are dropped (memory stays bounded whatever
@@ -77,11 +79,15 @@ pub fn flush() {
 fn exporter(config: &TracingConfig, url: &str) -> Result<Exporting, String> {
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     // Built on a thread of its own: the blocking HTTP client runs its own small runtime,
-    // which may be neither made nor dropped inside one of Pingora's.
-    let client = std::thread::spawn(move || reqwest::blocking::Client::builder().timeout(EXPORT_TIMEOUT).build())
-        .join()
-        .map_err(|_| "the OTLP HTTP client could not be made".to_string())?
-        .map_err(|e| format!("the OTLP HTTP client could not be made: {e}"))?;
+    // which may be neither made nor dropped inside one of Pingora's. No redirects: spans go
+    // to the collector configured, not wherever it points.
+    let client = std::thread::spawn(move || {
+        reqwest::blocking::Client::builder().timeout(EXPORT_TIMEOUT).redirect(reqwest::redirect::Policy::none()).build()
+    })
+    .join()
+    .map_err(|_| "the OTLP HTTP client could not be made".to_string())?
+    .map_err(|e| format!("the OTLP HTTP client could not be made: {e}"))?;
+    let client = BoundedClient(client);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
@@ -146,6 +152,29 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
     }
 }
 
+/// The collector's answers are read up to [`MAX_ANSWER`] bytes (an OTLP answer is a few bytes):
+/// the SDK's own client reads a body whole, so a collector could make mcp-edge hold gigabytes.
+#[derive(Debug)]
+struct BoundedClient(reqwest::blocking::Client);
+
+/// The most of a collector's answer read.
+const MAX_ANSWER: u64 = 64 * 1024;
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for BoundedClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        use std::io::Read;
+        let response = self.0.execute(request.try_into()?)?.error_for_status()?;
+        let status = response.status();
+        let mut body = Vec::new();
+        response.take(MAX_ANSWER).read_to_end(&mut body)?;
+        Ok(http::Response::builder().status(status).body(bytes::Bytes::from(body))?)
+    }
+}
+
 /// Shuts a replaced exporter down (sending what it holds) on a thread of its own, off the
 /// reload's way and outside any runtime.
 fn retire(old: Arc<Exporting>) {
@@ -191,6 +220,13 @@ impl Trace {
                 Trace { trace_id, span_id, upstream_span_id, parent: None, sampled }
             }
         }))
+    }
+
+    /// The client's trace context was not taken (none, malformed or sent twice): a new trace,
+    /// whose upstream must not be sent the client's `tracestate` (W3C: it belongs to the
+    /// trace it came with).
+    pub fn is_new(&self) -> bool {
+        self.parent.is_none()
     }
 
     /// The `traceparent` sent upstream: this trace, the upstream exchange's span as parent.
@@ -258,15 +294,19 @@ pub fn export(served: &Served<'_>, trace: &Trace, elapsed: Duration) {
         None => Context::new(),
     };
     let failed = served.status == 0 || served.status >= 500 || (served.error.is_some() && served.status >= 400);
-    let status = if failed { Status::error(served.error.clone().unwrap_or_default()) } else { Status::Unset };
+    // Only what mcp-edge chose goes into the status: an error's text may quote what the client
+    // sent (a URI, a tool name, a path), which the collector is not to be sent.
+    let status = if failed { Status::error(format!("HTTP {}", served.status)) } else { Status::Unset };
     let asked = &served.asked;
-    let name = match served.mcp_method {
+    // A method outside MCP's fixed set is `other`, as in the metrics.
+    let method = served.mcp_method.map(|method| Method::label(Some(method)));
+    let name = match method {
         Some(method) => method.to_string(),
-        None => format!("{} {}", asked.http_method, asked.route),
+        None => format!("{} {}", known_http_method(asked.http_method), asked.route),
     };
     let mut attributes = vec![
-        KeyValue::new("http.request.method", asked.http_method.to_string()),
-        KeyValue::new("url.path", asked.path.to_string()),
+        KeyValue::new("http.request.method", known_http_method(asked.http_method)),
+        KeyValue::new("url.path", cut(asked.path, MAX_PATH).to_string()),
         KeyValue::new("http.response.status_code", i64::from(served.status)),
         KeyValue::new("mcp_edge.route", asked.route.to_string()),
         KeyValue::new("mcp_edge.cache", served.cache),
@@ -274,8 +314,8 @@ pub fn export(served: &Served<'_>, trace: &Trace, elapsed: Duration) {
         KeyValue::new("http.request.body.size", served.bytes_in as i64),
         KeyValue::new("http.response.body.size", served.bytes_out as i64),
     ];
-    if let Some(method) = served.mcp_method {
-        attributes.push(KeyValue::new("mcp.method.name", method.to_string()));
+    if let Some(method) = method {
+        attributes.push(KeyValue::new("mcp.method.name", method));
     }
     if let Some(tier) = served.tier {
         attributes.push(KeyValue::new("mcp_edge.cache.tier", tier));
@@ -316,6 +356,29 @@ pub fn export(served: &Served<'_>, trace: &Trace, elapsed: Duration) {
         let within = Context::new().with_remote_span_context(request_span);
         tracer.build_with_context(exchange, &within).end_with_timestamp(ended);
     }
+}
+
+/// A request's HTTP method as spans name it: one mcp-edge serves, else `_OTHER` (a refused
+/// request's method is whatever token the client sent).
+fn known_http_method(method: &str) -> &'static str {
+    ["GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH", "CONNECT", "TRACE"]
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("_OTHER")
+}
+
+/// The longest path a span carries (a client chooses it; the queue holds thousands of spans).
+const MAX_PATH: usize = 256;
+
+fn cut(text: &str, longest: usize) -> &str {
+    if text.len() <= longest {
+        return text;
+    }
+    let mut end = longest;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// When a request's first upstream attempt began, and how many it made.

@@ -14,10 +14,14 @@ const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 async fn otlp_receiver() -> (Process, u16) {
+    otlp_receiver_answering("200").await
+}
+
+async fn otlp_receiver_answering(mode: &str) -> (Process, u16) {
     let port = free_port();
     let process = Process::spawn(
         "OTLP receiver",
-        Command::new(python()).arg(peer_script("otlp_receiver.py")).arg(port.to_string()),
+        Command::new(python()).arg(peer_script("otlp_receiver.py")).arg(port.to_string()).arg(mode),
     );
     wait_listening(port, &process).await;
     (process, port)
@@ -95,6 +99,27 @@ async fn spans_reach_a_real_otlp_receiver_and_the_upstream_hears_of_them() {
     let unsampled = request_headers(&mcp, &[("traceparent", &unsampled_parent)]).await;
     let passed_on = seen_header(&unsampled, "traceparent").unwrap();
     assert!(passed_on.starts_with(&format!("00-{}-", "1".repeat(32))) && passed_on.ends_with("-00"), "{passed_on}");
+    // Sent twice, or malformed: a new trace, and the client's tracestate stays behind.
+    let twice = request_headers(&mcp, &[("traceparent", &client_parent), ("traceparent", &unsampled_parent)]).await;
+    assert!(!seen_header(&twice, "traceparent").unwrap().contains(CLIENT_TRACE), "{twice:?}");
+    let malformed = request_headers(&mcp, &[("traceparent", "00-XYZ"), ("tracestate", "evil=2")]).await;
+    assert_eq!(seen_header(&malformed, "traceparent").map(|t| t.len()), Some(55), "{malformed:?}");
+    assert_eq!(seen_header(&malformed, "tracestate"), None, "{malformed:?}");
+    // What a client chose stays out of the spans: a refusal quoting its URIs, an unknown method.
+    let mismatch = mcp
+        .post(
+            r#"{"jsonrpc":"2.0","id":9,"method":"resources/read","params":{"uri":"demo://docs/BODYSECRET","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "resources/read"),
+                ("mcp-name", "demo://docs/HEADERSECRET"),
+                ("x-request-id", "mismatch-9"),
+            ],
+        )
+        .await;
+    assert_eq!(mismatch.status, 400, "{mismatch:?}");
+    let odd = mcp.stateless("x/METHODSECRET", json!({}), &[("x-request-id", "odd-9")]).await;
+    assert!(odd.status < 500, "{odd:?}");
 
     // The request's span: a server span, child of the client's, with what the edge did.
     let server = wait_for_span(&receiver, |s| s["trace_id"] == CLIENT_TRACE && s["kind"] == 2).await;
@@ -131,6 +156,12 @@ async fn spans_reach_a_real_otlp_receiver_and_the_upstream_hears_of_them() {
     assert_eq!(refused["attributes"]["http.response.status_code"], 400, "{refused}");
     assert_eq!(refused["status"], 2, "an error: {refused}");
 
+    let quoted = wait_for_span(&receiver, |s| s["attributes"]["mcp_edge.request_id"] == "mismatch-9").await;
+    assert_eq!(quoted["status_message"], "HTTP 400", "{quoted}");
+    let odd = wait_for_span(&receiver, |s| s["attributes"]["mcp_edge.request_id"] == "odd-9").await;
+    assert_eq!((&odd["name"], &odd["attributes"]["mcp.method.name"]), (&json!("other"), &json!("other")), "{odd}");
+    assert!(!receiver.log().contains("SECRET"), "{}", receiver.log());
+
     // Give the exporter one more batch: nothing of the unsampled trace, nothing else of the hit's.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let all = spans(&receiver);
@@ -164,4 +195,25 @@ async fn a_collector_that_is_down_costs_requests_nothing() {
     assert_eq!(log.matches(said).count(), 1, "{log}");
     assert!(metric(&proxy, "mcp_spans_total{result=\"failed\"}").await >= 50.0);
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test]
+async fn a_collector_answering_a_huge_body_is_not_read_whole() {
+    let (receiver, receiver_port) = otlp_receiver_answering("huge").await;
+    let upstream = demo_upstream("a", &[]).await;
+    let otlp = format!("[tracing]\notlp = \"http://127.0.0.1:{receiver_port}\"\n");
+    let proxy = proxy_full(&route(&[&upstream], ""), "", |_| otlp).await;
+    for n in 0..20 {
+        assert_eq!(read(&proxy.mcp(), &format!("demo://docs/{n}"), None).await.status, 200);
+    }
+    wait_for_span(&receiver, |s| s["kind"] == 2).await;
+    // The receiver streams its gigabyte as fast as it is read: give it a moment, then look.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.process.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+        .expect("VmHWM");
+    assert!(rss_kib < 300 * 1024, "mcp-edge's peak memory reached {rss_kib} KiB");
 }

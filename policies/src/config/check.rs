@@ -32,6 +32,11 @@ pub fn otlp_traces_url(url: &str) -> Result<String, String> {
     if authority.as_str().contains('@') {
         return Err("must not carry credentials (user:password@)".into());
     }
+    // The text after the host's last `:` (an IPv6 host is bracketed): `http` parses any digits.
+    let port = authority.as_str().rsplit_once(':').filter(|_| !authority.as_str().ends_with(']'));
+    if port.is_some_and(|(_, port)| !port.parse::<u16>().is_ok_and(|port| port > 0)) {
+        return Err(format!("names no usable port (1-65535): {url:?}"));
+    }
     if uri.query().is_some() {
         return Err(format!("must not have a query: {url:?}"));
     }

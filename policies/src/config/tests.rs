@@ -407,3 +407,12 @@ fn otlp_collectors_are_urls_and_a_base_endpoint_gets_the_traces_path() {
         assert!(found[0].to_string().contains(says), "{bad}: {}", found[0]);
     }
 }
+
+#[test]
+fn an_otlp_collector_needs_a_usable_port() {
+    for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:0", "http://c:70000/v1/traces"] {
+        let found = problems(&format!("[tracing]\notlp = \"{bad}\"\n{MINIMAL}"));
+        assert_eq!(found.len(), 1, "{bad}: {found:?}");
+        assert!(found[0].to_string().contains("names no usable port"), "{bad}: {}", found[0]);
+    }
+}

@@ -271,7 +271,7 @@ async fn refuse_head(
     (head, request_id): (&Head<'_>, RequestId),
     snapshot: &Runtime,
 ) -> Step {
-    let trace = crate::spans::Trace::begin(head.known.traceparent.bytes());
+    let trace = crate::spans::Trace::begin(head.known.trace_parent());
     let asked = Asked {
         route: head.route.map_or("-", |index| snapshot.routes[index].config.name.as_str()),
         http_method: head.method,

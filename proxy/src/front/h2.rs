@@ -164,7 +164,9 @@ async fn refuse(
         tracing::debug!(error = %e, "could not send the error response");
     }
     let head = session.req_header();
-    let trace = crate::spans::Trace::begin(head.headers.get("traceparent").map(|v| v.as_bytes()));
+    let mut traceparents = head.headers.get_all("traceparent").iter();
+    let sent_once = traceparents.next().filter(|_| traceparents.next().is_none());
+    let trace = crate::spans::Trace::begin(sent_once.map(|v| v.as_bytes()));
     let asked = Asked {
         route: route.unwrap_or("-"),
         http_method: head.method.as_str(),

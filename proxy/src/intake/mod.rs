@@ -143,7 +143,7 @@ pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Reque
     };
     let prefetch = if request.internal { known.prefetch.text().and_then(Kind::parse) } else { None };
     let (request_id, client) = (request.request_id, request.client);
-    let trace = crate::spans::Trace::begin(known.traceparent.bytes());
+    let trace = crate::spans::Trace::begin(known.trace_parent());
     let route = route_index;
     Ok(Admitted {
         snapshot: snapshot.clone(),

@@ -135,10 +135,11 @@ impl Ctx {
         self.request.as_ref().is_some_and(|request| request.admitted.trace.is_some())
     }
 
-    /// The `traceparent` for the upstream: the request's trace, its upstream exchange's span.
-    pub(super) fn upstream_traceparent(&self) -> Option<http::HeaderValue> {
+    /// The `traceparent` for the upstream (the request's trace, its upstream exchange's span),
+    /// and whether the trace is new (the client's `tracestate` is then not passed on).
+    pub(super) fn upstream_traceparent(&self) -> Option<(http::HeaderValue, bool)> {
         let trace = self.request.as_ref()?.admitted.trace.as_deref()?;
-        http::HeaderValue::from_bytes(&trace.upstream_traceparent()).ok()
+        Some((http::HeaderValue::from_bytes(&trace.upstream_traceparent()).ok()?, trace.is_new()))
     }
 
     /// The request's `X-Request-ID` (see `request_id`).

@@ -25,6 +25,7 @@ use crate::ip_text::IpText;
 use crate::known_headers::{MCP_SESSION_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 use crate::prefetch::KIND_HEADER;
 
 /// Rewrites `request` (Pingora's copy of the client's head) for the upstream `ctx` chose.
@@ -65,8 +66,11 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             headers.insert(X_REQUEST_ID, id);
         }
         // A traced request's upstream hears of mcp-edge's span (`tracestate` passes as sent).
-        if let Some(traceparent) = ctx.upstream_traceparent() {
+        if let Some((traceparent, new_trace)) = ctx.upstream_traceparent() {
             headers.insert(TRACEPARENT, traceparent);
+            if new_trace {
+                headers.remove(TRACESTATE);
+            }
         }
         headers.remove(ACCEPT_ENCODING);
         if let Some(id) = upstream_session {

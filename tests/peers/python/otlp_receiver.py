@@ -2,7 +2,8 @@
 (ExportTraceServiceRequest, protobuf) with the OpenTelemetry project's own message definitions
 (opentelemetry-proto) and prints every span as one JSON line on standard output.
 
-usage: otlp_receiver.py PORT [STATUS]   (STATUS: the HTTP status to answer, default 200)
+usage: otlp_receiver.py PORT [STATUS|huge]   (STATUS: the HTTP status to answer, default 200;
+huge: a 200 announcing a 1 GiB body, streamed until the exporter hangs up)
 """
 
 import json
@@ -14,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-STATUS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+MODE = sys.argv[2] if len(sys.argv) > 2 else "200"
 
 
 def value_of(any_value):
@@ -48,12 +49,24 @@ class Receiver(BaseHTTPRequestHandler):
                         "start": span.start_time_unix_nano,
                         "end": span.end_time_unix_nano,
                         "status": span.status.code,
+                        "status_message": span.status.message,
                         "attributes": attributes(span.attributes),
                         "service": resource.get("service.name"),
                     }
                     print(json.dumps(line), flush=True)
+        if MODE == "huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            chunk = bytes(1 << 20)
+            try:
+                for _ in range(1 << 10):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+            return
         answer = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(STATUS)
+        self.send_response(int(MODE))
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
