@@ -340,14 +340,7 @@ fn round(value: f64, decimals: i32) -> f64 {
 }
 
 fn cut(name: &str) -> &str {
-    if name.len() <= MAX_NAME {
-        return name;
-    }
-    let mut end = MAX_NAME;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    &name[..end]
+    &name[..name.floor_char_boundary(MAX_NAME)]
 }
 
 /// Each bucket's upper bound, in microseconds: 10 × 1.5^i.

@@ -21,6 +21,7 @@ pub mod canonical;
 pub mod cluster_nodes;
 pub mod config;
 pub mod headers;
+pub mod hex;
 pub mod insight;
 pub mod jsonrpc;
 pub mod key_property;

@@ -52,9 +52,9 @@ impl TraceParent {
     pub fn render(&self) -> [u8; LENGTH] {
         let mut out = [b'-'; LENGTH];
         out[..2].copy_from_slice(b"00");
-        write_hex(&mut out[3..35], &self.trace_id);
-        write_hex(&mut out[36..52], &self.parent_id);
-        write_hex(&mut out[53..55], &[self.flags]);
+        crate::hex::write(&mut out[3..35], &self.trace_id);
+        crate::hex::write(&mut out[36..52], &self.parent_id);
+        crate::hex::write(&mut out[53..55], &[self.flags]);
         out
     }
 }
@@ -66,14 +66,6 @@ fn hex_byte(two: &[u8]) -> Option<u8> {
         _ => None,
     };
     Some(digit(two[0])? << 4 | digit(two[1])?)
-}
-
-fn write_hex(out: &mut [u8], bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ impl RequestId {
             let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
             let half = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
             let mut process = [0; 16];
-            write_hex(&mut process, half(&seed[..8]));
+            mcp_edge_policies::hex::write(&mut process, &half(&seed[..8]).to_be_bytes());
             (process, half(&seed[8..]))
         });
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -60,7 +60,7 @@ impl RequestId {
         let sequence = mix(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(*offset));
         let mut bytes = [0; MAX_LEN];
         bytes[..16].copy_from_slice(process);
-        write_hex(&mut bytes[16..32], sequence);
+        mcp_edge_policies::hex::write(&mut bytes[16..32], &sequence.to_be_bytes());
         RequestId { len: 32, bytes }
     }
 
@@ -87,25 +87,6 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Writes `value` as 16 hex digits, a byte (two digits) at a time.
-fn write_hex(out: &mut [u8], value: u64) {
-    for (pair, byte) in out.chunks_exact_mut(2).zip(value.to_be_bytes()) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
-    }
-}
-
-/// Each byte's two hex digits.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut pairs = [[0; 2]; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
-        byte += 1;
-    }
-    pairs
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,13 +105,6 @@ mod tests {
             assert_ne!(id.as_str(), bad);
             assert_eq!(id.as_str().len(), 32, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn hex_digits_are_written_most_significant_first() {
-        let mut out = [0; 16];
-        write_hex(&mut out, 0x0123_4567_89ab_cdef);
-        assert_eq!(&out, b"0123456789abcdef");
     }
 
     #[test]

@@ -55,7 +55,9 @@ static CONFIGURING: Mutex<()> = Mutex::new(());
 /// configuration keeps its exporter; a replaced one is flushed and shut down in the background.
 pub fn configure(config: &TracingConfig) -> Result<(), String> {
     let _one_at_a_time = CONFIGURING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if EXPORTING.load().as_ref().map(|e| &e.config) == Some(config).filter(|c| c.otlp.is_some()) {
+    // Unchanged: the same exporter's configuration, or none wanted and none running.
+    let wanted = config.otlp.is_some().then_some(config);
+    if EXPORTING.load().as_ref().map(|e| &e.config) == wanted {
         return Ok(());
     }
     let exporting = match &config.otlp {
@@ -278,10 +280,11 @@ fn trace_id() -> [u8; 16] {
 
 /// Exports the spans of an answered, sampled request, `elapsed` after it started.
 pub fn export(served: &Served<'_>, trace: &Trace, elapsed: Duration) {
-    let Some(exporting) = EXPORTING.load_full() else { return };
     if !trace.sampled {
         return;
     }
+    let exporting = EXPORTING.load();
+    let Some(exporting) = exporting.as_ref() else { return };
     let ended = SystemTime::now();
     let started = ended.checked_sub(elapsed).unwrap_or(ended);
     let trace_id = TraceId::from_bytes(trace.trace_id);
@@ -306,7 +309,7 @@ pub fn export(served: &Served<'_>, trace: &Trace, elapsed: Duration) {
     };
     let mut attributes = vec![
         KeyValue::new("http.request.method", known_http_method(asked.http_method)),
-        KeyValue::new("url.path", cut(asked.path, MAX_PATH).to_string()),
+        KeyValue::new("url.path", asked.path[..asked.path.floor_char_boundary(MAX_PATH)].to_string()),
         KeyValue::new("http.response.status_code", i64::from(served.status)),
         KeyValue::new("mcp_edge.route", asked.route.to_string()),
         KeyValue::new("mcp_edge.cache", served.cache),
@@ -369,17 +372,6 @@ fn known_http_method(method: &str) -> &'static str {
 
 /// The longest path a span carries (a client chooses it; the queue holds thousands of spans).
 const MAX_PATH: usize = 256;
-
-fn cut(text: &str, longest: usize) -> &str {
-    if text.len() <= longest {
-        return text;
-    }
-    let mut end = longest;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// When a request's first upstream attempt began, and how many it made.
 #[derive(Debug, Clone, Copy)]

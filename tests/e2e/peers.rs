@@ -23,11 +23,14 @@ pub fn peer_script(name: &str) -> PathBuf {
 }
 
 pub async fn python_server(extra: &[&str]) -> (Process, u16) {
+    python_peer("python MCP server", "peer_server.py", extra).await
+}
+
+/// Starts `script` (in `tests/peers/python`) on a free port, given as its first argument.
+pub async fn python_peer(name: &str, script: &str, extra: &[&str]) -> (Process, u16) {
     let port = free_port();
-    let process = Process::spawn(
-        "python MCP server",
-        Command::new(python()).arg(peer_script("peer_server.py")).arg(port.to_string()).args(extra),
-    );
+    let process =
+        Process::spawn(name, Command::new(python()).arg(peer_script(script)).arg(port.to_string()).args(extra));
     wait_listening(port, &process).await;
     (process, port)
 }

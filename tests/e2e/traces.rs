@@ -2,13 +2,12 @@
 //! protobuf with the OpenTelemetry project's definitions (`tests/peers/python/otlp_receiver.py`),
 //! and W3C trace context on the way upstream.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use crate::peers::{peer_script, python};
+use crate::peers::python_peer;
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -18,13 +17,7 @@ async fn otlp_receiver() -> (Process, u16) {
 }
 
 async fn otlp_receiver_answering(mode: &str) -> (Process, u16) {
-    let port = free_port();
-    let process = Process::spawn(
-        "OTLP receiver",
-        Command::new(python()).arg(peer_script("otlp_receiver.py")).arg(port.to_string()).arg(mode),
-    );
-    wait_listening(port, &process).await;
-    (process, port)
+    python_peer("OTLP receiver", "otlp_receiver.py", &[mode]).await
 }
 
 /// The spans the receiver printed so far.
