@@ -6,7 +6,10 @@
 # EXTRA_CONFIG: more lines for each build's configuration (e.g. a [tracing] table, see
 # `TRACES=1`); TRACES=1: a [tracing] table exporting every hit's span to a local OTLP receiver
 # (tests/peers/python/otlp_receiver.py, from .venv), its export thread counted too.
-# usage: [SDK_META=1] [TRACES=1] benches/load/hit-instructions.sh BIN [BIN...]; profiles are left in OUT.
+# AUTH=1: every request carries a bearer token (signed by tests/peers/python/auth_server.py) and
+# each build runs twice, the route without and with a [route.auth] checking it: what checking
+# tokens adds to a hit, in one run.
+# usage: [SDK_META=1] [TRACES=1] [AUTH=1] benches/load/hit-instructions.sh BIN [BIN...]; profiles are left in OUT.
 # Needs: valgrind and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,10 +27,23 @@ if [ "${TRACES:-0}" = 1 ]; then
   wait_port "$OTLP"
   EXTRA_CONFIG=$(printf '[tracing]\notlp = "http://127.0.0.1:%s"' "$OTLP")
 fi
+ROUTE_CONFIGS=("")
+if [ "${AUTH:-0}" = 1 ]; then
+  ISSUER=$(port)
+  .venv/bin/python tests/peers/python/auth_server.py "$ISSUER" >/dev/null 2>"$DIR/issuer.log" & PIDS+=($!)
+  wait_port "$ISSUER"
+  AUDIENCE="https://bench.example/mcp"
+  TOKEN=$(curl -sf "http://127.0.0.1:$ISSUER/mint" -d "{\"aud\": \"$AUDIENCE\"}" | sed 's/.*"token": *"\([^"]*\)".*/\1/')
+  export AUTHORIZATION="Bearer $TOKEN"
+  AUTH_TABLE=$(printf '[route.auth]\nissuer = "http://127.0.0.1:%s"\naudience = "%s"\njwks_url = "http://127.0.0.1:%s/jwks.json"' "$ISSUER" "$AUDIENCE" "$ISSUER")
+  ROUTE_CONFIGS=("" "$AUTH_TABLE")
+fi
 i=0
 for bin in "$@"; do
+for route_config in "${ROUTE_CONFIGS[@]}"; do
   i=$((i+1)); EDGE=$(port)
-  one_route_config "$DIR/e$i.toml" "$EDGE" "$UP" "threads = 1" "${EXTRA_CONFIG:-}"
+  ROUTE_EXTRA=$route_config one_route_config "$DIR/e$i.toml" "$EDGE" "$UP" "threads = 1" "${EXTRA_CONFIG:-}"
+  label=$bin; [ "${AUTH:-0}" = 1 ] && label="$bin auth=$(grep -q 'route.auth' "$DIR/e$i.toml" && echo on || echo off)"
   RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/b$i.%p" "$bin" run --config "$DIR/e$i.toml" 2>"$DIR/e$i.log" & PID=$!; PIDS+=("$PID")
   for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$EDGE") 2>/dev/null && break; sleep 0.2; done
   url="http://127.0.0.1:$EDGE/mcp"
@@ -38,7 +54,8 @@ for bin in "$@"; do
   callgrind_control -d "$PID" >/dev/null 2>&1
   callgrind_control -i off "$PID" >/dev/null 2>&1
   total=$(grep -h '^summary' "$OUT"/b"$i".*.1 | awk '{print $2}')
-  echo "$bin SDK_META=${SDK_META:-0}: $requests requests, $((total / requests)) instructions per hit"
+  echo "$label SDK_META=${SDK_META:-0}: $requests requests, $((total / requests)) instructions per hit"
   kill "$PID"
+done
 done
 echo "profiles: $OUT (callgrind_annotate --inclusive=no FILE)"

@@ -56,13 +56,14 @@ start_nginx_tls() { # port cert key: nginx returning the fixed 1 KiB body over T
     benches/load/nginx-tls.conf.in > "$DIR/nginx-tls/nginx.conf"
   "${SERVER[@]}" nginx -c "$DIR/nginx-tls/nginx.conf" -p "$DIR/nginx-tls" 2>"$DIR/nginx-tls.log" & PIDS+=($!)
 }
-one_route_config() { # file port upstream_port [server lines...]: mcp-edge serving /mcp from the upstream, no admin listener
+one_route_config() { # file port upstream_port [server lines...]: mcp-edge serving /mcp from the upstream, no admin listener; ROUTE_EXTRA: the route's own tables
   local file=$1 port=$2 upstream=$3
   shift 3
   {
     printf '[server]\nlisten = ["127.0.0.1:%s"]\n' "$port"
     [ $# -gt 0 ] && printf '%s\n' "$@"
     printf '[admin]\nlisten = ""\n[[route]]\npath = "/mcp"\nupstreams = ["http://127.0.0.1:%s/mcp"]\n' "$upstream"
+    printf '%s\n' "${ROUTE_EXTRA:-}"
   } > "$file"
 }
 disk_config() { # file port admin_listen cache_dir: mcp-edge with the disk case's cache (8 MiB memory, the rest on disk) before UP

@@ -15,6 +15,8 @@ local headers = {
   ["MCP-Protocol-Version"] = "2026-07-28",
   ["Mcp-Method"] = "resources/read",
 }
+-- AUTHORIZATION: sent as the Authorization header (a bearer token, for [route.auth]).
+if os.getenv("AUTHORIZATION") then headers["Authorization"] = os.getenv("AUTHORIZATION") end
 -- GZIP=1: the client accepts gzip (measures what compressing each hit costs).
 if os.getenv("GZIP") == "1" then headers["Accept-Encoding"] = "gzip" end
 -- SEQUENTIAL=1 walks the keys in order (to fill the cache quickly): with STRIDE=n wrk threads,

@@ -255,3 +255,101 @@ fn insight_record_one_call(bencher: Bencher, uris: u64) {
         });
     });
 }
+
+/// Bearer tokens (`[route.auth]`): one token's check, as a protected route's request makes it.
+mod auth {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use divan::{Bencher, black_box};
+    use mcp_edge_policies::auth::{DEFAULT_ALGORITHMS, KeySet, Remembered, Requirements, Verifier};
+    use ring::signature::{self, KeyPair};
+    use serde_json::json;
+
+    /// A 2048-bit RSA key made for this benchmark only (it signs nothing else).
+    const RSA_KEY: &[u8] = include_bytes!("fixtures/rs256-bench-only.pk8");
+
+    fn verifier() -> Verifier {
+        Verifier::new(Requirements {
+            issuer: "https://idp.example".into(),
+            audience: "https://mcp.example/mcp".into(),
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            clock_skew: std::time::Duration::from_secs(60),
+            scopes: vec!["mcp:read".into()],
+            instance_claims: vec![],
+        })
+    }
+
+    /// A typical access token's header and claims, signed by `sign`.
+    fn token(alg: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = json!({"iss": "https://idp.example", "aud": "https://mcp.example/mcp", "sub": "user-1234",
+            "client_id": "app", "scope": "openid profile mcp:read", "iat": now, "exp": now + 3600,
+            "jti": "2f7c0e5a-6f0b-4b1e-9d0e-3f7a0c1d2e3f", "groups": ["engineering", "on-call"]});
+        let header = json!({"alg": alg, "typ": "at+jwt", "kid": "k1"});
+        let message = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        format!("{message}.{}", B64.encode(sign(message.as_bytes())))
+    }
+
+    fn key_set(jwk: serde_json::Value) -> KeySet {
+        KeySet::parse(json!({"keys": [jwk]}).to_string().as_bytes()).unwrap()
+    }
+
+    fn rs256() -> (KeySet, String) {
+        let pair = signature::RsaKeyPair::from_pkcs8(RSA_KEY).unwrap();
+        let public: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
+        let jwk = json!({"kty": "RSA", "kid": "k1", "n": B64.encode(&public.n), "e": B64.encode(&public.e)});
+        let token = token("RS256", |message| {
+            let mut out = vec![0; pair.public().modulus_len()];
+            pair.sign(&signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), message, &mut out).unwrap();
+            out
+        });
+        (key_set(jwk), token)
+    }
+
+    fn es256() -> (KeySet, String) {
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pair = signature::EcdsaKeyPair::from_pkcs8(
+            alg,
+            signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap().as_ref(),
+            &rng,
+        )
+        .unwrap();
+        let point = pair.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])});
+        let token = token("ES256", |message| pair.sign(&rng, message).unwrap().as_ref().to_vec());
+        (key_set(jwk), token)
+    }
+
+    fn eddsa() -> (KeySet, String) {
+        let pkcs8 = signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pair = signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": B64.encode(pair.public_key().as_ref())});
+        let token = token("EdDSA", |message| pair.sign(message).as_ref().to_vec());
+        (key_set(jwk), token)
+    }
+
+    /// A token seen for the first time: signature, claims, authorization context.
+    #[divan::bench(args = ["RS256", "ES256", "EdDSA"])]
+    fn verify_a_new_token(bencher: Bencher, alg: &str) {
+        let (keys, token) = match alg {
+            "RS256" => rs256(),
+            "ES256" => es256(),
+            _ => eddsa(),
+        };
+        let verifier = verifier();
+        bencher.bench_local(|| verifier.verify(black_box(&keys), black_box(&token)).unwrap());
+    }
+
+    /// A token seen before (every request of a client after its first): the lookup.
+    #[divan::bench]
+    fn a_remembered_token(bencher: Bencher) {
+        let (keys, token) = eddsa();
+        let verified = std::sync::Arc::new(verifier().verify(&keys, &token).unwrap());
+        let remembered = Remembered::default();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        remembered.put(&token, 1, verified, now);
+        let skew = std::time::Duration::from_secs(60);
+        bencher.bench_local(|| remembered.get(black_box(&token), 1, now, skew).unwrap());
+    }
+}

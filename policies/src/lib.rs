@@ -11,10 +11,12 @@
 //! - [`admission`]: which disk-tier hits earn a copy in the memory tier;
 //! - [`prefetch`]: what to fetch before a client asks (learned sequences, budgets);
 //! - [`shared_tier`]: the tier nodes share on Redis (names, lives, announcements, breaker);
-//! - [`subscriptions`]: the edge's own subscriptions to what it caches publicly.
+//! - [`subscriptions`]: the edge's own subscriptions to what it caches publicly;
+//! - [`auth`]: bearer tokens checked at the edge, and the authorization context they carry.
 
 pub mod admission;
 pub mod affinity;
+pub mod auth;
 pub mod balance;
 pub mod cache;
 pub mod canonical;

@@ -57,6 +57,17 @@ pub enum EdgeError {
     SessionUpstreamGone,
     #[error("Too Many Requests: {0}")]
     TooManyRequests(String),
+    /// No valid bearer token on a protected route (`[route.auth]`): `challenge` is the
+    /// `WWW-Authenticate` value (RFC 6750 §3), `label` the metric's reason.
+    #[error("Unauthorized: {description}")]
+    Unauthorized { challenge: String, description: String, label: &'static str },
+    /// A valid token without a scope the route requires.
+    #[error("Forbidden: {description}")]
+    InsufficientScope { challenge: String, description: String },
+    /// The issuer's signing keys are not known yet (never fetched: the issuer was down since
+    /// start): a token cannot be checked either way.
+    #[error("Service Unavailable: the authorization server's signing keys could not be fetched; try again shortly")]
+    KeysUnavailable,
 
     // The upstreams' doing.
     /// The request came back to the mcp-edge that forwarded it (its own name in `Via`): an
@@ -96,7 +107,8 @@ impl EdgeError {
         use EdgeError::*;
         match self {
             BadRequest(_) | InvalidMessage { .. } | HeaderMismatch { .. } | UndecodableBody { .. } => 400,
-            HostNotAllowed { .. } | OriginNotAllowed { .. } => 403,
+            Unauthorized { .. } => 401,
+            HostNotAllowed { .. } | OriginNotAllowed { .. } | InsufficientScope { .. } => 403,
             NoRoute { .. } | SessionNotFound | SessionUpstreamGone => 404,
             MethodNotAllowed { .. } => 405,
             RequestTimeout(_) => 408,
@@ -106,7 +118,7 @@ impl EdgeError {
             TooManyRequests(_) => 429,
             Internal => 500,
             EveryUpstreamFailed { timed_out: false, .. } | CannotConnect { .. } | UpstreamFailed { .. } => 502,
-            NoHealthyUpstream { .. } => 503,
+            NoHealthyUpstream { .. } | KeysUnavailable => 503,
             LoopDetected => 508,
             EveryUpstreamFailed { timed_out: true, .. } | ConnectTimedOut { .. } | UpstreamTimedOut { .. } => 504,
             UpstreamStatus { status, .. } => *status,
@@ -147,14 +159,21 @@ impl EdgeError {
     }
 
     /// Headers the answer carries beside the body.
-    pub fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
-        match self {
+    pub fn extra_headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let fixed: &'static [(&'static str, &'static str)] = match self {
             EdgeError::MethodNotAllowed { .. } => &[("allow", "GET, POST, DELETE, OPTIONS")],
-            EdgeError::TooManyRequests(_) => &[("retry-after", "1")],
+            EdgeError::TooManyRequests(_) | EdgeError::KeysUnavailable => &[("retry-after", "1")],
             // RFC 9110 §12.5.3: the codings the server takes in a request.
             EdgeError::EncodedBody { .. } => &[("accept-encoding", "gzip, deflate, br, identity")],
             _ => &[],
-        }
+        };
+        let challenge = match self {
+            EdgeError::Unauthorized { challenge, .. } | EdgeError::InsufficientScope { challenge, .. } => {
+                Some(("www-authenticate", challenge.as_str()))
+            }
+            _ => None,
+        };
+        fixed.iter().copied().chain(challenge)
     }
 }
 
@@ -196,6 +215,9 @@ pub enum SetupError {
     /// `[cache.shared]`: the message names the key (and may start `line N: `).
     #[error("{0}")]
     SharedTier(String),
+    /// `[route.auth]`: its key set could not be read (`value`: the file or URL).
+    #[error("[route.auth] {reason}")]
+    Auth { value: String, reason: String },
 }
 
 impl SetupError {
@@ -216,7 +238,8 @@ impl SetupError {
             },
             SetupError::Upstream { url: value, .. }
             | SetupError::CaFile { path: value, .. }
-            | SetupError::AdminToken { path: value, .. } => (line_quoting(&source, value), self.to_string()),
+            | SetupError::AdminToken { path: value, .. }
+            | SetupError::Auth { value, .. } => (line_quoting(&source, value), self.to_string()),
             SetupError::Tls(_) => (line_of(&source, |line| line.trim() == "[server.tls]"), self.to_string()),
         };
         match line {
@@ -269,6 +292,17 @@ mod tests {
             (EdgeError::SessionNotFound, 404, codes::SESSION_NOT_FOUND),
             (EdgeError::SessionUpstreamGone, 404, codes::SESSION_NOT_FOUND),
             (EdgeError::TooManyRequests("x".into()), 429, codes::SERVER_ERROR),
+            (
+                EdgeError::Unauthorized { challenge: "Bearer".into(), description: "x".into(), label: "missing" },
+                401,
+                codes::SERVER_ERROR,
+            ),
+            (
+                EdgeError::InsufficientScope { challenge: "Bearer".into(), description: "x".into() },
+                403,
+                codes::SERVER_ERROR,
+            ),
+            (EdgeError::KeysUnavailable, 503, codes::SERVER_ERROR),
             (EdgeError::NoHealthyUpstream { route: route(), last: None }, 503, codes::SERVER_ERROR),
             (
                 EdgeError::EveryUpstreamFailed { route: route(), last: "x".into(), timed_out: false },
@@ -308,8 +342,13 @@ mod tests {
 
     #[test]
     fn refusals_that_tell_clients_what_to_do_carry_their_header() {
-        assert_eq!(EdgeError::MethodNotAllowed { method: "PUT".into() }.extra_headers()[0].0, "allow");
-        assert_eq!(EdgeError::TooManyRequests("x".into()).extra_headers(), &[("retry-after", "1")]);
-        assert!(EdgeError::Internal.extra_headers().is_empty());
+        let headers = |error: EdgeError| error.extra_headers().map(|(n, v)| (n, v.to_string())).collect::<Vec<_>>();
+        assert_eq!(headers(EdgeError::MethodNotAllowed { method: "PUT".into() })[0].0, "allow");
+        assert_eq!(headers(EdgeError::TooManyRequests("x".into())), [("retry-after", "1".to_string())]);
+        let challenge = "Bearer resource_metadata=\"https://x/.well-known/oauth-protected-resource\"".to_string();
+        let unauthorized =
+            EdgeError::Unauthorized { challenge: challenge.clone(), description: "d".into(), label: "missing" };
+        assert_eq!(headers(unauthorized), [("www-authenticate", challenge)]);
+        assert!(headers(EdgeError::Internal).is_empty());
     }
 }

@@ -25,13 +25,27 @@ pub struct RouteLimits {
     config: LimitsConfig,
     forwarded: AtomicUsize,
     rate: Option<Rate>,
+    subject_rate: Option<Rate>,
 }
 
 impl RouteLimits {
     pub fn new(config: LimitsConfig) -> RouteLimits {
-        let rate = (config.rate_per_client > 0)
-            .then(|| Rate::new_with_estimator_config(Duration::from_secs(1), RATE_HASHES, RATE_SLOTS));
-        RouteLimits { config, forwarded: AtomicUsize::new(0), rate }
+        let per_second = |limit: usize| {
+            (limit > 0).then(|| Rate::new_with_estimator_config(Duration::from_secs(1), RATE_HASHES, RATE_SLOTS))
+        };
+        let (rate, subject_rate) = (per_second(config.rate_per_client), per_second(config.rate_per_subject));
+        RouteLimits { config, forwarded: AtomicUsize::new(0), rate, subject_rate }
+    }
+
+    /// Counts a request of the verified `subject` (`[route.auth]`); refused past
+    /// `rate_per_subject` in the current second, from whatever addresses it comes.
+    pub fn admit_subject(&self, subject: &str) -> Result<(), EdgeError> {
+        let Some(rate) = &self.subject_rate else { return Ok(()) };
+        if rate.observe(&subject, 1) as usize > self.config.rate_per_subject {
+            let limit = self.config.rate_per_subject;
+            return Err(EdgeError::TooManyRequests(format!("more than {limit} per second for one subject")));
+        }
+        Ok(())
     }
 
     /// Counts a request of `client`; refused past `rate_per_client` in the current second.
@@ -128,7 +142,7 @@ mod tests {
     use super::*;
 
     fn limits(max_concurrent: usize, rate_per_client: usize) -> Arc<RouteLimits> {
-        Arc::new(RouteLimits::new(LimitsConfig { max_concurrent, rate_per_client }))
+        Arc::new(RouteLimits::new(LimitsConfig { max_concurrent, rate_per_client, rate_per_subject: 0 }))
     }
 
     #[test]
@@ -152,6 +166,15 @@ mod tests {
         assert_eq!(route.admit(a).unwrap_err().status(), 429);
         assert!(route.admit(b).is_ok(), "another client is not limited by the first");
         assert!(limits(0, 0).admit(a).is_ok());
+    }
+
+    #[test]
+    fn each_subject_has_its_own_rate() {
+        let route = RouteLimits::new(LimitsConfig { rate_per_subject: 2, ..LimitsConfig::default() });
+        assert!(route.admit_subject("alice").is_ok() && route.admit_subject("alice").is_ok());
+        assert_eq!(route.admit_subject("alice").unwrap_err().status(), 429);
+        assert!(route.admit_subject("bob").is_ok(), "another subject is not limited by the first");
+        assert!(limits(0, 0).admit_subject("alice").is_ok(), "0: no limit");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod admin;
 mod answer;
+mod auth;
 mod body_coding;
 mod coalesce;
 mod compress;

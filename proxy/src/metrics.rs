@@ -62,6 +62,11 @@ pub struct Metrics {
     pub subscription_events: IntCounterVec,
     /// Spans sent to the OTLP collector, by result (`exported`, `failed`).
     pub spans: IntCounterVec,
+    /// Bearer token checks on protected routes, by route and result (`ok`, `anonymous`, or
+    /// why the token was refused: `missing`, `expired`, `signature`, …).
+    pub auth: IntCounterVec,
+    /// Fetches of the issuers' key sets, by result (`changed`, `unchanged`, `error`).
+    pub auth_key_fetches: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -153,6 +158,18 @@ impl Metrics {
             &["route", "cause"],
         );
         Metrics {
+            auth: counter(
+                &registry,
+                "mcp_auth_total",
+                "Bearer token checks on protected routes ([route.auth]), by result: ok, anonymous, or the refusal's reason",
+                &["route", "result"],
+            ),
+            auth_key_fetches: counter(
+                &registry,
+                "mcp_auth_key_fetches_total",
+                "Fetches of the authorization servers' key sets (JWKS), by result: changed, unchanged, error",
+                &["result"],
+            ),
             invalidations,
             requests: counter(
                 &registry,

@@ -29,6 +29,8 @@ pub struct Route {
     pub watch: Option<Arc<RouteWatch>>,
     /// Its most called tools and resources (see `insight`).
     pub operations: Arc<crate::insight::RouteOperations>,
+    /// Its bearer token checks (`None`: `[route.auth]` is not set).
+    pub auth: Option<crate::auth::RouteAuth>,
 }
 
 /// What a route's upstream answers a handshake-era `initialize` with: a session or none.
@@ -72,7 +74,8 @@ impl Runtime {
                 let readonly = ReadonlyTools::default();
                 let (sessions, watch) = (UpstreamSessions::default(), crate::subscriptions::watch_for(route));
                 let operations = crate::insight::table();
-                Ok(Route { config: route.clone(), pool, readonly, limits, sessions, watch, operations })
+                let auth = crate::auth::RouteAuth::build(route)?;
+                Ok(Route { config: route.clone(), pool, readonly, limits, sessions, watch, operations, auth })
             })
             .collect::<Result<Vec<_>, SetupError>>()?;
         let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;

@@ -74,6 +74,7 @@ impl Supervisor {
                 }
                 crate::subscriptions::carry_over(&self.live.load(), &mut runtime);
                 crate::insight::carry_over(&self.live.load(), &mut runtime);
+                crate::auth::carry_over(&self.live.load(), &mut runtime);
                 let runtime = Arc::new(runtime);
                 spawn_health_checks(&runtime);
                 self.live.store(runtime);
@@ -128,6 +129,7 @@ fn warn_about_restart_only_changes(old: &mcp_edge_policies::Config, new: &mcp_ed
 /// ending when the pool is dropped (after a reload has replaced it and its last request has
 /// finished).
 fn spawn_health_checks(runtime: &Runtime) {
+    crate::auth::spawn_refreshers(runtime);
     for route in &runtime.routes {
         if route.pool.discovery_due().is_some() {
             let pool: Weak<Pool> = Arc::downgrade(&route.pool);

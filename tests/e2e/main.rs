@@ -1,5 +1,6 @@
 //! End-to-end tests: the real mcp-edge binary, real sockets, real MCP servers.
 
+mod auth;
 mod balancing;
 mod cache;
 mod cli;

@@ -501,6 +501,19 @@ impl Checker<'_> {
                 }
             },
         };
+        if route.auth.is_some()
+            && let Some(header) = &route.policy.identity_header
+            && !header.get_ref().eq_ignore_ascii_case("authorization")
+        {
+            let message = "with [route.auth], private answers are keyed on the verified token: identity_header must stay \"authorization\"";
+            self.report(header.span(), message.into());
+        }
+        if let (Some(auth), Some(first)) = (&route.auth, route.prefetch.warm.first())
+            && auth.get_ref().required != Some(false)
+        {
+            let message = "prefetch.warm reads without a token, for callers without one: a route whose [route.auth] requires a token has none (set auth.required = false, or drop warm)";
+            self.report(first.span(), message.into());
+        }
         RouteConfig {
             connect_timeout: self.nonzero_duration(&route.connect_timeout, defaults.connect_timeout, "connect_timeout"),
             read_timeout: self.nonzero_duration(&route.read_timeout, defaults.read_timeout, "read_timeout"),
@@ -512,6 +525,7 @@ impl Checker<'_> {
             scaling: self.scaling(&route.scaling),
             limits: self.limits(&route.limits),
             subscriptions: self.subscriptions(&route.subscriptions),
+            auth: route.auth.as_ref().map(|auth| self.auth(auth)),
             balance,
             ..defaults
         }
@@ -522,6 +536,7 @@ impl Checker<'_> {
         LimitsConfig {
             max_concurrent: self.count(&raw.max_concurrent, defaults.max_concurrent, "limits.max_concurrent"),
             rate_per_client: self.count(&raw.rate_per_client, defaults.rate_per_client, "limits.rate_per_client"),
+            rate_per_subject: self.count(&raw.rate_per_subject, defaults.rate_per_subject, "limits.rate_per_subject"),
         }
     }
 

@@ -97,6 +97,7 @@ impl RouteConfig {
             scaling: ScalingConfig::default(),
             limits: LimitsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
+            auth: None,
         }
     }
 }

@@ -237,12 +237,18 @@ fn least_config_for(key: &str) -> Table {
         ("server.tls.", "[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"),
     ];
     let section = required.iter().find(|(prefix, _)| key.starts_with(prefix)).map_or("", |(_, keys)| keys);
-    // Tables of the route whose presence turns a feature on.
-    let route_tables = ["route.discovery."];
+    // Tables of the route whose presence turns a feature on, with the keys they require.
+    let route_tables = [
+        ("route.discovery.", ""),
+        (
+            "route.auth.",
+            "issuer = \"https://idp.example\"\naudience = \"https://mcp.example/mcp\"\njwks_file = \"jwks.json\"\n",
+        ),
+    ];
     let route_table = route_tables
         .iter()
-        .find(|prefix| key.starts_with(*prefix))
-        .map_or(String::new(), |prefix| format!("[{}]\n", prefix.trim_end_matches('.')));
+        .find(|(prefix, _)| key.starts_with(*prefix))
+        .map_or(String::new(), |(prefix, keys)| format!("[{}]\n{keys}", prefix.trim_end_matches('.')));
     format!("{section}{MINIMAL}{route_table}").parse().unwrap()
 }
 

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod auth;
 mod check;
 mod defaults;
 #[cfg(test)]
@@ -234,6 +235,50 @@ pub struct RouteConfig {
     pub scaling: ScalingConfig,
     pub limits: LimitsConfig,
     pub subscriptions: SubscriptionsConfig,
+    /// `[route.auth]`: bearer tokens checked at the edge (`None`: passed through unchecked).
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[route.auth]`: the route is an OAuth 2.1 protected resource; mcp-edge checks each
+/// request's bearer token (see [`crate::auth`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// What tokens must satisfy (issuer, audience, algorithms, skew, scopes).
+    pub requirements: crate::auth::Requirements,
+    /// Where the issuer's signing keys are read from.
+    pub keys: KeySource,
+    /// Whether a request without a token is refused (else it passes, as no one).
+    pub required: bool,
+    /// The metadata's `authorization_servers` (the issuer unless listed).
+    pub authorization_servers: Vec<String>,
+    /// The metadata's `scopes_supported` (the required scopes unless listed).
+    pub scopes_supported: Vec<String>,
+    /// When set, the upstream gets this header naming the verified subject instead of the
+    /// client's token (for upstreams that trust the edge).
+    pub subject_header: Option<String>,
+    /// How often a fetched key set is fetched again.
+    pub jwks_refresh: Duration,
+}
+
+impl AuthConfig {
+    /// The route as a protected resource (its metadata).
+    pub fn resource(&self) -> crate::auth::metadata::Resource {
+        crate::auth::metadata::Resource {
+            resource: self.requirements.audience.clone(),
+            authorization_servers: self.authorization_servers.clone(),
+            scopes_supported: self.scopes_supported.clone(),
+        }
+    }
+}
+
+/// Where a route's verification keys come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// A JWKS URL, fetched at start, again every `jwks_refresh`, and when a token names a key
+    /// the set lacks (at a bounded rate).
+    Url(String),
+    /// A JWKS file, read at start and on reload.
+    File(PathBuf),
 }
 
 /// `[route.subscriptions]`: the edge's own subscriptions to the public entries it caches (see
@@ -252,6 +297,8 @@ pub struct LimitsConfig {
     pub max_concurrent: usize,
     /// Requests per second from one client address (hits included).
     pub rate_per_client: usize,
+    /// Requests per second from one verified subject (`[route.auth]`), hits included.
+    pub rate_per_subject: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -112,6 +112,25 @@ pub(super) struct RawRoute {
     pub(super) scaling: RawScaling,
     pub(super) limits: RawLimits,
     pub(super) subscriptions: RawSubscriptions,
+    pub(super) auth: Option<Spanned<RawAuth>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawAuth {
+    pub(super) issuer: Text,
+    pub(super) audience: Text,
+    pub(super) jwks_url: Text,
+    pub(super) jwks_file: Text,
+    pub(super) required: Option<bool>,
+    pub(super) algorithms: Option<Vec<Spanned<String>>>,
+    pub(super) clock_skew: Text,
+    pub(super) scopes: Vec<Spanned<String>>,
+    pub(super) scopes_supported: Option<Vec<Spanned<String>>>,
+    pub(super) authorization_servers: Option<Vec<Spanned<String>>>,
+    pub(super) instance_claims: Vec<Spanned<String>>,
+    pub(super) subject_header: Text,
+    pub(super) jwks_refresh: Text,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,6 +145,7 @@ pub(super) struct RawSubscriptions {
 pub(super) struct RawLimits {
     pub(super) max_concurrent: Option<Spanned<i64>>,
     pub(super) rate_per_client: Option<Spanned<i64>>,
+    pub(super) rate_per_subject: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -416,3 +416,80 @@ fn an_otlp_collector_needs_a_usable_port() {
         assert!(found[0].to_string().contains("names no usable port"), "{bad}: {}", found[0]);
     }
 }
+
+#[test]
+fn route_auth_is_read_with_its_defaults() {
+    let source = format!(
+        "{MINIMAL}[route.auth]\nissuer = \"https://idp.example\"\naudience = \"https://mcp.example/mcp\"\njwks_url = \"https://idp.example/jwks.json\"\n"
+    );
+    let auth = Config::from_toml(&source).unwrap().routes[0].auth.clone().expect("[route.auth]");
+    assert_eq!(auth.keys, KeySource::Url("https://idp.example/jwks.json".into()));
+    assert!(auth.required);
+    assert_eq!(auth.requirements.algorithms, crate::auth::DEFAULT_ALGORITHMS);
+    assert_eq!(auth.requirements.clock_skew, Duration::from_secs(60));
+    assert_eq!(auth.authorization_servers, ["https://idp.example"]);
+    assert_eq!(auth.jwks_refresh, Duration::from_secs(300));
+    assert_eq!(auth.subject_header, None);
+    assert!(Config::from_toml(MINIMAL).unwrap().routes[0].auth.is_none(), "off unless the table is there");
+    let resource = auth.resource();
+    assert_eq!(resource.metadata_url().unwrap(), "https://mcp.example/.well-known/oauth-protected-resource/mcp");
+}
+
+#[test]
+fn route_auth_problems_are_named_at_their_line() {
+    let refused = |table: &str| {
+        let source = format!("{MINIMAL}[route.auth]\n{table}");
+        problems(&source).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+    };
+    let base = "issuer = \"https://idp.example\"\naudience = \"https://mcp.example/mcp\"\n";
+    let told = refused("jwks_url = \"https://idp.example/jwks.json\"\n");
+    assert!(told.contains("needs issuer") && told.contains("needs audience"), "{told}");
+    let told = refused(base);
+    assert!(told.contains("needs jwks_url"), "{told}");
+    let told = refused(&format!("{base}jwks_url = \"http://idp.example/jwks.json\"\n"));
+    assert!(told.contains("must be https://") && told.starts_with("line 7"), "{told}");
+    assert!(
+        Config::from_toml(&format!("{MINIMAL}[route.auth]\n{base}jwks_url = \"http://127.0.0.1:9/jwks.json\"\n"))
+            .is_ok(),
+        "loopback may be http"
+    );
+    let told = refused(&format!("{base}jwks_url = \"https://idp.example/j\"\njwks_file = \"/etc/jwks.json\"\n"));
+    assert!(told.contains("not both"), "{told}");
+    let told =
+        refused(&format!("{base}jwks_url = \"https://idp.example/j\"\nalgorithms = [\"HS256\", \"none\", \"XYZ\"]\n"));
+    assert!(told.contains("HS256 is an HMAC algorithm") && told.contains("\"none\" is not one"), "{told}");
+    assert!(
+        Config::from_toml(&format!(
+            "{MINIMAL}[route.auth]\n{base}jwks_file = \"/etc/jwks.json\"\nalgorithms = [\"HS256\"]\n"
+        ))
+        .is_ok(),
+        "HMAC with a key file the operator keeps"
+    );
+    let told = refused(&format!(
+        "{base}jwks_url = \"https://idp.example/j\"\nclock_skew = \"1h\"\nscopes = [\"a b\"]\nsubject_header = \"authorization\"\n"
+    ));
+    assert!(
+        told.contains("clock_skew must be at most")
+            && told.contains("not a scope token")
+            && told.contains("subject_header"),
+        "{told}"
+    );
+    let told = refused(
+        "audience = \"mcp.example/mcp\"\nissuer = \"https://idp.example?x=1\"\njwks_url = \"https://idp.example/j\"\n",
+    );
+    assert!(told.contains("auth.audience") && told.contains("auth.issuer"), "{told}");
+    let source = format!(
+        "{MINIMAL}[route.policy]\nidentity_header = \"cookie\"\n[route.auth]\n{base}jwks_url = \"https://idp.example/j\"\n"
+    );
+    let told = problems(&source).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(told.contains("identity_header must stay"), "{told}");
+    let warm = format!(
+        "{MINIMAL}[route.prefetch]\nwarm = [\"docs://a\"]\n[route.auth]\n{base}jwks_url = \"https://idp.example/j\"\n"
+    );
+    let told = problems(&warm).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(told.contains("prefetch.warm reads without a token"), "{told}");
+    assert!(
+        Config::from_toml(&format!("{warm}required = false\n")).is_ok(),
+        "anonymous callers exist: warm serves them"
+    );
+}

@@ -144,9 +144,26 @@ impl EdgeApp {
     ) -> Taken {
         let started = Instant::now();
         let request = head.request(io.client, io.internal);
+        if admitted_before.is_none()
+            && matches!(head.method, "GET" | "HEAD")
+            && let Some(document) = crate::auth::metadata_document(snapshot, head.path)
+        {
+            let asked = Asked {
+                route: "-",
+                http_method: head.method,
+                path: head.path,
+                client: io.client,
+                session: None,
+                request_id: request.request_id,
+                trace: None,
+                prefetch: None,
+            };
+            super::wire::answer_document(&mut io.stream, &document, asked).await;
+            return Taken::Done(Step::Close);
+        }
         let admitted = match admitted_before.take() {
             Some(admitted) => admitted,
-            None => match intake::admit_head(snapshot, head.route, &request) {
+            None => match intake::admit_head(snapshot, head.route, &request).await {
                 Ok(admitted) => admitted,
                 Err(refused) => {
                     return Taken::Done(refuse_head(io, refused, (head, request.request_id), snapshot).await);

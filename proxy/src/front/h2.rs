@@ -69,11 +69,33 @@ impl H2Front {
             let refused = EdgeError::HeadTooLarge(super::head::TOO_MANY_FIELDS);
             return refuse(session, refused, route_name(&snapshot, route), request_id).await;
         }
+        if matches!(http_method.as_str(), "GET" | "HEAD")
+            && let Some(document) = crate::auth::metadata_document(&snapshot, &path)
+        {
+            let body = if http_method == "HEAD" { Bytes::new() } else { Bytes::from(document) };
+            let headers =
+                crate::auth::DOCUMENT_HEADERS.into_iter().chain([(crate::request_id::HEADER, request_id.as_str())]);
+            if let Err(e) = crate::respond::write_whole(session, 200, body.clone(), headers).await {
+                tracing::debug!(error = %e, "could not send a published document");
+            }
+            let asked = Asked {
+                route: "-",
+                http_method: &http_method,
+                path: &path,
+                client,
+                session: None,
+                request_id,
+                trace: None,
+                prefetch: None,
+            };
+            crate::auth::published(asked, body.len()).record();
+            return None;
+        }
         let (admitted, body) = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
             let request = request_of(head, &path, &known, client, request_id);
-            let admitted = match intake::admit_head(&snapshot, route, &request) {
+            let admitted = match intake::admit_head(&snapshot, route, &request).await {
                 Ok(admitted) => admitted,
                 Err(refused) => return refuse(session, refused, route_name(&snapshot, route), request_id).await,
             };
@@ -159,7 +181,7 @@ async fn refuse(
     let body = Bytes::from(refused.body(None));
     let bytes_out = body.len();
     let headers = [("x-cache", Outcome::Bypass.as_str()), (crate::request_id::HEADER, request_id.as_str())];
-    let headers = headers.into_iter().chain(refused.extra_headers().iter().copied());
+    let headers = headers.into_iter().chain(refused.extra_headers());
     if let Err(e) = crate::respond::write_whole(session, status, body, headers).await {
         tracing::debug!(error = %e, "could not send the error response");
     }

@@ -192,6 +192,24 @@ pub(super) async fn refuse(stream: &mut Stream, refused: EdgeError, asked: Asked
     }
 }
 
+/// Answers with a document mcp-edge publishes itself (a protected route's metadata, see
+/// `auth`), and closes the connection, as after a refusal: such requests are rare.
+pub(super) async fn answer_document(stream: &mut Stream, document: &str, asked: Asked<'_>) {
+    let body = if asked.http_method == "HEAD" { "" } else { document };
+    let mut head = Vec::with_capacity(256);
+    head.put_slice(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n", document.len()).as_bytes());
+    for (name, value) in crate::auth::DOCUMENT_HEADERS {
+        head.put_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    head.put_slice(format!("{}: {}\r\n", crate::request_id::HEADER, asked.request_id.as_str()).as_bytes());
+    head.put_slice(b"connection: close\r\n\r\n");
+    let written = write_parts(stream, [&head, body.as_bytes(), &[], &[]]).await;
+    if written.is_ok() && stream.flush().await.is_ok() {
+        crate::linger::linger(stream).await;
+    }
+    crate::auth::published(asked, body.len()).record();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,8 @@ pub struct Admitted {
     pub client: Option<IpAddr>,
     /// Its place in a trace, while spans are exported (see `spans`).
     pub trace: Option<Box<crate::spans::Trace>>,
+    /// Its bearer token, verified (on a route with `[route.auth]`).
+    pub verified: Option<Arc<mcp_edge_policies::auth::Verified>>,
 }
 
 impl Admitted {
@@ -108,9 +110,13 @@ impl Admitted {
 }
 
 /// The checks of a request's head, in the order a client is told of them: its route, its
-/// method, its head (path, host, origin, headers sent twice), its client's rate, its session,
-/// a POST's framing.
-pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Request<'_>) -> Result<Admitted, EdgeError> {
+/// method, its head (path, host, origin, headers sent twice), its client's rate, its bearer
+/// token and its subject's rate (on a protected route), its session, a POST's framing.
+pub async fn admit_head(
+    snapshot: &Arc<Runtime>,
+    route: Option<usize>,
+    request: &Request<'_>,
+) -> Result<Admitted, EdgeError> {
     if request.method == "CONNECT" {
         return Err(EdgeError::MethodNotAllowed { method: "CONNECT".into() });
     }
@@ -128,6 +134,14 @@ pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Reque
     let route = &snapshot.routes[route_index];
     guards::check_request_head(&snapshot.config.server, request.path, request.authority, known)?;
     route.limits.admit(request.client)?;
+    // A CORS preflight carries no credentials (browsers never send them on one).
+    let verified = match &route.auth {
+        Some(auth) if request.method != "OPTIONS" => auth.authorize(known.identity.bytes()).await?,
+        _ => None,
+    };
+    if let Some(verified) = verified.as_ref().filter(|_| !request.internal) {
+        route.limits.admit_subject(&verified.subject)?;
+    }
     let stateless = guards::is_stateless(known);
     let pinned = guards::pin_session(route, known, stateless)?;
     let (body, coding) = match post {
@@ -156,6 +170,7 @@ pub fn admit_head(snapshot: &Arc<Runtime>, route: Option<usize>, request: &Reque
         request_id,
         client,
         trace,
+        verified,
     })
 }
 
@@ -186,7 +201,12 @@ impl Intake {
                 Ok(message) => message,
                 Err(refused) => return Verdict::Refuse(refused),
             };
-            let caller = guards::caller(known, admitted.stateless, &route.config.policy.identity_header);
+            let mut caller = guards::caller(known, admitted.stateless, &route.config.policy.identity_header);
+            if let Some(verified) = &admitted.verified {
+                // The verified authorization context, not the token's bytes: a refreshed token
+                // keeps its user's private entries (see `mcp_edge_policies::auth`).
+                caller.identity = Some(verified.context.clone());
+            }
             // The message itself is not held across the lookup (a smaller future).
             let lookup = noted.note(self, route, admitted.prefetch, message, &caller);
             if let Some(lookup) = lookup {

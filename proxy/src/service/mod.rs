@@ -401,7 +401,7 @@ impl ProxyHttp for McpProxy {
             let body = Bytes::from(failure.body(ctx.rpc_id()));
             let request_id = ctx.request_id().unwrap_or("-");
             let headers = [("x-cache", ctx.outcome.as_str()), (crate::request_id::HEADER, request_id)];
-            let headers = headers.into_iter().chain(failure.extra_headers().iter().copied());
+            let headers = headers.into_iter().chain(failure.extra_headers());
             if let Err(write_error) = respond(session, status, body, headers, false).await {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }

@@ -40,7 +40,7 @@ pub(super) fn is_tls(session: &Session) -> bool {
 
 /// Answers the request with a JSON-RPC error; `Ok(true)` tells Pingora the response is sent.
 pub(super) async fn reject(session: &mut Session, refused: EdgeError) -> Result<bool> {
-    let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers().iter().copied());
+    let headers = [("x-cache", Outcome::Bypass.as_str())].into_iter().chain(refused.extra_headers());
     // The request body may be unread (rejected before reading): don't reuse the connection.
     respond(session, refused.status(), Bytes::from(refused.body(None)), headers, false).await?;
     Ok(true)

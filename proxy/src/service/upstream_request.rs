@@ -52,7 +52,16 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         .map(|(_, id)| HeaderValue::from_str(id.as_str()))
         .transpose())
     .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream session id", e))?;
+    let subject = subject_header(route, ctx)?;
     edit_request(request, new_uri, |headers| {
+        if let Some((name, subject)) = subject {
+            // The upstream trusts this header: only the edge writes it, and instead of the token.
+            headers.remove(&name);
+            if let Some(subject) = subject {
+                headers.remove(http::header::AUTHORIZATION);
+                headers.insert(name, subject);
+            }
+        }
         headers.insert(HOST, upstream.host_header.clone());
         if let Some(host) = client_host {
             headers.insert(X_FORWARDED_HOST, host);
@@ -94,6 +103,22 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             headers.remove(EXPECT);
         }
     })
+}
+
+/// The header naming the verified subject (`auth.subject_header`), and its value for this
+/// request (`None`: no verified token, so no subject, and no client's say-so either).
+fn subject_header(route: &crate::runtime::Route, ctx: &Ctx) -> Result<Option<(http::HeaderName, Option<HeaderValue>)>> {
+    let Some(name) = route.auth.as_ref().and_then(|auth| auth.config.subject_header.as_deref()) else {
+        return Ok(None);
+    };
+    let name = http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|e| Error::because(ErrorType::InternalError, "auth.subject_header", e))?;
+    let verified = ctx.request.as_ref().and_then(|request| request.admitted.verified.as_ref());
+    let value = verified
+        .map(|verified| HeaderValue::from_str(&verified.subject))
+        .transpose()
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "the token's subject is not a header value", e))?;
+    Ok(Some((name, value)))
 }
 
 /// This process's name in `Via` (RFC 9110 §7.6.3): `mcp-edge-` and a random number drawn at
