@@ -6,11 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # dnslib: the DNS server the discovery tests control (tests/peers/python/peer_dns.py);
-# opentelemetry-proto: the OTLP receiver the trace tests export to (otlp_receiver.py).
-if ! .venv/bin/python -c "import mcp, dnslib, opentelemetry.proto" 2>/dev/null; then
-  echo "setup-peers: installing the MCP Python SDK and dnslib into .venv"
+# opentelemetry-proto: the OTLP receiver the trace tests export to (otlp_receiver.py);
+# PyJWT with cryptography: the authorization server that signs the auth tests' tokens
+# (auth_server.py).
+if ! .venv/bin/python -c "import mcp, dnslib, opentelemetry.proto, jwt, cryptography" 2>/dev/null; then
+  echo "setup-peers: installing the MCP Python SDK, dnslib, opentelemetry-proto and PyJWT into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "mcp==2.3.0" "dnslib==0.9.26" "opentelemetry-proto==1.45.2"
+  .venv/bin/pip install --quiet --disable-pip-version-check "mcp==2.3.0" "dnslib==0.9.26" \
+    "opentelemetry-proto==1.45.2" "pyjwt[crypto]==2.15.1" "cryptography==51.0.1"
 fi
 
 if [ ! -f tests/peers/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then

@@ -199,6 +199,10 @@ fn check_places_every_problem_at_its_line() {
             "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n\n[cache.shared]\nurl = \"redis://127.0.0.1:1\"\npassword_file = \"/nonexistent/pw\"\n",
             7,
         ),
+        (
+            "[[route]]\npath = \"/mcp\"\nupstreams = [\"http://127.0.0.1:1/mcp\"]\n[route.auth]\nissuer = \"https://idp.test\"\naudience = \"https://mcp.test/mcp\"\njwks_file = \"/nonexistent/jwks.json\"\n",
+            7,
+        ),
     ];
     for (text, line) in cases {
         std::fs::write(&config, text).unwrap();

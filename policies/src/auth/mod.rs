@@ -39,6 +39,9 @@ pub const INSTANCE_CLAIMS: &[&str] =
 /// no secret able to mint tokens.
 pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA];
 
+/// Keys one token is tried against at most.
+pub const MAX_TRIES: usize = 3;
+
 /// Tokens longer than this are refused unread (a JWT access token is a few hundred bytes to a
 /// few KiB).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -178,7 +181,9 @@ impl Verifier {
         let Some((_, validation)) = self.validations.iter().find(|(algorithm, _)| *algorithm == header.alg) else {
             return Err(Rejection::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         };
-        let mut candidates = keys.candidates(header.kid.as_deref(), header.alg).peekable();
+        // A token without a `kid` (or a set naming one `kid` twice) is tried against a few keys
+        // at most: each try is a signature check a forger would get for free.
+        let mut candidates = keys.candidates(header.kid.as_deref(), header.alg).take(MAX_TRIES).peekable();
         if candidates.peek().is_none() {
             return Err(Rejection::UnknownKey);
         }

@@ -187,6 +187,16 @@ fn a_key_the_set_lacks_is_asked_for() {
 }
 
 #[test]
+fn a_token_without_a_kid_is_tried_against_a_few_keys_only() {
+    let signers: Vec<Signer> = (0..5).map(|_| Signer::new("k")).collect();
+    let keys = keys(&signers.iter().collect::<Vec<_>>());
+    let verifier = Verifier::new(requirements());
+    let unnamed = |signer: &Signer| signer.sign(json!({"alg": "EdDSA"}), claims("alice", "read"));
+    assert!(verifier.verify(&keys, &unnamed(&signers[0])).is_ok(), "the first keys are tried");
+    assert_eq!(verifier.verify(&keys, &unnamed(&signers[4])), Err(Rejection::BadSignature), "not every key");
+}
+
+#[test]
 fn ecdsa_keys_verify_too() {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
