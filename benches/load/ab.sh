@@ -7,7 +7,10 @@
 # cache format: each fills its own memory tier.
 # call: uncached tools/call (no cache path at all).
 # SDK_META=1: hits of requests with the _meta an SDK client sends (see random-read.lua).
-# usage: [ROUNDS=8] [KEYS=1000] [SDK_META=1] benches/load/ab.sh hits|pass|call BIN_A BIN_B [DURATION_SECONDS=3] [CONNECTIONS=64]
+# AUTH=1: every request carries a bearer token (tests/peers/python/auth_server.py signs it) and
+# B's route checks it ([route.auth]) while A's does not: with BIN_A = BIN_B, what checking
+# tokens costs.
+# usage: [ROUNDS=8] [KEYS=1000] [SDK_META=1] [AUTH=1] benches/load/ab.sh hits|pass|call BIN_A BIN_B [DURATION_SECONDS=3] [CONNECTIONS=64]
 # Needs: wrk (apt-get install -y wrk).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,9 +25,12 @@ scratch
 UP=$(port); EDGE_A=$(port); EDGE_B=$(port)
 TTL=3600000; [ "$MODE" = hits ] || TTL=0
 "${SERVER[@]}" "$A" upstream --listen "127.0.0.1:$UP" --name bench --json --ttl-ms "$TTL" 2>"$DIR/upstream.log" & PIDS+=($!)
+AUTH_TABLE=""
+[ "${AUTH:-0}" = 1 ] && start_issuer
 for side in A B; do
   port_var=EDGE_$side
-  one_route_config "$DIR/$side.toml" "${!port_var}" "$UP" "threads = $WORKERS"
+  route_extra=""; [ "$side" = B ] && route_extra=$AUTH_TABLE
+  ROUTE_EXTRA=$route_extra one_route_config "$DIR/$side.toml" "${!port_var}" "$UP" "threads = $WORKERS"
   bin_var=$side
   RUST_LOG=warn "${SERVER[@]}" "${!bin_var}" run --config "$DIR/$side.toml" 2>"$DIR/$side.log" & PIDS+=($!)
 done

@@ -29,13 +29,7 @@ if [ "${TRACES:-0}" = 1 ]; then
 fi
 ROUTE_CONFIGS=("")
 if [ "${AUTH:-0}" = 1 ]; then
-  ISSUER=$(port)
-  .venv/bin/python tests/peers/python/auth_server.py "$ISSUER" >/dev/null 2>"$DIR/issuer.log" & PIDS+=($!)
-  wait_port "$ISSUER"
-  AUDIENCE="https://bench.example/mcp"
-  TOKEN=$(curl -sf "http://127.0.0.1:$ISSUER/mint" -d "{\"aud\": \"$AUDIENCE\"}" | sed 's/.*"token": *"\([^"]*\)".*/\1/')
-  export AUTHORIZATION="Bearer $TOKEN"
-  AUTH_TABLE=$(printf '[route.auth]\nissuer = "http://127.0.0.1:%s"\naudience = "%s"\njwks_url = "http://127.0.0.1:%s/jwks.json"' "$ISSUER" "$AUDIENCE" "$ISSUER")
+  start_issuer
   ROUTE_CONFIGS=("" "$AUTH_TABLE")
 fi
 i=0

@@ -66,6 +66,15 @@ one_route_config() { # file port upstream_port [server lines...]: mcp-edge servi
     printf '%s\n' "${ROUTE_EXTRA:-}"
   } > "$file"
 }
+start_issuer() { # an authorization server (tests/peers/python/auth_server.py): exports AUTHORIZATION (a bearer token it signed) and sets AUTH_TABLE (a [route.auth] checking it)
+  local issuer audience="https://bench.example/mcp" token
+  issuer=$(port)
+  .venv/bin/python tests/peers/python/auth_server.py "$issuer" >/dev/null 2>"$DIR/issuer.log" & PIDS+=($!)
+  wait_port "$issuer"
+  token=$(curl -sf "http://127.0.0.1:$issuer/mint" -d "{\"aud\": \"$audience\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  export AUTHORIZATION="Bearer $token"
+  AUTH_TABLE=$(printf '[route.auth]\nissuer = "http://127.0.0.1:%s"\naudience = "%s"\njwks_url = "http://127.0.0.1:%s/jwks.json"' "$issuer" "$audience" "$issuer")
+}
 disk_config() { # file port admin_listen cache_dir: mcp-edge with the disk case's cache (8 MiB memory, the rest on disk) before UP
   cat > "$1" <<TOML
 [server]

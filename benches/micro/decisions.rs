@@ -265,8 +265,8 @@ mod auth {
     use ring::signature::{self, KeyPair};
     use serde_json::json;
 
-    /// A 2048-bit RSA key made for this benchmark only (it signs nothing else).
-    const RSA_KEY: &[u8] = include_bytes!("fixtures/rs256-bench-only.pk8");
+    /// A 2048-bit RSA key (PKCS#1 DER) made for this benchmark only: it signs nothing else.
+    const RSA_KEY: &[u8] = include_bytes!("fixtures/rs256-bench-only.der");
 
     fn verifier() -> Verifier {
         Verifier::new(Requirements {
@@ -295,7 +295,7 @@ mod auth {
     }
 
     fn rs256() -> (KeySet, String) {
-        let pair = signature::RsaKeyPair::from_pkcs8(RSA_KEY).unwrap();
+        let pair = signature::RsaKeyPair::from_der(RSA_KEY).unwrap();
         let public: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
         let jwk = json!({"kty": "RSA", "kid": "k1", "n": B64.encode(&public.n), "e": B64.encode(&public.e)});
         let token = token("RS256", |message| {

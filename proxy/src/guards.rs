@@ -213,17 +213,30 @@ pub fn understand(body: &[u8], headers: &KnownHeaders<'_>, stateless: bool) -> R
 
 /// Who is asking, as far as cache scopes are concerned (the identity only as a hash of the
 /// route's `identity_header`, here `headers.identity`).
-pub fn caller(headers: &KnownHeaders<'_>, stateless: bool, identity_header: &str) -> Caller {
+pub fn caller(headers: &KnownHeaders<'_>, stateless: bool, identity: Identity<'_>) -> Caller {
     let session = headers.session_id.text().map(str::to_string);
     let seen = session.as_deref().filter(|_| !stateless).and_then(|s| LIVE_SESSIONS.lookup(s));
+    let identity = match identity {
+        Identity::Header(name) => identity_of(name, headers.identity.bytes()),
+        Identity::Verified(context) => context.map(str::to_string),
+    };
     Caller {
-        identity: identity_of(identity_header, headers.identity.bytes()),
+        identity,
         session,
         stateless,
         protocol_version: headers.protocol_version.text().map(str::to_string),
         session_alive: seen.is_some(),
         capabilities: seen.flatten(),
     }
+}
+
+/// What a caller's identity is read from.
+pub enum Identity<'a> {
+    /// The hash of this header's value (a route without `[route.auth]`).
+    Header(&'a str),
+    /// The authorization context of its verified token (`None`: no token, on a protected route
+    /// that does not require one): the header's bytes are not hashed at all.
+    Verified(Option<&'a str>),
 }
 
 /// Whether the request speaks the stateless era (its `MCP-Protocol-Version` says so).

@@ -173,6 +173,9 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Rejection::Malformed(format!("longer than {MAX_TOKEN_LEN} bytes")));
         }
+        if !is_token68(token) {
+            return Err(not_a_token());
+        }
         // A header that does not read names no algorithm mcp-edge knows (`none` included).
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::Json(_) => Rejection::Malformed("its header is not JSON naming a signature algorithm".into()),
@@ -294,7 +297,9 @@ fn refusal(kind: &ErrorKind) -> Rejection {
 }
 
 /// The bearer token of an `Authorization` value (RFC 6750 §2.1): `None` when there is no
-/// value or another scheme; an error when it says `Bearer` but holds no token68.
+/// value or another scheme; an error when it says `Bearer` but holds no token. Whether the
+/// token is a token68 is left to [`Verifier::verify`], so a token seen before (remembered
+/// whole) costs no scan.
 pub fn bearer_token(value: Option<&[u8]>) -> Result<Option<&str>, Rejection> {
     let Some(value) = value.map(<[u8]>::trim_ascii).filter(|v| !v.is_empty()) else { return Ok(None) };
     let scheme_end = value.iter().position(|b| *b == b' ' || *b == b'\t').unwrap_or(value.len());
@@ -302,14 +307,18 @@ pub fn bearer_token(value: Option<&[u8]>) -> Result<Option<&str>, Rejection> {
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
     }
-    let token = rest.trim_ascii_start();
-    let body_end = token.iter().position(|b| *b == b'=').unwrap_or(token.len());
-    let token68 = !token.is_empty()
-        && token[..body_end].iter().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(b))
-        && token[body_end..].iter().all(|b| *b == b'=');
-    if !token68 {
-        return Err(Rejection::Malformed("the Bearer credentials are not a token".into()));
+    match std::str::from_utf8(rest.trim_ascii_start()) {
+        Ok(token) if !token.is_empty() => Ok(Some(token)),
+        _ => Err(not_a_token()),
     }
-    // ASCII by the check above.
-    Ok(std::str::from_utf8(token).ok())
+}
+
+fn not_a_token() -> Rejection {
+    Rejection::Malformed("the Bearer credentials are not a token".into())
+}
+
+/// Whether `token` is a token68 (RFC 9110 §11.2): what a bearer token must be.
+fn is_token68(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }

@@ -201,12 +201,13 @@ impl Intake {
                 Ok(message) => message,
                 Err(refused) => return Verdict::Refuse(refused),
             };
-            let mut caller = guards::caller(known, admitted.stateless, &route.config.policy.identity_header);
-            if let Some(verified) = &admitted.verified {
-                // The verified authorization context, not the token's bytes: a refreshed token
-                // keeps its user's private entries (see `mcp_edge_policies::auth`).
-                caller.identity = Some(verified.context.clone());
-            }
+            // On a protected route, the verified authorization context, not the token's bytes:
+            // a refreshed token keeps its user's private entries (`mcp_edge_policies::auth`).
+            let identity = match &route.auth {
+                Some(_) => guards::Identity::Verified(admitted.verified.as_ref().map(|v| v.context.as_str())),
+                None => guards::Identity::Header(&route.config.policy.identity_header),
+            };
+            let caller = guards::caller(known, admitted.stateless, identity);
             // The message itself is not held across the lookup (a smaller future).
             let lookup = noted.note(self, route, admitted.prefetch, message, &caller);
             if let Some(lookup) = lookup {
