@@ -291,7 +291,7 @@ mod auth {
     }
 
     fn key_set(jwk: serde_json::Value) -> KeySet {
-        KeySet::parse(json!({"keys": [jwk]}).to_string().as_bytes()).unwrap()
+        KeySet::parse(json!({"keys": [jwk]}).to_string().as_bytes(), false).unwrap()
     }
 
     fn rs256() -> (KeySet, String) {

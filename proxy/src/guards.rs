@@ -105,16 +105,24 @@ pub fn check_origin(allowed: &[String], host: Option<&str>, origin: Value<'_>) -
     Err(EdgeError::OriginNotAllowed { origin: origin.into_owned() })
 }
 
-/// Request paths with dot segments (`/mcp/../admin`, also `%2e`-encoded) or backslashes are
-/// refused rather than forwarded as they are: the upstream (or anything between) may resolve
-/// them to a path no route was chosen for.
+/// Request paths with dot segments (`/mcp/../admin`, also `%2e`-encoded) or backslashes, or
+/// with an encoded `/` or `\\` (`%2f`, `%5c`: a server that decodes them sees segments the route
+/// did not), are refused rather than forwarded as they are: the upstream (or anything between)
+/// may resolve them to a path no route was chosen for.
 pub fn check_path(path: &str) -> Result<(), EdgeError> {
     // Most paths have no '.', '%' or '\\' at all: nothing to look at (no allocation per hit).
     if !path.contains(['.', '%', '\\']) {
         return Ok(());
     }
-    if path.contains('\\') || path.split('/').any(is_dot_segment) {
-        return Err(EdgeError::bad_request(format!("path {path:?} has dot segments or backslashes")));
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+                || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
+    });
+    if encoded_separator || path.contains('\\') || path.split('/').any(is_dot_segment) {
+        return Err(EdgeError::bad_request(format!(
+            "path {path:?} has dot segments, backslashes or encoded separators"
+        )));
     }
     Ok(())
 }
@@ -304,7 +312,9 @@ mod tests {
 
     #[test]
     fn dot_segments_are_refused() {
-        for bad in ["/mcp/../mcp", "/mcp/./x", "/mcp/%2E%2e/x", "/..", "/mcp\\..\\x"] {
+        for bad in
+            ["/mcp/../mcp", "/mcp/./x", "/mcp/%2E%2e/x", "/..", "/mcp\\..\\x", "/mcp/%2E%2E%2fadmin", "/mcp/a%5Cb"]
+        {
             assert_eq!(check_path(bad).unwrap_err().status(), 400, "{bad}");
         }
         for good in ["/mcp", "/mcp/a.b", "/mcp/...", "/"] {

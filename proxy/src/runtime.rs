@@ -65,7 +65,7 @@ impl Runtime {
     pub fn build(config: Config) -> Result<Runtime, SetupError> {
         let configured: Vec<_> = config.routes.iter().flat_map(|route| &route.upstreams).collect();
         crate::discovery::forget_all_but(&configured);
-        let routes = config
+        let mut routes = config
             .routes
             .iter()
             .map(|route| {
@@ -78,6 +78,7 @@ impl Runtime {
                 Ok(Route { config: route.clone(), pool, readonly, limits, sessions, watch, operations, auth })
             })
             .collect::<Result<Vec<_>, SetupError>>()?;
+        crate::auth::share_key_stores(None, &mut routes);
         let admin_token = config.admin.token_file.as_deref().map(read_admin_token).transpose()?;
         Ok(Runtime { config, routes, admin_token })
     }

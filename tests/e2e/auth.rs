@@ -284,9 +284,56 @@ async fn the_upstream_may_be_sent_the_subject_instead_of_the_token() {
     let anonymous = call(vec![("x-auth-subject", "mallory".into())]).await;
     assert_eq!(anonymous.status, 200, "{anonymous:?}");
     assert!(!seen(&anonymous).contains("x-auth-subject"), "{}", seen(&anonymous));
-    // A token sent is checked all the same.
+    // A token sent is checked all the same, and another scheme is not taken unchecked.
     let expired = issuer.token(json!({"exp": 1_000_000_000})).await;
     assert_eq!(call(vec![("authorization", bearer(&expired))]).await.status, 401);
+    let basic = call(vec![("authorization", "Basic YWRtaW46YWRtaW4=".into())]).await;
+    assert_eq!(basic.status, 401, "{basic:?}");
+    // The header's twin with underscores (one header to CGI-style servers) never passes either.
+    let twin = call(vec![("authorization", bearer(&token)), ("x_auth_subject", "mallory".into())]).await;
+    assert_eq!(twin.status, 200, "{twin:?}");
+    assert!(!seen(&twin).contains("mallory"), "{}", seen(&twin));
+    // A subject a header cannot carry as it is (a control character, outer spaces) is refused.
+    for odd in ["alice\r\nx-evil: 1", " alice"] {
+        let token = issuer.token(json!({"sub": odd})).await;
+        let refused = call(vec![("authorization", bearer(&token))]).await;
+        assert_eq!(refused.status, 401, "{odd:?}: {refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_cors_preflight_passes_without_credentials_and_nothing_else_does() {
+    let issuer = Issuer::start().await;
+    let upstream = demo_upstream("a", &[]).await;
+    let auth = issuer.table(AUDIENCE, "subject_header = \"x-auth-subject\"");
+    let proxy = proxy(&route(&[&upstream], &auth)).await;
+    let http = reqwest::Client::new();
+    let same_origin = proxy.url("");
+    let options = |body: Option<&'static str>| {
+        let mut request = http
+            .request(reqwest::Method::OPTIONS, proxy.url("/mcp"))
+            .header("origin", same_origin.as_str())
+            .header("access-control-request-method", "POST")
+            .header("authorization", "Bearer forged.token.here")
+            .header("cookie", "session=stolen")
+            .header("x-auth-subject", "admin");
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        request.send()
+    };
+    // A preflight (no body) passes unchecked, and the upstream gets no credential of the client's.
+    let preflight = options(None).await.unwrap();
+    assert_eq!(preflight.status(), 204);
+    let seen = preflight.headers()["x-demo-seen-headers"].to_str().unwrap().to_string();
+    for credential in ["authorization", "cookie", "x-auth-subject"] {
+        assert!(!seen.split(',').any(|name| name == credential), "{credential} reached the upstream: {seen}");
+    }
+    assert!(seen.contains("access-control-request-method"), "{seen}");
+    // An OPTIONS with a body is no preflight: it needs a token like any request.
+    let with_body =
+        options(Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#)).await.unwrap();
+    assert_eq!(with_body.status(), 401);
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! The issuer's signing keys, read from a JSON Web Key Set (RFC 7517 §5).
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyOperations, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 /// Keys past this many in one set are not read (a set is a handful; this bounds what an
 /// issuer's answer can make mcp-edge hold).
@@ -22,16 +24,18 @@ struct SigningKey {
 
 impl KeySet {
     /// Reads a JWKS document. Keys that cannot verify signatures (encryption keys, unknown key
-    /// types, malformed parameters) are passed over; a document with none left is refused, so
-    /// a broken answer never replaces working keys.
-    pub fn parse(document: &[u8]) -> Result<KeySet, String> {
+    /// types, malformed or weak parameters, an `alg` of another family, and HMAC secrets unless
+    /// `secrets` says the operator keeps the document) are passed over; a document with none
+    /// left is refused, so a broken answer never replaces working keys.
+    pub fn parse(document: &[u8], secrets: bool) -> Result<KeySet, String> {
         #[derive(serde::Deserialize)]
         struct Document {
             keys: Vec<serde_json::Value>,
         }
         let document: Document =
             serde_json::from_slice(document).map_err(|e| format!("not a JSON Web Key Set ({e})"))?;
-        let keys: Vec<SigningKey> = document.keys.into_iter().take(MAX_KEYS).filter_map(signing_key).collect();
+        let usable = |value| signing_key(value).filter(|key| secrets || key.key.family() != AlgorithmFamily::Hmac);
+        let keys: Vec<SigningKey> = document.keys.into_iter().take(MAX_KEYS).filter_map(usable).collect();
         if keys.is_empty() {
             return Err("the key set holds no signature verification key mcp-edge can use".into());
         }
@@ -72,13 +76,49 @@ fn signing_key(value: serde_json::Value) -> Option<SigningKey> {
     if common.key_operations.as_ref().is_some_and(|ops| !ops.contains(&KeyOperations::Verify)) {
         return None;
     }
-    if matches!(jwk.algorithm, AlgorithmParameters::Other(_)) {
+    if !parameters_usable(&jwk.algorithm) {
         return None;
     }
+    let key = DecodingKey::from_jwk(&jwk).ok()?;
     let algorithm = match common.key_algorithm {
-        Some(alg) => Some(alg.to_string().parse::<Algorithm>().ok()?),
+        Some(alg) => Some(alg.to_string().parse::<Algorithm>().ok().filter(|alg| alg.family() == key.family())?),
         None => None,
     };
-    let key = DecodingKey::from_jwk(&jwk).ok()?;
     Some(SigningKey { id: common.key_id.clone(), algorithm, key })
+}
+
+/// Whether a key's parameters can verify a signature at all: an RSA modulus of 2048 to 8192
+/// bits (what `ring` verifies) with an odd public exponent from 3 to 2^33 - 1; a P-256 or P-384
+/// point; a 32-byte Ed25519 key; an HMAC secret of 32 bytes or more.
+fn parameters_usable(parameters: &AlgorithmParameters) -> bool {
+    let decoded = |text: &str| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok();
+    match parameters {
+        AlgorithmParameters::RSA(rsa) => {
+            let (Some(n), Some(e)) = (decoded(&rsa.n), decoded(&rsa.e)) else { return false };
+            let n = &n[n.iter().take_while(|b| **b == 0).count()..];
+            let e = &e[e.iter().take_while(|b| **b == 0).count()..];
+            let bits = n.len() * 8 - n.first().map_or(8, |top| top.leading_zeros() as usize);
+            let exponent =
+                e.iter().fold(0u64, |value, byte| value.saturating_mul(256).saturating_add(u64::from(*byte)));
+            (2048..=8192).contains(&bits)
+                && n.last().is_some_and(|b| b & 1 == 1)
+                && e.len() <= 5
+                && exponent >= 3
+                && exponent & 1 == 1
+                && exponent < (1 << 33)
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let size = match ec.curve {
+                EllipticCurve::P256 => 32,
+                EllipticCurve::P384 => 48,
+                _ => return false,
+            };
+            decoded(&ec.x).is_some_and(|x| x.len() == size) && decoded(&ec.y).is_some_and(|y| y.len() == size)
+        }
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            okp.curve == EllipticCurve::Ed25519 && decoded(&okp.x).is_some_and(|x| x.len() == 32)
+        }
+        AlgorithmParameters::OctetKey(secret) => decoded(&secret.value).is_some_and(|v| v.len() >= 32),
+        _ => false,
+    }
 }

@@ -211,6 +211,8 @@ impl Verifier {
     fn verified(&self, claims: &str) -> Result<Verified, Rejection> {
         #[derive(serde::Deserialize)]
         struct Read {
+            iss: Option<serde_json::Value>,
+            iat: Option<serde_json::Value>,
             sub: Option<serde_json::Value>,
             exp: Option<serde_json::Value>,
             nbf: Option<serde_json::Value>,
@@ -230,6 +232,11 @@ impl Verifier {
                 .map(|v| Some(v as u64))
                 .ok_or(Rejection::BadClaim(name.into())),
         };
+        // `iss` is one string (RFC 7519 §4.1.1): a list naming the issuer among others is not it.
+        if !matches!(&read.iss, Some(serde_json::Value::String(iss)) if *iss == self.requirements.issuer) {
+            return Err(Rejection::BadClaim("iss".into()));
+        }
+        seconds(read.iat, "iat")?;
         let expires_at = seconds(read.exp, "exp")?.ok_or(Rejection::BadClaim("exp".into()))?;
         let not_before = seconds(read.nbf, "nbf")?;
         let scopes = scopes_of(read.scope, read.scp)?;
@@ -320,5 +327,6 @@ fn not_a_token() -> Rejection {
 /// Whether `token` is a token68 (RFC 9110 §11.2): what a bearer token must be.
 fn is_token68(token: &str) -> bool {
     let body = token.trim_end_matches('=');
-    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+    !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }

@@ -44,7 +44,7 @@ impl Signer {
 
 fn keys(signers: &[&Signer]) -> KeySet {
     let document = json!({"keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>()});
-    KeySet::parse(document.to_string().as_bytes()).unwrap()
+    KeySet::parse(document.to_string().as_bytes(), false).unwrap()
 }
 
 fn requirements() -> Requirements {
@@ -134,6 +134,9 @@ fn tokens_that_fail_a_check_are_refused_for_that_reason() {
     assert!(matches!(refused(with("nbf", json!("99999999999"))), Rejection::BadClaim(_)), "a string nbf is no nbf");
     assert!(matches!(refused(with("exp", json!("never"))), Rejection::BadClaim(_)));
     assert!(matches!(refused(with("sub", json!(42))), Rejection::BadClaim(_)));
+    assert!(matches!(refused(with("iat", json!("x"))), Rejection::BadClaim(_)));
+    let listed = refused(with("iss", json!(["https://other.example", ISSUER])));
+    assert!(matches!(listed, Rejection::BadClaim(_) | Rejection::WrongIssuer), "one issuer, a string: {listed:?}");
     let mut no_sub = claims("alice", "read");
     no_sub.as_object_mut().unwrap().remove("sub");
     assert!(matches!(refused(no_sub), Rejection::BadClaim(_)));
@@ -203,7 +206,7 @@ fn ecdsa_keys_verify_too() {
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let point = pair.public_key().as_ref();
     let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])});
-    let keys = KeySet::parse(json!({"keys": [jwk]}).to_string().as_bytes()).unwrap();
+    let keys = KeySet::parse(json!({"keys": [jwk]}).to_string().as_bytes(), false).unwrap();
     let message =
         format!("{}.{}", B64.encode(r#"{"alg":"ES256","kid":"ec"}"#), B64.encode(claims("alice", "read").to_string()));
     let signature = pair.sign(&rng, message.as_bytes()).unwrap();
@@ -217,9 +220,30 @@ fn key_sets_keep_only_keys_that_verify() {
     let encryption = json!({"kty": "RSA", "use": "enc", "kid": "e", "n": "AQAB", "e": "AQAB"});
     let unknown = json!({"kty": "XYZ", "kid": "u"});
     let document = json!({"keys": [encryption, unknown, signer.jwk()]});
-    assert_eq!(KeySet::parse(document.to_string().as_bytes()).unwrap().len(), 1);
-    assert!(KeySet::parse(br#"{"keys": []}"#).is_err(), "no usable key: refused, old keys kept");
-    assert!(KeySet::parse(b"<html>").is_err());
+    assert_eq!(KeySet::parse(document.to_string().as_bytes(), false).unwrap().len(), 1);
+    assert!(KeySet::parse(br#"{"keys": []}"#, false).is_err(), "no usable key: refused, old keys kept");
+    // Keys that could never verify a signature do not count as keys (a set of them is refused).
+    let rsa = |n: &[u8], e: &[u8], alg: Option<&str>| {
+        let mut jwk = json!({"kty": "RSA", "kid": "r", "n": B64.encode(n), "e": B64.encode(e)});
+        if let Some(alg) = alg {
+            jwk["alg"] = json!(alg);
+        }
+        KeySet::parse(json!({"keys": [jwk]}).to_string().as_bytes(), false)
+    };
+    let mut modulus = vec![0xc5; 256];
+    modulus[255] = 0x01;
+    assert!(rsa(&modulus, &[1, 0, 1], None).is_ok(), "2048 bits, e = 65537");
+    assert!(rsa(&modulus, &[1, 0, 1], Some("RS256")).is_ok());
+    assert!(rsa(&modulus, &[1, 0, 1], Some("ES256")).is_err(), "an alg of another family");
+    assert!(rsa(&modulus, &[1], None).is_err(), "e = 1");
+    assert!(rsa(&modulus[..128], &[1, 0, 1], None).is_err(), "1024 bits");
+    assert!(rsa(&[1, 0, 1], &[1, 0, 1], None).is_err());
+    let secret = json!({"keys": [{"kty": "oct", "kid": "s", "k": B64.encode([7u8; 32])}]}).to_string();
+    assert!(KeySet::parse(secret.as_bytes(), false).is_err(), "no HMAC secret from a URL");
+    assert!(KeySet::parse(secret.as_bytes(), true).is_ok(), "from the operator's file");
+    let short_ed = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": B64.encode([1u8; 31])}]}).to_string();
+    assert!(KeySet::parse(short_ed.as_bytes(), false).is_err());
+    assert!(KeySet::parse(b"<html>", false).is_err());
 }
 
 #[test]

@@ -11,6 +11,24 @@ use super::raw::{RawAuth, Text};
 use super::{AuthConfig, KeySource};
 use crate::auth::{DEFAULT_ALGORITHMS, Requirements};
 
+/// Claims that name the caller or its grant (RFC 9068 §2.2, RFC 8693 §4, OpenID Connect).
+const GRANT_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "client_id",
+    "azp",
+    "scope",
+    "scp",
+    "roles",
+    "groups",
+    "entitlements",
+    "act",
+    "may_act",
+    "tid",
+    "oid",
+];
+
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
 const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
@@ -84,7 +102,7 @@ impl Checker<'_> {
                 "auth.authorization_servers must name at least one".into(),
             );
         }
-        let instance_claims = table.instance_claims.iter().map(|claim| claim.get_ref().clone()).collect();
+        let instance_claims = self.instance_claims(&table.instance_claims);
         let jwks_refresh = self.nonzero_duration(&table.jwks_refresh, DEFAULT_JWKS_REFRESH, "auth.jwks_refresh");
         if !(Duration::from_secs(10)..=Duration::from_secs(86_400)).contains(&jwks_refresh) {
             let span = table.jwks_refresh.as_ref().map_or(0..0, |t| t.span());
@@ -177,6 +195,24 @@ impl Checker<'_> {
             }
         }
         scopes
+    }
+
+    /// Claims the operator says name a token, not its grant: never one that says who the caller
+    /// is or what it may do (leaving `sub` out would let two users share private answers).
+    fn instance_claims(&mut self, listed: &[Spanned<String>]) -> Vec<String> {
+        let mut claims = Vec::new();
+        for claim in listed {
+            if GRANT_CLAIMS.contains(&claim.get_ref().as_str()) {
+                let message = format!(
+                    "auth.instance_claims: {:?} says who the caller is or what it may do: it must stay in the authorization context",
+                    claim.get_ref()
+                );
+                self.report(claim.span(), message);
+            } else {
+                claims.push(claim.get_ref().clone());
+            }
+        }
+        claims
     }
 
     fn subject_header(&mut self, raw: &Text) -> Option<String> {

@@ -483,6 +483,8 @@ fn route_auth_problems_are_named_at_their_line() {
     );
     let told = problems(&source).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
     assert!(told.contains("identity_header must stay"), "{told}");
+    let told = refused(&format!("{base}jwks_url = \"https://idp.example/j\"\ninstance_claims = [\"sid\", \"sub\"]\n"));
+    assert!(told.contains("\"sub\" says who the caller is") && !told.contains("\"sid\""), "{told}");
     let warm = format!(
         "{MINIMAL}[route.prefetch]\nwarm = [\"docs://a\"]\n[route.auth]\n{base}jwks_url = \"https://idp.example/j\"\n"
     );

@@ -39,6 +39,8 @@ pub struct KeyStore {
     last_asked: std::sync::Mutex<Option<Instant>>,
     /// Whether the last fetch failed (logged once per change).
     failing: AtomicBool,
+    /// When the set was last fetched, by the refresher or for an unknown `kid`.
+    last_fetch: std::sync::Mutex<Option<Instant>>,
     /// Whether a refresher task runs for this store (one per store, across reloads).
     pub refresher: AtomicBool,
     refresh_secs: AtomicU64,
@@ -55,6 +57,7 @@ impl KeyStore {
             fetching: tokio::sync::Mutex::new(()),
             last_asked: std::sync::Mutex::new(None),
             failing: AtomicBool::new(false),
+            last_fetch: std::sync::Mutex::new(None),
             refresher: AtomicBool::new(false),
             refresh_secs: AtomicU64::new(refresh.as_secs().max(1)),
         };
@@ -78,6 +81,21 @@ impl KeyStore {
         self.refresh_secs.store(refresh.as_secs().max(1), Ordering::Relaxed);
     }
 
+    /// The refresher's loop: fetches when due, looking again at least every few seconds (so a
+    /// reload that shortens `jwks_refresh` takes effect at once); ends when no configuration
+    /// uses the store any more.
+    pub async fn refresh(store: std::sync::Weak<KeyStore>) {
+        loop {
+            let Some(keys) = store.upgrade() else { return };
+            if keys.until_due().is_zero() {
+                keys.fetch_now().await;
+            }
+            let wait = keys.until_due().min(Duration::from_secs(5));
+            drop(keys);
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        }
+    }
+
     /// Keys newer than generation `seen`, fetched now if the last fetch is old enough; `None`
     /// when there are none (a file, too soon, or the issuer did not answer with new keys).
     pub async fn refetch(&self, seen: u64) -> Option<Arc<Keys>> {
@@ -99,10 +117,20 @@ impl KeyStore {
         (fresh.generation != seen).then_some(fresh)
     }
 
+    /// How long until the refresher's next fetch: `jwks_refresh` after the last fetch (as the
+    /// configuration says now), or [`RETRY_AFTER_FAILURE`] after a failed one; zero when due.
+    pub fn until_due(&self) -> Duration {
+        let last = *self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(last) = last else { return Duration::ZERO };
+        let interval = if self.failing.load(Ordering::Relaxed) { RETRY_AFTER_FAILURE } else { self.refresh_every() };
+        interval.saturating_sub(last.elapsed())
+    }
+
     /// Fetches the set (URL sources) and installs it when it reads; a failure keeps the keys in
-    /// use. Returns when the next fetch is due.
-    pub async fn fetch_now(&self) -> Duration {
-        let KeySource::Url(url) = &self.source else { return self.refresh_every() };
+    /// use.
+    pub async fn fetch_now(&self) {
+        let KeySource::Url(url) = &self.source else { return };
+        *self.last_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let outcome = match fetch(url).await {
             Ok(document) => self.install(&document),
             Err(problem) => Err(problem),
@@ -115,7 +143,6 @@ impl KeyStore {
                     let keys = self.current().set.len();
                     tracing::info!(jwks = %url, keys, "authorization keys fetched");
                 }
-                self.refresh_every()
             }
             Err(problem) => {
                 metrics.with_label_values(&["error"]).inc();
@@ -123,7 +150,6 @@ impl KeyStore {
                     let kept = self.current().set.len();
                     tracing::warn!(jwks = %url, kept, "authorization keys could not be fetched ({problem}); the keys in use are kept");
                 }
-                RETRY_AFTER_FAILURE
             }
         }
     }
@@ -136,7 +162,8 @@ impl KeyStore {
         if *in_use == digest && self.current().generation != 0 {
             return Ok(false);
         }
-        let set = KeySet::parse(document)?;
+        // An HMAC secret only from a file the operator keeps, never from a URL.
+        let set = KeySet::parse(document, matches!(self.source, KeySource::File(_)))?;
         let generation = self.current().generation + 1;
         self.current.store(Arc::new(Keys { set, generation }));
         *in_use = digest;

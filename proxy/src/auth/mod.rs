@@ -6,7 +6,7 @@
 
 pub mod key_store;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use mcp_edge_policies::auth::metadata::{self, Resource};
 use mcp_edge_policies::auth::{Rejection, Remembered, Verified, Verifier, bearer_token};
@@ -50,8 +50,14 @@ impl RouteAuth {
     /// Checks a request's `Authorization` value: its verified token (`None`: no token, on a
     /// route that does not require one), or the refusal to answer with.
     pub async fn authorize(&self, authorization: Option<&[u8]>) -> Result<Option<Arc<Verified>>, EdgeError> {
+        let sent = authorization.is_some_and(|value| !value.trim_ascii().is_empty());
         let token = match bearer_token(authorization) {
             Ok(Some(token)) => token,
+            // Another scheme is not checked here, so it is not taken either (else it would reach
+            // the upstream unchecked, as no one).
+            Ok(None) if sent => {
+                return Err(self.refuse(Rejection::Malformed("only Bearer access tokens are accepted".into())));
+            }
             Ok(None) if !self.config.required => {
                 self.count("anonymous");
                 return Ok(None);
@@ -62,6 +68,9 @@ impl RouteAuth {
         let verified = self.verified(token).await?;
         if let Err(rejection) = self.verifier.check_scopes(&verified) {
             return Err(self.refuse(rejection));
+        }
+        if self.config.subject_header.is_some() && !sendable_subject(&verified.subject) {
+            return Err(self.refuse(Rejection::BadClaim("sub (not sendable as a header)".into())));
         }
         self.count("ok");
         Ok(Some(verified))
@@ -115,6 +124,13 @@ impl RouteAuth {
     }
 }
 
+/// Whether a subject reaches the upstream as it is in a header: no control characters, no
+/// whitespace at either end (a header value's would be trimmed: two subjects made one).
+fn sendable_subject(subject: &str) -> bool {
+    let trimmed = subject.trim_matches(|c: char| c == ' ' || c == '\t');
+    trimmed.len() == subject.len() && !subject.chars().any(char::is_control)
+}
+
 /// The seconds since the epoch, as token lifetimes count them.
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -162,18 +178,37 @@ pub fn published(asked: crate::served::Asked<'_>, bytes_out: usize) -> crate::se
     }
 }
 
-/// Keeps the key sets of routes whose keys come from the same URL as before the reload (the
-/// fetched keys, kept through an issuer's outage, are not dropped by a reload).
-pub fn carry_over(old: &Runtime, new: &mut Runtime) {
-    for route in &mut new.routes {
-        let Some(auth) = route.auth.as_mut() else { continue };
-        let KeySource::Url(_) = &auth.config.keys else { continue };
-        let previous = old.routes.iter().filter_map(|r| r.auth.as_ref()).find(|a| a.keys.source == auth.config.keys);
-        if let Some(previous) = previous {
-            previous.keys.set_refresh_every(auth.config.jwks_refresh);
-            auth.keys = previous.keys.clone();
+/// Gives the routes whose keys come from one URL one key set: the one in use before the reload
+/// when there is one (the fetched keys, kept through an issuer's outage, are not dropped by a
+/// reload), fetched as often as the most demanding of them asks (`jwks_refresh`).
+pub fn share_key_stores(old: Option<&Runtime>, routes: &mut [crate::runtime::Route]) {
+    let urls: Vec<KeySource> = routes
+        .iter()
+        .filter_map(|route| route.auth.as_ref())
+        .map(|auth| auth.config.keys.clone())
+        .filter(|source| matches!(source, KeySource::Url(_)))
+        .collect();
+    for source in urls {
+        let users = || routes.iter().filter_map(|route| route.auth.as_ref()).filter(|auth| auth.config.keys == source);
+        let Some(refresh) = users().map(|auth| auth.config.jwks_refresh).min() else { continue };
+        let before = old.and_then(|old| {
+            old.routes.iter().filter_map(|route| route.auth.as_ref()).find(|auth| auth.keys.source == source)
+        });
+        let Some(store) = before.map(|auth| auth.keys.clone()).or_else(|| users().next().map(|auth| auth.keys.clone()))
+        else {
+            continue;
+        };
+        store.set_refresh_every(refresh);
+        for auth in routes.iter_mut().filter_map(|route| route.auth.as_mut()).filter(|auth| auth.config.keys == source)
+        {
+            auth.keys = store.clone();
         }
     }
+}
+
+/// Keeps the key sets of routes whose keys come from the same URL as before the reload.
+pub fn carry_over(old: &Runtime, new: &mut Runtime) {
+    share_key_stores(Some(old), &mut new.routes);
 }
 
 /// One refresher per fetched key set: fetches at once, then every `jwks_refresh` (sooner after
@@ -184,14 +219,6 @@ pub fn spawn_refreshers(runtime: &Runtime) {
         if auth.keys.refresher.swap(true, std::sync::atomic::Ordering::AcqRel) {
             continue;
         }
-        let store: Weak<KeyStore> = Arc::downgrade(&auth.keys);
-        tokio::spawn(async move {
-            loop {
-                let Some(keys) = store.upgrade() else { return };
-                let next = keys.fetch_now().await;
-                drop(keys);
-                tokio::time::sleep(next).await;
-            }
-        });
+        tokio::spawn(KeyStore::refresh(Arc::downgrade(&auth.keys)));
     }
 }

@@ -206,6 +206,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<DemoBody>
         hyper::Method::POST => post(state, req, stateless).await,
         hyper::Method::GET if !stateless => get_stream(state, &req),
         hyper::Method::DELETE if !stateless => delete(state, &req),
+        hyper::Method::OPTIONS => preflight(&req),
         _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }

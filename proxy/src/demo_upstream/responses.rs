@@ -25,6 +25,20 @@ pub(super) fn describe_headers(req: &Request<Incoming>) -> String {
         .collect()
 }
 
+/// A CORS preflight's answer, naming (in `x-demo-seen-headers`) the headers it arrived with.
+pub(super) fn preflight(req: &Request<Incoming>) -> Response<DemoBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let seen: Vec<&str> = req.headers().keys().map(|name| name.as_str()).collect();
+    let headers = response.headers_mut();
+    headers.insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+    headers.insert("access-control-allow-methods", http::HeaderValue::from_static("GET, POST, DELETE"));
+    if let Ok(seen) = http::HeaderValue::from_str(&seen.join(",")) {
+        headers.insert("x-demo-seen-headers", seen);
+    }
+    response
+}
+
 pub(super) fn full(bytes: impl Into<Bytes>) -> DemoBody {
     Box::pin(Full::new(bytes.into()))
 }

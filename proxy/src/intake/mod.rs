@@ -134,10 +134,10 @@ pub async fn admit_head(
     let route = &snapshot.routes[route_index];
     guards::check_request_head(&snapshot.config.server, request.path, request.authority, known)?;
     route.limits.admit(request.client)?;
-    // A CORS preflight carries no credentials (browsers never send them on one).
     let verified = match &route.auth {
-        Some(auth) if request.method != "OPTIONS" => auth.authorize(known.identity.bytes()).await?,
-        _ => None,
+        Some(_) if is_preflight(request) => None,
+        Some(auth) => auth.authorize(known.identity.bytes()).await?,
+        None => None,
     };
     if let Some(verified) = verified.as_ref().filter(|_| !request.internal) {
         route.limits.admit_subject(&verified.subject)?;
@@ -172,6 +172,14 @@ pub async fn admit_head(
         trace,
         verified,
     })
+}
+
+/// Whether a request is a CORS preflight, which browsers send without credentials: an `OPTIONS`
+/// without a body. On a protected route it passes unchecked, and reaches the upstream without
+/// credentials, session or subject (see the service's `upstream_request`).
+pub fn is_preflight(request: &Request<'_>) -> bool {
+    let known = request.known;
+    request.method == "OPTIONS" && !known.transfer_encoding && known.content_length.unwrap_or(0) == 0
 }
 
 /// Understands requests and answers them from the cache; shared by the fronts.

@@ -53,13 +53,22 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
         .transpose())
     .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream session id", e))?;
     let subject = subject_header(route, ctx)?;
+    // A CORS preflight passed a protected route unchecked: it goes on without credentials.
+    let unchecked_preflight =
+        route.auth.is_some() && session.req_header().method == http::Method::OPTIONS && !verified(ctx);
     edit_request(request, new_uri, |headers| {
         if let Some((name, subject)) = subject {
             // The upstream trusts this header: only the edge writes it, and instead of the token.
-            headers.remove(&name);
+            // Its twins with `_` for `-` go too (CGI-style servers read them as the same).
+            drop_header_and_twins(headers, &name);
             if let Some(subject) = subject {
                 headers.remove(http::header::AUTHORIZATION);
                 headers.insert(name, subject);
+            }
+        }
+        if unchecked_preflight {
+            for credential in [http::header::AUTHORIZATION, http::header::COOKIE, MCP_SESSION_ID] {
+                headers.remove(credential);
             }
         }
         headers.insert(HOST, upstream.host_header.clone());
@@ -82,7 +91,7 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             }
         }
         headers.remove(ACCEPT_ENCODING);
-        if let Some(id) = upstream_session {
+        if let Some(id) = upstream_session.filter(|_| !unchecked_preflight) {
             headers.insert(MCP_SESSION_ID, id);
         }
         if ctx.prefetch().is_some() {
@@ -103,6 +112,22 @@ pub(super) fn rewrite(session: &Session, request: &mut RequestHeader, ctx: &Ctx)
             headers.remove(EXPECT);
         }
     })
+}
+
+fn verified(ctx: &Ctx) -> bool {
+    ctx.request.as_ref().is_some_and(|request| request.admitted.verified.is_some())
+}
+
+/// Removes `name` and every header that is `name` once `_` is read as `-`.
+fn drop_header_and_twins(headers: &mut http::HeaderMap, name: &http::HeaderName) {
+    let twin = |other: &http::HeaderName| {
+        let (a, b) = (other.as_str().as_bytes(), name.as_str().as_bytes());
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
+    };
+    let twins: Vec<http::HeaderName> = headers.keys().filter(|other| twin(other)).cloned().collect();
+    for twin in twins {
+        headers.remove(twin);
+    }
 }
 
 /// The header naming the verified subject (`auth.subject_header`), and its value for this
