@@ -34,8 +34,12 @@ impl KeySet {
         }
         let document: Document =
             serde_json::from_slice(document).map_err(|e| format!("not a JSON Web Key Set ({e})"))?;
+        if document.keys.len() > MAX_KEYS {
+            // Refused whole: cutting it could keep junk and drop the keys in use.
+            return Err(format!("the key set holds {} keys, more than {MAX_KEYS}", document.keys.len()));
+        }
         let usable = |value| signing_key(value).filter(|key| secrets || key.key.family() != AlgorithmFamily::Hmac);
-        let keys: Vec<SigningKey> = document.keys.into_iter().take(MAX_KEYS).filter_map(usable).collect();
+        let keys: Vec<SigningKey> = document.keys.into_iter().filter_map(usable).collect();
         if keys.is_empty() {
             return Err("the key set holds no signature verification key mcp-edge can use".into());
         }
@@ -87,9 +91,19 @@ fn signing_key(value: serde_json::Value) -> Option<SigningKey> {
     Some(SigningKey { id: common.key_id.clone(), algorithm, key })
 }
 
+/// Whether `point` (uncompressed) is a valid public point of `agreement`'s curve: `ring` checks
+/// a peer's point before any key agreement, so one with a throwaway key of ours says it.
+fn on_curve(agreement: &'static ring::agreement::Algorithm, point: &[u8]) -> bool {
+    let rng = ring::rand::SystemRandom::new();
+    let Ok(ours) = ring::agreement::EphemeralPrivateKey::generate(agreement, &rng) else { return false };
+    let theirs = ring::agreement::UnparsedPublicKey::new(agreement, point);
+    ring::agreement::agree_ephemeral(ours, &theirs, |_| ()).is_ok()
+}
+
 /// Whether a key's parameters can verify a signature at all: an RSA modulus of 2048 to 8192
-/// bits (what `ring` verifies) with an odd public exponent from 3 to 2^33 - 1; a P-256 or P-384
-/// point; a 32-byte Ed25519 key; an HMAC secret of 32 bytes or more.
+/// bits (what `ring` verifies) with an odd public exponent from 3 to 2^33 - 1; a point on the
+/// P-256 or P-384 curve; a 32-byte Ed25519 key (its point is not checked); an HMAC secret of
+/// 32 bytes or more.
 fn parameters_usable(parameters: &AlgorithmParameters) -> bool {
     let decoded = |text: &str| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok();
     match parameters {
@@ -108,12 +122,13 @@ fn parameters_usable(parameters: &AlgorithmParameters) -> bool {
                 && exponent < (1 << 33)
         }
         AlgorithmParameters::EllipticCurve(ec) => {
-            let size = match ec.curve {
-                EllipticCurve::P256 => 32,
-                EllipticCurve::P384 => 48,
+            let (size, agreement) = match ec.curve {
+                EllipticCurve::P256 => (32, &ring::agreement::ECDH_P256),
+                EllipticCurve::P384 => (48, &ring::agreement::ECDH_P384),
                 _ => return false,
             };
-            decoded(&ec.x).is_some_and(|x| x.len() == size) && decoded(&ec.y).is_some_and(|y| y.len() == size)
+            let (Some(x), Some(y)) = (decoded(&ec.x), decoded(&ec.y)) else { return false };
+            x.len() == size && y.len() == size && on_curve(agreement, &[&[4], &x[..], &y[..]].concat())
         }
         AlgorithmParameters::OctetKeyPair(okp) => {
             okp.curve == EllipticCurve::Ed25519 && decoded(&okp.x).is_some_and(|x| x.len() == 32)

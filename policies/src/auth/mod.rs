@@ -240,7 +240,9 @@ impl Verifier {
         let expires_at = seconds(read.exp, "exp")?.ok_or(Rejection::BadClaim("exp".into()))?;
         let not_before = seconds(read.nbf, "nbf")?;
         let scopes = scopes_of(read.scope, read.scp)?;
-        let context = self.context(claims).ok_or(Rejection::Malformed("claims that repeat a name".into()))?;
+        let context = self.context(claims).ok_or(Rejection::Malformed(
+            "claims mcp-edge cannot read exactly (a name twice, a number out of range)".into(),
+        ))?;
         Ok(Verified { subject, context, scopes, expires_at, not_before })
     }
 

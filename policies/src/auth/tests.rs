@@ -241,6 +241,11 @@ fn key_sets_keep_only_keys_that_verify() {
     let secret = json!({"keys": [{"kty": "oct", "kid": "s", "k": B64.encode([7u8; 32])}]}).to_string();
     assert!(KeySet::parse(secret.as_bytes(), false).is_err(), "no HMAC secret from a URL");
     assert!(KeySet::parse(secret.as_bytes(), true).is_ok(), "from the operator's file");
+    let off_curve =
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "x": B64.encode([1u8; 32]), "y": B64.encode([2u8; 32])}]});
+    assert!(KeySet::parse(off_curve.to_string().as_bytes(), false).is_err(), "a point not on the curve");
+    let many: Vec<_> = (0..=keys::MAX_KEYS).map(|_| Signer::new("k").jwk()).collect();
+    assert!(KeySet::parse(json!({"keys": many}).to_string().as_bytes(), false).is_err(), "refused whole, not cut");
     let short_ed = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": B64.encode([1u8; 31])}]}).to_string();
     assert!(KeySet::parse(short_ed.as_bytes(), false).is_err());
     assert!(KeySet::parse(b"<html>", false).is_err());

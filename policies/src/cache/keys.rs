@@ -223,7 +223,11 @@ pub fn lookup_for(
             if !tool_allowed(name) {
                 return None;
             }
-            arguments = crate::canonical::canonical_json(message.params.arguments.as_deref().unwrap_or("{}"))?;
+            // No `arguments` is keyed apart from `{}`: a server may read the two apart.
+            arguments = match message.params.arguments.as_deref() {
+                Some(given) => crate::canonical::canonical_json(given)?,
+                None => String::from("-"),
+            };
             (["name=", name, "\u{0}args=", &arguments], vec![Target::Route, Target::List(ListKind::Tools)])
         }
         _ => return None,

@@ -125,10 +125,11 @@ impl RouteAuth {
 }
 
 /// Whether a subject reaches the upstream as it is in a header: no control characters, no
-/// whitespace at either end (a header value's would be trimmed: two subjects made one).
+/// whitespace but inner spaces (an upstream may trim or split on it), no comma (a header list's
+/// separator): else two subjects could be read as one.
 fn sendable_subject(subject: &str) -> bool {
-    let trimmed = subject.trim_matches(|c: char| c == ' ' || c == '\t');
-    trimmed.len() == subject.len() && !subject.chars().any(char::is_control)
+    let odd = |c: char| c.is_control() || c == ',' || (c.is_whitespace() && c != ' ');
+    subject.trim_matches(' ').len() == subject.len() && !subject.chars().any(odd)
 }
 
 /// The seconds since the epoch, as token lifetimes count them.

@@ -91,10 +91,12 @@ impl H2Front {
             crate::auth::published(asked, body.len()).record();
             return None;
         }
+        // An HTTP/2 request declares no length when it need not: its stream says whether a body follows.
+        let bodiless = session.is_body_empty();
         let (admitted, body) = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
-            let request = request_of(head, &path, &known, client, request_id);
+            let request = request_of(head, &path, &known, client, (request_id, bodiless));
             let admitted = match intake::admit_head(&snapshot, route, &request).await {
                 Ok(admitted) => admitted,
                 Err(refused) => return refuse(session, refused, route_name(&snapshot, route), request_id).await,
@@ -123,7 +125,7 @@ impl H2Front {
         let verdict = {
             let head = session.req_header();
             let known = KnownHeaders::from_map(&head.headers, identity);
-            let request = request_of(head, &path, &known, client, request_id);
+            let request = request_of(head, &path, &known, client, (request_id, bodiless));
             self.intake.understand(admitted, &request, &body).await
         };
         let mut understood = match verdict {
@@ -214,7 +216,7 @@ fn request_of<'a>(
     path: &'a str,
     known: &'a KnownHeaders<'a>,
     client: Option<std::net::IpAddr>,
-    request_id: RequestId,
+    (request_id, bodiless): (RequestId, bool),
 ) -> Request<'a> {
     Request {
         method: head.method.as_str(),
@@ -225,6 +227,7 @@ fn request_of<'a>(
         client,
         internal: false,
         request_id,
+        bodiless,
     }
 }
 

@@ -75,6 +75,7 @@ impl<'b> Head<'b> {
             client,
             internal,
             request_id: crate::request_id::RequestId::of(self.known.request_id.bytes()),
+            bodiless: !self.known.transfer_encoding && self.known.content_length.unwrap_or(0) == 0,
         }
     }
 }

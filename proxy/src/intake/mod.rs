@@ -60,6 +60,8 @@ pub struct Request<'a> {
     pub internal: bool,
     /// Its `X-Request-ID` (the client's, or one made for it).
     pub request_id: RequestId,
+    /// It has no body: none declared (HTTP/1.1), or its stream ended with its head (HTTP/2).
+    pub bodiless: bool,
 }
 
 /// What became of a request. (Returned once per request, on the stack: boxing a hit would
@@ -178,8 +180,7 @@ pub async fn admit_head(
 /// without a body. On a protected route it passes unchecked, and reaches the upstream without
 /// credentials, session or subject (see the service's `upstream_request`).
 pub fn is_preflight(request: &Request<'_>) -> bool {
-    let known = request.known;
-    request.method == "OPTIONS" && !known.transfer_encoding && known.content_length.unwrap_or(0) == 0
+    request.method == "OPTIONS" && request.bodiless
 }
 
 /// Understands requests and answers them from the cache; shared by the fronts.

@@ -118,11 +118,11 @@ fn verified(ctx: &Ctx) -> bool {
     ctx.request.as_ref().is_some_and(|request| request.admitted.verified.is_some())
 }
 
-/// Removes `name` and every header that is `name` once `_` is read as `-`.
+/// Removes `name` and every header that is `name` once `_` or `.` is read as `-`.
 fn drop_header_and_twins(headers: &mut http::HeaderMap, name: &http::HeaderName) {
     let twin = |other: &http::HeaderName| {
         let (a, b) = (other.as_str().as_bytes(), name.as_str().as_bytes());
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (matches!(*x, b'_' | b'.') && *y == b'-'))
     };
     let twins: Vec<http::HeaderName> = headers.keys().filter(|other| twin(other)).cloned().collect();
     for twin in twins {
